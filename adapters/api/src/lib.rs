@@ -1,0 +1,27 @@
+//! The contract between the gateway core and its bus adapters.
+//!
+//! An adapter owns the I/O with one bus (a serial port, a Modbus line, an MQTT broker, a simulator).
+//! It is started with an [`AdapterContext`], reports what it learns as [`AdapterEvent`]s into one
+//! bounded channel (so back-pressure reaches the bus, never the XMPP side), and serves
+//! [`Request`]s (reads and writes that come from XMPP) through the request channel.
+//!
+//! This crate has no I/O of its own: adapters and the core both build on it.
+
+mod backoff;
+mod device;
+mod event;
+mod request;
+mod value;
+
+pub use backoff::Backoff;
+pub use device::{DeviceId, DeviceIdError, FieldSpec, FieldType};
+pub use event::{AdapterContext, AdapterEvent, EventSink, Quality, Reading};
+pub use request::{Request, RequestError, RequestKind};
+pub use value::{Value, ValueError};
+
+/// A bus adapter. The core builds one per `[[adapter]]` section and spawns `run`. An adapter
+/// handles its own link failures (reconnecting with [`Backoff`]) and returns only once
+/// `ctx.shutdown` is cancelled.
+pub trait Adapter: Send + 'static {
+    fn run(self, ctx: AdapterContext) -> impl std::future::Future<Output = ()> + Send;
+}

@@ -1,0 +1,75 @@
+//! Builds and starts one adapter per `[[adapter]]` section: a closed match over the adapter
+//! types this build supports.
+
+use gateway_api::{Adapter, AdapterContext, EventSink, Request};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{AdapterKind, Config};
+
+/// Requests queued per adapter before XMPP writers wait.
+const REQUEST_QUEUE: usize = 64;
+
+/// Starts every adapter. Returns the request sender of each (indexed like `config.adapters`)
+/// and the tasks, which end once `shutdown` is cancelled.
+pub fn spawn_all(config: &Config, events: EventSink, shutdown: &CancellationToken) -> (Vec<mpsc::Sender<Request>>, JoinSet<()>) {
+    let mut senders = Vec::with_capacity(config.adapters.len());
+    let mut tasks = JoinSet::new();
+    for (index, adapter) in config.adapters.iter().enumerate() {
+        let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
+        senders.push(tx);
+        let ctx = AdapterContext {
+            adapter: adapter.id.clone(),
+            events: events.clone(),
+            requests: rx,
+            shutdown: shutdown.child_token(),
+        };
+        match &adapter.kind {
+            AdapterKind::Simulated => {
+                tasks.spawn(simulated(config, index).run(ctx));
+            }
+        }
+        tracing::debug!(adapter = %adapter.id, kind = adapter.kind.type_name(), "adapter started");
+    }
+    (senders, tasks)
+}
+
+fn simulated(config: &Config, index: usize) -> gateway_simulated::SimulatedAdapter {
+    use crate::config::{DeviceBinding, FieldBinding, Generator};
+    use gateway_simulated::{Generator as G, SimDevice, SimField};
+    let devices = config
+        .devices
+        .iter()
+        .filter(|d| d.adapter_index == index)
+        .map(|d| {
+            let DeviceBinding::Simulated(sim) = &d.binding;
+            let fields = d
+                .fields
+                .iter()
+                .map(|f| {
+                    let FieldBinding::Simulated(g) = &f.binding;
+                    let generator = match g.clone() {
+                        Generator::Sine { min, max, period } => G::Sine { min, max, period },
+                        Generator::Step { min, max, period, start } => G::Step { min, max, period, start },
+                        Generator::Random { min, max, start } => G::Random { min, max, start },
+                        Generator::Constant { value } => G::Constant { value },
+                    };
+                    SimField { spec: f.spec.clone(), generator }
+                })
+                .collect();
+            SimDevice {
+                id: d.id.clone(),
+                poll: sim.poll,
+                offline_every: sim.offline_every,
+                offline_for: sim.offline_for,
+                fields,
+            }
+        })
+        .collect();
+    gateway_simulated::SimulatedAdapter::new(devices)
+}
+
+
+/// The `type = ...` names this build supports, for `version`.
+pub const SUPPORTED: &[&str] = &["simulated"];

@@ -1,0 +1,213 @@
+//! The validated configuration: what the rest of the gateway uses.
+//!
+//! Built only by [`super::load`], which has already checked every cross-reference (device ids
+//! unique after case folding, adapters exist, field names unique per device, secrets readable),
+//! so code that holds a [`Config`] never re-checks it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gateway_api::{DeviceId, FieldSpec, Value};
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from (for messages and for SIGHUP reloads).
+    pub path: PathBuf,
+    pub gateway: GatewayConfig,
+    pub xmpp: XmppConfig,
+    pub access: AccessConfig,
+    pub publish: PublishConfig,
+    pub metrics: Option<MetricsConfig>,
+    pub log: LogConfig,
+    pub adapters: Vec<AdapterConfig>,
+    pub devices: Vec<DeviceConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Shown in disco and version answers. Default: the host name, else "xmpp-iot-gateway".
+    pub name: String,
+    /// Where the embedded store lives. Relative paths are resolved against the config file's folder.
+    pub state_dir: PathBuf,
+    /// How long readings are kept; zero means history is off.
+    pub history: Duration,
+}
+
+/// A secret read from a file (or, with a warning, inline). Its `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    pub fn new(value: impl Into<Arc<str>>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum XmppConfig {
+    Component(ComponentConfig),
+    Client(ClientConfig),
+}
+
+/// XEP-0114: one plaintext connection, the gateway owns every JID of `domain`.
+#[derive(Debug, Clone)]
+pub struct ComponentConfig {
+    /// Lower-cased component domain, e.g. `sensors.example.org`.
+    pub domain: String,
+    /// `host:port` of the server's component listener. Default `127.0.0.1:5347`.
+    pub server: String,
+    /// `None` only when the secret file is absent and we are running `check` (a warning then).
+    pub secret: Option<Secret>,
+    /// The server's own domain, pinged every half read-timeout to keep the stream alive.
+    /// Default: `domain` with its first label removed (`sensors.example.org` -> `example.org`).
+    pub ping_target: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    Required,
+    /// Plaintext; only accepted for a loopback server.
+    None,
+}
+
+/// Each device is a client session on `jid` (resource = device id) unless it has an account of its own.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Bare JID of the gateway account, e.g. `gateway@example.org`.
+    pub jid: String,
+    pub password: Option<Secret>,
+    /// `host:port`; `None` means: resolve the JID's domain.
+    pub server: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub tls: TlsMode,
+}
+
+/// One entry of an access list: a bare JID, or `@domain` for everyone on a domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessEntry {
+    Jid(String),
+    Domain(String),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AccessConfig {
+    /// May subscribe to presence, read, query.
+    pub read: Vec<AccessEntry>,
+    /// May also set values (implies read).
+    pub control: Vec<AccessEntry>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PublishConfig {
+    /// Presence carries a status line with current values. Default true.
+    pub presence: bool,
+    /// At most one update per device per interval, latest value wins. Default 2 s.
+    pub min_interval: Duration,
+    /// A numeric change smaller than this is not published (per-field override in FieldConfig).
+    pub deadband: Option<f64>,
+    /// Bare JIDs that get a headline message per published change.
+    pub notify: Vec<String>,
+    pub pubsub: Option<String>,
+    pub room: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `xmpp_iot_gateway=debug`.
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdapterConfig {
+    pub id: Arc<str>,
+    pub kind: AdapterKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum AdapterKind {
+    Simulated,
+}
+
+impl AdapterKind {
+    /// The `type = ...` spelling.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            AdapterKind::Simulated => "simulated",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    pub id: DeviceId,
+    /// The device's JID as text: `id@domain` (component), `<xmpp.jid>/<id>` (client), or as configured.
+    pub jid: String,
+    /// Client mode, a device with an account of its own.
+    pub password: Option<Secret>,
+    /// Human label (default: the id).
+    pub name: String,
+    /// The `id` of its adapter (an index into `Config::adapters` is `adapter_index`).
+    pub adapter: Arc<str>,
+    pub adapter_index: usize,
+    /// Per-device access lists; `None` means the `[access]` lists apply.
+    pub access: Option<AccessConfig>,
+    pub fields: Vec<FieldConfig>,
+    pub binding: DeviceBinding,
+}
+
+/// Adapter-specific settings of a device, already checked against its adapter's type.
+#[derive(Debug, Clone)]
+pub enum DeviceBinding {
+    Simulated(SimulatedDevice),
+}
+
+#[derive(Debug, Clone)]
+pub struct SimulatedDevice {
+    /// Interval between readings (`poll`, default 1 s).
+    pub poll: Duration,
+    /// Optional flapping: every `offline_every` the device goes offline for `offline_for`.
+    pub offline_every: Option<Duration>,
+    pub offline_for: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct FieldConfig {
+    pub spec: FieldSpec,
+    /// Per-field override of `[publish] deadband`.
+    pub deadband: Option<f64>,
+    pub binding: FieldBinding,
+}
+
+#[derive(Debug, Clone)]
+pub enum FieldBinding {
+    Simulated(Generator),
+}
+
+/// How a simulated field produces values.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Generator {
+    /// min + (max-min) * (1 + sin(2πt/period)) / 2
+    Sine { min: f64, max: f64, period: Duration },
+    /// Starts at `start` (`value`, default min), moves by (max-min)/10 each `period`, wrapping at max.
+    Step { min: f64, max: f64, period: Duration, start: f64 },
+    /// Random walk starting at `start` (`value`, default the middle), bounded by min/max.
+    Random { min: f64, max: f64, start: f64 },
+    Constant { value: Value },
+}

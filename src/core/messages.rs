@@ -1,0 +1,98 @@
+//! Messages to devices: chat commands (`help`, `get`, `set`) and XEP-0325 `set` in a message.
+
+use xmpp_parsers::message::{Message, MessageType};
+use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
+
+use super::control::ControlReply;
+use super::iq::NS_CONTROL;
+use super::Core;
+use crate::access::Permission;
+use crate::stats::Stats;
+use crate::translator::chat::{self, ChatCommand};
+use crate::xmpp::stanzas;
+
+impl Core {
+    pub(super) fn on_message(&mut self, m: Message) {
+        let (Some(from), Some(to)) = (m.from.clone(), m.to.clone()) else { return };
+        // Errors are never answered; room and headline traffic is not addressed to us as commands.
+        if !matches!(m.type_, MessageType::Chat | MessageType::Normal) {
+            return;
+        }
+        let id = m.id.as_ref().map(|i| i.0.clone());
+        let Some(idx) = self.devices.by_jid(&to) else {
+            if m.bodies.is_empty() && m.payloads.is_empty() {
+                return;
+            }
+            let e = stanzas::error(ErrorType::Cancel, DefinedCondition::ServiceUnavailable, "");
+            return self.reply(stanzas::message_error(id.as_deref(), &to, &from, e));
+        };
+        let requester = from.to_bare().to_string();
+
+        if let Some(set) = m.payloads.iter().find(|p| p.is("set", NS_CONTROL)) {
+            let set = set.clone();
+            return self.on_control_set(idx, &set, &requester, ControlReply::Silent);
+        }
+        // Chat states, receipts and the like carry no body: nothing to answer.
+        let Some((_, body)) = m.get_best_body(vec!["en"]) else { return };
+        if !self.devices.allows(idx, &requester, Permission::Read) {
+            Stats::inc(&self.stats.access_refused);
+            tracing::info!(device = %self.devices.get(idx).config.id, jid = %requester, "chat refused by the access lists");
+            let e = stanzas::error(ErrorType::Auth, DefinedCondition::Forbidden, "");
+            return self.reply(stanzas::message_error(id.as_deref(), &to, &from, e));
+        }
+        let type_ = m.type_.clone();
+        let thread = m.thread.clone();
+        let answer = |core: &mut Core, text: String| {
+            core.reply(stanzas::text_message(type_.clone(), &to, &from, &text, thread.clone()));
+        };
+        let can_set = self.devices.allows(idx, &requester, Permission::Control);
+        match chat::parse_command(body) {
+            ChatCommand::Help => {
+                let dev = self.devices.get(idx);
+                let specs: Vec<_> = dev.specs().collect();
+                let text = chat::help_text(&dev.config.name, &specs, can_set && dev.has_writable_fields());
+                answer(self, text);
+            }
+            ChatCommand::Get(None) => {
+                let text = chat::get_text(&self.devices.get(idx).current());
+                answer(self, text);
+            }
+            ChatCommand::Get(Some(field)) => {
+                let dev = self.devices.get(idx);
+                let current = dev.current();
+                let text = match current.iter().find(|(s, _)| s.name.eq_ignore_ascii_case(&field)) {
+                    Some(one) => chat::get_text(&[*one]),
+                    None => no_such_field(&field, dev.specs().map(|s| &*s.name)),
+                };
+                answer(self, text);
+            }
+            ChatCommand::Set { field, value } => {
+                if !can_set {
+                    Stats::inc(&self.stats.access_refused);
+                    return answer(self, "You may read this device but not change it.".into());
+                }
+                let name = {
+                    let dev = self.devices.get(idx);
+                    dev.specs().find(|s| s.name.eq_ignore_ascii_case(&field)).map(|s| s.name.to_string())
+                };
+                let Some(name) = name else {
+                    let text = no_such_field(&field, self.devices.get(idx).specs().map(|s| &*s.name));
+                    return answer(self, text);
+                };
+                match self.check_param(idx, &name, &value) {
+                    Ok(checked) => {
+                        let reply = ControlReply::Chat { from: to.clone(), to: from.clone(), type_: type_.clone(), thread: thread.clone() };
+                        self.start_write(idx, vec![checked], reply);
+                    }
+                    Err(pe) => answer(self, format!("Not done: {}", pe.text)),
+                }
+            }
+            ChatCommand::Unknown(cmd) => answer(self, chat::unknown_text(&cmd)),
+        }
+    }
+}
+
+fn no_such_field<'a>(field: &str, names: impl Iterator<Item = &'a str>) -> String {
+    let names: Vec<&str> = names.collect();
+    format!("No field `{field}`. Fields: {}.", names.join(", "))
+}

@@ -1,0 +1,518 @@
+//! The core task: owns device state and subscribers, turns adapter events into presence and
+//! answers what arrives from XMPP.
+//!
+//! One task, no locks. It never waits on XMPP: outgoing stanzas go into its own queues
+//! (replies first, then presence) and leave as the upstream channel has room. Presence is state,
+//! not events: a queued presence is built from the current values when it is sent, so a slow
+//! upstream coalesces updates instead of piling them up.
+
+mod control;
+mod iq;
+mod messages;
+pub mod presence;
+mod readout;
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use gateway_api::{AdapterEvent, Reading, Request};
+use minidom::Element;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::time::DelayQueue;
+use xmpp_parsers::jid::Jid;
+use xmpp_parsers::presence::Type as PresenceType;
+use xmpp_parsers::stanza::Stanza;
+use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
+
+use crate::access::Permission;
+use crate::config::Config;
+use crate::devices::{Applied, Devices};
+use crate::stats::Stats;
+use crate::store::{Store, Subscription};
+use crate::translator;
+use crate::xmpp::{stanzas, Inbound};
+
+/// Replies waiting for room upstream; beyond this the oldest are dropped (and counted).
+const MAX_URGENT: usize = 10_000;
+/// How long a write may take from request to the device's confirmation.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Results of work the core handed to other tasks (writes, history queries, scheduled readouts).
+#[derive(Debug)]
+enum Deferred {
+    Send(Element),
+    Readings(Vec<Reading>),
+    /// A queued XEP-0323 readout whose `when` has come.
+    StartReadout(Box<readout::Pending>),
+    ReadoutFinished { requester: String, seqnr: i32 },
+}
+
+/// A one-line summary for `STATUS=` and logs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub devices: usize,
+    pub online: usize,
+    pub upstream_up: bool,
+}
+
+/// What the core needs from the rest of the gateway.
+pub struct CoreParts {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub subscriptions: Vec<Subscription>,
+    /// Adapter events; the adapters hold the senders.
+    pub events: mpsc::Receiver<AdapterEvent>,
+    /// From the upstream session.
+    pub inbound: mpsc::Receiver<Inbound>,
+    /// To the upstream session; dropping it tells the session to close the stream.
+    pub outbound: mpsc::Sender<Element>,
+    /// Per adapter (indexed like `config.adapters`): where reads and writes go.
+    pub requests: Vec<mpsc::Sender<Request>>,
+    pub stats: Arc<Stats>,
+    /// Fired once the first upstream attempt finished, either way (for systemd READY=1).
+    pub first_link: oneshot::Sender<()>,
+    pub summary: watch::Sender<Summary>,
+    /// Bumped on every loop turn of the housekeeping tick; the watchdog reads it.
+    pub heartbeat: watch::Sender<Instant>,
+}
+
+pub struct Core {
+    config: Arc<Config>,
+    devices: Devices,
+    /// Per device index: bare JIDs that see its presence. Mirrors the store.
+    subscribers: Vec<BTreeSet<String>>,
+    store: Store,
+    /// The component domain (or gateway account) as a JID, for answers about the gateway itself.
+    gateway_jid: Jid,
+    link_up: bool,
+    out: mpsc::Sender<Element>,
+    /// Replies, in order; sent before presence.
+    urgent: VecDeque<Element>,
+    /// Presence owed: (device index, recipient), each pair at most once.
+    presence_queue: VecDeque<(usize, String)>,
+    presence_queued: HashSet<(usize, String)>,
+    /// Devices whose presence update waits for `min_interval` to pass.
+    timers: DelayQueue<usize>,
+    requests: Vec<mpsc::Sender<Request>>,
+    /// Cloned into spawned tasks; the core drains the receiver.
+    deferred_tx: mpsc::Sender<Deferred>,
+    /// Queued readouts by (requester full JID, seqnr), for `cancel`.
+    scheduled: HashMap<(String, i32), AbortHandle>,
+    stats: Arc<Stats>,
+    first_link: Option<oneshot::Sender<()>>,
+    summary: watch::Sender<Summary>,
+    heartbeat: watch::Sender<Instant>,
+}
+
+impl Core {
+    pub fn new(parts: CoreParts) -> Result<(Core, CoreInputs), String> {
+        let devices = Devices::from_config(&parts.config)?;
+        let gateway_jid = match &parts.config.xmpp {
+            crate::config::XmppConfig::Component(c) => Jid::new(&c.domain),
+            crate::config::XmppConfig::Client(c) => Jid::new(&c.jid),
+        }
+        .map_err(|e| format!("the gateway's own JID is not valid: {e}"))?;
+        let mut subscribers = vec![BTreeSet::new(); devices.len()];
+        for s in parts.subscriptions {
+            let idx = gateway_api::DeviceId::new(&s.device).ok().and_then(|id| devices.index_of(&id));
+            match idx {
+                Some(idx) if devices.allows(idx, &s.jid, Permission::Read) => {
+                    subscribers[idx].insert(s.jid);
+                }
+                Some(idx) => {
+                    tracing::info!(device = %devices.get(idx).config.id, jid = %s.jid, "dropping a subscriber the access lists no longer allow");
+                    parts.store.remove_subscriber(&devices.get(idx).config.id, &s.jid);
+                }
+                // A device removed from the config keeps its rows: it may come back.
+                None => {}
+            }
+        }
+        let (deferred_tx, deferred_rx) = mpsc::channel(1024);
+        let core = Core {
+            config: parts.config,
+            devices,
+            subscribers,
+            store: parts.store,
+            gateway_jid,
+            link_up: false,
+            out: parts.outbound,
+            urgent: VecDeque::new(),
+            presence_queue: VecDeque::new(),
+            presence_queued: HashSet::new(),
+            timers: DelayQueue::new(),
+            requests: parts.requests,
+            deferred_tx,
+            scheduled: HashMap::new(),
+            stats: parts.stats,
+            first_link: Some(parts.first_link),
+            summary: parts.summary,
+            heartbeat: parts.heartbeat,
+        };
+        Ok((core, CoreInputs { events: parts.events, inbound: parts.inbound, deferred: deferred_rx }))
+    }
+
+    /// Runs until `shutdown` fires, then tells every subscriber that every device is gone.
+    pub async fn run(mut self, mut inputs: CoreInputs, shutdown: CancellationToken) {
+        let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let has_output = self.link_up && (!self.urgent.is_empty() || !self.presence_queue.is_empty());
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(d) = inputs.deferred.recv() => self.on_deferred(d),
+                Some(inb) = inputs.inbound.recv() => self.on_inbound(inb),
+                Some(ev) = inputs.events.recv() => self.on_adapter_event(ev),
+                Some(exp) = self.timers.next(), if !self.timers.is_empty() => self.on_timer(exp.into_inner()),
+                Ok(permit) = self.out.clone().reserve_owned(), if has_output => self.send_queued(permit),
+                _ = housekeeping.tick() => self.housekeeping(),
+            }
+        }
+        self.shut_down(inputs).await;
+    }
+
+    fn housekeeping(&mut self) {
+        self.heartbeat.send_replace(Instant::now());
+        let summary = Summary {
+            devices: self.devices.len(),
+            online: self.devices.iter().filter(|(_, d)| d.is_online()).count(),
+            upstream_up: self.link_up,
+        };
+        self.summary.send_if_modified(|s| {
+            let changed = *s != summary;
+            *s = summary;
+            changed
+        });
+    }
+
+    fn on_adapter_event(&mut self, ev: AdapterEvent) {
+        match ev {
+            AdapterEvent::Reading(r) => self.on_reading(&r),
+            AdapterEvent::Online { device } => {
+                let Some(idx) = self.devices.index_of(&device) else { return };
+                let dev = self.devices.get_mut(idx);
+                if dev.online != Some(true) {
+                    tracing::info!(device = %device, "device online");
+                    dev.online = Some(true);
+                    dev.offline_reason = None;
+                    self.publish_presence(idx, true);
+                }
+            }
+            AdapterEvent::Offline { device, reason } => {
+                let Some(idx) = self.devices.index_of(&device) else { return };
+                let dev = self.devices.get_mut(idx);
+                if dev.online != Some(false) || dev.offline_reason.as_deref() != Some(&reason) {
+                    tracing::warn!(device = %device, reason = %reason, "device offline");
+                    dev.online = Some(false);
+                    dev.offline_reason = Some(reason);
+                    self.publish_presence(idx, true);
+                }
+            }
+        }
+    }
+
+    fn on_reading(&mut self, r: &Reading) {
+        Stats::inc(&self.stats.readings);
+        tracing::trace!(device = %r.device, field = %r.field, value = %r.value, "reading");
+        self.store.record(r);
+        if self.devices.apply(r, self.config.publish.deadband) == Applied::Changed && self.config.publish.presence {
+            if let Some(idx) = self.devices.index_of(&r.device) {
+                self.publish_presence(idx, false);
+            }
+        }
+    }
+
+    /// Tells subscribers about device `idx` now, or once its `min_interval` has passed.
+    /// `immediate`: availability changed, which is never held back.
+    fn publish_presence(&mut self, idx: usize, immediate: bool) {
+        if !self.link_up {
+            // Everything is announced when the link returns.
+            return;
+        }
+        let now = Instant::now();
+        let min_interval = self.config.publish.min_interval;
+        let dev = self.devices.get_mut(idx);
+        if immediate || dev.quiet_until.is_none_or(|t| now >= t) {
+            dev.presence_dirty = false;
+            dev.quiet_until = Some(now + min_interval);
+            dev.mark_published();
+            self.queue_presence_to_all(idx);
+        } else {
+            if dev.presence_dirty {
+                Stats::inc(&self.stats.presence_coalesced);
+            }
+            dev.presence_dirty = true;
+            if !dev.timer_pending {
+                dev.timer_pending = true;
+                let at = dev.quiet_until.unwrap_or(now);
+                self.timers.insert_at(idx, at);
+            }
+        }
+    }
+
+    fn on_timer(&mut self, idx: usize) {
+        let dev = self.devices.get_mut(idx);
+        dev.timer_pending = false;
+        if dev.presence_dirty {
+            self.publish_presence(idx, false);
+        }
+    }
+
+    fn queue_presence_to_all(&mut self, idx: usize) {
+        let subs: Vec<String> = self.subscribers[idx].iter().cloned().collect();
+        for jid in subs {
+            self.queue_presence(idx, jid);
+        }
+    }
+
+    fn queue_presence(&mut self, idx: usize, to: String) {
+        if !self.link_up {
+            return;
+        }
+        if self.presence_queued.insert((idx, to.clone())) {
+            self.presence_queue.push_back((idx, to));
+        } else {
+            Stats::inc(&self.stats.presence_coalesced);
+        }
+    }
+
+    /// Queues a reply. Replies are never coalesced; past `MAX_URGENT` the oldest is dropped.
+    fn reply(&mut self, el: Element) {
+        if !self.link_up {
+            return;
+        }
+        if self.urgent.len() >= MAX_URGENT {
+            self.urgent.pop_front();
+            Stats::inc(&self.stats.replies_dropped);
+        }
+        self.urgent.push_back(el);
+    }
+
+    /// The current presence of device `idx`, addressed to `to`.
+    fn presence_of(&self, idx: usize, to: &Jid) -> Element {
+        let dev = self.devices.get(idx);
+        if dev.is_online() {
+            let status = if self.config.publish.presence {
+                translator::status::status_line(&dev.current())
+            } else {
+                String::new()
+            };
+            stanzas::presence(&dev.jid, to, PresenceType::None, &status)
+        } else {
+            let reason = dev.offline_reason.as_deref().unwrap_or("not connected yet");
+            stanzas::presence(&dev.jid, to, PresenceType::Unavailable, reason)
+        }
+    }
+
+    fn next_output(&mut self) -> Option<Element> {
+        if let Some(el) = self.urgent.pop_front() {
+            return Some(el);
+        }
+        let (idx, to) = self.presence_queue.pop_front()?;
+        self.presence_queued.remove(&(idx, to.clone()));
+        let to = Jid::new(&to).ok()?;
+        Some(self.presence_of(idx, &to))
+    }
+
+    fn send_queued(&mut self, permit: mpsc::OwnedPermit<Element>) {
+        let Some(first) = self.next_output() else { return };
+        let out = permit.send(first);
+        Stats::inc(&self.stats.stanzas_out);
+        // Fill whatever room there is without waiting.
+        while let Ok(permit) = out.try_reserve() {
+            let Some(el) = self.next_output() else { break };
+            permit.send(el);
+            Stats::inc(&self.stats.stanzas_out);
+        }
+    }
+
+    fn on_inbound(&mut self, inb: Inbound) {
+        match inb {
+            Inbound::Up => {
+                self.link_up = true;
+                Stats::inc(&self.stats.upstream_connects);
+                if let Some(tx) = self.first_link.take() {
+                    let _ = tx.send(());
+                }
+                // Nobody else re-announces a component's JIDs: tell every subscriber everything.
+                let now = Instant::now();
+                for idx in 0..self.devices.len() {
+                    let dev = self.devices.get_mut(idx);
+                    dev.mark_published();
+                    dev.presence_dirty = false;
+                    dev.quiet_until = Some(now + self.config.publish.min_interval);
+                    self.queue_presence_to_all(idx);
+                }
+                self.housekeeping();
+            }
+            Inbound::Down { reason } => {
+                if let Some(tx) = self.first_link.take() {
+                    let _ = tx.send(());
+                }
+                if self.link_up {
+                    tracing::debug!(reason = %reason, "upstream down; holding presence until it returns");
+                }
+                self.link_up = false;
+                self.urgent.clear();
+                self.presence_queue.clear();
+                self.presence_queued.clear();
+                self.housekeeping();
+            }
+            Inbound::Stanza(el) => self.on_stanza(el),
+        }
+    }
+
+    fn on_stanza(&mut self, el: Element) {
+        Stats::inc(&self.stats.stanzas_in);
+        // Kept for the error answer in case the stanza does not parse.
+        let head = StanzaHead::of(&el);
+        match Stanza::try_from(el) {
+            Ok(Stanza::Iq(iq)) => self.on_iq(iq),
+            Ok(Stanza::Message(m)) => self.on_message(m),
+            Ok(Stanza::Presence(p)) => self.on_presence(p),
+            Err(e) => {
+                Stats::inc(&self.stats.stanzas_malformed);
+                tracing::debug!(error = %e, from = ?head.from, kind = %head.name, "malformed stanza");
+                // An IQ request must be answered even when it is broken.
+                if let (true, Some(id), Some(from), Some(to)) = (head.is_iq_request(), head.id, head.from, head.to) {
+                    if let (Ok(from), Ok(to)) = (Jid::new(&from), Jid::new(&to)) {
+                        let err = stanzas::error(ErrorType::Modify, DefinedCondition::BadRequest, "malformed stanza");
+                        self.reply(stanzas::iq_error(&id, &to, &from, err));
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_presence(&mut self, p: xmpp_parsers::presence::Presence) {
+        let (Some(from), Some(to)) = (p.from.clone(), p.to.clone()) else { return };
+        let requester = from.to_bare().to_string();
+        let Some(idx) = self.devices.by_jid(&to) else {
+            // RFC 6121 §8.5: for JIDs we do not host, refuse subscriptions and probes.
+            if matches!(p.type_, PresenceType::Subscribe | PresenceType::Probe) {
+                self.reply(stanzas::presence(&to.to_bare().into(), &from.to_bare().into(), PresenceType::Unsubscribed, ""));
+            }
+            return;
+        };
+        let allowed = self.devices.allows(idx, &requester, Permission::Read);
+        let subscribed = self.subscribers[idx].contains(&requester);
+        let dev_jid = self.devices.get(idx).jid.clone();
+        let device_id = self.devices.get(idx).config.id.clone();
+        let requester_jid: Jid = from.to_bare().into();
+        match presence::decide(&p.type_, allowed, subscribed) {
+            presence::SubAction::Approve => {
+                if !subscribed {
+                    tracing::info!(device = %device_id, jid = %requester, "subscription approved");
+                    self.subscribers[idx].insert(requester.clone());
+                    self.store.add_subscriber(&device_id, &requester);
+                }
+                self.reply(stanzas::presence(&dev_jid, &requester_jid, PresenceType::Subscribed, ""));
+                let current = self.presence_of(idx, &requester_jid);
+                self.reply(current);
+            }
+            presence::SubAction::Refuse => {
+                if p.type_ == PresenceType::Subscribe {
+                    Stats::inc(&self.stats.access_refused);
+                    tracing::info!(device = %device_id, jid = %requester, "subscription refused by the access lists");
+                }
+                self.reply(stanzas::presence(&dev_jid, &requester_jid, PresenceType::Unsubscribed, ""));
+            }
+            presence::SubAction::Remove => {
+                tracing::info!(device = %device_id, jid = %requester, "subscription removed");
+                self.subscribers[idx].remove(&requester);
+                self.store.remove_subscriber(&device_id, &requester);
+                self.reply(stanzas::presence(&dev_jid, &requester_jid, PresenceType::Unsubscribed, ""));
+                self.reply(stanzas::presence(&dev_jid, &requester_jid, PresenceType::Unavailable, ""));
+            }
+            presence::SubAction::AnswerProbe => {
+                let current = self.presence_of(idx, &from);
+                self.reply(current);
+            }
+            presence::SubAction::Ignore => {}
+        }
+    }
+
+    fn on_deferred(&mut self, d: Deferred) {
+        match d {
+            Deferred::Send(el) => self.reply(el),
+            Deferred::Readings(rs) => {
+                for r in &rs {
+                    self.on_reading(r);
+                }
+            }
+            Deferred::StartReadout(p) => {
+                self.scheduled.remove(&(p.requester.to_string(), p.request.seqnr));
+                self.reply(self.started_message(&p));
+                self.run_readout(*p);
+            }
+            Deferred::ReadoutFinished { requester, seqnr } => {
+                self.scheduled.remove(&(requester, seqnr));
+            }
+        }
+    }
+
+    async fn shut_down(mut self, mut inputs: CoreInputs) {
+        inputs.inbound.close();
+        for (_, handle) in self.scheduled.drain() {
+            handle.abort();
+        }
+        if self.link_up {
+            let mut goodbye: Vec<Element> = self.urgent.drain(..).collect();
+            for (idx, dev) in self.devices.iter() {
+                for jid in &self.subscribers[idx] {
+                    if let Ok(to) = Jid::new(jid) {
+                        goodbye.push(stanzas::presence(&dev.jid, &to, PresenceType::Unavailable, "gateway stopped"));
+                    }
+                }
+            }
+            let n = goodbye.len();
+            let send_all = async {
+                for el in goodbye {
+                    if self.out.send(el).await.is_err() {
+                        break;
+                    }
+                }
+            };
+            if tokio::time::timeout(Duration::from_secs(2), send_all).await.is_err() {
+                tracing::warn!(stanzas = n, "upstream too slow: not every unavailable presence was sent at shutdown");
+            }
+        }
+        // Dropping `self.out` lets the session close the stream after what is queued.
+    }
+}
+
+/// Receivers the core loop drains; separate from `Core` so the loop can borrow both.
+pub struct CoreInputs {
+    events: mpsc::Receiver<AdapterEvent>,
+    inbound: mpsc::Receiver<Inbound>,
+    deferred: mpsc::Receiver<Deferred>,
+}
+
+/// The addressing of a stanza, read before parsing so a broken one can still be answered.
+struct StanzaHead {
+    name: String,
+    type_: Option<String>,
+    id: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+impl StanzaHead {
+    fn of(el: &Element) -> Self {
+        StanzaHead {
+            name: el.name().to_owned(),
+            type_: el.attr("type").map(str::to_owned),
+            id: el.attr("id").map(str::to_owned),
+            from: el.attr("from").map(str::to_owned),
+            to: el.attr("to").map(str::to_owned),
+        }
+    }
+
+    fn is_iq_request(&self) -> bool {
+        self.name == "iq" && matches!(self.type_.as_deref(), Some("get" | "set"))
+    }
+}

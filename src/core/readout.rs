@@ -1,0 +1,196 @@
+//! XEP-0323 readouts: momentary from the current state, historical from the store, queued ones
+//! for a later `when`, and `cancel`.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use gateway_api::{FieldSpec, Reading};
+use minidom::Element;
+use xmpp_parsers::jid::Jid;
+use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
+
+use super::iq::IqRequest;
+use super::{Core, Deferred};
+use crate::store::HistoryQuery;
+use crate::translator::sensordata::{self, ReadoutRequest, Sample};
+use crate::xmpp::stanzas;
+
+/// Field values per `fields` message: keeps each message well below server stanza limits.
+const VALUES_PER_MESSAGE: usize = 200;
+/// At most this many stored readings answer one historical request.
+const HISTORY_LIMIT: usize = 20_000;
+
+/// A readout to run (now, or when its `when` comes).
+#[derive(Debug)]
+pub struct Pending {
+    pub device: usize,
+    pub request: ReadoutRequest,
+    /// Who asked (full JID): the data messages go there.
+    pub requester: Jid,
+    /// The JID the request was addressed to: the data messages come from there.
+    pub addressed: Jid,
+}
+
+impl Core {
+    pub(super) fn on_readout_request(&mut self, idx: usize, req: IqRequest) {
+        let request = match sensordata::parse_req(&req.payload) {
+            Ok(r) => r,
+            Err(e) => {
+                let answer = req.error(ErrorType::Modify, DefinedCondition::BadRequest, &e.to_string());
+                return self.reply(answer);
+            }
+        };
+        let node = self.devices.get(idx).config.id.as_str();
+        if request.node_ids.iter().any(|n| n != node) {
+            let answer = req.error(ErrorType::Cancel, DefinedCondition::ItemNotFound, "no such node");
+            return self.reply(answer);
+        }
+        let pending = Pending { device: idx, request, requester: req.from.clone(), addressed: req.to.clone() };
+        let now = Utc::now();
+        match pending.request.when {
+            Some(when) if when > now => {
+                self.reply(req.result(Some(sensordata::accepted(pending.request.seqnr, true))));
+                let key = (pending.requester.to_string(), pending.request.seqnr);
+                let delay = (when - now).to_std().unwrap_or_default();
+                let tx = self.deferred_tx.clone();
+                let task = tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = tx.send(Deferred::StartReadout(Box::new(pending))).await;
+                });
+                if let Some(old) = self.scheduled.insert(key, task.abort_handle()) {
+                    old.abort();
+                }
+            }
+            _ => {
+                self.reply(req.result(Some(sensordata::accepted(pending.request.seqnr, false))));
+                self.run_readout(pending);
+            }
+        }
+    }
+
+    pub(super) fn on_readout_cancel(&mut self, req: IqRequest) {
+        let answer = match sensordata::parse_cancel(&req.payload) {
+            Err(e) => req.error(ErrorType::Modify, DefinedCondition::BadRequest, &e.to_string()),
+            Ok(seqnr) => match self.scheduled.remove(&(req.from.to_string(), seqnr)) {
+                Some(task) => {
+                    task.abort();
+                    req.result(Some(sensordata::cancelled(seqnr)))
+                }
+                None => req.error(ErrorType::Cancel, DefinedCondition::ItemNotFound, "no such readout"),
+            },
+        };
+        self.reply(answer);
+    }
+
+    pub(super) fn started_message(&self, p: &Pending) -> Element {
+        stanzas::data_message(&p.addressed, &p.requester, sensordata::started(p.request.seqnr))
+    }
+
+    pub(super) fn run_readout(&mut self, p: Pending) {
+        let dev = self.devices.get(p.device);
+        let r = &p.request;
+        let historical = r.historical || r.all || r.from.is_some() || r.to.is_some();
+        let momentary = r.momentary || r.all || !historical;
+        let wanted = |name: &str| r.field_names.is_empty() || r.field_names.iter().any(|f| f == name);
+        let in_range = |t: DateTime<Utc>| r.from.is_none_or(|f| t >= f) && r.to.is_none_or(|to| t <= to);
+        let node = dev.config.id.to_string();
+
+        if momentary && !historical && !dev.is_online() {
+            let reason = dev.offline_reason.clone().unwrap_or_else(|| "not connected yet".into());
+            let failure = sensordata::failure(r.seqnr, &node, Utc::now(), &format!("device unreachable: {reason}"), true);
+            let msg = stanzas::data_message(&p.addressed, &p.requester, failure);
+            return self.reply(msg);
+        }
+
+        // The current values as readings, filtered like the request asks.
+        let current: Vec<Reading> = dev
+            .config
+            .fields
+            .iter()
+            .zip(&dev.values)
+            .filter(|(f, _)| wanted(&f.spec.name))
+            .filter_map(|(f, s)| {
+                let s = s.as_ref()?;
+                Some(Reading {
+                    device: dev.config.id.clone(),
+                    field: f.spec.name.clone(),
+                    value: s.value.clone(),
+                    timestamp: s.timestamp,
+                    quality: s.quality,
+                })
+            })
+            .filter(|rd| momentary || in_range(rd.timestamp))
+            .collect();
+        let specs: Arc<Vec<FieldSpec>> = Arc::new(dev.specs().cloned().collect());
+
+        if historical && self.store.history_enabled() {
+            let query = HistoryQuery {
+                device: dev.config.id.clone(),
+                fields: r.field_names.clone(),
+                from: r.from,
+                to: r.to,
+                limit: HISTORY_LIMIT,
+            };
+            let store = self.store.clone();
+            let tx = self.deferred_tx.clone();
+            let momentary_values = if momentary { current } else { Vec::new() };
+            tokio::spawn(async move {
+                let seqnr = p.request.seqnr;
+                let messages = match store.history(query).await {
+                    Ok(mut rows) => {
+                        let n_hist = rows.len();
+                        rows.extend(momentary_values);
+                        fields_messages(&specs, &node, seqnr, &rows, n_hist)
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "history query failed");
+                        vec![sensordata::failure(seqnr, &node, Utc::now(), "history is unavailable", true)]
+                    }
+                };
+                for m in messages {
+                    let el = stanzas::data_message(&p.addressed, &p.requester, m);
+                    if tx.send(Deferred::Send(el)).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = tx.send(Deferred::ReadoutFinished { requester: p.requester.to_string(), seqnr }).await;
+            });
+        } else {
+            // Without a store, the only samples held are the current ones.
+            let n_hist = if momentary { 0 } else { current.len() };
+            for m in fields_messages(&specs, &node, r.seqnr, &current, n_hist) {
+                let el = stanzas::data_message(&p.addressed, &p.requester, m);
+                self.reply(el);
+            }
+        }
+    }
+}
+
+/// Groups readings by timestamp into `fields` payloads of bounded size; the last says `done`.
+/// The first `n_historical` readings are historical values, the rest momentary.
+fn fields_messages(specs: &[FieldSpec], node: &str, seqnr: i32, readings: &[Reading], n_historical: usize) -> Vec<Element> {
+    let spec_of = |name: &str| specs.iter().find(|s| &*s.name == name);
+    let mut samples: Vec<Sample<'_>> = Vec::new();
+    for (i, rd) in readings.iter().enumerate() {
+        let Some(spec) = spec_of(&rd.field) else { continue };
+        let momentary = i >= n_historical;
+        match samples.last_mut() {
+            Some(s) if s.timestamp == rd.timestamp && s.momentary == momentary => s.values.push((spec, &rd.value, rd.quality)),
+            _ => samples.push(Sample { timestamp: rd.timestamp, values: vec![(spec, &rd.value, rd.quality)], momentary }),
+        }
+    }
+    let mut out = Vec::new();
+    let mut chunk: Vec<Sample<'_>> = Vec::new();
+    let mut count = 0;
+    for s in samples {
+        count += s.values.len();
+        chunk.push(s);
+        if count >= VALUES_PER_MESSAGE {
+            out.push(sensordata::fields(seqnr, node, &chunk, false));
+            chunk.clear();
+            count = 0;
+        }
+    }
+    out.push(sensordata::fields(seqnr, node, &chunk, true));
+    out
+}

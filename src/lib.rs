@@ -1,0 +1,162 @@
+//! xmpp-iot-gateway: gives every sensor and actuator on a local bus its own XMPP address.
+//!
+//! Map of the crate:
+//! - [`config`]: the configuration file, validated once into [`config::Config`].
+//! - [`adapters`]: starts the bus adapters (crates under `adapters/`), which send readings.
+//! - [`core`]: the one task that owns device state and subscribers and answers XMPP.
+//! - [`devices`]: what the gateway knows about each device; [`access`]: who may do what.
+//! - [`translator`]: pure functions, readings to stanzas and chat text to commands.
+//! - [`xmpp`]: stream framing and the upstream session (component mode).
+//! - [`store`]: the embedded SQLite store (subscribers, history).
+//! - [`systemd`]: readiness, status and watchdog notifications.
+//!
+//! [`run`] wires them together and returns after a graceful shutdown.
+
+pub mod access;
+pub mod adapters;
+pub mod config;
+pub mod core;
+pub mod devices;
+pub mod stats;
+pub mod store;
+pub mod systemd;
+pub mod translator;
+pub mod xmpp;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, XmppConfig};
+use crate::core::{Core, CoreParts, Summary};
+use crate::stats::Stats;
+use crate::store::{Store, StoreOptions};
+use crate::systemd::Notifier;
+use crate::xmpp::component::{ComponentSession, Timeouts};
+
+/// Capacity of the adapters' shared event channel: when the core is behind, adapters wait.
+const EVENT_QUEUE: usize = 4096;
+const UPSTREAM_QUEUE: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Runs the gateway until `shutdown` is cancelled, then stops within about 5 s: every device's
+/// presence goes unavailable, the upstream stream is closed, the store is flushed.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    let config = Arc::new(config);
+    let notifier = Arc::new(Notifier::from_env());
+    let (store, store_thread, subscriptions) = Store::open(
+        &config.gateway.state_dir,
+        StoreOptions { history: config.gateway.history, batch_window: Duration::from_secs(1) },
+    )?;
+    let stats = Arc::new(Stats::default());
+
+    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+    // Adapters outlive the core's last presence broadcast, so they get their own token.
+    let adapters_stop = CancellationToken::new();
+    let (requests, mut adapter_tasks) = adapters::spawn_all(&config, events_tx, &adapters_stop);
+
+    let (inbound_tx, inbound_rx) = mpsc::channel(UPSTREAM_QUEUE);
+    let (outbound_tx, outbound_rx) = mpsc::channel(UPSTREAM_QUEUE);
+    let session_stop = CancellationToken::new();
+    let session = match &config.xmpp {
+        XmppConfig::Component(c) => {
+            let s = ComponentSession { config: c.clone(), timeouts: Timeouts::default() };
+            tokio::spawn(s.run(outbound_rx, inbound_tx, session_stop.clone()))
+        }
+        XmppConfig::Client(_) => {
+            return Err(RunError::Setup("client mode is not available in this build; use mode = \"component\"".into()))
+        }
+    };
+
+    let (first_link_tx, first_link_rx) = oneshot::channel();
+    let (summary_tx, summary_rx) = watch::channel(Summary::default());
+    let (heartbeat_tx, heartbeat_rx) = watch::channel(Instant::now());
+    let (core, inputs) = Core::new(CoreParts {
+        config: config.clone(),
+        store: store.clone(),
+        subscriptions,
+        events: events_rx,
+        inbound: inbound_rx,
+        outbound: outbound_tx,
+        requests,
+        stats: stats.clone(),
+        first_link: first_link_tx,
+        summary: summary_tx,
+        heartbeat: heartbeat_tx,
+    })
+    .map_err(RunError::Setup)?;
+    let core_task = tokio::spawn(core.run(inputs, shutdown.clone()));
+    let supervisor = tokio::spawn(supervise(notifier.clone(), first_link_rx, summary_rx, heartbeat_rx, shutdown.clone()));
+    tracing::info!(devices = config.devices.len(), adapters = config.adapters.len(), "gateway started");
+
+    shutdown.cancelled().await;
+    notifier.notify("STOPPING=1");
+    tracing::info!("stopping");
+    let _ = core_task.await;
+    supervisor.abort();
+    // The session closes the stream once it has sent what the core queued last.
+    let mut session = session;
+    if tokio::time::timeout(Duration::from_millis(1500), &mut session).await.is_err() {
+        session_stop.cancel();
+        session.abort();
+    }
+    adapters_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_millis(500), async { while adapter_tasks.join_next().await.is_some() {} }).await;
+    store.flush().await;
+    drop(store);
+    if tokio::time::timeout(Duration::from_secs(1), store_thread.join()).await.is_err() {
+        tracing::warn!("the store did not close in time");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Tells systemd when the gateway is ready, what it is doing, and that it is alive.
+async fn supervise(
+    notifier: Arc<Notifier>,
+    first_link: oneshot::Receiver<()>,
+    mut summary: watch::Receiver<Summary>,
+    heartbeat: watch::Receiver<Instant>,
+    shutdown: CancellationToken,
+) {
+    // Ready once the adapters run and the first upstream attempt finished, either way.
+    let _ = tokio::time::timeout(Duration::from_secs(30), first_link).await;
+    notifier.notify("READY=1");
+    let watchdog = Notifier::watchdog_interval();
+    let mut tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    loop {
+        let status = {
+            let s = summary.borrow_and_update();
+            format!(
+                "STATUS={} of {} devices online, upstream {}",
+                s.online,
+                s.devices,
+                if s.upstream_up { "connected" } else { "disconnected" }
+            )
+        };
+        notifier.notify(&status);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = summary.changed() => if r.is_err() { return },
+            _ = tick.tick(), if watchdog.is_some() => {
+                // Only a core loop that still turns may keep the watchdog quiet.
+                let age = heartbeat.borrow().elapsed();
+                if age < watchdog.unwrap_or_default() * 2 {
+                    notifier.notify("WATCHDOG=1");
+                } else {
+                    tracing::error!(stalled_for = ?age, "the core loop is stuck; letting the watchdog fire");
+                }
+            }
+        }
+    }
+}

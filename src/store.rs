@@ -1,0 +1,489 @@
+//! The embedded store under `state_dir`: presence subscribers and reading history (SQLite).
+//!
+//! SQLite calls block, so the store lives on a thread of its own and the async side talks to it
+//! through a bounded channel that it never waits on. Readings are written in batches, one
+//! transaction per batch window, so that an SD card is not worn by one write per reading; a crash
+//! loses at most the last window. WAL mode keeps a killed process's store consistent.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeZone, Utc};
+use gateway_api::{DeviceId, Quality, Reading, Value};
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::oneshot;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the state directory {path}: {source}")]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot open the store {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("store query failed: {0}")]
+    Query(#[from] rusqlite::Error),
+    #[error("the store has stopped")]
+    Stopped,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Readings older than this are pruned; zero turns history off.
+    pub history: Duration,
+    /// How long readings wait before they are committed together.
+    pub batch_window: Duration,
+}
+
+/// One stored subscription: `jid` (a bare JID) sees the presence of `device`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    pub device: String,
+    pub jid: String,
+}
+
+/// A query for stored readings of one device.
+#[derive(Debug, Clone)]
+pub struct HistoryQuery {
+    pub device: DeviceId,
+    /// Empty: every field.
+    pub fields: Vec<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    /// At most this many rows, oldest first.
+    pub limit: usize,
+}
+
+enum Command {
+    AddSubscriber(Subscription),
+    RemoveSubscriber(Subscription),
+    Record(Reading),
+    History(HistoryQuery, oneshot::Sender<Result<Vec<Reading>, StoreError>>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// Counters the metrics endpoint reads.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    pub readings_written: AtomicU64,
+    /// Readings dropped because the store thread was behind (its queue was full).
+    pub readings_dropped: AtomicU64,
+    pub write_errors: AtomicU64,
+}
+
+/// Handle to the store thread. Cheap to clone; the thread ends when every handle is dropped.
+#[derive(Clone)]
+pub struct Store {
+    /// Owned by every handle; the store thread ends when the last sender is dropped.
+    tx: std_mpsc::SyncSender<Command>,
+    pub stats: Arc<StoreStats>,
+    history_on: bool,
+}
+
+/// Joins the store thread when the gateway stops, after the last batch is committed.
+pub struct StoreThread(JoinHandle<()>);
+
+impl StoreThread {
+    /// Waits (on a blocking-friendly thread) until the store has committed and closed.
+    pub async fn join(self) {
+        let _ = tokio::task::spawn_blocking(move || self.0.join()).await;
+    }
+}
+
+const QUEUE: usize = 1 << 16;
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS subscriptions (
+    device TEXT NOT NULL,
+    jid TEXT NOT NULL,
+    since INTEGER NOT NULL,
+    PRIMARY KEY (device, jid)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS readings (
+    device TEXT NOT NULL,
+    field TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    kind INTEGER NOT NULL,
+    num REAL,
+    txt TEXT,
+    quality INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS readings_by_device_time ON readings (device, ts);
+CREATE INDEX IF NOT EXISTS readings_by_time ON readings (ts);
+";
+
+impl Store {
+    /// Opens (creating if needed) `state_dir/gateway.db` and returns the handle, the thread to
+    /// join at shutdown, and the stored subscriptions.
+    pub fn open(state_dir: &Path, opts: StoreOptions) -> Result<(Store, StoreThread, Vec<Subscription>), StoreError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::CreateDir {
+            path: state_dir.to_owned(),
+            source,
+        })?;
+        let path = state_dir.join("gateway.db");
+        let conn = open_connection(&path).map_err(|source| StoreError::Open { path: path.clone(), source })?;
+        let subs = load_subscriptions(&conn)?;
+        let (tx, rx) = std_mpsc::sync_channel(QUEUE);
+        let stats = Arc::new(StoreStats::default());
+        let history_on = !opts.history.is_zero();
+        let thread_stats = stats.clone();
+        let handle = std::thread::Builder::new()
+            .name("store".into())
+            .spawn(move || Worker::new(conn, opts, thread_stats).run(rx))
+            .map_err(|e| StoreError::CreateDir { path: state_dir.to_owned(), source: e })?;
+        Ok((Store { tx, stats, history_on }, StoreThread(handle), subs))
+    }
+
+    fn send(&self, cmd: Command) -> bool {
+        match self.tx.try_send(cmd) {
+            Ok(()) => true,
+            Err(std_mpsc::TrySendError::Full(Command::Record(_))) => {
+                self.stats.readings_dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            Err(std_mpsc::TrySendError::Full(_)) => {
+                tracing::warn!("the store is behind; a subscription change was not saved");
+                false
+            }
+            Err(std_mpsc::TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    pub fn add_subscriber(&self, device: &DeviceId, jid: &str) {
+        self.send(Command::AddSubscriber(Subscription { device: device.to_string(), jid: jid.to_owned() }));
+    }
+
+    pub fn remove_subscriber(&self, device: &DeviceId, jid: &str) {
+        self.send(Command::RemoveSubscriber(Subscription { device: device.to_string(), jid: jid.to_owned() }));
+    }
+
+    /// Queues a reading for the history (a no-op when history is off).
+    pub fn record(&self, reading: &Reading) {
+        if self.history_on {
+            self.send(Command::Record(reading.clone()));
+        }
+    }
+
+    pub fn history_enabled(&self) -> bool {
+        self.history_on
+    }
+
+    pub async fn history(&self, query: HistoryQuery) -> Result<Vec<Reading>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(Command::History(query, tx)) {
+            return Err(StoreError::Stopped);
+        }
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// Commits everything queued so far.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.send(Command::Flush(tx)) {
+            let _ = rx.await;
+        }
+    }
+}
+
+fn open_connection(path: &Path) -> Result<Connection, rusqlite::Error> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // NORMAL in WAL mode: a power cut may lose the last commits but never corrupts the file.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(conn)
+}
+
+fn load_subscriptions(conn: &Connection) -> Result<Vec<Subscription>, StoreError> {
+    let mut stmt = conn.prepare("SELECT device, jid FROM subscriptions ORDER BY device, jid")?;
+    let rows = stmt.query_map([], |r| Ok(Subscription { device: r.get(0)?, jid: r.get(1)? }))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+struct Worker {
+    conn: Connection,
+    opts: StoreOptions,
+    stats: Arc<StoreStats>,
+    batch: Vec<Reading>,
+    batch_started: Option<Instant>,
+    last_prune: Instant,
+}
+
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+impl Worker {
+    fn new(conn: Connection, opts: StoreOptions, stats: Arc<StoreStats>) -> Self {
+        Worker {
+            conn,
+            opts,
+            stats,
+            batch: Vec::new(),
+            batch_started: None,
+            last_prune: Instant::now(),
+        }
+    }
+
+    fn run(mut self, rx: std_mpsc::Receiver<Command>) {
+        self.prune();
+        loop {
+            let wait = match self.batch_started {
+                Some(t) => self.opts.batch_window.saturating_sub(t.elapsed()),
+                None => PRUNE_EVERY,
+            };
+            match rx.recv_timeout(wait) {
+                Ok(cmd) => self.handle(cmd),
+                Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            if self.batch_started.is_some_and(|t| t.elapsed() >= self.opts.batch_window) {
+                self.commit();
+            }
+            if self.last_prune.elapsed() >= PRUNE_EVERY {
+                self.prune();
+            }
+        }
+        self.commit();
+        // Fold the WAL back into the main file so a copied store is complete.
+        if let Err(e) = self.conn.pragma_update(None, "wal_checkpoint", "TRUNCATE") {
+            tracing::debug!(error = %e, "WAL checkpoint at shutdown failed");
+        }
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Record(r) => {
+                self.batch_started.get_or_insert_with(Instant::now);
+                self.batch.push(r);
+            }
+            Command::AddSubscriber(s) => {
+                let res = self.conn.execute(
+                    "INSERT OR IGNORE INTO subscriptions (device, jid, since) VALUES (?1, ?2, ?3)",
+                    params![s.device, s.jid, Utc::now().timestamp()],
+                );
+                self.note(res.map(|_| ()), "saving a subscription");
+            }
+            Command::RemoveSubscriber(s) => {
+                let res = self
+                    .conn
+                    .execute("DELETE FROM subscriptions WHERE device = ?1 AND jid = ?2", params![s.device, s.jid]);
+                self.note(res.map(|_| ()), "removing a subscription");
+            }
+            Command::History(q, reply) => {
+                // Readings still in the batch must be visible to the query.
+                self.commit();
+                let _ = reply.send(self.query(&q));
+            }
+            Command::Flush(reply) => {
+                self.commit();
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn note(&self, res: Result<(), rusqlite::Error>, what: &str) {
+        if let Err(e) = res {
+            self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "store: {what} failed");
+        }
+    }
+
+    fn commit(&mut self) {
+        self.batch_started = None;
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let n = batch.len() as u64;
+        let res = (|| -> Result<(), rusqlite::Error> {
+            let tx = self.conn.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO readings (device, field, ts, kind, num, txt, quality) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?;
+                for r in &batch {
+                    let (kind, num, txt) = encode_value(&r.value);
+                    stmt.execute(params![
+                        r.device.as_str(),
+                        &*r.field,
+                        r.timestamp.timestamp_millis(),
+                        kind,
+                        num,
+                        txt,
+                        encode_quality(r.quality)
+                    ])?;
+                }
+            }
+            tx.commit()
+        })();
+        match res {
+            Ok(()) => {
+                self.stats.readings_written.fetch_add(n, Ordering::Relaxed);
+            }
+            Err(e) => self.note(Err(e), "writing readings"),
+        }
+    }
+
+    fn prune(&mut self) {
+        self.last_prune = Instant::now();
+        let cutoff = Utc::now() - chrono::Duration::from_std(self.opts.history).unwrap_or(chrono::Duration::MAX);
+        let res = self
+            .conn
+            .execute("DELETE FROM readings WHERE ts < ?1", params![cutoff.timestamp_millis()]);
+        match res {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(rows = n, "pruned old readings"),
+            Err(e) => self.note(Err(e), "pruning old readings"),
+        }
+    }
+
+    fn query(&self, q: &HistoryQuery) -> Result<Vec<Reading>, StoreError> {
+        let from = q.from.map(|t| t.timestamp_millis()).unwrap_or(i64::MIN);
+        let to = q.to.map(|t| t.timestamp_millis()).unwrap_or(i64::MAX);
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT field, ts, kind, num, txt, quality FROM readings \
+             WHERE device = ?1 AND ts >= ?2 AND ts <= ?3 ORDER BY ts, rowid",
+        )?;
+        let mut rows = stmt.query(params![q.device.as_str(), from, to])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let field: String = row.get(0)?;
+            if !q.fields.is_empty() && !q.fields.contains(&field) {
+                continue;
+            }
+            let ts: i64 = row.get(1)?;
+            let Some(value) = decode_value(row.get(2)?, row.get(3)?, row.get(4)?) else {
+                continue;
+            };
+            out.push(Reading {
+                device: q.device.clone(),
+                field: field.into(),
+                value,
+                timestamp: Utc.timestamp_millis_opt(ts).single().unwrap_or_default(),
+                quality: decode_quality(row.get(5)?),
+            });
+            if out.len() >= q.limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn encode_value(v: &Value) -> (i64, Option<f64>, Option<String>) {
+    match v {
+        Value::Bool(b) => (0, Some(if *b { 1.0 } else { 0.0 }), None),
+        // Integers go in as text too, so that 64-bit values beyond 2^53 survive exactly.
+        Value::Int(i) => (1, Some(*i as f64), Some(i.to_string())),
+        Value::Float(f) => (2, Some(*f), None),
+        Value::Text(t) => (3, None, Some(t.clone())),
+    }
+}
+
+fn decode_value(kind: i64, num: Option<f64>, txt: Option<String>) -> Option<Value> {
+    Some(match kind {
+        0 => Value::Bool(num? != 0.0),
+        1 => Value::Int(match txt {
+            Some(t) => t.parse().ok()?,
+            None => num? as i64,
+        }),
+        2 => Value::Float(num?),
+        3 => Value::Text(txt?),
+        _ => return None,
+    })
+}
+
+fn encode_quality(q: Quality) -> i64 {
+    match q {
+        Quality::Good => 0,
+        Quality::Uncertain => 1,
+        Quality::Bad => 2,
+    }
+}
+
+fn decode_quality(q: i64) -> Quality {
+    match q {
+        1 => Quality::Uncertain,
+        2 => Quality::Bad,
+        _ => Quality::Good,
+    }
+}
+
+/// Whether a store exists and opens (used by `check`). Never creates anything.
+pub fn probe(state_dir: &Path) -> Result<Option<usize>, StoreError> {
+    let path = state_dir.join("gateway.db");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|source| StoreError::Open { path: path.clone(), source })?;
+    let n: Option<i64> = conn
+        .query_row("SELECT count(*) FROM subscriptions", [], |r| r.get(0))
+        .optional()?;
+    Ok(n.map(|n| n as usize))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> StoreOptions {
+        StoreOptions { history: Duration::from_secs(3600), batch_window: Duration::from_millis(50) }
+    }
+
+    fn dev(s: &str) -> DeviceId {
+        DeviceId::new(s).expect("valid id")
+    }
+
+    #[tokio::test]
+    async fn subscriptions_survive_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, thread, subs) = Store::open(dir.path(), opts()).expect("open");
+        assert!(subs.is_empty());
+        store.add_subscriber(&dev("boiler"), "alice@example.org");
+        store.add_subscriber(&dev("boiler"), "alice@example.org");
+        store.add_subscriber(&dev("pump"), "bob@example.org");
+        store.remove_subscriber(&dev("pump"), "bob@example.org");
+        store.flush().await;
+        drop(store);
+        thread.join().await;
+        let (_store, _thread, subs) = Store::open(dir.path(), opts()).expect("reopen");
+        assert_eq!(subs, vec![Subscription { device: "boiler".into(), jid: "alice@example.org".into() }]);
+    }
+
+    #[tokio::test]
+    async fn history_returns_the_readings_inside_the_interval() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _thread, _) = Store::open(dir.path(), opts()).expect("open");
+        let t0 = Utc::now() - chrono::Duration::seconds(100);
+        let values = [Value::Float(1.5), Value::Int(-3), Value::Bool(true), Value::Text("x".into())];
+        for (i, v) in values.iter().enumerate() {
+            store.record(&Reading {
+                device: dev("boiler"),
+                field: "f".into(),
+                value: v.clone(),
+                timestamp: t0 + chrono::Duration::seconds(10 * i as i64),
+                quality: Quality::Good,
+            });
+        }
+        store.record(&Reading::now(dev("other"), "f".into(), Value::Float(9.0)));
+        let all = store
+            .history(HistoryQuery { device: dev("boiler"), fields: vec![], from: None, to: None, limit: 100 })
+            .await
+            .expect("query");
+        assert_eq!(all.iter().map(|r| r.value.clone()).collect::<Vec<_>>(), values.to_vec());
+        let some = store
+            .history(HistoryQuery {
+                device: dev("boiler"),
+                fields: vec!["f".into()],
+                from: Some(t0 + chrono::Duration::seconds(5)),
+                to: Some(t0 + chrono::Duration::seconds(20)),
+                limit: 100,
+            })
+            .await
+            .expect("query");
+        assert_eq!(some.len(), 2);
+        assert_eq!(some[0].value, Value::Int(-3));
+        assert_eq!(some[0].timestamp.timestamp_millis(), (t0 + chrono::Duration::seconds(10)).timestamp_millis());
+    }
+}

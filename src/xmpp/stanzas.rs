@@ -1,0 +1,103 @@
+//! Small builders for the stanzas the gateway answers with. Everything returns a
+//! `jabber:client` element ready for the outgoing queue.
+
+use minidom::Element;
+use xmpp_parsers::iq::Iq;
+use xmpp_parsers::jid::Jid;
+use xmpp_parsers::message::{Id as MessageId, Lang, Message, MessageType};
+use xmpp_parsers::presence::{Presence, Type as PresenceType};
+use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
+
+use crate::translator::xml_text::clean;
+
+/// An RFC 6120 stanza error with an English text (omitted when empty).
+pub fn error(type_: ErrorType, condition: DefinedCondition, text: &str) -> StanzaError {
+    // Texts can carry device words (an adapter's error); minidom must never see a forbidden char.
+    let mut e = StanzaError::new(type_, condition, "en", clean(text).into_owned());
+    if text.is_empty() {
+        e.texts.clear();
+    }
+    e
+}
+
+pub fn iq_result(id: &str, from: &Jid, to: &Jid, payload: Option<Element>) -> Element {
+    Iq::Result { from: Some(from.clone()), to: Some(to.clone()), id: id.to_owned(), payload }.into()
+}
+
+pub fn iq_error(id: &str, from: &Jid, to: &Jid, error: StanzaError) -> Element {
+    Iq::Error { from: Some(from.clone()), to: Some(to.clone()), id: id.to_owned(), error, payload: None }.into()
+}
+
+/// Bounces a message with an error, echoing its id.
+pub fn message_error(id: Option<&str>, from: &Jid, to: &Jid, error: StanzaError) -> Element {
+    let mut m = Message::new_with_type(MessageType::Error, Some(to.clone()));
+    m.from = Some(from.clone());
+    m.id = id.map(|i| MessageId(i.to_owned()));
+    m.payloads.push(error.into());
+    m.into()
+}
+
+/// A presence from a device. `status` is left out when empty.
+pub fn presence(from: &Jid, to: &Jid, type_: PresenceType, status: &str) -> Element {
+    let mut p = Presence::new(type_).with_from(from.clone()).with_to(to.clone());
+    if !status.is_empty() {
+        p.set_status("", clean(status).into_owned());
+    }
+    p.into()
+}
+
+/// A text message (chat answer, headline) with an optional thread.
+pub fn text_message(type_: MessageType, from: &Jid, to: &Jid, body: &str, thread: Option<xmpp_parsers::message::Thread>) -> Element {
+    let mut m = Message::new_with_type(type_, Some(to.clone()));
+    m.from = Some(from.clone());
+    m.bodies.insert(Lang::default(), clean(body).into_owned());
+    m.thread = thread;
+    m.into()
+}
+
+/// A data message (`type='normal'`, no body) carrying one payload, e.g. XEP-0323 `<fields/>`.
+pub fn data_message(from: &Jid, to: &Jid, payload: Element) -> Element {
+    let mut m = Message::new_with_type(MessageType::Normal, Some(to.clone()));
+    m.from = Some(from.clone());
+    m.payloads.push(payload);
+    m.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jid(s: &str) -> Jid {
+        Jid::new(s).expect("test jid")
+    }
+
+    #[test]
+    fn iq_error_keeps_id_and_swaps_addresses() {
+        let el = iq_error(
+            "q1",
+            &jid("boiler@gw.example.org"),
+            &jid("alice@example.org/phone"),
+            error(ErrorType::Cancel, DefinedCondition::ServiceUnavailable, ""),
+        );
+        let xml = String::from(&el);
+        assert_eq!(
+            xml,
+            "<iq xmlns='jabber:client' from='boiler@gw.example.org' id='q1' to='alice@example.org/phone' type='error'>\
+             <error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"
+        );
+    }
+
+    #[test]
+    fn presence_status_is_escaped_and_cleaned() {
+        let el = presence(&jid("d@gw.example.org"), &jid("u@example.org"), PresenceType::None, "");
+        assert!(el.get_child("status", "jabber:client").is_none());
+        let el = presence(&jid("d@gw.example.org"), &jid("u@example.org"), PresenceType::Unavailable, "port\u{0}gone");
+        assert_eq!(el.get_child("status", "jabber:client").map(|s| s.text()), Some("portgone".into()));
+        let _ = String::from(&el);
+        let el = text_message(MessageType::Chat, &jid("d@gw.example.org"), &jid("u@example.org"), "a<b & \u{1}c", None);
+        let xml = String::from(&el);
+        assert!(xml.contains("<body>a&lt;b &amp; c</body>"), "{xml}");
+        let back: Element = xml.parse().expect("well-formed");
+        assert_eq!(back.get_child("body", "jabber:client").map(|b| b.text()), Some("a<b & c".into()));
+    }
+}
