@@ -38,7 +38,10 @@ mod tests {
 
     fn lists() -> AccessConfig {
         AccessConfig {
-            read: vec![AccessEntry::Domain("example.org".into()), AccessEntry::Jid("bob@other.net".into())],
+            read: vec![
+                AccessEntry::Domain("example.org".into()),
+                AccessEntry::Jid("bob@other.net".into()),
+            ],
             control: vec![AccessEntry::Jid("alice@example.org".into())],
         }
     }
@@ -65,6 +68,10 @@ mod tests {
 
     #[test]
     fn empty_lists_allow_nobody() {
-        assert!(!allows(&AccessConfig::default(), "alice@example.org", Permission::Read));
+        assert!(!allows(
+            &AccessConfig::default(),
+            "alice@example.org",
+            Permission::Read
+        ));
     }
 }

@@ -13,7 +13,11 @@ const REQUEST_QUEUE: usize = 64;
 
 /// Starts every adapter. Returns the request sender of each (indexed like `config.adapters`)
 /// and the tasks, which end once `shutdown` is cancelled.
-pub fn spawn_all(config: &Config, events: EventSink, shutdown: &CancellationToken) -> (Vec<mpsc::Sender<Request>>, JoinSet<()>) {
+pub fn spawn_all(
+    config: &Config,
+    events: EventSink,
+    shutdown: &CancellationToken,
+) -> (Vec<mpsc::Sender<Request>>, JoinSet<()>) {
     let mut senders = Vec::with_capacity(config.adapters.len());
     let mut tasks = JoinSet::new();
     for (index, adapter) in config.adapters.iter().enumerate() {
@@ -51,11 +55,24 @@ fn simulated(config: &Config, index: usize) -> gateway_simulated::SimulatedAdapt
                     let FieldBinding::Simulated(g) = &f.binding;
                     let generator = match g.clone() {
                         Generator::Sine { min, max, period } => G::Sine { min, max, period },
-                        Generator::Step { min, max, period, start } => G::Step { min, max, period, start },
+                        Generator::Step {
+                            min,
+                            max,
+                            period,
+                            start,
+                        } => G::Step {
+                            min,
+                            max,
+                            period,
+                            start,
+                        },
                         Generator::Random { min, max, start } => G::Random { min, max, start },
                         Generator::Constant { value } => G::Constant { value },
                     };
-                    SimField { spec: f.spec.clone(), generator }
+                    SimField {
+                        spec: f.spec.clone(),
+                        generator,
+                    }
                 })
                 .collect();
             SimDevice {
@@ -69,7 +86,6 @@ fn simulated(config: &Config, index: usize) -> gateway_simulated::SimulatedAdapt
         .collect();
     gateway_simulated::SimulatedAdapter::new(devices)
 }
-
 
 /// The `type = ...` names this build supports, for `version`.
 pub const SUPPORTED: &[&str] = &["simulated"];

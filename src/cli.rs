@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "xmpp-iot-gateway", version, about = "Gives every sensor and actuator on serial, Modbus and MQTT buses its own XMPP address")]
+#[command(
+    name = "xmpp-iot-gateway",
+    version,
+    about = "Gives every sensor and actuator on serial, Modbus and MQTT buses its own XMPP address"
+)]
 pub struct Cli {
     /// Configuration file. Default: $XMPP_IOT_GATEWAY_CONFIG, else ./gateway.toml, else /etc/xmpp-iot-gateway/gateway.toml.
     #[arg(long, global = true, value_name = "PATH")]

@@ -43,7 +43,10 @@ pub struct Device {
 
 impl Device {
     pub fn field_index(&self, name: &str) -> Option<usize> {
-        self.config.fields.iter().position(|f| &*f.spec.name == name)
+        self.config
+            .fields
+            .iter()
+            .position(|f| &*f.spec.name == name)
     }
 
     pub fn specs(&self) -> impl Iterator<Item = &FieldSpec> {
@@ -92,7 +95,10 @@ pub enum Applied {
 
 impl Devices {
     pub fn from_config(config: &Config) -> Result<Devices, String> {
-        let mut devices = Devices { access: config.access.clone(), ..Default::default() };
+        let mut devices = Devices {
+            access: config.access.clone(),
+            ..Default::default()
+        };
         for d in &config.devices {
             let jid = Jid::new(&d.jid)
                 .map_err(|e| format!("device {}: JID {:?} is not valid: {e}", d.id, d.jid))?;
@@ -149,7 +155,11 @@ impl Devices {
 
     /// Whether `requester` (a bare JID) may do `what` with device `idx`.
     pub fn allows(&self, idx: usize, requester: &str, what: Permission) -> bool {
-        let lists = self.list[idx].config.access.as_ref().unwrap_or(&self.access);
+        let lists = self.list[idx]
+            .config
+            .access
+            .as_ref()
+            .unwrap_or(&self.access);
         access::allows(lists, requester, what)
     }
 
@@ -200,7 +210,12 @@ mod tests {
     use gateway_api::FieldType;
 
     fn device(deadband: Option<f64>) -> Devices {
-        let spec = FieldSpec { name: "t".into(), unit: "C".into(), kind: FieldType::Numeric, writable: false };
+        let spec = FieldSpec {
+            name: "t".into(),
+            unit: "C".into(),
+            kind: FieldType::Numeric,
+            writable: false,
+        };
         let cfg = DeviceConfig {
             id: DeviceId::new("d").expect("id"),
             jid: "d@gw.example.org".into(),
@@ -212,7 +227,9 @@ mod tests {
             fields: vec![FieldConfig {
                 spec,
                 deadband,
-                binding: FieldBinding::Simulated(Generator::Constant { value: Value::Float(0.0) }),
+                binding: FieldBinding::Simulated(Generator::Constant {
+                    value: Value::Float(0.0),
+                }),
             }],
             binding: crate::config::DeviceBinding::Simulated(crate::config::SimulatedDevice {
                 poll: std::time::Duration::from_secs(1),
@@ -246,7 +263,10 @@ mod tests {
         assert_eq!(d.apply(&reading(20.0), None), Applied::Changed);
         d.get_mut(0).mark_published();
         assert_eq!(d.apply(&reading(20.3), None), Applied::Unchanged);
-        assert_eq!(d.get(0).values[0].as_ref().map(|s| s.value.clone()), Some(Value::Float(20.3)));
+        assert_eq!(
+            d.get(0).values[0].as_ref().map(|s| s.value.clone()),
+            Some(Value::Float(20.3))
+        );
         // Drift is measured from the published value, not from the last reading.
         assert_eq!(d.apply(&reading(20.6), None), Applied::Changed);
     }
@@ -258,7 +278,11 @@ mod tests {
         d.get_mut(0).mark_published();
         assert_eq!(d.apply(&reading(1.0), None), Applied::Unchanged);
         assert_eq!(d.apply(&reading(1.01), None), Applied::Changed);
-        let other = Reading::now(DeviceId::new("x").expect("id"), "t".into(), Value::Float(1.0));
+        let other = Reading::now(
+            DeviceId::new("x").expect("id"),
+            "t".into(),
+            Value::Float(1.0),
+        );
         assert_eq!(d.apply(&other, None), Applied::Ignored);
     }
 }

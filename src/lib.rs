@@ -56,7 +56,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let notifier = Arc::new(Notifier::from_env());
     let (store, store_thread, subscriptions) = Store::open(
         &config.gateway.state_dir,
-        StoreOptions { history: config.gateway.history, batch_window: Duration::from_secs(1) },
+        StoreOptions {
+            history: config.gateway.history,
+            batch_window: Duration::from_secs(1),
+        },
     )?;
     let stats = Arc::new(Stats::default());
 
@@ -70,11 +73,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let session_stop = CancellationToken::new();
     let session = match &config.xmpp {
         XmppConfig::Component(c) => {
-            let s = ComponentSession { config: c.clone(), timeouts: Timeouts::default() };
+            let s = ComponentSession {
+                config: c.clone(),
+                timeouts: Timeouts::default(),
+            };
             tokio::spawn(s.run(outbound_rx, inbound_tx, session_stop.clone()))
         }
         XmppConfig::Client(_) => {
-            return Err(RunError::Setup("client mode is not available in this build; use mode = \"component\"".into()))
+            return Err(RunError::Setup(
+                "client mode is not available in this build; use mode = \"component\"".into(),
+            ))
         }
     };
 
@@ -96,8 +104,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     })
     .map_err(RunError::Setup)?;
     let core_task = tokio::spawn(core.run(inputs, shutdown.clone()));
-    let supervisor = tokio::spawn(supervise(notifier.clone(), first_link_rx, summary_rx, heartbeat_rx, shutdown.clone()));
-    tracing::info!(devices = config.devices.len(), adapters = config.adapters.len(), "gateway started");
+    let supervisor = tokio::spawn(supervise(
+        notifier.clone(),
+        first_link_rx,
+        summary_rx,
+        heartbeat_rx,
+        shutdown.clone(),
+    ));
+    tracing::info!(
+        devices = config.devices.len(),
+        adapters = config.adapters.len(),
+        "gateway started"
+    );
 
     shutdown.cancelled().await;
     notifier.notify("STOPPING=1");
@@ -106,15 +124,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     supervisor.abort();
     // The session closes the stream once it has sent what the core queued last.
     let mut session = session;
-    if tokio::time::timeout(Duration::from_millis(1500), &mut session).await.is_err() {
+    if tokio::time::timeout(Duration::from_millis(1500), &mut session)
+        .await
+        .is_err()
+    {
         session_stop.cancel();
         session.abort();
     }
     adapters_stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_millis(500), async { while adapter_tasks.join_next().await.is_some() {} }).await;
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        while adapter_tasks.join_next().await.is_some() {}
+    })
+    .await;
     store.flush().await;
     drop(store);
-    if tokio::time::timeout(Duration::from_secs(1), store_thread.join()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(1), store_thread.join())
+        .await
+        .is_err()
+    {
         tracing::warn!("the store did not close in time");
     }
     tracing::info!("stopped");
@@ -141,7 +168,11 @@ async fn supervise(
                 "STATUS={} of {} devices online, upstream {}",
                 s.online,
                 s.devices,
-                if s.upstream_up { "connected" } else { "disconnected" }
+                if s.upstream_up {
+                    "connected"
+                } else {
+                    "disconnected"
+                }
             )
         };
         notifier.notify(&status);

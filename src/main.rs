@@ -29,7 +29,10 @@ fn run() -> anyhow::Result<ExitCode> {
     match cli.command.unwrap_or(Command::Run) {
         Command::Version => {
             println!("{} {}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"));
-            println!("adapters: {}", xmpp_iot_gateway::adapters::SUPPORTED.join(", "));
+            println!(
+                "adapters: {}",
+                xmpp_iot_gateway::adapters::SUPPORTED.join(", ")
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Check => {
@@ -79,9 +82,11 @@ fn run() -> anyhow::Result<ExitCode> {
 /// SIGTERM and SIGINT stop the gateway gracefully.
 async fn watch_signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
-    else {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop the gateway with SIGKILL");
         return;
     };

@@ -19,9 +19,15 @@ use tokio::sync::oneshot;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot create the state directory {path}: {source}")]
-    CreateDir { path: PathBuf, source: std::io::Error },
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot open the store {path}: {source}")]
-    Open { path: PathBuf, source: rusqlite::Error },
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("store query failed: {0}")]
     Query(#[from] rusqlite::Error),
     #[error("the store has stopped")]
@@ -59,7 +65,10 @@ enum Command {
     AddSubscriber(Subscription),
     RemoveSubscriber(Subscription),
     Record(Reading),
-    History(HistoryQuery, oneshot::Sender<Result<Vec<Reading>, StoreError>>),
+    History(
+        HistoryQuery,
+        oneshot::Sender<Result<Vec<Reading>, StoreError>>,
+    ),
     Flush(oneshot::Sender<()>),
 }
 
@@ -115,13 +124,19 @@ CREATE INDEX IF NOT EXISTS readings_by_time ON readings (ts);
 impl Store {
     /// Opens (creating if needed) `state_dir/gateway.db` and returns the handle, the thread to
     /// join at shutdown, and the stored subscriptions.
-    pub fn open(state_dir: &Path, opts: StoreOptions) -> Result<(Store, StoreThread, Vec<Subscription>), StoreError> {
+    pub fn open(
+        state_dir: &Path,
+        opts: StoreOptions,
+    ) -> Result<(Store, StoreThread, Vec<Subscription>), StoreError> {
         std::fs::create_dir_all(state_dir).map_err(|source| StoreError::CreateDir {
             path: state_dir.to_owned(),
             source,
         })?;
         let path = state_dir.join("gateway.db");
-        let conn = open_connection(&path).map_err(|source| StoreError::Open { path: path.clone(), source })?;
+        let conn = open_connection(&path).map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
         let subs = load_subscriptions(&conn)?;
         let (tx, rx) = std_mpsc::sync_channel(QUEUE);
         let stats = Arc::new(StoreStats::default());
@@ -130,8 +145,19 @@ impl Store {
         let handle = std::thread::Builder::new()
             .name("store".into())
             .spawn(move || Worker::new(conn, opts, thread_stats).run(rx))
-            .map_err(|e| StoreError::CreateDir { path: state_dir.to_owned(), source: e })?;
-        Ok((Store { tx, stats, history_on }, StoreThread(handle), subs))
+            .map_err(|e| StoreError::CreateDir {
+                path: state_dir.to_owned(),
+                source: e,
+            })?;
+        Ok((
+            Store {
+                tx,
+                stats,
+                history_on,
+            },
+            StoreThread(handle),
+            subs,
+        ))
     }
 
     fn send(&self, cmd: Command) -> bool {
@@ -150,11 +176,17 @@ impl Store {
     }
 
     pub fn add_subscriber(&self, device: &DeviceId, jid: &str) {
-        self.send(Command::AddSubscriber(Subscription { device: device.to_string(), jid: jid.to_owned() }));
+        self.send(Command::AddSubscriber(Subscription {
+            device: device.to_string(),
+            jid: jid.to_owned(),
+        }));
     }
 
     pub fn remove_subscriber(&self, device: &DeviceId, jid: &str) {
-        self.send(Command::RemoveSubscriber(Subscription { device: device.to_string(), jid: jid.to_owned() }));
+        self.send(Command::RemoveSubscriber(Subscription {
+            device: device.to_string(),
+            jid: jid.to_owned(),
+        }));
     }
 
     /// Queues a reading for the history (a no-op when history is off).
@@ -197,7 +229,12 @@ fn open_connection(path: &Path) -> Result<Connection, rusqlite::Error> {
 
 fn load_subscriptions(conn: &Connection) -> Result<Vec<Subscription>, StoreError> {
     let mut stmt = conn.prepare("SELECT device, jid FROM subscriptions ORDER BY device, jid")?;
-    let rows = stmt.query_map([], |r| Ok(Subscription { device: r.get(0)?, jid: r.get(1)? }))?;
+    let rows = stmt.query_map([], |r| {
+        Ok(Subscription {
+            device: r.get(0)?,
+            jid: r.get(1)?,
+        })
+    })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -236,7 +273,10 @@ impl Worker {
                 Err(std_mpsc::RecvTimeoutError::Timeout) => {}
                 Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
             }
-            if self.batch_started.is_some_and(|t| t.elapsed() >= self.opts.batch_window) {
+            if self
+                .batch_started
+                .is_some_and(|t| t.elapsed() >= self.opts.batch_window)
+            {
                 self.commit();
             }
             if self.last_prune.elapsed() >= PRUNE_EVERY {
@@ -264,9 +304,10 @@ impl Worker {
                 self.note(res.map(|_| ()), "saving a subscription");
             }
             Command::RemoveSubscriber(s) => {
-                let res = self
-                    .conn
-                    .execute("DELETE FROM subscriptions WHERE device = ?1 AND jid = ?2", params![s.device, s.jid]);
+                let res = self.conn.execute(
+                    "DELETE FROM subscriptions WHERE device = ?1 AND jid = ?2",
+                    params![s.device, s.jid],
+                );
                 self.note(res.map(|_| ()), "removing a subscription");
             }
             Command::History(q, reply) => {
@@ -326,10 +367,12 @@ impl Worker {
 
     fn prune(&mut self) {
         self.last_prune = Instant::now();
-        let cutoff = Utc::now() - chrono::Duration::from_std(self.opts.history).unwrap_or(chrono::Duration::MAX);
-        let res = self
-            .conn
-            .execute("DELETE FROM readings WHERE ts < ?1", params![cutoff.timestamp_millis()]);
+        let cutoff = Utc::now()
+            - chrono::Duration::from_std(self.opts.history).unwrap_or(chrono::Duration::MAX);
+        let res = self.conn.execute(
+            "DELETE FROM readings WHERE ts < ?1",
+            params![cutoff.timestamp_millis()],
+        );
         match res {
             Ok(0) => {}
             Ok(n) => tracing::debug!(rows = n, "pruned old readings"),
@@ -416,7 +459,10 @@ pub fn probe(state_dir: &Path) -> Result<Option<usize>, StoreError> {
         return Ok(None);
     }
     let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(|source| StoreError::Open { path: path.clone(), source })?;
+        .map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
     let n: Option<i64> = conn
         .query_row("SELECT count(*) FROM subscriptions", [], |r| r.get(0))
         .optional()?;
@@ -428,7 +474,10 @@ mod tests {
     use super::*;
 
     fn opts() -> StoreOptions {
-        StoreOptions { history: Duration::from_secs(3600), batch_window: Duration::from_millis(50) }
+        StoreOptions {
+            history: Duration::from_secs(3600),
+            batch_window: Duration::from_millis(50),
+        }
     }
 
     fn dev(s: &str) -> DeviceId {
@@ -448,7 +497,13 @@ mod tests {
         drop(store);
         thread.join().await;
         let (_store, _thread, subs) = Store::open(dir.path(), opts()).expect("reopen");
-        assert_eq!(subs, vec![Subscription { device: "boiler".into(), jid: "alice@example.org".into() }]);
+        assert_eq!(
+            subs,
+            vec![Subscription {
+                device: "boiler".into(),
+                jid: "alice@example.org".into()
+            }]
+        );
     }
 
     #[tokio::test]
@@ -456,7 +511,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (store, _thread, _) = Store::open(dir.path(), opts()).expect("open");
         let t0 = Utc::now() - chrono::Duration::seconds(100);
-        let values = [Value::Float(1.5), Value::Int(-3), Value::Bool(true), Value::Text("x".into())];
+        let values = [
+            Value::Float(1.5),
+            Value::Int(-3),
+            Value::Bool(true),
+            Value::Text("x".into()),
+        ];
         for (i, v) in values.iter().enumerate() {
             store.record(&Reading {
                 device: dev("boiler"),
@@ -468,10 +528,19 @@ mod tests {
         }
         store.record(&Reading::now(dev("other"), "f".into(), Value::Float(9.0)));
         let all = store
-            .history(HistoryQuery { device: dev("boiler"), fields: vec![], from: None, to: None, limit: 100 })
+            .history(HistoryQuery {
+                device: dev("boiler"),
+                fields: vec![],
+                from: None,
+                to: None,
+                limit: 100,
+            })
             .await
             .expect("query");
-        assert_eq!(all.iter().map(|r| r.value.clone()).collect::<Vec<_>>(), values.to_vec());
+        assert_eq!(
+            all.iter().map(|r| r.value.clone()).collect::<Vec<_>>(),
+            values.to_vec()
+        );
         let some = store
             .history(HistoryQuery {
                 device: dev("boiler"),
@@ -484,6 +553,9 @@ mod tests {
             .expect("query");
         assert_eq!(some.len(), 2);
         assert_eq!(some[0].value, Value::Int(-3));
-        assert_eq!(some[0].timestamp.timestamp_millis(), (t0 + chrono::Duration::seconds(10)).timestamp_millis());
+        assert_eq!(
+            some[0].timestamp.timestamp_millis(),
+            (t0 + chrono::Duration::seconds(10)).timestamp_millis()
+        );
     }
 }

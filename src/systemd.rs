@@ -52,7 +52,10 @@ impl Notifier {
     /// Half of `WATCHDOG_USEC`, when systemd asked for watchdog pings (for this process).
     pub fn watchdog_interval() -> Option<Duration> {
         let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-        if let Some(pid) = std::env::var("WATCHDOG_PID").ok().and_then(|p| p.parse::<u32>().ok()) {
+        if let Some(pid) = std::env::var("WATCHDOG_PID")
+            .ok()
+            .and_then(|p| p.parse::<u32>().ok())
+        {
             if pid != std::process::id() {
                 return None;
             }
@@ -70,7 +73,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("notify");
         let server = UnixDatagram::bind(&path).expect("bind");
-        let n = Notifier { target: Some(Target::Path(path)) };
+        let n = Notifier {
+            target: Some(Target::Path(path)),
+        };
         n.notify("READY=1");
         let mut buf = [0u8; 64];
         let len = server.recv(&mut buf).expect("recv");

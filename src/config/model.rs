@@ -204,10 +204,25 @@ pub enum FieldBinding {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Generator {
     /// min + (max-min) * (1 + sin(2πt/period)) / 2
-    Sine { min: f64, max: f64, period: Duration },
+    Sine {
+        min: f64,
+        max: f64,
+        period: Duration,
+    },
     /// Starts at `start` (`value`, default min), moves by (max-min)/10 each `period`, wrapping at max.
-    Step { min: f64, max: f64, period: Duration, start: f64 },
+    Step {
+        min: f64,
+        max: f64,
+        period: Duration,
+        start: f64,
+    },
     /// Random walk starting at `start` (`value`, default the middle), bounded by min/max.
-    Random { min: f64, max: f64, start: f64 },
-    Constant { value: Value },
+    Random {
+        min: f64,
+        max: f64,
+        start: f64,
+    },
+    Constant {
+        value: Value,
+    },
 }

@@ -25,7 +25,12 @@ pub(super) enum ControlReply {
     /// IQ `set`: a result with `setResponse`, or an error.
     Iq { id: String, from: Jid, to: Jid },
     /// Chat `set`: a line of text.
-    Chat { from: Jid, to: Jid, type_: MessageType, thread: Option<Thread> },
+    Chat {
+        from: Jid,
+        to: Jid,
+        type_: MessageType,
+        thread: Option<Thread>,
+    },
     /// XEP-0325 in a message: nobody waits for an answer.
     Silent,
 }
@@ -47,7 +52,10 @@ impl ParamError {
         let mut e = stanzas::error(type_, self.condition.clone(), &self.text);
         e.other = Some(
             Element::builder("paramError", NS_CONTROL)
-                .attr(rxml::xml_ncname!("var").to_owned(), crate::translator::xml_text::clean(&self.var).into_owned())
+                .attr(
+                    rxml::xml_ncname!("var").to_owned(),
+                    crate::translator::xml_text::clean(&self.var).into_owned(),
+                )
                 .append(crate::translator::xml_text::clean(&self.text).into_owned())
                 .build(),
         );
@@ -57,15 +65,30 @@ impl ParamError {
 
 impl Core {
     /// Checks one named value against device `idx`'s writable fields.
-    pub(super) fn check_param(&self, idx: usize, name: &str, text: &str) -> Result<(Arc<str>, Value), ParamError> {
+    pub(super) fn check_param(
+        &self,
+        idx: usize,
+        name: &str,
+        text: &str,
+    ) -> Result<(Arc<str>, Value), ParamError> {
         let dev = self.devices.get(idx);
-        let err = |condition, text: String| ParamError { condition, var: name.to_owned(), text };
+        let err = |condition, text: String| ParamError {
+            condition,
+            var: name.to_owned(),
+            text,
+        };
         let Some(fi) = dev.field_index(name) else {
-            return Err(err(DefinedCondition::ItemNotFound, format!("no field {name:?}")));
+            return Err(err(
+                DefinedCondition::ItemNotFound,
+                format!("no field {name:?}"),
+            ));
         };
         let spec = &dev.config.fields[fi].spec;
         if !spec.writable {
-            return Err(err(DefinedCondition::ItemNotFound, format!("{name:?} is read-only")));
+            return Err(err(
+                DefinedCondition::ItemNotFound,
+                format!("{name:?} is read-only"),
+            ));
         }
         Value::parse(spec.kind, text)
             .map(|v| (spec.name.clone(), v))
@@ -106,13 +129,23 @@ impl Core {
         Ok(values)
     }
 
-    pub(super) fn on_control_set(&mut self, idx: usize, set: &Element, requester: &str, reply: ControlReply) {
+    pub(super) fn on_control_set(
+        &mut self,
+        idx: usize,
+        set: &Element,
+        requester: &str,
+        reply: ControlReply,
+    ) {
         let device = self.devices.get(idx).config.id.clone();
         if !self.devices.allows(idx, requester, Permission::Control) {
             Stats::inc(&self.stats.access_refused);
             tracing::info!(device = %device, jid = %requester, "control refused by the access lists");
             if let ControlReply::Iq { id, from, to } = &reply {
-                let e = stanzas::error(ErrorType::Cancel, DefinedCondition::Forbidden, "control is not allowed for you");
+                let e = stanzas::error(
+                    ErrorType::Cancel,
+                    DefinedCondition::Forbidden,
+                    "control is not allowed for you",
+                );
                 self.reply(stanzas::iq_error(id, from, to, e));
             }
             return;
@@ -129,7 +162,12 @@ impl Core {
     }
 
     /// Hands checked values to the device's adapter; the answer comes back through `Deferred`.
-    pub(super) fn start_write(&mut self, idx: usize, values: Vec<(Arc<str>, Value)>, reply: ControlReply) {
+    pub(super) fn start_write(
+        &mut self,
+        idx: usize,
+        values: Vec<(Arc<str>, Value)>,
+        reply: ControlReply,
+    ) {
         let dev = self.devices.get(idx);
         let device = dev.config.id.clone();
         let Some(adapter) = self.requests.get(dev.config.adapter_index).cloned() else {
@@ -138,31 +176,65 @@ impl Core {
         let tx = self.deferred_tx.clone();
         tokio::spawn(async move {
             let (reply_tx, reply_rx) = oneshot::channel();
-            let request = Request { device: device.clone(), kind: RequestKind::Write { values: values.clone() }, reply: reply_tx };
+            let request = Request {
+                device: device.clone(),
+                kind: RequestKind::Write {
+                    values: values.clone(),
+                },
+                reply: reply_tx,
+            };
             let outcome = tokio::time::timeout(WRITE_TIMEOUT, async {
-                adapter.send(request).await.map_err(|_| RequestError::Closed)?;
+                adapter
+                    .send(request)
+                    .await
+                    .map_err(|_| RequestError::Closed)?;
                 reply_rx.await.map_err(|_| RequestError::Closed)?
             })
             .await
             .unwrap_or(Err(RequestError::Timeout));
             let summary: Vec<String> = values.iter().map(|(f, v)| format!("{f}={v}")).collect();
             match &outcome {
-                Ok(_) => tracing::info!(device = %device, values = %summary.join(" "), "write confirmed"),
-                Err(e) => tracing::warn!(device = %device, values = %summary.join(" "), error = %e, "write failed"),
+                Ok(_) => {
+                    tracing::info!(device = %device, values = %summary.join(" "), "write confirmed")
+                }
+                Err(e) => {
+                    tracing::warn!(device = %device, values = %summary.join(" "), error = %e, "write failed")
+                }
             }
             let answer = match (&reply, &outcome) {
-                (ControlReply::Iq { id, from, to }, Ok(_)) => Some(stanzas::iq_result(id, from, to, Some(set_response()))),
-                (ControlReply::Iq { id, from, to }, Err(e)) => Some(stanzas::iq_error(id, from, to, request_error(e))),
-                (ControlReply::Chat { from, to, type_, thread }, res) => {
+                (ControlReply::Iq { id, from, to }, Ok(_)) => {
+                    Some(stanzas::iq_result(id, from, to, Some(set_response())))
+                }
+                (ControlReply::Iq { id, from, to }, Err(e)) => {
+                    Some(stanzas::iq_error(id, from, to, request_error(e)))
+                }
+                (
+                    ControlReply::Chat {
+                        from,
+                        to,
+                        type_,
+                        thread,
+                    },
+                    res,
+                ) => {
                     let text = match res {
                         Ok(readings) if !readings.is_empty() => {
-                            let done: Vec<String> = readings.iter().map(|r| format!("{} = {}", r.field, r.value)).collect();
+                            let done: Vec<String> = readings
+                                .iter()
+                                .map(|r| format!("{} = {}", r.field, r.value))
+                                .collect();
                             format!("Done: {}", done.join(", "))
                         }
                         Ok(_) => format!("Done: {}", summary.join(", ")),
                         Err(e) => format!("Not done: {e}"),
                     };
-                    Some(stanzas::text_message(type_.clone(), from, to, &text, thread.clone()))
+                    Some(stanzas::text_message(
+                        type_.clone(),
+                        from,
+                        to,
+                        &text,
+                        thread.clone(),
+                    ))
                 }
                 (ControlReply::Silent, _) => None,
             };
@@ -188,7 +260,9 @@ fn request_error(e: &RequestError) -> StanzaError {
         RequestError::Unreachable(_) => (ErrorType::Wait, DefinedCondition::RecipientUnavailable),
         RequestError::Refused(_) => (ErrorType::Modify, DefinedCondition::NotAcceptable),
         RequestError::Timeout => (ErrorType::Wait, DefinedCondition::RemoteServerTimeout),
-        RequestError::NotWritable(_) | RequestError::UnknownField(_) => (ErrorType::Cancel, DefinedCondition::ItemNotFound),
+        RequestError::NotWritable(_) | RequestError::UnknownField(_) => {
+            (ErrorType::Cancel, DefinedCondition::ItemNotFound)
+        }
         RequestError::OutOfRange { .. } => (ErrorType::Modify, DefinedCondition::BadRequest),
         RequestError::Closed => (ErrorType::Wait, DefinedCondition::InternalServerError),
     };

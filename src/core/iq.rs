@@ -36,7 +36,12 @@ impl IqRequest {
     }
 
     pub fn error(&self, type_: ErrorType, condition: DefinedCondition, text: &str) -> Element {
-        stanzas::iq_error(&self.id, &self.to, &self.from, stanzas::error(type_, condition, text))
+        stanzas::iq_error(
+            &self.id,
+            &self.to,
+            &self.from,
+            stanzas::error(type_, condition, text),
+        )
     }
 
     pub fn unavailable(&self) -> Element {
@@ -51,13 +56,31 @@ impl IqRequest {
 impl Core {
     pub(super) fn on_iq(&mut self, iq: Iq) {
         let req = match iq {
-            Iq::Get { from, to, id, payload } => (from, to, id, payload, true),
-            Iq::Set { from, to, id, payload } => (from, to, id, payload, false),
+            Iq::Get {
+                from,
+                to,
+                id,
+                payload,
+            } => (from, to, id, payload, true),
+            Iq::Set {
+                from,
+                to,
+                id,
+                payload,
+            } => (from, to, id, payload, false),
             // Answers are never answered (RFC 6120 §8.2.3).
             Iq::Result { .. } | Iq::Error { .. } => return,
         };
-        let (Some(from), Some(to), id, payload, is_get) = req else { return };
-        let req = IqRequest { id, from, to, payload, is_get };
+        let (Some(from), Some(to), id, payload, is_get) = req else {
+            return;
+        };
+        let req = IqRequest {
+            id,
+            from,
+            to,
+            payload,
+            is_get,
+        };
         if let Some(idx) = self.devices.by_jid(&req.to) {
             self.device_iq(idx, req);
         } else if req.to.to_bare() == self.gateway_jid.to_bare() && req.to.node().is_none() {
@@ -71,30 +94,60 @@ impl Core {
         let requester = req.from.to_bare().to_string();
         let answer = if req.is_get && req.is("query", ns::DISCO_INFO) {
             if req.payload.attr("node").is_some() {
-                req.error(ErrorType::Cancel, DefinedCondition::ItemNotFound, "no such node")
+                req.error(
+                    ErrorType::Cancel,
+                    DefinedCondition::ItemNotFound,
+                    "no such node",
+                )
             } else {
                 let info = DiscoInfoResult {
                     node: None,
-                    identities: vec![Identity::new("component", "generic", "en", clean(&self.config.gateway.name).into_owned())],
-                    features: [ns::DISCO_INFO, ns::DISCO_ITEMS, ns::PING, ns::VERSION, ns::TIME]
-                        .into_iter()
-                        .map(str::to_owned)
-                        .collect(),
+                    identities: vec![Identity::new(
+                        "component",
+                        "generic",
+                        "en",
+                        clean(&self.config.gateway.name).into_owned(),
+                    )],
+                    features: [
+                        ns::DISCO_INFO,
+                        ns::DISCO_ITEMS,
+                        ns::PING,
+                        ns::VERSION,
+                        ns::TIME,
+                    ]
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect(),
                     extensions: vec![],
                 };
                 req.result(Some(info.into()))
             }
         } else if req.is_get && req.is("query", ns::DISCO_ITEMS) {
             if req.payload.attr("node").is_some() {
-                req.error(ErrorType::Cancel, DefinedCondition::ItemNotFound, "no such node")
+                req.error(
+                    ErrorType::Cancel,
+                    DefinedCondition::ItemNotFound,
+                    "no such node",
+                )
             } else {
                 let items = self
                     .devices
                     .iter()
                     .filter(|(idx, _)| self.devices.allows(*idx, &requester, Permission::Read))
-                    .map(|(_, d)| Item { jid: d.jid.clone(), node: None, name: Some(clean(&d.config.name).into_owned()) })
+                    .map(|(_, d)| Item {
+                        jid: d.jid.clone(),
+                        node: None,
+                        name: Some(clean(&d.config.name).into_owned()),
+                    })
                     .collect();
-                req.result(Some(DiscoItemsResult { node: None, items, rsm: None }.into()))
+                req.result(Some(
+                    DiscoItemsResult {
+                        node: None,
+                        items,
+                        rsm: None,
+                    }
+                    .into(),
+                ))
             }
         } else if let Some(answer) = self.common_iq(&req) {
             answer
@@ -119,7 +172,10 @@ impl Core {
             };
             Some(req.result(Some(v.into())))
         } else if req.is("time", ns::TIME) {
-            let t = TimeResult { tz_offset: FixedOffset::east_opt(0).unwrap_or(Utc.fix()), utc: Utc::now() };
+            let t = TimeResult {
+                tz_offset: FixedOffset::east_opt(0).unwrap_or(Utc.fix()),
+                utc: Utc::now(),
+            };
             Some(req.result(Some(t.into())))
         } else {
             None
@@ -138,20 +194,35 @@ impl Core {
         }
         let answer = if req.is_get && req.is("query", ns::DISCO_INFO) {
             if req.payload.attr("node").is_some() {
-                req.error(ErrorType::Cancel, DefinedCondition::ItemNotFound, "no such node")
+                req.error(
+                    ErrorType::Cancel,
+                    DefinedCondition::ItemNotFound,
+                    "no such node",
+                )
             } else {
                 let dev = self.devices.get(idx);
-                let mut features: std::collections::BTreeSet<String> =
-                    [ns::DISCO_INFO, ns::DISCO_ITEMS, NS_SENSORDATA, ns::PING, ns::VERSION, ns::TIME]
-                        .into_iter()
-                        .map(str::to_owned)
-                        .collect();
+                let mut features: std::collections::BTreeSet<String> = [
+                    ns::DISCO_INFO,
+                    ns::DISCO_ITEMS,
+                    NS_SENSORDATA,
+                    ns::PING,
+                    ns::VERSION,
+                    ns::TIME,
+                ]
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
                 if dev.has_writable_fields() {
                     features.insert(NS_CONTROL.to_owned());
                 }
                 let info = DiscoInfoResult {
                     node: None,
-                    identities: vec![Identity::new("client", "bot", "en", clean(&dev.config.name).into_owned())],
+                    identities: vec![Identity::new(
+                        "client",
+                        "bot",
+                        "en",
+                        clean(&dev.config.name).into_owned(),
+                    )],
                     features,
                     extensions: vec![],
                 };
@@ -159,23 +230,42 @@ impl Core {
             }
         } else if req.is_get && req.is("query", ns::DISCO_ITEMS) {
             if req.payload.attr("node").is_some() {
-                req.error(ErrorType::Cancel, DefinedCondition::ItemNotFound, "no such node")
+                req.error(
+                    ErrorType::Cancel,
+                    DefinedCondition::ItemNotFound,
+                    "no such node",
+                )
             } else {
-                req.result(Some(DiscoItemsResult { node: None, items: vec![], rsm: None }.into()))
+                req.result(Some(
+                    DiscoItemsResult {
+                        node: None,
+                        items: vec![],
+                        rsm: None,
+                    }
+                    .into(),
+                ))
             }
         } else if req.is_get && req.is("req", NS_SENSORDATA) {
             return self.on_readout_request(idx, req);
         } else if req.is_get && req.is("cancel", NS_SENSORDATA) {
             return self.on_readout_cancel(req);
         } else if !req.is_get && req.is("set", NS_CONTROL) {
-            let reply = super::control::ControlReply::Iq { id: req.id.clone(), from: req.to.clone(), to: req.from.clone() };
+            let reply = super::control::ControlReply::Iq {
+                id: req.id.clone(),
+                from: req.to.clone(),
+                to: req.from.clone(),
+            };
             let payload = req.payload.clone();
             return self.on_control_set(idx, &payload, &requester, reply);
         } else if let Some(answer) = self.common_iq(&req) {
             answer
         } else if req.payload.ns() == NS_SENSORDATA || req.payload.ns() == NS_CONTROL {
             // A namespace we speak, but not this part of it (RFC 6120 §8.3.3.3).
-            req.error(ErrorType::Cancel, DefinedCondition::FeatureNotImplemented, "")
+            req.error(
+                ErrorType::Cancel,
+                DefinedCondition::FeatureNotImplemented,
+                "",
+            )
         } else {
             req.unavailable()
         };

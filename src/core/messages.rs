@@ -13,7 +13,9 @@ use crate::xmpp::stanzas;
 
 impl Core {
     pub(super) fn on_message(&mut self, m: Message) {
-        let (Some(from), Some(to)) = (m.from.clone(), m.to.clone()) else { return };
+        let (Some(from), Some(to)) = (m.from.clone(), m.to.clone()) else {
+            return;
+        };
         // Errors are never answered; room and headline traffic is not addressed to us as commands.
         if !matches!(m.type_, MessageType::Chat | MessageType::Normal) {
             return;
@@ -33,7 +35,9 @@ impl Core {
             return self.on_control_set(idx, &set, &requester, ControlReply::Silent);
         }
         // Chat states, receipts and the like carry no body: nothing to answer.
-        let Some((_, body)) = m.get_best_body(vec!["en"]) else { return };
+        let Some((_, body)) = m.get_best_body(vec!["en"]) else {
+            return;
+        };
         if !self.devices.allows(idx, &requester, Permission::Read) {
             Stats::inc(&self.stats.access_refused);
             tracing::info!(device = %self.devices.get(idx).config.id, jid = %requester, "chat refused by the access lists");
@@ -43,14 +47,24 @@ impl Core {
         let type_ = m.type_.clone();
         let thread = m.thread.clone();
         let answer = |core: &mut Core, text: String| {
-            core.reply(stanzas::text_message(type_.clone(), &to, &from, &text, thread.clone()));
+            core.reply(stanzas::text_message(
+                type_.clone(),
+                &to,
+                &from,
+                &text,
+                thread.clone(),
+            ));
         };
         let can_set = self.devices.allows(idx, &requester, Permission::Control);
         match chat::parse_command(body) {
             ChatCommand::Help => {
                 let dev = self.devices.get(idx);
                 let specs: Vec<_> = dev.specs().collect();
-                let text = chat::help_text(&dev.config.name, &specs, can_set && dev.has_writable_fields());
+                let text = chat::help_text(
+                    &dev.config.name,
+                    &specs,
+                    can_set && dev.has_writable_fields(),
+                );
                 answer(self, text);
             }
             ChatCommand::Get(None) => {
@@ -60,7 +74,10 @@ impl Core {
             ChatCommand::Get(Some(field)) => {
                 let dev = self.devices.get(idx);
                 let current = dev.current();
-                let text = match current.iter().find(|(s, _)| s.name.eq_ignore_ascii_case(&field)) {
+                let text = match current
+                    .iter()
+                    .find(|(s, _)| s.name.eq_ignore_ascii_case(&field))
+                {
                     Some(one) => chat::get_text(&[*one]),
                     None => no_such_field(&field, dev.specs().map(|s| &*s.name)),
                 };
@@ -73,15 +90,23 @@ impl Core {
                 }
                 let name = {
                     let dev = self.devices.get(idx);
-                    dev.specs().find(|s| s.name.eq_ignore_ascii_case(&field)).map(|s| s.name.to_string())
+                    dev.specs()
+                        .find(|s| s.name.eq_ignore_ascii_case(&field))
+                        .map(|s| s.name.to_string())
                 };
                 let Some(name) = name else {
-                    let text = no_such_field(&field, self.devices.get(idx).specs().map(|s| &*s.name));
+                    let text =
+                        no_such_field(&field, self.devices.get(idx).specs().map(|s| &*s.name));
                     return answer(self, text);
                 };
                 match self.check_param(idx, &name, &value) {
                     Ok(checked) => {
-                        let reply = ControlReply::Chat { from: to.clone(), to: from.clone(), type_: type_.clone(), thread: thread.clone() };
+                        let reply = ControlReply::Chat {
+                            from: to.clone(),
+                            to: from.clone(),
+                            type_: type_.clone(),
+                            thread: thread.clone(),
+                        };
                         self.start_write(idx, vec![checked], reply);
                     }
                     Err(pe) => answer(self, format!("Not done: {}", pe.text)),

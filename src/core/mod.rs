@@ -49,7 +49,10 @@ enum Deferred {
     Readings(Vec<Reading>),
     /// A queued XEP-0323 readout whose `when` has come.
     StartReadout(Box<readout::Pending>),
-    ReadoutFinished { requester: String, seqnr: i32 },
+    ReadoutFinished {
+        requester: String,
+        seqnr: i32,
+    },
 }
 
 /// A one-line summary for `STATUS=` and logs.
@@ -119,14 +122,18 @@ impl Core {
         .map_err(|e| format!("the gateway's own JID is not valid: {e}"))?;
         let mut subscribers = vec![BTreeSet::new(); devices.len()];
         for s in parts.subscriptions {
-            let idx = gateway_api::DeviceId::new(&s.device).ok().and_then(|id| devices.index_of(&id));
+            let idx = gateway_api::DeviceId::new(&s.device)
+                .ok()
+                .and_then(|id| devices.index_of(&id));
             match idx {
                 Some(idx) if devices.allows(idx, &s.jid, Permission::Read) => {
                     subscribers[idx].insert(s.jid);
                 }
                 Some(idx) => {
                     tracing::info!(device = %devices.get(idx).config.id, jid = %s.jid, "dropping a subscriber the access lists no longer allow");
-                    parts.store.remove_subscriber(&devices.get(idx).config.id, &s.jid);
+                    parts
+                        .store
+                        .remove_subscriber(&devices.get(idx).config.id, &s.jid);
                 }
                 // A device removed from the config keeps its rows: it may come back.
                 None => {}
@@ -153,14 +160,22 @@ impl Core {
             summary: parts.summary,
             heartbeat: parts.heartbeat,
         };
-        Ok((core, CoreInputs { events: parts.events, inbound: parts.inbound, deferred: deferred_rx }))
+        Ok((
+            core,
+            CoreInputs {
+                events: parts.events,
+                inbound: parts.inbound,
+                deferred: deferred_rx,
+            },
+        ))
     }
 
     /// Runs until `shutdown` fires, then tells every subscriber that every device is gone.
     pub async fn run(mut self, mut inputs: CoreInputs, shutdown: CancellationToken) {
         let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
         loop {
-            let has_output = self.link_up && (!self.urgent.is_empty() || !self.presence_queue.is_empty());
+            let has_output =
+                self.link_up && (!self.urgent.is_empty() || !self.presence_queue.is_empty());
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -193,7 +208,9 @@ impl Core {
         match ev {
             AdapterEvent::Reading(r) => self.on_reading(&r),
             AdapterEvent::Online { device } => {
-                let Some(idx) = self.devices.index_of(&device) else { return };
+                let Some(idx) = self.devices.index_of(&device) else {
+                    return;
+                };
                 let dev = self.devices.get_mut(idx);
                 if dev.online != Some(true) {
                     tracing::info!(device = %device, "device online");
@@ -203,7 +220,9 @@ impl Core {
                 }
             }
             AdapterEvent::Offline { device, reason } => {
-                let Some(idx) = self.devices.index_of(&device) else { return };
+                let Some(idx) = self.devices.index_of(&device) else {
+                    return;
+                };
                 let dev = self.devices.get_mut(idx);
                 if dev.online != Some(false) || dev.offline_reason.as_deref() != Some(&reason) {
                     tracing::warn!(device = %device, reason = %reason, "device offline");
@@ -219,7 +238,9 @@ impl Core {
         Stats::inc(&self.stats.readings);
         tracing::trace!(device = %r.device, field = %r.field, value = %r.value, "reading");
         self.store.record(r);
-        if self.devices.apply(r, self.config.publish.deadband) == Applied::Changed && self.config.publish.presence {
+        if self.devices.apply(r, self.config.publish.deadband) == Applied::Changed
+            && self.config.publish.presence
+        {
             if let Some(idx) = self.devices.index_of(&r.device) {
                 self.publish_presence(idx, false);
             }
@@ -319,7 +340,9 @@ impl Core {
     }
 
     fn send_queued(&mut self, permit: mpsc::OwnedPermit<Element>) {
-        let Some(first) = self.next_output() else { return };
+        let Some(first) = self.next_output() else {
+            return;
+        };
         let out = permit.send(first);
         Stats::inc(&self.stats.stanzas_out);
         // Fill whatever room there is without waiting.
@@ -378,9 +401,15 @@ impl Core {
                 Stats::inc(&self.stats.stanzas_malformed);
                 tracing::debug!(error = %e, from = ?head.from, kind = %head.name, "malformed stanza");
                 // An IQ request must be answered even when it is broken.
-                if let (true, Some(id), Some(from), Some(to)) = (head.is_iq_request(), head.id, head.from, head.to) {
+                if let (true, Some(id), Some(from), Some(to)) =
+                    (head.is_iq_request(), head.id, head.from, head.to)
+                {
                     if let (Ok(from), Ok(to)) = (Jid::new(&from), Jid::new(&to)) {
-                        let err = stanzas::error(ErrorType::Modify, DefinedCondition::BadRequest, "malformed stanza");
+                        let err = stanzas::error(
+                            ErrorType::Modify,
+                            DefinedCondition::BadRequest,
+                            "malformed stanza",
+                        );
                         self.reply(stanzas::iq_error(&id, &to, &from, err));
                     }
                 }
@@ -389,12 +418,19 @@ impl Core {
     }
 
     fn on_presence(&mut self, p: xmpp_parsers::presence::Presence) {
-        let (Some(from), Some(to)) = (p.from.clone(), p.to.clone()) else { return };
+        let (Some(from), Some(to)) = (p.from.clone(), p.to.clone()) else {
+            return;
+        };
         let requester = from.to_bare().to_string();
         let Some(idx) = self.devices.by_jid(&to) else {
             // RFC 6121 §8.5: for JIDs we do not host, refuse subscriptions and probes.
             if matches!(p.type_, PresenceType::Subscribe | PresenceType::Probe) {
-                self.reply(stanzas::presence(&to.to_bare().into(), &from.to_bare().into(), PresenceType::Unsubscribed, ""));
+                self.reply(stanzas::presence(
+                    &to.to_bare().into(),
+                    &from.to_bare().into(),
+                    PresenceType::Unsubscribed,
+                    "",
+                ));
             }
             return;
         };
@@ -410,7 +446,12 @@ impl Core {
                     self.subscribers[idx].insert(requester.clone());
                     self.store.add_subscriber(&device_id, &requester);
                 }
-                self.reply(stanzas::presence(&dev_jid, &requester_jid, PresenceType::Subscribed, ""));
+                self.reply(stanzas::presence(
+                    &dev_jid,
+                    &requester_jid,
+                    PresenceType::Subscribed,
+                    "",
+                ));
                 let current = self.presence_of(idx, &requester_jid);
                 self.reply(current);
             }
@@ -419,14 +460,29 @@ impl Core {
                     Stats::inc(&self.stats.access_refused);
                     tracing::info!(device = %device_id, jid = %requester, "subscription refused by the access lists");
                 }
-                self.reply(stanzas::presence(&dev_jid, &requester_jid, PresenceType::Unsubscribed, ""));
+                self.reply(stanzas::presence(
+                    &dev_jid,
+                    &requester_jid,
+                    PresenceType::Unsubscribed,
+                    "",
+                ));
             }
             presence::SubAction::Remove => {
                 tracing::info!(device = %device_id, jid = %requester, "subscription removed");
                 self.subscribers[idx].remove(&requester);
                 self.store.remove_subscriber(&device_id, &requester);
-                self.reply(stanzas::presence(&dev_jid, &requester_jid, PresenceType::Unsubscribed, ""));
-                self.reply(stanzas::presence(&dev_jid, &requester_jid, PresenceType::Unavailable, ""));
+                self.reply(stanzas::presence(
+                    &dev_jid,
+                    &requester_jid,
+                    PresenceType::Unsubscribed,
+                    "",
+                ));
+                self.reply(stanzas::presence(
+                    &dev_jid,
+                    &requester_jid,
+                    PresenceType::Unavailable,
+                    "",
+                ));
             }
             presence::SubAction::AnswerProbe => {
                 let current = self.presence_of(idx, &from);
@@ -445,7 +501,8 @@ impl Core {
                 }
             }
             Deferred::StartReadout(p) => {
-                self.scheduled.remove(&(p.requester.to_string(), p.request.seqnr));
+                self.scheduled
+                    .remove(&(p.requester.to_string(), p.request.seqnr));
                 self.reply(self.started_message(&p));
                 self.run_readout(*p);
             }
@@ -465,7 +522,12 @@ impl Core {
             for (idx, dev) in self.devices.iter() {
                 for jid in &self.subscribers[idx] {
                     if let Ok(to) = Jid::new(jid) {
-                        goodbye.push(stanzas::presence(&dev.jid, &to, PresenceType::Unavailable, "gateway stopped"));
+                        goodbye.push(stanzas::presence(
+                            &dev.jid,
+                            &to,
+                            PresenceType::Unavailable,
+                            "gateway stopped",
+                        ));
                     }
                 }
             }
@@ -477,8 +539,14 @@ impl Core {
                     }
                 }
             };
-            if tokio::time::timeout(Duration::from_secs(2), send_all).await.is_err() {
-                tracing::warn!(stanzas = n, "upstream too slow: not every unavailable presence was sent at shutdown");
+            if tokio::time::timeout(Duration::from_secs(2), send_all)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    stanzas = n,
+                    "upstream too slow: not every unavailable presence was sent at shutdown"
+                );
             }
         }
         // Dropping `self.out` lets the session close the stream after what is queued.

@@ -31,7 +31,9 @@ pub fn decide(type_: &Type, allowed: bool, subscribed: bool) -> SubAction {
         Type::Probe if subscribed && allowed => SubAction::AnswerProbe,
         // RFC 6121 §4.3.2: a probe from a non-subscriber gets `unsubscribed`, never presence.
         Type::Probe => SubAction::Refuse,
-        Type::Subscribed | Type::Unsubscribed | Type::None | Type::Unavailable | Type::Error => SubAction::Ignore,
+        Type::Subscribed | Type::Unsubscribed | Type::None | Type::Unavailable | Type::Error => {
+            SubAction::Ignore
+        }
     }
 }
 
@@ -58,7 +60,13 @@ mod tests {
     fn unsubscribe_removes_and_the_rest_is_ignored() {
         assert_eq!(decide(&Type::Unsubscribe, true, true), SubAction::Remove);
         assert_eq!(decide(&Type::Unsubscribe, false, false), SubAction::Refuse);
-        for t in [Type::Subscribed, Type::Unsubscribed, Type::None, Type::Unavailable, Type::Error] {
+        for t in [
+            Type::Subscribed,
+            Type::Unsubscribed,
+            Type::None,
+            Type::Unavailable,
+            Type::Error,
+        ] {
             assert_eq!(decide(&t, true, true), SubAction::Ignore);
         }
     }

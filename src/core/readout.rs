@@ -36,16 +36,29 @@ impl Core {
         let request = match sensordata::parse_req(&req.payload) {
             Ok(r) => r,
             Err(e) => {
-                let answer = req.error(ErrorType::Modify, DefinedCondition::BadRequest, &e.to_string());
+                let answer = req.error(
+                    ErrorType::Modify,
+                    DefinedCondition::BadRequest,
+                    &e.to_string(),
+                );
                 return self.reply(answer);
             }
         };
         let node = self.devices.get(idx).config.id.as_str();
         if request.node_ids.iter().any(|n| n != node) {
-            let answer = req.error(ErrorType::Cancel, DefinedCondition::ItemNotFound, "no such node");
+            let answer = req.error(
+                ErrorType::Cancel,
+                DefinedCondition::ItemNotFound,
+                "no such node",
+            );
             return self.reply(answer);
         }
-        let pending = Pending { device: idx, request, requester: req.from.clone(), addressed: req.to.clone() };
+        let pending = Pending {
+            device: idx,
+            request,
+            requester: req.from.clone(),
+            addressed: req.to.clone(),
+        };
         let now = Utc::now();
         match pending.request.when {
             Some(when) if when > now => {
@@ -70,20 +83,32 @@ impl Core {
 
     pub(super) fn on_readout_cancel(&mut self, req: IqRequest) {
         let answer = match sensordata::parse_cancel(&req.payload) {
-            Err(e) => req.error(ErrorType::Modify, DefinedCondition::BadRequest, &e.to_string()),
+            Err(e) => req.error(
+                ErrorType::Modify,
+                DefinedCondition::BadRequest,
+                &e.to_string(),
+            ),
             Ok(seqnr) => match self.scheduled.remove(&(req.from.to_string(), seqnr)) {
                 Some(task) => {
                     task.abort();
                     req.result(Some(sensordata::cancelled(seqnr)))
                 }
-                None => req.error(ErrorType::Cancel, DefinedCondition::ItemNotFound, "no such readout"),
+                None => req.error(
+                    ErrorType::Cancel,
+                    DefinedCondition::ItemNotFound,
+                    "no such readout",
+                ),
             },
         };
         self.reply(answer);
     }
 
     pub(super) fn started_message(&self, p: &Pending) -> Element {
-        stanzas::data_message(&p.addressed, &p.requester, sensordata::started(p.request.seqnr))
+        stanzas::data_message(
+            &p.addressed,
+            &p.requester,
+            sensordata::started(p.request.seqnr),
+        )
     }
 
     pub(super) fn run_readout(&mut self, p: Pending) {
@@ -91,13 +116,24 @@ impl Core {
         let r = &p.request;
         let historical = r.historical || r.all || r.from.is_some() || r.to.is_some();
         let momentary = r.momentary || r.all || !historical;
-        let wanted = |name: &str| r.field_names.is_empty() || r.field_names.iter().any(|f| f == name);
-        let in_range = |t: DateTime<Utc>| r.from.is_none_or(|f| t >= f) && r.to.is_none_or(|to| t <= to);
+        let wanted =
+            |name: &str| r.field_names.is_empty() || r.field_names.iter().any(|f| f == name);
+        let in_range =
+            |t: DateTime<Utc>| r.from.is_none_or(|f| t >= f) && r.to.is_none_or(|to| t <= to);
         let node = dev.config.id.to_string();
 
         if momentary && !historical && !dev.is_online() {
-            let reason = dev.offline_reason.clone().unwrap_or_else(|| "not connected yet".into());
-            let failure = sensordata::failure(r.seqnr, &node, Utc::now(), &format!("device unreachable: {reason}"), true);
+            let reason = dev
+                .offline_reason
+                .clone()
+                .unwrap_or_else(|| "not connected yet".into());
+            let failure = sensordata::failure(
+                r.seqnr,
+                &node,
+                Utc::now(),
+                &format!("device unreachable: {reason}"),
+                true,
+            );
             let msg = stanzas::data_message(&p.addressed, &p.requester, failure);
             return self.reply(msg);
         }
@@ -144,7 +180,13 @@ impl Core {
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "history query failed");
-                        vec![sensordata::failure(seqnr, &node, Utc::now(), "history is unavailable", true)]
+                        vec![sensordata::failure(
+                            seqnr,
+                            &node,
+                            Utc::now(),
+                            "history is unavailable",
+                            true,
+                        )]
                     }
                 };
                 for m in messages {
@@ -153,7 +195,12 @@ impl Core {
                         return;
                     }
                 }
-                let _ = tx.send(Deferred::ReadoutFinished { requester: p.requester.to_string(), seqnr }).await;
+                let _ = tx
+                    .send(Deferred::ReadoutFinished {
+                        requester: p.requester.to_string(),
+                        seqnr,
+                    })
+                    .await;
             });
         } else {
             // Without a store, the only samples held are the current ones.
@@ -168,15 +215,29 @@ impl Core {
 
 /// Groups readings by timestamp into `fields` payloads of bounded size; the last says `done`.
 /// The first `n_historical` readings are historical values, the rest momentary.
-fn fields_messages(specs: &[FieldSpec], node: &str, seqnr: i32, readings: &[Reading], n_historical: usize) -> Vec<Element> {
+fn fields_messages(
+    specs: &[FieldSpec],
+    node: &str,
+    seqnr: i32,
+    readings: &[Reading],
+    n_historical: usize,
+) -> Vec<Element> {
     let spec_of = |name: &str| specs.iter().find(|s| &*s.name == name);
     let mut samples: Vec<Sample<'_>> = Vec::new();
     for (i, rd) in readings.iter().enumerate() {
-        let Some(spec) = spec_of(&rd.field) else { continue };
+        let Some(spec) = spec_of(&rd.field) else {
+            continue;
+        };
         let momentary = i >= n_historical;
         match samples.last_mut() {
-            Some(s) if s.timestamp == rd.timestamp && s.momentary == momentary => s.values.push((spec, &rd.value, rd.quality)),
-            _ => samples.push(Sample { timestamp: rd.timestamp, values: vec![(spec, &rd.value, rd.quality)], momentary }),
+            Some(s) if s.timestamp == rd.timestamp && s.momentary == momentary => {
+                s.values.push((spec, &rd.value, rd.quality))
+            }
+            _ => samples.push(Sample {
+                timestamp: rd.timestamp,
+                values: vec![(spec, &rd.value, rd.quality)],
+                momentary,
+            }),
         }
     }
     let mut out = Vec::new();

@@ -34,14 +34,20 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts { connect: Duration::from_secs(15), read: Duration::from_secs(60) }
+        Timeouts {
+            connect: Duration::from_secs(15),
+            read: Duration::from_secs(60),
+        }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ComponentError {
     #[error("cannot connect to {server}: {source}")]
-    Connect { server: String, source: std::io::Error },
+    Connect {
+        server: String,
+        source: std::io::Error,
+    },
     #[error("{server} did not answer within {0:?}", .timeout)]
     Timeout { server: String, timeout: Duration },
     #[error("the server refused the component handshake for {domain}: {reason} (check component_secret and the Component block on the server)")]
@@ -98,7 +104,11 @@ impl ComponentSession {
                 }
                 Ok(Err(e)) => Some(e.to_string()),
                 Err(_) => Some(
-                    ComponentError::Timeout { server: server.clone(), timeout: self.timeouts.connect }.to_string(),
+                    ComponentError::Timeout {
+                        server: server.clone(),
+                        timeout: self.timeouts.connect,
+                    }
+                    .to_string(),
                 ),
             };
             if let Some(error) = failure {
@@ -121,16 +131,31 @@ impl ComponentSession {
         }
     }
 
-    async fn connect(&self) -> Result<(StanzaReader<BufReader<tokio::net::tcp::OwnedReadHalf>>, OwnedWriteHalf), ComponentError> {
+    async fn connect(
+        &self,
+    ) -> Result<
+        (
+            StanzaReader<BufReader<tokio::net::tcp::OwnedReadHalf>>,
+            OwnedWriteHalf,
+        ),
+        ComponentError,
+    > {
         let cfg = &self.config;
-        let stream = TcpStream::connect(&cfg.server)
-            .await
-            .map_err(|source| ComponentError::Connect { server: cfg.server.clone(), source })?;
+        let stream =
+            TcpStream::connect(&cfg.server)
+                .await
+                .map_err(|source| ComponentError::Connect {
+                    server: cfg.server.clone(),
+                    source,
+                })?;
         // Presence fan-out and readout answers are many small writes: Nagle would delay each.
         let _ = stream.set_nodelay(true);
         let (read, mut write) = stream.into_split();
         let mut reader = StanzaReader::new(BufReader::new(read), NS_COMPONENT);
-        write.write_all(wire::stream_open(NS_COMPONENT, &cfg.domain).as_bytes()).await.map_err(WireError::Io)?;
+        write
+            .write_all(wire::stream_open(NS_COMPONENT, &cfg.domain).as_bytes())
+            .await
+            .map_err(WireError::Io)?;
         let header = reader.read_header().await.map_err(|e| self.refused(e))?;
         let id = header.id.ok_or_else(|| ComponentError::Refused {
             domain: cfg.domain.clone(),
@@ -138,7 +163,10 @@ impl ComponentSession {
         })?;
         let secret = cfg.secret.as_ref().map(Secret::expose).unwrap_or_default();
         let handshake = format!("<handshake>{}</handshake>", handshake_digest(&id, secret));
-        write.write_all(handshake.as_bytes()).await.map_err(WireError::Io)?;
+        write
+            .write_all(handshake.as_bytes())
+            .await
+            .map_err(WireError::Io)?;
         let reply = reader.next().await.map_err(|e| self.refused(e))?;
         if !reply.is("handshake", NS_CLIENT) {
             return Err(ComponentError::Refused {
@@ -267,6 +295,9 @@ mod tests {
     #[test]
     fn handshake_digest_matches_xep_0114_example() {
         // Checked against `printf '%s' 'abc123secret' | sha1sum`.
-        assert_eq!(handshake_digest("abc123", "secret"), "b67adbb9f7287b8f2d9c809b39a804b2123fc4c0");
+        assert_eq!(
+            handshake_digest("abc123", "secret"),
+            "b67adbb9f7287b8f2d9c809b39a804b2123fc4c0"
+        );
     }
 }

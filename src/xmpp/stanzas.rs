@@ -21,11 +21,24 @@ pub fn error(type_: ErrorType, condition: DefinedCondition, text: &str) -> Stanz
 }
 
 pub fn iq_result(id: &str, from: &Jid, to: &Jid, payload: Option<Element>) -> Element {
-    Iq::Result { from: Some(from.clone()), to: Some(to.clone()), id: id.to_owned(), payload }.into()
+    Iq::Result {
+        from: Some(from.clone()),
+        to: Some(to.clone()),
+        id: id.to_owned(),
+        payload,
+    }
+    .into()
 }
 
 pub fn iq_error(id: &str, from: &Jid, to: &Jid, error: StanzaError) -> Element {
-    Iq::Error { from: Some(from.clone()), to: Some(to.clone()), id: id.to_owned(), error, payload: None }.into()
+    Iq::Error {
+        from: Some(from.clone()),
+        to: Some(to.clone()),
+        id: id.to_owned(),
+        error,
+        payload: None,
+    }
+    .into()
 }
 
 /// Bounces a message with an error, echoing its id.
@@ -39,7 +52,9 @@ pub fn message_error(id: Option<&str>, from: &Jid, to: &Jid, error: StanzaError)
 
 /// A presence from a device. `status` is left out when empty.
 pub fn presence(from: &Jid, to: &Jid, type_: PresenceType, status: &str) -> Element {
-    let mut p = Presence::new(type_).with_from(from.clone()).with_to(to.clone());
+    let mut p = Presence::new(type_)
+        .with_from(from.clone())
+        .with_to(to.clone());
     if !status.is_empty() {
         p.set_status("", clean(status).into_owned());
     }
@@ -47,7 +62,13 @@ pub fn presence(from: &Jid, to: &Jid, type_: PresenceType, status: &str) -> Elem
 }
 
 /// A text message (chat answer, headline) with an optional thread.
-pub fn text_message(type_: MessageType, from: &Jid, to: &Jid, body: &str, thread: Option<xmpp_parsers::message::Thread>) -> Element {
+pub fn text_message(
+    type_: MessageType,
+    from: &Jid,
+    to: &Jid,
+    body: &str,
+    thread: Option<xmpp_parsers::message::Thread>,
+) -> Element {
     let mut m = Message::new_with_type(type_, Some(to.clone()));
     m.from = Some(from.clone());
     m.bodies.insert(Lang::default(), clean(body).into_owned());
@@ -89,15 +110,37 @@ mod tests {
 
     #[test]
     fn presence_status_is_escaped_and_cleaned() {
-        let el = presence(&jid("d@gw.example.org"), &jid("u@example.org"), PresenceType::None, "");
+        let el = presence(
+            &jid("d@gw.example.org"),
+            &jid("u@example.org"),
+            PresenceType::None,
+            "",
+        );
         assert!(el.get_child("status", "jabber:client").is_none());
-        let el = presence(&jid("d@gw.example.org"), &jid("u@example.org"), PresenceType::Unavailable, "port\u{0}gone");
-        assert_eq!(el.get_child("status", "jabber:client").map(|s| s.text()), Some("portgone".into()));
+        let el = presence(
+            &jid("d@gw.example.org"),
+            &jid("u@example.org"),
+            PresenceType::Unavailable,
+            "port\u{0}gone",
+        );
+        assert_eq!(
+            el.get_child("status", "jabber:client").map(|s| s.text()),
+            Some("portgone".into())
+        );
         let _ = String::from(&el);
-        let el = text_message(MessageType::Chat, &jid("d@gw.example.org"), &jid("u@example.org"), "a<b & \u{1}c", None);
+        let el = text_message(
+            MessageType::Chat,
+            &jid("d@gw.example.org"),
+            &jid("u@example.org"),
+            "a<b & \u{1}c",
+            None,
+        );
         let xml = String::from(&el);
         assert!(xml.contains("<body>a&lt;b &amp; c</body>"), "{xml}");
         let back: Element = xml.parse().expect("well-formed");
-        assert_eq!(back.get_child("body", "jabber:client").map(|b| b.text()), Some("a<b & c".into()));
+        assert_eq!(
+            back.get_child("body", "jabber:client").map(|b| b.text()),
+            Some("a<b & c".into())
+        );
     }
 }

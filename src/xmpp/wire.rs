@@ -66,7 +66,9 @@ impl<R: AsyncBufRead + Unpin> StanzaReader<R> {
         match self.reader.read().await {
             Ok(Some(ev)) => Ok(ev),
             Ok(None) => Err(WireError::Closed),
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Err(WireError::Xml(e.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                Err(WireError::Xml(e.to_string()))
+            }
             Err(e) => Err(WireError::Io(e)),
         }
     }
@@ -98,7 +100,10 @@ impl<R: AsyncBufRead + Unpin> StanzaReader<R> {
                     .top()
                     .ok_or_else(|| WireError::Xml("no stream header".into()))?;
                 if !root.is("stream", NS_STREAMS) {
-                    return Err(WireError::Xml(format!("expected a stream header, got <{}>", root.name())));
+                    return Err(WireError::Xml(format!(
+                        "expected a stream header, got <{}>",
+                        root.name()
+                    )));
                 }
                 return Ok(StreamHeader {
                     id: root.attr("id").map(str::to_owned),
@@ -181,7 +186,10 @@ pub fn encode(el: &Element, stream_ns: &'static str) -> Vec<u8> {
         out.extend_from_slice(&buf[at + decl.len()..]);
         out
     } else {
-        tracing::error!(element = el.name(), "unexpected serialisation of a stanza; dropped it");
+        tracing::error!(
+            element = el.name(),
+            "unexpected serialisation of a stanza; dropped it"
+        );
         Vec::new()
     }
 }
@@ -207,7 +215,10 @@ fn escape_attr(s: &str) -> String {
 mod tests {
     use super::*;
 
-    async fn read_all(input: &'static [u8], ns: &'static str) -> (StreamHeader, Vec<Element>, WireError) {
+    async fn read_all(
+        input: &'static [u8],
+        ns: &'static str,
+    ) -> (StreamHeader, Vec<Element>, WireError) {
         let mut r = StanzaReader::new(input, ns);
         let header = r.read_header().await.expect("header");
         let mut els = Vec::new();
@@ -233,8 +244,12 @@ mod tests {
         assert!(els[1].is("message", NS_CLIENT));
         assert!(els[1].get_child("body", NS_CLIENT).is_some());
         assert!(matches!(end, WireError::Closed));
-        let parsed = xmpp_parsers::message::Message::try_from(els[1].clone()).expect("parses as a client message");
-        assert_eq!(parsed.bodies.values().next().map(|b| b.as_str()), Some("get"));
+        let parsed = xmpp_parsers::message::Message::try_from(els[1].clone())
+            .expect("parses as a client message");
+        assert_eq!(
+            parsed.bodies.values().next().map(|b| b.as_str()),
+            Some("get")
+        );
     }
 
     #[tokio::test]
@@ -274,15 +289,22 @@ mod tests {
 
     #[test]
     fn encoding_relabels_only_the_root_namespace() {
-        let el: Element = "<message xmlns='jabber:client' to='u@localhost' type='chat'><body>a &lt; b</body>\
+        let el: Element =
+            "<message xmlns='jabber:client' to='u@localhost' type='chat'><body>a &lt; b</body>\
             <x xmlns='urn:example'><y/></x></message>"
-            .parse()
-            .expect("test element");
+                .parse()
+                .expect("test element");
         let out = String::from_utf8(encode(&el, NS_COMPONENT)).expect("utf-8");
-        assert!(out.starts_with("<message xmlns='jabber:component:accept'"), "{out}");
+        assert!(
+            out.starts_with("<message xmlns='jabber:component:accept'"),
+            "{out}"
+        );
         assert_eq!(out.matches("jabber:client").count(), 0, "{out}");
         let back: Element = out.parse().expect("well-formed");
-        assert_eq!(back.get_child("body", NS_COMPONENT).map(|b| b.text()), Some("a < b".to_owned()));
+        assert_eq!(
+            back.get_child("body", NS_COMPONENT).map(|b| b.text()),
+            Some("a < b".to_owned())
+        );
         let same = String::from_utf8(encode(&el, NS_CLIENT)).expect("utf-8");
         assert!(same.starts_with("<message xmlns='jabber:client'"));
     }

@@ -91,7 +91,10 @@ mod tests {
         let delays: Vec<f64> = (0..9).map(|_| b.failed().as_secs_f64()).collect();
         let bases = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0];
         for (d, base) in delays.iter().zip(bases) {
-            assert!(*d >= base * 0.8 && *d <= base * 1.2, "{d} not within 20% of {base}");
+            assert!(
+                *d >= base * 0.8 && *d <= base * 1.2,
+                "{d} not within 20% of {base}"
+            );
         }
         assert_eq!(b.failures(), 9);
     }

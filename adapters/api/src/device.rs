@@ -37,10 +37,9 @@ impl DeviceId {
             return Err(DeviceIdError::TooLong(raw.len()));
         }
         let folded = raw.to_ascii_lowercase();
-        if let Some(c) = folded
-            .chars()
-            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')))
-        {
+        if let Some(c) = folded.chars().find(|c| {
+            !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+        }) {
             return Err(DeviceIdError::BadChar(c));
         }
         if !folded.starts_with(|c: char| c.is_ascii_alphanumeric()) {
@@ -118,14 +117,23 @@ mod tests {
 
     #[test]
     fn ids_fold_case_and_reject_what_a_localpart_cannot_hold() {
-        assert_eq!(DeviceId::new("Boiler.Temp_1").unwrap().as_str(), "boiler.temp_1");
+        assert_eq!(
+            DeviceId::new("Boiler.Temp_1").unwrap().as_str(),
+            "boiler.temp_1"
+        );
         assert_eq!(DeviceId::new(""), Err(DeviceIdError::Empty));
-        assert_eq!(DeviceId::new("pump relay"), Err(DeviceIdError::BadChar(' ')));
+        assert_eq!(
+            DeviceId::new("pump relay"),
+            Err(DeviceIdError::BadChar(' '))
+        );
         assert_eq!(DeviceId::new("a@b"), Err(DeviceIdError::BadChar('@')));
         assert_eq!(DeviceId::new("x/y"), Err(DeviceIdError::BadChar('/')));
         assert_eq!(DeviceId::new("temp°C"), Err(DeviceIdError::BadChar('°')));
         assert_eq!(DeviceId::new("-x"), Err(DeviceIdError::BadStart));
-        assert!(matches!(DeviceId::new(&"a".repeat(65)), Err(DeviceIdError::TooLong(65))));
+        assert!(matches!(
+            DeviceId::new(&"a".repeat(65)),
+            Err(DeviceIdError::TooLong(65))
+        ));
         assert!(DeviceId::new(&"a".repeat(64)).is_ok());
     }
 }

@@ -48,9 +48,14 @@ impl Reading {
 pub enum AdapterEvent {
     Reading(Reading),
     /// The adapter reaches the device (again).
-    Online { device: DeviceId },
+    Online {
+        device: DeviceId,
+    },
     /// The adapter cannot reach the device; `reason` is shown to people in the presence status.
-    Offline { device: DeviceId, reason: String },
+    Offline {
+        device: DeviceId,
+        reason: String,
+    },
 }
 
 /// The sending half of the core's event channel. Cloned freely by an adapter's tasks.

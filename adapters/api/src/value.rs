@@ -116,8 +116,14 @@ mod tests {
 
     #[test]
     fn numbers_must_be_finite() {
-        assert_eq!(Value::parse(FieldType::Numeric, " 21.5 "), Ok(Value::Float(21.5)));
-        assert_eq!(Value::parse(FieldType::Numeric, "NaN"), Err(ValueError::NotFinite));
+        assert_eq!(
+            Value::parse(FieldType::Numeric, " 21.5 "),
+            Ok(Value::Float(21.5))
+        );
+        assert_eq!(
+            Value::parse(FieldType::Numeric, "NaN"),
+            Err(ValueError::NotFinite)
+        );
         assert!(Value::parse(FieldType::Numeric, "warm").is_err());
         assert_eq!(Value::parse(FieldType::Integer, "-7"), Ok(Value::Int(-7)));
         assert!(Value::parse(FieldType::Integer, "7.5").is_err());
@@ -125,11 +131,23 @@ mod tests {
 
     #[test]
     fn coerces_without_losing_what_matters() {
-        assert_eq!(Value::Int(3).coerce(FieldType::Numeric), Ok(Value::Float(3.0)));
-        assert_eq!(Value::Float(4.0).coerce(FieldType::Integer), Ok(Value::Int(4)));
+        assert_eq!(
+            Value::Int(3).coerce(FieldType::Numeric),
+            Ok(Value::Float(3.0))
+        );
+        assert_eq!(
+            Value::Float(4.0).coerce(FieldType::Integer),
+            Ok(Value::Int(4))
+        );
         assert!(Value::Float(4.5).coerce(FieldType::Integer).is_err());
-        assert_eq!(Value::Text("on".into()).coerce(FieldType::Boolean), Ok(Value::Bool(true)));
-        assert_eq!(Value::Float(1.5).coerce(FieldType::String), Ok(Value::Text("1.5".into())));
+        assert_eq!(
+            Value::Text("on".into()).coerce(FieldType::Boolean),
+            Ok(Value::Bool(true))
+        );
+        assert_eq!(
+            Value::Float(1.5).coerce(FieldType::String),
+            Ok(Value::Text("1.5".into()))
+        );
     }
 
     #[test]

@@ -1,0 +1,263 @@
+//! The configuration loader: `gateway.toml` in, a validated [`Config`] (or every problem, with
+//! its position) out.
+//!
+//! Loading goes in three steps, one module each:
+//! - [`raw`] parses the TOML with `toml_edit` (which keeps spans) and walks it into a typed
+//!   mirror of the file, reporting unknown keys (with "did you mean") and wrong types;
+//! - [`validate`] applies defaults and checks meaning: cross-references, JIDs, secrets (read
+//!   through [`secret`]), durations ([`duration`]); [`simulated`] holds the simulated
+//!   adapter's device and field keys;
+//! - [`diagnostic`] turns spans into `PATH:LINE:COL: message` lines.
+//!
+//! [`device_table`] renders what `check` prints. [`resolve_path`] picks the file to load.
+//! The rest of the gateway only ever sees [`model`] types.
+
+mod diagnostic;
+mod duration;
+mod jid;
+pub mod model;
+mod raw;
+mod secret;
+mod simulated;
+mod table;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+pub use diagnostic::{did_you_mean, ConfigErrors, Diagnostic};
+pub use model::*;
+pub use table::device_table;
+
+/// The environment variable naming the configuration file when `--config` is not given.
+pub const CONFIG_ENV: &str = "XMPP_IOT_GATEWAY_CONFIG";
+/// The system-wide configuration file, the last resort.
+pub const SYSTEM_CONFIG: &str = "/etc/xmpp-iot-gateway/gateway.toml";
+/// The configuration file looked for in the working directory.
+pub const LOCAL_CONFIG: &str = "gateway.toml";
+
+/// What the configuration is loaded for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadMode {
+    /// To run the gateway: every file it names must be there.
+    Run,
+    /// For `check`, maybe on another machine or as another user: a missing (or unreadable)
+    /// secret or CA file is a warning, not an error.
+    Check,
+}
+
+/// A valid configuration and what is worth a warning in it.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    /// In file order; print them with a `warning:` prefix.
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// What the loader takes from the process environment; a parameter so that tests need not
+/// touch the real environment.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Env {
+    /// `$CREDENTIALS_DIRECTORY` (systemd `LoadCredential=`): relative `*_file` values are
+    /// looked up there first.
+    pub credentials_dir: Option<PathBuf>,
+    /// The host name, the default `[gateway] name`.
+    pub hostname: Option<String>,
+}
+
+impl Env {
+    pub(crate) fn from_process() -> Self {
+        Env {
+            credentials_dir: std::env::var_os("CREDENTIALS_DIRECTORY")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+            hostname: std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty()),
+        }
+    }
+}
+
+/// Reads and validates the configuration file at `path`. An unreadable file is one diagnostic
+/// at 1:1.
+pub fn load(path: &Path, mode: LoadMode) -> Result<Loaded, ConfigErrors> {
+    let source = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![Diagnostic::at_start(
+            path,
+            format!("cannot read the configuration file: {e}"),
+        )])
+    })?;
+    load_str(path, &source, mode)
+}
+
+/// Validates configuration text as if read from `path` (which names it in messages and is the
+/// base of relative paths).
+pub fn load_str(path: &Path, source: &str, mode: LoadMode) -> Result<Loaded, ConfigErrors> {
+    load_with(path, source, mode, &Env::from_process())
+}
+
+pub(crate) fn load_with(
+    path: &Path,
+    source: &str,
+    mode: LoadMode,
+    env: &Env,
+) -> Result<Loaded, ConfigErrors> {
+    let mut report = diagnostic::Report::new(path, source);
+    let doc = match raw::parse_document(source) {
+        Ok(doc) => doc,
+        Err((span, message)) => {
+            report.error(&span, message);
+            return Err(ConfigErrors(report.finish().0));
+        }
+    };
+    let walked = raw::walk(&doc, &mut report);
+    let ctx = validate::Context {
+        mode,
+        base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        env,
+    };
+    let config = validate::validate(walked, path, &ctx, &mut report);
+    let (errors, warnings) = report.finish();
+    match config {
+        Some(config) if errors.is_empty() => Ok(Loaded { config, warnings }),
+        _ => Err(ConfigErrors(errors)),
+    }
+}
+
+/// The configuration file to use: `--config`, else `$XMPP_IOT_GATEWAY_CONFIG`, else
+/// `./gateway.toml` if it exists, else `/etc/xmpp-iot-gateway/gateway.toml`.
+pub fn resolve_path(cli: Option<&Path>) -> PathBuf {
+    let from_env = std::env::var_os(CONFIG_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    resolve_path_with(cli, from_env, |p| p.is_file())
+}
+
+fn resolve_path_with(
+    cli: Option<&Path>,
+    from_env: Option<PathBuf>,
+    exists: impl Fn(&Path) -> bool,
+) -> PathBuf {
+    if let Some(path) = cli {
+        return path.to_owned();
+    }
+    if let Some(path) = from_env {
+        return path;
+    }
+    let local = Path::new(LOCAL_CONFIG);
+    if exists(local) {
+        return local.to_owned();
+    }
+    PathBuf::from(SYSTEM_CONFIG)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_path_precedence() {
+        let yes = |_: &Path| true;
+        let no = |_: &Path| false;
+        let cli = Path::new("/opt/gw.toml");
+        let env = Some(PathBuf::from("/srv/gw.toml"));
+        assert_eq!(resolve_path_with(Some(cli), env.clone(), yes), cli);
+        assert_eq!(resolve_path_with(None, env, yes), Path::new("/srv/gw.toml"));
+        assert_eq!(
+            resolve_path_with(None, None, yes),
+            Path::new("gateway.toml")
+        );
+        assert_eq!(resolve_path_with(None, None, no), Path::new(SYSTEM_CONFIG));
+        // The public function with --config never looks further.
+        assert_eq!(resolve_path(Some(cli)), cli);
+    }
+
+    #[test]
+    fn unreadable_file_is_one_diagnostic_at_1_1() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("absent.toml");
+        let e = load(&path, LoadMode::Check).unwrap_err();
+        assert_eq!(e.0.len(), 1);
+        assert_eq!((e.0[0].line, e.0[0].col), (1, 1));
+        let text = e.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "{}:1:1: cannot read the configuration file: ",
+                path.display()
+            )),
+            "{text}"
+        );
+
+        let binary = dir.path().join("binary.toml");
+        std::fs::write(&binary, [0xff, 0xfe, 0x00]).unwrap();
+        let e = load(&binary, LoadMode::Check).unwrap_err();
+        assert_eq!((e.0.len(), e.0[0].line, e.0[0].col), (1, 1, 1));
+    }
+
+    #[test]
+    fn loads_a_file_with_secrets_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(dir.path().join("component.secret"), "s3cret\n").unwrap();
+        std::fs::write(
+            &path,
+            "[xmpp]\ndomain = \"sensors.localhost\"\nsecret_file = \"component.secret\"\n\
+             [[adapter]]\nid = \"sim\"\ntype = \"simulated\"\n\
+             [[device]]\nid = \"d\"\nadapter = \"sim\"\n[[device.field]]\nname = \"t\"\n",
+        )
+        .unwrap();
+        let env = Env {
+            credentials_dir: None,
+            hostname: None,
+        };
+        let source = std::fs::read_to_string(&path).unwrap();
+        let loaded = load_with(&path, &source, LoadMode::Run, &env).unwrap();
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        assert_eq!(loaded.config.path, path);
+        let XmppConfig::Component(c) = &loaded.config.xmpp else {
+            panic!("component")
+        };
+        assert_eq!(c.ping_target, "localhost");
+        assert_eq!(c.secret.as_ref().map(Secret::expose), Some("s3cret"));
+        assert!(device_table(&loaded.config).contains("d@sensors.localhost"));
+    }
+
+    #[test]
+    fn errors_display_one_per_line() {
+        let e = load_str(
+            Path::new("g.toml"),
+            "[gateway]\nnmae = 1\n[log]\nlevle = \"x\"\n",
+            LoadMode::Check,
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "g.toml:1:1: missing [xmpp] section: give `mode = \"component\"` with `domain` and \
+                 `secret_file`, or `mode = \"client\"` with `jid` and `password_file`",
+                "g.toml:2:1: unknown key `nmae` in [gateway]; did you mean `name`?",
+                "g.toml:4:1: unknown key `levle` in [log]; did you mean `level`?",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_example_gateway_toml_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway.toml");
+        let source = std::fs::read_to_string(&path).unwrap();
+        let loaded = match load_with(&path, &source, LoadMode::Check, &Env::default()) {
+            Ok(loaded) => loaded,
+            Err(e) => panic!("gateway.toml does not load:\n{e}"),
+        };
+        assert!(!loaded.config.devices.is_empty());
+        for w in &loaded.warnings {
+            // Only files a fresh checkout does not have (the demo's secret) may be warned about.
+            assert!(
+                w.message.contains("does not exist"),
+                "unexpected warning: {w}"
+            );
+        }
+    }
+}

@@ -1,0 +1,982 @@
+//! The configuration as written: a typed mirror of `gateway.toml` that keeps every position.
+//!
+//! The file is parsed with `toml_edit` (which keeps the byte span of every key and value) and
+//! walked section by section. This layer checks the *shape*: which keys exist, and that each
+//! holds the right TOML type (a string, a boolean, a list of strings, a duration string...).
+//! Every unknown key is reported with a "did you mean" when a known key is close; walking on
+//! after an error lets one run report every problem. Meaning (cross-references, JIDs, secrets)
+//! is [`super::validate`]'s job.
+//!
+//! The keys of `[[adapter]]`, `[[device]]` and `[[device.field]]` that depend on the adapter
+//! type are kept as raw [`Entry`]s: which of them are allowed is only known once the device's
+//! adapter is, so `validate` checks them against [`ADAPTER_TYPES`].
+
+use std::time::Duration;
+
+use toml_edit::{ImDocument, Item, TableLike, Value as TomlValue};
+
+use super::diagnostic::{list_names, suggestion, Report, Span};
+use super::duration;
+
+/// A value with the position of its key and of the value itself.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Spanned<T> {
+    pub value: T,
+    /// Span of the key (`name` in `name = "x"`); for list elements, the list's key.
+    pub key: Span,
+    /// Span of the value.
+    pub span: Span,
+}
+
+/// The keys one adapter type adds to `[[adapter]]`, `[[device]]` and `[[device.field]]`.
+///
+/// Every type SPEC §2 describes is listed, so that its keys parse (and are reported as
+/// belonging to that type) even in a build where the type is not available.
+#[derive(Debug)]
+pub(crate) struct TypeKeys {
+    pub name: &'static str,
+    pub adapter: &'static [&'static str],
+    pub device: &'static [&'static str],
+    pub field: &'static [&'static str],
+}
+
+const MODBUS_FIELD: &[&str] = &[
+    "register",
+    "address",
+    "data_type",
+    "byte_order",
+    "length",
+    "scale",
+    "offset",
+];
+
+pub(crate) const ADAPTER_TYPES: &[TypeKeys] = &[
+    TypeKeys {
+        name: "mqtt",
+        adapter: &[
+            "url",
+            "username",
+            "password_file",
+            "password",
+            "ca_file",
+            "client_id",
+        ],
+        device: &[
+            "topic",
+            "availability_topic",
+            "command_topic",
+            "command_template",
+        ],
+        field: &["json"],
+    },
+    TypeKeys {
+        name: "modbus-tcp",
+        adapter: &["address", "timeout"],
+        device: &["unit_id", "poll"],
+        field: MODBUS_FIELD,
+    },
+    TypeKeys {
+        name: "modbus-rtu",
+        adapter: &[
+            "port",
+            "baud",
+            "data_bits",
+            "parity",
+            "stop_bits",
+            "timeout",
+        ],
+        device: &["unit_id", "poll"],
+        field: MODBUS_FIELD,
+    },
+    TypeKeys {
+        name: "serial",
+        adapter: &[
+            "port",
+            "baud",
+            "data_bits",
+            "parity",
+            "stop_bits",
+            "format",
+            "pattern",
+        ],
+        device: &["match"],
+        field: &["json", "key"],
+    },
+    TypeKeys {
+        name: "simulated",
+        adapter: &[],
+        device: &["poll", "offline_every", "offline_for"],
+        field: &["generator", "min", "max", "period", "value"],
+    },
+];
+
+/// The adapter types this build can run.
+pub(crate) use crate::adapters::SUPPORTED as SUPPORTED_TYPES;
+
+pub(crate) fn type_keys(name: &str) -> Option<&'static TypeKeys> {
+    ADAPTER_TYPES.iter().find(|t| t.name == name)
+}
+
+pub(crate) const TOP_KEYS: &[&str] = &[
+    "gateway", "xmpp", "access", "publish", "metrics", "log", "adapter", "device",
+];
+pub(crate) const GATEWAY_KEYS: &[&str] = &["name", "state_dir", "history"];
+pub(crate) const COMPONENT_KEYS: &[&str] =
+    &["domain", "server", "secret_file", "secret", "ping_target"];
+pub(crate) const CLIENT_KEYS: &[&str] = &[
+    "jid",
+    "password_file",
+    "password",
+    "server",
+    "ca_file",
+    "tls",
+];
+const XMPP_KEYS: &[&str] = &[
+    "mode",
+    "domain",
+    "server",
+    "secret_file",
+    "secret",
+    "ping_target",
+    "jid",
+    "password_file",
+    "password",
+    "ca_file",
+    "tls",
+];
+const ACCESS_KEYS: &[&str] = &["read", "control"];
+const PUBLISH_KEYS: &[&str] = &[
+    "presence",
+    "min_interval",
+    "deadband",
+    "notify",
+    "pubsub",
+    "room",
+];
+const METRICS_KEYS: &[&str] = &["listen"];
+const LOG_KEYS: &[&str] = &["level"];
+pub(crate) const ADAPTER_COMMON: &[&str] = &["id", "type"];
+pub(crate) const DEVICE_COMMON: &[&str] = &[
+    "id",
+    "jid",
+    "password_file",
+    "password",
+    "name",
+    "adapter",
+    "access",
+    "field",
+];
+pub(crate) const FIELD_COMMON: &[&str] = &["name", "unit", "type", "writable", "deadband"];
+
+/// `[gateway]`
+#[derive(Debug, Default)]
+pub(crate) struct RawGateway {
+    pub name: Option<Spanned<String>>,
+    pub state_dir: Option<Spanned<String>>,
+    pub history: Option<Spanned<Duration>>,
+}
+
+/// `[xmpp]`, with the keys of both modes (which belong to which is checked by `validate`).
+#[derive(Debug, Default)]
+pub(crate) struct RawXmpp {
+    /// The `[xmpp]` header.
+    pub span: Span,
+    pub mode: Option<Spanned<String>>,
+    pub domain: Option<Spanned<String>>,
+    pub server: Option<Spanned<String>>,
+    pub secret_file: Option<Spanned<String>>,
+    pub secret: Option<Spanned<String>>,
+    pub ping_target: Option<Spanned<String>>,
+    pub jid: Option<Spanned<String>>,
+    pub password_file: Option<Spanned<String>>,
+    pub password: Option<Spanned<String>>,
+    pub ca_file: Option<Spanned<String>>,
+    pub tls: Option<Spanned<String>>,
+    /// Keys present with a wrong type (reported): not to be reported missing.
+    pub bad: Vec<String>,
+}
+
+impl RawXmpp {
+    /// The keys present, by name, for the "belongs to the other mode" check.
+    pub fn present(&self) -> Vec<(&'static str, &Span)> {
+        let all = [
+            ("domain", &self.domain),
+            ("server", &self.server),
+            ("secret_file", &self.secret_file),
+            ("secret", &self.secret),
+            ("ping_target", &self.ping_target),
+            ("jid", &self.jid),
+            ("password_file", &self.password_file),
+            ("password", &self.password),
+            ("ca_file", &self.ca_file),
+            ("tls", &self.tls),
+        ];
+        all.into_iter()
+            .filter_map(|(k, v)| v.as_ref().map(|s| (k, &s.key)))
+            .collect()
+    }
+}
+
+/// A list of strings with each element's position.
+pub(crate) type StringList = Spanned<Vec<Spanned<String>>>;
+
+/// `[access]` or a device's `access = { ... }`.
+#[derive(Debug, Default)]
+pub(crate) struct RawAccess {
+    pub read: Option<StringList>,
+    pub control: Option<StringList>,
+}
+
+/// `[publish]`
+#[derive(Debug, Default)]
+pub(crate) struct RawPublish {
+    pub presence: Option<Spanned<bool>>,
+    pub min_interval: Option<Spanned<Duration>>,
+    pub deadband: Option<Spanned<f64>>,
+    pub notify: Option<StringList>,
+    pub pubsub: Option<Spanned<String>>,
+    pub room: Option<Spanned<String>>,
+}
+
+/// `[metrics]`
+#[derive(Debug, Default)]
+pub(crate) struct RawMetrics {
+    pub listen: Option<Spanned<String>>,
+}
+
+/// `[log]`
+#[derive(Debug, Default)]
+pub(crate) struct RawLog {
+    pub level: Option<Spanned<String>>,
+}
+
+/// One `[[adapter]]`.
+#[derive(Debug)]
+pub(crate) struct RawAdapter<'a> {
+    /// The `[[adapter]]` header.
+    pub span: Span,
+    pub id: Option<Spanned<String>>,
+    pub kind: Option<Spanned<String>>,
+    /// Every other key: the adapter type's own.
+    pub extra: Vec<Entry<'a>>,
+    /// Keys present with a wrong type (reported): not to be reported missing.
+    pub bad: Vec<String>,
+}
+
+/// One `[[device]]`.
+#[derive(Debug)]
+pub(crate) struct RawDevice<'a> {
+    /// The `[[device]]` header.
+    pub span: Span,
+    pub id: Option<Spanned<String>>,
+    pub jid: Option<Spanned<String>>,
+    pub password_file: Option<Spanned<String>>,
+    pub password: Option<Spanned<String>>,
+    pub name: Option<Spanned<String>>,
+    pub adapter: Option<Spanned<String>>,
+    pub access: Option<Spanned<RawAccess>>,
+    pub fields: Vec<RawField<'a>>,
+    /// Every other key: the adapter type's own.
+    pub extra: Vec<Entry<'a>>,
+    /// Keys present with a wrong type (reported): not to be reported missing.
+    pub bad: Vec<String>,
+}
+
+/// One `[[device.field]]`.
+#[derive(Debug)]
+pub(crate) struct RawField<'a> {
+    /// The `[[device.field]]` header (or the inline table).
+    pub span: Span,
+    pub name: Option<Spanned<String>>,
+    pub unit: Option<Spanned<String>>,
+    pub kind: Option<Spanned<String>>,
+    pub writable: Option<Spanned<bool>>,
+    pub deadband: Option<Spanned<f64>>,
+    /// Every other key: the adapter type's own.
+    pub extra: Vec<Entry<'a>>,
+    /// Keys present with a wrong type (reported): not to be reported missing.
+    pub bad: Vec<String>,
+}
+
+/// The whole file as written.
+#[derive(Debug, Default)]
+pub(crate) struct RawConfig<'a> {
+    pub gateway: RawGateway,
+    pub xmpp: Option<RawXmpp>,
+    pub access: RawAccess,
+    pub publish: RawPublish,
+    pub metrics: Option<RawMetrics>,
+    pub log: RawLog,
+    pub adapters: Vec<RawAdapter<'a>>,
+    pub devices: Vec<RawDevice<'a>>,
+}
+
+/// Parses TOML text, keeping spans. A syntax error is returned alone: past it, positions and
+/// structure are guesses.
+pub(crate) fn parse_document(source: &str) -> Result<ImDocument<&str>, (Span, String)> {
+    ImDocument::parse(source).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        // toml_edit's messages may span lines ("invalid key\nexpected ..."): keep one line.
+        let message: Vec<&str> = e
+            .message()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        (span, format!("invalid TOML: {}", message.join("; ")))
+    })
+}
+
+/// Walks the parsed document into a [`RawConfig`], reporting shape errors.
+pub(crate) fn walk<'a>(doc: &'a ImDocument<&'a str>, rep: &mut Report<'_>) -> RawConfig<'a> {
+    let mut root = Section::new("the top level", 0..0, doc.as_table());
+    let mut raw = RawConfig::default();
+
+    if let Some(mut s) = root.section(rep, "gateway", "[gateway]") {
+        raw.gateway = RawGateway {
+            name: s.string(rep, "name"),
+            state_dir: s.string(rep, "state_dir"),
+            history: s.duration(rep, "history"),
+        };
+        s.finish(rep, GATEWAY_KEYS);
+    }
+    if let Some(mut s) = root.section(rep, "xmpp", "[xmpp]") {
+        raw.xmpp = Some(RawXmpp {
+            span: s.span.clone(),
+            mode: s.string(rep, "mode"),
+            domain: s.string(rep, "domain"),
+            server: s.string(rep, "server"),
+            secret_file: s.string(rep, "secret_file"),
+            secret: s.string(rep, "secret"),
+            ping_target: s.string(rep, "ping_target"),
+            jid: s.string(rep, "jid"),
+            password_file: s.string(rep, "password_file"),
+            password: s.string(rep, "password"),
+            ca_file: s.string(rep, "ca_file"),
+            tls: s.string(rep, "tls"),
+            bad: s.bad(),
+        });
+        s.finish(rep, XMPP_KEYS);
+    }
+    if let Some(s) = root.section(rep, "access", "[access]") {
+        raw.access = access(s, rep);
+    }
+    if let Some(mut s) = root.section(rep, "publish", "[publish]") {
+        raw.publish = RawPublish {
+            presence: s.boolean(rep, "presence"),
+            min_interval: s.duration(rep, "min_interval"),
+            deadband: s.number(rep, "deadband"),
+            notify: s.strings(rep, "notify"),
+            pubsub: s.string(rep, "pubsub"),
+            room: s.string(rep, "room"),
+        };
+        s.finish(rep, PUBLISH_KEYS);
+    }
+    if let Some(mut s) = root.section(rep, "metrics", "[metrics]") {
+        raw.metrics = Some(RawMetrics {
+            listen: s.string(rep, "listen"),
+        });
+        s.finish(rep, METRICS_KEYS);
+    }
+    if let Some(mut s) = root.section(rep, "log", "[log]") {
+        raw.log = RawLog {
+            level: s.string(rep, "level"),
+        };
+        s.finish(rep, LOG_KEYS);
+    }
+    for mut s in root.sections(rep, "adapter", "[[adapter]]") {
+        let id = s.string(rep, "id");
+        let kind = s.string(rep, "type");
+        raw.adapters.push(RawAdapter {
+            span: s.span.clone(),
+            id,
+            kind,
+            extra: s.rest(),
+            bad: s.bad(),
+        });
+    }
+    for s in root.sections(rep, "device", "[[device]]") {
+        raw.devices.push(device(s, rep));
+    }
+
+    for entry in root.rest() {
+        let hint = suggestion(entry.key, TOP_KEYS.iter().copied());
+        let what = if entry.item.is_table() || entry.item.is_array_of_tables() {
+            "section"
+        } else {
+            "top-level key"
+        };
+        let known = if hint.is_empty() {
+            format!(" (sections: {})", list_names(TOP_KEYS))
+        } else {
+            hint
+        };
+        rep.error(
+            &entry.key_span,
+            format!("unknown {what} `{}`{known}", entry.key),
+        );
+    }
+    raw
+}
+
+fn access(mut s: Section<'_>, rep: &mut Report<'_>) -> RawAccess {
+    let access = RawAccess {
+        read: s.strings(rep, "read"),
+        control: s.strings(rep, "control"),
+    };
+    s.finish(rep, ACCESS_KEYS);
+    access
+}
+
+fn device<'a>(mut s: Section<'a>, rep: &mut Report<'_>) -> RawDevice<'a> {
+    let access_key = s.key_span("access");
+    let access = s.section(rep, "access", "`access`").map(|a| {
+        let span = a.span.clone();
+        Spanned {
+            value: access(a, rep),
+            key: access_key.unwrap_or_else(|| span.clone()),
+            span,
+        }
+    });
+    let mut fields = Vec::new();
+    for mut f in s.sections(rep, "field", "[[device.field]]") {
+        fields.push(RawField {
+            span: f.span.clone(),
+            name: f.string(rep, "name"),
+            unit: f.string(rep, "unit"),
+            kind: f.string(rep, "type"),
+            writable: f.boolean(rep, "writable"),
+            deadband: f.number(rep, "deadband"),
+            extra: f.rest(),
+            bad: f.bad(),
+        });
+    }
+    let id = s.string(rep, "id");
+    let jid = s.string(rep, "jid");
+    let password_file = s.string(rep, "password_file");
+    let password = s.string(rep, "password");
+    let name = s.string(rep, "name");
+    let adapter = s.string(rep, "adapter");
+    RawDevice {
+        span: s.span.clone(),
+        id,
+        jid,
+        password_file,
+        password,
+        name,
+        adapter,
+        access,
+        fields,
+        extra: s.rest(),
+        bad: s.bad(),
+    }
+}
+
+/// One `key = value` of a table, with the key's position.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry<'a> {
+    pub key: &'a str,
+    pub key_span: Span,
+    pub item: &'a Item,
+}
+
+/// How a TOML item is called in messages.
+fn describe(item: &Item) -> &'static str {
+    match item {
+        Item::None => "nothing",
+        Item::Value(v) => match v {
+            TomlValue::String(_) => "a string",
+            TomlValue::Integer(_) => "an integer",
+            TomlValue::Float(_) => "a float",
+            TomlValue::Boolean(_) => "a boolean",
+            TomlValue::Datetime(_) => "a date-time",
+            TomlValue::Array(_) => "an array",
+            TomlValue::InlineTable(_) => "an inline table",
+        },
+        Item::Table(_) => "a table",
+        Item::ArrayOfTables(_) => "an array of tables",
+    }
+}
+
+impl<'a> Entry<'a> {
+    /// The value's span (the key's when the value has none).
+    pub fn span(&self) -> Span {
+        self.item.span().unwrap_or_else(|| self.key_span.clone())
+    }
+
+    fn spanned<T>(&self, value: T) -> Spanned<T> {
+        Spanned {
+            value,
+            key: self.key_span.clone(),
+            span: self.span(),
+        }
+    }
+
+    fn wrong_type(&self, rep: &mut Report<'_>, expected: &str) {
+        rep.error(
+            &self.span(),
+            format!(
+                "`{}` must be {expected}, not {}",
+                self.key,
+                describe(self.item)
+            ),
+        );
+    }
+
+    pub fn string(&self, rep: &mut Report<'_>) -> Option<Spanned<String>> {
+        match self.item.as_str() {
+            Some(s) => Some(self.spanned(s.to_owned())),
+            None => {
+                self.wrong_type(rep, "a string");
+                None
+            }
+        }
+    }
+
+    pub fn boolean(&self, rep: &mut Report<'_>) -> Option<Spanned<bool>> {
+        match self.item.as_bool() {
+            Some(b) => Some(self.spanned(b)),
+            None => {
+                self.wrong_type(rep, "true or false");
+                None
+            }
+        }
+    }
+
+    /// A float or an integer, finite.
+    pub fn number(&self, rep: &mut Report<'_>) -> Option<Spanned<f64>> {
+        let n = match self.item {
+            Item::Value(TomlValue::Float(f)) => *f.value(),
+            // i64 -> f64 may round beyond 2^53: fine for thresholds and bounds.
+            Item::Value(TomlValue::Integer(i)) => *i.value() as f64,
+            _ => {
+                self.wrong_type(rep, "a number");
+                return None;
+            }
+        };
+        if !n.is_finite() {
+            rep.error(
+                &self.span(),
+                format!("`{}` must be a finite number", self.key),
+            );
+            return None;
+        }
+        Some(self.spanned(n))
+    }
+
+    /// A duration string (`"5s"`), or the integer 0.
+    pub fn duration(&self, rep: &mut Report<'_>) -> Option<Spanned<Duration>> {
+        match self.item {
+            Item::Value(TomlValue::String(s)) => match duration::parse(s.value()) {
+                Ok(d) => Some(self.spanned(d)),
+                Err(e) => {
+                    rep.error(&self.span(), format!("`{}`: {e}", self.key));
+                    None
+                }
+            },
+            Item::Value(TomlValue::Integer(i)) if *i.value() == 0 => {
+                Some(self.spanned(Duration::ZERO))
+            }
+            Item::Value(TomlValue::Integer(i)) => {
+                rep.error(
+                    &self.span(),
+                    format!(
+                        "`{}` must be a duration string with a unit, e.g. \"{}s\", not a bare number",
+                        self.key,
+                        i.value()
+                    ),
+                );
+                None
+            }
+            _ => {
+                self.wrong_type(rep, "a duration string like \"5s\"");
+                None
+            }
+        }
+    }
+
+    /// An array of strings; each element keeps its own span.
+    pub fn strings(&self, rep: &mut Report<'_>) -> Option<StringList> {
+        let Some(array) = self.item.as_array() else {
+            self.wrong_type(rep, "a list of strings, e.g. [\"alice@example.org\"]");
+            return None;
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for v in array.iter() {
+            let span = v.span().unwrap_or_else(|| self.span());
+            match v.as_str() {
+                Some(s) => out.push(Spanned {
+                    value: s.to_owned(),
+                    key: self.key_span.clone(),
+                    span,
+                }),
+                None => {
+                    let found = describe(&Item::Value(v.clone()));
+                    rep.error(
+                        &span,
+                        format!("`{}` must list strings, not {found}", self.key),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then(|| self.spanned(out))
+    }
+
+    /// A scalar (number, boolean or string) as a [`gateway_api::Value`].
+    pub fn scalar(&self, rep: &mut Report<'_>) -> Option<Spanned<gateway_api::Value>> {
+        use gateway_api::Value;
+        let value = match self.item {
+            Item::Value(TomlValue::String(s)) => Value::Text(s.value().clone()),
+            Item::Value(TomlValue::Integer(i)) => Value::Int(*i.value()),
+            Item::Value(TomlValue::Float(f)) => Value::Float(*f.value()),
+            Item::Value(TomlValue::Boolean(b)) => Value::Bool(*b.value()),
+            _ => {
+                self.wrong_type(rep, "a number, a boolean or a string");
+                return None;
+            }
+        };
+        Some(self.spanned(value))
+    }
+}
+
+/// A table being walked: keys are taken one by one; what is left is unknown.
+pub(crate) struct Section<'a> {
+    /// How messages name it: `[gateway]`, `[[device.field]]`...
+    label: &'static str,
+    /// The header's span (start of the table).
+    pub span: Span,
+    table: &'a dyn TableLike,
+    taken: Vec<&'a str>,
+    /// Keys present but of the wrong type (already reported): not "missing" as well.
+    bad: Vec<String>,
+}
+
+impl<'a> Section<'a> {
+    pub fn new(label: &'static str, span: Span, table: &'a dyn TableLike) -> Self {
+        Section {
+            label,
+            span,
+            table,
+            taken: Vec::new(),
+            bad: Vec::new(),
+        }
+    }
+
+    fn key_span(&self, key: &str) -> Option<Span> {
+        let (k, item) = self.table.get_key_value(key)?;
+        k.span().or_else(|| item.span())
+    }
+
+    /// Takes `key` (so that it is not reported as unknown) and returns its entry if present.
+    pub fn take(&mut self, key: &str) -> Option<Entry<'a>> {
+        let table: &'a dyn TableLike = self.table;
+        let (k, item) = table.get_key_value(key)?;
+        if item.is_none() {
+            return None;
+        }
+        self.taken.push(k.get());
+        let key_span = k
+            .span()
+            .or_else(|| item.span())
+            .unwrap_or_else(|| self.span.clone());
+        Some(Entry {
+            key: k.get(),
+            key_span,
+            item,
+        })
+    }
+
+    pub fn string(&mut self, rep: &mut Report<'_>, key: &str) -> Option<Spanned<String>> {
+        let value = self.take(key)?.string(rep);
+        self.note_bad(key, value.is_none());
+        value
+    }
+
+    pub fn boolean(&mut self, rep: &mut Report<'_>, key: &str) -> Option<Spanned<bool>> {
+        let value = self.take(key)?.boolean(rep);
+        self.note_bad(key, value.is_none());
+        value
+    }
+
+    pub fn number(&mut self, rep: &mut Report<'_>, key: &str) -> Option<Spanned<f64>> {
+        let value = self.take(key)?.number(rep);
+        self.note_bad(key, value.is_none());
+        value
+    }
+
+    pub fn duration(&mut self, rep: &mut Report<'_>, key: &str) -> Option<Spanned<Duration>> {
+        let value = self.take(key)?.duration(rep);
+        self.note_bad(key, value.is_none());
+        value
+    }
+
+    pub fn strings(&mut self, rep: &mut Report<'_>, key: &str) -> Option<StringList> {
+        let value = self.take(key)?.strings(rep);
+        self.note_bad(key, value.is_none());
+        value
+    }
+
+    fn note_bad(&mut self, key: &str, bad: bool) {
+        if bad {
+            self.bad.push(key.to_owned());
+        }
+    }
+
+    /// The keys that were present but could not be read (wrong type...).
+    pub fn bad(&self) -> Vec<String> {
+        self.bad.clone()
+    }
+
+    /// A sub-table (`[key]`, `key = { ... }` or dotted keys).
+    pub fn section(
+        &mut self,
+        rep: &mut Report<'_>,
+        key: &str,
+        label: &'static str,
+    ) -> Option<Section<'a>> {
+        let entry = self.take(key)?;
+        match entry.item.as_table_like() {
+            Some(table) => Some(Section::new(label, entry.span(), table)),
+            None => {
+                let hint = if entry.item.is_array_of_tables() {
+                    format!("a single table (write `[{key}]`, not `[[{key}]]`)")
+                } else {
+                    "a table".to_owned()
+                };
+                entry.wrong_type(rep, &hint);
+                None
+            }
+        }
+    }
+
+    /// An array of tables (`[[key]]`, or `key = [{ ... }, ...]`).
+    pub fn sections(
+        &mut self,
+        rep: &mut Report<'_>,
+        key: &str,
+        label: &'static str,
+    ) -> Vec<Section<'a>> {
+        let Some(entry) = self.take(key) else {
+            return Vec::new();
+        };
+        match entry.item {
+            Item::ArrayOfTables(array) => array
+                .iter()
+                .map(|t| {
+                    let span = t.span().unwrap_or_else(|| entry.key_span.clone());
+                    Section::new(label, span, t as &dyn TableLike)
+                })
+                .collect(),
+            Item::Value(TomlValue::Array(array)) => {
+                let mut out = Vec::new();
+                for v in array.iter() {
+                    let span = v.span().unwrap_or_else(|| entry.span());
+                    match v.as_inline_table() {
+                        Some(t) => out.push(Section::new(label, span, t as &dyn TableLike)),
+                        None => rep.error(
+                            &span,
+                            format!(
+                                "`{key}` must list tables, not {}",
+                                describe(&Item::Value(v.clone()))
+                            ),
+                        ),
+                    }
+                }
+                out
+            }
+            _ => {
+                entry.wrong_type(rep, &format!("an array of tables (write `{label}`)"));
+                Vec::new()
+            }
+        }
+    }
+
+    /// The entries not taken yet, in file order.
+    pub fn rest(&self) -> Vec<Entry<'a>> {
+        let table: &'a dyn TableLike = self.table;
+        table
+            .iter()
+            .filter(|(k, item)| !item.is_none() && !self.taken.contains(k))
+            .map(|(k, item)| {
+                let key_span = table
+                    .key(k)
+                    .and_then(|key| key.span())
+                    .or_else(|| item.span())
+                    .unwrap_or_else(|| self.span.clone());
+                Entry {
+                    key: k,
+                    key_span,
+                    item,
+                }
+            })
+            .collect()
+    }
+
+    /// Reports every key not taken as unknown, suggesting the closest of `known`.
+    pub fn finish(self, rep: &mut Report<'_>, known: &[&str]) {
+        for entry in self.rest() {
+            unknown_key(rep, &entry, self.label, known);
+        }
+    }
+}
+
+/// "unknown key `nmae` in [gateway]; did you mean `name`?" (or the list of known keys).
+pub(crate) fn unknown_key(rep: &mut Report<'_>, entry: &Entry<'_>, label: &str, known: &[&str]) {
+    let hint = suggestion(entry.key, known.iter().copied());
+    let tail = if !hint.is_empty() {
+        hint
+    } else if known.is_empty() {
+        " (it takes no other keys)".to_owned()
+    } else {
+        format!(" (known keys: {})", list_names(known))
+    };
+    rep.error(
+        &entry.key_span,
+        format!("unknown key `{}` in {label}{tail}", entry.key),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn walk_errors(src: &str) -> Vec<String> {
+        let doc = parse_document(src).expect("valid TOML");
+        let mut rep = Report::new(Path::new("g.toml"), src);
+        let _ = walk(&doc, &mut rep);
+        let (errors, _) = rep.finish();
+        errors.into_iter().map(|d| d.to_string()).collect()
+    }
+
+    #[test]
+    fn syntax_error_has_a_position() {
+        let (span, message) = parse_document("[gateway]\nname = \n").unwrap_err();
+        assert_eq!(span.start, 17);
+        assert!(message.starts_with("invalid TOML: "), "{message}");
+        assert!(!message.contains('\n'));
+        let (_, message) = parse_document("a = 1\na = 2\n").unwrap_err();
+        assert!(message.contains("duplicate key"), "{message}");
+    }
+
+    #[test]
+    fn unknown_keys_are_reported_with_suggestions() {
+        let errors = walk_errors("[gateway]\nnmae = \"x\"\nhistory = \"1d\"\n\n[gatway]\n");
+        assert_eq!(
+            errors,
+            [
+                "g.toml:2:1: unknown key `nmae` in [gateway]; did you mean `name`?",
+                "g.toml:5:2: unknown section `gatway`; did you mean `gateway`?",
+            ]
+        );
+        let errors = walk_errors("[log]\ncolour = 1\n");
+        assert_eq!(
+            errors,
+            ["g.toml:2:1: unknown key `colour` in [log] (known keys: `level`)"]
+        );
+    }
+
+    #[test]
+    fn wrong_types_point_at_the_value() {
+        let errors = walk_errors(
+            "[gateway]\nname = 5\nhistory = 7\n[publish]\npresence = \"yes\"\nnotify = [\"a@b\", 3]\n",
+        );
+        assert_eq!(
+            errors,
+            [
+                "g.toml:2:8: `name` must be a string, not an integer",
+                "g.toml:3:11: `history` must be a duration string with a unit, e.g. \"7s\", not a bare number",
+                "g.toml:5:12: `presence` must be true or false, not a string",
+                "g.toml:6:18: `notify` must list strings, not an integer",
+            ]
+        );
+    }
+
+    #[test]
+    fn table_shapes() {
+        let errors = walk_errors("gateway = 1\n[[xmpp]]\n[adapter]\nid = \"x\"\n");
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(
+            errors[0].contains("`gateway` must be a table"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].contains("write `[xmpp]`, not `[[xmpp]]`"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[2].contains("`adapter` must be an array of tables (write `[[adapter]]`)"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn keeps_type_specific_keys_and_fields() {
+        let src = r#"
+[[adapter]]
+id = "sim"
+type = "simulated"
+url = "mqtt://x"
+
+[[device]]
+id = "boiler"
+adapter = "sim"
+poll = "2s"
+access = { read = ["a@b"] }
+
+  [[device.field]]
+  name = "t"
+  generator = "sine"
+
+  [[device.field]]
+  name = "u"
+"#;
+        let doc = parse_document(src).unwrap();
+        let mut rep = Report::new(Path::new("g.toml"), src);
+        let raw = walk(&doc, &mut rep);
+        assert!(!rep.has_errors());
+        assert_eq!(raw.adapters.len(), 1);
+        assert_eq!(raw.adapters[0].extra.len(), 1);
+        assert_eq!(raw.adapters[0].extra[0].key, "url");
+        let d = &raw.devices[0];
+        assert_eq!(d.extra.iter().map(|e| e.key).collect::<Vec<_>>(), ["poll"]);
+        assert_eq!(d.fields.len(), 2);
+        assert_eq!(d.fields[0].extra[0].key, "generator");
+        assert_eq!(d.fields[1].name.as_ref().unwrap().value, "u");
+        let read = d.access.as_ref().unwrap().value.read.as_ref().unwrap();
+        assert_eq!(read.value[0].value, "a@b");
+        // Field spans start at their header: line 13 (the source starts with a newline).
+        assert_eq!(rep.line(&d.fields[0].span), 13);
+    }
+
+    #[test]
+    fn inline_field_arrays_work_too() {
+        let src = "[[device]]\nid = \"x\"\nfield = [{ name = \"a\" }, 5]\n";
+        let doc = parse_document(src).unwrap();
+        let mut rep = Report::new(Path::new("g.toml"), src);
+        let raw = walk(&doc, &mut rep);
+        assert_eq!(raw.devices[0].fields.len(), 1);
+        let (errors, _) = rep.finish();
+        assert_eq!(
+            errors[0].to_string(),
+            "g.toml:3:26: `field` must list tables, not an integer"
+        );
+    }
+
+    #[test]
+    fn durations_and_numbers() {
+        let src = "[gateway]\nhistory = 0\n[publish]\nmin_interval = \"5 parsecs\"\ndeadband = 1\n";
+        let doc = parse_document(src).unwrap();
+        let mut rep = Report::new(Path::new("g.toml"), src);
+        let raw = walk(&doc, &mut rep);
+        assert_eq!(raw.gateway.history.unwrap().value, Duration::ZERO);
+        assert_eq!(raw.publish.deadband.unwrap().value, 1.0);
+        let (errors, _) = rep.finish();
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0]
+            .to_string()
+            .starts_with("g.toml:4:16: `min_interval`: `5 parsecs` is not a duration"));
+    }
+}

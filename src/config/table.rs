@@ -1,0 +1,154 @@
+//! The device table `check` prints on stdout.
+//!
+//! One row per field, the device's id, JID and adapter on its first row only, in columns
+//! aligned for a person to read (widths count characters, so `°C` takes two columns):
+//!
+//! ```text
+//! DEVICE  JID                         ADAPTER  FIELD        UNIT  TYPE     WRITABLE
+//! boiler  boiler@sensors.example.org  sim      temperature  °C    numeric  no
+//!                                              burner       -     boolean  yes
+//! ```
+//!
+//! A field without unit shows `-`; a device without fields shows `-` in the field columns.
+
+use super::model::Config;
+
+const HEADER: [&str; 7] = [
+    "DEVICE", "JID", "ADAPTER", "FIELD", "UNIT", "TYPE", "WRITABLE",
+];
+
+/// The `check` device table, ending with a newline.
+pub fn device_table(config: &Config) -> String {
+    if config.devices.is_empty() {
+        return "no devices configured\n".to_owned();
+    }
+    let mut rows: Vec<[String; 7]> = vec![HEADER.map(str::to_owned)];
+    for device in &config.devices {
+        let head = [
+            device.id.to_string(),
+            device.jid.clone(),
+            device.adapter.to_string(),
+        ];
+        if device.fields.is_empty() {
+            let [id, jid, adapter] = head;
+            rows.push([
+                id,
+                jid,
+                adapter,
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ]);
+            continue;
+        }
+        for (i, field) in device.fields.iter().enumerate() {
+            let [id, jid, adapter] = if i == 0 {
+                head.clone()
+            } else {
+                Default::default()
+            };
+            let spec = &field.spec;
+            let unit = if spec.unit.is_empty() {
+                "-".to_owned()
+            } else {
+                spec.unit.to_string()
+            };
+            let writable = if spec.writable { "yes" } else { "no" };
+            rows.push([
+                id,
+                jid,
+                adapter,
+                spec.name.to_string(),
+                unit,
+                spec.kind.to_string(),
+                writable.to_owned(),
+            ]);
+        }
+    }
+    let mut widths = [0usize; 7];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            // `{:<width$}` pads by characters, as `widths` counts them.
+            line.push_str(&format!("{cell:<width$}"));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{load_str, LoadMode};
+    use std::path::Path;
+
+    const CONFIG: &str = r#"
+[gateway]
+name = "test"
+state_dir = "/tmp/x"
+
+[xmpp]
+mode = "component"
+domain = "sensors.example.org"
+secret = "not-a-real-secret"
+
+[[adapter]]
+id = "sim"
+type = "simulated"
+
+[[device]]
+id = "boiler"
+adapter = "sim"
+
+  [[device.field]]
+  name = "temperature"
+  unit = "°C"
+
+  [[device.field]]
+  name = "burner"
+  type = "boolean"
+  writable = true
+  value = false
+
+[[device]]
+id = "empty"
+adapter = "sim"
+"#;
+
+    #[test]
+    fn aligned_rows_one_per_field() {
+        let loaded = load_str(Path::new("/etc/gw/gateway.toml"), CONFIG, LoadMode::Check).unwrap();
+        let table = device_table(&loaded.config);
+        let expected = "\
+DEVICE  JID                         ADAPTER  FIELD        UNIT  TYPE     WRITABLE
+boiler  boiler@sensors.example.org  sim      temperature  °C    numeric  no
+                                             burner       -     boolean  yes
+empty   empty@sensors.example.org   sim      -            -     -        -
+";
+        assert_eq!(table, expected);
+        // Aligned by characters: `°C` (3 bytes) still pads to the UNIT column's width.
+        let lines: Vec<&str> = table.lines().collect();
+        let col = |line: &str, word: &str| line.find(word).map(|b| line[..b].chars().count());
+        assert_eq!(col(lines[0], "TYPE"), col(lines[1], "numeric"));
+        assert_eq!(col(lines[1], "numeric"), col(lines[2], "boolean"));
+    }
+
+    #[test]
+    fn says_so_when_there_are_no_devices() {
+        let src = "[xmpp]\ndomain = \"s.example.org\"\nsecret = \"x\"\n";
+        let loaded = load_str(Path::new("g.toml"), src, LoadMode::Check).unwrap();
+        assert_eq!(device_table(&loaded.config), "no devices configured\n");
+    }
+}
