@@ -24,7 +24,7 @@ pub enum WireError {
     Io(#[from] std::io::Error),
     #[error("malformed XML from the server: {0}")]
     Xml(String),
-    #[error("the server ended the stream")]
+    #[error("the server closed the stream")]
     Closed,
     #[error("stream error from the server: {condition}{}", text.as_deref().map(|t| format!(" ({t})")).unwrap_or_default())]
     Stream {

@@ -1,0 +1,782 @@
+//! Component mode (XEP-0114) end to end: a real Prosody, the gateway binary, and test users who
+//! log in over c2s and talk to the devices as any XMPP client would.
+
+mod support;
+
+use std::time::Duration;
+
+use support::client::{message_body, presence_status};
+use support::{Gateway, Prosody, ProsodyOpts, TestClient, TIMEOUT};
+use xmpp_parsers::iq::Iq;
+use xmpp_parsers::jid::Jid;
+use xmpp_parsers::message::MessageType;
+use xmpp_parsers::minidom::Element;
+use xmpp_parsers::presence::Type as PresenceType;
+use xmpp_parsers::stanza::Stanza;
+use xmpp_parsers::stanza_error::DefinedCondition;
+
+const NS_SD: &str = "urn:xmpp:iot:sensordata";
+const NS_CTL: &str = "urn:xmpp:iot:control";
+const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+const DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
+
+/// A Prosody hosting one component, three users, and a gateway with two simulated devices.
+/// alice may control, bob may read, eve may do nothing.
+struct Rig {
+    prosody: Prosody,
+    gateway: Gateway,
+    domain: String,
+}
+
+impl Rig {
+    async fn start() -> Rig {
+        let prosody = Prosody::start(ProsodyOpts::new().random_component()).await;
+        for user in ["alice", "bob", "eve"] {
+            prosody.register(user, "pw").await;
+        }
+        let domain = prosody.component_domain().to_owned();
+        let gateway = Gateway::spawn(&config(&prosody, &domain));
+        Rig {
+            prosody,
+            gateway,
+            domain,
+        }
+    }
+
+    fn jid(&self, device: &str) -> Jid {
+        Jid::new(&format!("{device}@{}", self.domain)).expect("device jid")
+    }
+
+    async fn user(&self, name: &str) -> TestClient {
+        TestClient::connect(&self.prosody, name, "pw").await
+    }
+}
+
+fn config(prosody: &Prosody, domain: &str) -> String {
+    format!(
+        r#"
+[gateway]
+name = "test gateway"
+history = "1h"
+
+{xmpp}
+[access]
+read = ["bob@localhost"]
+control = ["alice@localhost"]
+
+[publish]
+min_interval = "0s"
+
+[[adapter]]
+id = "sim"
+type = "simulated"
+
+[[device]]
+id = "Thermo"
+name = "Thermometer <1> & co"
+adapter = "sim"
+poll = "300ms"
+
+  [[device.field]]
+  name = "temperature"
+  unit = "°C"
+  generator = "step"
+  min = 10.0
+  max = 20.0
+  period = "300ms"
+
+  [[device.field]]
+  name = "label"
+  type = "string"
+  generator = "constant"
+  value = "a<b & 'c'"
+
+[[device]]
+id = "relay"
+adapter = "sim"
+poll = "1s"
+
+  [[device.field]]
+  name = "on"
+  type = "boolean"
+  generator = "constant"
+  value = false
+  writable = true
+
+  [[device.field]]
+  name = "level"
+  type = "integer"
+  unit = "%"
+  generator = "constant"
+  value = 3
+  writable = true
+"#,
+        xmpp = prosody.component_toml(domain)
+    )
+}
+
+fn req(seqnr: &str) -> Element {
+    Element::builder("req", NS_SD)
+        .attr(
+            xmpp_parsers::minidom::rxml::xml_ncname!("seqnr").to_owned(),
+            seqnr,
+        )
+        .attr(
+            xmpp_parsers::minidom::rxml::xml_ncname!("momentary").to_owned(),
+            "true",
+        )
+        .build()
+}
+
+fn el(xml: &str) -> Element {
+    xml.parse().expect("test XML")
+}
+
+fn condition(e: &xmpp_parsers::stanza_error::StanzaError) -> DefinedCondition {
+    e.defined_condition.clone()
+}
+
+/// Waits for the `fields` message of readout `seqnr` from `from` and returns its payload.
+async fn fields_message(client: &mut TestClient, from: &Jid, seqnr: &str) -> Element {
+    let m = client
+        .recv_message(TIMEOUT, |m| {
+            m.from.as_ref() == Some(from)
+                && m.payloads
+                    .iter()
+                    .any(|p| p.is("fields", NS_SD) && p.attr("seqnr") == Some(seqnr))
+        })
+        .await
+        .unwrap_or_else(|| panic!("no fields message for readout {seqnr}"));
+    m.payloads
+        .into_iter()
+        .find(|p| p.is("fields", NS_SD))
+        .expect("fields payload")
+}
+
+/// The value of field `name` in a `fields` payload.
+fn field_value(fields: &Element, name: &str) -> Option<(String, String)> {
+    fields
+        .children()
+        .flat_map(|node| node.children())
+        .flat_map(|ts| ts.children())
+        .find(|f| f.attr("name") == Some(name))
+        .map(|f| {
+            (
+                f.name().to_owned(),
+                f.attr("value").unwrap_or("").to_owned(),
+            )
+        })
+}
+
+#[tokio::test]
+async fn subscriptions_follow_the_access_lists_and_presence_carries_values() {
+    let rig = Rig::start().await;
+    let thermo = rig.jid("thermo");
+    let mut bob = rig.user("bob").await;
+    let mut eve = rig.user("eve").await;
+
+    bob.subscribe(&thermo).await;
+    bob.recv_presence_from(&thermo, PresenceType::Subscribed, TIMEOUT)
+        .await
+        .expect("bob's subscription is approved");
+    let p = bob
+        .recv_presence(TIMEOUT, |p| {
+            p.type_ == PresenceType::None
+                && presence_status(p).is_some_and(|s| s.contains("temperature"))
+        })
+        .await
+        .expect("bob receives the device's presence with its values");
+    let status = presence_status(&p).expect("status");
+    assert!(status.contains("°C"), "{status}");
+    assert!(
+        status.contains("a<b & 'c'"),
+        "device strings reach the status intact: {status}"
+    );
+
+    // Values keep coming as the simulated temperature steps.
+    let first = status.clone();
+    bob.recv_presence(TIMEOUT, |p| {
+        presence_status(p).is_some_and(|s| s.contains("temperature") && s != first)
+    })
+    .await
+    .expect("a later presence carries a new value");
+
+    eve.subscribe(&thermo).await;
+    eve.recv_presence_from(&thermo, PresenceType::Unsubscribed, TIMEOUT)
+        .await
+        .expect("eve's subscription is refused");
+    assert!(
+        eve.recv_presence_from(&thermo, PresenceType::None, Duration::from_millis(500))
+            .await
+            .is_none(),
+        "eve must never see the device's presence"
+    );
+
+    // At login the server probes bob's contacts; the gateway answers with current presence.
+    bob.disconnect().await;
+    let mut bob = rig.user("bob").await;
+    bob.recv_presence(TIMEOUT, |p| {
+        p.from
+            .as_ref()
+            .is_some_and(|f| f.to_bare() == thermo.to_bare())
+            && p.type_ == PresenceType::None
+    })
+    .await
+    .expect("the probe at login is answered");
+
+    // Unsubscribing ends the updates (Prosody does not pass the device's `unsubscribed` on to a
+    // user who is no longer subscribed, so the gateway's side is checked).
+    bob.unsubscribe(&thermo).await;
+    assert!(rig.gateway.wait_log("subscription removed", TIMEOUT).await);
+    bob.drain();
+    assert!(
+        bob.recv_presence_from(&thermo, PresenceType::None, Duration::from_secs(1))
+            .await
+            .is_none(),
+        "no presence after unsubscribing"
+    );
+}
+
+#[tokio::test]
+async fn the_gateway_and_its_devices_answer_iqs() {
+    let rig = Rig::start().await;
+    let thermo = rig.jid("thermo");
+    let relay = rig.jid("relay");
+    let domain = Jid::new(&rig.domain).expect("domain jid");
+    let mut alice = rig.user("alice").await;
+    let mut eve = rig.user("eve").await;
+
+    // disco#info on a device: identity and only the features that work.
+    let info = alice
+        .iq_get(&thermo, el(&format!("<query xmlns='{DISCO_INFO}'/>")))
+        .await
+        .expect("result")
+        .expect("payload");
+    let features: Vec<&str> = info
+        .children()
+        .filter(|c| c.name() == "feature")
+        .filter_map(|c| c.attr("var"))
+        .collect();
+    for f in [
+        DISCO_INFO,
+        NS_SD,
+        "urn:xmpp:ping",
+        "jabber:iq:version",
+        "urn:xmpp:time",
+    ] {
+        assert!(features.contains(&f), "missing {f} in {features:?}");
+    }
+    assert!(!features.contains(&NS_CTL), "thermo has no writable field");
+    let identity = info.get_child("identity", DISCO_INFO).expect("identity");
+    assert_eq!(identity.attr("name"), Some("Thermometer <1> & co"));
+    let info = alice
+        .iq_get(&relay, el(&format!("<query xmlns='{DISCO_INFO}'/>")))
+        .await
+        .expect("result")
+        .expect("payload");
+    assert!(
+        info.children().any(|c| c.attr("var") == Some(NS_CTL)),
+        "relay is controllable"
+    );
+
+    // An unknown node is item-not-found.
+    let err = alice
+        .iq_get(
+            &thermo,
+            el(&format!("<query xmlns='{DISCO_INFO}' node='nope'/>")),
+        )
+        .await
+        .expect_err("error");
+    assert_eq!(condition(&err), DefinedCondition::ItemNotFound);
+
+    // disco#items on the domain lists what the requester may read.
+    let items = alice
+        .iq_get(&domain, el(&format!("<query xmlns='{DISCO_ITEMS}'/>")))
+        .await
+        .expect("result")
+        .expect("payload");
+    let mut jids: Vec<&str> = items.children().filter_map(|i| i.attr("jid")).collect();
+    jids.sort();
+    assert_eq!(jids, vec![relay.to_string(), thermo.to_string()]);
+    let items = eve
+        .iq_get(&domain, el(&format!("<query xmlns='{DISCO_ITEMS}'/>")))
+        .await
+        .expect("result")
+        .expect("payload");
+    assert_eq!(items.children().count(), 0, "eve may read nothing");
+
+    // Ping, version and time, on the gateway and on a device.
+    for to in [&domain, &thermo] {
+        alice
+            .iq_get(to, el("<ping xmlns='urn:xmpp:ping'/>"))
+            .await
+            .expect("pong");
+        let v = alice
+            .iq_get(to, el("<query xmlns='jabber:iq:version'/>"))
+            .await
+            .expect("result")
+            .expect("payload");
+        assert_eq!(
+            v.get_child("name", "jabber:iq:version")
+                .map(|n| n.text())
+                .as_deref(),
+            Some("xmpp-iot-gateway")
+        );
+        let t = alice
+            .iq_get(to, el("<time xmlns='urn:xmpp:time'/>"))
+            .await
+            .expect("result")
+            .expect("payload");
+        assert!(t
+            .get_child("utc", "urn:xmpp:time")
+            .is_some_and(|u| u.text().ends_with('Z')));
+    }
+
+    // Unknown payloads and unknown JIDs.
+    let err = alice
+        .iq_get(&thermo, el("<query xmlns='urn:example:nothing'/>"))
+        .await
+        .expect_err("error");
+    assert_eq!(condition(&err), DefinedCondition::ServiceUnavailable);
+    let nobody = Jid::new(&format!("nobody@{}", rig.domain)).expect("jid");
+    let err = alice
+        .iq_get(&nobody, el("<ping xmlns='urn:xmpp:ping'/>"))
+        .await
+        .expect_err("error");
+    assert_eq!(condition(&err), DefinedCondition::ServiceUnavailable);
+
+    // The access lists apply to every IQ on a device.
+    let err = eve
+        .iq_get(&thermo, el("<ping xmlns='urn:xmpp:ping'/>"))
+        .await
+        .expect_err("error");
+    assert_eq!(condition(&err), DefinedCondition::Forbidden);
+    let err = eve.iq_get(&thermo, req("5")).await.expect_err("error");
+    assert_eq!(condition(&err), DefinedCondition::Forbidden);
+
+    // Result and error IQs are never answered: the next thing from the device is the pong.
+    alice
+        .send(Iq::Result {
+            from: None,
+            to: Some(thermo.clone()),
+            id: "stray".into(),
+            payload: None,
+        })
+        .await;
+    let pong = alice
+        .iq(
+            Iq::from_get("after-stray", xmpp_parsers::ping::Ping).with_to(thermo.clone()),
+            TIMEOUT,
+        )
+        .await;
+    assert!(matches!(pong, Some(Iq::Result { .. })), "{pong:?}");
+    assert!(
+        alice
+            .recv_until(
+                Duration::from_millis(300),
+                |s| matches!(s, Stanza::Iq(i) if i.id() == "stray")
+            )
+            .await
+            .is_none(),
+        "a result IQ got an answer"
+    );
+}
+
+#[tokio::test]
+async fn momentary_readouts_follow_xep_0323() {
+    let rig = Rig::start().await;
+    let thermo = rig.jid("thermo");
+    let relay = rig.jid("relay");
+    let mut bob = rig.user("bob").await;
+
+    let accepted = bob
+        .iq_get(&thermo, req("7"))
+        .await
+        .expect("accepted")
+        .expect("payload");
+    assert!(accepted.is("accepted", NS_SD));
+    assert_eq!(accepted.attr("seqnr"), Some("7"));
+    let fields = fields_message(&mut bob, &thermo, "7").await;
+    assert_eq!(fields.attr("done"), Some("true"));
+    let node = fields.get_child("node", NS_SD).expect("node");
+    assert_eq!(node.attr("nodeId"), Some("thermo"));
+    let ts = node.get_child("timestamp", NS_SD).expect("timestamp");
+    assert!(
+        ts.attr("value").is_some_and(|v| v.ends_with('Z')),
+        "UTC timestamps"
+    );
+    let temp = ts
+        .children()
+        .find(|f| f.attr("name") == Some("temperature"))
+        .expect("temperature field");
+    assert!(temp.is("numeric", NS_SD));
+    assert_eq!(temp.attr("unit"), Some("°C"));
+    let t: f64 = temp
+        .attr("value")
+        .expect("value")
+        .parse()
+        .expect("a number");
+    assert!((10.0..=20.0).contains(&t), "{t}");
+    assert_eq!(
+        field_value(&fields, "label"),
+        Some(("string".into(), "a<b & 'c'".into()))
+    );
+
+    // Integers go out as numeric (slixmpp drops int/long); writable fields say so.
+    bob.iq_get(&relay, req("8")).await.expect("accepted");
+    let fields = fields_message(&mut bob, &relay, "8").await;
+    assert_eq!(
+        field_value(&fields, "level"),
+        Some(("numeric".into(), "3".into()))
+    );
+    let on = fields
+        .children()
+        .flat_map(|n| n.children())
+        .flat_map(|t| t.children())
+        .find(|f| f.attr("name") == Some("on"))
+        .expect("on");
+    assert_eq!(on.attr("writable"), Some("true"));
+
+    // A field filter.
+    bob.iq_get(
+        &thermo,
+        el(&format!(
+            "<req xmlns='{NS_SD}' seqnr='9' momentary='true'><field name='label'/></req>"
+        )),
+    )
+    .await
+    .expect("accepted");
+    let fields = fields_message(&mut bob, &thermo, "9").await;
+    assert!(field_value(&fields, "temperature").is_none());
+    assert!(field_value(&fields, "label").is_some());
+
+    // Errors from the checklist.
+    let err = bob
+        .iq_get(
+            &thermo,
+            el(&format!("<req xmlns='{NS_SD}' momentary='true'/>")),
+        )
+        .await
+        .expect_err("no seqnr");
+    assert_eq!(condition(&err), DefinedCondition::BadRequest);
+    let err = bob
+        .iq_get(
+            &thermo,
+            el(&format!(
+                "<req xmlns='{NS_SD}' seqnr='10'><node nodeId='other'/></req>"
+            )),
+        )
+        .await
+        .expect_err("unknown node");
+    assert_eq!(condition(&err), DefinedCondition::ItemNotFound);
+    let err = bob
+        .iq_get(
+            &thermo,
+            el(&format!("<cancel xmlns='{NS_SD}' seqnr='99'/>")),
+        )
+        .await
+        .expect_err("nothing to cancel");
+    assert_eq!(condition(&err), DefinedCondition::ItemNotFound);
+}
+
+#[tokio::test]
+async fn queued_readouts_start_later_and_can_be_cancelled() {
+    let rig = Rig::start().await;
+    let thermo = rig.jid("thermo");
+    let mut bob = rig.user("bob").await;
+    let when = |secs: i64| {
+        (chrono::Utc::now() + chrono::Duration::seconds(secs))
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
+    };
+
+    let accepted = bob
+        .iq_get(
+            &thermo,
+            el(&format!(
+                "<req xmlns='{NS_SD}' seqnr='1' momentary='true' when='{}'/>",
+                when(2)
+            )),
+        )
+        .await
+        .expect("accepted")
+        .expect("payload");
+    assert_eq!(accepted.attr("queued"), Some("true"));
+    bob.recv_message(TIMEOUT, |m| {
+        m.payloads
+            .iter()
+            .any(|p| p.is("started", NS_SD) && p.attr("seqnr") == Some("1"))
+    })
+    .await
+    .expect("started");
+    let fields = fields_message(&mut bob, &thermo, "1").await;
+    assert_eq!(fields.attr("done"), Some("true"));
+
+    bob.iq_get(
+        &thermo,
+        el(&format!(
+            "<req xmlns='{NS_SD}' seqnr='2' momentary='true' when='{}'/>",
+            when(60)
+        )),
+    )
+    .await
+    .expect("accepted");
+    let cancelled = bob
+        .iq_get(&thermo, el(&format!("<cancel xmlns='{NS_SD}' seqnr='2'/>")))
+        .await
+        .expect("cancelled")
+        .expect("payload");
+    assert!(cancelled.is("cancelled", NS_SD));
+}
+
+#[tokio::test]
+async fn chat_commands_and_control_respect_the_access_lists() {
+    let rig = Rig::start().await;
+    let thermo = rig.jid("thermo");
+    let relay = rig.jid("relay");
+    let mut alice = rig.user("alice").await;
+    let mut bob = rig.user("bob").await;
+    let mut eve = rig.user("eve").await;
+
+    let help = bob
+        .chat_and_wait(&thermo, "help", TIMEOUT)
+        .await
+        .expect("help answer");
+    assert!(help.contains("get"), "{help}");
+    let all = bob
+        .chat_and_wait(&thermo, "get", TIMEOUT)
+        .await
+        .expect("get answer");
+    assert!(
+        all.contains("temperature") && all.contains("°C") && all.contains("label"),
+        "{all}"
+    );
+    let one = bob
+        .chat_and_wait(&thermo, "GET label", TIMEOUT)
+        .await
+        .expect("get label");
+    assert!(
+        one.contains("a<b & 'c'") && !one.contains("temperature"),
+        "{one}"
+    );
+    let nope = bob
+        .chat_and_wait(&thermo, "dance", TIMEOUT)
+        .await
+        .expect("hint");
+    assert!(nope.contains("help"), "{nope}");
+
+    // bob may read but not set; eve may not even read.
+    let refused = bob
+        .chat_and_wait(&relay, "set on true", TIMEOUT)
+        .await
+        .expect("refusal");
+    assert!(refused.to_lowercase().contains("not"), "{refused}");
+    eve.chat(&relay, "get").await;
+    let bounced = eve
+        .recv_message(TIMEOUT, |m| m.type_ == MessageType::Error)
+        .await
+        .expect("eve's chat bounces with an error");
+    assert!(message_body(&bounced).is_none());
+
+    // alice sets through chat, then through XEP-0325, and a readout shows the new values.
+    let done = alice
+        .chat_and_wait(&relay, "set on on", TIMEOUT)
+        .await
+        .expect("set answer");
+    assert!(done.starts_with("Done"), "{done}");
+    let set = el(&format!(
+        "<set xmlns='{NS_CTL}'><int name='level' value='42'/></set>"
+    ));
+    let resp = alice
+        .iq_set(&relay, set)
+        .await
+        .expect("setResponse")
+        .expect("payload");
+    assert!(resp.is("setResponse", NS_CTL));
+    assert_eq!(resp.attr("responseCode"), Some("OK"));
+    alice.iq_get(&relay, req("3")).await.expect("accepted");
+    let fields = fields_message(&mut alice, &relay, "3").await;
+    assert_eq!(field_value(&fields, "on").map(|v| v.1), Some("true".into()));
+    assert_eq!(
+        field_value(&fields, "level").map(|v| v.1),
+        Some("42".into())
+    );
+
+    // One bad parameter: nothing is written.
+    let set = el(&format!("<set xmlns='{NS_CTL}'><int name='level' value='7'/><boolean name='on' value='maybe'/></set>"));
+    let err = alice.iq_set(&relay, set).await.expect_err("bad parameter");
+    assert_eq!(condition(&err), DefinedCondition::BadRequest);
+    assert_eq!(err.other.as_ref().and_then(|o| o.attr("var")), Some("on"));
+    let err = alice
+        .iq_set(
+            &relay,
+            el(&format!(
+                "<set xmlns='{NS_CTL}'><int name='voltage' value='1'/></set>"
+            )),
+        )
+        .await
+        .expect_err("unknown");
+    assert_eq!(condition(&err), DefinedCondition::ItemNotFound);
+    let err = alice
+        .iq_set(
+            &thermo,
+            el(&format!(
+                "<set xmlns='{NS_CTL}'><double name='temperature' value='1'/></set>"
+            )),
+        )
+        .await
+        .expect_err("read-only");
+    assert_eq!(condition(&err), DefinedCondition::ItemNotFound);
+    let err = bob
+        .iq_set(
+            &relay,
+            el(&format!(
+                "<set xmlns='{NS_CTL}'><int name='level' value='1'/></set>"
+            )),
+        )
+        .await
+        .expect_err("bob");
+    assert_eq!(condition(&err), DefinedCondition::Forbidden);
+    alice.iq_get(&relay, req("4")).await.expect("accepted");
+    let fields = fields_message(&mut alice, &relay, "4").await;
+    assert_eq!(
+        field_value(&fields, "level").map(|v| v.1),
+        Some("42".into()),
+        "nothing was written"
+    );
+}
+
+#[tokio::test]
+async fn presence_comes_back_after_gateway_and_server_restarts() {
+    let mut rig = Rig::start().await;
+    let thermo = rig.jid("thermo");
+    let mut alice = rig.user("alice").await;
+    alice.subscribe(&thermo).await;
+    alice
+        .recv_presence_from(&thermo, PresenceType::Subscribed, TIMEOUT)
+        .await
+        .expect("approved");
+    alice
+        .recv_presence_from(&thermo, PresenceType::None, TIMEOUT)
+        .await
+        .expect("available");
+
+    // SIGTERM: every device goes unavailable and the gateway exits 0.
+    let status = rig.gateway.terminate().await;
+    assert!(status.success(), "exit status {status}");
+    let gone = alice
+        .recv_presence_from(&thermo, PresenceType::Unavailable, TIMEOUT)
+        .await
+        .expect("unavailable at shutdown");
+    assert_eq!(presence_status(&gone).as_deref(), Some("gateway stopped"));
+
+    // Restarted, it remembers alice and tells her unprompted.
+    alice.drain();
+    rig.gateway.start();
+    alice
+        .recv_presence_from(&thermo, PresenceType::None, TIMEOUT)
+        .await
+        .expect("available after a gateway restart");
+
+    // The server restarts: the gateway reconnects by itself. A fresh login sees the device again
+    // (through the gateway's announcement or its answer to the server's probe: either needs the
+    // gateway back on the server).
+    drop(alice);
+    rig.prosody.restart().await;
+    let mut alice = rig.user("alice").await;
+    alice
+        .recv_presence(Duration::from_secs(30), |p| {
+            p.type_ == PresenceType::None
+                && p.from
+                    .as_ref()
+                    .is_some_and(|f| f.to_bare() == thermo.to_bare())
+        })
+        .await
+        .expect("available after a server restart");
+    assert!(
+        rig.gateway
+            .wait_log("component connection restored", TIMEOUT)
+            .await
+            || rig
+                .gateway
+                .log_text()
+                .matches("component connected")
+                .count()
+                >= 2
+    );
+    assert!(rig.gateway.is_running());
+}
+
+#[tokio::test]
+async fn a_wrong_secret_is_reported_and_retried() {
+    let prosody = Prosody::start(ProsodyOpts::new().random_component()).await;
+    let domain = prosody.component_domain().to_owned();
+    let toml =
+        config(&prosody, &domain).replace(prosody.component_secret(&domain), "not-the-secret");
+    let mut gateway = Gateway::spawn(&toml);
+    assert!(
+        gateway.wait_ready(TIMEOUT).await,
+        "READY=1 once the first attempt finished, even a failed one"
+    );
+    assert!(
+        gateway
+            .wait_log("refused the component handshake", TIMEOUT)
+            .await,
+        "{}",
+        gateway.log_text()
+    );
+    assert!(
+        !gateway.log_text().contains("not-the-secret"),
+        "the secret must never be logged"
+    );
+    assert!(
+        gateway.is_running(),
+        "a refused handshake is retried, not fatal"
+    );
+}
+
+#[tokio::test]
+async fn systemd_hears_ready_status_and_stopping() {
+    let rig = Rig::start().await;
+    let mut gateway = rig.gateway;
+    assert!(gateway.wait_ready(TIMEOUT).await);
+    assert!(gateway.wait_notify("STATUS=", TIMEOUT).await);
+    let _ = gateway.terminate().await;
+    assert!(
+        gateway
+            .notify_messages()
+            .iter()
+            .any(|m| m.contains("STOPPING=1")),
+        "{:?}",
+        gateway.notify_messages()
+    );
+}
+
+#[tokio::test]
+async fn check_prints_the_table_or_positioned_errors() {
+    let out = Gateway::cli(
+        None,
+        &[
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.toml"),
+            "check",
+        ],
+    )
+    .await;
+    assert!(out.success(), "{}", out.stderr);
+    assert!(
+        out.stdout.contains("greenhouse@sensors.localhost"),
+        "{}",
+        out.stdout
+    );
+
+    let bad = "[gateway]\nname = \"x\"\n\n[xmpp]\ndomian = \"gw.example.org\"\n";
+    let out = Gateway::cli(Some(bad), &["check"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("gateway.toml:6:1:"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("did you mean `domain`"),
+        "{}",
+        out.stderr
+    );
+}
