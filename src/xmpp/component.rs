@@ -291,6 +291,138 @@ pub fn handshake_digest(stream_id: &str, secret: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    const HEADER: &str =
+        "<?xml version='1.0'?><stream:stream xmlns:stream='http://etherx.jabber.org/streams' \
+        xmlns='jabber:component:accept' id='s1' from='gw.test'>";
+
+    fn session(addr: std::net::SocketAddr, read: Duration) -> ComponentSession {
+        ComponentSession {
+            config: ComponentConfig {
+                domain: "gw.test".into(),
+                server: addr.to_string(),
+                secret: Some(Secret::new("pw")),
+                ping_target: "test".into(),
+            },
+            timeouts: Timeouts {
+                connect: Duration::from_secs(5),
+                read,
+            },
+        }
+    }
+
+    /// Reads from `sock` until `needle` has arrived; returns everything read.
+    async fn read_until(sock: &mut TcpStream, needle: &str) -> String {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains(needle) {
+            let n = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf))
+                .await
+                .expect("data in time")
+                .expect("read");
+            assert!(
+                n > 0,
+                "connection closed before {needle:?}; got {}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    #[tokio::test]
+    async fn pings_a_quiet_link_and_drops_a_dead_one() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (out_tx, out_rx) = mpsc::channel(8);
+        let (in_tx, mut in_rx) = mpsc::channel(8);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(session(addr, Duration::from_millis(400)).run(
+            out_rx,
+            in_tx,
+            stop.clone(),
+        ));
+
+        let (mut sock, _) = listener.accept().await.expect("accept");
+        read_until(&mut sock, "<stream:stream").await;
+        sock.write_all(HEADER.as_bytes()).await.expect("header");
+        let hs = read_until(&mut sock, "</handshake>").await;
+        assert!(hs.contains(&handshake_digest("s1", "pw")), "{hs}");
+        sock.write_all(b"<handshake/>").await.expect("handshake ok");
+        assert!(matches!(in_rx.recv().await, Some(Inbound::Up)));
+
+        // A stanza from the core goes out in the component namespace.
+        let el: Element =
+            "<message xmlns='jabber:client' to='u@test' from='d@gw.test'><body>hi</body></message>"
+                .parse()
+                .expect("element");
+        out_tx.send(el).await.expect("queue");
+        let sent = read_until(&mut sock, "</message>").await;
+        assert!(
+            sent.contains("<message xmlns='jabber:component:accept'"),
+            "{sent}"
+        );
+
+        // Silence: first a ping to the server's domain, then the link is given up.
+        let ping = read_until(&mut sock, "urn:xmpp:ping").await;
+        assert!(
+            ping.contains("to='test'") && ping.contains("from='gw.test'"),
+            "{ping}"
+        );
+        match tokio::time::timeout(Duration::from_secs(5), in_rx.recv()).await {
+            Ok(Some(Inbound::Down { reason })) => assert!(reason.contains("no data"), "{reason}"),
+            other => panic!("expected the link to be declared dead, got {other:?}"),
+        }
+        stop.cancel();
+        drop(out_tx);
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+
+    #[tokio::test]
+    async fn a_conflict_is_reported_and_retried() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (out_tx, out_rx) = mpsc::channel(8);
+        let (in_tx, mut in_rx) = mpsc::channel(8);
+        let stop = CancellationToken::new();
+        let task =
+            tokio::spawn(session(addr, Duration::from_secs(30)).run(out_rx, in_tx, stop.clone()));
+
+        let (mut sock, _) = listener.accept().await.expect("accept");
+        read_until(&mut sock, "<stream:stream").await;
+        sock.write_all(HEADER.as_bytes()).await.expect("header");
+        read_until(&mut sock, "</handshake>").await;
+        sock.write_all(
+            b"<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>",
+        )
+        .await
+        .expect("conflict");
+        match in_rx.recv().await {
+            Some(Inbound::Down { reason }) => assert!(reason.contains("conflict"), "{reason}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        // The next attempt comes after the back-off (about a second) and succeeds.
+        let (mut sock, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
+            .await
+            .expect("a second attempt")
+            .expect("accept");
+        read_until(&mut sock, "<stream:stream").await;
+        sock.write_all(HEADER.as_bytes()).await.expect("header");
+        read_until(&mut sock, "</handshake>").await;
+        sock.write_all(b"<handshake/>").await.expect("handshake ok");
+        assert!(matches!(in_rx.recv().await, Some(Inbound::Up)));
+
+        // The core closes its channel: the session closes the stream and ends.
+        drop(out_tx);
+        read_until(&mut sock, "</stream:stream>").await;
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("session ends")
+            .expect("no panic");
+        drop(stop);
+    }
 
     #[test]
     fn handshake_digest_matches_xep_0114_example() {
