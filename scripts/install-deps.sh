@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that the integration tests and the demo run as private services
+# (Prosody, Mosquitto, socat, openssl), but only those whose program is missing: on a machine
+# that has them this does nothing and needs no network. Used by scripts/test.sh, scripts/demo.sh
+# and .ci/run.
+#
+# Usage: scripts/install-deps.sh [--demo]
+#   --demo   also make sure `python3 -m venv` works (the demo viewer runs in a venv)
+#
+# A system Prosody/Mosquitto that the package install starts is left alone: the tests and the
+# demo run their own instances on their own ports and never talk to the system ones.
+set -euo pipefail
+
+demo=0
+for arg in "$@"; do
+    case "$arg" in
+        --demo) demo=1 ;;
+        *) echo "usage: $0 [--demo]" >&2; exit 2 ;;
+    esac
+done
+
+# Is PROGRAM installed? (mosquitto lives in /usr/sbin, which a normal user's PATH may lack)
+have() {
+    command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]
+}
+
+need=()
+add() {
+    local p
+    for p in "${need[@]+"${need[@]}"}"; do [ "$p" = "$1" ] && return 0; done
+    need+=("$1")
+}
+
+# The test rig runs /usr/bin/prosody and /usr/bin/prosodyctl (Debian's paths).
+{ [ -x /usr/bin/prosody ] && [ -x /usr/bin/prosodyctl ]; } || add prosody
+have mosquitto || add mosquitto
+have mosquitto_pub || add mosquitto-clients
+have mosquitto_sub || add mosquitto-clients
+have socat || add socat
+have openssl || add openssl
+if [ "$demo" = 1 ]; then
+    if ! command -v python3 >/dev/null 2>&1; then
+        add python3
+        add python3-venv
+    elif ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+        add python3-venv
+    fi
+fi
+
+if [ "${#need[@]}" -eq 0 ]; then
+    exit 0
+fi
+
+echo "install-deps: installing ${need[*]}" >&2
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "install-deps: no apt-get here; install these packages by hand: ${need[*]}" >&2
+    exit 1
+fi
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+    if ! command -v sudo >/dev/null 2>&1; then
+        echo "install-deps: not root and no sudo; install by hand: ${need[*]}" >&2
+        exit 1
+    fi
+    sudo=(sudo)
+fi
+"${sudo[@]+"${sudo[@]}"}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null
+"${sudo[@]+"${sudo[@]}"}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq "${need[@]}" </dev/null

@@ -1,0 +1,195 @@
+//! Test rig shared by the integration tests in `tests/*.rs` (each does `mod support;`).
+//!
+//! * [`prosody`]: a private Prosody 0.12 per test (own ports, config, data, certificates),
+//!   hosting the gateway's XEP-0114 component domain and optionally a MUC and a pubsub service.
+//! * [`client`]: [`TestClient`], an XMPP user on tokio-xmpp that keeps every stanza it receives
+//!   so that a test can look for one that arrived earlier.
+//! * [`gateway`]: the gateway binary run as a child process with its own config, state dir and
+//!   log file.
+//!
+//! Every wait here has a deadline ([`TIMEOUT`] unless a test says otherwise); nothing sleeps to wait
+//! for something that can be awaited. Where only polling is possible (a port that starts to
+//! accept, a process that exits, a line in a log file), the loop polls with a deadline.
+//!
+//! Not every test file uses every helper, hence the `allow` below.
+#![allow(dead_code, unused_imports)]
+
+pub mod client;
+pub mod gateway;
+pub mod prosody;
+
+pub use client::TestClient;
+pub use gateway::{Gateway, GatewayOpts};
+pub use prosody::{Prosody, ProsodyOpts};
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Default deadline for one wait in the rig (a stanza, a reply, a service coming up).
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Interval between two checks where a condition can only be polled.
+const POLL_INTERVAL: Duration = Duration::from_millis(25);
+
+/// A loopback TCP port that was free a moment ago (bind port 0, read it, drop the socket).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener
+        .local_addr()
+        .expect("local_addr of a bound socket")
+        .port()
+}
+
+/// `prefix` followed by 12 random hex digits: unique names for domains, users and resources.
+pub fn random_id(prefix: &str) -> String {
+    let n: u64 = rand::random();
+    format!("{prefix}{:012x}", n & 0xffff_ffff_ffff)
+}
+
+/// Random printable secret (hex), e.g. for a component.
+pub fn random_secret() -> String {
+    let a: u64 = rand::random();
+    let b: u64 = rand::random();
+    format!("{a:016x}{b:016x}")
+}
+
+/// Polls `cond` until it is true or `timeout` has passed; returns its last value.
+pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Whether something accepts TCP connections on `addr` within `timeout`.
+pub async fn wait_for_port(addr: SocketAddr, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let attempt =
+            tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr))
+                .await;
+        if let Ok(Ok(_stream)) = attempt {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Waits for `child` to exit, at most `timeout`; `None` if it is still running then.
+pub async fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait on a child process") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Sends signal `sig` (e.g. `libc::SIGTERM`) to process `pid`. Errors (already gone) are ignored.
+pub fn send_signal(pid: u32, sig: libc::c_int) {
+    let pid = libc::pid_t::try_from(pid).expect("pid fits in pid_t");
+    // SAFETY: kill(2) has no memory-safety preconditions; the pid is one of our own children.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+/// SIGKILL and reap, for Drop impls (a killed process exits at once, so the wait is immediate).
+pub fn kill_and_reap(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// Output of a finished helper command.
+#[derive(Debug)]
+pub struct CmdOutput {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CmdOutput {
+    pub fn success(&self) -> bool {
+        self.status.success()
+    }
+}
+
+/// Runs `cmd` to completion with stdout and stderr captured (through files in `scratch_dir`, so
+/// a chatty command cannot block on a full pipe). Panics if it does not finish within `timeout`.
+pub async fn run_command(cmd: &mut Command, scratch_dir: &Path, timeout: Duration) -> CmdOutput {
+    let tag = random_id("cmd-");
+    let out_path = scratch_dir.join(format!("{tag}.stdout"));
+    let err_path = scratch_dir.join(format!("{tag}.stderr"));
+    let out = File::create(&out_path).expect("create stdout capture file");
+    let err = File::create(&err_path).expect("create stderr capture file");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", describe(cmd)));
+    let status = match wait_child(&mut child, timeout).await {
+        Some(status) => status,
+        None => {
+            kill_and_reap(&mut child);
+            panic!("{} did not finish within {timeout:?}", describe(cmd));
+        }
+    };
+    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&out_path);
+    let _ = std::fs::remove_file(&err_path);
+    CmdOutput {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// `program arg1 arg2 …` for messages.
+pub fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for arg in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&arg.to_string_lossy());
+    }
+    s
+}
+
+/// Whether `program` is found on `$PATH` (or is an existing path).
+pub fn have_program(program: impl AsRef<OsStr>) -> bool {
+    let program = Path::new(program.as_ref());
+    if program.components().count() > 1 {
+        return program.exists();
+    }
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+/// The last `n` lines of `text`, for failure reports.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
