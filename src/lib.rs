@@ -17,6 +17,7 @@ pub mod adapters;
 pub mod config;
 pub mod core;
 pub mod devices;
+pub mod remote;
 pub mod stats;
 pub mod store;
 pub mod systemd;
@@ -35,6 +36,7 @@ use crate::core::{Core, CoreParts, Summary};
 use crate::stats::Stats;
 use crate::store::{Store, StoreOptions};
 use crate::systemd::Notifier;
+use crate::xmpp::client::ClientSessions;
 use crate::xmpp::component::{ComponentSession, Timeouts};
 
 /// Capacity of the adapters' shared event channel: when the core is behind, adapters wait.
@@ -80,9 +82,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             tokio::spawn(s.run(outbound_rx, inbound_tx, session_stop.clone()))
         }
         XmppConfig::Client(_) => {
-            return Err(RunError::Setup(
-                "client mode is not available in this build; use mode = \"component\"".into(),
-            ))
+            let sessions =
+                ClientSessions::from_config(&config).map_err(|e| RunError::Setup(e.to_string()))?;
+            tokio::spawn(sessions.run(outbound_rx, inbound_tx, session_stop.clone()))
         }
     };
 

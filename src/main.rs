@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use xmpp_iot_gateway::config::{self, LoadMode};
+use xmpp_iot_gateway::remote;
 
 use cli::{Cli, Command};
 
@@ -34,6 +35,91 @@ fn run() -> anyhow::Result<ExitCode> {
                 xmpp_iot_gateway::adapters::SUPPORTED.join(", ")
             );
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Read {
+            target,
+            fields,
+            from,
+            to,
+            json,
+            login,
+        } => {
+            let time = |t: Option<String>| -> Result<_, String> {
+                t.map(|t| {
+                    chrono::DateTime::parse_from_rfc3339(&t)
+                        .map(|d| d.with_timezone(&chrono::Utc))
+                        .map_err(|e| format!("{t:?} is not an RFC 3339 time: {e}"))
+                })
+                .transpose()
+            };
+            let (login, target, from, to) = match (
+                remote_login(&login),
+                parse_jid(&target),
+                time(from),
+                time(to),
+            ) {
+                (Ok(l), Ok(t), Ok(f), Ok(to)) => (l, t, f, to),
+                (l, t, f, to) => {
+                    for e in [l.err(), t.err(), f.err(), to.err()].into_iter().flatten() {
+                        eprintln!("error: {e}");
+                    }
+                    return Ok(ExitCode::from(EXIT_CONFIG));
+                }
+            };
+            init_logging(cli.log.as_deref(), Some("warn"));
+            let historical = from.is_some() || to.is_some();
+            let what = remote::ReadRequest { fields, from, to };
+            let result = client_runtime()?.block_on(remote::read(&login, &target, &what));
+            match result {
+                Ok(fields) if json => println!("{}", remote::json(&target, &fields)),
+                Ok(fields) => print!("{}", remote::table(&fields, historical)),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Set {
+            target,
+            values,
+            login,
+        } => {
+            let pairs: Result<Vec<(String, String)>, String> = values
+                .iter()
+                .map(|v| {
+                    v.split_once('=')
+                        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                        .ok_or_else(|| format!("{v:?} is not NAME=VALUE"))
+                })
+                .collect();
+            let (login, target, pairs) = match (remote_login(&login), parse_jid(&target), pairs) {
+                (Ok(l), Ok(t), Ok(p)) => (l, t, p),
+                (l, t, p) => {
+                    for e in [l.err(), t.err(), p.err()].into_iter().flatten() {
+                        eprintln!("error: {e}");
+                    }
+                    return Ok(ExitCode::from(EXIT_CONFIG));
+                }
+            };
+            init_logging(cli.log.as_deref(), Some("warn"));
+            match client_runtime()?.block_on(remote::set(&login, &target, &pairs)) {
+                Ok(()) => {
+                    println!(
+                        "OK: {} set on {target}",
+                        pairs
+                            .iter()
+                            .map(|(n, v)| format!("{n}={v}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
         Command::Check => {
             let path = config::resolve_path(cli.config.as_deref());
@@ -77,6 +163,51 @@ fn run() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn parse_jid(s: &str) -> Result<xmpp_parsers::jid::Jid, String> {
+    xmpp_parsers::jid::Jid::new(s).map_err(|e| format!("{s:?} is not a JID: {e}"))
+}
+
+/// The login of `read`/`set`: password from --password-file, else $XMPP_PASSWORD.
+fn remote_login(args: &cli::LoginArgs) -> Result<remote::Login, String> {
+    let jid = xmpp_parsers::jid::BareJid::new(&args.jid)
+        .map_err(|e| format!("--jid {:?} is not a bare JID: {e}", args.jid))?;
+    let password = match &args.password_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map(|p| p.trim_end_matches(['\n', '\r']).to_owned())
+            .map_err(|e| format!("cannot read --password-file {}: {e}", path.display()))?,
+        None => std::env::var("XMPP_PASSWORD")
+            .map_err(|_| "no password: give --password-file or set $XMPP_PASSWORD".to_owned())?,
+    };
+    let timeout = humantime::parse_duration(&args.timeout)
+        .map_err(|e| format!("--timeout {:?}: {e}", args.timeout))?;
+    if args.no_tls {
+        let loopback = args.server.as_deref().is_some_and(|s| {
+            s.parse::<std::net::SocketAddr>()
+                .map(|a| a.ip().is_loopback())
+                .unwrap_or(false)
+                || s.starts_with("localhost:")
+        });
+        if !loopback {
+            return Err("--no-tls is only allowed with a loopback --server".into());
+        }
+    }
+    Ok(remote::Login {
+        jid,
+        password,
+        server: args.server.clone(),
+        ca_file: args.ca_file.clone(),
+        plaintext: args.no_tls,
+        timeout,
+    })
 }
 
 /// SIGTERM and SIGINT stop the gateway gracefully.

@@ -780,3 +780,88 @@ async fn check_prints_the_table_or_positioned_errors() {
         out.stderr
     );
 }
+
+#[tokio::test]
+async fn the_read_command_reads_a_component_device() {
+    let rig = Rig::start().await;
+    let thermo = rig.jid("thermo");
+    // The device answers once the gateway is connected.
+    let mut bob = rig.user("bob").await;
+    bob.iq_get(&thermo, el("<ping xmlns='urn:xmpp:ping'/>"))
+        .await
+        .expect("pong");
+    let pwfile = tempfile::NamedTempFile::new().expect("tempfile");
+    std::fs::write(pwfile.path(), "pw\n").expect("write");
+    let (ca, server, pw) = (
+        rig.prosody.ca_path().display().to_string(),
+        rig.prosody.c2s_addr().to_string(),
+        pwfile.path().display().to_string(),
+    );
+    let thermo_s = thermo.to_string();
+    let args = [
+        "read",
+        &thermo_s,
+        "--jid",
+        "bob@localhost",
+        "--password-file",
+        &pw,
+        "--ca-file",
+        &ca,
+        "--server",
+        &server,
+    ];
+    let out = Gateway::cli(None, &args).await;
+    assert!(out.success(), "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.starts_with("FIELD"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("temperature") && out.stdout.contains("label"),
+        "{}",
+        out.stdout
+    );
+
+    // History: the store has kept the readings of the last minutes.
+    let from = (chrono::Utc::now() - chrono::Duration::minutes(5)).to_rfc3339();
+    let args = [
+        "read",
+        &thermo_s,
+        "--field",
+        "temperature",
+        "--from",
+        &from,
+        "--jid",
+        "bob@localhost",
+        "--password-file",
+        &pw,
+        "--ca-file",
+        &ca,
+        "--server",
+        &server,
+        "--json",
+    ];
+    let out = Gateway::cli(None, &args).await;
+    assert!(out.success(), "{}{}", out.stdout, out.stderr);
+    let doc: serde_json::Value =
+        serde_json::from_str(out.stdout.trim()).expect("one JSON document");
+    let fields = doc["fields"].as_array().expect("fields");
+    assert!(
+        !fields.is_empty() && fields.iter().all(|f| f["name"] == "temperature"),
+        "{doc}"
+    );
+
+    // eve may not read: exit 1 with the condition.
+    let args = [
+        "read",
+        &thermo_s,
+        "--jid",
+        "eve@localhost",
+        "--password-file",
+        &pw,
+        "--ca-file",
+        &ca,
+        "--server",
+        &server,
+    ];
+    let out = Gateway::cli(None, &args).await;
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("forbidden"), "{}", out.stderr);
+}

@@ -83,10 +83,23 @@ impl Core {
         };
         if let Some(idx) = self.devices.by_jid(&req.to) {
             self.device_iq(idx, req);
-        } else if req.to.to_bare() == self.gateway_jid.to_bare() && req.to.node().is_none() {
+        } else if self.is_gateway(&req.to) {
             self.gateway_iq(req);
         } else {
             self.reply(req.unavailable());
+        }
+    }
+
+    /// Whether `to` addresses the gateway itself: the component domain, or the gateway session
+    /// (or its bare account) in client mode.
+    pub(super) fn is_gateway(&self, to: &Jid) -> bool {
+        if self.client_mode {
+            to.to_bare() == self.gateway_jid.to_bare()
+                && to
+                    .resource()
+                    .is_none_or(|r| Some(r) == self.gateway_jid.resource())
+        } else {
+            to.to_bare() == self.gateway_jid.to_bare() && to.node().is_none()
         }
     }
 

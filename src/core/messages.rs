@@ -25,6 +25,9 @@ impl Core {
             if m.bodies.is_empty() && m.payloads.is_empty() {
                 return;
             }
+            if self.is_gateway(&to) && !m.bodies.is_empty() {
+                return self.gateway_chat(&from, &to, m.type_.clone(), m.thread.clone());
+            }
             let e = stanzas::error(ErrorType::Cancel, DefinedCondition::ServiceUnavailable, "");
             return self.reply(stanzas::message_error(id.as_deref(), &to, &from, e));
         };
@@ -114,6 +117,45 @@ impl Core {
             }
             ChatCommand::Unknown(cmd) => answer(self, chat::unknown_text(&cmd)),
         }
+    }
+}
+
+impl Core {
+    /// Chat to the gateway itself: the devices the sender may read, with their addresses.
+    fn gateway_chat(
+        &mut self,
+        from: &xmpp_parsers::jid::Jid,
+        to: &xmpp_parsers::jid::Jid,
+        type_: MessageType,
+        thread: Option<xmpp_parsers::message::Thread>,
+    ) {
+        let requester = from.to_bare().to_string();
+        let lines: Vec<String> = self
+            .devices
+            .iter()
+            .filter(|(i, _)| self.devices.allows(*i, &requester, Permission::Read))
+            .map(|(_, d)| {
+                format!(
+                    "{} ({}): {}",
+                    d.config.name,
+                    d.jid,
+                    if d.is_online() { "online" } else { "offline" }
+                )
+            })
+            .collect();
+        let text = if lines.is_empty() {
+            format!(
+                "This is {}. You may read no device here.",
+                self.config.gateway.name
+            )
+        } else {
+            format!(
+                "This is {}. Devices you may read; send them `help`:\n{}",
+                self.config.gateway.name,
+                lines.join("\n")
+            )
+        };
+        self.reply(stanzas::text_message(type_, to, from, &text, thread));
     }
 }
 

@@ -90,15 +90,17 @@ pub struct Core {
     /// Per device index: bare JIDs that see its presence. Mirrors the store.
     subscribers: Vec<BTreeSet<String>>,
     store: Store,
-    /// The component domain (or gateway account) as a JID, for answers about the gateway itself.
+    /// The component domain, or `<account>/gateway` in client mode: answers about the gateway itself.
     gateway_jid: Jid,
+    /// Client mode: the server keeps rosters and fans presence out; devices broadcast.
+    client_mode: bool,
     link_up: bool,
     out: mpsc::Sender<Element>,
     /// Replies, in order; sent before presence.
     urgent: VecDeque<Element>,
-    /// Presence owed: (device index, recipient), each pair at most once.
-    presence_queue: VecDeque<(usize, String)>,
-    presence_queued: HashSet<(usize, String)>,
+    /// Presence owed: (device index, recipient or `None` for a broadcast), each pair at most once.
+    presence_queue: VecDeque<(usize, Option<String>)>,
+    presence_queued: HashSet<(usize, Option<String>)>,
     /// Devices whose presence update waits for `min_interval` to pass.
     timers: DelayQueue<usize>,
     requests: Vec<mpsc::Sender<Request>>,
@@ -115,11 +117,14 @@ pub struct Core {
 impl Core {
     pub fn new(parts: CoreParts) -> Result<(Core, CoreInputs), String> {
         let devices = Devices::from_config(&parts.config)?;
-        let gateway_jid = match &parts.config.xmpp {
-            crate::config::XmppConfig::Component(c) => Jid::new(&c.domain),
-            crate::config::XmppConfig::Client(c) => Jid::new(&c.jid),
-        }
-        .map_err(|e| format!("the gateway's own JID is not valid: {e}"))?;
+        let (gateway_jid, client_mode) = match &parts.config.xmpp {
+            crate::config::XmppConfig::Component(c) => {
+                (Jid::new(&c.domain).map_err(|e| e.to_string()), false)
+            }
+            crate::config::XmppConfig::Client(c) => (crate::xmpp::client::gateway_jid(c), true),
+        };
+        let gateway_jid =
+            gateway_jid.map_err(|e| format!("the gateway's own JID is not valid: {e}"))?;
         let mut subscribers = vec![BTreeSet::new(); devices.len()];
         for s in parts.subscriptions {
             let idx = gateway_api::DeviceId::new(&s.device)
@@ -146,6 +151,7 @@ impl Core {
             subscribers,
             store: parts.store,
             gateway_jid,
+            client_mode,
             link_up: false,
             out: parts.outbound,
             urgent: VecDeque::new(),
@@ -284,13 +290,16 @@ impl Core {
     }
 
     fn queue_presence_to_all(&mut self, idx: usize) {
+        if self.client_mode {
+            return self.queue_presence(idx, None);
+        }
         let subs: Vec<String> = self.subscribers[idx].iter().cloned().collect();
         for jid in subs {
-            self.queue_presence(idx, jid);
+            self.queue_presence(idx, Some(jid));
         }
     }
 
-    fn queue_presence(&mut self, idx: usize, to: String) {
+    fn queue_presence(&mut self, idx: usize, to: Option<String>) {
         if !self.link_up {
             return;
         }
@@ -313,8 +322,8 @@ impl Core {
         self.urgent.push_back(el);
     }
 
-    /// The current presence of device `idx`, addressed to `to`.
-    fn presence_of(&self, idx: usize, to: &Jid) -> Element {
+    /// The current presence of device `idx`, addressed to `to` (or broadcast).
+    fn presence_of(&self, idx: usize, to: Option<&Jid>) -> Element {
         let dev = self.devices.get(idx);
         if dev.is_online() {
             let status = if self.config.publish.presence {
@@ -335,8 +344,11 @@ impl Core {
         }
         let (idx, to) = self.presence_queue.pop_front()?;
         self.presence_queued.remove(&(idx, to.clone()));
-        let to = Jid::new(&to).ok()?;
-        Some(self.presence_of(idx, &to))
+        let to = match to {
+            Some(t) => Some(Jid::new(&t).ok()?),
+            None => None,
+        };
+        Some(self.presence_of(idx, to.as_ref()))
     }
 
     fn send_queued(&mut self, permit: mpsc::OwnedPermit<Element>) {
@@ -364,6 +376,27 @@ impl Core {
                 // Nobody else re-announces a component's JIDs: tell every subscriber everything.
                 let now = Instant::now();
                 for idx in 0..self.devices.len() {
+                    let dev = self.devices.get_mut(idx);
+                    dev.mark_published();
+                    dev.presence_dirty = false;
+                    dev.quiet_until = Some(now + self.config.publish.min_interval);
+                    self.queue_presence_to_all(idx);
+                }
+                self.housekeeping();
+            }
+            Inbound::SessionUp { jid } => {
+                self.link_up = true;
+                Stats::inc(&self.stats.upstream_connects);
+                if let Some(tx) = self.first_link.take() {
+                    let _ = tx.send(());
+                }
+                let now = Instant::now();
+                for idx in 0..self.devices.len() {
+                    let dev = self.devices.get(idx);
+                    let own_account = dev.jid.resource().is_none() && jid.to_bare() == dev.jid;
+                    if dev.jid != jid && !own_account {
+                        continue;
+                    }
                     let dev = self.devices.get_mut(idx);
                     dev.mark_published();
                     dev.presence_dirty = false;
@@ -422,12 +455,15 @@ impl Core {
             return;
         };
         let requester = from.to_bare().to_string();
+        if self.client_mode {
+            return self.on_account_presence(&p.type_, &from, &to);
+        }
         let Some(idx) = self.devices.by_jid(&to) else {
             // RFC 6121 §8.5: for JIDs we do not host, refuse subscriptions and probes.
             if matches!(p.type_, PresenceType::Subscribe | PresenceType::Probe) {
                 self.reply(stanzas::presence(
                     &to.to_bare().into(),
-                    &from.to_bare().into(),
+                    Some(&from.to_bare().into()),
                     PresenceType::Unsubscribed,
                     "",
                 ));
@@ -448,11 +484,11 @@ impl Core {
                 }
                 self.reply(stanzas::presence(
                     &dev_jid,
-                    &requester_jid,
+                    Some(&requester_jid),
                     PresenceType::Subscribed,
                     "",
                 ));
-                let current = self.presence_of(idx, &requester_jid);
+                let current = self.presence_of(idx, Some(&requester_jid));
                 self.reply(current);
             }
             presence::SubAction::Refuse => {
@@ -462,7 +498,7 @@ impl Core {
                 }
                 self.reply(stanzas::presence(
                     &dev_jid,
-                    &requester_jid,
+                    Some(&requester_jid),
                     PresenceType::Unsubscribed,
                     "",
                 ));
@@ -473,22 +509,72 @@ impl Core {
                 self.store.remove_subscriber(&device_id, &requester);
                 self.reply(stanzas::presence(
                     &dev_jid,
-                    &requester_jid,
+                    Some(&requester_jid),
                     PresenceType::Unsubscribed,
                     "",
                 ));
                 self.reply(stanzas::presence(
                     &dev_jid,
-                    &requester_jid,
+                    Some(&requester_jid),
                     PresenceType::Unavailable,
                     "",
                 ));
             }
             presence::SubAction::AnswerProbe => {
-                let current = self.presence_of(idx, &from);
+                let current = self.presence_of(idx, Some(&from));
                 self.reply(current);
             }
             presence::SubAction::Ignore => {}
+        }
+    }
+
+    /// Client mode: subscriptions are to an account (the shared one, or a device's own); the
+    /// server keeps the roster and answers probes. Approve those the access lists let read a
+    /// device of that account, ask back so both sides see each other, refuse the rest.
+    fn on_account_presence(&mut self, type_: &PresenceType, from: &Jid, to: &Jid) {
+        let account: Jid = to.to_bare().into();
+        let requester = from.to_bare().to_string();
+        let devices: Vec<usize> = self
+            .devices
+            .iter()
+            .filter(|(_, d)| d.jid.to_bare() == account)
+            .map(|(i, _)| i)
+            .collect();
+        let is_gateway_account = self.gateway_jid.to_bare() == account;
+        if devices.is_empty() && !is_gateway_account {
+            return;
+        }
+        // The answer to our own ask-back, probes and the like need nothing from the gateway.
+        if *type_ != PresenceType::Subscribe {
+            return;
+        }
+        let requester_jid: Jid = from.to_bare().into();
+        if devices
+            .iter()
+            .any(|&i| self.devices.allows(i, &requester, Permission::Read))
+        {
+            tracing::info!(account = %account, jid = %requester, "subscription approved");
+            self.reply(stanzas::presence(
+                &account,
+                Some(&requester_jid),
+                PresenceType::Subscribed,
+                "",
+            ));
+            self.reply(stanzas::presence(
+                &account,
+                Some(&requester_jid),
+                PresenceType::Subscribe,
+                "",
+            ));
+        } else {
+            Stats::inc(&self.stats.access_refused);
+            tracing::info!(account = %account, jid = %requester, "subscription refused by the access lists");
+            self.reply(stanzas::presence(
+                &account,
+                Some(&requester_jid),
+                PresenceType::Unsubscribed,
+                "",
+            ));
         }
     }
 
@@ -524,7 +610,7 @@ impl Core {
                     if let Ok(to) = Jid::new(jid) {
                         goodbye.push(stanzas::presence(
                             &dev.jid,
-                            &to,
+                            Some(&to),
                             PresenceType::Unavailable,
                             "gateway stopped",
                         ));

@@ -4,8 +4,11 @@
 //! channels ([`Inbound`] in, [`minidom::Element`] out) and never sees a socket or the stream
 //! namespace, so the same handlers serve component and client mode.
 
+pub mod client;
 pub mod component;
+pub mod connector;
 pub mod stanzas;
+pub mod tls;
 pub mod wire;
 
 use minidom::Element;
@@ -13,8 +16,10 @@ use minidom::Element;
 /// What the upstream session tells the core.
 #[derive(Debug)]
 pub enum Inbound {
-    /// The session is up (again): announce every device's presence.
+    /// The (component) session is up (again): announce every device's presence.
     Up,
+    /// One client-mode session is online without resumption: announce its devices' presence.
+    SessionUp { jid: xmpp_parsers::jid::Jid },
     /// The session is down; it reconnects by itself. `reason` is for logs and status.
     Down { reason: String },
     /// A stanza addressed to one of our JIDs, in the `jabber:client` namespace.

@@ -50,11 +50,11 @@ pub fn message_error(id: Option<&str>, from: &Jid, to: &Jid, error: StanzaError)
     m.into()
 }
 
-/// A presence from a device. `status` is left out when empty.
-pub fn presence(from: &Jid, to: &Jid, type_: PresenceType, status: &str) -> Element {
-    let mut p = Presence::new(type_)
-        .with_from(from.clone())
-        .with_to(to.clone());
+/// A presence from a device, to one contact or (`to: None`, client mode) to everyone the server
+/// knows is subscribed. `status` is left out when empty.
+pub fn presence(from: &Jid, to: Option<&Jid>, type_: PresenceType, status: &str) -> Element {
+    let mut p = Presence::new(type_).with_from(from.clone());
+    p.to = to.cloned();
     if !status.is_empty() {
         p.set_status("", clean(status).into_owned());
     }
@@ -112,14 +112,14 @@ mod tests {
     fn presence_status_is_escaped_and_cleaned() {
         let el = presence(
             &jid("d@gw.example.org"),
-            &jid("u@example.org"),
+            Some(&jid("u@example.org")),
             PresenceType::None,
             "",
         );
         assert!(el.get_child("status", "jabber:client").is_none());
         let el = presence(
             &jid("d@gw.example.org"),
-            &jid("u@example.org"),
+            None,
             PresenceType::Unavailable,
             "port\u{0}gone",
         );

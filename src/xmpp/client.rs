@@ -1,0 +1,267 @@
+//! Client mode: every device is a c2s session (STARTTLS, SASL, stream management), for a gateway
+//! that reaches an XMPP server it does not run.
+//!
+//! Devices on the shared account log in as `<xmpp.jid>/<device id>`; a device with an account of
+//! its own logs in to that account. One more session, `<xmpp.jid>/gateway`, answers for the
+//! gateway itself and handles the shared account's roster (subscription requests reach only
+//! sessions that fetched the roster). The server broadcasts each session's presence to the
+//! account's subscribers, so the core sends device presence without a `to`.
+//!
+//! tokio-xmpp's client reconnects and resumes by itself; each session runs in its own task so a
+//! failing one never disturbs the others. Stanzas from the core are routed by their `from`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use minidom::Element;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_xmpp::parsers::jid::{FullJid, Jid};
+use tokio_xmpp::parsers::presence::Presence;
+use tokio_xmpp::parsers::stanza::Stanza;
+use tokio_xmpp::xmlstream::Timeouts;
+use tokio_xmpp::{Client, Event};
+
+use super::connector::{Connector, Target};
+use super::tls::{client_config, TlsSetupError};
+use super::Inbound;
+use crate::config::{ClientConfig, Config, Secret, TlsMode, XmppConfig};
+
+/// The resource of the session that speaks for the gateway on the shared account.
+pub const GATEWAY_RESOURCE: &str = "gateway";
+/// The resource a device on an account of its own logs in with.
+pub const DEVICE_RESOURCE: &str = "xmpp-iot-gateway";
+/// A session that is not online after this long gets a warning (tokio-xmpp retries a wrong
+/// password forever without telling anyone).
+const ONLINE_DEADLINE: Duration = Duration::from_secs(30);
+const SESSION_QUEUE: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientSetupError {
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// One c2s login.
+#[derive(Debug, Clone)]
+struct SessionSpec {
+    jid: FullJid,
+    password: Secret,
+    /// Fetches the roster and so receives (and answers) subscription requests for its account.
+    roster: bool,
+    /// Presence priority: the gateway session outranks device sessions, so that chat to the
+    /// bare account reaches the gateway rather than every device.
+    priority: i8,
+}
+
+pub struct ClientSessions {
+    specs: Vec<SessionSpec>,
+    connector: Connector,
+}
+
+/// The gateway's own JID in client mode.
+pub fn gateway_jid(c: &ClientConfig) -> Result<Jid, String> {
+    Jid::new(&format!("{}/{GATEWAY_RESOURCE}", c.jid)).map_err(|e| e.to_string())
+}
+
+impl ClientSessions {
+    pub fn from_config(config: &Config) -> Result<ClientSessions, ClientSetupError> {
+        let XmppConfig::Client(c) = &config.xmpp else {
+            return Err(ClientSetupError::Config("not in client mode".into()));
+        };
+        let tls = match c.tls {
+            TlsMode::Required => Some(client_config(c.ca_file.as_deref())?),
+            TlsMode::None => None,
+        };
+        let password = c.password.clone().ok_or_else(|| {
+            ClientSetupError::Config("no password for the gateway account".into())
+        })?;
+        let full = |s: &str| {
+            FullJid::new(s)
+                .map_err(|e| ClientSetupError::Config(format!("{s:?} is not a full JID: {e}")))
+        };
+        let mut specs = vec![SessionSpec {
+            jid: full(&format!("{}/{GATEWAY_RESOURCE}", c.jid))?,
+            password: password.clone(),
+            roster: true,
+            priority: 1,
+        }];
+        for d in &config.devices {
+            let spec = match &d.password {
+                Some(own) => SessionSpec {
+                    jid: full(&format!("{}/{DEVICE_RESOURCE}", d.jid))?,
+                    password: own.clone(),
+                    roster: true,
+                    priority: 0,
+                },
+                None => SessionSpec {
+                    jid: full(&d.jid)?,
+                    password: password.clone(),
+                    roster: false,
+                    priority: 0,
+                },
+            };
+            specs.push(spec);
+        }
+        let target = match &c.server {
+            Some(addr) => Target::Address(addr.clone()),
+            None => Target::Domain,
+        };
+        Ok(ClientSessions {
+            specs,
+            connector: Connector {
+                target,
+                tls,
+                label: "".into(),
+                failures: Arc::new(AtomicU32::new(0)),
+            },
+        })
+    }
+
+    /// Runs every session until the core closes `outgoing`.
+    pub async fn run(
+        self,
+        mut outgoing: mpsc::Receiver<Element>,
+        inbound: mpsc::Sender<Inbound>,
+        shutdown: CancellationToken,
+    ) {
+        let mut exact: HashMap<Jid, usize> = HashMap::new();
+        let mut by_account: HashMap<Jid, usize> = HashMap::new();
+        let mut senders = Vec::with_capacity(self.specs.len());
+        let mut tasks = JoinSet::new();
+        for (i, spec) in self.specs.into_iter().enumerate() {
+            exact.insert(spec.jid.clone().into(), i);
+            if spec.roster {
+                by_account.entry(spec.jid.to_bare().into()).or_insert(i);
+            }
+            let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+            senders.push(tx);
+            let connector = Connector {
+                label: spec.jid.to_string().into(),
+                failures: Arc::new(AtomicU32::new(0)),
+                ..self.connector.clone()
+            };
+            tasks.spawn(session(
+                spec,
+                connector,
+                rx,
+                inbound.clone(),
+                shutdown.clone(),
+            ));
+        }
+        while let Some(el) = outgoing.recv().await {
+            let Some(from) = el.attr("from").and_then(|f| Jid::new(f).ok()) else {
+                tracing::debug!(
+                    element = el.name(),
+                    "a stanza without `from` has no session to go out on"
+                );
+                continue;
+            };
+            let route = exact
+                .get(&from)
+                .or_else(|| by_account.get(&Jid::from(from.to_bare())));
+            match route {
+                Some(&i) => {
+                    if senders[i].try_send(el).is_err() {
+                        tracing::debug!(session = %from, "session queue full; dropped a stanza");
+                    }
+                }
+                None => {
+                    tracing::debug!(from = %from, "no session for this address; dropped a stanza")
+                }
+            }
+        }
+        // The core is done: every session closes its stream after what it was given.
+        drop(senders);
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+    }
+}
+
+async fn session(
+    spec: SessionSpec,
+    connector: Connector,
+    mut rx: mpsc::Receiver<Element>,
+    inbound: mpsc::Sender<Inbound>,
+    shutdown: CancellationToken,
+) {
+    let failures = connector.failures.clone();
+    let mut client = Client::new_with_connector(
+        spec.jid.clone(),
+        spec.password.expose().to_owned(),
+        connector,
+        Timeouts::default(),
+    );
+    let deadline = tokio::time::sleep(ONLINE_DEADLINE);
+    tokio::pin!(deadline);
+    let mut ever_online = false;
+    loop {
+        tokio::select! {
+            ev = client.next() => match ev {
+                Some(Event::Online { resumed, .. }) => {
+                    if failures.swap(0, Ordering::Relaxed) > 0 || ever_online {
+                        tracing::info!(session = %spec.jid, resumed, "XMPP session restored");
+                    } else {
+                        tracing::info!(session = %spec.jid, "XMPP session online");
+                    }
+                    ever_online = true;
+                    if resumed {
+                        continue;
+                    }
+                    if spec.roster {
+                        // Fetching the roster is what makes the server pass subscription requests on.
+                        let get = tokio_xmpp::parsers::iq::Iq::from_get("roster", tokio_xmpp::parsers::roster::Roster { ver: None, items: vec![] });
+                        let _ = client.send_stanza(get.into()).await;
+                        let mut p = Presence::available().with_priority(spec.priority);
+                        p.set_status("", "xmpp-iot-gateway");
+                        let _ = client.send_stanza(p.into()).await;
+                    }
+                    let _ = inbound.send(Inbound::SessionUp { jid: spec.jid.clone().into() }).await;
+                }
+                Some(Event::Stanza(st)) => {
+                    let _ = inbound.send(Inbound::Stanza(Element::from(st))).await;
+                }
+                Some(Event::Disconnected(e)) => tracing::debug!(session = %spec.jid, error = %e, "XMPP session disconnected"),
+                None => return,
+            },
+            out = rx.recv() => match out {
+                Some(el) => match Stanza::try_from(el) {
+                    Ok(mut st) => {
+                        // The server stamps our address; a `from` of ours it would only check.
+                        clear_from(&mut st);
+                        if let Err(e) = client.send_stanza(st).await {
+                            tracing::debug!(session = %spec.jid, error = %e, "send failed");
+                        }
+                    }
+                    Err(e) => tracing::error!(session = %spec.jid, error = %e, "the core produced an invalid stanza"),
+                },
+                None => {
+                    if tokio::time::timeout(Duration::from_secs(2), client.send_end()).await.is_err() {
+                        tracing::debug!(session = %spec.jid, "the stream did not close in time");
+                    }
+                    return;
+                }
+            },
+            _ = &mut deadline, if !ever_online => {
+                tracing::warn!(session = %spec.jid, "not online after {}s: check the password, the account and the server (see earlier warnings)", ONLINE_DEADLINE.as_secs());
+            }
+            _ = shutdown.cancelled(), if !ever_online => return,
+        }
+    }
+}
+
+fn clear_from(st: &mut Stanza) {
+    match st {
+        Stanza::Iq(iq) => *iq.from_mut() = None,
+        Stanza::Message(m) => m.from = None,
+        Stanza::Presence(p) => p.from = None,
+    }
+}

@@ -1,0 +1,364 @@
+//! Client mode end to end: the gateway logs its devices in to a real Prosody over STARTTLS,
+//! trusting the test CA through `ca_file` only, and users see them as ordinary contacts.
+//! Also the `read` and `set` commands, which use the same client.
+
+mod support;
+
+use std::time::Duration;
+
+use support::client::presence_status;
+use support::{Gateway, GatewayOpts, Prosody, ProsodyOpts, TestClient, TIMEOUT};
+use xmpp_parsers::jid::Jid;
+use xmpp_parsers::minidom::Element;
+use xmpp_parsers::presence::{Presence, Type as PresenceType};
+use xmpp_parsers::stanza_error::DefinedCondition;
+
+const NS_SD: &str = "urn:xmpp:iot:sensordata";
+
+async fn prosody() -> Prosody {
+    let prosody = Prosody::start(ProsodyOpts::new()).await;
+    for (user, pw) in [
+        ("gw", "gw-pw"),
+        ("relay", "relay-pw"),
+        ("alice", "pw"),
+        ("eve", "pw"),
+    ] {
+        prosody.register(user, pw).await;
+    }
+    prosody
+}
+
+fn config(prosody: &Prosody, ca_file: &str) -> String {
+    format!(
+        r#"
+[gateway]
+name = "client-mode gateway"
+
+[xmpp]
+mode = "client"
+jid = "gw@localhost"
+password_file = "gw.pass"
+server = "{server}"
+ca_file = "{ca_file}"
+
+[access]
+read = ["alice@localhost"]
+control = ["alice@localhost"]
+
+[publish]
+min_interval = "0s"
+
+[[adapter]]
+id = "sim"
+type = "simulated"
+
+[[device]]
+id = "thermo"
+adapter = "sim"
+poll = "300ms"
+
+  [[device.field]]
+  name = "temperature"
+  unit = "°C"
+  generator = "step"
+  min = 10.0
+  max = 20.0
+  period = "300ms"
+
+[[device]]
+id = "relay"
+jid = "relay@localhost"
+password_file = "relay.pass"
+adapter = "sim"
+
+  [[device.field]]
+  name = "level"
+  type = "integer"
+  generator = "constant"
+  value = 1
+  writable = true
+"#,
+        server = prosody.c2s_addr(),
+    )
+}
+
+fn gateway(prosody: &Prosody, ca_file: &str) -> Gateway {
+    Gateway::spawn_with(
+        &config(prosody, ca_file),
+        GatewayOpts::new()
+            .file("gw.pass", "gw-pw\n")
+            .file("relay.pass", "relay-pw\n"),
+    )
+}
+
+fn jid(s: &str) -> Jid {
+    Jid::new(s).expect("jid")
+}
+
+fn from_is(p: &Presence, want: &str) -> bool {
+    p.from.as_ref().is_some_and(|f| f.to_string() == want)
+}
+
+/// alice subscribes to `account`, approves the gateway's ask-back, and waits for the presence of
+/// `resource` (a full JID) with a status.
+async fn subscribe(alice: &mut TestClient, account: &str, full: &str) -> Presence {
+    alice.subscribe(jid(account)).await;
+    alice
+        .recv_presence_from(jid(account), PresenceType::Subscribed, TIMEOUT)
+        .await
+        .expect("subscription approved");
+    alice
+        .recv_presence_from(jid(account), PresenceType::Subscribe, TIMEOUT)
+        .await
+        .expect("the gateway asks back");
+    alice
+        .send(Presence::subscribed().with_to(jid(account)))
+        .await;
+    alice
+        .recv_presence(TIMEOUT, |p| {
+            from_is(p, full) && p.type_ == PresenceType::None && presence_status(p).is_some()
+        })
+        .await
+        .unwrap_or_else(|| panic!("no presence from {full}"))
+}
+
+#[tokio::test]
+async fn devices_log_in_over_starttls_and_behave_like_component_devices() {
+    let prosody = prosody().await;
+    let ca = prosody.ca_path().display().to_string();
+    let mut gw = gateway(&prosody, &ca);
+    assert!(gw.wait_ready(Duration::from_secs(20)).await, "READY=1");
+    assert!(
+        gw.wait_log("XMPP session online", Duration::from_secs(20))
+            .await,
+        "{}",
+        gw.log_text()
+    );
+
+    let mut alice = TestClient::connect(&prosody, "alice", "pw").await;
+    let p = subscribe(&mut alice, "gw@localhost", "gw@localhost/thermo").await;
+    assert!(
+        presence_status(&p).is_some_and(|s| s.contains("temperature")),
+        "{p:?}"
+    );
+
+    // The same handlers as in component mode: disco, ping, a momentary readout.
+    let thermo = jid("gw@localhost/thermo");
+    let info = alice
+        .iq_get(
+            &thermo,
+            "<query xmlns='http://jabber.org/protocol/disco#info'/>"
+                .parse::<Element>()
+                .expect("xml"),
+        )
+        .await
+        .expect("disco result")
+        .expect("payload");
+    assert!(info.children().any(|c| c.attr("var") == Some(NS_SD)));
+    alice
+        .iq_get(
+            &thermo,
+            "<ping xmlns='urn:xmpp:ping'/>"
+                .parse::<Element>()
+                .expect("xml"),
+        )
+        .await
+        .expect("pong");
+    let req: Element = format!("<req xmlns='{NS_SD}' seqnr='1' momentary='true'/>")
+        .parse()
+        .expect("xml");
+    alice.iq_get(&thermo, req).await.expect("accepted");
+    let m = alice
+        .recv_message(TIMEOUT, |m| {
+            m.payloads.iter().any(|p| p.is("fields", NS_SD))
+        })
+        .await
+        .expect("fields");
+    let fields = m
+        .payloads
+        .iter()
+        .find(|p| p.is("fields", NS_SD))
+        .expect("fields");
+    assert_eq!(fields.attr("done"), Some("true"));
+
+    // A device on an account of its own.
+    let p = subscribe(
+        &mut alice,
+        "relay@localhost",
+        "relay@localhost/xmpp-iot-gateway",
+    )
+    .await;
+    assert!(
+        presence_status(&p).is_some_and(|s| s.contains("level")),
+        "{p:?}"
+    );
+
+    // Strangers are refused.
+    let mut eve = TestClient::connect(&prosody, "eve", "pw").await;
+    eve.subscribe(jid("gw@localhost")).await;
+    eve.recv_presence_from(jid("gw@localhost"), PresenceType::Unsubscribed, TIMEOUT)
+        .await
+        .expect("refused");
+    let err = eve
+        .iq_get(
+            &thermo,
+            "<ping xmlns='urn:xmpp:ping'/>"
+                .parse::<Element>()
+                .expect("xml"),
+        )
+        .await
+        .expect_err("forbidden");
+    assert_eq!(err.defined_condition, DefinedCondition::Forbidden);
+    assert!(
+        !gw.log_text().contains("gw-pw"),
+        "passwords never reach the log"
+    );
+}
+
+#[tokio::test]
+async fn presence_returns_after_the_server_restarts() {
+    let mut prosody = prosody().await;
+    let ca = prosody.ca_path().display().to_string();
+    let gw = gateway(&prosody, &ca);
+    let mut alice = TestClient::connect(&prosody, "alice", "pw").await;
+    subscribe(&mut alice, "gw@localhost", "gw@localhost/thermo").await;
+
+    drop(alice);
+    prosody.restart().await;
+    let mut alice = TestClient::connect(&prosody, "alice", "pw").await;
+    alice
+        .recv_presence(Duration::from_secs(45), |p| {
+            from_is(p, "gw@localhost/thermo") && p.type_ == PresenceType::None
+        })
+        .await
+        .expect("the device is back without a gateway restart");
+    drop(gw);
+}
+
+#[tokio::test]
+async fn a_certificate_from_an_unknown_ca_is_refused() {
+    let prosody = prosody().await;
+    // A CA of its own that did not sign the server's certificate.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("other-ca.pem");
+    let key = dir.path().join("other-ca.key");
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Some Other CA",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&ca)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let gw = gateway(&prosody, &ca.display().to_string());
+    assert!(
+        gw.wait_log("does not verify", Duration::from_secs(20))
+            .await,
+        "{}",
+        gw.log_text()
+    );
+    assert!(
+        !gw.log_text().contains("XMPP session online"),
+        "no session may come up with an untrusted certificate"
+    );
+}
+
+#[tokio::test]
+async fn read_and_set_from_the_command_line() {
+    let prosody = prosody().await;
+    let ca = prosody.ca_path().display().to_string();
+    let _gw = gateway(&prosody, &ca);
+    let pwfile = tempfile::NamedTempFile::new().expect("tempfile");
+    std::fs::write(pwfile.path(), "pw\n").expect("write");
+    let login = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        v.extend([
+            "--jid".into(),
+            "alice@localhost".into(),
+            "--password-file".into(),
+            pwfile.path().display().to_string(),
+            "--ca-file".into(),
+            ca.clone(),
+            "--server".into(),
+            prosody.c2s_addr().to_string(),
+        ]);
+        v
+    };
+    // Wait until the device's session is online (a ping answers).
+    let mut alice = TestClient::connect(&prosody, "alice", "pw").await;
+    assert!(wait_online(&mut alice, "gw@localhost/thermo").await);
+    assert!(wait_online(&mut alice, "relay@localhost/xmpp-iot-gateway").await);
+
+    let args = login(&["read", "gw@localhost/thermo"]);
+    let out = Gateway::cli(None, &args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert!(out.success(), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("temperature") && out.stdout.contains("°C"),
+        "{}",
+        out.stdout
+    );
+
+    let args = login(&["read", "gw@localhost/thermo", "--json"]);
+    let out = Gateway::cli(None, &args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert!(out.success(), "{}", out.stderr);
+    assert!(
+        out.stdout.trim_start().starts_with('{') && out.stdout.contains("\"name\":\"temperature\""),
+        "{}",
+        out.stdout
+    );
+
+    let args = login(&["set", "relay@localhost/xmpp-iot-gateway", "level=7"]);
+    let out = Gateway::cli(None, &args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert!(out.success(), "{}{}", out.stdout, out.stderr);
+    let args = login(&[
+        "read",
+        "relay@localhost/xmpp-iot-gateway",
+        "--field",
+        "level",
+    ]);
+    let out = Gateway::cli(None, &args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("level") && l.contains(" 7")),
+        "{}",
+        out.stdout
+    );
+
+    // An XMPP error is exit 1 with its condition; a usage error is exit 2.
+    let args = login(&["set", "relay@localhost/xmpp-iot-gateway", "voltage=1"]);
+    let out = Gateway::cli(None, &args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("item-not-found"), "{}", out.stderr);
+    let out = Gateway::cli(None, &["set", "relay@localhost", "level=1"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+}
+
+/// Pings `full` until it answers (its session is up).
+async fn wait_online(alice: &mut TestClient, full: &str) -> bool {
+    for _ in 0..40 {
+        let iq = xmpp_parsers::iq::Iq::from_get(support::random_id("p-"), xmpp_parsers::ping::Ping)
+            .with_to(jid(full));
+        if let Some(xmpp_parsers::iq::Iq::Result { .. }) =
+            alice.iq(iq, Duration::from_millis(500)).await
+        {
+            return true;
+        }
+    }
+    false
+}
