@@ -35,6 +35,8 @@ pub struct Device {
     pub offline_reason: Option<String>,
     /// A change that subscribers have not been told about yet (waiting for `min_interval`).
     pub presence_dirty: bool,
+    /// Values changed since the last publication (push, PubSub and room get them).
+    pub values_dirty: bool,
     /// No presence update before this instant (`min_interval` after the last one).
     pub quiet_until: Option<Instant>,
     /// A timer is pending for this device in the core's delay queue.
@@ -113,6 +115,7 @@ impl Devices {
                 online: None,
                 offline_reason: None,
                 presence_dirty: false,
+                values_dirty: false,
                 quiet_until: None,
                 timer_pending: false,
             });
@@ -247,6 +250,7 @@ mod tests {
             online: Some(true),
             offline_reason: None,
             presence_dirty: false,
+            values_dirty: false,
             quiet_until: None,
             timer_pending: false,
         });

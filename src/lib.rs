@@ -60,7 +60,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         &config.gateway.state_dir,
         StoreOptions {
             history: config.gateway.history,
-            batch_window: Duration::from_secs(1),
+            batch_window: config.gateway.commit_interval,
+            max_bytes: config.gateway.history_max_bytes,
         },
     )?;
     let stats = Arc::new(Stats::default());

@@ -40,6 +40,8 @@ pub struct StoreOptions {
     pub history: Duration,
     /// How long readings wait before they are committed together.
     pub batch_window: Duration,
+    /// The oldest readings are pruned once the store is larger than this.
+    pub max_bytes: Option<u64>,
 }
 
 /// One stored subscription: `jid` (a bare JID) sees the presence of `device`.
@@ -61,7 +63,24 @@ pub struct HistoryQuery {
     pub limit: usize,
 }
 
+/// One write from XMPP, for the audit table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    pub time: DateTime<Utc>,
+    /// Full JID of whoever asked.
+    pub requester: String,
+    pub device: String,
+    pub field: String,
+    /// The value before the write, if one was known.
+    pub old: Option<String>,
+    pub new: String,
+    /// `ok`, or the error.
+    pub result: String,
+}
+
 enum Command {
+    Audit(AuditEntry),
+    AuditQuery(String, oneshot::Sender<Result<Vec<AuditEntry>, StoreError>>),
     AddSubscriber(Subscription),
     RemoveSubscriber(Subscription),
     Record(Reading),
@@ -70,6 +89,9 @@ enum Command {
         oneshot::Sender<Result<Vec<Reading>, StoreError>>,
     ),
     Flush(oneshot::Sender<()>),
+    /// Prune now (tests, and an operator's future `vacuum`).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Prune(oneshot::Sender<()>),
 }
 
 /// Counters the metrics endpoint reads.
@@ -119,6 +141,16 @@ CREATE TABLE IF NOT EXISTS readings (
 );
 CREATE INDEX IF NOT EXISTS readings_by_device_time ON readings (device, ts);
 CREATE INDEX IF NOT EXISTS readings_by_time ON readings (ts);
+CREATE TABLE IF NOT EXISTS audit (
+    ts INTEGER NOT NULL,
+    requester TEXT NOT NULL,
+    device TEXT NOT NULL,
+    field TEXT NOT NULL,
+    old TEXT,
+    new TEXT NOT NULL,
+    result TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_device ON audit (device, ts);
 ";
 
 impl Store {
@@ -173,6 +205,20 @@ impl Store {
             }
             Err(std_mpsc::TrySendError::Disconnected(_)) => false,
         }
+    }
+
+    /// Records a write from XMPP (kept as long as the store; writes are rare).
+    pub fn audit(&self, entry: AuditEntry) {
+        self.send(Command::Audit(entry));
+    }
+
+    /// The audit entries of one device, oldest first.
+    pub async fn audit_log(&self, device: &DeviceId) -> Result<Vec<AuditEntry>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(Command::AuditQuery(device.to_string(), tx)) {
+            return Err(StoreError::Stopped);
+        }
+        rx.await.map_err(|_| StoreError::Stopped)?
     }
 
     pub fn add_subscriber(&self, device: &DeviceId, jid: &str) {
@@ -296,6 +342,16 @@ impl Worker {
                 self.batch_started.get_or_insert_with(Instant::now);
                 self.batch.push(r);
             }
+            Command::Audit(a) => {
+                let res = self.conn.execute(
+                    "INSERT INTO audit (ts, requester, device, field, old, new, result) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![a.time.timestamp_millis(), a.requester, a.device, a.field, a.old, a.new, a.result],
+                );
+                self.note(res.map(|_| ()), "recording a write in the audit table");
+            }
+            Command::AuditQuery(device, reply) => {
+                let _ = reply.send(self.audit_entries(&device));
+            }
             Command::AddSubscriber(s) => {
                 let res = self.conn.execute(
                     "INSERT OR IGNORE INTO subscriptions (device, jid, since) VALUES (?1, ?2, ?3)",
@@ -317,6 +373,11 @@ impl Worker {
             }
             Command::Flush(reply) => {
                 self.commit();
+                let _ = reply.send(());
+            }
+            Command::Prune(reply) => {
+                self.commit();
+                self.prune();
                 let _ = reply.send(());
             }
         }
@@ -378,6 +439,60 @@ impl Worker {
             Ok(n) => tracing::debug!(rows = n, "pruned old readings"),
             Err(e) => self.note(Err(e), "pruning old readings"),
         }
+        if let Some(max) = self.opts.max_bytes {
+            self.enforce_size(max);
+        }
+    }
+
+    /// Drops the oldest tenth of the readings until the database is below `max` bytes.
+    fn enforce_size(&mut self, max: u64) {
+        for _ in 0..10 {
+            let size: i64 = self
+                .conn
+                .query_row(
+                    "SELECT (page_count - freelist_count) * page_size FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap_or(0);
+            if size as u64 <= max {
+                return;
+            }
+            let res = self.conn.execute(
+                "DELETE FROM readings WHERE rowid IN (SELECT rowid FROM readings ORDER BY ts LIMIT (SELECT count(*) / 10 + 1 FROM readings))",
+                [],
+            );
+            match res {
+                Ok(0) => return,
+                Ok(n) => tracing::info!(
+                    rows = n,
+                    max_bytes = max,
+                    "store over history_max_mb: pruned the oldest readings"
+                ),
+                Err(e) => return self.note(Err(e), "pruning for size"),
+            }
+        }
+    }
+
+    fn audit_entries(&self, device: &str) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT ts, requester, device, field, old, new, result FROM audit WHERE device = ?1 ORDER BY ts, rowid",
+        )?;
+        let rows = stmt.query_map(params![device], |r| {
+            Ok(AuditEntry {
+                time: Utc
+                    .timestamp_millis_opt(r.get(0)?)
+                    .single()
+                    .unwrap_or_default(),
+                requester: r.get(1)?,
+                device: r.get(2)?,
+                field: r.get(3)?,
+                old: r.get(4)?,
+                new: r.get(5)?,
+                result: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn query(&self, q: &HistoryQuery) -> Result<Vec<Reading>, StoreError> {
@@ -477,6 +592,7 @@ mod tests {
         StoreOptions {
             history: Duration::from_secs(3600),
             batch_window: Duration::from_millis(50),
+            max_bytes: None,
         }
     }
 
@@ -503,6 +619,72 @@ mod tests {
                 device: "boiler".into(),
                 jid: "alice@example.org".into()
             }]
+        );
+    }
+
+    #[tokio::test]
+    async fn writes_are_audited() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _thread, _) = Store::open(dir.path(), opts()).expect("open");
+        let entry = AuditEntry {
+            time: Utc::now(),
+            requester: "alice@example.org/phone".into(),
+            device: "pump".into(),
+            field: "speed".into(),
+            old: Some("1200".into()),
+            new: "900".into(),
+            result: "ok".into(),
+        };
+        store.audit(entry.clone());
+        let got = store.audit_log(&dev("pump")).await.expect("query");
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].requester, entry.requester);
+        assert_eq!(got[0].old.as_deref(), Some("1200"));
+        assert!(store
+            .audit_log(&dev("other"))
+            .await
+            .expect("query")
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_size_cap_prunes_the_oldest_readings() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let small = StoreOptions {
+            max_bytes: Some(64 * 1024),
+            ..opts()
+        };
+        let (store, _thread, _) = Store::open(dir.path(), small).expect("open");
+        let t0 = Utc::now() - chrono::Duration::seconds(3000);
+        for i in 0..3000 {
+            store.record(&Reading {
+                device: dev("boiler"),
+                field: "f".into(),
+                value: Value::Text(format!("{i:0>40}")),
+                timestamp: t0 + chrono::Duration::seconds(i),
+                quality: Quality::Good,
+            });
+        }
+        store.flush().await;
+        store.send(Command::Flush(oneshot::channel().0));
+        let (tx, rx) = oneshot::channel();
+        store.send(Command::Prune(tx));
+        rx.await.expect("pruned");
+        let rows = store
+            .history(HistoryQuery {
+                device: dev("boiler"),
+                fields: vec![],
+                from: None,
+                to: None,
+                limit: 10_000,
+            })
+            .await
+            .expect("query");
+        assert!(rows.len() < 3000, "some rows were pruned ({})", rows.len());
+        // What remains is the newest.
+        assert_eq!(
+            rows.last().map(|r| r.value.clone()),
+            Some(Value::Text(format!("{:0>40}", 2999)))
         );
     }
 

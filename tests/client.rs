@@ -136,6 +136,8 @@ async fn devices_log_in_over_starttls_and_behave_like_component_devices() {
     );
 
     let mut alice = TestClient::connect(&prosody, "alice", "pw").await;
+    assert!(wait_online(&mut alice, "gw@localhost/thermo").await);
+    assert!(wait_online(&mut alice, "relay@localhost/xmpp-iot-gateway").await);
     let p = subscribe(&mut alice, "gw@localhost", "gw@localhost/thermo").await;
     assert!(
         presence_status(&p).is_some_and(|s| s.contains("temperature")),
@@ -221,6 +223,7 @@ async fn presence_returns_after_the_server_restarts() {
     let ca = prosody.ca_path().display().to_string();
     let gw = gateway(&prosody, &ca);
     let mut alice = TestClient::connect(&prosody, "alice", "pw").await;
+    assert!(wait_online(&mut alice, "gw@localhost/thermo").await);
     subscribe(&mut alice, "gw@localhost", "gw@localhost/thermo").await;
 
     drop(alice);

@@ -34,6 +34,11 @@ pub struct GatewayConfig {
     pub state_dir: PathBuf,
     /// How long readings are kept; zero means history is off.
     pub history: Duration,
+    /// `history_max_mb`: the oldest readings are pruned beyond this store size.
+    pub history_max_bytes: Option<u64>,
+    /// Readings are committed together at most this long after they arrive (default 1 s): a
+    /// crash loses at most this window.
+    pub commit_interval: Duration,
 }
 
 /// A secret read from a file (or, with a warning, inline). Its `Debug` never shows the value.

@@ -120,7 +120,13 @@ pub(crate) fn type_keys(name: &str) -> Option<&'static TypeKeys> {
 pub(crate) const TOP_KEYS: &[&str] = &[
     "gateway", "xmpp", "access", "publish", "metrics", "log", "adapter", "device",
 ];
-pub(crate) const GATEWAY_KEYS: &[&str] = &["name", "state_dir", "history"];
+pub(crate) const GATEWAY_KEYS: &[&str] = &[
+    "name",
+    "state_dir",
+    "history",
+    "history_max_mb",
+    "commit_interval",
+];
 pub(crate) const COMPONENT_KEYS: &[&str] =
     &["domain", "server", "secret_file", "secret", "ping_target"];
 pub(crate) const CLIENT_KEYS: &[&str] = &[
@@ -174,6 +180,8 @@ pub(crate) struct RawGateway {
     pub name: Option<Spanned<String>>,
     pub state_dir: Option<Spanned<String>>,
     pub history: Option<Spanned<Duration>>,
+    pub history_max_mb: Option<Spanned<f64>>,
+    pub commit_interval: Option<Spanned<Duration>>,
 }
 
 /// `[xmpp]`, with the keys of both modes (which belong to which is checked by `validate`).
@@ -337,6 +345,8 @@ pub(crate) fn walk<'a>(doc: &'a ImDocument<&'a str>, rep: &mut Report<'_>) -> Ra
             name: s.string(rep, "name"),
             state_dir: s.string(rep, "state_dir"),
             history: s.duration(rep, "history"),
+            history_max_mb: s.number(rep, "history_max_mb"),
+            commit_interval: s.duration(rep, "commit_interval"),
         };
         s.finish(rep, GATEWAY_KEYS);
     }

@@ -31,6 +31,7 @@ use super::{Env, LoadMode};
 pub(crate) const DEFAULT_STATE_DIR: &str = "/var/lib/xmpp-iot-gateway";
 pub(crate) const DEFAULT_NAME: &str = "xmpp-iot-gateway";
 const DEFAULT_HISTORY: Duration = Duration::from_secs(7 * 24 * 3600);
+const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 const DEFAULT_COMPONENT_PORT: u16 = 5347;
 const DEFAULT_COMPONENT_SERVER: &str = "127.0.0.1:5347";
 const DEFAULT_CLIENT_PORT: u16 = 5222;
@@ -140,10 +141,31 @@ fn gateway(raw: &RawConfig<'_>, ctx: &Context<'_>, rep: &mut Report<'_>) -> Gate
         None => PathBuf::from(DEFAULT_STATE_DIR),
     };
     let history = g.history.as_ref().map_or(DEFAULT_HISTORY, |h| h.value);
+    let history_max_bytes = g.history_max_mb.as_ref().and_then(|m| {
+        if m.value > 0.0 && m.value.is_finite() {
+            Some((m.value * 1024.0 * 1024.0) as u64)
+        } else {
+            rep.error(
+                &m.span,
+                "`history_max_mb` must be a positive number of megabytes",
+            );
+            None
+        }
+    });
+    let commit_interval = match &g.commit_interval {
+        Some(c) if c.value.is_zero() || c.value > Duration::from_secs(60) => {
+            rep.error(&c.span, "`commit_interval` must be between 1ms and 60s");
+            DEFAULT_COMMIT_INTERVAL
+        }
+        Some(c) => c.value,
+        None => DEFAULT_COMMIT_INTERVAL,
+    };
     GatewayConfig {
         name,
         state_dir,
         history,
+        history_max_bytes,
+        commit_interval,
     }
 }
 

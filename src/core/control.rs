@@ -17,6 +17,7 @@ use super::iq::NS_CONTROL;
 use super::{Core, Deferred, WRITE_TIMEOUT};
 use crate::access::Permission;
 use crate::stats::Stats;
+use crate::store::AuditEntry;
 use crate::xmpp::stanzas;
 
 /// Where the outcome of a write goes.
@@ -133,9 +134,11 @@ impl Core {
         &mut self,
         idx: usize,
         set: &Element,
-        requester: &str,
+        requester_full: &Jid,
         reply: ControlReply,
     ) {
+        let requester = requester_full.to_bare().to_string();
+        let requester = requester.as_str();
         let device = self.devices.get(idx).config.id.clone();
         if !self.devices.allows(idx, requester, Permission::Control) {
             Stats::inc(&self.stats.access_refused);
@@ -151,7 +154,7 @@ impl Core {
             return;
         }
         match self.parse_set(idx, set) {
-            Ok(values) => self.start_write(idx, values, reply),
+            Ok(values) => self.start_write(idx, values, reply, requester_full.to_string()),
             Err(pe) => {
                 tracing::info!(device = %device, jid = %requester, param = %pe.var, error = %pe.text, "control request refused");
                 if let ControlReply::Iq { id, from, to } = &reply {
@@ -167,12 +170,22 @@ impl Core {
         idx: usize,
         values: Vec<(Arc<str>, Value)>,
         reply: ControlReply,
+        requester: String,
     ) {
         let dev = self.devices.get(idx);
         let device = dev.config.id.clone();
         let Some(adapter) = self.requests.get(dev.config.adapter_index).cloned() else {
             return;
         };
+        let old: Vec<Option<String>> = values
+            .iter()
+            .map(|(f, _)| {
+                dev.field_index(f)
+                    .and_then(|i| dev.values[i].as_ref())
+                    .map(|s| s.value.to_string())
+            })
+            .collect();
+        let store = self.store.clone();
         let tx = self.deferred_tx.clone();
         tokio::spawn(async move {
             let (reply_tx, reply_rx) = oneshot::channel();
@@ -238,6 +251,21 @@ impl Core {
                 }
                 (ControlReply::Silent, _) => None,
             };
+            let result = match &outcome {
+                Ok(_) => "ok".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            for ((field, new), old) in values.iter().zip(old) {
+                store.audit(AuditEntry {
+                    time: chrono::Utc::now(),
+                    requester: requester.clone(),
+                    device: device.to_string(),
+                    field: field.to_string(),
+                    old,
+                    new: new.to_string(),
+                    result: result.clone(),
+                });
+            }
             if let Ok(readings) = outcome {
                 let _ = tx.send(Deferred::Readings(readings)).await;
             }

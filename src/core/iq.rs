@@ -68,8 +68,9 @@ impl Core {
                 id,
                 payload,
             } => (from, to, id, payload, false),
-            // Answers are never answered (RFC 6120 §8.2.3).
-            Iq::Result { .. } | Iq::Error { .. } => return,
+            // Answers are never answered (RFC 6120 §8.2.3); some are answers to our own requests.
+            Iq::Result { id, .. } => return self.on_own_iq_reply(&id, None),
+            Iq::Error { id, error, .. } => return self.on_own_iq_reply(&id, Some(error)),
         };
         let (Some(from), Some(to), id, payload, is_get) = req else {
             return;
@@ -81,6 +82,7 @@ impl Core {
             payload,
             is_get,
         };
+        tracing::debug!(from = %req.from, to = %req.to, id = %req.id, payload = req.payload.name(), "IQ request");
         if let Some(idx) = self.devices.by_jid(&req.to) {
             self.device_iq(idx, req);
         } else if self.is_gateway(&req.to) {
@@ -269,7 +271,7 @@ impl Core {
                 to: req.from.clone(),
             };
             let payload = req.payload.clone();
-            return self.on_control_set(idx, &payload, &requester, reply);
+            return self.on_control_set(idx, &payload, &req.from.clone(), reply);
         } else if let Some(answer) = self.common_iq(&req) {
             answer
         } else if req.payload.ns() == NS_SENSORDATA || req.payload.ns() == NS_CONTROL {

@@ -35,7 +35,7 @@ impl Core {
 
         if let Some(set) = m.payloads.iter().find(|p| p.is("set", NS_CONTROL)) {
             let set = set.clone();
-            return self.on_control_set(idx, &set, &requester, ControlReply::Silent);
+            return self.on_control_set(idx, &set, &from, ControlReply::Silent);
         }
         // Chat states, receipts and the like carry no body: nothing to answer.
         let Some((_, body)) = m.get_best_body(vec!["en"]) else {
@@ -110,7 +110,7 @@ impl Core {
                             type_: type_.clone(),
                             thread: thread.clone(),
                         };
-                        self.start_write(idx, vec![checked], reply);
+                        self.start_write(idx, vec![checked], reply, from.to_string());
                     }
                     Err(pe) => answer(self, format!("Not done: {}", pe.text)),
                 }

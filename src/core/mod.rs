@@ -10,6 +10,7 @@ mod control;
 mod iq;
 mod messages;
 pub mod presence;
+mod publish;
 mod readout;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -41,6 +42,8 @@ use crate::xmpp::{stanzas, Inbound};
 const MAX_URGENT: usize = 10_000;
 /// How long a write may take from request to the device's confirmation.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Adapter events handled in one go before changes are published.
+const EVENT_BURST: usize = 1024;
 
 /// Results of work the core handed to other tasks (writes, history queries, scheduled readouts).
 #[derive(Debug)]
@@ -108,6 +111,14 @@ pub struct Core {
     deferred_tx: mpsc::Sender<Deferred>,
     /// Queued readouts by (requester full JID, seqnr), for `cancel`.
     scheduled: HashMap<(String, i32), AbortHandle>,
+    /// Devices with value changes not yet considered for publication.
+    changed: BTreeSet<usize>,
+    /// IQs the gateway sent itself (PubSub), by id, until their answer arrives.
+    own_iqs: HashMap<String, publish::OwnIq>,
+    /// Per device: whether its PubSub node is known to exist.
+    pubsub_nodes: Vec<publish::NodeState>,
+    /// Numbers the gateway's own IQ ids.
+    iq_counter: u64,
     stats: Arc<Stats>,
     first_link: Option<oneshot::Sender<()>>,
     summary: watch::Sender<Summary>,
@@ -145,7 +156,8 @@ impl Core {
             }
         }
         let (deferred_tx, deferred_rx) = mpsc::channel(1024);
-        let core = Core {
+        let n_devices = devices.len();
+        let mut core = Core {
             config: parts.config,
             devices,
             subscribers,
@@ -161,11 +173,16 @@ impl Core {
             requests: parts.requests,
             deferred_tx,
             scheduled: HashMap::new(),
+            changed: BTreeSet::new(),
+            own_iqs: HashMap::new(),
+            pubsub_nodes: Vec::new(),
+            iq_counter: 0,
             stats: parts.stats,
             first_link: Some(parts.first_link),
             summary: parts.summary,
             heartbeat: parts.heartbeat,
         };
+        core.pubsub_nodes = vec![publish::NodeState::Unknown; n_devices];
         Ok((
             core,
             CoreInputs {
@@ -187,7 +204,18 @@ impl Core {
                 _ = shutdown.cancelled() => break,
                 Some(d) = inputs.deferred.recv() => self.on_deferred(d),
                 Some(inb) = inputs.inbound.recv() => self.on_inbound(inb),
-                Some(ev) = inputs.events.recv() => self.on_adapter_event(ev),
+                Some(ev) = inputs.events.recv() => {
+                    self.on_adapter_event(ev);
+                    // Take what else is already queued, so that the fields of one message from a
+                    // bus become one update per device rather than one per field.
+                    for _ in 0..EVENT_BURST {
+                        match inputs.events.try_recv() {
+                            Ok(ev) => self.on_adapter_event(ev),
+                            Err(_) => break,
+                        }
+                    }
+                    self.flush_changes();
+                }
                 Some(exp) = self.timers.next(), if !self.timers.is_empty() => self.on_timer(exp.into_inner()),
                 Ok(permit) = self.out.clone().reserve_owned(), if has_output => self.send_queued(permit),
                 _ = housekeeping.tick() => self.housekeeping(),
@@ -222,7 +250,7 @@ impl Core {
                     tracing::info!(device = %device, "device online");
                     dev.online = Some(true);
                     dev.offline_reason = None;
-                    self.publish_presence(idx, true);
+                    self.publish_change(idx, true);
                 }
             }
             AdapterEvent::Offline { device, reason } => {
@@ -234,7 +262,7 @@ impl Core {
                     tracing::warn!(device = %device, reason = %reason, "device offline");
                     dev.online = Some(false);
                     dev.offline_reason = Some(reason);
-                    self.publish_presence(idx, true);
+                    self.publish_change(idx, true);
                 }
             }
         }
@@ -244,48 +272,11 @@ impl Core {
         Stats::inc(&self.stats.readings);
         tracing::trace!(device = %r.device, field = %r.field, value = %r.value, "reading");
         self.store.record(r);
-        if self.devices.apply(r, self.config.publish.deadband) == Applied::Changed
-            && self.config.publish.presence
-        {
+        if self.devices.apply(r, self.config.publish.deadband) == Applied::Changed {
             if let Some(idx) = self.devices.index_of(&r.device) {
-                self.publish_presence(idx, false);
+                self.devices.get_mut(idx).values_dirty = true;
+                self.changed.insert(idx);
             }
-        }
-    }
-
-    /// Tells subscribers about device `idx` now, or once its `min_interval` has passed.
-    /// `immediate`: availability changed, which is never held back.
-    fn publish_presence(&mut self, idx: usize, immediate: bool) {
-        if !self.link_up {
-            // Everything is announced when the link returns.
-            return;
-        }
-        let now = Instant::now();
-        let min_interval = self.config.publish.min_interval;
-        let dev = self.devices.get_mut(idx);
-        if immediate || dev.quiet_until.is_none_or(|t| now >= t) {
-            dev.presence_dirty = false;
-            dev.quiet_until = Some(now + min_interval);
-            dev.mark_published();
-            self.queue_presence_to_all(idx);
-        } else {
-            if dev.presence_dirty {
-                Stats::inc(&self.stats.presence_coalesced);
-            }
-            dev.presence_dirty = true;
-            if !dev.timer_pending {
-                dev.timer_pending = true;
-                let at = dev.quiet_until.unwrap_or(now);
-                self.timers.insert_at(idx, at);
-            }
-        }
-    }
-
-    fn on_timer(&mut self, idx: usize) {
-        let dev = self.devices.get_mut(idx);
-        dev.timer_pending = false;
-        if dev.presence_dirty {
-            self.publish_presence(idx, false);
         }
     }
 
@@ -374,13 +365,8 @@ impl Core {
                     let _ = tx.send(());
                 }
                 // Nobody else re-announces a component's JIDs: tell every subscriber everything.
-                let now = Instant::now();
                 for idx in 0..self.devices.len() {
-                    let dev = self.devices.get_mut(idx);
-                    dev.mark_published();
-                    dev.presence_dirty = false;
-                    dev.quiet_until = Some(now + self.config.publish.min_interval);
-                    self.queue_presence_to_all(idx);
+                    self.announce(idx);
                 }
                 self.housekeeping();
             }
@@ -390,22 +376,24 @@ impl Core {
                 if let Some(tx) = self.first_link.take() {
                     let _ = tx.send(());
                 }
-                let now = Instant::now();
                 for idx in 0..self.devices.len() {
                     let dev = self.devices.get(idx);
                     let own_account = dev.jid.resource().is_none() && jid.to_bare() == dev.jid;
                     if dev.jid != jid && !own_account {
                         continue;
                     }
-                    let dev = self.devices.get_mut(idx);
-                    dev.mark_published();
-                    dev.presence_dirty = false;
-                    dev.quiet_until = Some(now + self.config.publish.min_interval);
-                    self.queue_presence_to_all(idx);
+                    self.announce(idx);
                 }
                 self.housekeeping();
             }
             Inbound::Down { reason } => {
+                // Our own IQs in flight died with the link.
+                self.own_iqs.clear();
+                for state in &mut self.pubsub_nodes {
+                    if *state == publish::NodeState::Creating {
+                        *state = publish::NodeState::Unknown;
+                    }
+                }
                 if let Some(tx) = self.first_link.take() {
                     let _ = tx.send(());
                 }
@@ -585,6 +573,7 @@ impl Core {
                 for r in &rs {
                     self.on_reading(r);
                 }
+                self.flush_changes();
             }
             Deferred::StartReadout(p) => {
                 self.scheduled

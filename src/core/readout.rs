@@ -215,7 +215,7 @@ impl Core {
 
 /// Groups readings by timestamp into `fields` payloads of bounded size; the last says `done`.
 /// The first `n_historical` readings are historical values, the rest momentary.
-fn fields_messages(
+pub(super) fn fields_messages(
     specs: &[FieldSpec],
     node: &str,
     seqnr: i32,

@@ -227,6 +227,7 @@ async fn session(
                     let _ = inbound.send(Inbound::SessionUp { jid: spec.jid.clone().into() }).await;
                 }
                 Some(Event::Stanza(st)) => {
+                    tracing::trace!(session = %spec.jid, "stanza in");
                     let _ = inbound.send(Inbound::Stanza(Element::from(st))).await;
                 }
                 Some(Event::Disconnected(e)) => tracing::debug!(session = %spec.jid, error = %e, "XMPP session disconnected"),
