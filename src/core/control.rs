@@ -32,6 +32,8 @@ pub(super) enum ControlReply {
         type_: MessageType,
         thread: Option<Thread>,
     },
+    /// `set` addressed to the device in a room: a line to the room, addressed to the nick.
+    Room { from: Jid, room: Jid, nick: String },
     /// XEP-0325 in a message: nobody waits for an answer.
     Silent,
 }
@@ -230,23 +232,23 @@ impl Core {
                     },
                     res,
                 ) => {
-                    let text = match res {
-                        Ok(readings) if !readings.is_empty() => {
-                            let done: Vec<String> = readings
-                                .iter()
-                                .map(|r| format!("{} = {}", r.field, r.value))
-                                .collect();
-                            format!("Done: {}", done.join(", "))
-                        }
-                        Ok(_) => format!("Done: {}", summary.join(", ")),
-                        Err(e) => format!("Not done: {e}"),
-                    };
+                    let text = write_outcome(res, &summary);
                     Some(stanzas::text_message(
                         type_.clone(),
                         from,
                         to,
                         &text,
                         thread.clone(),
+                    ))
+                }
+                (ControlReply::Room { from, room, nick }, res) => {
+                    let text = format!("{nick}: {}", write_outcome(res, &summary));
+                    Some(stanzas::text_message(
+                        MessageType::Groupchat,
+                        from,
+                        room,
+                        &text,
+                        None,
                     ))
                 }
                 (ControlReply::Silent, _) => None,
@@ -273,6 +275,24 @@ impl Core {
                 let _ = tx.send(Deferred::Send(el)).await;
             }
         });
+    }
+}
+
+/// A chat line saying how a write went.
+fn write_outcome(
+    res: &Result<Vec<gateway_api::Reading>, RequestError>,
+    summary: &[String],
+) -> String {
+    match res {
+        Ok(readings) if !readings.is_empty() => {
+            let done: Vec<String> = readings
+                .iter()
+                .map(|r| format!("{} = {}", r.field, r.value))
+                .collect();
+            format!("Done: {}", done.join(", "))
+        }
+        Ok(_) => format!("Done: {}", summary.join(", ")),
+        Err(e) => format!("Not done: {e}"),
     }
 }
 

@@ -16,11 +16,22 @@ impl Core {
         let (Some(from), Some(to)) = (m.from.clone(), m.to.clone()) else {
             return;
         };
-        // Errors are never answered; room and headline traffic is not addressed to us as commands.
+        if m.type_ == MessageType::Groupchat {
+            return self.on_room_message(&m);
+        }
+        // Errors are never answered; headlines are not commands.
         if !matches!(m.type_, MessageType::Chat | MessageType::Normal) {
             return;
         }
         let id = m.id.as_ref().map(|i| i.0.clone());
+        // Private messages from room occupants: answered like room commands, never with an error
+        // (a room can kick an occupant over an error).
+        if self.is_room(&from) {
+            if let Some(idx) = self.devices.by_jid(&to) {
+                self.on_room_private(idx, &m);
+            }
+            return;
+        }
         let Some(idx) = self.devices.by_jid(&to) else {
             if m.bodies.is_empty() && m.payloads.is_empty() {
                 return;
@@ -47,77 +58,80 @@ impl Core {
             let e = stanzas::error(ErrorType::Auth, DefinedCondition::Forbidden, "");
             return self.reply(stanzas::message_error(id.as_deref(), &to, &from, e));
         }
-        let type_ = m.type_.clone();
-        let thread = m.thread.clone();
-        let answer = |core: &mut Core, text: String| {
-            core.reply(stanzas::text_message(
-                type_.clone(),
-                &to,
-                &from,
-                &text,
-                thread.clone(),
-            ));
-        };
         let can_set = self.devices.allows(idx, &requester, Permission::Control);
-        match chat::parse_command(body) {
+        let (type_, thread) = (m.type_.clone(), m.thread.clone());
+        match self.chat_command(idx, chat::parse_command(body), can_set) {
+            ChatAnswer::Text(text) => {
+                self.reply(stanzas::text_message(type_, &to, &from, &text, thread))
+            }
+            ChatAnswer::Write(checked) => {
+                let reply = ControlReply::Chat {
+                    from: to.clone(),
+                    to: from.clone(),
+                    type_,
+                    thread,
+                };
+                self.start_write(idx, vec![checked], reply, from.to_string());
+            }
+        }
+    }
+
+    /// What a chat command asks of device `idx`: a text answer, or a checked write to start.
+    pub(super) fn chat_command(
+        &mut self,
+        idx: usize,
+        cmd: ChatCommand,
+        can_set: bool,
+    ) -> ChatAnswer {
+        let dev = self.devices.get(idx);
+        match cmd {
             ChatCommand::Help => {
-                let dev = self.devices.get(idx);
                 let specs: Vec<_> = dev.specs().collect();
-                let text = chat::help_text(
+                ChatAnswer::Text(chat::help_text(
                     &dev.config.name,
                     &specs,
                     can_set && dev.has_writable_fields(),
-                );
-                answer(self, text);
+                ))
             }
-            ChatCommand::Get(None) => {
-                let text = chat::get_text(&self.devices.get(idx).current());
-                answer(self, text);
-            }
+            ChatCommand::Get(None) => ChatAnswer::Text(chat::get_text(&dev.current())),
             ChatCommand::Get(Some(field)) => {
-                let dev = self.devices.get(idx);
                 let current = dev.current();
-                let text = match current
-                    .iter()
-                    .find(|(s, _)| s.name.eq_ignore_ascii_case(&field))
-                {
-                    Some(one) => chat::get_text(&[*one]),
-                    None => no_such_field(&field, dev.specs().map(|s| &*s.name)),
-                };
-                answer(self, text);
+                ChatAnswer::Text(
+                    match current
+                        .iter()
+                        .find(|(s, _)| s.name.eq_ignore_ascii_case(&field))
+                    {
+                        Some(one) => chat::get_text(&[*one]),
+                        None => no_such_field(&field, dev.specs().map(|s| &*s.name)),
+                    },
+                )
             }
             ChatCommand::Set { field, value } => {
                 if !can_set {
                     Stats::inc(&self.stats.access_refused);
-                    return answer(self, "You may read this device but not change it.".into());
+                    return ChatAnswer::Text("You may read this device but not change it.".into());
                 }
-                let name = {
-                    let dev = self.devices.get(idx);
-                    dev.specs()
-                        .find(|s| s.name.eq_ignore_ascii_case(&field))
-                        .map(|s| s.name.to_string())
-                };
-                let Some(name) = name else {
-                    let text =
-                        no_such_field(&field, self.devices.get(idx).specs().map(|s| &*s.name));
-                    return answer(self, text);
+                let Some(name) = dev
+                    .specs()
+                    .find(|s| s.name.eq_ignore_ascii_case(&field))
+                    .map(|s| s.name.to_string())
+                else {
+                    return ChatAnswer::Text(no_such_field(&field, dev.specs().map(|s| &*s.name)));
                 };
                 match self.check_param(idx, &name, &value) {
-                    Ok(checked) => {
-                        let reply = ControlReply::Chat {
-                            from: to.clone(),
-                            to: from.clone(),
-                            type_: type_.clone(),
-                            thread: thread.clone(),
-                        };
-                        self.start_write(idx, vec![checked], reply, from.to_string());
-                    }
-                    Err(pe) => answer(self, format!("Not done: {}", pe.text)),
+                    Ok(checked) => ChatAnswer::Write(checked),
+                    Err(pe) => ChatAnswer::Text(format!("Not done: {}", pe.text)),
                 }
             }
-            ChatCommand::Unknown(cmd) => answer(self, chat::unknown_text(&cmd)),
+            ChatCommand::Unknown(cmd) => ChatAnswer::Text(chat::unknown_text(&cmd)),
         }
     }
+}
+
+/// The outcome of a chat command.
+pub(super) enum ChatAnswer {
+    Text(String),
+    Write((std::sync::Arc<str>, gateway_api::Value)),
 }
 
 impl Core {

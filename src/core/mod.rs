@@ -12,6 +12,7 @@ mod messages;
 pub mod presence;
 mod publish;
 mod readout;
+mod room;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -56,6 +57,8 @@ enum Deferred {
         requester: String,
         seqnr: i32,
     },
+    /// Try joining the room again (it was locked, or refused us for a moment).
+    JoinRoom(usize),
 }
 
 /// A one-line summary for `STATUS=` and logs.
@@ -119,6 +122,10 @@ pub struct Core {
     pubsub_nodes: Vec<publish::NodeState>,
     /// Numbers the gateway's own IQ ids.
     iq_counter: u64,
+    /// Per device: its place in `[publish] room`.
+    rooms: Vec<room::RoomState>,
+    /// Room occupants' nicks and, where the room shows them, their real bare JIDs.
+    occupants: HashMap<String, String>,
     stats: Arc<Stats>,
     first_link: Option<oneshot::Sender<()>>,
     summary: watch::Sender<Summary>,
@@ -177,12 +184,15 @@ impl Core {
             own_iqs: HashMap::new(),
             pubsub_nodes: Vec::new(),
             iq_counter: 0,
+            rooms: Vec::new(),
+            occupants: HashMap::new(),
             stats: parts.stats,
             first_link: Some(parts.first_link),
             summary: parts.summary,
             heartbeat: parts.heartbeat,
         };
         core.pubsub_nodes = vec![publish::NodeState::Unknown; n_devices];
+        core.rooms = vec![room::RoomState::default(); n_devices];
         Ok((
             core,
             CoreInputs {
@@ -387,8 +397,11 @@ impl Core {
                 self.housekeeping();
             }
             Inbound::Down { reason } => {
-                // Our own IQs in flight died with the link.
+                // Our own IQs in flight died with the link, and so did our room seats.
                 self.own_iqs.clear();
+                for r in &mut self.rooms {
+                    *r = room::RoomState::default();
+                }
                 for state in &mut self.pubsub_nodes {
                     if *state == publish::NodeState::Creating {
                         *state = publish::NodeState::Unknown;
@@ -442,6 +455,14 @@ impl Core {
         let (Some(from), Some(to)) = (p.from.clone(), p.to.clone()) else {
             return;
         };
+        // Room presence is never answered: a room can kick an occupant over an error.
+        if self.is_room(&from) {
+            self.note_occupant(&p);
+            if let Some(idx) = self.devices.by_jid(&to) {
+                self.on_room_presence(idx, &p);
+            }
+            return;
+        }
         let requester = from.to_bare().to_string();
         if self.client_mode {
             return self.on_account_presence(&p.type_, &from, &to);
@@ -581,6 +602,11 @@ impl Core {
                 self.reply(self.started_message(&p));
                 self.run_readout(*p);
             }
+            Deferred::JoinRoom(idx) => {
+                if self.link_up {
+                    self.join_room(idx);
+                }
+            }
             Deferred::ReadoutFinished { requester, seqnr } => {
                 self.scheduled.remove(&(requester, seqnr));
             }
@@ -594,6 +620,7 @@ impl Core {
         }
         if self.link_up {
             let mut goodbye: Vec<Element> = self.urgent.drain(..).collect();
+            goodbye.extend(self.room_goodbyes());
             for (idx, dev) in self.devices.iter() {
                 for jid in &self.subscribers[idx] {
                     if let Ok(to) = Jid::new(jid) {

@@ -66,6 +66,7 @@ impl Core {
             if values && self.devices.get(idx).is_online() {
                 self.push(idx);
                 self.publish_item(idx);
+                self.post_to_room(idx);
             }
         } else {
             if dev.presence_dirty {
@@ -101,6 +102,8 @@ impl Core {
         if self.devices.get(idx).values.iter().any(Option::is_some) {
             self.publish_item(idx);
         }
+        // Rooms forget occupants whose server link dropped: join again.
+        self.join_room(idx);
     }
 
     /// The current values of device `idx` as an XEP-0323 `<fields>` payload (seqnr 0, done).
