@@ -20,6 +20,7 @@ pub mod devices;
 pub mod remote;
 pub mod stats;
 pub mod store;
+pub mod supervisor;
 pub mod systemd;
 pub mod translator;
 pub mod xmpp;
@@ -32,9 +33,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, XmppConfig};
-use crate::core::{Core, CoreParts, Summary};
+use crate::core::{Core, CoreCommand, CoreParts, Summary};
 use crate::stats::Stats;
 use crate::store::{Store, StoreOptions};
+use crate::supervisor::Adapters;
 use crate::systemd::Notifier;
 use crate::xmpp::client::ClientSessions;
 use crate::xmpp::component::{ComponentSession, Timeouts};
@@ -54,6 +56,19 @@ pub enum RunError {
 /// Runs the gateway until `shutdown` is cancelled, then stops within about 5 s: every device's
 /// presence goes unavailable, the upstream stream is closed, the store is flushed.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    // Nobody asks for reloads here; the sender lives as long as the gateway runs.
+    let (_reload_tx, reload_rx) = mpsc::channel(1);
+    serve(config, shutdown, reload_rx).await
+}
+
+/// [`run`], and each message on `reloads` (SIGHUP) re-reads the configuration file: devices,
+/// fields, access lists and publish settings change without dropping the upstream session;
+/// adapters whose settings changed restart alone; a bad file is refused and the old config stays.
+pub async fn serve(
+    config: Config,
+    shutdown: CancellationToken,
+    mut reloads: mpsc::Receiver<()>,
+) -> Result<(), RunError> {
     let config = Arc::new(config);
     let notifier = Arc::new(Notifier::from_env());
     let (store, store_thread, subscriptions) = Store::open(
@@ -67,9 +82,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let stats = Arc::new(Stats::default());
 
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
-    // Adapters outlive the core's last presence broadcast, so they get their own token.
-    let adapters_stop = CancellationToken::new();
-    let (requests, mut adapter_tasks) = adapters::spawn_all(&config, events_tx, &adapters_stop);
+    // Adapters outlive the core's last presence broadcast: they are stopped after it.
+    let mut adapters = Adapters::start(&config, events_tx);
+    let requests = adapters.senders();
 
     let (inbound_tx, inbound_rx) = mpsc::channel(UPSTREAM_QUEUE);
     let (outbound_tx, outbound_rx) = mpsc::channel(UPSTREAM_QUEUE);
@@ -92,10 +107,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let (first_link_tx, first_link_rx) = oneshot::channel();
     let (summary_tx, summary_rx) = watch::channel(Summary::default());
     let (heartbeat_tx, heartbeat_rx) = watch::channel(Instant::now());
+    let (commands_tx, commands_rx) = mpsc::channel(4);
     let (core, inputs) = Core::new(CoreParts {
         config: config.clone(),
         store: store.clone(),
         subscriptions,
+        commands: commands_rx,
         events: events_rx,
         inbound: inbound_rx,
         outbound: outbound_tx,
@@ -120,7 +137,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         "gateway started"
     );
 
-    shutdown.cancelled().await;
+    let mut current = config.clone();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(()) = reloads.recv() => {
+                if let Some(new) = reload(&current, &mut adapters, &commands_tx).await {
+                    current = new;
+                }
+            }
+        }
+    }
     notifier.notify("STOPPING=1");
     tracing::info!("stopping");
     let _ = core_task.await;
@@ -134,11 +161,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         session_stop.cancel();
         session.abort();
     }
-    adapters_stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_millis(500), async {
-        while adapter_tasks.join_next().await.is_some() {}
-    })
-    .await;
+    adapters.stop_all(Duration::from_millis(500)).await;
     store.flush().await;
     drop(store);
     if tokio::time::timeout(Duration::from_secs(1), store_thread.join())
@@ -149,6 +172,47 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Re-reads the configuration file; returns the new configuration if it was taken.
+async fn reload(
+    current: &Arc<Config>,
+    adapters: &mut Adapters,
+    core: &mpsc::Sender<CoreCommand>,
+) -> Option<Arc<Config>> {
+    tracing::info!(config = %current.path.display(), "reloading the configuration");
+    let loaded = match config::load(&current.path, config::LoadMode::Run) {
+        Ok(l) => l,
+        Err(errors) => {
+            for e in &errors.0 {
+                tracing::error!("{e}");
+            }
+            tracing::error!("the new configuration has errors; keeping the one that runs");
+            return None;
+        }
+    };
+    let new = Arc::new(loaded.config);
+    // The upstream session and the store stay as they are: changing them needs a restart.
+    if format!("{:?}", new.xmpp) != format!("{:?}", current.xmpp)
+        || new.gateway.state_dir != current.gateway.state_dir
+    {
+        tracing::error!("[xmpp] or state_dir changed: restart the gateway to apply them; keeping the configuration that runs");
+        return None;
+    }
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let restarted = adapters.apply(&new).await;
+    for id in &restarted {
+        tracing::info!(adapter = %id, "adapter (re)started with its new settings");
+    }
+    let _ = core
+        .send(CoreCommand::Reload {
+            config: new.clone(),
+            requests: adapters.senders(),
+        })
+        .await;
+    Some(new)
 }
 
 /// Tells systemd when the gateway is ready, what it is doing, and that it is alive.

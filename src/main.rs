@@ -157,8 +157,9 @@ fn run() -> anyhow::Result<ExitCode> {
                 .context("cannot start the async runtime")?;
             runtime.block_on(async {
                 let shutdown = CancellationToken::new();
-                tokio::spawn(watch_signals(shutdown.clone()));
-                xmpp_iot_gateway::run(loaded.config, shutdown).await
+                let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+                tokio::spawn(watch_signals(shutdown.clone(), reload_tx));
+                xmpp_iot_gateway::serve(loaded.config, shutdown, reload_rx).await
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -210,8 +211,8 @@ fn remote_login(args: &cli::LoginArgs) -> Result<remote::Login, String> {
     })
 }
 
-/// SIGTERM and SIGINT stop the gateway gracefully.
-async fn watch_signals(shutdown: CancellationToken) {
+/// SIGTERM and SIGINT stop the gateway gracefully; SIGHUP reloads its configuration.
+async fn watch_signals(shutdown: CancellationToken, reload: tokio::sync::mpsc::Sender<()>) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -226,7 +227,8 @@ async fn watch_signals(shutdown: CancellationToken) {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
-                tracing::warn!("SIGHUP: this version does not reload its configuration; restart the service to apply changes");
+                // A reload already waiting covers this one too.
+                let _ = reload.try_send(());
             }
         }
     }

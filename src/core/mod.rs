@@ -12,6 +12,7 @@ mod messages;
 pub mod presence;
 mod publish;
 mod readout;
+mod reload;
 mod room;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -43,6 +44,8 @@ use crate::xmpp::{stanzas, Inbound};
 const MAX_URGENT: usize = 10_000;
 /// How long a write may take from request to the device's confirmation.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Events for not-yet-known devices held for the next reload.
+const MAX_EARLY_EVENTS: usize = 10_000;
 /// Adapter events handled in one go before changes are published.
 const EVENT_BURST: usize = 1024;
 
@@ -58,7 +61,17 @@ enum Deferred {
         seqnr: i32,
     },
     /// Try joining the room again (it was locked, or refused us for a moment).
-    JoinRoom(usize),
+    JoinRoom(gateway_api::DeviceId),
+}
+
+/// What the supervisor asks of the core.
+#[derive(Debug)]
+pub enum CoreCommand {
+    /// Take this configuration; `requests` are the adapters' request senders for it.
+    Reload {
+        config: Arc<Config>,
+        requests: Vec<mpsc::Sender<Request>>,
+    },
 }
 
 /// A one-line summary for `STATUS=` and logs.
@@ -83,6 +96,8 @@ pub struct CoreParts {
     /// Per adapter (indexed like `config.adapters`): where reads and writes go.
     pub requests: Vec<mpsc::Sender<Request>>,
     pub stats: Arc<Stats>,
+    /// Commands from the supervisor (reload).
+    pub commands: mpsc::Receiver<CoreCommand>,
     /// Fired once the first upstream attempt finished, either way (for systemd READY=1).
     pub first_link: oneshot::Sender<()>,
     pub summary: watch::Sender<Summary>,
@@ -126,6 +141,10 @@ pub struct Core {
     rooms: Vec<room::RoomState>,
     /// Room occupants' nicks and, where the room shows them, their real bare JIDs.
     occupants: HashMap<String, String>,
+    /// Events for devices not (yet) in the device table, replayed after the next reload.
+    early_events: Vec<AdapterEvent>,
+    /// Stored subscribers of device ids not in the configuration (they may come back on a reload).
+    orphans: HashMap<String, BTreeSet<String>>,
     stats: Arc<Stats>,
     first_link: Option<oneshot::Sender<()>>,
     summary: watch::Sender<Summary>,
@@ -144,6 +163,7 @@ impl Core {
         let gateway_jid =
             gateway_jid.map_err(|e| format!("the gateway's own JID is not valid: {e}"))?;
         let mut subscribers = vec![BTreeSet::new(); devices.len()];
+        let mut orphans: HashMap<String, BTreeSet<String>> = HashMap::new();
         for s in parts.subscriptions {
             let idx = gateway_api::DeviceId::new(&s.device)
                 .ok()
@@ -159,7 +179,9 @@ impl Core {
                         .remove_subscriber(&devices.get(idx).config.id, &s.jid);
                 }
                 // A device removed from the config keeps its rows: it may come back.
-                None => {}
+                None => {
+                    orphans.entry(s.device).or_default().insert(s.jid);
+                }
             }
         }
         let (deferred_tx, deferred_rx) = mpsc::channel(1024);
@@ -186,16 +208,20 @@ impl Core {
             iq_counter: 0,
             rooms: Vec::new(),
             occupants: HashMap::new(),
+            orphans: HashMap::new(),
+            early_events: Vec::new(),
             stats: parts.stats,
             first_link: Some(parts.first_link),
             summary: parts.summary,
             heartbeat: parts.heartbeat,
         };
         core.pubsub_nodes = vec![publish::NodeState::Unknown; n_devices];
+        core.orphans = orphans;
         core.rooms = vec![room::RoomState::default(); n_devices];
         Ok((
             core,
             CoreInputs {
+                commands: parts.commands,
                 events: parts.events,
                 inbound: parts.inbound,
                 deferred: deferred_rx,
@@ -212,6 +238,7 @@ impl Core {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
+                Some(CoreCommand::Reload { config, requests }) = inputs.commands.recv() => self.reload(config, requests),
                 Some(d) = inputs.deferred.recv() => self.on_deferred(d),
                 Some(inb) = inputs.inbound.recv() => self.on_inbound(inb),
                 Some(ev) = inputs.events.recv() => {
@@ -249,6 +276,18 @@ impl Core {
     }
 
     fn on_adapter_event(&mut self, ev: AdapterEvent) {
+        let device = match &ev {
+            AdapterEvent::Reading(r) => &r.device,
+            AdapterEvent::Online { device } | AdapterEvent::Offline { device, .. } => device,
+        };
+        if self.devices.index_of(device).is_none() {
+            // A restarted adapter can report a device added by a reload a moment before the core
+            // takes the new configuration: hold its events until then.
+            if self.early_events.len() < MAX_EARLY_EVENTS {
+                self.early_events.push(ev);
+            }
+            return;
+        }
         match ev {
             AdapterEvent::Reading(r) => self.on_reading(&r),
             AdapterEvent::Online { device } => {
@@ -276,6 +315,13 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// Handles a held event again; one for a device still unknown is dropped.
+    fn replay(&mut self, ev: AdapterEvent) {
+        let before = self.early_events.len();
+        self.on_adapter_event(ev);
+        self.early_events.truncate(before);
     }
 
     fn on_reading(&mut self, r: &Reading) {
@@ -596,14 +642,19 @@ impl Core {
                 }
                 self.flush_changes();
             }
-            Deferred::StartReadout(p) => {
+            Deferred::StartReadout(mut p) => {
+                // The device table may have changed since: find the device by id.
+                let Some(idx) = self.devices.index_of(&p.device_id) else {
+                    return;
+                };
+                p.device = idx;
                 self.scheduled
                     .remove(&(p.requester.to_string(), p.request.seqnr));
                 self.reply(self.started_message(&p));
                 self.run_readout(*p);
             }
-            Deferred::JoinRoom(idx) => {
-                if self.link_up {
+            Deferred::JoinRoom(id) => {
+                if let (true, Some(idx)) = (self.link_up, self.devices.index_of(&id)) {
                     self.join_room(idx);
                 }
             }
@@ -657,6 +708,7 @@ impl Core {
 
 /// Receivers the core loop drains; separate from `Core` so the loop can borrow both.
 pub struct CoreInputs {
+    commands: mpsc::Receiver<CoreCommand>,
     events: mpsc::Receiver<AdapterEvent>,
     inbound: mpsc::Receiver<Inbound>,
     deferred: mpsc::Receiver<Deferred>,

@@ -23,7 +23,10 @@ const HISTORY_LIMIT: usize = 20_000;
 /// A readout to run (now, or when its `when` comes).
 #[derive(Debug)]
 pub struct Pending {
+    /// Index into the device table at the time of the request.
     pub device: usize,
+    /// The device's id: a queued readout finds its device again after a reload.
+    pub device_id: gateway_api::DeviceId,
     pub request: ReadoutRequest,
     /// Who asked (full JID): the data messages go there.
     pub requester: Jid,
@@ -54,6 +57,7 @@ impl Core {
             return self.reply(answer);
         }
         let pending = Pending {
+            device_id: self.devices.get(idx).config.id.clone(),
             device: idx,
             request,
             requester: req.from.clone(),

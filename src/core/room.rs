@@ -97,9 +97,10 @@ impl Core {
             if attempts <= MAX_JOIN_ATTEMPTS {
                 tracing::debug!(device = %nick, attempts, "room join refused; trying again");
                 let tx = self.deferred_tx.clone();
+                let id = self.devices.get(idx).config.id.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_millis(500 * u64::from(attempts))).await;
-                    let _ = tx.send(Deferred::JoinRoom(idx)).await;
+                    let _ = tx.send(Deferred::JoinRoom(id)).await;
                 });
             } else if attempts == MAX_JOIN_ATTEMPTS + 1 {
                 tracing::warn!(device = %nick, room = ?self.config.publish.room, "cannot join the room; giving up until the next reconnect");

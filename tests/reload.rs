@@ -1,0 +1,149 @@
+//! SIGHUP: the configuration is re-read without dropping the upstream session.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{Gateway, Prosody, ProsodyOpts, TestClient, TIMEOUT};
+use xmpp_parsers::jid::Jid;
+use xmpp_parsers::minidom::Element;
+use xmpp_parsers::presence::Type as PresenceType;
+
+fn config(prosody: &Prosody, domain: &str, extra_device: &str, read: &str) -> String {
+    format!(
+        r#"
+[gateway]
+name = "reloading gateway"
+
+{xmpp}
+[access]
+read = [{read}]
+
+[publish]
+min_interval = "0s"
+
+[[adapter]]
+id = "sim"
+type = "simulated"
+
+[[device]]
+id = "thermo"
+adapter = "sim"
+poll = "200ms"
+
+  [[device.field]]
+  name = "temperature"
+  unit = "°C"
+  generator = "step"
+  min = 10.0
+  max = 20.0
+  period = "200ms"
+{extra_device}
+"#,
+        xmpp = prosody.component_toml(domain)
+    )
+}
+
+const DOOR: &str = r#"
+[[device]]
+id = "door"
+adapter = "sim"
+
+  [[device.field]]
+  name = "open"
+  type = "boolean"
+  generator = "constant"
+  value = false
+"#;
+
+#[tokio::test]
+async fn an_added_device_comes_online_and_the_others_do_not_flap() {
+    let prosody = Prosody::start(ProsodyOpts::new().random_component()).await;
+    prosody.register("alice", "pw").await;
+    prosody.register("bob", "pw").await;
+    let domain = prosody.component_domain().to_owned();
+    let both = r#""alice@localhost", "bob@localhost""#;
+    let mut gw = Gateway::spawn(&config(&prosody, &domain, "", both));
+    let thermo = Jid::new(&format!("thermo@{domain}")).expect("jid");
+    let door = Jid::new(&format!("door@{domain}")).expect("jid");
+    let mut alice = TestClient::connect(&prosody, "alice", "pw").await;
+    let mut bob = TestClient::connect(&prosody, "bob", "pw").await;
+    for c in [&mut alice, &mut bob] {
+        c.subscribe(&thermo).await;
+        c.recv_presence_from(&thermo, PresenceType::None, TIMEOUT)
+            .await
+            .expect("available");
+    }
+
+    // A broken file is refused; the running configuration stays.
+    gw.reload("[gateway]\nnaem = 1\n");
+    assert!(
+        gw.wait_log("keeping the one that runs", TIMEOUT).await,
+        "{}",
+        gw.log_text()
+    );
+    alice
+        .iq_get(
+            &thermo,
+            "<ping xmlns='urn:xmpp:ping'/>"
+                .parse::<Element>()
+                .expect("xml"),
+        )
+        .await
+        .expect("still served");
+
+    // Add a device, and take bob off the read list.
+    alice.drain();
+    gw.reload(&config(&prosody, &domain, DOOR, r#""alice@localhost""#));
+    assert!(
+        gw.wait_log("configuration reloaded", TIMEOUT).await,
+        "{}",
+        gw.log_text()
+    );
+    alice.subscribe(&door).await;
+    alice
+        .recv_presence_from(&door, PresenceType::Subscribed, TIMEOUT)
+        .await
+        .expect("the new device accepts alice");
+    alice
+        .recv_presence_from(&door, PresenceType::None, TIMEOUT)
+        .await
+        .expect("the new device is online");
+    // thermo kept going without an unavailable in between, and its values still flow.
+    alice
+        .recv_presence_from(&thermo, PresenceType::None, TIMEOUT)
+        .await
+        .expect("thermo keeps publishing");
+    assert!(
+        alice
+            .recv_presence_from(
+                &thermo,
+                PresenceType::Unavailable,
+                Duration::from_millis(300)
+            )
+            .await
+            .is_none(),
+        "thermo flapped during the reload"
+    );
+    assert!(
+        gw.log_text().matches("component connected").count() == 1,
+        "the upstream session was not dropped"
+    );
+    // bob may no longer read: he is unsubscribed.
+    bob.recv_presence_from(&thermo, PresenceType::Unavailable, TIMEOUT)
+        .await
+        .expect("bob is told");
+    let err = bob
+        .iq_get(
+            &thermo,
+            "<ping xmlns='urn:xmpp:ping'/>"
+                .parse::<Element>()
+                .expect("xml"),
+        )
+        .await
+        .expect_err("forbidden");
+    assert_eq!(
+        err.defined_condition,
+        xmpp_parsers::stanza_error::DefinedCondition::Forbidden
+    );
+}
