@@ -285,7 +285,12 @@ impl<C: Connector> Bus<C> {
                     self.backoff.connected();
                     match self.down_reason.take() {
                         Some(_) => {
-                            info!(adapter = %self.name, endpoint = self.settings.transport.endpoint(), "Modbus link restored")
+                            info!(adapter = %self.name, endpoint = self.settings.transport.endpoint(), "Modbus link restored");
+                            // Everyone is polled at once: presence returns without waiting a cycle.
+                            let now = Instant::now();
+                            for d in &mut self.devices {
+                                d.next_poll = d.next_poll.min(now);
+                            }
                         }
                         None if resync => {
                             debug!(adapter = %self.name, "Modbus link reopened to resynchronise")
@@ -293,11 +298,6 @@ impl<C: Connector> Bus<C> {
                         None => {
                             debug!(adapter = %self.name, endpoint = self.settings.transport.endpoint(), "Modbus link open")
                         }
-                    }
-                    // Everyone is polled at once: presence comes back without waiting a cycle.
-                    let now = Instant::now();
-                    for d in &mut self.devices {
-                        d.next_poll = d.next_poll.min(now);
                     }
                     return Ok(());
                 }
@@ -334,7 +334,7 @@ impl<C: Connector> Bus<C> {
         Ok(())
     }
 
-    /// Sleeps `delay` while answering requests with `Unreachable`.
+    /// Sleeps `delay` while answering requests (with `Unreachable`, once they are checked).
     async fn wait_serving_unreachable(&mut self, delay: Duration) -> Flow {
         let until = Instant::now() + delay;
         loop {
@@ -345,10 +345,8 @@ impl<C: Connector> Bus<C> {
                 () = sleep_until(until) => return Ok(()),
             };
             match req {
-                Some(req) => {
-                    let reason = self.down_reason.clone().unwrap_or_default();
-                    let _ = req.reply.send(Err(RequestError::Unreachable(reason)));
-                }
+                // With the link down this only checks the request and answers `Unreachable`.
+                Some(req) => self.serve(req).await?,
                 None => self.requests_open = false,
             }
         }
@@ -368,7 +366,12 @@ impl<C: Connector> Bus<C> {
 
     /// One transaction on the bus, with the timeout, the silence before it, the counters, and
     /// what a failure means for the link.
-    async fn transact(&mut self, dev: Option<usize>, unit: u8, request: MbRequest<'static>) -> Outcome<Response> {
+    async fn transact(
+        &mut self,
+        dev: Option<usize>,
+        unit: u8,
+        request: MbRequest<'static>,
+    ) -> Outcome<Response> {
         if let Some(end) = self.last_end {
             let ready = end + self.gap;
             if ready > Instant::now() {
@@ -379,7 +382,10 @@ impl<C: Connector> Bus<C> {
             }
         }
         let Some(link) = self.link.as_mut() else {
-            return Outcome::Lost(io::Error::new(io::ErrorKind::NotConnected, "the link is down"));
+            return Outcome::Lost(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the link is down",
+            ));
         };
         trace!(adapter = %self.name, unit, request = ?request, "Modbus request");
         self.stats.count(dev, Count::Request);
@@ -456,7 +462,8 @@ impl<C: Connector> Bus<C> {
     async fn poll(&mut self, i: usize) -> Flow {
         let scheduled = self.devices[i].next_poll;
         let mut readings = Vec::new();
-        for r in 0..self.devices[i].plan.len() {
+        let mut r = 0;
+        while r < self.devices[i].plan.len() {
             self.serve_queued().await?;
             if self.link.is_none() {
                 // Lost while serving a write: this poll is over; it is retried after reconnect.
@@ -469,6 +476,29 @@ impl<C: Connector> Bus<C> {
                         info!(adapter = %self.name, device = %self.devices[i].id(), request = %req, was = %exception_name(code), "Device answers the request again");
                     }
                     self.decode_into(i, &req, &data, &mut readings);
+                }
+                Outcome::Exception(ExceptionCode::IllegalDataAddress) if req.points.len() > 1 => {
+                    // Some register in the combined range does not exist: read the points in
+                    // smaller requests from now on (contiguous runs first, then one by one).
+                    let d = &mut self.devices[i];
+                    let exact = Limits {
+                        max_gap: 0,
+                        ..d.limits
+                    };
+                    let mut parts = plan(&d.points, exact, |p| req.points.contains(&p));
+                    if parts.len() == 1 {
+                        parts = req
+                            .points
+                            .iter()
+                            .flat_map(|&p| plan(&d.points, exact, |q| q == p))
+                            .collect();
+                    }
+                    info!(adapter = %self.name, device = %d.config.id, request = %req, parts = parts.len(), "Device refused a combined read (illegal data address); reading its points separately");
+                    let n = parts.len();
+                    d.plan.splice(r..=r, parts);
+                    d.refused.splice(r..=r, vec![None; n]);
+                    // The first part is read now, in this same poll.
+                    continue;
                 }
                 Outcome::Exception(code) => {
                     let d = &mut self.devices[i];
@@ -483,19 +513,32 @@ impl<C: Connector> Bus<C> {
                     }
                 }
                 Outcome::Timeout => {
-                    let reason = format!("no response from unit {} on {}", self.devices[i].unit(), self.name);
+                    let reason = format!(
+                        "no response from unit {} on {}",
+                        self.devices[i].unit(),
+                        self.name
+                    );
                     return self.device_failed(i, reason, scheduled).await;
                 }
                 Outcome::BadFrame(m) => {
-                    let reason = format!("garbled answers from unit {} on {} ({m})", self.devices[i].unit(), self.name);
+                    let reason = format!(
+                        "garbled answers from unit {} on {} ({m})",
+                        self.devices[i].unit(),
+                        self.name
+                    );
                     return self.device_failed(i, reason, scheduled).await;
                 }
                 Outcome::Mismatch(m) => {
-                    let reason = format!("unexpected answer from unit {} on {}: {m}", self.devices[i].unit(), self.name);
+                    let reason = format!(
+                        "unexpected answer from unit {} on {}: {m}",
+                        self.devices[i].unit(),
+                        self.name
+                    );
                     return self.device_failed(i, reason, scheduled).await;
                 }
                 Outcome::Lost(_) => return Ok(()),
             }
+            r += 1;
         }
         self.device_answered(i, scheduled).await?;
         for r in readings {
@@ -628,9 +671,12 @@ impl<C: Connector> Bus<C> {
             return None;
         }
         Some(RequestError::Unreachable(
-            self.down_reason
-                .clone()
-                .unwrap_or_else(|| format!("the link to {} is being reopened", self.settings.transport.endpoint())),
+            self.down_reason.clone().unwrap_or_else(|| {
+                format!(
+                    "the link to {} is being reopened",
+                    self.settings.transport.endpoint()
+                )
+            }),
         ))
     }
 
@@ -643,24 +689,28 @@ impl<C: Connector> Bus<C> {
                 exception_name(code)
             )),
             Outcome::Timeout => RequestError::Timeout,
-            Outcome::BadFrame(m) | Outcome::Mismatch(m) => RequestError::Unreachable(format!(
-                "unit {} on {}: {m}",
-                d.unit(),
-                self.name
-            )),
-            Outcome::Lost(e) => RequestError::Unreachable(
-                self.down_reason.clone().unwrap_or_else(|| e.to_string()),
-            ),
+            Outcome::BadFrame(m) | Outcome::Mismatch(m) => {
+                RequestError::Unreachable(format!("unit {} on {}: {m}", d.unit(), self.name))
+            }
+            Outcome::Lost(e) => {
+                RequestError::Unreachable(self.down_reason.clone().unwrap_or_else(|| e.to_string()))
+            }
             Outcome::Ok(()) => RequestError::Closed,
         }
     }
 
     /// Reads fields `wanted` (indices) of device `i` now.
-    async fn read_fields(&mut self, i: usize, wanted: &[usize]) -> Result<Vec<Reading>, RequestError> {
+    async fn read_fields(
+        &mut self,
+        i: usize,
+        wanted: &[usize],
+    ) -> Result<Vec<Reading>, RequestError> {
         if let Some(e) = self.unreachable() {
             return Err(e);
         }
-        let reqs = plan(&self.devices[i].points, self.devices[i].limits, |p| wanted.contains(&p));
+        let reqs = plan(&self.devices[i].points, self.devices[i].limits, |p| {
+            wanted.contains(&p)
+        });
         let mut readings = Vec::new();
         for r in &reqs {
             match self.read(i, r).await {
@@ -686,21 +736,32 @@ impl<C: Connector> Bus<C> {
         Ok(ordered)
     }
 
-    async fn serve_read(&mut self, i: usize, fields: &[Arc<str>]) -> Result<Vec<Reading>, RequestError> {
+    async fn serve_read(
+        &mut self,
+        i: usize,
+        fields: &[Arc<str>],
+    ) -> Result<Vec<Reading>, RequestError> {
         let d = &self.devices[i];
         let wanted: Vec<usize> = if fields.is_empty() {
             (0..d.config.fields.len()).collect()
         } else {
             fields
                 .iter()
-                .map(|f| d.field_index(f).ok_or_else(|| RequestError::UnknownField(f.to_string())))
+                .map(|f| {
+                    d.field_index(f)
+                        .ok_or_else(|| RequestError::UnknownField(f.to_string()))
+                })
                 .collect::<Result<_, _>>()?
         };
         self.read_fields(i, &wanted).await
     }
 
     /// Checks every value, then writes them in order, then reads them back.
-    async fn serve_write(&mut self, i: usize, values: &[(Arc<str>, Value)]) -> Result<Vec<Reading>, RequestError> {
+    async fn serve_write(
+        &mut self,
+        i: usize,
+        values: &[(Arc<str>, Value)],
+    ) -> Result<Vec<Reading>, RequestError> {
         let d = &self.devices[i];
         let mut ops = Vec::with_capacity(values.len());
         let mut written = Vec::new();
@@ -729,7 +790,8 @@ impl<C: Connector> Bus<C> {
                 ),
                 _ => WriteOp::Registers(
                     point.address,
-                    codec::encode(&point.encoding, value).map_err(|e| out_of_range(e.to_string()))?,
+                    codec::encode(&point.encoding, value)
+                        .map_err(|e| out_of_range(e.to_string()))?,
                 ),
             };
             ops.push((name.clone(), op));
@@ -751,10 +813,16 @@ impl<C: Connector> Bus<C> {
                     MbRequest::WriteMultipleRegisters(addr, Cow::Owned(words))
                 }
                 WriteOp::Bit(addr, enc, on) => {
-                    let current = match self.transact(Some(i), unit, MbRequest::ReadHoldingRegisters(addr, 1)).await {
+                    let current = match self
+                        .transact(Some(i), unit, MbRequest::ReadHoldingRegisters(addr, 1))
+                        .await
+                    {
                         Outcome::Ok(Response::ReadHoldingRegisters(w)) if w.len() == 1 => w[0],
                         Outcome::Ok(_) => {
-                            return Err(self.request_error(i, Outcome::Mismatch("an answer that does not fit the read".into())))
+                            return Err(self.request_error(
+                                i,
+                                Outcome::Mismatch("an answer that does not fit the read".into()),
+                            ))
                         }
                         other => return Err(self.request_error(i, drop_data(other))),
                     };
@@ -793,7 +861,11 @@ fn drop_data<T>(o: Outcome<T>) -> Outcome<()> {
 fn bad(d: &DeviceState, p: usize, value: Value) -> Reading {
     Reading {
         quality: Quality::Bad,
-        ..Reading::now(d.config.id.clone(), d.config.fields[p].spec.name.clone(), value)
+        ..Reading::now(
+            d.config.id.clone(),
+            d.config.fields[p].spec.name.clone(),
+            value,
+        )
     }
 }
 
@@ -819,5 +891,915 @@ fn fmt_duration(d: Duration) -> String {
         format!("{}s", d.as_secs())
     } else {
         format!("{}ms", d.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The scheduler against an in-memory bus, under paused time: exact and fast.
+
+    use super::*;
+    use crate::codec::{ByteOrder, DataType, Encoding};
+    use crate::config::{DeviceSettings, ModbusField, Parity, SerialSettings};
+    use gateway_api::{FieldSpec, FieldType};
+    use std::collections::HashMap;
+    use std::future::Future;
+    use std::sync::Mutex;
+    use tokio::sync::oneshot;
+    use tokio::task::JoinHandle;
+    use tokio::time::timeout;
+
+    /// One simulated unit.
+    #[derive(Default)]
+    struct Unit {
+        holding: HashMap<u16, u16>,
+        input: HashMap<u16, u16>,
+        coils: HashMap<u16, bool>,
+        /// Never answers.
+        dead: bool,
+        /// Answers with this exception to every request.
+        refuse: Option<ExceptionCode>,
+        /// Time to answer.
+        latency: Duration,
+    }
+
+    #[derive(Default)]
+    struct State {
+        units: HashMap<u8, Unit>,
+        /// Every request: (unit, what, seconds since start as ms).
+        log: Vec<(u8, String)>,
+        /// The next this many connects fail.
+        failing_connects: u32,
+        connects: u32,
+        /// The next call fails as if the cable was pulled.
+        lose_link: bool,
+    }
+
+    type Shared = Arc<Mutex<State>>;
+
+    struct FakeConnector {
+        state: Shared,
+        resync: bool,
+    }
+
+    struct FakeLink {
+        state: Shared,
+    }
+
+    impl Connector for FakeConnector {
+        type Link = FakeLink;
+        fn connect(&mut self) -> impl Future<Output = io::Result<FakeLink>> + Send {
+            let state = self.state.clone();
+            async move {
+                let mut s = state.lock().unwrap();
+                if s.failing_connects > 0 {
+                    s.failing_connects -= 1;
+                    return Err(io::Error::from(io::ErrorKind::ConnectionRefused));
+                }
+                s.connects += 1;
+                drop(s);
+                Ok(FakeLink { state })
+            }
+        }
+        fn resync_after_timeout(&self) -> bool {
+            self.resync
+        }
+        fn min_gap(&self) -> Duration {
+            Duration::ZERO
+        }
+    }
+
+    fn describe(r: &MbRequest<'_>) -> String {
+        match r {
+            MbRequest::ReadCoils(a, n) => format!("coil {a} {n}"),
+            MbRequest::ReadHoldingRegisters(a, n) => format!("holding {a} {n}"),
+            MbRequest::ReadInputRegisters(a, n) => format!("input {a} {n}"),
+            MbRequest::WriteSingleCoil(a, v) => format!("fc5 {a} {v}"),
+            MbRequest::WriteSingleRegister(a, v) => format!("fc6 {a} {v:#06x}"),
+            MbRequest::WriteMultipleRegisters(a, w) => format!("fc16 {a} {w:04x?}"),
+            other => format!("{other:?}"),
+        }
+    }
+
+    fn answer(u: &mut Unit, r: MbRequest<'static>) -> Result<Response, ExceptionCode> {
+        if let Some(code) = u.refuse {
+            return Err(code);
+        }
+        let regs = |m: &HashMap<u16, u16>, a: u16, n: u16| {
+            (a..a + n)
+                .map(|x| m.get(&x).copied().ok_or(ExceptionCode::IllegalDataAddress))
+                .collect::<Result<Vec<u16>, _>>()
+        };
+        Ok(match r {
+            MbRequest::ReadHoldingRegisters(a, n) => {
+                Response::ReadHoldingRegisters(regs(&u.holding, a, n)?)
+            }
+            MbRequest::ReadInputRegisters(a, n) => {
+                Response::ReadInputRegisters(regs(&u.input, a, n)?)
+            }
+            MbRequest::ReadCoils(a, n) => {
+                let mut bits = (a..a + n)
+                    .map(|x| {
+                        u.coils
+                            .get(&x)
+                            .copied()
+                            .ok_or(ExceptionCode::IllegalDataAddress)
+                    })
+                    .collect::<Result<Vec<bool>, _>>()?;
+                // Padded to whole bytes, as on the wire.
+                bits.resize(bits.len().div_ceil(8) * 8, false);
+                Response::ReadCoils(bits)
+            }
+            MbRequest::WriteSingleCoil(a, v) => {
+                *u.coils
+                    .get_mut(&a)
+                    .ok_or(ExceptionCode::IllegalDataAddress)? = v;
+                Response::WriteSingleCoil(a, v)
+            }
+            MbRequest::WriteSingleRegister(a, v) => {
+                *u.holding
+                    .get_mut(&a)
+                    .ok_or(ExceptionCode::IllegalDataAddress)? = v;
+                Response::WriteSingleRegister(a, v)
+            }
+            MbRequest::WriteMultipleRegisters(a, w) => {
+                for (i, v) in w.iter().enumerate() {
+                    *u.holding
+                        .get_mut(&(a + i as u16))
+                        .ok_or(ExceptionCode::IllegalDataAddress)? = *v;
+                }
+                Response::WriteMultipleRegisters(a, w.len() as u16)
+            }
+            _ => return Err(ExceptionCode::IllegalFunction),
+        })
+    }
+
+    impl Link for FakeLink {
+        fn call(
+            &mut self,
+            unit: u8,
+            request: MbRequest<'static>,
+        ) -> impl Future<Output = tokio_modbus::Result<Response>> + Send {
+            let state = self.state.clone();
+            async move {
+                let (dead, latency) = {
+                    let mut s = state.lock().unwrap();
+                    s.log.push((unit, describe(&request)));
+                    if std::mem::take(&mut s.lose_link) {
+                        return Err(io::Error::from(io::ErrorKind::BrokenPipe).into());
+                    }
+                    match s.units.get(&unit) {
+                        Some(u) => (u.dead, u.latency),
+                        None => (true, Duration::ZERO),
+                    }
+                };
+                if dead {
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep(latency).await;
+                let mut s = state.lock().unwrap();
+                let u = s.units.get_mut(&unit).expect("a live unit exists");
+                Ok(answer(u, request))
+            }
+        }
+    }
+
+    fn field(
+        name: &str,
+        kind: RegisterKind,
+        address: u16,
+        t: DataType,
+        writable: bool,
+    ) -> ModbusField {
+        ModbusField {
+            spec: FieldSpec {
+                name: name.into(),
+                unit: "".into(),
+                kind: match t {
+                    DataType::Bool => FieldType::Boolean,
+                    DataType::String => FieldType::String,
+                    _ => FieldType::Numeric,
+                },
+                writable,
+            },
+            point: Point {
+                kind,
+                address,
+                encoding: Encoding::plain(t),
+            },
+        }
+    }
+
+    fn device(id: &str, unit: u8, poll_ms: u64, fields: Vec<ModbusField>) -> ModbusDevice {
+        ModbusDevice {
+            id: DeviceId::new(id).unwrap(),
+            settings: DeviceSettings {
+                unit,
+                poll: Duration::from_millis(poll_ms),
+                ..DeviceSettings::default()
+            },
+            fields,
+        }
+    }
+
+    fn settings() -> BusSettings {
+        BusSettings {
+            transport: Transport::Rtu(SerialSettings {
+                port: "/dev/ttyFAKE".into(),
+                baud: 9600,
+                data_bits: 8,
+                parity: Parity::None,
+                stop_bits: 1,
+            }),
+            timeout: Duration::from_millis(500),
+            delay_between_requests: Duration::ZERO,
+        }
+    }
+
+    struct Harness {
+        state: Shared,
+        events: mpsc::Receiver<AdapterEvent>,
+        requests: mpsc::Sender<Request>,
+        shutdown: CancellationToken,
+        task: JoinHandle<()>,
+        stats: Arc<BusStats>,
+        start: Instant,
+    }
+
+    fn spawn(state: State, devices: Vec<ModbusDevice>, resync: bool) -> Harness {
+        let state = Arc::new(Mutex::new(state));
+        let (etx, erx) = mpsc::channel(256);
+        let (rtx, rrx) = mpsc::channel(8);
+        let shutdown = CancellationToken::new();
+        let stats = Arc::new(BusStats::new(
+            "rs485".into(),
+            devices.iter().map(|d| d.id.clone()),
+        ));
+        let bus = Bus::new(
+            "rs485".into(),
+            settings(),
+            FakeConnector {
+                state: state.clone(),
+                resync,
+            },
+            devices,
+            stats.clone(),
+            etx,
+            rrx,
+            shutdown.clone(),
+        );
+        Harness {
+            state,
+            events: erx,
+            requests: rtx,
+            shutdown,
+            task: tokio::spawn(bus.run()),
+            stats,
+            start: Instant::now(),
+        }
+    }
+
+    impl Harness {
+        async fn next(&mut self) -> AdapterEvent {
+            timeout(Duration::from_secs(3600), self.events.recv())
+                .await
+                .expect("an event within an hour")
+                .expect("the bus is running")
+        }
+
+        fn ms(&self) -> u128 {
+            self.start.elapsed().as_millis()
+        }
+
+        /// Events until `n` readings of `device` have come, as text with their time.
+        async fn log_until(&mut self, device: &str, n: usize) -> Vec<String> {
+            let mut out = Vec::new();
+            let mut seen = 0;
+            while seen < n {
+                let e = self.next().await;
+                let t = self.ms();
+                out.push(match e {
+                    AdapterEvent::Online { device } => format!("{t} {device} online"),
+                    AdapterEvent::Offline { device, reason } => {
+                        format!("{t} {device} offline: {reason}")
+                    }
+                    AdapterEvent::Reading(r) => {
+                        if r.device.as_str() == device {
+                            seen += 1;
+                        }
+                        let q = if r.quality == Quality::Good {
+                            ""
+                        } else {
+                            " (bad)"
+                        };
+                        format!("{t} {} {}={}{q}", r.device, r.field, r.value)
+                    }
+                });
+            }
+            out
+        }
+
+        async fn request(
+            &self,
+            dev: &str,
+            kind: RequestKind,
+        ) -> Result<Vec<Reading>, RequestError> {
+            let (tx, rx) = oneshot::channel();
+            self.requests
+                .send(Request {
+                    device: DeviceId::new(dev).unwrap(),
+                    kind,
+                    reply: tx,
+                })
+                .await
+                .unwrap();
+            timeout(Duration::from_secs(60), rx).await.unwrap().unwrap()
+        }
+
+        async fn write(
+            &self,
+            dev: &str,
+            values: &[(&str, Value)],
+        ) -> Result<Vec<Reading>, RequestError> {
+            let values = values
+                .iter()
+                .map(|(n, v)| (Arc::from(*n), v.clone()))
+                .collect();
+            self.request(dev, RequestKind::Write { values }).await
+        }
+
+        fn log(&self) -> Vec<(u8, String)> {
+            self.state.lock().unwrap().log.clone()
+        }
+
+        fn with_unit<R>(&self, unit: u8, f: impl FnOnce(&mut Unit) -> R) -> R {
+            f(self.state.lock().unwrap().units.get_mut(&unit).unwrap())
+        }
+    }
+
+    fn meter() -> Unit {
+        let mut u = Unit::default();
+        // holding 0-1: float32 21.5; 2: int16 -7; 10: uint16 (gap of 7: same request)
+        for (a, v) in [(0, 0x41AC), (1, 0), (2, 0xFFF9), (10, 500), (100, 1)] {
+            u.holding.insert(a, v);
+        }
+        // The unused registers between points exist (read as 0).
+        for a in 3..10 {
+            u.holding.insert(a, 0);
+        }
+        u.input.insert(0, 42);
+        u.coils.insert(3, true);
+        u
+    }
+
+    fn meter_fields() -> Vec<ModbusField> {
+        vec![
+            field("temp", RegisterKind::Holding, 0, DataType::Float32, false),
+            field("offset", RegisterKind::Holding, 2, DataType::Int16, true),
+            field("limit", RegisterKind::Holding, 10, DataType::Uint16, true),
+            field("far", RegisterKind::Holding, 100, DataType::Uint16, false),
+            field("count", RegisterKind::Input, 0, DataType::Uint16, false),
+            field("relay", RegisterKind::Coil, 3, DataType::Bool, true),
+        ]
+    }
+
+    fn state_with(units: Vec<(u8, Unit)>) -> State {
+        State {
+            units: units.into_iter().collect(),
+            ..State::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn polls_every_point_with_the_planned_requests() {
+        let mut h = spawn(
+            state_with(vec![(1, meter())]),
+            vec![device("meter", 1, 1000, meter_fields())],
+            false,
+        );
+        let log = h.log_until("meter", 12).await;
+        assert_eq!(
+            log,
+            [
+                "0 meter online",
+                "0 meter relay=true",
+                "0 meter temp=21.5",
+                "0 meter offset=-7",
+                "0 meter limit=500",
+                "0 meter far=1",
+                "0 meter count=42",
+                "1000 meter relay=true",
+                "1000 meter temp=21.5",
+                "1000 meter offset=-7",
+                "1000 meter limit=500",
+                "1000 meter far=1",
+                "1000 meter count=42",
+            ]
+        );
+        let calls: Vec<String> = h.log().into_iter().map(|(_, c)| c).collect();
+        assert_eq!(
+            calls[..4],
+            ["coil 3 1", "holding 0 11", "holding 100 1", "input 0 1"]
+        );
+        let s = h.stats.total.snapshot();
+        assert_eq!((s.requests, s.responses, s.timeouts), (8, 8, 0));
+        h.shutdown.cancel();
+        timeout(Duration::from_millis(1), h.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dead_unit_costs_one_timeout_per_cycle_and_is_polled_less_often() {
+        let mut dead = meter();
+        dead.dead = true;
+        let mut h = spawn(
+            state_with(vec![(1, meter()), (3, dead)]),
+            vec![
+                device(
+                    "good",
+                    1,
+                    1000,
+                    vec![field(
+                        "temp",
+                        RegisterKind::Holding,
+                        0,
+                        DataType::Float32,
+                        false,
+                    )],
+                ),
+                device("dead", 3, 1000, meter_fields()),
+            ],
+            false,
+        );
+        let log = h.log_until("good", 30).await;
+        // The healthy unit reads every second, at most one timeout (500 ms) late.
+        let good: Vec<u128> = log
+            .iter()
+            .filter(|l| l.contains("good temp"))
+            .map(|l| l.split(' ').next().unwrap().parse().unwrap())
+            .collect();
+        for (n, t) in good.iter().enumerate() {
+            let slot = n as u128 * 1000;
+            assert!(
+                *t >= slot && *t <= slot + 500,
+                "reading {n} at {t}: {log:?}"
+            );
+        }
+        let offline: Vec<&String> = log.iter().filter(|l| l.contains("dead offline")).collect();
+        assert_eq!(offline.len(), 1, "told once: {log:?}");
+        assert!(offline[0].ends_with("dead offline: no response from unit 3 on rs485"));
+        // One request per failed cycle, and after three failures far fewer cycles than seconds.
+        let dead_calls = h.log().iter().filter(|(u, _)| *u == 3).count();
+        assert!(
+            (4..=10).contains(&dead_calls),
+            "{dead_calls} polls of the dead unit in 30 s"
+        );
+        let s = h
+            .stats
+            .device(&DeviceId::new("dead").unwrap())
+            .unwrap()
+            .snapshot();
+        assert_eq!(s.timeouts as usize, dead_calls);
+        assert_eq!(s.responses, 0);
+
+        // It comes back: answered at its next (backed-off) poll, and online again.
+        h.with_unit(3, |u| u.dead = false);
+        loop {
+            if let AdapterEvent::Online { device } = h.next().await {
+                assert_eq!(device.as_str(), "dead");
+                break;
+            }
+        }
+        assert!(h.ms() <= 30_000 + 61_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_exception_marks_the_points_bad_and_keeps_link_and_device_up() {
+        let mut h = spawn(
+            state_with(vec![(1, meter())]),
+            vec![device("meter", 1, 1000, meter_fields())],
+            true,
+        );
+        h.log_until("meter", 6).await;
+        h.with_unit(1, |u| u.refuse = Some(ExceptionCode::ServerDeviceFailure));
+        let log = h.log_until("meter", 12).await;
+        // Every point is reported with its last value and quality bad; nobody goes offline.
+        assert!(log.iter().all(|l| !l.contains("offline")), "{log:?}");
+        let bad: Vec<&String> = log.iter().filter(|l| l.ends_with("(bad)")).collect();
+        assert_eq!(bad.len(), 12, "{log:?}");
+        assert!(log.contains(&"1000 meter temp=21.5 (bad)".to_owned()));
+        let s = h.stats.total.snapshot();
+        assert_eq!(s.exceptions, 8);
+        assert_eq!(h.state.lock().unwrap().connects, 1, "the link stays up");
+        // Cleared: good again.
+        h.with_unit(1, |u| u.refuse = None);
+        let log = h.log_until("meter", 6).await;
+        assert!(log.iter().all(|l| !l.ends_with("(bad)")), "{log:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_point_refused_from_the_start_reports_nothing_but_the_others_do() {
+        let mut fields = meter_fields();
+        fields.push(field(
+            "ghost",
+            RegisterKind::Holding,
+            500,
+            DataType::Int16,
+            false,
+        ));
+        let mut h = spawn(
+            state_with(vec![(1, meter())]),
+            vec![device("meter", 1, 1000, fields)],
+            false,
+        );
+        let log = h.log_until("meter", 12).await;
+        assert_eq!(log[0], "0 meter online");
+        assert!(log.iter().all(|l| !l.contains("ghost")), "{log:?}");
+        assert_eq!(h.stats.total.snapshot().exceptions, 2);
+        let calls: Vec<String> = h.log().into_iter().map(|(_, c)| c).collect();
+        assert_eq!(
+            calls[..5],
+            [
+                "coil 3 1",
+                "holding 0 11",
+                "holding 100 1",
+                "holding 500 1",
+                "input 0 1"
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_combined_read_over_a_hole_is_split_into_its_points() {
+        let mut unit = meter();
+        for a in 3..10 {
+            unit.holding.remove(&a);
+        }
+        let mut h = spawn(
+            state_with(vec![(1, unit)]),
+            vec![device("meter", 1, 1000, meter_fields())],
+            false,
+        );
+        let log = h.log_until("meter", 12).await;
+        assert!(log.iter().all(|l| !l.contains("bad")), "{log:?}");
+        assert_eq!(log.iter().filter(|l| l.contains("limit=500")).count(), 2);
+        let calls: Vec<String> = h.log().into_iter().map(|(_, c)| c).collect();
+        assert_eq!(
+            calls[..9],
+            [
+                "coil 3 1",
+                "holding 0 11", // refused: 3..=9 do not exist
+                "holding 0 3",  // the contiguous run 0..=2
+                "holding 10 1",
+                "holding 100 1",
+                "input 0 1",
+                "coil 3 1", // the next poll uses the split plan directly
+                "holding 0 3",
+                "holding 10 1",
+            ]
+        );
+        assert_eq!(h.stats.total.snapshot().exceptions, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_go_ahead_of_the_rest_of_a_poll_and_answer_with_the_read_back() {
+        let mut unit = meter();
+        unit.latency = Duration::from_millis(100);
+        let mut h = spawn(
+            state_with(vec![(1, unit)]),
+            vec![device("meter", 1, 10_000, meter_fields())],
+            false,
+        );
+        h.log_until("meter", 6).await;
+        // The second poll starts at 10 s; the write arrives during its first request.
+        tokio::time::sleep_until(h.start + Duration::from_millis(10_050)).await;
+        let reply = h
+            .write(
+                "meter",
+                &[
+                    ("offset", Value::Float(-300.0)),
+                    ("relay", Value::Bool(false)),
+                ],
+            )
+            .await
+            .unwrap();
+        let values: Vec<(String, Value)> = reply
+            .iter()
+            .map(|r| (r.field.to_string(), r.value.clone()))
+            .collect();
+        assert_eq!(
+            values,
+            [
+                ("offset".into(), Value::Float(-300.0)),
+                ("relay".into(), Value::Bool(false))
+            ]
+        );
+        let calls: Vec<String> = h.log().into_iter().map(|(_, c)| c).skip(4).collect();
+        assert_eq!(
+            calls[..6],
+            [
+                "coil 3 1",     // the poll's first request, in flight when the write came
+                "fc6 2 0xfed4", // the write, ahead of the rest of the poll
+                "fc5 3 false",
+                "coil 3 1", // read back
+                "holding 2 1",
+                "holding 0 11", // the poll goes on
+            ]
+        );
+        assert_eq!(h.with_unit(1, |u| u.holding[&2]), 0xFED4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn multi_register_writes_use_fc16_and_bits_are_read_modify_write() {
+        let mut fields = vec![
+            field(
+                "setpoint",
+                RegisterKind::Holding,
+                0,
+                DataType::Float32,
+                true,
+            ),
+            field("flag", RegisterKind::Holding, 10, DataType::Bool, true),
+        ];
+        fields[0].point.encoding.byte_order = ByteOrder::Cdab;
+        fields[1].point.encoding.bit = Some(3);
+        let mut h = spawn(
+            state_with(vec![(1, meter())]),
+            vec![device("d", 1, 10_000, fields)],
+            false,
+        );
+        h.log_until("d", 2).await;
+        let reply = h
+            .write(
+                "d",
+                &[
+                    ("setpoint", Value::Float(-1.25)),
+                    ("flag", Value::Bool(true)),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply[0].value, Value::Float(-1.25));
+        assert_eq!(reply[1].value, Value::Bool(true));
+        let calls: Vec<String> = h.log().into_iter().map(|(_, c)| c).skip(1).collect();
+        assert_eq!(
+            calls[..4],
+            [
+                "fc16 0 [0000, bfa0]",
+                "holding 10 1",
+                "fc6 10 0x01fc",
+                "holding 0 11"
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bad_writes_are_refused_before_anything_is_written() {
+        let mut fields = meter_fields();
+        fields[4].spec.writable = true; // an input register marked writable by mistake
+        let mut h = spawn(
+            state_with(vec![(1, meter())]),
+            vec![device("meter", 1, 10_000, fields)],
+            false,
+        );
+        h.log_until("meter", 6).await;
+        let before = h.log().len();
+        let err = h
+            .write(
+                "meter",
+                &[("limit", Value::Int(1)), ("offset", Value::Int(40_000))],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            RequestError::OutOfRange {
+                field: "offset".into(),
+                reason: "40000 does not fit: this int16 field holds -32768 to 32767".into()
+            }
+        );
+        assert_eq!(
+            h.write("meter", &[("temp", Value::Float(1.0))]).await,
+            Err(RequestError::NotWritable("temp".into()))
+        );
+        assert_eq!(
+            h.write("meter", &[("count", Value::Float(1.0))]).await,
+            Err(RequestError::NotWritable("count".into()))
+        );
+        assert_eq!(
+            h.write("meter", &[("nope", Value::Float(1.0))]).await,
+            Err(RequestError::UnknownField("nope".into()))
+        );
+        assert!(matches!(
+            h.write("meter", &[("relay", Value::Int(5))]).await,
+            Err(RequestError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            h.write("nosuch", &[("relay", Value::Bool(true))]).await,
+            Err(RequestError::Refused(_))
+        ));
+        assert_eq!(h.log().len(), before, "nothing went on the bus");
+        // A refused write is an error naming the exception.
+        h.with_unit(1, |u| u.refuse = Some(ExceptionCode::IllegalDataValue));
+        assert_eq!(
+            h.write("meter", &[("limit", Value::Int(1))]).await,
+            Err(RequestError::Refused(
+                "unit 1 answered illegal data value (exception 3)".into()
+            ))
+        );
+        // Reads are served too.
+        h.with_unit(1, |u| u.refuse = None);
+        let read = h
+            .request(
+                "meter",
+                RequestKind::Read {
+                    fields: vec!["count".into(), "temp".into()],
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(read.len(), 2);
+        assert_eq!(
+            (&*read[0].field, &read[0].value),
+            ("count", &Value::Float(42.0))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_link_takes_every_device_offline_and_is_reopened_with_back_off() {
+        let mut h = spawn(
+            state_with(vec![(1, meter()), (2, meter())]),
+            vec![
+                device(
+                    "a",
+                    1,
+                    1000,
+                    vec![field(
+                        "t",
+                        RegisterKind::Holding,
+                        0,
+                        DataType::Float32,
+                        false,
+                    )],
+                ),
+                device(
+                    "b",
+                    2,
+                    1000,
+                    vec![field(
+                        "t",
+                        RegisterKind::Holding,
+                        0,
+                        DataType::Float32,
+                        false,
+                    )],
+                ),
+            ],
+            true,
+        );
+        h.log_until("b", 1).await;
+        {
+            let mut s = h.state.lock().unwrap();
+            s.lose_link = true;
+            s.failing_connects = 2;
+        }
+        let log = h.log_until("b", 1).await;
+        let text = log.join("\n");
+        assert!(
+            text.contains("a offline: serial port /dev/ttyFAKE failed: broken pipe")
+                && text.contains("b offline: serial port /dev/ttyFAKE failed: broken pipe"),
+            "{text}"
+        );
+        // Connect failures update the reason.
+        assert!(
+            text.contains("a offline: cannot open /dev/ttyFAKE: connection refused"),
+            "{text}"
+        );
+        // 1 s then 2 s of back-off (±20 %), then both devices are back.
+        let back: u128 = log
+            .iter()
+            .find(|l| l.ends_with("a online"))
+            .and_then(|l| l.split(' ').next())
+            .and_then(|t| t.parse().ok())
+            .expect("a comes back");
+        assert!((3400..=4600).contains(&back), "{text}");
+        assert_eq!(h.state.lock().unwrap().connects, 2);
+        assert_eq!(h.stats.total.snapshot().transport_errors, 3);
+        // While the link was down, requests were answered at once.
+        h.state.lock().unwrap().lose_link = true;
+        h.state.lock().unwrap().failing_connects = 1;
+        loop {
+            if let AdapterEvent::Offline { .. } = h.next().await {
+                break;
+            }
+        }
+        assert!(matches!(
+            h.write("a", &[("t", Value::Float(1.0))]).await,
+            Err(RequestError::NotWritable(_))
+        ));
+        let err = h
+            .request("a", RequestKind::Read { fields: vec![] })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, RequestError::Unreachable(ref r) if r.contains("/dev/ttyFAKE")),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tcp_timeout_reconnects_without_back_off_and_nan_is_bad() {
+        let mut unit = meter();
+        unit.holding.insert(0, 0x7FC0); // NaN
+        let mut h = spawn(
+            state_with(vec![
+                (1, unit),
+                (
+                    3,
+                    Unit {
+                        dead: true,
+                        ..meter()
+                    },
+                ),
+            ]),
+            vec![
+                device(
+                    "a",
+                    1,
+                    1000,
+                    vec![field(
+                        "t",
+                        RegisterKind::Holding,
+                        0,
+                        DataType::Float32,
+                        false,
+                    )],
+                ),
+                device(
+                    "z",
+                    3,
+                    1000,
+                    vec![field(
+                        "t",
+                        RegisterKind::Holding,
+                        0,
+                        DataType::Float32,
+                        false,
+                    )],
+                ),
+            ],
+            true,
+        );
+        // NaN: no reading (no good value yet), but counted.
+        match h.next().await {
+            AdapterEvent::Online { device } => assert_eq!(device.as_str(), "a"),
+            other => panic!("{other:?}"),
+        }
+        match h.next().await {
+            AdapterEvent::Offline { device, .. } => assert_eq!(device.as_str(), "z"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(h.stats.total.snapshot().bad_values, 1);
+        // The timeout on z reopened the link at once (no back-off).
+        assert_eq!(h.state.lock().unwrap().connects, 2);
+        h.with_unit(1, |u| u.holding.insert(0, 0x41AC));
+        let log = h.log_until("a", 1).await;
+        assert!(log.last().unwrap().ends_with("a t=21.5"), "{log:?}");
+        h.with_unit(1, |u| u.holding.insert(0, 0xFF80)); // -inf
+        let log = h.log_until("a", 1).await;
+        assert!(log.last().unwrap().ends_with("a t=21.5 (bad)"), "{log:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stops_promptly_even_mid_request() {
+        let mut dead = meter();
+        dead.dead = true;
+        let h = spawn(
+            state_with(vec![(3, dead)]),
+            vec![device("dead", 3, 1000, meter_fields())],
+            false,
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        h.shutdown.cancel();
+        timeout(Duration::from_millis(1), h.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stops_when_the_core_closes_the_event_channel() {
+        let h = spawn(
+            state_with(vec![(1, meter())]),
+            vec![device("meter", 1, 1000, meter_fields())],
+            false,
+        );
+        drop(h.events);
+        timeout(Duration::from_secs(2), h.task)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }

@@ -190,7 +190,11 @@ impl ByteOrder {
         ordered
             .into_iter()
             .flat_map(|w| {
-                let w = if self.swaps_bytes() { w.swap_bytes() } else { w };
+                let w = if self.swaps_bytes() {
+                    w.swap_bytes()
+                } else {
+                    w
+                };
                 w.to_be_bytes()
             })
             .collect()
@@ -401,7 +405,9 @@ pub fn encode(enc: &Encoding, value: &Value) -> Result<Vec<u16>, EncodeError> {
             let v = to_f64(value)?;
             let raw = (v - enc.offset) / enc.scale;
             if !raw.is_finite() {
-                return Err(EncodeError::OutOfRange(format!("{v} is not a finite number")));
+                return Err(EncodeError::OutOfRange(format!(
+                    "{v} is not a finite number"
+                )));
             }
             if enc.data_type == DataType::Float32 {
                 if raw.abs() > f64::from(f32::MAX) {
@@ -515,7 +521,9 @@ fn to_f64(value: &Value) -> Result<f64, EncodeError> {
     if v.is_finite() {
         Ok(v)
     } else {
-        Err(EncodeError::OutOfRange(format!("{v} is not a finite number")))
+        Err(EncodeError::OutOfRange(format!(
+            "{v} is not a finite number"
+        )))
     }
 }
 
@@ -584,11 +592,7 @@ mod tests {
             (ByteOrder::Cdab, [0x3344, 0x1122]),
         ];
         for (order, words) in cases {
-            assert_eq!(
-                order.to_bytes(&words),
-                [0x11, 0x22, 0x33, 0x44],
-                "{order}"
-            );
+            assert_eq!(order.to_bytes(&words), [0x11, 0x22, 0x33, 0x44], "{order}");
             assert_eq!(order.to_words(&[0x11, 0x22, 0x33, 0x44]), words, "{order}");
             assert_eq!(
                 decode(&enc(DataType::Uint32, order), &words),
@@ -672,7 +676,10 @@ mod tests {
         assert_eq!(e(DataType::Int16, -32768).unwrap(), [0x8000]);
         assert_eq!(e(DataType::Int16, 32767).unwrap(), [0x7FFF]);
         assert_eq!(e(DataType::Uint16, 65535).unwrap(), [0xFFFF]);
-        assert_eq!(e(DataType::Uint32, u32::MAX.into()).unwrap(), [0xFFFF, 0xFFFF]);
+        assert_eq!(
+            e(DataType::Uint32, u32::MAX.into()).unwrap(),
+            [0xFFFF, 0xFFFF]
+        );
         assert_eq!(e(DataType::Int64, i64::MIN).unwrap(), [0x8000, 0, 0, 0]);
         for (t, v) in [
             (DataType::Int16, 32768),
@@ -734,7 +741,10 @@ mod tests {
             Err(DecodeError::NotANumber)
         );
         assert_eq!(
-            decode(&f64e, &ByteOrder::Abcd.to_words(&f64::MIN.to_bits().to_be_bytes())),
+            decode(
+                &f64e,
+                &ByteOrder::Abcd.to_words(&f64::MIN.to_bits().to_be_bytes())
+            ),
             Ok(Value::Float(f64::MIN))
         );
         assert!(encode(&f64e, &Value::Float(f64::NAN)).is_err());

@@ -258,9 +258,11 @@ mod tests {
             classify(exc),
             Outcome::Exception(ExceptionCode::IllegalDataAddress)
         ));
-        let crc: Result<tokio_modbus::Result<u8>, Elapsed> = Ok(Err(
-            io::Error::new(io::ErrorKind::InvalidData, "Invalid CRC").into(),
-        ));
+        let crc: Result<tokio_modbus::Result<u8>, Elapsed> = Ok(Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "Invalid CRC",
+        )
+        .into()));
         assert!(matches!(classify(crc), Outcome::BadFrame(m) if m.contains("CRC")));
         let gone: Result<tokio_modbus::Result<u8>, Elapsed> =
             Ok(Err(io::Error::from(io::ErrorKind::BrokenPipe).into()));

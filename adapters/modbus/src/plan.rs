@@ -136,16 +136,20 @@ mod tests {
     #[test]
     fn merges_neighbours_of_the_same_kind() {
         let points = [
-            h(0, DataType::Float32),  // 0-1
-            h(2, DataType::Int16),    // 2
-            h(10, DataType::Uint64),  // 10-13, gap of 7 from 3
+            h(0, DataType::Float32), // 0-1
+            h(2, DataType::Int16),   // 2
+            h(10, DataType::Uint64), // 10-13, gap of 7 from 3
             point(RegisterKind::Input, 0, DataType::Int16),
             point(RegisterKind::Coil, 5, DataType::Bool),
             point(RegisterKind::Coil, 0, DataType::Bool),
         ];
         assert_eq!(
             text(&points, LIMITS),
-            ["coil start 0 count 6", "holding start 0 count 14", "input start 0 count 1"]
+            [
+                "coil start 0 count 6",
+                "holding start 0 count 14",
+                "input start 0 count 1"
+            ]
         );
         let reqs = plan(&points, LIMITS, |_| true);
         assert_eq!(reqs[0].points, [5, 4], "in address order");
@@ -167,7 +171,11 @@ mod tests {
             max_gap: 0,
             ..LIMITS
         };
-        let points = [h(0, DataType::Int16), h(1, DataType::Int16), h(3, DataType::Int16)];
+        let points = [
+            h(0, DataType::Int16),
+            h(1, DataType::Int16),
+            h(3, DataType::Int16),
+        ];
         assert_eq!(
             text(&points, no_gap),
             ["holding start 0 count 2", "holding start 3 count 1"]
@@ -233,7 +241,11 @@ mod tests {
 
     #[test]
     fn plans_a_subset() {
-        let points = [h(0, DataType::Int16), h(1, DataType::Int16), h(50, DataType::Int16)];
+        let points = [
+            h(0, DataType::Int16),
+            h(1, DataType::Int16),
+            h(50, DataType::Int16),
+        ];
         let reqs = plan(&points, LIMITS, |i| i != 0);
         assert_eq!(
             reqs.iter().map(ToString::to_string).collect::<Vec<_>>(),

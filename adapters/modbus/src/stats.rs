@@ -105,7 +105,10 @@ impl BusStats {
 
     /// The counters of `device`, if it is on this bus.
     pub fn device(&self, device: &DeviceId) -> Option<&Counters> {
-        self.devices.iter().find(|(d, _)| d == device).map(|(_, c)| c)
+        self.devices
+            .iter()
+            .find(|(d, _)| d == device)
+            .map(|(_, c)| c)
     }
 
     /// Bumps `what` on the bus and on device number `device` (an index into `devices`).
