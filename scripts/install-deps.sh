@@ -13,7 +13,6 @@
 # demo run their own instances on their own ports and never talk to the system ones.
 set -euo pipefail
 
-
 for arg in "$@"; do
     case "$arg" in
         --demo) ;;

@@ -879,6 +879,29 @@ mod tests {
     }
 
     #[test]
+    fn the_example_configuration_section_is_valid() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/gateway.example.toml");
+        let example = std::fs::read_to_string(&path).expect("deploy/gateway.example.toml");
+        let loaded = ok(&format!(
+            "[xmpp]\ndomain = \"sensors.example.org\"\nsecret = \"s\"\n{example}"
+        ));
+        assert!(
+            own_warnings(&loaded).is_empty(),
+            "{:?}",
+            own_warnings(&loaded)
+        );
+        let modbus = loaded
+            .config
+            .devices
+            .iter()
+            .filter(|d| matches!(d.binding, DeviceBinding::Modbus(_)))
+            .count();
+        assert!(modbus >= 2);
+        assert!(device_table(&loaded.config).contains("input start 0 count 12"));
+    }
+
+    #[test]
     fn check_prints_the_request_plan() {
         let loaded = ok(&with(
             "[[device]]\nid = \"meter\"\nadapter = \"rs485\"\npoll = \"2s\"\nunit_id = 3\n\
