@@ -175,7 +175,8 @@ impl Drop for ModbusServer {
 /// `socat` joining two ptys: the gateway opens `a`, the server `b`.
 struct PtyPair {
     _dir: TempDir,
-    child: Child,
+    /// `None` while the pair is "unplugged".
+    child: Option<Child>,
     a: PathBuf,
     b: PathBuf,
 }
@@ -186,34 +187,56 @@ impl PtyPair {
             .prefix("modbus-pty-")
             .tempdir()
             .expect("temp dir");
-        let a = dir.path().join("gateway-side");
-        let b = dir.path().join("server-side");
+        let mut pair = PtyPair {
+            a: dir.path().join("gateway-side"),
+            b: dir.path().join("server-side"),
+            _dir: dir,
+            child: None,
+        };
+        pair.plug().await;
+        pair
+    }
+
+    /// Starts socat, which creates both ptys and their links.
+    async fn plug(&mut self) {
         let child = Command::new("socat")
             .arg("-d")
             .arg("-d")
-            .arg(format!("pty,raw,echo=0,link={}", a.display()))
-            .arg(format!("pty,raw,echo=0,link={}", b.display()))
+            .arg(format!("pty,raw,echo=0,link={}", self.a.display()))
+            .arg(format!("pty,raw,echo=0,link={}", self.b.display()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start socat (scripts/install-deps.sh installs it)");
+        self.child = Some(child);
         assert!(
-            eventually(TIMEOUT, || a.exists() && b.exists()).await,
+            eventually(TIMEOUT, || self.a.exists() && self.b.exists()).await,
             "socat made no pty pair"
         );
-        PtyPair {
-            _dir: dir,
-            child,
-            a,
-            b,
+    }
+
+    /// Stops socat: both ptys vanish, like a USB adapter pulled out.
+    async fn unplug(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            send_signal(child.id(), libc::SIGTERM);
+            if wait_child(&mut child, Duration::from_secs(10))
+                .await
+                .is_none()
+            {
+                kill_and_reap(&mut child);
+            }
         }
+        let _ = std::fs::remove_file(&self.a);
+        let _ = std::fs::remove_file(&self.b);
     }
 }
 
 impl Drop for PtyPair {
     fn drop(&mut self) {
-        kill_and_reap(&mut self.child);
+        if let Some(child) = self.child.as_mut() {
+            kill_and_reap(child);
+        }
     }
 }
 
@@ -906,4 +929,51 @@ async fn rtu_over_a_pty_decodes_every_type_and_a_dead_unit_does_not_stall_the_bu
             .is_none(),
         "the healthy unit never went unavailable"
     );
+}
+
+#[tokio::test]
+async fn rtu_serial_port_that_vanishes_is_reopened_with_back_off() {
+    let mut pty = PtyPair::open().await;
+    let b = pty.b.to_string_lossy().into_owned();
+    let mut server = ModbusServer::start(&["--serial", &b, "--units", "1"]).await;
+    let body = format!(
+        "[[adapter]]\nid = \"rs485\"\ntype = \"modbus-rtu\"\nport = \"{}\"\ntimeout = \"300ms\"\n\n\
+         [[device]]\nid = \"meter\"\nadapter = \"rs485\"\npoll = \"300ms\"\n\
+         [[device.field]]\nname = \"temp\"\nregister = \"holding\"\naddress = 14\ndata_type = \"float32\"\n",
+        pty.a.display()
+    );
+    let rig = Rig::start(&body).await;
+    let mut alice = rig.alice().await;
+    let meter = rig.jid("meter");
+    subscribe(&mut alice, &meter, PresenceType::None).await;
+    let pid = rig.gateway.pid();
+
+    // "Unplug the adapter": the pty and the server go away.
+    server.stop().await;
+    pty.unplug().await;
+    let gone = alice
+        .recv_presence_from(&meter, PresenceType::Unavailable, Duration::from_secs(20))
+        .await
+        .expect("unavailable once the port is gone");
+    let reason = presence_status(&gone).unwrap_or_default();
+    assert!(
+        reason.contains(&pty.a.display().to_string()),
+        "the reason names the port: {reason}"
+    );
+
+    // Plugged back in: reopened by the back-off loop, no gateway restart.
+    alice.drain();
+    pty.plug().await;
+    server.spawn().await;
+    alice
+        .recv_presence(Duration::from_secs(40), |p| {
+            p.type_ == PresenceType::None
+                && p.from
+                    .as_ref()
+                    .is_some_and(|f| f.to_bare() == meter.to_bare())
+        })
+        .await
+        .expect("available again once the port is back");
+    assert_eq!(rig.gateway.pid(), pid, "the same gateway process");
+    readout_until(&mut alice, &meter, |f| has_all(f, &[("temp", "21.5")])).await;
 }

@@ -933,6 +933,8 @@ mod tests {
         connects: u32,
         /// The next call fails as if the cable was pulled.
         lose_link: bool,
+        /// The next call gets an answer with a bad CRC.
+        garble: bool,
     }
 
     type Shared = Arc<Mutex<State>>;
@@ -1047,6 +1049,13 @@ mod tests {
                     s.log.push((unit, describe(&request)));
                     if std::mem::take(&mut s.lose_link) {
                         return Err(io::Error::from(io::ErrorKind::BrokenPipe).into());
+                    }
+                    if std::mem::take(&mut s.garble) {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "Invalid CRC: expected = 0x1234, actual = 0x4321",
+                        )
+                        .into());
                     }
                     match s.units.get(&unit) {
                         Some(u) => (u.dead, u.latency),
@@ -1770,6 +1779,27 @@ mod tests {
         h.with_unit(1, |u| u.holding.insert(0, 0xFF80)); // -inf
         let log = h.log_until("a", 1).await;
         assert!(log.last().unwrap().ends_with("a t=21.5 (bad)"), "{log:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_garbled_answer_fails_the_poll_and_reopens_the_link_at_once() {
+        let mut h = spawn(
+            state_with(vec![(1, meter())]),
+            vec![device("meter", 1, 1000, meter_fields())],
+            false,
+        );
+        h.log_until("meter", 6).await;
+        h.state.lock().unwrap().garble = true;
+        let log = h.log_until("meter", 6).await;
+        assert_eq!(
+            log[0],
+            "1000 meter offline: garbled answers from unit 1 on rs485 (Invalid CRC: expected = 0x1234, actual = 0x4321)"
+        );
+        // Reopened without back-off; the next poll (on time) brings it back.
+        assert_eq!(log[1], "2000 meter online");
+        assert_eq!(h.state.lock().unwrap().connects, 2);
+        let s = h.stats.total.snapshot();
+        assert_eq!((s.crc_errors, s.transport_errors), (1, 0));
     }
 
     #[tokio::test(start_paused = true)]
