@@ -24,8 +24,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_api::{
-    AdapterEvent, Backoff, DeviceId, EventSink, Quality, Reading, Request, RequestError,
-    RequestKind, Value,
+    AdapterContext, AdapterEvent, Backoff, DeviceId, EventSink, Quality, Reading, Request,
+    RequestError, RequestKind, Value,
 };
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
@@ -194,17 +194,19 @@ enum WriteOp {
 }
 
 impl<C: Connector> Bus<C> {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        name: Arc<str>,
         settings: BusSettings,
         connector: C,
         devices: Vec<ModbusDevice>,
         stats: Arc<BusStats>,
-        events: EventSink,
-        requests: mpsc::Receiver<Request>,
-        shutdown: CancellationToken,
+        ctx: AdapterContext,
     ) -> Self {
+        let AdapterContext {
+            adapter: name,
+            events,
+            requests,
+            shutdown,
+        } = ctx;
         let now = Instant::now();
         let gap = settings.delay_between_requests.max(connector.min_gap());
         Bus {
@@ -695,6 +697,7 @@ impl<C: Connector> Bus<C> {
             Outcome::Lost(e) => {
                 RequestError::Unreachable(self.down_reason.clone().unwrap_or_else(|| e.to_string()))
             }
+            // Not an error; callers only pass failures.
             Outcome::Ok(()) => RequestError::Closed,
         }
     }
@@ -1144,19 +1147,17 @@ mod tests {
             "rs485".into(),
             devices.iter().map(|d| d.id.clone()),
         ));
-        let bus = Bus::new(
-            "rs485".into(),
-            settings(),
-            FakeConnector {
-                state: state.clone(),
-                resync,
-            },
-            devices,
-            stats.clone(),
-            etx,
-            rrx,
-            shutdown.clone(),
-        );
+        let ctx = AdapterContext {
+            adapter: "rs485".into(),
+            events: etx,
+            requests: rrx,
+            shutdown: shutdown.clone(),
+        };
+        let connector = FakeConnector {
+            state: state.clone(),
+            resync,
+        };
+        let bus = Bus::new(settings(), connector, devices, stats.clone(), ctx);
         Harness {
             state,
             events: erx,

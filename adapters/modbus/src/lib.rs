@@ -82,17 +82,8 @@ impl Adapter for ModbusAdapter {
         let connector = link::RealConnector {
             transport: self.settings.transport.clone(),
         };
-        bus::Bus::new(
-            ctx.adapter,
-            self.settings,
-            connector,
-            self.devices,
-            self.stats,
-            ctx.events,
-            ctx.requests,
-            ctx.shutdown,
-        )
-        .run()
-        .await;
+        bus::Bus::new(self.settings, connector, self.devices, self.stats, ctx)
+            .run()
+            .await;
     }
 }
