@@ -422,7 +422,9 @@ impl<C: Connector> Bus<C> {
                     Count::Protocol
                 };
                 self.stats.count(dev, what);
-                // The decoder may be mid-frame or out of step: start afresh.
+                // The decoder may be mid-frame or out of step, and after a decode error
+                // tokio-util's `Framed` ends the stream once (the next request would fail with
+                // "broken pipe"): start afresh.
                 self.link = None;
                 self.resync = true;
             }
