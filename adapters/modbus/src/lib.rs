@@ -1,12 +1,12 @@
 //! Modbus RTU (RS-485) and Modbus TCP for the gateway: every unit on a bus becomes a device.
 //!
 //! Modules, from the wire up:
-//! - [`link`]: opening the serial port or TCP connection (tokio-modbus, tokio-serial) and
+//! - `link`: opening the serial port or TCP connection (tokio-modbus, tokio-serial) and
 //!   sorting each transaction's result into answer, exception, timeout, garbled or link lost;
 //! - [`codec`]: registers ↔ values (data types, byte orders, `bit`, scale and offset, range
 //!   checks for writes), pure;
-//! - [`plan`]: a device's points → the fewest read requests, pure;
-//! - [`bus`]: the one task per bus that polls, serves writes ahead of polls, isolates a dead
+//! - [`plan`](mod@plan): a device's points → the fewest read requests, pure;
+//! - `bus`: the one task per bus that polls, serves writes ahead of polls, isolates a dead
 //!   unit, and reopens the link with back-off;
 //! - [`stats`]: counters per bus and device, readable while the adapter runs;
 //! - [`config`]: the validated settings the gateway's loader builds.
