@@ -614,15 +614,16 @@ impl<C: Connector> Bus<C> {
         let d = &mut self.devices[i];
         d.failures = d.failures.saturating_add(1);
         let now = Instant::now();
+        if d.failures == 1 {
+            // Once per outage; the rest is debug until it answers again (info).
+            warn!(adapter = %name, device = %d.config.id, unit = d.unit(), error = %reason, "Device not answering");
+        }
         if d.failures >= d.config.settings.backoff_after.max(1) {
             let delay = d.backoff.failed();
             d.next_poll = now + delay;
             debug!(adapter = %name, device = %d.config.id, failures = d.failures, next_in = ?delay, error = %reason, "Device still not answering; polling it less often");
         } else {
             d.next_poll = next_after(scheduled, d.config.settings.poll, now);
-            if d.failures == 1 {
-                warn!(adapter = %name, device = %d.config.id, unit = d.unit(), error = %reason, "Device not answering");
-            }
         }
         self.set_offline(i, reason).await
     }
