@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that the integration tests and the demo run as private services
 # (Prosody, Mosquitto, socat, openssl), but only those whose program is missing: on a machine
-# that has them this does nothing and needs no network. Used by scripts/test.sh, scripts/demo.sh
-# and .ci/run.
+# that has them this does nothing and needs no network. Then the PyPI packages the tests use
+# (pymodbus, the independent Modbus simulator of tests/modbus.rs) into the git-ignored venv
+# .venv-test/, again only if missing. Used by scripts/test.sh, scripts/demo.sh and .ci/run.
 #
 # Usage: scripts/install-deps.sh [--demo]
-#   --demo   also make sure `python3 -m venv` works (the demo viewer runs in a venv)
+#   --demo   accepted for the demo script; `python3 -m venv` is now always made to work, since
+#            the tests need it too
 #
 # A system Prosody/Mosquitto that the package install starts is left alone: the tests and the
 # demo run their own instances on their own ports and never talk to the system ones.
 set -euo pipefail
 
-demo=0
 for arg in "$@"; do
     case "$arg" in
-        --demo) demo=1 ;;
+        --demo) ;;
         *) echo "usage: $0 [--demo]" >&2; exit 2 ;;
     esac
 done
@@ -38,16 +39,31 @@ have mosquitto_pub || add mosquitto-clients
 have mosquitto_sub || add mosquitto-clients
 have socat || add socat
 have openssl || add openssl
-if [ "$demo" = 1 ]; then
-    if ! command -v python3 >/dev/null 2>&1; then
-        add python3
-        add python3-venv
-    elif ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
-        add python3-venv
-    fi
+# The demo viewer and the Modbus tests' simulator run in venvs (python3 -m venv needs ensurepip).
+if ! command -v python3 >/dev/null 2>&1; then
+    add python3
+    add python3-venv
+elif ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    add python3-venv
 fi
 
+install_python_test_packages() {
+    local root venv want
+    root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+    venv="$root/.venv-test"
+    want="3.16.1"
+    if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c \
+        "import pymodbus, serial, sys; sys.exit(pymodbus.__version__ != '$want')" >/dev/null 2>&1; then
+        return 0
+    fi
+    echo "install-deps: installing pymodbus $want into $venv" >&2
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "pymodbus[serial]==$want"
+}
+
 if [ "${#need[@]}" -eq 0 ]; then
+    install_python_test_packages
     exit 0
 fi
 
@@ -67,3 +83,4 @@ fi
 "${sudo[@]+"${sudo[@]}"}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null
 "${sudo[@]+"${sudo[@]}"}" env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -qq "${need[@]}" </dev/null
+install_python_test_packages

@@ -33,6 +33,11 @@ pub fn spawn_all(
             AdapterKind::Simulated => {
                 tasks.spawn(simulated(config, index).run(ctx));
             }
+            AdapterKind::Modbus(_) => {
+                if let Some(bus) = crate::config::modbus_adapter(config, index) {
+                    tasks.spawn(bus.run(ctx));
+                }
+            }
         }
         tracing::debug!(adapter = %adapter.id, kind = adapter.kind.type_name(), "adapter started");
     }
@@ -46,13 +51,17 @@ fn simulated(config: &Config, index: usize) -> gateway_simulated::SimulatedAdapt
         .devices
         .iter()
         .filter(|d| d.adapter_index == index)
-        .map(|d| {
-            let DeviceBinding::Simulated(sim) = &d.binding;
+        .filter_map(|d| {
+            let DeviceBinding::Simulated(sim) = &d.binding else {
+                return None;
+            };
             let fields = d
                 .fields
                 .iter()
-                .map(|f| {
-                    let FieldBinding::Simulated(g) = &f.binding;
+                .filter_map(|f| {
+                    let FieldBinding::Simulated(g) = &f.binding else {
+                        return None;
+                    };
                     let generator = match g.clone() {
                         Generator::Sine { min, max, period } => G::Sine { min, max, period },
                         Generator::Step {
@@ -69,23 +78,23 @@ fn simulated(config: &Config, index: usize) -> gateway_simulated::SimulatedAdapt
                         Generator::Random { min, max, start } => G::Random { min, max, start },
                         Generator::Constant { value } => G::Constant { value },
                     };
-                    SimField {
+                    Some(SimField {
                         spec: f.spec.clone(),
                         generator,
-                    }
+                    })
                 })
                 .collect();
-            SimDevice {
+            Some(SimDevice {
                 id: d.id.clone(),
                 poll: sim.poll,
                 offline_every: sim.offline_every,
                 offline_for: sim.offline_for,
                 fields,
-            }
+            })
         })
         .collect();
     gateway_simulated::SimulatedAdapter::new(devices)
 }
 
 /// The `type = ...` names this build supports, for `version`.
-pub const SUPPORTED: &[&str] = &["simulated"];
+pub const SUPPORTED: &[&str] = &["simulated", "modbus-rtu", "modbus-tcp"];

@@ -5,8 +5,8 @@
 //! - [`raw`] parses the TOML with `toml_edit` (which keeps spans) and walks it into a typed
 //!   mirror of the file, reporting unknown keys (with "did you mean") and wrong types;
 //! - [`validate`] applies defaults and checks meaning: cross-references, JIDs, secrets (read
-//!   through [`secret`]), durations ([`duration`]); [`simulated`] holds the simulated
-//!   adapter's device and field keys;
+//!   through [`secret`]), durations ([`duration`]); [`simulated`] and [`modbus`] hold the
+//!   simulated and Modbus adapters' own keys;
 //! - [`diagnostic`] turns spans into `PATH:LINE:COL: message` lines.
 //!
 //! [`device_table`] renders what `check` prints. [`resolve_path`] picks the file to load.
@@ -15,6 +15,7 @@
 mod diagnostic;
 mod duration;
 mod jid;
+mod modbus;
 pub mod model;
 mod raw;
 mod secret;
@@ -25,6 +26,7 @@ mod validate;
 use std::path::{Path, PathBuf};
 
 pub use diagnostic::{did_you_mean, ConfigErrors, Diagnostic};
+pub(crate) use modbus::build_adapter as modbus_adapter;
 pub use model::*;
 pub use table::device_table;
 

@@ -148,6 +148,8 @@ pub struct AdapterConfig {
 #[derive(Debug, Clone)]
 pub enum AdapterKind {
     Simulated,
+    /// `modbus-rtu` or `modbus-tcp`: one serial line or one TCP address.
+    Modbus(gateway_modbus::BusSettings),
 }
 
 impl AdapterKind {
@@ -155,6 +157,7 @@ impl AdapterKind {
     pub fn type_name(&self) -> &'static str {
         match self {
             AdapterKind::Simulated => "simulated",
+            AdapterKind::Modbus(bus) => bus.transport.type_name(),
         }
     }
 }
@@ -181,6 +184,8 @@ pub struct DeviceConfig {
 #[derive(Debug, Clone)]
 pub enum DeviceBinding {
     Simulated(SimulatedDevice),
+    /// Unit id, poll interval and request limits.
+    Modbus(gateway_modbus::DeviceSettings),
 }
 
 #[derive(Debug, Clone)]
@@ -203,6 +208,8 @@ pub struct FieldConfig {
 #[derive(Debug, Clone)]
 pub enum FieldBinding {
     Simulated(Generator),
+    /// Register kind, address and encoding.
+    Modbus(gateway_modbus::Point),
 }
 
 /// How a simulated field produces values.

@@ -48,6 +48,17 @@ const MODBUS_FIELD: &[&str] = &[
     "length",
     "scale",
     "offset",
+    "bit",
+    "decimals",
+];
+
+const MODBUS_DEVICE: &[&str] = &[
+    "unit_id",
+    "poll",
+    "byte_order",
+    "max_gap",
+    "max_registers_per_request",
+    "backoff_after",
 ];
 
 pub(crate) const ADAPTER_TYPES: &[TypeKeys] = &[
@@ -71,8 +82,8 @@ pub(crate) const ADAPTER_TYPES: &[TypeKeys] = &[
     },
     TypeKeys {
         name: "modbus-tcp",
-        adapter: &["address", "timeout"],
-        device: &["unit_id", "poll"],
+        adapter: &["address", "timeout", "delay_between_requests", "framing"],
+        device: MODBUS_DEVICE,
         field: MODBUS_FIELD,
     },
     TypeKeys {
@@ -84,8 +95,9 @@ pub(crate) const ADAPTER_TYPES: &[TypeKeys] = &[
             "parity",
             "stop_bits",
             "timeout",
+            "delay_between_requests",
         ],
-        device: &["unit_id", "poll"],
+        device: MODBUS_DEVICE,
         field: MODBUS_FIELD,
     },
     TypeKeys {

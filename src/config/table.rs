@@ -10,6 +10,7 @@
 //! ```
 //!
 //! A field without unit shows `-`; a device without fields shows `-` in the field columns.
+//! Modbus devices' request plans follow in a table of their own.
 
 use super::model::Config;
 
@@ -85,6 +86,7 @@ pub fn device_table(config: &Config) -> String {
         out.push_str(line.trim_end());
         out.push('\n');
     }
+    out.push_str(&super::modbus::plan_table(config));
     out
 }
 

@@ -17,6 +17,7 @@ use gateway_api::{DeviceId, FieldSpec, FieldType};
 
 use super::diagnostic::{list_names, suggestion, Report, Span};
 use super::jid::{self, parse_bare_jid, parse_domain, parse_host_port, parse_jid};
+use super::modbus;
 use super::model::*;
 use super::raw::{
     self, unknown_key, Entry, RawAccess, RawAdapter, RawConfig, RawDevice, RawField, RawXmpp,
@@ -737,19 +738,23 @@ fn adapters(
             Some(k) => format!("but this adapter's type is `{}`", k.name),
             None => String::new(),
         };
-        // Only reports misplaced keys: no available type has adapter keys of its own yet.
-        let _ = type_entries(rep, &raw.extra, kind, Level::Adapter, &context);
+        let own = type_entries(rep, &raw.extra, kind, Level::Adapter, &context);
+        let adapter_kind = match kind {
+            Some(k) if k.name == "simulated" => Some(AdapterKind::Simulated),
+            Some(k) if modbus::is_modbus(k.name) => modbus::adapter(k.name, &own, &raw.span, rep),
+            _ => None,
+        };
 
         let Some(id) = id else { continue };
-        let index = match kind {
-            Some(k) if k.name == "simulated" => {
+        let index = match adapter_kind {
+            Some(kind) => {
                 configs.push(AdapterConfig {
                     id: Arc::from(id.as_str()),
-                    kind: AdapterKind::Simulated,
+                    kind,
                 });
                 Some(configs.len() - 1)
             }
-            _ => None,
+            None => None,
         };
         infos.push(AdapterInfo { id, kind, index });
     }
@@ -878,9 +883,22 @@ fn devices(
             _ => String::new(),
         };
         let own = type_entries(rep, &raw.extra, kind, Level::Device, &context);
+        // Modbus: the fields' default byte order and request size come from the device.
+        let mut modbus_defaults = (
+            gateway_modbus::ByteOrder::Abcd,
+            gateway_modbus::config::MAX_REGISTERS,
+        );
         let binding = match kind {
             Some(k) if k.name == "simulated" => {
                 simulated::device(&own, rep).map(DeviceBinding::Simulated)
+            }
+            Some(k) if modbus::is_modbus(k.name) => {
+                modbus::device(k.name, &own, rep).map(|(binding, order)| {
+                    if let DeviceBinding::Modbus(s) = &binding {
+                        modbus_defaults = (order, s.max_registers_per_request);
+                    }
+                    binding
+                })
             }
             _ => None,
         };
@@ -940,7 +958,7 @@ fn devices(
             .access
             .as_ref()
             .map(|a| device_access(&a.value, access, rep));
-        let fields = fields(&raw.fields, kind, adapter, &label, rep);
+        let fields = fields(&raw.fields, kind, adapter, &label, modbus_defaults, rep);
         if raw.fields.is_empty() {
             rep.warn(&raw.span, format!("{label} has no [[device.field]]"));
         }
@@ -1156,6 +1174,7 @@ fn fields(
     kind: Option<&TypeKeys>,
     adapter: Option<&AdapterInfo>,
     device_label: &str,
+    modbus_defaults: (gateway_modbus::ByteOrder, u16),
     rep: &mut Report<'_>,
 ) -> Vec<FieldConfig> {
     let mut out = Vec::new();
@@ -1242,13 +1261,31 @@ fn fields(
             _ => String::new(),
         };
         let own = type_entries(rep, &raw.extra, kind, Level::Field, &context);
-        let (Some(name), Some(field_type)) = (name, field_type) else {
+        let (Some(name), Some(mut field_type)) = (name, field_type) else {
             continue;
         };
         let binding = match kind {
             Some(k) if k.name == "simulated" => {
                 simulated::field(&own, field_type, &raw.span, &label, rep)
                     .map(FieldBinding::Simulated)
+            }
+            Some(k) if modbus::is_modbus(k.name) => {
+                let cx = modbus::FieldContext {
+                    written_type: raw.kind.as_ref(),
+                    kind: field_type,
+                    writable: raw.writable.as_ref(),
+                    order: modbus_defaults.0,
+                    max_registers: modbus_defaults.1,
+                    header: &raw.span,
+                    label: &label,
+                };
+                modbus::field(&own, &cx, rep).map(|(binding, implied)| {
+                    // Bits read as booleans and strings as text unless `type` says otherwise.
+                    if raw.kind.is_none() {
+                        field_type = implied.unwrap_or(field_type);
+                    }
+                    binding
+                })
             }
             _ => None,
         };
@@ -1325,7 +1362,10 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn simulated(loaded: &Loaded, device: usize, field: usize) -> Generator {
-        let FieldBinding::Simulated(g) = &loaded.config.devices[device].fields[field].binding;
+        let FieldBinding::Simulated(g) = &loaded.config.devices[device].fields[field].binding
+        else {
+            panic!("a simulated field");
+        };
         g.clone()
     }
 
@@ -1471,7 +1511,9 @@ adapter = "sim"
         assert_eq!(access.read, [AccessEntry::Jid("bob@example.org".into())]);
         // Not given for the device: the [access] list.
         assert_eq!(access.control, c.access.control);
-        let DeviceBinding::Simulated(sim) = &boiler.binding;
+        let DeviceBinding::Simulated(sim) = &boiler.binding else {
+            panic!("simulated")
+        };
         assert_eq!(sim.poll, Duration::from_secs(2));
         assert_eq!(sim.offline_every, Some(Duration::from_secs(300)));
         assert_eq!(sim.offline_for, Duration::from_secs(20));
@@ -1519,7 +1561,9 @@ adapter = "sim"
         assert_eq!(relay.jid, "relay-1@sensors.example.org");
         assert_eq!(relay.name, "relay");
         assert!(relay.access.is_none());
-        let DeviceBinding::Simulated(sim) = &relay.binding;
+        let DeviceBinding::Simulated(sim) = &relay.binding else {
+            panic!("simulated")
+        };
         assert_eq!(
             (sim.poll, sim.offline_every, sim.offline_for),
             (DEFAULT_POLL, None, DEFAULT_OFFLINE_FOR)
@@ -1705,9 +1749,9 @@ adapter = "sim"
         assert_eq!(
             errors(src),
             [
-                "6:1: adapter type `mqtt` is not available in this build (supported: simulated)",
-                "11:8: unknown adapter type `modbus`; did you mean `modbus-tcp`? (types: mqtt, modbus-tcp, modbus-rtu, serial, simulated; supported in this build: simulated)",
-                "14:1: adapter type `serial` is not available in this build (supported: simulated)",
+                "6:1: adapter type `mqtt` is not available in this build (supported: simulated, modbus-rtu, modbus-tcp)",
+                "11:8: unknown adapter type `modbus`; did you mean `modbus-tcp`? (types: mqtt, modbus-tcp, modbus-rtu, serial, simulated; supported in this build: simulated, modbus-rtu, modbus-tcp)",
+                "14:1: adapter type `serial` is not available in this build (supported: simulated, modbus-rtu, modbus-tcp)",
                 "15:1: `url` is a key of `mqtt` adapters, but this adapter's type is `serial`",
             ]
         );
@@ -1834,7 +1878,8 @@ match = { id = "250715" }
   key = "temp"
 "#;
         let e = errors(src);
-        assert_eq!(e.len(), 4, "{e:#?}");
+        // mqtt and serial; the Modbus adapters are in this build.
+        assert_eq!(e.len(), 2, "{e:#?}");
         assert!(
             e.iter()
                 .all(|l| l.contains("is not available in this build")),
@@ -2269,7 +2314,7 @@ adapter = "bsu"
             e,
             [
                 "3:1: unknown key `histroy` in [gateway]; did you mean `history`?",
-                "12:1: adapter type `mqtt` is not available in this build (supported: simulated)",
+                "12:1: adapter type `mqtt` is not available in this build (supported: simulated, modbus-rtu, modbus-tcp)",
                 "18:9: `min` (0) must be less than `max` (-1)",
                 "20:6: device id `A` is the same as `a` (line 14) once lower-cased, as the XMPP server folds it",
                 "24:11: device `c` names adapter `bsu`, which is not defined; did you mean `bus`?",
