@@ -33,6 +33,9 @@ pub fn spawn_all(
             AdapterKind::Simulated => {
                 tasks.spawn(simulated(config, index).run(ctx));
             }
+            AdapterKind::Mqtt(broker) => {
+                tasks.spawn(mqtt(config, index, &adapter.id, broker).run(ctx));
+            }
         }
         tracing::debug!(adapter = %adapter.id, kind = adapter.kind.type_name(), "adapter started");
     }
@@ -46,13 +49,17 @@ fn simulated(config: &Config, index: usize) -> gateway_simulated::SimulatedAdapt
         .devices
         .iter()
         .filter(|d| d.adapter_index == index)
-        .map(|d| {
-            let DeviceBinding::Simulated(sim) = &d.binding;
+        .filter_map(|d| {
+            let DeviceBinding::Simulated(sim) = &d.binding else {
+                return None;
+            };
             let fields = d
                 .fields
                 .iter()
-                .map(|f| {
-                    let FieldBinding::Simulated(g) = &f.binding;
+                .filter_map(|f| {
+                    let FieldBinding::Simulated(g) = &f.binding else {
+                        return None;
+                    };
                     let generator = match g.clone() {
                         Generator::Sine { min, max, period } => G::Sine { min, max, period },
                         Generator::Step {
@@ -69,23 +76,66 @@ fn simulated(config: &Config, index: usize) -> gateway_simulated::SimulatedAdapt
                         Generator::Random { min, max, start } => G::Random { min, max, start },
                         Generator::Constant { value } => G::Constant { value },
                     };
-                    SimField {
+                    Some(SimField {
                         spec: f.spec.clone(),
                         generator,
-                    }
+                    })
                 })
                 .collect();
-            SimDevice {
+            Some(SimDevice {
                 id: d.id.clone(),
                 poll: sim.poll,
                 offline_every: sim.offline_every,
                 offline_for: sim.offline_for,
                 fields,
-            }
+            })
         })
         .collect();
     gateway_simulated::SimulatedAdapter::new(devices)
 }
 
+/// The MQTT adapter for `[[adapter]]` number `index`: its devices, and the client id (as
+/// configured, else derived from the gateway's name and the adapter id).
+fn mqtt(
+    config: &Config,
+    index: usize,
+    adapter_id: &str,
+    broker: &gateway_mqtt::BrokerConfig,
+) -> gateway_mqtt::MqttAdapter {
+    use crate::config::{DeviceBinding, FieldBinding};
+    use gateway_mqtt::{MqttDevice, MqttField};
+    let devices = config
+        .devices
+        .iter()
+        .filter(|d| d.adapter_index == index)
+        .filter_map(|d| {
+            let DeviceBinding::Mqtt(binding) = &d.binding else {
+                return None;
+            };
+            let fields = d
+                .fields
+                .iter()
+                .filter_map(|f| match &f.binding {
+                    FieldBinding::Mqtt(c) => Some(MqttField {
+                        spec: f.spec.clone(),
+                        config: c.clone(),
+                    }),
+                    _ => None,
+                })
+                .collect();
+            Some(MqttDevice {
+                id: d.id.clone(),
+                config: binding.clone(),
+                fields,
+            })
+        })
+        .collect();
+    let client_id = broker
+        .client_id
+        .clone()
+        .unwrap_or_else(|| gateway_mqtt::default_client_id(&config.gateway.name, adapter_id));
+    gateway_mqtt::MqttAdapter::new(broker.clone(), client_id, devices)
+}
+
 /// The `type = ...` names this build supports, for `version`.
-pub const SUPPORTED: &[&str] = &["simulated"];
+pub const SUPPORTED: &[&str] = &["mqtt", "simulated"];

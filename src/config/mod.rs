@@ -5,8 +5,8 @@
 //! - [`raw`] parses the TOML with `toml_edit` (which keeps spans) and walks it into a typed
 //!   mirror of the file, reporting unknown keys (with "did you mean") and wrong types;
 //! - [`validate`] applies defaults and checks meaning: cross-references, JIDs, secrets (read
-//!   through [`secret`]), durations ([`duration`]); [`simulated`] holds the simulated
-//!   adapter's device and field keys;
+//!   through [`secret`]), durations ([`duration`]); [`simulated`] and [`mqtt`] hold the
+//!   adapters' own keys;
 //! - [`diagnostic`] turns spans into `PATH:LINE:COL: message` lines.
 //!
 //! [`device_table`] renders what `check` prints. [`resolve_path`] picks the file to load.
@@ -16,6 +16,7 @@ mod diagnostic;
 mod duration;
 mod jid;
 pub mod model;
+mod mqtt;
 mod raw;
 mod secret;
 mod simulated;

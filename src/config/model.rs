@@ -143,6 +143,8 @@ pub struct AdapterConfig {
 #[derive(Debug, Clone)]
 pub enum AdapterKind {
     Simulated,
+    /// The broker and how to log in.
+    Mqtt(gateway_mqtt::BrokerConfig),
 }
 
 impl AdapterKind {
@@ -150,6 +152,7 @@ impl AdapterKind {
     pub fn type_name(&self) -> &'static str {
         match self {
             AdapterKind::Simulated => "simulated",
+            AdapterKind::Mqtt(_) => "mqtt",
         }
     }
 }
@@ -176,6 +179,8 @@ pub struct DeviceConfig {
 #[derive(Debug, Clone)]
 pub enum DeviceBinding {
     Simulated(SimulatedDevice),
+    /// Topics, availability, commands, staleness.
+    Mqtt(gateway_mqtt::DeviceConfig),
 }
 
 #[derive(Debug, Clone)]
@@ -198,6 +203,8 @@ pub struct FieldConfig {
 #[derive(Debug, Clone)]
 pub enum FieldBinding {
     Simulated(Generator),
+    /// JSON pointer, own topic, scale/offset, boolean spellings, command.
+    Mqtt(gateway_mqtt::FieldConfig),
 }
 
 /// How a simulated field produces values.

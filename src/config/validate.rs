@@ -24,6 +24,7 @@ use super::raw::{
     DEVICE_COMMON, FIELD_COMMON, SUPPORTED_TYPES,
 };
 use super::secret::{self, SecretError};
+use super::mqtt;
 use super::simulated;
 use super::{Env, LoadMode};
 
@@ -69,9 +70,16 @@ pub(crate) fn validate(
     let log = LogConfig {
         level: raw.log.level.as_ref().and_then(|l| log_level(l, rep)),
     };
-    let (adapters, infos) = adapters(&raw.adapters, rep);
-    let devices = devices(&raw.devices, &infos, xmpp.as_ref(), &access, ctx, rep);
-    if raw.devices.is_empty() {
+    let (adapters, infos) = adapters(&raw.adapters, ctx, rep);
+    // An mqtt `fleet` stands for one device per member: from here on they are devices like any.
+    let is_mqtt = |id: &str| {
+        infos
+            .iter()
+            .any(|a| a.id == id && a.kind.is_some_and(|k| k.name == "mqtt"))
+    };
+    let raw_devices = mqtt::expand_fleets(raw.devices, is_mqtt, rep);
+    let devices = devices(&raw_devices, &infos, xmpp.as_ref(), &access, ctx, rep);
+    if raw_devices.is_empty() {
         rep.warn(
             &(0..0),
             "no [[device]] is configured: the gateway will have nothing to show",
@@ -101,7 +109,7 @@ fn bad(list: &[String], key: &str) -> bool {
 }
 
 /// Non-empty (after trimming) text without control characters.
-fn check_text(rep: &mut Report<'_>, s: &Spanned<String>, key: &str) -> bool {
+pub(super) fn check_text(rep: &mut Report<'_>, s: &Spanned<String>, key: &str) -> bool {
     if s.value.trim().is_empty() {
         rep.error(&s.span, format!("`{key}` must not be empty"));
         false
@@ -391,17 +399,21 @@ fn server(rep: &mut Report<'_>, s: &Spanned<String>, default_port: u16) -> Optio
 }
 
 /// A secret given as `*_file` or inline.
-struct Pair<'r> {
-    file: Option<&'r Spanned<String>>,
-    file_key: &'static str,
-    inline: Option<&'r Spanned<String>>,
-    inline_key: &'static str,
+pub(super) struct Pair<'r> {
+    pub file: Option<&'r Spanned<String>>,
+    pub file_key: &'static str,
+    pub inline: Option<&'r Spanned<String>>,
+    pub inline_key: &'static str,
 }
 
 /// Reads the secret of a `*_file` / inline pair. `None` when neither is given (the caller says
 /// whether that is an error), on errors (reported), and under `check` when the file is absent
 /// (a warning).
-fn secret_pair(rep: &mut Report<'_>, ctx: &Context<'_>, pair: Pair<'_>) -> Option<Secret> {
+pub(super) fn secret_pair(
+    rep: &mut Report<'_>,
+    ctx: &Context<'_>,
+    pair: Pair<'_>,
+) -> Option<Secret> {
     let Pair {
         file,
         file_key,
@@ -460,7 +472,11 @@ fn file_problem(
     }
 }
 
-fn ca_file(rep: &mut Report<'_>, ctx: &Context<'_>, f: &Spanned<String>) -> Option<PathBuf> {
+pub(super) fn ca_file(
+    rep: &mut Report<'_>,
+    ctx: &Context<'_>,
+    f: &Spanned<String>,
+) -> Option<PathBuf> {
     if !check_text(rep, f, "ca_file") {
         return None;
     }
@@ -639,6 +655,7 @@ struct AdapterInfo {
 
 fn adapters(
     raws: &[RawAdapter<'_>],
+    ctx: &Context<'_>,
     rep: &mut Report<'_>,
 ) -> (Vec<AdapterConfig>, Vec<AdapterInfo>) {
     let mut configs = Vec::new();
@@ -715,20 +732,23 @@ fn adapters(
             Some(k) => format!("but this adapter's type is `{}`", k.name),
             None => String::new(),
         };
-        // Only reports misplaced keys: no available type has adapter keys of its own yet.
-        let _ = type_entries(rep, &raw.extra, kind, Level::Adapter, &context);
+        let own = type_entries(rep, &raw.extra, kind, Level::Adapter, &context);
 
-        let Some(id) = id else { continue };
-        let index = match kind {
-            Some(k) if k.name == "simulated" => {
-                configs.push(AdapterConfig {
-                    id: Arc::from(id.as_str()),
-                    kind: AdapterKind::Simulated,
-                });
-                Some(configs.len() - 1)
+        let built = match kind {
+            Some(k) if k.name == "simulated" => Some(AdapterKind::Simulated),
+            Some(k) if k.name == "mqtt" => {
+                mqtt::adapter(&own, &raw.span, ctx, rep).map(AdapterKind::Mqtt)
             }
             _ => None,
         };
+        let Some(id) = id else { continue };
+        let index = built.map(|kind| {
+            configs.push(AdapterConfig {
+                id: Arc::from(id.as_str()),
+                kind,
+            });
+            configs.len() - 1
+        });
         infos.push(AdapterInfo { id, kind, index });
     }
     (configs, infos)
@@ -860,6 +880,10 @@ fn devices(
             Some(k) if k.name == "simulated" => {
                 simulated::device(&own, rep).map(DeviceBinding::Simulated)
             }
+            Some(k) if k.name == "mqtt" => {
+                let written = raw.id.as_ref().map(|i| i.value.as_str());
+                mqtt::device(&own, written, rep).map(DeviceBinding::Mqtt)
+            }
             _ => None,
         };
 
@@ -918,7 +942,20 @@ fn devices(
             .access
             .as_ref()
             .map(|a| device_access(&a.value, access, rep));
-        let fields = fields(&raw.fields, kind, adapter, &label, rep);
+        let mut fields = fields(&raw.fields, kind, adapter, &label, rep);
+        if let (Some(DeviceBinding::Mqtt(m)), Some(written)) = (&binding, &raw.id) {
+            let fleet = raw.extra.iter().any(|e| e.key == "fleet");
+            mqtt::finish_device(
+                m,
+                &mut fields,
+                &raw.fields,
+                &written.value,
+                fleet,
+                &label,
+                &raw.span,
+                rep,
+            );
+        }
         if raw.fields.is_empty() {
             rep.warn(&raw.span, format!("{label} has no [[device.field]]"));
         }
@@ -1228,6 +1265,9 @@ fn fields(
                 simulated::field(&own, field_type, &raw.span, &label, rep)
                     .map(FieldBinding::Simulated)
             }
+            Some(k) if k.name == "mqtt" => {
+                mqtt::field(&own, field_type, &label, rep).map(FieldBinding::Mqtt)
+            }
             _ => None,
         };
         let Some(binding) = binding else { continue };
@@ -1303,7 +1343,10 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn simulated(loaded: &Loaded, device: usize, field: usize) -> Generator {
-        let FieldBinding::Simulated(g) = &loaded.config.devices[device].fields[field].binding;
+        let FieldBinding::Simulated(g) = &loaded.config.devices[device].fields[field].binding
+        else {
+            panic!("not a simulated field")
+        };
         g.clone()
     }
 
@@ -1449,7 +1492,9 @@ adapter = "sim"
         assert_eq!(access.read, [AccessEntry::Jid("bob@example.org".into())]);
         // Not given for the device: the [access] list.
         assert_eq!(access.control, c.access.control);
-        let DeviceBinding::Simulated(sim) = &boiler.binding;
+        let DeviceBinding::Simulated(sim) = &boiler.binding else {
+            panic!("simulated")
+        };
         assert_eq!(sim.poll, Duration::from_secs(2));
         assert_eq!(sim.offline_every, Some(Duration::from_secs(300)));
         assert_eq!(sim.offline_for, Duration::from_secs(20));
@@ -1497,7 +1542,9 @@ adapter = "sim"
         assert_eq!(relay.jid, "relay-1@sensors.example.org");
         assert_eq!(relay.name, "relay");
         assert!(relay.access.is_none());
-        let DeviceBinding::Simulated(sim) = &relay.binding;
+        let DeviceBinding::Simulated(sim) = &relay.binding else {
+            panic!("simulated")
+        };
         assert_eq!(
             (sim.poll, sim.offline_every, sim.offline_for),
             (DEFAULT_POLL, None, DEFAULT_OFFLINE_FOR)
@@ -1683,9 +1730,8 @@ adapter = "sim"
         assert_eq!(
             errors(src),
             [
-                "6:1: adapter type `mqtt` is not available in this build (supported: simulated)",
-                "11:8: unknown adapter type `modbus`; did you mean `modbus-tcp`? (types: mqtt, modbus-tcp, modbus-rtu, serial, simulated; supported in this build: simulated)",
-                "14:1: adapter type `serial` is not available in this build (supported: simulated)",
+                "11:8: unknown adapter type `modbus`; did you mean `modbus-tcp`? (types: mqtt, modbus-tcp, modbus-rtu, serial, simulated; supported in this build: mqtt, simulated)",
+                "14:1: adapter type `serial` is not available in this build (supported: mqtt, simulated)",
                 "15:1: `url` is a key of `mqtt` adapters, but this adapter's type is `serial`",
             ]
         );
@@ -1812,7 +1858,7 @@ match = { id = "250715" }
   key = "temp"
 "#;
         let e = errors(src);
-        assert_eq!(e.len(), 4, "{e:#?}");
+        assert_eq!(e.len(), 3, "{e:#?}");
         assert!(
             e.iter()
                 .all(|l| l.contains("is not available in this build")),
@@ -2247,7 +2293,7 @@ adapter = "bsu"
             e,
             [
                 "3:1: unknown key `histroy` in [gateway]; did you mean `history`?",
-                "12:1: adapter type `mqtt` is not available in this build (supported: simulated)",
+                "10:1: an `mqtt` adapter needs `url`, e.g. `url = \"mqtt://127.0.0.1:1883\"` (or `mqtts://` for TLS)",
                 "18:9: `min` (0) must be less than `max` (-1)",
                 "20:6: device id `A` is the same as `a` (line 14) once lower-cased, as the XMPP server folds it",
                 "24:11: device `c` names adapter `bsu`, which is not defined; did you mean `bus`?",

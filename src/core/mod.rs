@@ -514,6 +514,13 @@ impl Core {
 
     async fn shut_down(mut self, mut inputs: CoreInputs) {
         inputs.inbound.close();
+        // What adapters already handed over is kept (stored, flushed at exit): an adapter that
+        // acknowledges its bus once the core accepted a reading (MQTT) must not lose it. Closing
+        // first tells the adapters to stop handing over (their sends now fail).
+        inputs.events.close();
+        while let Ok(ev) = inputs.events.try_recv() {
+            self.on_adapter_event(ev);
+        }
         for (_, handle) in self.scheduled.drain() {
             handle.abort();
         }
