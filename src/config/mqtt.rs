@@ -16,7 +16,6 @@
 //! checks what needs the device and its fields together (a writable field needs a command topic,
 //! a field needs a topic to read).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use gateway_api::FieldType;
@@ -30,7 +29,7 @@ use toml_edit::{Item, Value as TomlValue};
 
 use super::diagnostic::{Report, Span};
 use super::model::{FieldBinding, FieldConfig as ModelField};
-use super::raw::{Entry, RawDevice, RawField, Spanned};
+use super::raw::{Entry, RawDevice, Spanned};
 use super::validate::{ca_file, check_text, secret_pair, Context, Pair};
 
 /// The largest `max_payload` accepted: what MQTT can carry at all.
@@ -162,7 +161,7 @@ pub(super) fn adapter(
         client_id,
         username,
         password: password.map(|s| Password::new(s.expose())),
-        ca_file: ca.map(PathBuf::from),
+        ca_file: ca,
         keep_alive,
         max_payload,
     })
@@ -497,20 +496,20 @@ pub(super) fn field(
 
 /// Fills `{id}` into the fields' topics and commands and checks the device and its fields
 /// together: a field reads from its own topic or the device's (a writable field may have neither:
-/// it then only knows what was written), and a writable field needs a command topic. `id` is the
-/// device id as written; `raws` are the fields as written (for positions); `header` is the
-/// device's header. Returns false when something was reported.
+/// it then only knows what was written), and a writable field needs a command topic. `raw` is
+/// the device as written (its id, fleet marker and field positions); `label` names it.
 pub(super) fn finish_device(
     device: &DeviceConfig,
     fields: &mut [ModelField],
-    raws: &[RawField<'_>],
-    id: &str,
-    fleet: bool,
+    raw: &RawDevice<'_>,
     label: &str,
-    header: &Span,
     rep: &mut Report<'_>,
-) -> bool {
-    let mut ok = true;
+) {
+    let Some(id) = raw.id.as_ref().map(|i| i.value.as_str()) else {
+        return;
+    };
+    let fleet = raw.extra.iter().any(|e| e.key == "fleet");
+    let (raws, header) = (&raw.fields, &raw.span);
     for f in fields.iter_mut() {
         let FieldBinding::Mqtt(m) = &mut f.binding else {
             continue;
@@ -523,10 +522,7 @@ pub(super) fn finish_device(
         if let Some(t) = m.topic.take() {
             match TopicBinding::new(&t.filter, id, fleet) {
                 Ok(b) => m.topic = Some(b),
-                Err(e) => {
-                    rep.error(&at, format!("`topic` of field `{name}` of {label}: {e}"));
-                    ok = false;
-                }
+                Err(e) => rep.error(&at, format!("`topic` of field `{name}` of {label}: {e}")),
             }
         }
         if let Some(t) = m.command_topic.take() {
@@ -539,7 +535,6 @@ pub(super) fn finish_device(
                     "field `{name}` of {label} has no topic to read: give the device a `topic` or the field its own"
                 ),
             );
-            ok = false;
         }
         if f.spec.writable && m.command_topic.is_none() && device.command_topic.is_none() {
             let at = raw
@@ -551,7 +546,6 @@ pub(super) fn finish_device(
                     "field `{name}` of {label} is writable, but neither it nor the device has a `command_topic`"
                 ),
             );
-            ok = false;
         }
         if !f.spec.writable {
             let keys = ["command_topic", "command_template"];
@@ -565,7 +559,6 @@ pub(super) fn finish_device(
             }
         }
     }
-    ok
 }
 
 #[cfg(test)]
@@ -616,16 +609,32 @@ mod tests {
         ));
         let b = broker(&loaded);
         assert_eq!(
-            (b.client_id.as_deref(), b.username.as_deref(), b.password.as_ref().map(|p| p.expose()), b.keep_alive, b.max_payload),
-            (Some("gw-1"), Some("gw"), Some("pw"), Duration::from_secs(10), 1024)
+            (
+                b.client_id.as_deref(),
+                b.username.as_deref(),
+                b.password.as_ref().map(|p| p.expose()),
+                b.keep_alive,
+                b.max_payload
+            ),
+            (
+                Some("gw-1"),
+                Some("gw"),
+                Some("pw"),
+                Duration::from_secs(10),
+                1024
+            )
         );
-        assert!(warnings(&loaded).iter().any(|w| w.contains("inline `password`")));
+        assert!(warnings(&loaded)
+            .iter()
+            .any(|w| w.contains("inline `password`")));
 
         let e = errors(
             "[xmpp]\ndomain = \"sensors.example.org\"\nsecret = \"s\"\n[[adapter]]\nid = \"bus\"\ntype = \"mqtt\"\n",
         );
         assert_eq!(e, ["4:1: an `mqtt` adapter needs `url`, e.g. `url = \"mqtt://127.0.0.1:1883\"` (or `mqtts://` for TLS)"]);
-        let e = errors(&mqtt("keep_alive = \"500ms\"\nmax_payload = 0\npassword = \"x\"\nclient_id = \"\"\n"));
+        let e = errors(&mqtt(
+            "keep_alive = \"500ms\"\nmax_payload = 0\npassword = \"x\"\nclient_id = \"\"\n",
+        ));
         assert_eq!(
             e,
             [
@@ -647,7 +656,11 @@ mod tests {
         );
         let loaded = ok(&mqtt("ca_file = \"/nonexistent/ca.pem\"\n"));
         let w = warnings(&loaded);
-        assert!(w.iter().any(|w| w.contains("`ca_file` has no effect with `mqtt://`")), "{w:?}");
+        assert!(
+            w.iter()
+                .any(|w| w.contains("`ca_file` has no effect with `mqtt://`")),
+            "{w:?}"
+        );
     }
 
     #[test]
@@ -688,11 +701,21 @@ stale_after = "1m"
         let d = dev(&loaded, 0);
         assert_eq!(d.topic.as_ref().unwrap().filter, "plant/Boiler/state");
         let a = d.availability.as_ref().unwrap();
-        assert_eq!((a.topic.filter.as_str(), a.online.as_str(), a.offline.as_str()), ("plant/Boiler/status", "Online", "Offline"));
+        assert_eq!(
+            (
+                a.topic.filter.as_str(),
+                a.online.as_str(),
+                a.offline.as_str()
+            ),
+            ("plant/Boiler/status", "Online", "Offline")
+        );
         assert_eq!(d.command_topic.as_deref(), Some("plant/Boiler/set"));
         assert_eq!(d.stale_after, Some(Duration::from_secs(60)));
         let t = fld(&loaded, 0, 0);
-        assert_eq!((t.json.as_deref(), t.scale, t.offset), (Some("/temp"), 0.1, -5.0));
+        assert_eq!(
+            (t.json.as_deref(), t.scale, t.offset),
+            (Some("/temp"), 0.1, -5.0)
+        );
         let p = fld(&loaded, 0, 2);
         assert_eq!(p.topic.as_ref().unwrap().filter, "stat/Boiler/POWER");
         assert_eq!(p.command_topic.as_deref(), Some("cmnd/Boiler/POWER"));
@@ -735,7 +758,8 @@ availability_online = "up"
             ]
         );
         let loaded = ok(&mqtt("[[device]]\nid = \"d\"\nadapter = \"bus\"\ntopic = \"t\"\navailability_online = \"up\"\n[[device.field]]\nname = \"t\"\n"));
-        assert!(warnings(&loaded).contains(&"12:1: has no effect without `availability_topic`".to_owned()));
+        assert!(warnings(&loaded)
+            .contains(&"12:1: has no effect without `availability_topic`".to_owned()));
         let e = errors(&mqtt(
             "[[device]]\nid = \"d\"\nadapter = \"bus\"\n[[device.field]]\nname = \"t\"\n[[device.field]]\nname = \"w\"\nwritable = true\n",
         ));
@@ -775,19 +799,31 @@ command_topic = "cmnd/{id}/POWER"
         ));
         let devices = &loaded.config.devices;
         assert_eq!(devices.len(), 2);
-        assert_eq!((devices[0].id.as_str(), devices[0].name.as_str()), ("kitchen", "Plug Kitchen"));
+        assert_eq!(
+            (devices[0].id.as_str(), devices[0].name.as_str()),
+            ("kitchen", "Plug Kitchen")
+        );
         assert_eq!(devices[1].jid, "hall@sensors.example.org");
         let k = dev(&loaded, 0);
         let t = k.topic.unwrap();
-        assert_eq!((t.filter.as_str(), t.subscribe.as_str()), ("tele/Kitchen/SENSOR", "tele/+/SENSOR"));
+        assert_eq!(
+            (t.filter.as_str(), t.subscribe.as_str()),
+            ("tele/Kitchen/SENSOR", "tele/+/SENSOR")
+        );
         assert_eq!(k.command_topic.as_deref(), Some("cmnd/Kitchen/POWER"));
         let relay = fld(&loaded, 1, 1).topic.unwrap();
-        assert_eq!((relay.filter.as_str(), relay.subscribe.as_str()), ("stat/hall/POWER", "stat/+/POWER"));
+        assert_eq!(
+            (relay.filter.as_str(), relay.subscribe.as_str()),
+            ("stat/hall/POWER", "stat/+/POWER")
+        );
 
         let e = errors(&mqtt(
             "[[device]]\nfleet = [\"a/b\", \"ok\", \"OK\"]\nadapter = \"bus\"\ntopic = \"t/{id}\"\n[[device.field]]\nname = \"v\"\n",
         ));
-        assert_eq!(e, ["9:10: fleet member `a/b` cannot stand for `{id}` in a topic: it contains `/`"]);
+        assert_eq!(
+            e,
+            ["9:10: fleet member `a/b` cannot stand for `{id}` in a topic: it contains `/`"]
+        );
         let e = errors(&mqtt(
             "[[device]]\nfleet = [\"ok\", \"OK\", \"no way\"]\nadapter = \"bus\"\ntopic = \"t/{id}\"\n[[device.field]]\nname = \"v\"\n",
         ));
@@ -798,10 +834,21 @@ command_topic = "cmnd/{id}/POWER"
                 "9:22: device id `no way` is not valid: a device id may only contain a-z, 0-9, '.', '_' and '-' (found ' ')",
             ]
         );
-        let e = errors(&mqtt("[[device]]\nid = \"x\"\nfleet = []\nadapter = \"bus\"\n"));
-        assert_eq!(e, ["9:1: a [[device]] with `fleet` takes its ids from that list: remove `id`"]);
+        let e = errors(&mqtt(
+            "[[device]]\nid = \"x\"\nfleet = []\nadapter = \"bus\"\n",
+        ));
+        assert_eq!(
+            e,
+            ["9:1: a [[device]] with `fleet` takes its ids from that list: remove `id`"]
+        );
         // `fleet` belongs to mqtt devices.
-        let e = errors(&format!("{HEAD}[[device]]\nfleet = [\"a\"]\nadapter = \"sim\"\n"));
-        assert!(e.iter().any(|l| l.contains("`fleet` is a key of `mqtt` devices")), "{e:?}");
+        let e = errors(&format!(
+            "{HEAD}[[device]]\nfleet = [\"a\"]\nadapter = \"sim\"\n"
+        ));
+        assert!(
+            e.iter()
+                .any(|l| l.contains("`fleet` is a key of `mqtt` devices")),
+            "{e:?}"
+        );
     }
 }

@@ -18,13 +18,13 @@ use gateway_api::{DeviceId, FieldSpec, FieldType};
 use super::diagnostic::{list_names, suggestion, Report, Span};
 use super::jid::{self, parse_bare_jid, parse_domain, parse_host_port, parse_jid};
 use super::model::*;
+use super::mqtt;
 use super::raw::{
     self, unknown_key, Entry, RawAccess, RawAdapter, RawConfig, RawDevice, RawField, RawXmpp,
     Spanned, StringList, TypeKeys, ADAPTER_COMMON, ADAPTER_TYPES, CLIENT_KEYS, COMPONENT_KEYS,
     DEVICE_COMMON, FIELD_COMMON, SUPPORTED_TYPES,
 };
 use super::secret::{self, SecretError};
-use super::mqtt;
 use super::simulated;
 use super::{Env, LoadMode};
 
@@ -943,18 +943,8 @@ fn devices(
             .as_ref()
             .map(|a| device_access(&a.value, access, rep));
         let mut fields = fields(&raw.fields, kind, adapter, &label, rep);
-        if let (Some(DeviceBinding::Mqtt(m)), Some(written)) = (&binding, &raw.id) {
-            let fleet = raw.extra.iter().any(|e| e.key == "fleet");
-            mqtt::finish_device(
-                m,
-                &mut fields,
-                &raw.fields,
-                &written.value,
-                fleet,
-                &label,
-                &raw.span,
-                rep,
-            );
+        if let Some(DeviceBinding::Mqtt(m)) = &binding {
+            mqtt::finish_device(m, &mut fields, raw, &label, rep);
         }
         if raw.fields.is_empty() {
             rep.warn(&raw.span, format!("{label} has no [[device.field]]"));

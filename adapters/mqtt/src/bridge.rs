@@ -578,6 +578,8 @@ impl Bridge {
         match &self.link {
             LinkState::Starting => return None,
             LinkState::Down { reason } => return Some(Status::Offline(reason.clone())),
+            // Not listening yet: what was said before stands until the broker confirms.
+            LinkState::Up { .. } if !self.subscribed => return None,
             LinkState::Up { .. } => {}
         }
         if let Some(filter) = &st.refused {
@@ -597,9 +599,14 @@ impl Bridge {
             let secs = dev.config.stale_after.unwrap_or_default();
             return Some(Status::Offline(format!("no data for {}", seconds(secs))));
         }
-        if dev.config.availability.is_some() && st.avail.is_none() && st.last_data.is_none() {
-            // Neither its availability topic nor any data has spoken yet.
-            return None;
+        if let Some(a) = &dev.config.availability {
+            if st.avail.is_none() && st.last_data.is_none() {
+                // Neither its availability topic nor any data has spoken yet.
+                return Some(Status::Offline(format!(
+                    "no word yet on {}",
+                    a.topic.filter
+                )));
+            }
         }
         Some(Status::Online)
     }
@@ -915,6 +922,21 @@ mod tests {
         p
     }
 
+    /// Connects and has the broker acknowledge every subscription.
+    fn connect(b: &mut Bridge, t: Instant) {
+        b.on_link(
+            Link::Up {
+                session_present: false,
+            },
+            t,
+        );
+        b.on_link(Link::Subscribed(100), t);
+        let n = b.subscriptions().len();
+        let codes = vec![SubscribeReasonCode::Success(QoS::AtLeastOnce); n];
+        b.on_link(Link::SubAck(SubAck::new(100, codes)), t);
+        b.mqtt.retain(|r| !matches!(r, MqttRequest::Subscribe(_)));
+    }
+
     /// Everything the bridge has for the core, as text.
     fn drain(b: &mut Bridge) -> Vec<String> {
         let mut out = Vec::new();
@@ -971,9 +993,24 @@ mod tests {
         );
         assert_eq!(b.mqtt.len(), 1, "one SUBSCRIBE");
         assert!(matches!(&b.mqtt[0], MqttRequest::Subscribe(f) if f.len() == 5));
+        assert!(
+            drain(&mut b).is_empty(),
+            "nothing is online before the broker confirmed the subscriptions"
+        );
         b.mqtt.clear();
-        // Devices without availability topic are online at once; the others wait for a word.
-        assert_eq!(drain(&mut b), ["outdoor online"]);
+        b.on_link(Link::Subscribed(1), t0);
+        let codes = vec![SubscribeReasonCode::Success(QoS::AtLeastOnce); 5];
+        b.on_link(Link::SubAck(SubAck::new(1, codes)), t0);
+        // Devices without availability topic are online then; the others wait for a word.
+        assert_eq!(
+            drain(&mut b),
+            [
+                "boiler offline: no word yet on plant/boiler/status",
+                "outdoor online",
+                "kitchen offline: no word yet on tele/kitchen/LWT",
+                "hall offline: no word yet on tele/hall/LWT"
+            ]
+        );
 
         b.on_link(
             Link::Publish(publish(
@@ -1052,12 +1089,7 @@ mod tests {
     async fn bad_payloads_are_counted_and_change_nothing_else() {
         let mut b = bridge();
         let t0 = Instant::now();
-        b.on_link(
-            Link::Up {
-                session_present: false,
-            },
-            t0,
-        );
+        connect(&mut b, t0);
         drain(&mut b);
         b.on_link(Link::Publish(publish("plant/boiler/state", "{oops", 1)), t0);
         b.on_link(
@@ -1097,12 +1129,7 @@ mod tests {
     async fn stale_devices_go_offline_and_come_back_with_data() {
         let mut b = bridge();
         let t0 = Instant::now();
-        b.on_link(
-            Link::Up {
-                session_present: false,
-            },
-            t0,
-        );
+        connect(&mut b, t0);
         drain(&mut b);
         assert_eq!(b.next_deadline(), Some(t0 + Duration::from_secs(30)));
         b.on_link(
@@ -1149,7 +1176,17 @@ mod tests {
             matches!(b.mqtt.front(), Some(MqttRequest::Subscribe(_))),
             "first connection of the run subscribes even with a session"
         );
-        assert_eq!(drain(&mut b), ["outdoor online"]);
+        assert!(drain(&mut b).is_empty());
+        connect(&mut b, t0);
+        assert_eq!(
+            drain(&mut b),
+            [
+                "boiler offline: no word yet on plant/boiler/status",
+                "outdoor online",
+                "kitchen offline: no word yet on tele/kitchen/LWT",
+                "hall offline: no word yet on tele/hall/LWT"
+            ]
+        );
         // Messages taken before a disconnect are not acknowledged on the next connection.
         b.mqtt.clear();
         b.on_link(Link::Publish(publish("weather/outdoor/temp", "1", 5)), t0);
@@ -1262,12 +1299,7 @@ mod tests {
                 "not connected to the MQTT broker yet".into()
             ))
         );
-        b.on_link(
-            Link::Up {
-                session_present: false,
-            },
-            t0,
-        );
+        connect(&mut b, t0);
         b.on_link(
             Link::Publish(publish("plant/boiler/status", "online", 1)),
             t0,
@@ -1362,12 +1394,7 @@ mod tests {
     async fn reads_return_the_last_good_values() {
         let mut b = bridge();
         let t0 = Instant::now();
-        b.on_link(
-            Link::Up {
-                session_present: false,
-            },
-            t0,
-        );
+        connect(&mut b, t0);
         b.on_link(Link::Publish(publish("weather/outdoor/temp", "7.5", 1)), t0);
         let (tx, mut rx) = oneshot::channel();
         b.on_request(Request {

@@ -175,8 +175,8 @@ fn from_json(v: &Json, field: &MqttField) -> Result<Value, String> {
         },
         (FieldType::Boolean, Json::Bool(b)) => Ok(Value::Bool(*b)),
         (FieldType::Boolean, Json::Number(n)) => match n.as_f64() {
-            Some(f) if f == 0.0 => Ok(Value::Bool(false)),
-            Some(f) if f == 1.0 => Ok(Value::Bool(true)),
+            Some(0.0) => Ok(Value::Bool(false)),
+            Some(1.0) => Ok(Value::Bool(true)),
             _ => Err(format!(
                 "{n} is not a boolean (use true/false, on/off or 1/0)"
             )),
