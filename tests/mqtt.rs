@@ -789,3 +789,91 @@ async fn malformed_payloads_are_logged_counted_and_harm_no_one_else() {
         .expect("the adapter reports its counters at shutdown");
     assert!(stopped.contains("bad_payloads=5"), "{stopped}");
 }
+
+#[tokio::test]
+async fn mqtts_trusts_the_configured_ca_and_only_that() {
+    let prosody = Prosody::start(ProsodyOpts::new().random_component()).await;
+    prosody.register("bob", "pw").await;
+    // The broker presents the rig's `localhost` certificate, signed by the rig's test CA.
+    let certs = prosody.dir().join("certs");
+    let mosquitto =
+        Mosquitto::start_tls(&certs.join("localhost.crt"), &certs.join("localhost.key")).await;
+    let domain = prosody.component_domain().to_owned();
+    let config = format!(
+        r#"
+[gateway]
+name = "tls test"
+
+{xmpp}
+[access]
+read = ["bob@localhost"]
+
+[publish]
+min_interval = "0s"
+
+[[adapter]]
+id = "secure"
+type = "mqtt"
+url = "{tls}"
+ca_file = "{ca}"
+
+[[adapter]]
+id = "untrusted"
+type = "mqtt"
+url = "{tls}"
+
+[[device]]
+id = "probe"
+adapter = "secure"
+topic = "probe/temperature"
+  [[device.field]]
+  name = "temperature"
+
+[[device]]
+id = "stranger"
+adapter = "untrusted"
+topic = "probe/temperature"
+  [[device.field]]
+  name = "temperature"
+"#,
+        xmpp = prosody.component_toml(&domain),
+        tls = mosquitto.tls_url(),
+        ca = prosody.ca_path().display(),
+    );
+    let mut gateway = Gateway::spawn(&config);
+    assert!(gateway.wait_ready(TIMEOUT).await);
+    assert!(
+        gateway
+            .wait_log("Subscriptions acknowledged", TIMEOUT)
+            .await,
+        "the TLS link came up"
+    );
+    let probe = Jid::new(&format!("probe@{domain}")).expect("jid");
+    let stranger = Jid::new(&format!("stranger@{domain}")).expect("jid");
+    let mut bob = TestClient::connect(&prosody, "bob", "pw").await;
+    for jid in [&probe, &stranger] {
+        bob.subscribe(jid).await;
+        bob.recv_presence_from(jid, PresenceType::Subscribed, TIMEOUT)
+            .await
+            .expect("subscribed");
+    }
+    mosquitto.publish("probe/temperature", "19.5", false).await;
+    wait_presence(
+        &mut bob,
+        &probe,
+        PresenceType::None,
+        "temperature 19.5",
+        TIMEOUT,
+    )
+    .await;
+    // Without the CA the broker's certificate is not trusted: unavailable, and says why.
+    let reason = wait_presence(
+        &mut bob,
+        &stranger,
+        PresenceType::Unavailable,
+        "certificate",
+        TIMEOUT,
+    )
+    .await;
+    assert!(reason.contains("unreachable"), "{reason}");
+}

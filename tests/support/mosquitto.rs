@@ -48,6 +48,8 @@ fn mosquitto_bin() -> &'static str {
 pub struct Mosquitto {
     dir: TempDir,
     port: u16,
+    /// The TLS listener's port, when started with [`Mosquitto::start_tls`].
+    tls_port: Option<u16>,
     config_path: PathBuf,
     log_path: PathBuf,
     child: Option<Child>,
@@ -56,6 +58,16 @@ pub struct Mosquitto {
 impl Mosquitto {
     /// Writes the config and starts the broker on a free loopback port.
     pub async fn start() -> Mosquitto {
+        Self::start_with(None).await
+    }
+
+    /// Like [`start`](Self::start), with a second listener speaking TLS with this certificate
+    /// chain and key (PEM files; e.g. the ones the rig's Prosody made for `localhost`).
+    pub async fn start_tls(cert: &Path, key: &Path) -> Mosquitto {
+        Self::start_with(Some((cert, key))).await
+    }
+
+    async fn start_with(tls: Option<(&Path, &Path)>) -> Mosquitto {
         let dir = tempfile::Builder::new()
             .prefix("mosquitto-")
             .tempdir()
@@ -81,11 +93,22 @@ impl Mosquitto {
             log = log_path.display(),
             user = if as_root { "user root\n" } else { "" },
         );
+        let mut config = config;
+        let tls_port = tls.map(|(cert, key)| {
+            let tls_port = free_port();
+            config.push_str(&format!(
+                "listener {tls_port} 127.0.0.1\ncertfile {}\nkeyfile {}\n",
+                cert.display(),
+                key.display()
+            ));
+            tls_port
+        });
         let config_path = root.join("mosquitto.conf");
         fs::write(&config_path, config).expect("write mosquitto config");
         let mut m = Mosquitto {
             dir,
             port,
+            tls_port,
             config_path,
             log_path,
             child: None,
@@ -116,12 +139,14 @@ impl Mosquitto {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start mosquitto: {e}"));
         self.child = Some(child);
-        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
-        assert!(
-            wait_for_port(addr, START_TIMEOUT).await,
-            "mosquitto did not come up on {addr}:\n{}",
-            tail(&self.log_text(), 30)
-        );
+        for port in [Some(self.port), self.tls_port].into_iter().flatten() {
+            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+            assert!(
+                wait_for_port(addr, START_TIMEOUT).await,
+                "mosquitto did not come up on {addr}:\n{}",
+                tail(&self.log_text(), 30)
+            );
+        }
     }
 
     /// SIGTERM (Mosquitto saves its database) and wait for the exit.
@@ -143,6 +168,12 @@ impl Mosquitto {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// `mqtts://localhost:PORT` of the TLS listener (the name the rig's certificates carry).
+    pub fn tls_url(&self) -> String {
+        let port = self.tls_port.expect("started with start_tls");
+        format!("mqtts://localhost:{port}")
     }
 
     /// `mqtt://127.0.0.1:PORT`, for the gateway's `url`.

@@ -183,6 +183,7 @@ pub fn describe(e: &ConnectionError) -> String {
         },
         ConnectionError::NetworkTimeout => "no answer from the broker".into(),
         ConnectionError::FlushTimeout => "sending to the broker timed out".into(),
+        ConnectionError::Tls(rumqttc::TlsError::Io(e)) => format!("TLS: {e}"),
         ConnectionError::Tls(e) => format!("TLS: {e}"),
         ConnectionError::MqttState(StateError::Io(e)) => {
             format!("connection lost: {}", io_reason(e))
