@@ -253,3 +253,125 @@ fn filters_of(filters: &[String]) -> Vec<SubscribeFilter> {
         .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gateway_api::{
+        AdapterEvent, DeviceId, FieldSpec, FieldType, Request, RequestError, RequestKind, Value,
+    };
+    use tokio::sync::oneshot;
+
+    /// A loopback port nothing listens on (bound, then released).
+    fn closed_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }
+
+    fn device() -> MqttDevice {
+        MqttDevice {
+            id: DeviceId::new("d").unwrap(),
+            config: DeviceConfig {
+                topic: Some(TopicBinding::new("d/state", "d", false).unwrap()),
+                command_topic: Some("d/set".into()),
+                ..DeviceConfig::default()
+            },
+            fields: vec![MqttField {
+                spec: FieldSpec {
+                    name: "v".into(),
+                    unit: "".into(),
+                    kind: FieldType::Numeric,
+                    writable: true,
+                },
+                config: FieldConfig::default(),
+            }],
+        }
+    }
+
+    struct Running {
+        events: mpsc::Receiver<AdapterEvent>,
+        requests: mpsc::Sender<Request>,
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    fn start(broker: BrokerConfig) -> Running {
+        let (events_tx, events) = mpsc::channel(16);
+        let (requests, requests_rx) = mpsc::channel(4);
+        let shutdown = CancellationToken::new();
+        let ctx = AdapterContext {
+            adapter: "broker".into(),
+            events: events_tx,
+            requests: requests_rx,
+            shutdown: shutdown.clone(),
+        };
+        let adapter = MqttAdapter::new(broker, "test".into(), vec![device()]);
+        Running {
+            events,
+            requests,
+            shutdown,
+            task: tokio::spawn(adapter.run(ctx)),
+        }
+    }
+
+    async fn offline_reason(r: &mut Running) -> String {
+        match tokio::time::timeout(Duration::from_secs(10), r.events.recv()).await {
+            Ok(Some(AdapterEvent::Offline { reason, .. })) => reason,
+            other => panic!("expected the device to go offline, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn without_a_broker_devices_are_unavailable_and_writes_refused() {
+        let port = closed_port();
+        let url = BrokerUrl::parse(&format!("mqtt://127.0.0.1:{port}")).unwrap();
+        let mut r = start(BrokerConfig::new(url));
+        let reason = offline_reason(&mut r).await;
+        assert!(
+            reason.starts_with(&format!("MQTT broker 127.0.0.1:{port} unreachable: ")),
+            "{reason}"
+        );
+        let (tx, rx) = oneshot::channel();
+        r.requests
+            .send(Request {
+                device: DeviceId::new("d").unwrap(),
+                kind: RequestKind::Write {
+                    values: vec![("v".into(), Value::Float(1.0))],
+                },
+                reply: tx,
+            })
+            .await
+            .unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(10), rx)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(answer, Err(RequestError::Unreachable(_))),
+            "{answer:?}"
+        );
+        r.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(2), r.task)
+            .await
+            .expect("stops promptly while backing off")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_client_that_cannot_be_set_up_says_why_until_shutdown() {
+        let mut broker = BrokerConfig::new(BrokerUrl::parse("mqtts://localhost:8883").unwrap());
+        broker.ca_file = Some("/nonexistent/ca.pem".into());
+        let mut r = start(broker);
+        let reason = offline_reason(&mut r).await;
+        assert!(
+            reason.starts_with("MQTT client setup failed: cannot read the CA file"),
+            "{reason}"
+        );
+        assert!(!r.task.is_finished());
+        r.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(2), r.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}

@@ -412,6 +412,41 @@ mod tests {
         assert!(e.ends_with("it holds no PEM certificate"), "{e}");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_broker_that_is_down_is_retried_with_back_off_not_in_a_loop() {
+        // A Unix socket that does not exist: every attempt fails at once, without I/O or timers
+        // of its own, so the time between attempts is the back-off alone.
+        let mut o = MqttOptions::new("t", "/nonexistent/mqtt.sock", 0);
+        o.set_transport(Transport::unix());
+        let (_client, el) = rumqttc::AsyncClient::new(o, 10);
+        let (tx, mut rx) = mpsc::channel(8);
+        let stop = CancellationToken::new();
+        let info = LinkInfo {
+            adapter: "broker".into(),
+            url: "mqtt://nowhere".into(),
+            client_id: "t".into(),
+        };
+        let stats = Arc::new(MqttStats::default());
+        let task = tokio::spawn(drive(el, tx, stop.clone(), info, stats.clone()));
+        let mut at = Vec::new();
+        for _ in 0..6 {
+            match rx.recv().await {
+                Some(Link::Down { .. }) => at.push(tokio::time::Instant::now()),
+                other => panic!("expected a failure, got {other:?}"),
+            }
+        }
+        let gaps: Vec<f64> = at.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
+        for (gap, base) in gaps.iter().zip([1.0, 2.0, 4.0, 8.0, 16.0]) {
+            assert!(
+                *gap >= base * 0.8 && *gap <= base * 1.2,
+                "attempts {gaps:?} do not follow the back-off"
+            );
+        }
+        assert_eq!(MqttStats::get(&stats.connection_failures), 6);
+        stop.cancel();
+        task.await.unwrap();
+    }
+
     #[test]
     fn failures_are_described_for_people() {
         let refused = ConnectionError::Io(io::Error::from(io::ErrorKind::ConnectionRefused));
