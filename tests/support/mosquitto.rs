@@ -204,6 +204,32 @@ impl Mosquitto {
         );
     }
 
+    /// Starts `mosquitto_pub -l` publishing one message per line of `lines` at QoS 1 and returns
+    /// it running (wait for it with [`super::wait_child`]).
+    pub fn spawn_publish_lines(&self, topic: &str, lines: &[String]) -> Child {
+        let input = self.dir.path().join(format!("{}.lines", random_id("pub-")));
+        let mut text = lines.join("\n");
+        text.push('\n');
+        fs::write(&input, text).expect("write mosquitto_pub input");
+        Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-q",
+                "1",
+                "-t",
+                topic,
+                "-l",
+            ])
+            .stdin(fs::File::open(&input).expect("open mosquitto_pub input"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start mosquitto_pub: {e}"))
+    }
+
     /// Publishes one message per line of `lines` at QoS 1 with one `mosquitto_pub -l`.
     pub async fn publish_lines(&self, topic: &str, lines: &[String]) {
         let input = self.dir.path().join(format!("{}.lines", random_id("pub-")));
