@@ -263,7 +263,7 @@ pub(super) fn expand_fleets<'a>(
 }
 
 /// Builds an mqtt device's settings. `id` is the device id as written (a fleet member's text),
-/// for `{id}` in its topics; `label` names it in messages.
+/// for `{id}` in its topics; a `fleet` key among `own` marks a fleet member.
 pub(super) fn device(
     own: &[Entry<'_>],
     id: Option<&str>,
