@@ -38,6 +38,9 @@ pub fn spawn_all(
                     tasks.spawn(bus.run(ctx));
                 }
             }
+            AdapterKind::Mqtt(broker) => {
+                tasks.spawn(mqtt(config, index, &adapter.id, broker).run(ctx));
+            }
         }
         tracing::debug!(adapter = %adapter.id, kind = adapter.kind.type_name(), "adapter started");
     }
@@ -96,5 +99,48 @@ fn simulated(config: &Config, index: usize) -> gateway_simulated::SimulatedAdapt
     gateway_simulated::SimulatedAdapter::new(devices)
 }
 
+/// The MQTT adapter for `[[adapter]]` number `index`: its devices, and the client id (as
+/// configured, else derived from the gateway's name and the adapter id).
+fn mqtt(
+    config: &Config,
+    index: usize,
+    adapter_id: &str,
+    broker: &gateway_mqtt::BrokerConfig,
+) -> gateway_mqtt::MqttAdapter {
+    use crate::config::{DeviceBinding, FieldBinding};
+    use gateway_mqtt::{MqttDevice, MqttField};
+    let devices = config
+        .devices
+        .iter()
+        .filter(|d| d.adapter_index == index)
+        .filter_map(|d| {
+            let DeviceBinding::Mqtt(binding) = &d.binding else {
+                return None;
+            };
+            let fields = d
+                .fields
+                .iter()
+                .filter_map(|f| match &f.binding {
+                    FieldBinding::Mqtt(c) => Some(MqttField {
+                        spec: f.spec.clone(),
+                        config: c.clone(),
+                    }),
+                    _ => None,
+                })
+                .collect();
+            Some(MqttDevice {
+                id: d.id.clone(),
+                config: binding.clone(),
+                fields,
+            })
+        })
+        .collect();
+    let client_id = broker
+        .client_id
+        .clone()
+        .unwrap_or_else(|| gateway_mqtt::default_client_id(&config.gateway.name, adapter_id));
+    gateway_mqtt::MqttAdapter::new(broker.clone(), client_id, devices)
+}
+
 /// The `type = ...` names this build supports, for `version`.
-pub const SUPPORTED: &[&str] = &["simulated", "modbus-rtu", "modbus-tcp"];
+pub const SUPPORTED: &[&str] = &["mqtt", "simulated", "modbus-rtu", "modbus-tcp"];

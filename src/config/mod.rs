@@ -5,8 +5,8 @@
 //! - [`raw`] parses the TOML with `toml_edit` (which keeps spans) and walks it into a typed
 //!   mirror of the file, reporting unknown keys (with "did you mean") and wrong types;
 //! - [`validate`] applies defaults and checks meaning: cross-references, JIDs, secrets (read
-//!   through [`secret`]), durations ([`duration`]); [`simulated`] and [`modbus`] hold the
-//!   simulated and Modbus adapters' own keys;
+//!   through [`secret`]), durations ([`duration`]); [`simulated`], [`mqtt`] and [`modbus`] hold
+//!   the adapters' own keys;
 //! - [`diagnostic`] turns spans into `PATH:LINE:COL: message` lines.
 //!
 //! [`device_table`] renders what `check` prints. [`resolve_path`] picks the file to load.
@@ -17,6 +17,7 @@ mod duration;
 mod jid;
 mod modbus;
 pub mod model;
+mod mqtt;
 mod raw;
 mod secret;
 mod simulated;

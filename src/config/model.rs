@@ -150,6 +150,8 @@ pub enum AdapterKind {
     Simulated,
     /// `modbus-rtu` or `modbus-tcp`: one serial line or one TCP address.
     Modbus(gateway_modbus::BusSettings),
+    /// The broker and how to log in.
+    Mqtt(gateway_mqtt::BrokerConfig),
 }
 
 impl AdapterKind {
@@ -158,6 +160,7 @@ impl AdapterKind {
         match self {
             AdapterKind::Simulated => "simulated",
             AdapterKind::Modbus(bus) => bus.transport.type_name(),
+            AdapterKind::Mqtt(_) => "mqtt",
         }
     }
 }
@@ -186,6 +189,8 @@ pub enum DeviceBinding {
     Simulated(SimulatedDevice),
     /// Unit id, poll interval and request limits.
     Modbus(gateway_modbus::DeviceSettings),
+    /// Topics, availability, commands, staleness.
+    Mqtt(gateway_mqtt::DeviceConfig),
 }
 
 #[derive(Debug, Clone)]
@@ -210,6 +215,8 @@ pub enum FieldBinding {
     Simulated(Generator),
     /// Register kind, address and encoding.
     Modbus(gateway_modbus::Point),
+    /// JSON pointer, own topic, scale/offset, boolean spellings, command.
+    Mqtt(gateway_mqtt::FieldConfig),
 }
 
 /// How a simulated field produces values.

@@ -71,14 +71,29 @@ pub(crate) const ADAPTER_TYPES: &[TypeKeys] = &[
             "password",
             "ca_file",
             "client_id",
+            "keep_alive",
+            "max_payload",
         ],
         device: &[
             "topic",
             "availability_topic",
+            "availability_online",
+            "availability_offline",
+            "command_topic",
+            "command_template",
+            "stale_after",
+            "fleet",
+        ],
+        field: &[
+            "json",
+            "topic",
+            "scale",
+            "offset",
+            "payload_on",
+            "payload_off",
             "command_topic",
             "command_template",
         ],
-        field: &["json"],
     },
     TypeKeys {
         name: "modbus-tcp",
@@ -241,7 +256,7 @@ impl RawXmpp {
 pub(crate) type StringList = Spanned<Vec<Spanned<String>>>;
 
 /// `[access]` or a device's `access = { ... }`.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct RawAccess {
     pub read: Option<StringList>,
     pub control: Option<StringList>,
@@ -284,7 +299,7 @@ pub(crate) struct RawAdapter<'a> {
 }
 
 /// One `[[device]]`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct RawDevice<'a> {
     /// The `[[device]]` header.
     pub span: Span,
@@ -303,7 +318,7 @@ pub(crate) struct RawDevice<'a> {
 }
 
 /// One `[[device.field]]`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct RawField<'a> {
     /// The `[[device.field]]` header (or the inline table).
     pub span: Span,

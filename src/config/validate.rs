@@ -19,6 +19,7 @@ use super::diagnostic::{list_names, suggestion, Report, Span};
 use super::jid::{self, parse_bare_jid, parse_domain, parse_host_port, parse_jid};
 use super::modbus;
 use super::model::*;
+use super::mqtt;
 use super::raw::{
     self, unknown_key, Entry, RawAccess, RawAdapter, RawConfig, RawDevice, RawField, RawXmpp,
     Spanned, StringList, TypeKeys, ADAPTER_COMMON, ADAPTER_TYPES, CLIENT_KEYS, COMPONENT_KEYS,
@@ -71,9 +72,16 @@ pub(crate) fn validate(
     let log = LogConfig {
         level: raw.log.level.as_ref().and_then(|l| log_level(l, rep)),
     };
-    let (adapters, infos) = adapters(&raw.adapters, rep);
-    let devices = devices(&raw.devices, &infos, xmpp.as_ref(), &access, ctx, rep);
-    if raw.devices.is_empty() {
+    let (adapters, infos) = adapters(&raw.adapters, ctx, rep);
+    // An mqtt `fleet` stands for one device per member: from here on they are devices like any.
+    let is_mqtt = |id: &str| {
+        infos
+            .iter()
+            .any(|a| a.id == id && a.kind.is_some_and(|k| k.name == "mqtt"))
+    };
+    let raw_devices = mqtt::expand_fleets(raw.devices, is_mqtt, rep);
+    let devices = devices(&raw_devices, &infos, xmpp.as_ref(), &access, ctx, rep);
+    if raw_devices.is_empty() {
         rep.warn(
             &(0..0),
             "no [[device]] is configured: the gateway will have nothing to show",
@@ -103,7 +111,7 @@ fn bad(list: &[String], key: &str) -> bool {
 }
 
 /// Non-empty (after trimming) text without control characters.
-fn check_text(rep: &mut Report<'_>, s: &Spanned<String>, key: &str) -> bool {
+pub(super) fn check_text(rep: &mut Report<'_>, s: &Spanned<String>, key: &str) -> bool {
     if s.value.trim().is_empty() {
         rep.error(&s.span, format!("`{key}` must not be empty"));
         false
@@ -414,17 +422,21 @@ fn server(rep: &mut Report<'_>, s: &Spanned<String>, default_port: u16) -> Optio
 }
 
 /// A secret given as `*_file` or inline.
-struct Pair<'r> {
-    file: Option<&'r Spanned<String>>,
-    file_key: &'static str,
-    inline: Option<&'r Spanned<String>>,
-    inline_key: &'static str,
+pub(super) struct Pair<'r> {
+    pub file: Option<&'r Spanned<String>>,
+    pub file_key: &'static str,
+    pub inline: Option<&'r Spanned<String>>,
+    pub inline_key: &'static str,
 }
 
 /// Reads the secret of a `*_file` / inline pair. `None` when neither is given (the caller says
 /// whether that is an error), on errors (reported), and under `check` when the file is absent
 /// (a warning).
-fn secret_pair(rep: &mut Report<'_>, ctx: &Context<'_>, pair: Pair<'_>) -> Option<Secret> {
+pub(super) fn secret_pair(
+    rep: &mut Report<'_>,
+    ctx: &Context<'_>,
+    pair: Pair<'_>,
+) -> Option<Secret> {
     let Pair {
         file,
         file_key,
@@ -483,7 +495,11 @@ fn file_problem(
     }
 }
 
-fn ca_file(rep: &mut Report<'_>, ctx: &Context<'_>, f: &Spanned<String>) -> Option<PathBuf> {
+pub(super) fn ca_file(
+    rep: &mut Report<'_>,
+    ctx: &Context<'_>,
+    f: &Spanned<String>,
+) -> Option<PathBuf> {
     if !check_text(rep, f, "ca_file") {
         return None;
     }
@@ -662,6 +678,7 @@ struct AdapterInfo {
 
 fn adapters(
     raws: &[RawAdapter<'_>],
+    ctx: &Context<'_>,
     rep: &mut Report<'_>,
 ) -> (Vec<AdapterConfig>, Vec<AdapterInfo>) {
     let mut configs = Vec::new();
@@ -739,23 +756,22 @@ fn adapters(
             None => String::new(),
         };
         let own = type_entries(rep, &raw.extra, kind, Level::Adapter, &context);
-        let adapter_kind = match kind {
+        let built = match kind {
             Some(k) if k.name == "simulated" => Some(AdapterKind::Simulated),
+            Some(k) if k.name == "mqtt" => {
+                mqtt::adapter(&own, &raw.span, ctx, rep).map(AdapterKind::Mqtt)
+            }
             Some(k) if modbus::is_modbus(k.name) => modbus::adapter(k.name, &own, &raw.span, rep),
             _ => None,
         };
-
         let Some(id) = id else { continue };
-        let index = match adapter_kind {
-            Some(kind) => {
-                configs.push(AdapterConfig {
-                    id: Arc::from(id.as_str()),
-                    kind,
-                });
-                Some(configs.len() - 1)
-            }
-            None => None,
-        };
+        let index = built.map(|kind| {
+            configs.push(AdapterConfig {
+                id: Arc::from(id.as_str()),
+                kind,
+            });
+            configs.len() - 1
+        });
         infos.push(AdapterInfo { id, kind, index });
     }
     (configs, infos)
@@ -900,6 +916,10 @@ fn devices(
                     binding
                 })
             }
+            Some(k) if k.name == "mqtt" => {
+                let written = raw.id.as_ref().map(|i| i.value.as_str());
+                mqtt::device(&own, written, rep).map(DeviceBinding::Mqtt)
+            }
             _ => None,
         };
 
@@ -958,7 +978,10 @@ fn devices(
             .access
             .as_ref()
             .map(|a| device_access(&a.value, access, rep));
-        let fields = fields(&raw.fields, kind, adapter, &label, modbus_defaults, rep);
+        let mut fields = fields(&raw.fields, kind, adapter, &label, modbus_defaults, rep);
+        if let Some(DeviceBinding::Mqtt(m)) = &binding {
+            mqtt::finish_device(m, &mut fields, raw, &label, rep);
+        }
         if raw.fields.is_empty() {
             rep.warn(&raw.span, format!("{label} has no [[device.field]]"));
         }
@@ -1287,6 +1310,9 @@ fn fields(
                     binding
                 })
             }
+            Some(k) if k.name == "mqtt" => {
+                mqtt::field(&own, field_type, &label, rep).map(FieldBinding::Mqtt)
+            }
             _ => None,
         };
         let Some(binding) = binding else { continue };
@@ -1364,7 +1390,7 @@ pub(crate) mod tests {
     pub(crate) fn simulated(loaded: &Loaded, device: usize, field: usize) -> Generator {
         let FieldBinding::Simulated(g) = &loaded.config.devices[device].fields[field].binding
         else {
-            panic!("a simulated field");
+            panic!("not a simulated field")
         };
         g.clone()
     }
@@ -1749,9 +1775,8 @@ adapter = "sim"
         assert_eq!(
             errors(src),
             [
-                "6:1: adapter type `mqtt` is not available in this build (supported: simulated, modbus-rtu, modbus-tcp)",
-                "11:8: unknown adapter type `modbus`; did you mean `modbus-tcp`? (types: mqtt, modbus-tcp, modbus-rtu, serial, simulated; supported in this build: simulated, modbus-rtu, modbus-tcp)",
-                "14:1: adapter type `serial` is not available in this build (supported: simulated, modbus-rtu, modbus-tcp)",
+                "11:8: unknown adapter type `modbus`; did you mean `modbus-tcp`? (types: mqtt, modbus-tcp, modbus-rtu, serial, simulated; supported in this build: mqtt, simulated, modbus-rtu, modbus-tcp)",
+                "14:1: adapter type `serial` is not available in this build (supported: mqtt, simulated, modbus-rtu, modbus-tcp)",
                 "15:1: `url` is a key of `mqtt` adapters, but this adapter's type is `serial`",
             ]
         );
@@ -1878,8 +1903,8 @@ match = { id = "250715" }
   key = "temp"
 "#;
         let e = errors(src);
-        // mqtt and serial; the Modbus adapters are in this build.
-        assert_eq!(e.len(), 2, "{e:#?}");
+        // serial; the MQTT and Modbus adapters are in this build.
+        assert_eq!(e.len(), 1, "{e:#?}");
         assert!(
             e.iter()
                 .all(|l| l.contains("is not available in this build")),
@@ -2314,7 +2339,7 @@ adapter = "bsu"
             e,
             [
                 "3:1: unknown key `histroy` in [gateway]; did you mean `history`?",
-                "12:1: adapter type `mqtt` is not available in this build (supported: simulated, modbus-rtu, modbus-tcp)",
+                "10:1: an `mqtt` adapter needs `url`, e.g. `url = \"mqtt://127.0.0.1:1883\"` (or `mqtts://` for TLS)",
                 "18:9: `min` (0) must be less than `max` (-1)",
                 "20:6: device id `A` is the same as `a` (line 14) once lower-cased, as the XMPP server folds it",
                 "24:11: device `c` names adapter `bsu`, which is not defined; did you mean `bus`?",

@@ -666,6 +666,18 @@ impl Core {
 
     async fn shut_down(mut self, mut inputs: CoreInputs) {
         inputs.inbound.close();
+        // What adapters already handed over is kept (stored, flushed at exit): an adapter that
+        // acknowledges its bus once the core accepted a reading (MQTT) must not lose it. Closing
+        // first tells the adapters to stop handing over (their sends now fail).
+        // `recv` returns `None` once the buffer is empty and no adapter holds a send permit any
+        // more (one taken before the close may still be used); bounded in case one never is.
+        inputs.events.close();
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            while let Some(ev) = inputs.events.recv().await {
+                self.on_adapter_event(ev);
+            }
+        })
+        .await;
         for (_, handle) in self.scheduled.drain() {
             handle.abort();
         }

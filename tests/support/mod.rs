@@ -6,6 +6,7 @@
 //!   so that a test can look for one that arrived earlier.
 //! * [`gateway`]: the gateway binary run as a child process with its own config, state dir and
 //!   log file.
+//! * [`mosquitto`]: a private Mosquitto (own port, config, persistence directory) for MQTT tests.
 //!
 //! Every wait here has a deadline ([`TIMEOUT`] unless a test says otherwise); nothing sleeps to wait
 //! for something that can be awaited. Where only polling is possible (a port that starts to
@@ -16,10 +17,12 @@
 
 pub mod client;
 pub mod gateway;
+pub mod mosquitto;
 pub mod prosody;
 
 pub use client::TestClient;
 pub use gateway::{Gateway, GatewayOpts};
+pub use mosquitto::Mosquitto;
 pub use prosody::{Prosody, ProsodyOpts};
 
 use std::ffi::OsStr;

@@ -1,0 +1,939 @@
+//! The MQTT adapter end to end: a private Mosquitto, a private Prosody, the gateway binary, and
+//! XMPP users who see what devices publish (presence, XEP-0323 readouts) and control them
+//! (XEP-0325, chat). Messages are published with `mosquitto_pub`; commands are watched with an
+//! MQTT subscriber.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use support::client::presence_status;
+use support::{Gateway, Mosquitto, Prosody, ProsodyOpts, TestClient, TIMEOUT};
+use xmpp_parsers::jid::Jid;
+use xmpp_parsers::minidom::Element;
+use xmpp_parsers::presence::{Presence, Type as PresenceType};
+
+const NS_SD: &str = "urn:xmpp:iot:sensordata";
+const NS_CTL: &str = "urn:xmpp:iot:control";
+
+/// Reconnecting after a broker outage can take a few back-off steps.
+const RECONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+struct Rig {
+    prosody: Prosody,
+    mosquitto: Mosquitto,
+    gateway: Gateway,
+    domain: String,
+}
+
+impl Rig {
+    async fn start() -> Rig {
+        let prosody = Prosody::start(ProsodyOpts::new().random_component()).await;
+        for user in ["alice", "bob"] {
+            prosody.register(user, "pw").await;
+        }
+        let mosquitto = Mosquitto::start().await;
+        let domain = prosody.component_domain().to_owned();
+        let mut gateway = Gateway::spawn(&config(&prosody, &domain, &mosquitto));
+        assert!(gateway.wait_ready(TIMEOUT).await, "gateway ready");
+        // Messages published before the gateway subscribed would not reach it.
+        assert!(
+            gateway
+                .wait_log("Subscriptions acknowledged", TIMEOUT)
+                .await,
+            "the broker acknowledged the gateway's subscriptions"
+        );
+        Rig {
+            prosody,
+            mosquitto,
+            gateway,
+            domain,
+        }
+    }
+
+    fn jid(&self, device: &str) -> Jid {
+        Jid::new(&format!("{device}@{}", self.domain)).expect("device jid")
+    }
+
+    async fn user(&self, name: &str) -> TestClient {
+        TestClient::connect(&self.prosody, name, "pw").await
+    }
+
+    /// `name` subscribed to `devices` (each approved).
+    async fn subscriber(&self, name: &str, devices: &[&str]) -> TestClient {
+        let mut c = self.user(name).await;
+        for d in devices {
+            let jid = self.jid(d);
+            c.subscribe(&jid).await;
+            c.recv_presence_from(&jid, PresenceType::Subscribed, TIMEOUT)
+                .await
+                .unwrap_or_else(|| panic!("subscription to {d} approved"));
+        }
+        c
+    }
+
+    async fn publish(&self, topic: &str, payload: &str) {
+        self.mosquitto.publish(topic, payload, false).await;
+    }
+}
+
+/// The configuration the README's MQTT section describes: a plain JSON sensor, a bare numeric
+/// topic, a fleet of Tasmota plugs, a zigbee2mqtt lamp, a wildcard topic, a device that goes
+/// stale, and a counter.
+fn config(prosody: &Prosody, domain: &str, mosquitto: &Mosquitto) -> String {
+    format!(
+        r#"
+[gateway]
+name = "mqtt test"
+history = "1h"
+
+{xmpp}
+[access]
+read = ["bob@localhost", "alice@localhost"]
+control = ["alice@localhost"]
+
+[publish]
+min_interval = "0s"
+
+[[adapter]]
+id = "broker"
+type = "mqtt"
+url = "{url}"
+keep_alive = "5s"
+max_payload = 1024
+
+[[device]]
+id = "boiler"
+adapter = "broker"
+topic = "plant/boiler/state"
+availability_topic = "plant/boiler/status"
+command_topic = "plant/boiler/set"
+  [[device.field]]
+  name = "temperature"
+  unit = "°C"
+  json = "/temp"
+  [[device.field]]
+  name = "setpoint"
+  unit = "°C"
+  json = "/setpoint"
+  writable = true
+  [[device.field]]
+  name = "pump"
+  type = "boolean"
+  json = "/pump"
+  writable = true
+
+[[device]]
+id = "outdoor"
+adapter = "broker"
+topic = "weather/outdoor/temperature"
+  [[device.field]]
+  name = "temperature"
+  unit = "°C"
+
+[[device]]
+fleet = ["plug-kitchen", "plug-hall"]
+name = "Tasmota {{id}}"
+adapter = "broker"
+topic = "tele/{{id}}/SENSOR"
+availability_topic = "tele/{{id}}/LWT"
+availability_online = "Online"
+availability_offline = "Offline"
+command_topic = "cmnd/{{id}}/POWER"
+  [[device.field]]
+  name = "power"
+  unit = "W"
+  json = "/ENERGY/Power"
+  [[device.field]]
+  name = "relay"
+  type = "boolean"
+  topic = "stat/{{id}}/POWER"
+  payload_on = "ON"
+  payload_off = "OFF"
+  command_template = "{{value}}"
+  writable = true
+
+[[device]]
+id = "lamp"
+adapter = "broker"
+topic = "zigbee2mqtt/lamp"
+availability_topic = "zigbee2mqtt/lamp/availability"
+command_topic = "zigbee2mqtt/lamp/set"
+  [[device.field]]
+  name = "state"
+  type = "boolean"
+  json = "/state"
+  payload_on = "ON"
+  payload_off = "OFF"
+  writable = true
+  [[device.field]]
+  name = "brightness"
+  type = "integer"
+  json = "/brightness"
+  writable = true
+
+[[device]]
+id = "anyroom"
+adapter = "broker"
+topic = "rooms/+/temperature"
+  [[device.field]]
+  name = "temperature"
+  unit = "°C"
+
+[[device]]
+id = "heartbeat"
+adapter = "broker"
+topic = "hb/value"
+stale_after = "2s"
+  [[device.field]]
+  name = "beat"
+  type = "integer"
+
+[[device]]
+id = "counter"
+adapter = "broker"
+topic = "counter/state"
+  [[device.field]]
+  name = "seq"
+  type = "integer"
+  json = "/seq"
+"#,
+        xmpp = prosody.component_toml(domain),
+        url = mosquitto.url(),
+    )
+}
+
+fn el(xml: &str) -> Element {
+    xml.parse().expect("test XML")
+}
+
+fn from_device(p: &Presence, jid: &Jid) -> bool {
+    p.from
+        .as_ref()
+        .is_some_and(|f| f.to_bare() == jid.to_bare())
+}
+
+/// The next presence from `device` whose type is `type_` and whose status contains `needle`.
+async fn wait_presence(
+    client: &mut TestClient,
+    device: &Jid,
+    type_: PresenceType,
+    needle: &str,
+    timeout: Duration,
+) -> String {
+    let p = client
+        .recv_presence(timeout, |p| {
+            from_device(p, device)
+                && p.type_ == type_
+                && presence_status(p).is_some_and(|s| s.contains(needle))
+        })
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "no {type_:?} presence from {device} with {needle:?}; buffered:\n{}",
+                client.dump_buffer()
+            )
+        });
+    presence_status(&p).unwrap_or_default()
+}
+
+/// Every `fields` payload of readout `seqnr` from `from`, up to the one marked `done`.
+async fn readout(client: &mut TestClient, from: &Jid, req: Element, seqnr: &str) -> Vec<Element> {
+    client
+        .iq_get(from, req)
+        .await
+        .unwrap_or_else(|e| panic!("readout of {from} refused: {e:?}"));
+    let mut out = Vec::new();
+    loop {
+        let m = client
+            .recv_message(TIMEOUT, |m| {
+                m.from
+                    .as_ref()
+                    .is_some_and(|f| f.to_bare() == from.to_bare())
+                    && m.payloads.iter().any(|p| {
+                        (p.is("fields", NS_SD) || p.is("failure", NS_SD))
+                            && p.attr("seqnr") == Some(seqnr)
+                    })
+            })
+            .await
+            .unwrap_or_else(|| panic!("no data for readout {seqnr} of {from}"));
+        let Some(fields) = m.payloads.into_iter().find(|p| p.is("fields", NS_SD)) else {
+            panic!("readout {seqnr} of {from} failed");
+        };
+        let done = fields.attr("done") == Some("true");
+        out.push(fields);
+        if done {
+            return out;
+        }
+    }
+}
+
+/// Momentary values of `device`: (field name, value).
+async fn momentary(client: &mut TestClient, device: &Jid, seqnr: &str) -> Vec<(String, String)> {
+    let req = el(&format!(
+        "<req xmlns='{NS_SD}' seqnr='{seqnr}' momentary='true'/>"
+    ));
+    values(&readout(client, device, req, seqnr).await)
+}
+
+/// Every value in `fields` payloads: (field name, value), in order.
+fn values(payloads: &[Element]) -> Vec<(String, String)> {
+    payloads
+        .iter()
+        .flat_map(|f| f.children())
+        .flat_map(|node| node.children())
+        .flat_map(|ts| ts.children())
+        .map(|f| {
+            (
+                f.attr("name").unwrap_or("").to_owned(),
+                f.attr("value").unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn value_of<'a>(values: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    values
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[tokio::test]
+async fn readings_reach_presence_and_readouts_through_every_kind_of_mapping() {
+    let rig = Rig::start().await;
+    let boiler = rig.jid("boiler");
+    let outdoor = rig.jid("outdoor");
+    let kitchen = rig.jid("plug-kitchen");
+    let hall = rig.jid("plug-hall");
+    let anyroom = rig.jid("anyroom");
+    let mut bob = rig
+        .subscriber(
+            "bob",
+            &["boiler", "outdoor", "plug-kitchen", "plug-hall", "anyroom"],
+        )
+        .await;
+
+    // A plain JSON sensor with an availability topic.
+    rig.publish("plant/boiler/status", "online").await;
+    rig.publish(
+        "plant/boiler/state",
+        r#"{"temp": 61.5, "setpoint": 60, "pump": true}"#,
+    )
+    .await;
+    let status = wait_presence(
+        &mut bob,
+        &boiler,
+        PresenceType::None,
+        "temperature 61.5 °C",
+        TIMEOUT,
+    )
+    .await;
+    assert!(status.contains("pump on"), "{status}");
+    let v = momentary(&mut bob, &boiler, "1").await;
+    assert_eq!(value_of(&v, "temperature"), Some("61.5"));
+    assert_eq!(value_of(&v, "setpoint"), Some("60"));
+    assert_eq!(value_of(&v, "pump"), Some("true"));
+
+    // A bare numeric topic.
+    rig.publish("weather/outdoor/temperature", "-3.5").await;
+    wait_presence(
+        &mut bob,
+        &outdoor,
+        PresenceType::None,
+        "temperature -3.5 °C",
+        TIMEOUT,
+    )
+    .await;
+
+    // A fleet: one subscription (`tele/+/SENSOR`) serves both plugs, each gets its own values.
+    rig.publish("tele/plug-kitchen/LWT", "Online").await;
+    rig.publish("tele/plug-kitchen/SENSOR", r#"{"ENERGY": {"Power": 40}}"#)
+        .await;
+    rig.publish("tele/plug-hall/SENSOR", r#"{"ENERGY": {"Power": 7.5}}"#)
+        .await;
+    rig.publish("stat/plug-hall/POWER", "ON").await;
+    // A plug that is not configured is ignored.
+    rig.publish("tele/plug-garage/SENSOR", r#"{"ENERGY": {"Power": 99}}"#)
+        .await;
+    wait_presence(
+        &mut bob,
+        &kitchen,
+        PresenceType::None,
+        "power 40 W",
+        TIMEOUT,
+    )
+    .await;
+    wait_presence(&mut bob, &hall, PresenceType::None, "relay on", TIMEOUT).await;
+    let v = momentary(&mut bob, &hall, "2").await;
+    assert_eq!(value_of(&v, "power"), Some("7.5"));
+    assert_eq!(value_of(&v, "relay"), Some("true"));
+    let v = momentary(&mut bob, &kitchen, "3").await;
+    assert_eq!(value_of(&v, "power"), Some("40"));
+    assert_eq!(value_of(&v, "relay"), None, "the kitchen plug never said");
+
+    // A wildcard topic: any room's message is this device's.
+    rig.publish("rooms/cellar/temperature", "11").await;
+    wait_presence(
+        &mut bob,
+        &anyroom,
+        PresenceType::None,
+        "temperature 11 °C",
+        TIMEOUT,
+    )
+    .await;
+    rig.publish("rooms/attic/temperature", "24.25").await;
+    wait_presence(
+        &mut bob,
+        &anyroom,
+        PresenceType::None,
+        "temperature 24.25 °C",
+        TIMEOUT,
+    )
+    .await;
+    let log = rig.gateway.log_text();
+    assert!(
+        log.contains("Message on a topic no device uses")
+            && log.contains("tele/plug-garage/SENSOR"),
+        "the unconfigured plug is noted at debug level"
+    );
+}
+
+#[tokio::test]
+async fn availability_and_staleness_drive_presence() {
+    let rig = Rig::start().await;
+    let lamp = rig.jid("lamp");
+    let heartbeat = rig.jid("heartbeat");
+    let mut bob = rig.subscriber("bob", &["lamp", "heartbeat"]).await;
+
+    // zigbee2mqtt's JSON availability, then its state.
+    rig.publish("zigbee2mqtt/lamp/availability", r#"{"state":"online"}"#)
+        .await;
+    rig.publish("zigbee2mqtt/lamp", r#"{"state":"ON","brightness":180}"#)
+        .await;
+    wait_presence(
+        &mut bob,
+        &lamp,
+        PresenceType::None,
+        "brightness 180",
+        TIMEOUT,
+    )
+    .await;
+    rig.publish("zigbee2mqtt/lamp/availability", r#"{"state":"offline"}"#)
+        .await;
+    let reason = wait_presence(
+        &mut bob,
+        &lamp,
+        PresenceType::Unavailable,
+        "zigbee2mqtt/lamp/availability says offline",
+        TIMEOUT,
+    )
+    .await;
+    assert!(!reason.is_empty());
+    // A readout of an unavailable device fails with the reason; the plain payload brings it back.
+    rig.publish("zigbee2mqtt/lamp/availability", "online").await;
+    wait_presence(&mut bob, &lamp, PresenceType::None, "state on", TIMEOUT).await;
+
+    // A device that stops sending goes unavailable after `stale_after`, and data brings it back.
+    rig.publish("hb/value", "1").await;
+    wait_presence(&mut bob, &heartbeat, PresenceType::None, "beat 1", TIMEOUT).await;
+    wait_presence(
+        &mut bob,
+        &heartbeat,
+        PresenceType::Unavailable,
+        "no data for 2 s",
+        TIMEOUT,
+    )
+    .await;
+    rig.publish("hb/value", "2").await;
+    wait_presence(&mut bob, &heartbeat, PresenceType::None, "beat 2", TIMEOUT).await;
+}
+
+#[tokio::test]
+async fn writes_publish_commands_acknowledged_by_the_broker() {
+    let rig = Rig::start().await;
+    let boiler = rig.jid("boiler");
+    let hall = rig.jid("plug-hall");
+    let lamp = rig.jid("lamp");
+    let mut alice = rig
+        .subscriber("alice", &["boiler", "plug-hall", "lamp"])
+        .await;
+    rig.publish("plant/boiler/status", "online").await;
+    rig.publish(
+        "plant/boiler/state",
+        r#"{"temp": 50, "setpoint": 45, "pump": false}"#,
+    )
+    .await;
+    rig.publish("tele/plug-hall/LWT", "Online").await;
+    rig.publish("zigbee2mqtt/lamp/availability", "online").await;
+    wait_presence(
+        &mut alice,
+        &boiler,
+        PresenceType::None,
+        "setpoint 45",
+        TIMEOUT,
+    )
+    .await;
+    alice
+        .recv_presence(TIMEOUT, |p| {
+            from_device(p, &hall) && p.type_ == PresenceType::None
+        })
+        .await
+        .expect("the plug is available");
+    alice
+        .recv_presence(TIMEOUT, |p| {
+            from_device(p, &lamp) && p.type_ == PresenceType::None
+        })
+        .await
+        .expect("the lamp is available");
+
+    // XEP-0325: `{"<field>": value}` on the device's command topic.
+    let mut watch = rig.mosquitto.subscriber("plant/boiler/set").await;
+    let set = el(&format!(
+        "<set xmlns='{NS_CTL}'><double name='setpoint' value='55.5'/></set>"
+    ));
+    let resp = alice
+        .iq_set(&boiler, set)
+        .await
+        .expect("the write succeeds")
+        .expect("setResponse");
+    assert!(resp.is("setResponse", NS_CTL));
+    assert_eq!(
+        watch.next(TIMEOUT).await,
+        Some(("plant/boiler/set".into(), r#"{"setpoint":55.5}"#.into()))
+    );
+    // Chat `set`, same topic.
+    let done = alice
+        .chat_and_wait(&boiler, "set pump on", TIMEOUT)
+        .await
+        .expect("chat answer");
+    assert!(done.starts_with("Done"), "{done}");
+    assert_eq!(
+        watch.next(TIMEOUT).await,
+        Some(("plant/boiler/set".into(), r#"{"pump":true}"#.into()))
+    );
+    // The written value shows at once.
+    let v = momentary(&mut alice, &boiler, "1").await;
+    assert_eq!(value_of(&v, "setpoint"), Some("55.5"));
+
+    // A per-field template and topic (Tasmota: `ON` on cmnd/<name>/POWER).
+    let mut power = rig.mosquitto.subscriber("cmnd/+/POWER").await;
+    let set = el(&format!(
+        "<set xmlns='{NS_CTL}'><boolean name='relay' value='true'/></set>"
+    ));
+    alice.iq_set(&hall, set).await.expect("relay set");
+    assert_eq!(
+        power.next(TIMEOUT).await,
+        Some(("cmnd/plug-hall/POWER".into(), "ON".into()))
+    );
+
+    // Two fields on one topic go in one message (zigbee2mqtt), booleans spelt as configured.
+    let mut z2m = rig.mosquitto.subscriber("zigbee2mqtt/lamp/set").await;
+    let set = el(&format!(
+        "<set xmlns='{NS_CTL}'><boolean name='state' value='true'/><int name='brightness' value='100'/></set>"
+    ));
+    alice.iq_set(&lamp, set).await.expect("lamp set");
+    assert_eq!(
+        z2m.next(TIMEOUT).await,
+        Some((
+            "zigbee2mqtt/lamp/set".into(),
+            r#"{"brightness":100,"state":"ON"}"#.into()
+        ))
+    );
+
+    // An unavailable device refuses commands with its reason.
+    rig.publish("plant/boiler/status", "offline").await;
+    wait_presence(
+        &mut alice,
+        &boiler,
+        PresenceType::Unavailable,
+        "says offline",
+        TIMEOUT,
+    )
+    .await;
+    let set = el(&format!(
+        "<set xmlns='{NS_CTL}'><double name='setpoint' value='40'/></set>"
+    ));
+    let err = alice.iq_set(&boiler, set).await.expect_err("refused");
+    let text = err.texts.values().next().cloned().unwrap_or_default();
+    assert!(text.contains("says offline"), "{err:?}");
+    assert!(
+        watch.next(Duration::from_millis(500)).await.is_none(),
+        "nothing was published"
+    );
+}
+
+#[tokio::test]
+async fn a_broker_restart_is_survived_without_restarting_the_gateway() {
+    let mut rig = Rig::start().await;
+    let outdoor = rig.jid("outdoor");
+    let mut bob = rig.subscriber("bob", &["outdoor"]).await;
+    let pid = rig.gateway.pid();
+    rig.publish("weather/outdoor/temperature", "1").await;
+    wait_presence(
+        &mut bob,
+        &outdoor,
+        PresenceType::None,
+        "temperature 1 °C",
+        TIMEOUT,
+    )
+    .await;
+
+    // Down for a few seconds: the device is unavailable with the reason, and the gateway keeps
+    // trying (with back-off) until the broker is back.
+    rig.mosquitto.stop().await;
+    let port = rig.mosquitto.port();
+    wait_presence(
+        &mut bob,
+        &outdoor,
+        PresenceType::Unavailable,
+        &format!("MQTT broker 127.0.0.1:{port} unreachable"),
+        TIMEOUT,
+    )
+    .await;
+    assert!(
+        rig.gateway
+            .wait_log("MQTT broker still unreachable", TIMEOUT)
+            .await,
+        "a second attempt failed while the broker was down"
+    );
+    rig.mosquitto.start_again().await;
+    wait_presence(
+        &mut bob,
+        &outdoor,
+        PresenceType::None,
+        "temperature 1 °C",
+        RECONNECT_TIMEOUT,
+    )
+    .await;
+    rig.publish("weather/outdoor/temperature", "2").await;
+    wait_presence(
+        &mut bob,
+        &outdoor,
+        PresenceType::None,
+        "temperature 2 °C",
+        TIMEOUT,
+    )
+    .await;
+
+    // Again, but the broker forgets every session: the gateway subscribes anew.
+    rig.mosquitto.stop().await;
+    rig.mosquitto.forget_sessions();
+    wait_presence(
+        &mut bob,
+        &outdoor,
+        PresenceType::Unavailable,
+        "unreachable",
+        TIMEOUT,
+    )
+    .await;
+    rig.mosquitto.start_again().await;
+    wait_presence(
+        &mut bob,
+        &outdoor,
+        PresenceType::None,
+        "temperature 2 °C",
+        RECONNECT_TIMEOUT,
+    )
+    .await;
+    rig.publish("weather/outdoor/temperature", "3").await;
+    wait_presence(
+        &mut bob,
+        &outdoor,
+        PresenceType::None,
+        "temperature 3 °C",
+        TIMEOUT,
+    )
+    .await;
+
+    assert_eq!(rig.gateway.pid(), pid);
+    assert!(rig.gateway.is_running(), "the gateway was never restarted");
+    let log = rig.gateway.log_text();
+    assert_eq!(
+        log.matches("MQTT broker unreachable; retrying with back-off")
+            .count(),
+        2,
+        "one warning per outage"
+    );
+    assert_eq!(log.matches("MQTT broker reachable again").count(), 2);
+}
+
+#[tokio::test]
+async fn messages_published_while_the_gateway_is_stopped_all_arrive() {
+    const N: usize = 50;
+    let mut rig = Rig::start().await;
+    let counter = rig.jid("counter");
+    let mut bob = rig.subscriber("bob", &["counter"]).await;
+    rig.publish("counter/state", r#"{"seq": 0}"#).await;
+    wait_presence(&mut bob, &counter, PresenceType::None, "seq 0", TIMEOUT).await;
+
+    let status = rig.gateway.terminate().await;
+    assert!(status.success(), "graceful stop: {status:?}");
+    // The broker queues these for the gateway's persistent session.
+    let lines: Vec<String> = (1..=N).map(|i| format!(r#"{{"seq": {i}}}"#)).collect();
+    rig.mosquitto.publish_lines("counter/state", &lines).await;
+
+    rig.gateway.start();
+    assert!(rig.gateway.wait_ready(TIMEOUT).await);
+    wait_presence(
+        &mut bob,
+        &counter,
+        PresenceType::None,
+        &format!("seq {N}"),
+        TIMEOUT,
+    )
+    .await;
+    // Every reading is in the store: a historical readout counts them.
+    let req = el(&format!(
+        "<req xmlns='{NS_SD}' seqnr='9' historical='true' from='2000-01-01T00:00:00Z'/>"
+    ));
+    let history = values(&readout(&mut bob, &counter, req, "9").await);
+    let seen: Vec<usize> = history
+        .iter()
+        .filter(|(name, _)| name == "seq")
+        .filter_map(|(_, v)| v.parse().ok())
+        .filter(|v| (1..=N).contains(v))
+        .collect();
+    let distinct: BTreeSet<usize> = seen.iter().copied().collect();
+    assert_eq!(
+        distinct,
+        (1..=N).collect::<BTreeSet<_>>(),
+        "every message published while the gateway was stopped arrived: {seen:?}"
+    );
+
+    // Stopped in the middle of a stream: what the gateway acknowledged is stored, the rest waits
+    // at the broker. Nothing is lost either way.
+    const FIRST: usize = 1001;
+    const LAST: usize = 1400;
+    let lines: Vec<String> = (FIRST..=LAST)
+        .map(|i| format!(r#"{{"seq": {i}}}"#))
+        .collect();
+    bob.drain();
+    let mut publisher = rig.mosquitto.spawn_publish_lines("counter/state", &lines);
+    // The stream has reached the gateway (any presence from now on carries a value >= FIRST).
+    wait_presence(&mut bob, &counter, PresenceType::None, "seq 1", TIMEOUT).await;
+    let status = rig.gateway.terminate().await;
+    assert!(status.success(), "graceful stop: {status:?}");
+    let published = support::wait_child(&mut publisher, TIMEOUT)
+        .await
+        .expect("the publisher finishes");
+    assert!(published.success());
+    rig.gateway.start();
+    assert!(rig.gateway.wait_ready(TIMEOUT).await);
+    // The stream may have ended before the stop; a last message, delivered after whatever the
+    // broker kept for the gateway (QoS 1 keeps the order), says when everything is in.
+    rig.publish("counter/state", &format!(r#"{{"seq": {}}}"#, LAST + 1))
+        .await;
+    wait_presence(
+        &mut bob,
+        &counter,
+        PresenceType::None,
+        &format!("seq {}", LAST + 1),
+        TIMEOUT,
+    )
+    .await;
+    let req = el(&format!(
+        "<req xmlns='{NS_SD}' seqnr='10' historical='true' from='2000-01-01T00:00:00Z'/>"
+    ));
+    let history = values(&readout(&mut bob, &counter, req, "10").await);
+    let distinct: BTreeSet<usize> = history
+        .iter()
+        .filter(|(name, _)| name == "seq")
+        .filter_map(|(_, v)| v.parse().ok())
+        .filter(|v| (FIRST..=LAST).contains(v))
+        .collect();
+    let missing: Vec<usize> = (FIRST..=LAST).filter(|v| !distinct.contains(v)).collect();
+    assert!(missing.is_empty(), "lost across the stop: {missing:?}");
+    let log = rig.gateway.log_text();
+    let before_stop = log
+        .split("=== rig: start #3 ===")
+        .next()
+        .unwrap_or_default()
+        .rsplit("=== rig: start #2 ===")
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    eprintln!(
+        "stopped mid-stream: {}",
+        before_stop
+            .lines()
+            .find(|l| l.contains("MQTT adapter stopped"))
+            .unwrap_or("(no counters)")
+    );
+}
+
+#[tokio::test]
+async fn malformed_payloads_are_logged_counted_and_harm_no_one_else() {
+    let mut rig = Rig::start().await;
+    let boiler = rig.jid("boiler");
+    let outdoor = rig.jid("outdoor");
+    let mut bob = rig.subscriber("bob", &["boiler", "outdoor"]).await;
+    rig.publish("plant/boiler/status", "online").await;
+    rig.publish(
+        "plant/boiler/state",
+        r#"{"temp": 50, "setpoint": 45, "pump": false}"#,
+    )
+    .await;
+    wait_presence(
+        &mut bob,
+        &boiler,
+        PresenceType::None,
+        "temperature 50 °C",
+        TIMEOUT,
+    )
+    .await;
+
+    // Not JSON; a value of the wrong type; a pointer that does not resolve; over max_payload
+    // (1024 bytes); an availability payload that means nothing.
+    rig.publish("plant/boiler/state", "{oops").await;
+    rig.publish(
+        "plant/boiler/state",
+        r#"{"temp": "hot", "setpoint": 45, "pump": false}"#,
+    )
+    .await;
+    rig.publish("plant/boiler/state", r#"{"setpoint": 45, "pump": false}"#)
+        .await;
+    let big = format!(r#"{{"temp": 1, "pad": "{}"}}"#, "x".repeat(2000));
+    rig.publish("plant/boiler/state", &big).await;
+    rig.publish("plant/boiler/status", "dunno").await;
+    // Other devices go on.
+    rig.publish("weather/outdoor/temperature", "5").await;
+    wait_presence(
+        &mut bob,
+        &outdoor,
+        PresenceType::None,
+        "temperature 5 °C",
+        TIMEOUT,
+    )
+    .await;
+    assert!(
+        rig.gateway.wait_log("bad_payloads=5", TIMEOUT).await,
+        "five bad payloads counted"
+    );
+
+    // The boiler keeps its last good temperature and stays available.
+    let v = momentary(&mut bob, &boiler, "1").await;
+    assert_eq!(value_of(&v, "temperature"), Some("50"));
+
+    let log = rig.gateway.log_text();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("Bad MQTT payload"))
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one warning a minute per device: {warnings:#?}"
+    );
+    let w = warnings[0];
+    assert!(
+        w.contains("device=boiler") && w.contains("topic=plant/boiler/state"),
+        "{w}"
+    );
+    assert!(w.contains("payload is not valid JSON"), "{w}");
+    for problem in [
+        "is not a number",
+        "JSON pointer `/temp` does not resolve",
+        "payload of 2",
+        "availability payload \"dunno\" is neither online nor offline",
+    ] {
+        assert!(log.contains(problem), "{problem:?} logged at debug level");
+    }
+    let status = rig.gateway.terminate().await;
+    assert!(status.success());
+    let log = rig.gateway.log_text();
+    let stopped = log
+        .lines()
+        .find(|l| l.contains("MQTT adapter stopped"))
+        .expect("the adapter reports its counters at shutdown");
+    assert!(stopped.contains("bad_payloads=5"), "{stopped}");
+}
+
+#[tokio::test]
+async fn mqtts_trusts_the_configured_ca_and_only_that() {
+    let prosody = Prosody::start(ProsodyOpts::new().random_component()).await;
+    prosody.register("bob", "pw").await;
+    // The broker presents the rig's `localhost` certificate, signed by the rig's test CA.
+    let certs = prosody.dir().join("certs");
+    let mosquitto =
+        Mosquitto::start_tls(&certs.join("localhost.crt"), &certs.join("localhost.key")).await;
+    let domain = prosody.component_domain().to_owned();
+    let config = format!(
+        r#"
+[gateway]
+name = "tls test"
+
+{xmpp}
+[access]
+read = ["bob@localhost"]
+
+[publish]
+min_interval = "0s"
+
+[[adapter]]
+id = "secure"
+type = "mqtt"
+url = "{tls}"
+ca_file = "{ca}"
+
+[[adapter]]
+id = "untrusted"
+type = "mqtt"
+url = "{tls}"
+
+[[device]]
+id = "probe"
+adapter = "secure"
+topic = "probe/temperature"
+  [[device.field]]
+  name = "temperature"
+
+[[device]]
+id = "stranger"
+adapter = "untrusted"
+topic = "probe/temperature"
+  [[device.field]]
+  name = "temperature"
+"#,
+        xmpp = prosody.component_toml(&domain),
+        tls = mosquitto.tls_url(),
+        ca = prosody.ca_path().display(),
+    );
+    let mut gateway = Gateway::spawn(&config);
+    assert!(gateway.wait_ready(TIMEOUT).await);
+    assert!(
+        gateway
+            .wait_log("Subscriptions acknowledged", TIMEOUT)
+            .await,
+        "the TLS link came up"
+    );
+    let probe = Jid::new(&format!("probe@{domain}")).expect("jid");
+    let stranger = Jid::new(&format!("stranger@{domain}")).expect("jid");
+    let mut bob = TestClient::connect(&prosody, "bob", "pw").await;
+    for jid in [&probe, &stranger] {
+        bob.subscribe(jid).await;
+        bob.recv_presence_from(jid, PresenceType::Subscribed, TIMEOUT)
+            .await
+            .expect("subscribed");
+    }
+    mosquitto.publish("probe/temperature", "19.5", false).await;
+    wait_presence(
+        &mut bob,
+        &probe,
+        PresenceType::None,
+        "temperature 19.5",
+        TIMEOUT,
+    )
+    .await;
+    // Without the CA the broker's certificate is not trusted: unavailable, and says why.
+    let reason = wait_presence(
+        &mut bob,
+        &stranger,
+        PresenceType::Unavailable,
+        "certificate",
+        TIMEOUT,
+    )
+    .await;
+    assert!(reason.contains("unreachable"), "{reason}");
+}
