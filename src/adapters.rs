@@ -33,6 +33,9 @@ pub fn spawn_all(
             AdapterKind::Simulated => {
                 tasks.spawn(simulated(config, index).run(ctx));
             }
+            AdapterKind::Serial(port) => {
+                tasks.spawn(serial(config, index, port).run(ctx));
+            }
         }
         tracing::debug!(adapter = %adapter.id, kind = adapter.kind.type_name(), "adapter started");
     }
@@ -46,13 +49,18 @@ fn simulated(config: &Config, index: usize) -> gateway_simulated::SimulatedAdapt
         .devices
         .iter()
         .filter(|d| d.adapter_index == index)
-        .map(|d| {
-            let DeviceBinding::Simulated(sim) = &d.binding;
+        .filter_map(|d| {
+            // The loader gives every device of a simulated adapter a simulated binding.
+            let DeviceBinding::Simulated(sim) = &d.binding else {
+                return None;
+            };
             let fields = d
                 .fields
                 .iter()
-                .map(|f| {
-                    let FieldBinding::Simulated(g) = &f.binding;
+                .filter_map(|f| {
+                    let FieldBinding::Simulated(g) = &f.binding else {
+                        return None;
+                    };
                     let generator = match g.clone() {
                         Generator::Sine { min, max, period } => G::Sine { min, max, period },
                         Generator::Step {
@@ -69,23 +77,60 @@ fn simulated(config: &Config, index: usize) -> gateway_simulated::SimulatedAdapt
                         Generator::Random { min, max, start } => G::Random { min, max, start },
                         Generator::Constant { value } => G::Constant { value },
                     };
-                    SimField {
+                    Some(SimField {
                         spec: f.spec.clone(),
                         generator,
-                    }
+                    })
                 })
                 .collect();
-            SimDevice {
+            Some(SimDevice {
                 id: d.id.clone(),
                 poll: sim.poll,
                 offline_every: sim.offline_every,
                 offline_for: sim.offline_for,
                 fields,
-            }
+            })
         })
         .collect();
     gateway_simulated::SimulatedAdapter::new(devices)
 }
 
+fn serial(
+    config: &Config,
+    index: usize,
+    port: &gateway_serial::SerialAdapterConfig,
+) -> gateway_serial::SerialAdapter {
+    use crate::config::{DeviceBinding, FieldBinding};
+    use gateway_serial::{SerialDevice, SerialField};
+    let devices = config
+        .devices
+        .iter()
+        .filter(|d| d.adapter_index == index)
+        .filter_map(|d| {
+            // The loader gives every device of a serial adapter a serial binding.
+            let DeviceBinding::Serial(binding) = &d.binding else {
+                return None;
+            };
+            let fields = d
+                .fields
+                .iter()
+                .filter_map(|f| match &f.binding {
+                    FieldBinding::Serial(b) => Some(SerialField {
+                        spec: f.spec.clone(),
+                        config: b.clone(),
+                    }),
+                    _ => None,
+                })
+                .collect();
+            Some(SerialDevice {
+                id: d.id.clone(),
+                config: binding.clone(),
+                fields,
+            })
+        })
+        .collect();
+    gateway_serial::SerialAdapter::new(port.clone(), devices)
+}
+
 /// The `type = ...` names this build supports, for `version`.
-pub const SUPPORTED: &[&str] = &["simulated"];
+pub const SUPPORTED: &[&str] = &["simulated", "serial"];

@@ -6,7 +6,7 @@
 //!   mirror of the file, reporting unknown keys (with "did you mean") and wrong types;
 //! - [`validate`] applies defaults and checks meaning: cross-references, JIDs, secrets (read
 //!   through [`secret`]), durations ([`duration`]); [`simulated`] holds the simulated
-//!   adapter's device and field keys;
+//!   adapter's device and field keys, [`serial`] the serial adapter's;
 //! - [`diagnostic`] turns spans into `PATH:LINE:COL: message` lines.
 //!
 //! [`device_table`] renders what `check` prints. [`resolve_path`] picks the file to load.
@@ -18,6 +18,7 @@ mod jid;
 pub mod model;
 mod raw;
 mod secret;
+mod serial;
 mod simulated;
 mod table;
 mod validate;

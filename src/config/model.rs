@@ -143,6 +143,8 @@ pub struct AdapterConfig {
 #[derive(Debug, Clone)]
 pub enum AdapterKind {
     Simulated,
+    /// The port, its line format and how records are parsed.
+    Serial(gateway_serial::SerialAdapterConfig),
 }
 
 impl AdapterKind {
@@ -150,6 +152,7 @@ impl AdapterKind {
     pub fn type_name(&self) -> &'static str {
         match self {
             AdapterKind::Simulated => "simulated",
+            AdapterKind::Serial(_) => "serial",
         }
     }
 }
@@ -176,6 +179,8 @@ pub struct DeviceConfig {
 #[derive(Debug, Clone)]
 pub enum DeviceBinding {
     Simulated(SimulatedDevice),
+    /// Which records of the port are the device's (`match`).
+    Serial(gateway_serial::SerialDeviceConfig),
 }
 
 #[derive(Debug, Clone)]
@@ -198,6 +203,8 @@ pub struct FieldConfig {
 #[derive(Debug, Clone)]
 pub enum FieldBinding {
     Simulated(Generator),
+    /// Where the value is in a record, and how a write is sent.
+    Serial(gateway_serial::SerialFieldConfig),
 }
 
 /// How a simulated field produces values.

@@ -24,6 +24,7 @@ use super::raw::{
     DEVICE_COMMON, FIELD_COMMON, SUPPORTED_TYPES,
 };
 use super::secret::{self, SecretError};
+use super::serial;
 use super::simulated;
 use super::{Env, LoadMode};
 
@@ -635,6 +636,8 @@ struct AdapterInfo {
     kind: Option<&'static TypeKeys>,
     /// Index into `Config::adapters`, for adapters this build can run.
     index: Option<usize>,
+    /// A serial adapter's settings: its devices' and fields' keys depend on its format.
+    serial: Option<gateway_serial::SerialAdapterConfig>,
 }
 
 fn adapters(
@@ -715,21 +718,36 @@ fn adapters(
             Some(k) => format!("but this adapter's type is `{}`", k.name),
             None => String::new(),
         };
-        // Only reports misplaced keys: no available type has adapter keys of its own yet.
-        let _ = type_entries(rep, &raw.extra, kind, Level::Adapter, &context);
+        let own = type_entries(rep, &raw.extra, kind, Level::Adapter, &context);
+        let serial = match kind {
+            Some(k) if k.name == "serial" => serial::adapter(&own, &raw.span, rep),
+            _ => None,
+        };
 
         let Some(id) = id else { continue };
-        let index = match kind {
-            Some(k) if k.name == "simulated" => {
+        let index = match (kind, &serial) {
+            (Some(k), _) if k.name == "simulated" => {
                 configs.push(AdapterConfig {
                     id: Arc::from(id.as_str()),
                     kind: AdapterKind::Simulated,
                 });
                 Some(configs.len() - 1)
             }
+            (_, Some(s)) => {
+                configs.push(AdapterConfig {
+                    id: Arc::from(id.as_str()),
+                    kind: AdapterKind::Serial(s.clone()),
+                });
+                Some(configs.len() - 1)
+            }
             _ => None,
         };
-        infos.push(AdapterInfo { id, kind, index });
+        infos.push(AdapterInfo {
+            id,
+            kind,
+            index,
+            serial,
+        });
     }
     (configs, infos)
 }
@@ -859,6 +877,10 @@ fn devices(
         let binding = match kind {
             Some(k) if k.name == "simulated" => {
                 simulated::device(&own, rep).map(DeviceBinding::Simulated)
+            }
+            Some(k) if k.name == "serial" => {
+                serial::device(&own, adapter.and_then(|a| a.serial.as_ref()), rep)
+                    .map(DeviceBinding::Serial)
             }
             _ => None,
         };
@@ -1228,6 +1250,16 @@ fn fields(
                 simulated::field(&own, field_type, &raw.span, &label, rep)
                     .map(FieldBinding::Simulated)
             }
+            Some(k) if k.name == "serial" => {
+                let info = serial::FieldInfo {
+                    name: &name,
+                    writable: raw.writable.as_ref().is_some_and(|w| w.value),
+                    span: &raw.span,
+                    label: &label,
+                };
+                serial::field(&own, info, adapter.and_then(|a| a.serial.as_ref()), rep)
+                    .map(FieldBinding::Serial)
+            }
             _ => None,
         };
         let Some(binding) = binding else { continue };
@@ -1303,7 +1335,10 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn simulated(loaded: &Loaded, device: usize, field: usize) -> Generator {
-        let FieldBinding::Simulated(g) = &loaded.config.devices[device].fields[field].binding;
+        let FieldBinding::Simulated(g) = &loaded.config.devices[device].fields[field].binding
+        else {
+            panic!("a simulated field")
+        };
         g.clone()
     }
 
@@ -1449,7 +1484,9 @@ adapter = "sim"
         assert_eq!(access.read, [AccessEntry::Jid("bob@example.org".into())]);
         // Not given for the device: the [access] list.
         assert_eq!(access.control, c.access.control);
-        let DeviceBinding::Simulated(sim) = &boiler.binding;
+        let DeviceBinding::Simulated(sim) = &boiler.binding else {
+            panic!("a simulated device")
+        };
         assert_eq!(sim.poll, Duration::from_secs(2));
         assert_eq!(sim.offline_every, Some(Duration::from_secs(300)));
         assert_eq!(sim.offline_for, Duration::from_secs(20));
@@ -1497,7 +1534,9 @@ adapter = "sim"
         assert_eq!(relay.jid, "relay-1@sensors.example.org");
         assert_eq!(relay.name, "relay");
         assert!(relay.access.is_none());
-        let DeviceBinding::Simulated(sim) = &relay.binding;
+        let DeviceBinding::Simulated(sim) = &relay.binding else {
+            panic!("a simulated device")
+        };
         assert_eq!(
             (sim.poll, sim.offline_every, sim.offline_for),
             (DEFAULT_POLL, None, DEFAULT_OFFLINE_FOR)
@@ -1679,14 +1718,14 @@ adapter = "sim"
         let src = "[xmpp]\ndomain = \"s.example.org\"\nsecret = \"x\"\n\
                    [[adapter]]\nid = \"broker\"\ntype = \"mqtt\"\nurl = \"mqtt://127.0.0.1:1883\"\nclient_id = \"gw\"\n\
                    [[adapter]]\nid = \"x\"\ntype = \"modbus\"\n\
-                   [[adapter]]\nid = \"y\"\ntype = \"serial\"\nurl = \"nope\"\n";
+                   [[adapter]]\nid = \"y\"\ntype = \"modbus-rtu\"\nurl = \"nope\"\n";
         assert_eq!(
             errors(src),
             [
-                "6:1: adapter type `mqtt` is not available in this build (supported: simulated)",
-                "11:8: unknown adapter type `modbus`; did you mean `modbus-tcp`? (types: mqtt, modbus-tcp, modbus-rtu, serial, simulated; supported in this build: simulated)",
-                "14:1: adapter type `serial` is not available in this build (supported: simulated)",
-                "15:1: `url` is a key of `mqtt` adapters, but this adapter's type is `serial`",
+                "6:1: adapter type `mqtt` is not available in this build (supported: simulated, serial)",
+                "11:8: unknown adapter type `modbus`; did you mean `modbus-tcp`? (types: mqtt, modbus-tcp, modbus-rtu, serial, simulated; supported in this build: simulated, serial)",
+                "14:1: adapter type `modbus-rtu` is not available in this build (supported: simulated, serial)",
+                "15:1: `url` is a key of `mqtt` adapters, but this adapter's type is `modbus-rtu`",
             ]
         );
     }
@@ -1812,7 +1851,8 @@ match = { id = "250715" }
   key = "temp"
 "#;
         let e = errors(src);
-        assert_eq!(e.len(), 4, "{e:#?}");
+        // mqtt, modbus-rtu and modbus-tcp (serial runs; its `pattern` only draws a warning).
+        assert_eq!(e.len(), 3, "{e:#?}");
         assert!(
             e.iter()
                 .all(|l| l.contains("is not available in this build")),
@@ -2247,7 +2287,7 @@ adapter = "bsu"
             e,
             [
                 "3:1: unknown key `histroy` in [gateway]; did you mean `history`?",
-                "12:1: adapter type `mqtt` is not available in this build (supported: simulated)",
+                "12:1: adapter type `mqtt` is not available in this build (supported: simulated, serial)",
                 "18:9: `min` (0) must be less than `max` (-1)",
                 "20:6: device id `A` is the same as `a` (line 14) once lower-cased, as the XMPP server folds it",
                 "24:11: device `c` names adapter `bsu`, which is not defined; did you mean `bus`?",

@@ -40,6 +40,8 @@ pub use config::{
     SerialFieldConfig,
 };
 pub use record::Selector;
+/// The regex crate this adapter compiles `pattern` and `ack_pattern` with.
+pub use regex;
 pub use session::Port;
 pub use stats::{SerialStats, StatsSnapshot};
 pub use template::Template;
@@ -247,5 +249,348 @@ async fn idle(link: &mut Link, delay: Duration, reason: &str) -> bool {
             },
             () = tokio::time::sleep_until(until) => return true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::kv::KvSyntax;
+    use gateway_api::{DeviceId, FieldSpec, FieldType, Reading, Request, RequestKind, Value};
+    use std::sync::Mutex;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+    use tokio::sync::{mpsc, oneshot};
+    use tokio_util::sync::CancellationToken;
+
+    /// Hands out the ports a test queued; an empty queue is "no such file".
+    #[derive(Clone, Default)]
+    struct MockPorts(Arc<Mutex<VecDeque<std::io::Result<DuplexStream>>>>);
+
+    impl MockPorts {
+        /// Queues a port; returns the device's end of it.
+        fn plug(&self) -> DuplexStream {
+            let (ours, theirs) = tokio::io::duplex(4096);
+            self.0.lock().unwrap().push_back(Ok(ours));
+            theirs
+        }
+    }
+
+    impl Opener for MockPorts {
+        type Port = DuplexStream;
+        fn open(&mut self, _: &SerialAdapterConfig) -> std::io::Result<DuplexStream> {
+            self.0.lock().unwrap().pop_front().unwrap_or_else(|| {
+                Err(std::io::Error::from(std::io::ErrorKind::NotFound))
+            })
+        }
+    }
+
+    struct Harness {
+        events: mpsc::Receiver<AdapterEvent>,
+        requests: mpsc::Sender<Request>,
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+        stats: Arc<SerialStats>,
+    }
+
+    impl Harness {
+        async fn next(&mut self) -> AdapterEvent {
+            tokio::time::timeout(Duration::from_secs(600), self.events.recv())
+                .await
+                .expect("an event in time")
+                .expect("the adapter is running")
+        }
+
+        async fn reading(&mut self) -> Reading {
+            match self.next().await {
+                AdapterEvent::Reading(r) => r,
+                other => panic!("expected a reading, got {other:?}"),
+            }
+        }
+
+        async fn request(&self, device: &str, kind: RequestKind) -> Result<Vec<Reading>, RequestError> {
+            let (reply, rx) = oneshot::channel();
+            self.requests
+                .send(Request {
+                    device: DeviceId::new(device).unwrap(),
+                    kind,
+                    reply,
+                })
+                .await
+                .unwrap();
+            rx.await.expect("answered")
+        }
+
+        async fn write(&self, device: &str, field: &str, value: Value) -> Result<Vec<Reading>, RequestError> {
+            self.request(device, RequestKind::Write { values: vec![(field.into(), value)] })
+                .await
+        }
+    }
+
+    fn field(name: &str, kind: FieldType, command: Option<Command>) -> SerialField {
+        SerialField {
+            spec: FieldSpec {
+                name: name.into(),
+                unit: "".into(),
+                kind,
+                writable: command.is_some(),
+            },
+            config: SerialFieldConfig {
+                source: Selector::Key(name.into()),
+                command,
+            },
+        }
+    }
+
+    fn command(template: &str, ack: Option<&str>) -> Command {
+        Command {
+            template: Template::parse(template).unwrap(),
+            ack: ack.map(|a| regex::Regex::new(a).unwrap()),
+            ack_timeout: Duration::from_secs(2),
+        }
+    }
+
+    fn start(ports: &MockPorts) -> Harness {
+        let config = SerialAdapterConfig::new("/dev/ttyMOCK", Format::Kv(KvSyntax::default()));
+        let devices = vec![
+            SerialDevice {
+                id: DeviceId::new("meter").unwrap(),
+                config: SerialDeviceConfig::default(),
+                fields: vec![
+                    field("temp", FieldType::Numeric, None),
+                    field("relay", FieldType::Boolean, Some(command("SET {field} {value}\n", Some("^OK")))),
+                    field("label", FieldType::String, Some(command("L {value}\r\n", None))),
+                ],
+            },
+            SerialDevice {
+                id: DeviceId::new("other").unwrap(),
+                config: SerialDeviceConfig {
+                    matcher: vec![(Selector::Key("id".into()), "2".into())],
+                },
+                fields: vec![field("temp", FieldType::Integer, None)],
+            },
+        ];
+        let adapter = SerialAdapter::with_opener(config, devices, ports.clone());
+        let stats = adapter.stats();
+        let (events_tx, events) = mpsc::channel(16);
+        let (requests, requests_rx) = mpsc::channel(4);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(adapter.run(AdapterContext {
+            adapter: "uart".into(),
+            events: events_tx,
+            requests: requests_rx,
+            shutdown: shutdown.clone(),
+        }));
+        Harness {
+            events,
+            requests,
+            shutdown,
+            task,
+            stats,
+        }
+    }
+
+    async fn online(h: &mut Harness) {
+        for id in ["meter", "other"] {
+            assert_eq!(h.next().await, AdapterEvent::Online { device: DeviceId::new(id).unwrap() });
+        }
+    }
+
+    async fn offline(h: &mut Harness) -> String {
+        let mut reason = String::new();
+        for id in ["meter", "other"] {
+            match h.next().await {
+                AdapterEvent::Offline { device, reason: r } if device.as_str() == id => reason = r,
+                other => panic!("expected {id} offline, got {other:?}"),
+            }
+        }
+        reason
+    }
+
+    /// Lets the adapter get past the start-up guard for partial lines.
+    async fn settle() {
+        tokio::time::sleep(session::PARTIAL_GUARD * 2).await;
+    }
+
+    async fn read_line(dev: &mut DuplexStream) -> String {
+        let mut got = Vec::new();
+        let mut byte = [0u8];
+        while !got.ends_with(b"\n") {
+            dev.read_exact(&mut byte).await.unwrap();
+            got.push(byte[0]);
+        }
+        String::from_utf8(got).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn readings_flow_and_a_lost_port_comes_back() {
+        let ports = MockPorts::default();
+        let mut dev = ports.plug();
+        let mut h = start(&ports);
+        online(&mut h).await;
+        settle().await;
+        // `meter` takes every record; `other` only those with id=2. `temp=21.5` does not fit
+        // `other`'s integer field: dropped and counted, `meter` still gets it.
+        dev.write_all(b"temp=21.5 id=2\ntemp=21 id=2\n").await.unwrap();
+        let r = h.reading().await;
+        assert_eq!((r.device.as_str(), &*r.field, r.value.clone()), ("meter", "temp", Value::Float(21.5)));
+        let r = h.reading().await;
+        assert_eq!((r.device.as_str(), r.value.clone()), ("meter", Value::Float(21.0)));
+        let r = h.reading().await;
+        assert_eq!((r.device.as_str(), r.value.clone()), ("other", Value::Int(21)));
+        assert_eq!(h.stats.snapshot().bad_values, 1);
+        // Reads answer from the last values.
+        let now = h.request("other", RequestKind::Read { fields: vec![] }).await.unwrap();
+        assert_eq!(now[0].value, Value::Int(21));
+
+        // The device end closes: both devices go offline with the reason, and requests fail.
+        drop(dev);
+        let reason = offline(&mut h).await;
+        assert_eq!(reason, "serial port /dev/ttyMOCK lost: the port was closed");
+        // Nothing to open now: the reason changes, once.
+        let reason = offline(&mut h).await;
+        assert!(reason.starts_with("cannot open serial port /dev/ttyMOCK: "), "{reason}");
+        assert!(matches!(
+            h.request("meter", RequestKind::Read { fields: vec![] }).await,
+            Err(RequestError::Unreachable(r)) if r.starts_with("cannot open")
+        ));
+        // Plugged back in: the next attempt (within the back-off) opens it.
+        let mut dev = ports.plug();
+        online(&mut h).await;
+        settle().await;
+        dev.write_all(b"temp=7\n").await.unwrap();
+        assert_eq!(h.reading().await.value, Value::Float(7.0));
+        let s = h.stats.snapshot();
+        assert_eq!((s.opens, s.losses), (2, 1));
+        h.shutdown.cancel();
+        h.task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_absent_port_is_retried_with_backoff() {
+        let ports = MockPorts::default();
+        let mut h = start(&ports);
+        let reason = offline(&mut h).await;
+        assert!(reason.contains("/dev/ttyMOCK"), "{reason}");
+        let t0 = Instant::now();
+        // Appears after a while: the adapter finds it without being told.
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let _dev = ports.plug();
+        online(&mut h).await;
+        let waited = t0.elapsed();
+        assert!(waited >= Duration::from_secs(20) && waited < Duration::from_secs(60), "{waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn partial_lines_right_after_opening_are_dropped() {
+        let ports = MockPorts::default();
+        let mut dev = ports.plug();
+        dev.write_all(b"5 temp=99\ntemp=1\n").await.unwrap();
+        let mut h = start(&ports);
+        online(&mut h).await;
+        assert_eq!(h.reading().await.value, Value::Float(1.0));
+        assert_eq!(h.stats.snapshot().partial, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_wait_for_the_acknowledgement() {
+        let ports = MockPorts::default();
+        let mut dev = ports.plug();
+        let mut h = start(&ports);
+        online(&mut h).await;
+        settle().await;
+        let requests = h.requests.clone();
+        let write = tokio::spawn(async move {
+            let (reply, rx) = oneshot::channel();
+            requests
+                .send(Request {
+                    device: DeviceId::new("meter").unwrap(),
+                    kind: RequestKind::Write {
+                        values: vec![("relay".into(), Value::Text("on".into())), ("label".into(), Value::Text("a b".into()))],
+                    },
+                    reply,
+                })
+                .await
+                .unwrap();
+            rx.await.unwrap()
+        });
+        assert_eq!(read_line(&mut dev).await, "SET relay true\n");
+        // Other lines before the acknowledgement are still readings.
+        dev.write_all(b"temp=3\nOK relay\n").await.unwrap();
+        assert_eq!(h.reading().await.value, Value::Float(3.0));
+        assert_eq!(read_line(&mut dev).await, "L a b\r\n");
+        let done = write.await.unwrap().unwrap();
+        let values: Vec<_> = done.iter().map(|r| (&*r.field, r.value.clone())).collect();
+        assert_eq!(values, [("relay", Value::Bool(true)), ("label", Value::Text("a b".into()))]);
+
+        // No acknowledgement: a timeout, and the next write goes ahead.
+        let t0 = Instant::now();
+        assert_eq!(h.write("meter", "relay", Value::Bool(false)).await, Err(RequestError::Timeout));
+        assert_eq!(t0.elapsed(), Duration::from_secs(2));
+        assert_eq!(read_line(&mut dev).await, "SET relay false\n");
+        assert!(h.write("meter", "label", Value::Text("x".into())).await.is_ok());
+        let s = h.stats.snapshot();
+        assert_eq!((s.writes, s.write_failures), (2, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bad_writes_send_nothing() {
+        let ports = MockPorts::default();
+        let mut dev = ports.plug();
+        let mut h = start(&ports);
+        online(&mut h).await;
+        assert_eq!(h.write("meter", "temp", Value::Float(1.0)).await, Err(RequestError::NotWritable("temp".into())));
+        assert_eq!(h.write("meter", "nope", Value::Float(1.0)).await, Err(RequestError::UnknownField("nope".into())));
+        assert!(matches!(
+            h.write("meter", "label", Value::Text("a\nREBOOT".into())).await,
+            Err(RequestError::OutOfRange { field, .. }) if field == "label"
+        ));
+        assert!(matches!(
+            h.write("meter", "relay", Value::Text("maybe".into())).await,
+            Err(RequestError::OutOfRange { .. })
+        ));
+        assert!(matches!(h.write("ghost", "relay", Value::Bool(true)).await, Err(RequestError::Refused(_))));
+        // Nothing reached the device: the next thing it sees is this write.
+        assert!(h.write("meter", "label", Value::Text("ok".into())).await.is_ok());
+        assert_eq!(read_line(&mut dev).await, "L ok\r\n");
+        h.shutdown.cancel();
+        tokio::time::timeout(Duration::from_millis(1), h.task).await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_pending_when_the_port_is_lost_fails_as_unreachable() {
+        let ports = MockPorts::default();
+        let dev = ports.plug();
+        let mut h = start(&ports);
+        online(&mut h).await;
+        let requests = h.requests.clone();
+        let write = tokio::spawn(async move {
+            let (reply, rx) = oneshot::channel();
+            let values = vec![("relay".into(), Value::Bool(true))];
+            requests
+                .send(Request { device: DeviceId::new("meter").unwrap(), kind: RequestKind::Write { values }, reply })
+                .await
+                .unwrap();
+            rx.await.unwrap()
+        });
+        // Let the command go out, then unplug before any acknowledgement.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(dev);
+        assert!(matches!(write.await.unwrap(), Err(RequestError::Unreachable(r)) if r.contains("lost")));
+        offline(&mut h).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stops_on_shutdown_even_when_the_core_is_not_reading() {
+        let ports = MockPorts::default();
+        let mut dev = ports.plug();
+        let h = start(&ports);
+        settle().await;
+        for _ in 0..40 {
+            dev.write_all(b"temp=1\n").await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!h.task.is_finished());
+        h.shutdown.cancel();
+        tokio::time::timeout(Duration::from_millis(1), h.task).await.unwrap().unwrap();
     }
 }
