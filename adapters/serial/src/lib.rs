@@ -14,10 +14,11 @@
 //! (one pure parser per format), [`record`] (looking values up in a parsed line), [`time`]
 //! (device timestamps), [`route`] (records to readings), [`template`] (command templates),
 //! [`stats`] (counters, rate-limited warnings), `input` (the read pipeline), `session` (one
-//! open port: the I/O loop).
+//! open port: the I/O loop), [`fuzzing`] (the bodies of the fuzz targets in `fuzz/`).
 
 pub mod config;
 pub mod framer;
+pub mod fuzzing;
 mod input;
 pub mod parse;
 pub mod record;
