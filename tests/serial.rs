@@ -86,7 +86,10 @@ impl PtyPair {
     async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             send_signal(child.id(), libc::SIGKILL);
-            assert!(wait_child(&mut child, TIMEOUT).await.is_some(), "socat exits");
+            assert!(
+                wait_child(&mut child, TIMEOUT).await.is_some(),
+                "socat exits"
+            );
         }
     }
 
@@ -133,7 +136,10 @@ impl Device {
         let mut byte = [0u8; 1];
         tokio::time::timeout(TIMEOUT, async {
             while !got.ends_with(b"\n") {
-                self.stream.read_exact(&mut byte).await.expect("read the pty");
+                self.stream
+                    .read_exact(&mut byte)
+                    .await
+                    .expect("read the pty");
                 got.push(byte[0]);
             }
         })
@@ -185,7 +191,9 @@ async fn wait_status(client: &mut TestClient, device: &Jid, needle: &str) -> Str
     let p = client
         .recv_presence(TIMEOUT, |p| {
             p.type_ == PresenceType::None
-                && p.from.as_ref().is_some_and(|f| f.to_bare() == device.to_bare())
+                && p.from
+                    .as_ref()
+                    .is_some_and(|f| f.to_bare() == device.to_bare())
                 && presence_status(p).is_some_and(|s| s.contains(needle))
         })
         .await
@@ -209,11 +217,18 @@ struct Field {
 
 /// Runs a readout (`req_attrs` e.g. `momentary='true'`) and returns every field of every
 /// `fields` message until `done`.
-async fn readout(client: &mut TestClient, device: &Jid, seqnr: u32, req_attrs: &str) -> Vec<(String, Field)> {
+async fn readout(
+    client: &mut TestClient,
+    device: &Jid,
+    seqnr: u32,
+    req_attrs: &str,
+) -> Vec<(String, Field)> {
     client
         .iq_get(
             device,
-            el(&format!("<req xmlns='{NS_SD}' seqnr='{seqnr}' {req_attrs}/>")),
+            el(&format!(
+                "<req xmlns='{NS_SD}' seqnr='{seqnr}' {req_attrs}/>"
+            )),
         )
         .await
         .expect("readout accepted");
@@ -400,7 +415,8 @@ adapter = "csv-port"
     // Each device end starts with a bare line ending: a line begun right as the gateway opened
     // the port would be dropped as partial.
     let mut d = json.open_device();
-    d.send(b"\n{\"t\": 21.5, \"n\": [7, 8], \"on\": true, \"label\": \"a<b & 'c'\"}\n").await;
+    d.send(b"\n{\"t\": 21.5, \"n\": [7, 8], \"on\": true, \"label\": \"a<b & 'c'\"}\n")
+        .await;
     wait_status(&mut bob, &jdev, "21.5").await;
     let f = momentary(&mut bob, &jdev, 1).await;
     check(get(&f, "temperature"), "numeric", "21.5", Some("°C"));
@@ -419,7 +435,8 @@ adapter = "csv-port"
     check(get(&f, "door"), "boolean", "true", None);
 
     let mut d = xml.open_device();
-    d.send(b"\n<SensorTemp ID='250715' TimeDate='19:28:33 Jul 17 2015'> 22 </SensorTemp>\n").await;
+    d.send(b"\n<SensorTemp ID='250715' TimeDate='19:28:33 Jul 17 2015'> 22 </SensorTemp>\n")
+        .await;
     wait_status(&mut bob, &xdev, "22").await;
     let f = momentary(&mut bob, &xdev, 3).await;
     check(get(&f, "temperature"), "numeric", "22", Some("°C"));
@@ -547,7 +564,11 @@ match = {{ "/meta/id" = 2 }}
     let f = momentary(&mut bob, &attic, 2).await;
     check(get(&f, "temperature"), "numeric", "18", Some("°C"));
     check(get(&f, "note"), "string", "a < b && cé", None);
-    assert_ne!(get(&f, "temperature").timestamp, when, "no TimeDate: arrival time");
+    assert_ne!(
+        get(&f, "temperature").timestamp,
+        when,
+        "no TimeDate: arrival time"
+    );
     let f = momentary(&mut bob, &door, 3).await;
     check(get(&f, "open"), "boolean", "true", None);
     // The record without ID went nowhere, and was counted and logged.
@@ -738,7 +759,11 @@ adapter = "uart"
         "<set xmlns='{NS_CTL}'><string name='display' value='hi there'/></set>"
     ));
     alice.iq_set(&relay, set).await.expect("setResponse");
-    assert_eq!(dev.line().await, "TXT hi there\n", "the refused text never went out");
+    assert_eq!(
+        dev.line().await,
+        "TXT hi there\n",
+        "the refused text never went out"
+    );
     gateway.terminate().await;
 }
 

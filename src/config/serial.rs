@@ -23,8 +23,8 @@ use gateway_serial::parse::csv::CsvSyntax;
 use gateway_serial::parse::kv::KvSyntax;
 use gateway_serial::regex::Regex;
 use gateway_serial::{
-    Command, Format, Parity, SerialAdapterConfig, SerialDeviceConfig, SerialFieldConfig,
-    Selector, Template,
+    Command, Format, Parity, Selector, SerialAdapterConfig, SerialDeviceConfig, SerialFieldConfig,
+    Template,
 };
 use toml_edit::{Item, Value as TomlValue};
 
@@ -198,7 +198,10 @@ pub(super) fn adapter(
         let hint = suggestion(name, FORMATS.iter().copied());
         rep.error(
             &format_name.span,
-            format!("unknown format `{name}`{hint} (formats: {})", list_names(FORMATS)),
+            format!(
+                "unknown format `{name}`{hint} (formats: {})",
+                list_names(FORMATS)
+            ),
         );
         return None;
     }
@@ -219,8 +222,18 @@ pub(super) fn adapter(
         }
     };
     only(rep, pattern.as_ref().map(|s| &s.key), "pattern", &["regex"]);
-    only(rep, separator.as_ref().map(|s| &s.key), "separator", &["kv", "csv"]);
-    only(rep, kv_separator.as_ref().map(|s| &s.key), "kv_separator", &["kv"]);
+    only(
+        rep,
+        separator.as_ref().map(|s| &s.key),
+        "separator",
+        &["kv", "csv"],
+    );
+    only(
+        rep,
+        kv_separator.as_ref().map(|s| &s.key),
+        "kv_separator",
+        &["kv"],
+    );
     only(rep, columns.as_ref().map(|s| &s.key), "columns", &["csv"]);
     let format = match name {
         "json" => Some(Format::Json),
@@ -229,10 +242,7 @@ pub(super) fn adapter(
             let kv = kv_separator.as_ref().map_or("=", |k| k.value.as_str());
             if let (Some(sep), Some(k)) = (&separator, &kv_separator) {
                 if sep.value == k.value {
-                    rep.error(
-                        &k.span,
-                        "`kv_separator` must differ from `separator`",
-                    );
+                    rep.error(&k.span, "`kv_separator` must differ from `separator`");
                     ok = false;
                 }
             }
@@ -444,7 +454,8 @@ pub(super) fn field(
     rep: &mut Report<'_>,
 ) -> Option<SerialFieldConfig> {
     let mut ok = true;
-    let (mut json, mut key, mut template, mut ack, mut ack_timeout) = (None, None, None, None, None);
+    let (mut json, mut key, mut template, mut ack, mut ack_timeout) =
+        (None, None, None, None, None);
     for e in own {
         let good = match e.key {
             "json" => e.string(rep).map(|v| json = Some(v)).is_some(),
@@ -553,11 +564,26 @@ pub(super) fn field(
         }
     };
     if template.is_none() && ok {
-        no_effect(rep, ack.as_ref().map(|a| &a.key), "ack_pattern", "without `command_template`");
-        no_effect(rep, ack_timeout.as_ref().map(|a| &a.key), "ack_timeout", "without `command_template`");
+        no_effect(
+            rep,
+            ack.as_ref().map(|a| &a.key),
+            "ack_pattern",
+            "without `command_template`",
+        );
+        no_effect(
+            rep,
+            ack_timeout.as_ref().map(|a| &a.key),
+            "ack_timeout",
+            "without `command_template`",
+        );
     }
     if ack.is_none() {
-        no_effect(rep, ack_timeout.as_ref().map(|a| &a.key), "ack_timeout", "without `ack_pattern`");
+        no_effect(
+            rep,
+            ack_timeout.as_ref().map(|a| &a.key),
+            "ack_timeout",
+            "without `ack_pattern`",
+        );
     }
     let command = match (template, info.writable) {
         (Some(template), true) => Some(Command {
@@ -568,7 +594,9 @@ pub(super) fn field(
         (Some(_), false) => {
             no_effect(
                 rep,
-                own.iter().find(|e| e.key == "command_template").map(|e| &e.key_span),
+                own.iter()
+                    .find(|e| e.key == "command_template")
+                    .map(|e| &e.key_span),
                 "command_template",
                 "unless the field is `writable = true`",
             );
@@ -631,9 +659,15 @@ mod tests {
 
     #[test]
     fn adapter_defaults_and_keys() {
-        let c = adapter_of(&config("format = \"json\"\n", "[[device.field]]\nname = \"t\"\njson = \"/t\"\n"));
+        let c = adapter_of(&config(
+            "format = \"json\"\n",
+            "[[device.field]]\nname = \"t\"\njson = \"/t\"\n",
+        ));
         assert_eq!(c.port, "/dev/null");
-        assert_eq!((c.baud, c.data_bits, c.stop_bits, c.parity), (9600, 8, 1, Parity::None));
+        assert_eq!(
+            (c.baud, c.data_bits, c.stop_bits, c.parity),
+            (9600, 8, 1, Parity::None)
+        );
         assert_eq!((c.line_ending.as_slice(), c.max_line), (&b"\n"[..], 4096));
         assert_eq!(c.format.name(), "json");
         assert_eq!(c.time_keys.len(), 4);
@@ -643,15 +677,31 @@ mod tests {
              separator = \",\"\nkv_separator = \":\"\nline_ending = \"\\r\\n\"\nmax_line = 128\ntime_key = \"ts\"\n",
             "",
         ));
-        assert_eq!((c.baud, c.data_bits, c.stop_bits, c.parity), (115200, 7, 2, Parity::Even));
+        assert_eq!(
+            (c.baud, c.data_bits, c.stop_bits, c.parity),
+            (115200, 7, 2, Parity::Even)
+        );
         assert_eq!((c.line_ending.as_slice(), c.max_line), (&b"\r\n"[..], 128));
-        let Format::Kv(kv) = &c.format else { panic!("kv") };
-        assert_eq!((kv.separator.as_deref(), kv.kv_separator.as_str()), (Some(","), ":"));
+        let Format::Kv(kv) = &c.format else {
+            panic!("kv")
+        };
+        assert_eq!(
+            (kv.separator.as_deref(), kv.kv_separator.as_str()),
+            (Some(","), ":")
+        );
         assert_eq!(c.time_keys, [Selector::Key("ts".into())]);
 
-        let c = adapter_of(&config("format = \"csv\"\ncolumns = [\"id\", \"temp\"]\nseparator = \";\"\n", ""));
-        let Format::Csv(csv) = &c.format else { panic!("csv") };
-        assert_eq!(csv.columns.as_deref(), Some(&["id".to_string(), "temp".to_string()][..]));
+        let c = adapter_of(&config(
+            "format = \"csv\"\ncolumns = [\"id\", \"temp\"]\nseparator = \";\"\n",
+            "",
+        ));
+        let Format::Csv(csv) = &c.format else {
+            panic!("csv")
+        };
+        assert_eq!(
+            csv.columns.as_deref(),
+            Some(&["id".to_string(), "temp".to_string()][..])
+        );
         assert_eq!(csv.separator, ";");
     }
 
@@ -702,11 +752,15 @@ mod tests {
             "8:10: `format = \"regex\"` needs a `pattern` whose named groups become keys, e.g. `pattern = '^(?P<id>\\w+) (?P<temp>[-\\d.]+)$'`"
         );
         assert_eq!(
-            errors(&format!("{head}port = \"/dev/null\"\nformat = \"regex\"\npattern = '(?P<a'\n")),
+            errors(&format!(
+                "{head}port = \"/dev/null\"\nformat = \"regex\"\npattern = '(?P<a'\n"
+            )),
             ["9:11: `pattern` is not a valid regex: unclosed capture group name"]
         );
         assert_eq!(
-            errors(&format!("{head}port = \"/dev/null\"\nformat = \"regex\"\npattern = '(\\d+)'\n")),
+            errors(&format!(
+                "{head}port = \"/dev/null\"\nformat = \"regex\"\npattern = '(\\d+)'\n"
+            )),
             ["9:11: `pattern` has no named group: write `(?P<name>...)` for each value"]
         );
         assert_eq!(
@@ -714,9 +768,42 @@ mod tests {
             ["10:16: `kv_separator` must differ from `separator`"]
         );
         assert_eq!(
-            errors(&format!("{head}port = \"/dev/null\"\nformat = \"csv\"\ncolumns = [\"a\", \" a \", \"\"]\n")),
-            ["9:17: column `a` is listed twice", "9:24: a column name must not be empty"]
+            errors(&format!(
+                "{head}port = \"/dev/null\"\nformat = \"csv\"\ncolumns = [\"a\", \" a \", \"\"]\n"
+            )),
+            [
+                "9:17: column `a` is listed twice",
+                "9:24: a column name must not be empty"
+            ]
         );
+    }
+
+    #[test]
+    fn the_example_configuration_loads() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/gateway.example.toml");
+        let source = std::fs::read_to_string(&path).unwrap();
+        let loaded = crate::config::load_with(
+            &path,
+            &source,
+            crate::config::LoadMode::Check,
+            &crate::config::Env::default(),
+        )
+        .unwrap_or_else(|e| panic!("{} does not load:\n{e}", path.display()));
+        let serial = loaded
+            .config
+            .adapters
+            .iter()
+            .filter(|a| matches!(a.kind, AdapterKind::Serial(_)))
+            .count();
+        assert_eq!(serial, 2);
+        for w in &loaded.warnings {
+            // Only what a machine without the hardware and the secret lacks.
+            assert!(
+                w.message.contains("does not exist"),
+                "unexpected warning: {w}"
+            );
+        }
     }
 
     #[test]
@@ -746,16 +833,28 @@ mod tests {
             ]
         );
         // JSON pointers in match keys.
-        let loaded = ok(&config("format = \"json\"\n", "match = { \"/meta/id\" = \"a\" }\n"));
+        let loaded = ok(&config(
+            "format = \"json\"\n",
+            "match = { \"/meta/id\" = \"a\" }\n",
+        ));
         let DeviceBinding::Serial(d) = &loaded.config.devices[0].binding else {
             panic!("serial")
         };
-        assert_eq!(d.matcher, [(Selector::Pointer("/meta/id".into()), "a".into())]);
+        assert_eq!(
+            d.matcher,
+            [(Selector::Pointer("/meta/id".into()), "a".into())]
+        );
 
         let e = errors(&config("format = \"xml\"\n", "match = \"250715\"\n"));
-        assert_eq!(e, ["12:9: `match` must be a table, e.g. `match = { id = \"250715\" }`"]);
+        assert_eq!(
+            e,
+            ["12:9: `match` must be a table, e.g. `match = { id = \"250715\" }`"]
+        );
         let e = errors(&config("format = \"xml\"\n", "match = { id = [1] }\n"));
-        assert_eq!(e, ["12:16: `match` value of `id` must be a string or a number"]);
+        assert_eq!(
+            e,
+            ["12:16: `match` value of `id` must be a string or a number"]
+        );
         let e = errors(&config("format = \"xml\"\n", "match = {}\n"));
         assert_eq!(e, ["12:9: `match` must name at least one key"]);
         let e = errors(&config(
@@ -779,12 +878,27 @@ mod tests {
         assert_eq!(field_of(&src, 0).source, Selector::Key("SensorTemp".into()));
         assert_eq!(field_of(&src, 1).source, Selector::Key("ID".into()));
 
-        let e = errors(&config("format = \"kv\"\n", "[[device.field]]\nname = \"t\"\njson = \"/t\"\n"));
+        let e = errors(&config(
+            "format = \"kv\"\n",
+            "[[device.field]]\nname = \"t\"\njson = \"/t\"\n",
+        ));
         assert_eq!(e, ["14:1: `json` only applies to `format = \"json\"`, but this adapter's format is `kv`: use `key`"]);
-        let e = errors(&config("format = \"json\"\n", "[[device.field]]\nname = \"t\"\njson = \"t\"\nkey = \"t\"\n"));
-        assert_eq!(e, ["15:1: give either `json` (a pointer) or `key`, not both"]);
-        let e = errors(&config("format = \"json\"\n", "[[device.field]]\nname = \"t\"\njson = \"t\"\n"));
-        assert_eq!(e, ["14:8: `json` must be an RFC 6901 pointer starting with `/`, e.g. `\"/t\"`"]);
+        let e = errors(&config(
+            "format = \"json\"\n",
+            "[[device.field]]\nname = \"t\"\njson = \"t\"\nkey = \"t\"\n",
+        ));
+        assert_eq!(
+            e,
+            ["15:1: give either `json` (a pointer) or `key`, not both"]
+        );
+        let e = errors(&config(
+            "format = \"json\"\n",
+            "[[device.field]]\nname = \"t\"\njson = \"t\"\n",
+        ));
+        assert_eq!(
+            e,
+            ["14:8: `json` must be an RFC 6901 pointer starting with `/`, e.g. `\"/t\"`"]
+        );
         let e = errors(&config(
             "format = \"csv\"\ncolumns = [\"id\", \"temp\"]\n",
             "[[device.field]]\nname = \"tmp\"\n[[device.field]]\nname = \"x\"\nkey = \"TEMP\"\n[[device.field]]\nname = \"y\"\nkey = \"hum\"\n",
@@ -812,15 +926,24 @@ mod tests {
         assert!(c.ack.is_none());
         assert_eq!(c.ack_timeout, DEFAULT_ACK_TIMEOUT);
 
-        let e = errors(&config("format = \"kv\"\n", "[[device.field]]\nname = \"r\"\nwritable = true\n"));
+        let e = errors(&config(
+            "format = \"kv\"\n",
+            "[[device.field]]\nname = \"r\"\nwritable = true\n",
+        ));
         assert_eq!(e, ["12:1: field `r` of device `d` is writable, so it needs a `command_template`: the line written to the port, e.g. `command_template = \"SET {field} {value}\\n\"`"]);
         let e = errors(&config(
             "format = \"kv\"\n",
             "[[device.field]]\nname = \"r\"\nwritable = true\ncommand_template = \"SET {name}\"\nack_pattern = \"(\"\nack_timeout = \"0s\"\n",
         ));
         assert_eq!(e.len(), 3, "{e:?}");
-        assert!(e[0].starts_with("15:20: `command_template`: unknown placeholder `{name}`"), "{e:?}");
-        assert!(e[1].starts_with("16:15: `ack_pattern` is not a valid regex: "), "{e:?}");
+        assert!(
+            e[0].starts_with("15:20: `command_template`: unknown placeholder `{name}`"),
+            "{e:?}"
+        );
+        assert!(
+            e[1].starts_with("16:15: `ack_pattern` is not a valid regex: "),
+            "{e:?}"
+        );
         assert_eq!(e[2], "17:15: `ack_timeout` must be longer than zero");
 
         let loaded = ok(&config(
@@ -828,7 +951,16 @@ mod tests {
             "[[device.field]]\nname = \"r\"\ncommand_template = \"X\"\nack_timeout = \"1s\"\n",
         ));
         let w = warnings(&loaded);
-        assert!(w.contains(&"14:1: `command_template` has no effect unless the field is `writable = true`".to_owned()), "{w:?}");
-        assert!(w.contains(&"15:1: `ack_timeout` has no effect without `ack_pattern`".to_owned()), "{w:?}");
+        assert!(
+            w.contains(
+                &"14:1: `command_template` has no effect unless the field is `writable = true`"
+                    .to_owned()
+            ),
+            "{w:?}"
+        );
+        assert!(
+            w.contains(&"15:1: `ack_timeout` has no effect without `ack_pattern`".to_owned()),
+            "{w:?}"
+        );
     }
 }

@@ -218,13 +218,19 @@ mod tests {
         let out = frames(&mut f, &[&[0, 0xff, 0xfe, b'\n', 0x80, b'\r', b'\n']]);
         assert_eq!(
             out,
-            [Frame::Line(vec![0, 0xff, 0xfe]), Frame::Line(vec![0x80, b'\r'])]
+            [
+                Frame::Line(vec![0, 0xff, 0xfe]),
+                Frame::Line(vec![0x80, b'\r'])
+            ]
         );
     }
 
     #[test]
     fn an_empty_delimiter_means_newline_and_max_line_is_at_least_one() {
         let mut f = LineFramer::new(b"", 0);
-        assert_eq!(frames(&mut f, &[b"a\nbb\n"]), [line("a"), Frame::TooLong(2)]);
+        assert_eq!(
+            frames(&mut f, &[b"a\nbb\n"]),
+            [line("a"), Frame::TooLong(2)]
+        );
     }
 }

@@ -12,7 +12,9 @@ use chrono::Utc;
 use gateway_api::{DeviceId, FieldSpec, FieldType, Value};
 use tokio::time::Instant;
 
-use crate::config::{Format, SerialAdapterConfig, SerialDevice, SerialDeviceConfig, SerialField, SerialFieldConfig};
+use crate::config::{
+    Format, SerialAdapterConfig, SerialDevice, SerialDeviceConfig, SerialField, SerialFieldConfig,
+};
 use crate::input::Input;
 use crate::parse::csv::{CsvParser, CsvSyntax};
 use crate::parse::kv::KvSyntax;
@@ -68,12 +70,18 @@ pub fn kv(data: &[u8]) {
         if let Ok(pairs) = parse::kv::parse(line, &syntax) {
             assert!(!pairs.is_empty());
             for (k, v) in &pairs {
-                assert!(!k.is_empty() && k.trim() == k && !k.contains('"'), "key {k:?}");
+                assert!(
+                    !k.is_empty() && k.trim() == k && !k.contains('"'),
+                    "key {k:?}"
+                );
                 assert!(line.contains(k.as_str()));
                 let _ = v;
             }
             let record = Record::Pairs(pairs);
-            lookups(&record, &[Selector::Key("temp".into()), Selector::Key("ID".into())]);
+            lookups(
+                &record,
+                &[Selector::Key("temp".into()), Selector::Key("ID".into())],
+            );
         }
     }
     pipeline(Format::Kv(syntax), rest);
@@ -86,7 +94,11 @@ pub fn xml(data: &[u8]) {
             let record = Record::Pairs(pairs);
             lookups(
                 &record,
-                &[Selector::Key("SensorTemp".into()), Selector::Key("id".into()), Selector::Key("TimeDate".into())],
+                &[
+                    Selector::Key("SensorTemp".into()),
+                    Selector::Key("id".into()),
+                    Selector::Key("TimeDate".into()),
+                ],
             );
         }
     }
@@ -122,7 +134,11 @@ pub fn csv(data: &[u8]) {
         return;
     };
     let syntax = CsvSyntax {
-        separator: if pick % 2 == 0 { ",".into() } else { ";".into() },
+        separator: if pick % 2 == 0 {
+            ",".into()
+        } else {
+            ";".into()
+        },
         columns: (pick % 3 == 0).then(|| vec!["id".into(), "temp".into()]),
     };
     let mut parser = CsvParser::new(syntax.clone());
@@ -195,9 +211,20 @@ fn device(id: &str, matcher: &[(&str, &str)]) -> SerialDevice {
 fn pipeline(format: Format, data: &[u8]) {
     let mut config = SerialAdapterConfig::new("/dev/fuzz", format);
     config.max_line = 256;
-    let devices = [device("all", &[]), device("one", &[("id", "1")]), device("ptr", &[("/a", "x")])];
-    let mut input = Input::new(Arc::from("fuzz"), &config, &devices, Arc::new(SerialStats::default()));
-    let split = data.first().map_or(0, |&b| usize::from(b) % (data.len() + 1));
+    let devices = [
+        device("all", &[]),
+        device("one", &[("id", "1")]),
+        device("ptr", &[("/a", "x")]),
+    ];
+    let mut input = Input::new(
+        Arc::from("fuzz"),
+        &config,
+        &devices,
+        Arc::new(SerialStats::default()),
+    );
+    let split = data
+        .first()
+        .map_or(0, |&b| usize::from(b) % (data.len() + 1));
     let now = Instant::now();
     let mut lines = Vec::new();
     let mut readings = Vec::new();
@@ -211,7 +238,9 @@ fn pipeline(format: Format, data: &[u8]) {
     for r in readings {
         if let Value::Text(t) = &r.value {
             assert!(
-                t.chars().all(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r' | '\u{7f}'..='\u{9f}')),
+                t.chars()
+                    .all(|c| !c.is_control()
+                        || matches!(c, '\t' | '\n' | '\r' | '\u{7f}'..='\u{9f}')),
                 "text values carry no control characters XML forbids: {t:?}"
             );
         }
@@ -231,11 +260,19 @@ mod tests {
     use std::path::Path;
 
     type Target = fn(&[u8]);
-    const TARGETS: [(&str, Target); 5] = [("json", json), ("kv", kv), ("xml", xml), ("regex", regex), ("csv", csv)];
+    const TARGETS: [(&str, Target); 5] = [
+        ("json", json),
+        ("kv", kv),
+        ("xml", xml),
+        ("regex", regex),
+        ("csv", csv),
+    ];
 
     /// The seed corpus of a target (`fuzz/seeds/<target>/`), at least one file each.
     fn seeds(target: &str) -> Vec<Vec<u8>> {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds").join(target);
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fuzz/seeds")
+            .join(target);
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
             out.push(std::fs::read(entry.unwrap().path()).unwrap());
@@ -260,7 +297,9 @@ mod tests {
 
     /// Flips, inserts, deletes and splices bytes of `seed`.
     fn mutate(rng: &mut Rng, seed: &[u8], other: &[u8]) -> Vec<u8> {
-        const TOKENS: [&[u8]; 12] = [b"\n", b"\r\n", b"=", b"\"", b"<", b"/>", b"&amp;", b"&#", b"{", b"\\u", b",", b"\xff"];
+        const TOKENS: [&[u8]; 12] = [
+            b"\n", b"\r\n", b"=", b"\"", b"<", b"/>", b"&amp;", b"&#", b"{", b"\\u", b",", b"\xff",
+        ];
         let mut v = seed.to_vec();
         for _ in 0..=rng.below(4) {
             let at = rng.below(v.len() + 1);
@@ -312,7 +351,15 @@ mod tests {
     #[test]
     fn edge_inputs() {
         for (_, target) in TARGETS {
-            for input in [&b""[..], b"\n", b"\x00", b"\xff\xfe", &[b'\n'; 600], &[b'{'; 600], &[b'<'; 600]] {
+            for input in [
+                &b""[..],
+                b"\n",
+                b"\x00",
+                b"\xff\xfe",
+                &[b'\n'; 600],
+                &[b'{'; 600],
+                &[b'<'; 600],
+            ] {
                 target(input);
             }
         }

@@ -95,7 +95,8 @@ impl Input {
                 }
                 Frame::Partial(len) => {
                     SerialStats::inc(&self.stats.partial);
-                    let why = format!("a partial line from before the port was opened ({len} bytes)");
+                    let why =
+                        format!("a partial line from before the port was opened ({len} bytes)");
                     self.dropped(now, &why, b"");
                 }
             }
@@ -140,9 +141,10 @@ impl Input {
             tracing::trace!(adapter = %self.adapter, device = %r.device, field = %r.field,
                 value = %r.value, "Reading");
         }
-        self.stats
-            .readings
-            .fetch_add(routed.readings.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.stats.readings.fetch_add(
+            routed.readings.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         out.extend(routed.readings);
     }
 
@@ -219,7 +221,14 @@ mod tests {
         assert_eq!(values, [Value::Float(20.0), Value::Float(21.5)]);
         let s = stats.snapshot();
         assert_eq!(
-            (s.lines, s.not_utf8, s.too_long, s.unparsable, s.unmatched, s.bad_values),
+            (
+                s.lines,
+                s.not_utf8,
+                s.too_long,
+                s.unparsable,
+                s.unmatched,
+                s.bad_values
+            ),
             (8, 1, 1, 1, 1, 1)
         );
         assert_eq!((s.records, s.readings), (4, 2));
@@ -229,11 +238,18 @@ mod tests {
     async fn partial_first_lines_and_resets() {
         let (mut i, stats) = input(Format::Kv(KvSyntax::default()), 64);
         i.skip_partial();
-        assert_eq!(run(&mut i, b"mp=99 id=1\nid=1 temp=1\nid=1 te"), [Value::Float(1.0)]);
+        assert_eq!(
+            run(&mut i, b"mp=99 id=1\nid=1 temp=1\nid=1 te"),
+            [Value::Float(1.0)]
+        );
         assert_eq!(stats.snapshot().partial, 1);
         i.reset();
         assert_eq!(run(&mut i, b"mp=2\n"), [], "the old half line is gone");
-        assert_eq!(stats.snapshot().unparsable, 0, "`mp=2` is a record without our id");
+        assert_eq!(
+            stats.snapshot().unparsable,
+            0,
+            "`mp=2` is a record without our id"
+        );
         assert_eq!(stats.snapshot().unmatched, 1);
     }
 
@@ -243,7 +259,10 @@ mod tests {
         i.framer = LineFramer::new(b";", 64);
         i.strip_cr = false;
         assert_eq!(
-            run(&mut i, b"{\"id\":1,\"temp\":3};{\"id\":\"1\",\"temp\":\"4\"}\r;"),
+            run(
+                &mut i,
+                b"{\"id\":1,\"temp\":3};{\"id\":\"1\",\"temp\":\"4\"}\r;"
+            ),
             [Value::Float(3.0), Value::Float(4.0)],
             "JSON allows the trailing \\r as whitespace"
         );

@@ -192,7 +192,12 @@ impl<O: Opener> Adapter for SerialAdapter<O> {
                             warn!(adapter = %adapter, port = %port, error = %why,
                                 "Lost the serial port; reopening it with back-off");
                             warned = true;
-                            set_offline(&mut link, &st, &mut down, format!("serial port {port} lost: {why}"));
+                            set_offline(
+                                &mut link,
+                                &st,
+                                &mut down,
+                                format!("serial port {port} lost: {why}"),
+                            );
                         }
                     }
                 }
@@ -204,11 +209,22 @@ impl<O: Opener> Adapter for SerialAdapter<O> {
                             "Cannot open the serial port; retrying with back-off");
                         warned = true;
                     }
-                    set_offline(&mut link, &st, &mut down, format!("cannot open serial port {port}: {e}"));
+                    set_offline(
+                        &mut link,
+                        &st,
+                        &mut down,
+                        format!("cannot open serial port {port}: {e}"),
+                    );
                 }
             }
             let delay = backoff.failed();
-            if !idle(&mut link, delay, down.as_deref().unwrap_or("the serial port is closed")).await {
+            if !idle(
+                &mut link,
+                delay,
+                down.as_deref().unwrap_or("the serial port is closed"),
+            )
+            .await
+            {
                 break;
             }
         }
@@ -279,9 +295,11 @@ mod tests {
     impl Opener for MockPorts {
         type Port = DuplexStream;
         fn open(&mut self, _: &SerialAdapterConfig) -> std::io::Result<DuplexStream> {
-            self.0.lock().unwrap().pop_front().unwrap_or_else(|| {
-                Err(std::io::Error::from(std::io::ErrorKind::NotFound))
-            })
+            self.0
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or_else(|| Err(std::io::Error::from(std::io::ErrorKind::NotFound)))
         }
     }
 
@@ -308,7 +326,11 @@ mod tests {
             }
         }
 
-        async fn request(&self, device: &str, kind: RequestKind) -> Result<Vec<Reading>, RequestError> {
+        async fn request(
+            &self,
+            device: &str,
+            kind: RequestKind,
+        ) -> Result<Vec<Reading>, RequestError> {
             let (reply, rx) = oneshot::channel();
             self.requests
                 .send(Request {
@@ -321,9 +343,19 @@ mod tests {
             rx.await.expect("answered")
         }
 
-        async fn write(&self, device: &str, field: &str, value: Value) -> Result<Vec<Reading>, RequestError> {
-            self.request(device, RequestKind::Write { values: vec![(field.into(), value)] })
-                .await
+        async fn write(
+            &self,
+            device: &str,
+            field: &str,
+            value: Value,
+        ) -> Result<Vec<Reading>, RequestError> {
+            self.request(
+                device,
+                RequestKind::Write {
+                    values: vec![(field.into(), value)],
+                },
+            )
+            .await
         }
     }
 
@@ -358,8 +390,16 @@ mod tests {
                 config: SerialDeviceConfig::default(),
                 fields: vec![
                     field("temp", FieldType::Numeric, None),
-                    field("relay", FieldType::Boolean, Some(command("SET {field} {value}\n", Some("^OK")))),
-                    field("label", FieldType::String, Some(command("L {value}\r\n", None))),
+                    field(
+                        "relay",
+                        FieldType::Boolean,
+                        Some(command("SET {field} {value}\n", Some("^OK"))),
+                    ),
+                    field(
+                        "label",
+                        FieldType::String,
+                        Some(command("L {value}\r\n", None)),
+                    ),
                 ],
             },
             SerialDevice {
@@ -392,7 +432,12 @@ mod tests {
 
     async fn online(h: &mut Harness) {
         for id in ["meter", "other"] {
-            assert_eq!(h.next().await, AdapterEvent::Online { device: DeviceId::new(id).unwrap() });
+            assert_eq!(
+                h.next().await,
+                AdapterEvent::Online {
+                    device: DeviceId::new(id).unwrap()
+                }
+            );
         }
     }
 
@@ -431,16 +476,30 @@ mod tests {
         settle().await;
         // `meter` takes every record; `other` only those with id=2. `temp=21.5` does not fit
         // `other`'s integer field: dropped and counted, `meter` still gets it.
-        dev.write_all(b"temp=21.5 id=2\ntemp=21 id=2\n").await.unwrap();
+        dev.write_all(b"temp=21.5 id=2\ntemp=21 id=2\n")
+            .await
+            .unwrap();
         let r = h.reading().await;
-        assert_eq!((r.device.as_str(), &*r.field, r.value.clone()), ("meter", "temp", Value::Float(21.5)));
+        assert_eq!(
+            (r.device.as_str(), &*r.field, r.value.clone()),
+            ("meter", "temp", Value::Float(21.5))
+        );
         let r = h.reading().await;
-        assert_eq!((r.device.as_str(), r.value.clone()), ("meter", Value::Float(21.0)));
+        assert_eq!(
+            (r.device.as_str(), r.value.clone()),
+            ("meter", Value::Float(21.0))
+        );
         let r = h.reading().await;
-        assert_eq!((r.device.as_str(), r.value.clone()), ("other", Value::Int(21)));
+        assert_eq!(
+            (r.device.as_str(), r.value.clone()),
+            ("other", Value::Int(21))
+        );
         assert_eq!(h.stats.snapshot().bad_values, 1);
         // Reads answer from the last values.
-        let now = h.request("other", RequestKind::Read { fields: vec![] }).await.unwrap();
+        let now = h
+            .request("other", RequestKind::Read { fields: vec![] })
+            .await
+            .unwrap();
         assert_eq!(now[0].value, Value::Int(21));
 
         // The device end closes: both devices go offline with the reason, and requests fail.
@@ -449,7 +508,10 @@ mod tests {
         assert_eq!(reason, "serial port /dev/ttyMOCK lost: the port was closed");
         // Nothing to open now: the reason changes, once.
         let reason = offline(&mut h).await;
-        assert!(reason.starts_with("cannot open serial port /dev/ttyMOCK: "), "{reason}");
+        assert!(
+            reason.starts_with("cannot open serial port /dev/ttyMOCK: "),
+            "{reason}"
+        );
         assert!(matches!(
             h.request("meter", RequestKind::Read { fields: vec![] }).await,
             Err(RequestError::Unreachable(r)) if r.starts_with("cannot open")
@@ -478,7 +540,10 @@ mod tests {
         let _dev = ports.plug();
         online(&mut h).await;
         let waited = t0.elapsed();
-        assert!(waited >= Duration::from_secs(20) && waited < Duration::from_secs(60), "{waited:?}");
+        assert!(
+            waited >= Duration::from_secs(20) && waited < Duration::from_secs(60),
+            "{waited:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -506,7 +571,10 @@ mod tests {
                 .send(Request {
                     device: DeviceId::new("meter").unwrap(),
                     kind: RequestKind::Write {
-                        values: vec![("relay".into(), Value::Text("on".into())), ("label".into(), Value::Text("a b".into()))],
+                        values: vec![
+                            ("relay".into(), Value::Text("on".into())),
+                            ("label".into(), Value::Text("a b".into())),
+                        ],
                     },
                     reply,
                 })
@@ -521,14 +589,26 @@ mod tests {
         assert_eq!(read_line(&mut dev).await, "L a b\r\n");
         let done = write.await.unwrap().unwrap();
         let values: Vec<_> = done.iter().map(|r| (&*r.field, r.value.clone())).collect();
-        assert_eq!(values, [("relay", Value::Bool(true)), ("label", Value::Text("a b".into()))]);
+        assert_eq!(
+            values,
+            [
+                ("relay", Value::Bool(true)),
+                ("label", Value::Text("a b".into()))
+            ]
+        );
 
         // No acknowledgement: a timeout, and the next write goes ahead.
         let t0 = Instant::now();
-        assert_eq!(h.write("meter", "relay", Value::Bool(false)).await, Err(RequestError::Timeout));
+        assert_eq!(
+            h.write("meter", "relay", Value::Bool(false)).await,
+            Err(RequestError::Timeout)
+        );
         assert_eq!(t0.elapsed(), Duration::from_secs(2));
         assert_eq!(read_line(&mut dev).await, "SET relay false\n");
-        assert!(h.write("meter", "label", Value::Text("x".into())).await.is_ok());
+        assert!(h
+            .write("meter", "label", Value::Text("x".into()))
+            .await
+            .is_ok());
         let s = h.stats.snapshot();
         assert_eq!((s.writes, s.write_failures), (2, 1));
     }
@@ -539,8 +619,14 @@ mod tests {
         let mut dev = ports.plug();
         let mut h = start(&ports);
         online(&mut h).await;
-        assert_eq!(h.write("meter", "temp", Value::Float(1.0)).await, Err(RequestError::NotWritable("temp".into())));
-        assert_eq!(h.write("meter", "nope", Value::Float(1.0)).await, Err(RequestError::UnknownField("nope".into())));
+        assert_eq!(
+            h.write("meter", "temp", Value::Float(1.0)).await,
+            Err(RequestError::NotWritable("temp".into()))
+        );
+        assert_eq!(
+            h.write("meter", "nope", Value::Float(1.0)).await,
+            Err(RequestError::UnknownField("nope".into()))
+        );
         assert!(matches!(
             h.write("meter", "label", Value::Text("a\nREBOOT".into())).await,
             Err(RequestError::OutOfRange { field, .. }) if field == "label"
@@ -549,12 +635,21 @@ mod tests {
             h.write("meter", "relay", Value::Text("maybe".into())).await,
             Err(RequestError::OutOfRange { .. })
         ));
-        assert!(matches!(h.write("ghost", "relay", Value::Bool(true)).await, Err(RequestError::Refused(_))));
+        assert!(matches!(
+            h.write("ghost", "relay", Value::Bool(true)).await,
+            Err(RequestError::Refused(_))
+        ));
         // Nothing reached the device: the next thing it sees is this write.
-        assert!(h.write("meter", "label", Value::Text("ok".into())).await.is_ok());
+        assert!(h
+            .write("meter", "label", Value::Text("ok".into()))
+            .await
+            .is_ok());
         assert_eq!(read_line(&mut dev).await, "L ok\r\n");
         h.shutdown.cancel();
-        tokio::time::timeout(Duration::from_millis(1), h.task).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_millis(1), h.task)
+            .await
+            .unwrap()
+            .unwrap();
     }
 
     #[tokio::test(start_paused = true)]
@@ -568,7 +663,11 @@ mod tests {
             let (reply, rx) = oneshot::channel();
             let values = vec![("relay".into(), Value::Bool(true))];
             requests
-                .send(Request { device: DeviceId::new("meter").unwrap(), kind: RequestKind::Write { values }, reply })
+                .send(Request {
+                    device: DeviceId::new("meter").unwrap(),
+                    kind: RequestKind::Write { values },
+                    reply,
+                })
                 .await
                 .unwrap();
             rx.await.unwrap()
@@ -576,7 +675,9 @@ mod tests {
         // Let the command go out, then unplug before any acknowledgement.
         tokio::time::sleep(Duration::from_millis(100)).await;
         drop(dev);
-        assert!(matches!(write.await.unwrap(), Err(RequestError::Unreachable(r)) if r.contains("lost")));
+        assert!(
+            matches!(write.await.unwrap(), Err(RequestError::Unreachable(r)) if r.contains("lost"))
+        );
         offline(&mut h).await;
     }
 
@@ -592,6 +693,9 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(!h.task.is_finished());
         h.shutdown.cancel();
-        tokio::time::timeout(Duration::from_millis(1), h.task).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_millis(1), h.task)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }

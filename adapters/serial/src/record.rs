@@ -85,7 +85,9 @@ impl Record {
             (Record::Json(doc), Selector::Pointer(p)) => {
                 doc.pointer(p).filter(|v| !v.is_null()).map(Found::Json)
             }
-            (Record::Json(doc), Selector::Whole) => Some(doc).filter(|v| !v.is_null()).map(Found::Json),
+            (Record::Json(doc), Selector::Whole) => {
+                Some(doc).filter(|v| !v.is_null()).map(Found::Json)
+            }
         }
     }
 }
@@ -222,7 +224,10 @@ mod tests {
         assert_eq!(j(json!("on"), Boolean), Ok(Value::Bool(true)));
         assert_eq!(j(json!("21.5"), Numeric), Ok(Value::Float(21.5)));
         assert_eq!(j(json!(true), Numeric), Ok(Value::Float(1.0)));
-        assert_eq!(j(json!({"a": 1}), String), Ok(Value::Text("{\"a\":1}".into())));
+        assert_eq!(
+            j(json!({"a": 1}), String),
+            Ok(Value::Text("{\"a\":1}".into()))
+        );
         assert!(j(json!({"a": 1}), Numeric).is_err());
         assert!(j(json!([1, 2]), Boolean).is_err());
         assert!(j(json!("warm"), Numeric).is_err());
@@ -246,6 +251,8 @@ mod tests {
         };
         assert!(s.chars().count() <= 41, "{s}");
         let multibyte = json!(["é".repeat(100)]);
-        assert!(Found::Json(&multibyte).to_value(FieldType::Numeric).is_err());
+        assert!(Found::Json(&multibyte)
+            .to_value(FieldType::Numeric)
+            .is_err());
     }
 }

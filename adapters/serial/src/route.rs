@@ -173,10 +173,7 @@ mod tests {
     }
 
     fn router(devices: &[SerialDevice]) -> Router {
-        Router::new(
-            devices,
-            DEFAULT_TIME_KEYS.iter().map(|k| key(k)).collect(),
-        )
+        Router::new(devices, DEFAULT_TIME_KEYS.iter().map(|k| key(k)).collect())
     }
 
     fn pairs(p: &[(&str, &str)]) -> Record {
@@ -201,8 +198,16 @@ mod tests {
     #[test]
     fn xml_records_are_routed_by_their_id_attribute() {
         let r = router(&[
-            device("boiler", &[("id", "250715")], vec![field("temp", FieldType::Numeric, key("SensorTemp"))]),
-            device("attic", &[("id", "250716")], vec![field("temp", FieldType::Integer, key("SensorTemp"))]),
+            device(
+                "boiler",
+                &[("id", "250715")],
+                vec![field("temp", FieldType::Numeric, key("SensorTemp"))],
+            ),
+            device(
+                "attic",
+                &[("id", "250716")],
+                vec![field("temp", FieldType::Integer, key("SensorTemp"))],
+            ),
         ]);
         let rec = crate::parse::xml::parse(
             "<SensorTemp ID='250716' TimeDate='19:28:33 Jul 17 2015'> 22 </SensorTemp>",
@@ -211,39 +216,80 @@ mod tests {
         let out = r.route(&Record::Pairs(rec), now());
         assert_eq!(summary(&out), ["attic.temp=Int(22)"]);
         assert_eq!(out.matched, 1);
-        assert_eq!(out.readings[0].timestamp, time::parse("19:28:33 Jul 17 2015").unwrap());
+        assert_eq!(
+            out.readings[0].timestamp,
+            time::parse("19:28:33 Jul 17 2015").unwrap()
+        );
         // No ID: no device has it.
         let out = r.route(&pairs(&[("SensorTemp", "1")]), now());
         assert_eq!((out.matched, out.readings.len()), (0, 0));
         // A timestamp that does not parse: the arrival time.
-        let out = r.route(&pairs(&[("SensorTemp", "1"), ("ID", "250715"), ("TimeDate", "never")]), now());
+        let out = r.route(
+            &pairs(&[("SensorTemp", "1"), ("ID", "250715"), ("TimeDate", "never")]),
+            now(),
+        );
         assert_eq!(out.readings[0].timestamp, now());
     }
 
     #[test]
     fn json_records_by_member_or_pointer() {
         let r = router(&[
-            device("a", &[("id", "1")], vec![
-                field("temp", FieldType::Numeric, Selector::Pointer("/t".into())),
-                field("raw", FieldType::String, Selector::Whole),
-            ]),
-            device("b", &[("/meta/node", "7")], vec![field("on", FieldType::Boolean, Selector::Pointer("/relay".into()))]),
+            device(
+                "a",
+                &[("id", "1")],
+                vec![
+                    field("temp", FieldType::Numeric, Selector::Pointer("/t".into())),
+                    field("raw", FieldType::String, Selector::Whole),
+                ],
+            ),
+            device(
+                "b",
+                &[("/meta/node", "7")],
+                vec![field(
+                    "on",
+                    FieldType::Boolean,
+                    Selector::Pointer("/relay".into()),
+                )],
+            ),
         ]);
         let out = r.route(&Record::Json(json!({"id": 1, "t": 21.5})), now());
-        assert_eq!(summary(&out), ["a.temp=Float(21.5)", "a.raw=Text(\"{\\\"id\\\":1,\\\"t\\\":21.5}\")"]);
-        let out = r.route(&Record::Json(json!({"meta": {"node": "7"}, "relay": "on", "time": 1437161313})), now());
+        assert_eq!(
+            summary(&out),
+            [
+                "a.temp=Float(21.5)",
+                "a.raw=Text(\"{\\\"id\\\":1,\\\"t\\\":21.5}\")"
+            ]
+        );
+        let out = r.route(
+            &Record::Json(json!({"meta": {"node": "7"}, "relay": "on", "time": 1437161313})),
+            now(),
+        );
         assert_eq!(summary(&out), ["b.on=Bool(true)"]);
-        assert_eq!(out.readings[0].timestamp, time::parse("1437161313").unwrap());
+        assert_eq!(
+            out.readings[0].timestamp,
+            time::parse("1437161313").unwrap()
+        );
     }
 
     #[test]
     fn devices_without_match_take_every_record() {
         let r = router(&[
-            device("all", &[], vec![field("temp", FieldType::Numeric, key("temp"))]),
-            device("seven", &[("id", "7")], vec![field("hum", FieldType::Numeric, key("hum"))]),
+            device(
+                "all",
+                &[],
+                vec![field("temp", FieldType::Numeric, key("temp"))],
+            ),
+            device(
+                "seven",
+                &[("id", "7")],
+                vec![field("hum", FieldType::Numeric, key("hum"))],
+            ),
         ]);
         let out = r.route(&pairs(&[("id", "7"), ("temp", "1"), ("hum", "2")]), now());
-        assert_eq!(summary(&out), ["all.temp=Float(1.0)", "seven.hum=Float(2.0)"]);
+        assert_eq!(
+            summary(&out),
+            ["all.temp=Float(1.0)", "seven.hum=Float(2.0)"]
+        );
         assert_eq!(out.matched, 2);
         let out = r.route(&pairs(&[("hum", "2")]), now());
         assert_eq!(out.matched, 1, "matched, even without any of its fields");
@@ -252,20 +298,42 @@ mod tests {
 
     #[test]
     fn several_match_keys_must_all_hold() {
-        let r = router(&[device("d", &[("bus", "2"), ("ID", "x")], vec![field("v", FieldType::Numeric, key("v"))])]);
-        assert_eq!(r.route(&pairs(&[("id", " x "), ("BUS", "2"), ("v", "1")]), now()).matched, 1);
-        assert_eq!(r.route(&pairs(&[("id", "x"), ("v", "1")]), now()).matched, 0);
-        assert_eq!(r.route(&pairs(&[("id", "X"), ("bus", "2")]), now()).matched, 0, "values are exact");
+        let r = router(&[device(
+            "d",
+            &[("bus", "2"), ("ID", "x")],
+            vec![field("v", FieldType::Numeric, key("v"))],
+        )]);
+        assert_eq!(
+            r.route(&pairs(&[("id", " x "), ("BUS", "2"), ("v", "1")]), now())
+                .matched,
+            1
+        );
+        assert_eq!(
+            r.route(&pairs(&[("id", "x"), ("v", "1")]), now()).matched,
+            0
+        );
+        assert_eq!(
+            r.route(&pairs(&[("id", "X"), ("bus", "2")]), now()).matched,
+            0,
+            "values are exact"
+        );
     }
 
     #[test]
     fn a_wrong_type_spoils_only_its_own_field() {
-        let r = router(&[device("d", &[], vec![
-            field("temp", FieldType::Numeric, key("temp")),
-            field("count", FieldType::Integer, key("count")),
-            field("ok", FieldType::Boolean, key("ok")),
-        ])]);
-        let out = r.route(&pairs(&[("temp", "warm"), ("count", "3"), ("ok", "maybe")]), now());
+        let r = router(&[device(
+            "d",
+            &[],
+            vec![
+                field("temp", FieldType::Numeric, key("temp")),
+                field("count", FieldType::Integer, key("count")),
+                field("ok", FieldType::Boolean, key("ok")),
+            ],
+        )]);
+        let out = r.route(
+            &pairs(&[("temp", "warm"), ("count", "3"), ("ok", "maybe")]),
+            now(),
+        );
         assert_eq!(summary(&out), ["d.count=Int(3)"]);
         assert_eq!(out.bad_values.len(), 2);
         assert_eq!(&*out.bad_values[0].field, "temp");
@@ -274,7 +342,11 @@ mod tests {
 
     #[test]
     fn text_values_lose_what_xml_forbids() {
-        let r = router(&[device("d", &[], vec![field("label", FieldType::String, key("label"))])]);
+        let r = router(&[device(
+            "d",
+            &[],
+            vec![field("label", FieldType::String, key("label"))],
+        )]);
         let out = r.route(&pairs(&[("label", "a\u{0}b\u{1B}[0mc\u{FFFE}<&>")]), now());
         assert_eq!(out.readings[0].value, Value::Text("ab[0mc<&>".into()));
     }

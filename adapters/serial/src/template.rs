@@ -135,15 +135,24 @@ mod tests {
     use super::*;
 
     fn render(t: &str, value: &str) -> String {
-        let bytes = Template::parse(t).unwrap().render("relay", value, "pump").unwrap();
+        let bytes = Template::parse(t)
+            .unwrap()
+            .render("relay", value, "pump")
+            .unwrap();
         String::from_utf8(bytes).unwrap()
     }
 
     #[test]
     fn placeholders_are_filled_in() {
         assert_eq!(render("SET {field} {value}\n", "true"), "SET relay true\n");
-        assert_eq!(render("{device}:{ field }={value}\r\n", "21.5"), "pump:relay=21.5\r\n");
-        assert_eq!(render("{{\"{field}\": {value}}}\n", "1"), "{\"relay\": 1}\n");
+        assert_eq!(
+            render("{device}:{ field }={value}\r\n", "21.5"),
+            "pump:relay=21.5\r\n"
+        );
+        assert_eq!(
+            render("{{\"{field}\": {value}}}\n", "1"),
+            "{\"relay\": 1}\n"
+        );
         assert_eq!(render("PING\n", "x"), "PING\n");
     }
 
@@ -164,10 +173,7 @@ mod tests {
     #[test]
     fn control_characters_in_values_are_refused() {
         let t = Template::parse("SET {field} {value}\n").unwrap();
-        assert_eq!(
-            t.render("label", "a\nREBOOT", "d"),
-            Err(UnsafeValue('\n'))
-        );
+        assert_eq!(t.render("label", "a\nREBOOT", "d"), Err(UnsafeValue('\n')));
         assert_eq!(t.render("label", "a\rb", "d"), Err(UnsafeValue('\r')));
         assert_eq!(t.render("label", "\u{0}", "d"), Err(UnsafeValue('\u{0}')));
         assert!(t.render("label", "a b ü", "d").is_ok());

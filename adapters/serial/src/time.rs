@@ -89,7 +89,9 @@ mod tests {
     }
 
     fn utc(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     #[test]
@@ -101,7 +103,10 @@ mod tests {
         assert_eq!(parse("2015-07-17T19:28:33"), Some(want));
         assert_eq!(parse("17.07.2015 19:28:33"), Some(want));
         assert_eq!(parse("2015/07/17 19:28:33"), Some(want));
-        assert_eq!(parse("9:05:01 Jul 7 2015"), Some(local(2015, 7, 7, 9, 5, 1)));
+        assert_eq!(
+            parse("9:05:01 Jul 7 2015"),
+            Some(local(2015, 7, 7, 9, 5, 1))
+        );
     }
 
     #[test]
@@ -112,10 +117,7 @@ mod tests {
         assert_eq!(parse("Fri, 17 Jul 2015 19:28:33 +0000"), Some(want));
         assert_eq!(parse("1437161313"), Some(want));
         assert_eq!(parse("1437161313000"), Some(want));
-        assert_eq!(
-            parse("1437161313.5"),
-            Some(utc("2015-07-17T19:28:33.5Z"))
-        );
+        assert_eq!(parse("1437161313.5"), Some(utc("2015-07-17T19:28:33.5Z")));
         let n = serde_json::json!(1437161313);
         assert_eq!(from_found(Found::Json(&n)), Some(want));
         let s = serde_json::json!("2015-07-17T19:28:33Z");
@@ -125,8 +127,16 @@ mod tests {
     #[test]
     fn not_times() {
         for t in [
-            "", "12", "3600", "19:28:33", "yesterday", "2015-13-45 10:00:00", "1.2.3", "..",
-            "99999999999999999999", "Jul 32 2015 10:00:00",
+            "",
+            "12",
+            "3600",
+            "19:28:33",
+            "yesterday",
+            "2015-13-45 10:00:00",
+            "1.2.3",
+            "..",
+            "99999999999999999999",
+            "Jul 32 2015 10:00:00",
         ] {
             assert_eq!(parse(t), None, "{t:?}");
         }

@@ -157,7 +157,8 @@ mod tests {
 
     #[test]
     fn header_detection() {
-        let h = |cells: &[&str]| is_header(&cells.iter().map(|c| c.to_string()).collect::<Vec<_>>());
+        let h =
+            |cells: &[&str]| is_header(&cells.iter().map(|c| c.to_string()).collect::<Vec<_>>());
         assert!(h(&["id", "temp"]));
         assert!(!h(&["id", "21"]));
         assert!(!h(&["id", ""]));

@@ -95,7 +95,10 @@ mod tests {
 
     #[test]
     fn the_usual_line() {
-        assert_eq!(kv("temp=21.5 hum=40"), p(&[("temp", "21.5"), ("hum", "40")]));
+        assert_eq!(
+            kv("temp=21.5 hum=40"),
+            p(&[("temp", "21.5"), ("hum", "40")])
+        );
         assert_eq!(
             kv("  DATA id=7\ttemp=-3.25   ok=true *CS"),
             p(&[("id", "7"), ("temp", "-3.25"), ("ok", "true")])
@@ -152,7 +155,15 @@ mod tests {
 
     #[test]
     fn odd_input_does_not_panic() {
-        for odd in ["\\", "\"", "x=\"\\", "é=ü ü=é", "=", "a=\"\\\"", "k=\"\u{10FFFF}\""] {
+        for odd in [
+            "\\",
+            "\"",
+            "x=\"\\",
+            "é=ü ü=é",
+            "=",
+            "a=\"\\\"",
+            "k=\"\u{10FFFF}\"",
+        ] {
             let _ = parse(odd, &KvSyntax::default());
             let _ = parse(
                 odd,

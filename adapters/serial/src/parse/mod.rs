@@ -135,9 +135,15 @@ mod tests {
             ["a=1", "b=\"x y\"", "c"]
         );
         assert_eq!(split_quoted("  ", None, true), Vec::<&str>::new());
-        assert_eq!(split_quoted("a,\"b,c\",,d", Some(","), false), ["a", "\"b,c\"", "", "d"]);
+        assert_eq!(
+            split_quoted("a,\"b,c\",,d", Some(","), false),
+            ["a", "\"b,c\"", "", "d"]
+        );
         assert_eq!(split_quoted("a::b::", Some("::"), false), ["a", "b", ""]);
-        assert_eq!(split_quoted("k=\"a\\\" b\" z", None, true), ["k=\"a\\\" b\"", "z"]);
+        assert_eq!(
+            split_quoted("k=\"a\\\" b\" z", None, true),
+            ["k=\"a\\\" b\"", "z"]
+        );
         assert_eq!(split_quoted("k=\"open rest", None, true), ["k=\"open rest"]);
         assert_eq!(split_quoted("é;ü;", Some(";"), false), ["é", "ü", ""]);
     }

@@ -45,11 +45,18 @@ mod tests {
         let r = re(r"^(?P<id>\w+) (?P<temp>[-\d.]+)(?: (?P<hum>\d+)%)?$");
         assert_eq!(
             parse("a7 21.5 40%", &r).unwrap(),
-            [("id".into(), "a7".into()), ("temp".into(), "21.5".into()), ("hum".into(), "40".into())]
+            [
+                ("id".into(), "a7".into()),
+                ("temp".into(), "21.5".into()),
+                ("hum".into(), "40".into())
+            ]
         );
         assert_eq!(
             parse("a7 -3", &r).unwrap(),
-            [("id".to_string(), "a7".to_string()), ("temp".into(), "-3".into())]
+            [
+                ("id".to_string(), "a7".to_string()),
+                ("temp".into(), "-3".into())
+            ]
         );
         assert_eq!(parse("a7 warm", &r), Err(ParseError::NoMatch));
         assert_eq!(group_names(&r), ["id", "temp", "hum"]);

@@ -174,8 +174,10 @@ mod tests {
         );
         // Entities in text and attributes; character references.
         assert_eq!(
-            parse("<Note ID='a&amp;b' by=\"&quot;x&quot;\">1 &lt; 2 &amp;&amp; &#233;&#x41;</Note>")
-                .unwrap(),
+            parse(
+                "<Note ID='a&amp;b' by=\"&quot;x&quot;\">1 &lt; 2 &amp;&amp; &#233;&#x41;</Note>"
+            )
+            .unwrap(),
             p(&[("Note", "1 < 2 && éA"), ("ID", "a&b"), ("by", "\"x\"")])
         );
         // Empty element, declaration and comments, CDATA.
