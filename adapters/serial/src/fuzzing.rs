@@ -6,7 +6,8 @@
 //! the whole read pipeline (framing in two reads, UTF-8 check, parsing, routing to devices with
 //! and without `match`). It asserts what must hold for any input; a panic anywhere is a bug.
 
-use std::sync::Arc;
+use std::cell::RefCell;
+use std::sync::{Arc, OnceLock};
 
 use chrono::Utc;
 use gateway_api::{DeviceId, FieldSpec, FieldType, Value};
@@ -105,19 +106,32 @@ pub fn xml(data: &[u8]) {
     pipeline(Format::Xml, data);
 }
 
+/// [`PATTERNS`], compiled once: compiling per input would make the target a regex-compiler
+/// benchmark.
+fn patterns() -> &'static [::regex::Regex] {
+    static COMPILED: OnceLock<Vec<::regex::Regex>> = OnceLock::new();
+    COMPILED.get_or_init(|| {
+        PATTERNS
+            .iter()
+            .filter_map(|p| ::regex::Regex::new(p).ok())
+            .collect()
+    })
+}
+
 /// Format `regex`; the first byte picks one of [`PATTERNS`].
 pub fn regex(data: &[u8]) {
     let Some((&pick, rest)) = data.split_first() else {
         return;
     };
-    let pattern = PATTERNS[usize::from(pick) % PATTERNS.len()];
     // The patterns are constants that compile (the tests check them).
-    let Ok(re) = ::regex::Regex::new(pattern) else {
+    let compiled = patterns();
+    let index = usize::from(pick) % compiled.len().max(1);
+    let Some(re) = compiled.get(index) else {
         return;
     };
     if let Ok(line) = std::str::from_utf8(rest) {
-        if let Ok(pairs) = parse::regex::parse(line, &re) {
-            let names = parse::regex::group_names(&re);
+        if let Ok(pairs) = parse::regex::parse(line, re) {
+            let names = parse::regex::group_names(re);
             for (k, v) in &pairs {
                 assert!(names.contains(k), "{k} is a group");
                 assert!(line.contains(v.as_str()), "{v:?} is part of the line");
@@ -125,7 +139,20 @@ pub fn regex(data: &[u8]) {
             lookups(&Record::Pairs(pairs), &[Selector::Key("temp".into())]);
         }
     }
-    pipeline(Format::Regex(re), rest);
+    // One pipeline per pattern for the whole run: a fresh clone of a regex starts with empty
+    // search caches, and rebuilding them for every input would dominate the run.
+    thread_local! {
+        static INPUTS: RefCell<Vec<Option<Input>>> = const { RefCell::new(Vec::new()) };
+    }
+    INPUTS.with(|inputs| {
+        let mut inputs = inputs.borrow_mut();
+        if inputs.len() <= index {
+            inputs.resize_with(index + 1, || None);
+        }
+        let input = inputs[index].get_or_insert_with(|| input_for(Format::Regex(re.clone())));
+        input.reset();
+        pipeline_with(input, rest);
+    });
 }
 
 /// Format `csv`: the data is split into lines and fed in order (the parser learns headers).
@@ -208,20 +235,35 @@ fn device(id: &str, matcher: &[(&str, &str)]) -> SerialDevice {
 }
 
 /// The whole read side on `data`, in two reads split where the first byte says.
-fn pipeline(format: Format, data: &[u8]) {
+/// The longest line of the fuzzed pipelines.
+const MAX_LINE: usize = 256;
+
+/// The read side of a port in `format`, with devices with and without `match`.
+fn input_for(format: Format) -> Input {
     let mut config = SerialAdapterConfig::new("/dev/fuzz", format);
-    config.max_line = 256;
+    config.max_line = MAX_LINE;
     let devices = [
         device("all", &[]),
         device("one", &[("id", "1")]),
         device("ptr", &[("/a", "x")]),
     ];
-    let mut input = Input::new(
+    Input::new(
         Arc::from("fuzz"),
         &config,
         &devices,
         Arc::new(SerialStats::default()),
-    );
+    )
+}
+
+fn pipeline(format: Format, data: &[u8]) {
+    if let Ok(line) = std::str::from_utf8(data) {
+        // The same bytes as one line, straight to the parser.
+        let _ = Parser::new(&format).parse(line);
+    }
+    pipeline_with(&mut input_for(format), data);
+}
+
+fn pipeline_with(input: &mut Input, data: &[u8]) {
     let split = data
         .first()
         .map_or(0, |&b| usize::from(b) % (data.len() + 1));
@@ -231,7 +273,7 @@ fn pipeline(format: Format, data: &[u8]) {
     for chunk in [&data[..split], &data[split..]] {
         input.lines(chunk, now, &mut lines);
         for line in lines.drain(..) {
-            assert!(line.len() <= config.max_line, "lines are bounded");
+            assert!(line.len() <= MAX_LINE, "lines are bounded");
             input.record(&line, Utc::now(), now, &mut readings);
         }
     }
@@ -247,10 +289,6 @@ fn pipeline(format: Format, data: &[u8]) {
         if let Value::Float(f) = r.value {
             assert!(f.is_finite());
         }
-    }
-    // The same bytes as one line, straight to the parser.
-    if let Ok(line) = std::str::from_utf8(data) {
-        let _ = Parser::new(&config.format).parse(line);
     }
 }
 
@@ -327,9 +365,7 @@ mod tests {
 
     #[test]
     fn the_patterns_compile() {
-        for p in PATTERNS {
-            assert!(::regex::Regex::new(p).is_ok(), "{p}");
-        }
+        assert_eq!(patterns().len(), PATTERNS.len());
     }
 
     #[test]
