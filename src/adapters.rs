@@ -41,6 +41,9 @@ pub fn spawn_all(
             AdapterKind::Mqtt(broker) => {
                 tasks.spawn(mqtt(config, index, &adapter.id, broker).run(ctx));
             }
+            AdapterKind::Serial(port) => {
+                tasks.spawn(serial(config, index, port).run(ctx));
+            }
         }
         tracing::debug!(adapter = %adapter.id, kind = adapter.kind.type_name(), "adapter started");
     }
@@ -142,5 +145,42 @@ fn mqtt(
     gateway_mqtt::MqttAdapter::new(broker.clone(), client_id, devices)
 }
 
+fn serial(
+    config: &Config,
+    index: usize,
+    port: &gateway_serial::SerialAdapterConfig,
+) -> gateway_serial::SerialAdapter {
+    use crate::config::{DeviceBinding, FieldBinding};
+    use gateway_serial::{SerialDevice, SerialField};
+    let devices = config
+        .devices
+        .iter()
+        .filter(|d| d.adapter_index == index)
+        .filter_map(|d| {
+            // The loader gives every device of a serial adapter a serial binding.
+            let DeviceBinding::Serial(binding) = &d.binding else {
+                return None;
+            };
+            let fields = d
+                .fields
+                .iter()
+                .filter_map(|f| match &f.binding {
+                    FieldBinding::Serial(b) => Some(SerialField {
+                        spec: f.spec.clone(),
+                        config: b.clone(),
+                    }),
+                    _ => None,
+                })
+                .collect();
+            Some(SerialDevice {
+                id: d.id.clone(),
+                config: binding.clone(),
+                fields,
+            })
+        })
+        .collect();
+    gateway_serial::SerialAdapter::new(port.clone(), devices)
+}
+
 /// The `type = ...` names this build supports, for `version`.
-pub const SUPPORTED: &[&str] = &["mqtt", "simulated", "modbus-rtu", "modbus-tcp"];
+pub const SUPPORTED: &[&str] = &["mqtt", "simulated", "modbus-rtu", "modbus-tcp", "serial"];

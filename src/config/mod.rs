@@ -5,8 +5,8 @@
 //! - [`raw`] parses the TOML with `toml_edit` (which keeps spans) and walks it into a typed
 //!   mirror of the file, reporting unknown keys (with "did you mean") and wrong types;
 //! - [`validate`] applies defaults and checks meaning: cross-references, JIDs, secrets (read
-//!   through [`secret`]), durations ([`duration`]); [`simulated`], [`mqtt`] and [`modbus`] hold
-//!   the adapters' own keys;
+//!   through [`secret`]), durations ([`duration`]); [`simulated`], [`mqtt`], [`modbus`] and
+//!   [`serial`] hold the adapters' own keys;
 //! - [`diagnostic`] turns spans into `PATH:LINE:COL: message` lines.
 //!
 //! [`device_table`] renders what `check` prints. [`resolve_path`] picks the file to load.
@@ -20,6 +20,7 @@ pub mod model;
 mod mqtt;
 mod raw;
 mod secret;
+mod serial;
 mod simulated;
 mod table;
 mod validate;

@@ -152,6 +152,8 @@ pub enum AdapterKind {
     Modbus(gateway_modbus::BusSettings),
     /// The broker and how to log in.
     Mqtt(gateway_mqtt::BrokerConfig),
+    /// The port, its line format and how records are parsed.
+    Serial(gateway_serial::SerialAdapterConfig),
 }
 
 impl AdapterKind {
@@ -161,6 +163,7 @@ impl AdapterKind {
             AdapterKind::Simulated => "simulated",
             AdapterKind::Modbus(bus) => bus.transport.type_name(),
             AdapterKind::Mqtt(_) => "mqtt",
+            AdapterKind::Serial(_) => "serial",
         }
     }
 }
@@ -191,6 +194,8 @@ pub enum DeviceBinding {
     Modbus(gateway_modbus::DeviceSettings),
     /// Topics, availability, commands, staleness.
     Mqtt(gateway_mqtt::DeviceConfig),
+    /// Which records of the port are the device's (`match`).
+    Serial(gateway_serial::SerialDeviceConfig),
 }
 
 #[derive(Debug, Clone)]
@@ -217,6 +222,8 @@ pub enum FieldBinding {
     Modbus(gateway_modbus::Point),
     /// JSON pointer, own topic, scale/offset, boolean spellings, command.
     Mqtt(gateway_mqtt::FieldConfig),
+    /// Where the value is in a record, and how a write is sent.
+    Serial(gateway_serial::SerialFieldConfig),
 }
 
 /// How a simulated field produces values.

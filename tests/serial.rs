@@ -1,0 +1,835 @@
+//! The serial adapter end to end: a real Prosody, the gateway binary, and `socat` pty pairs
+//! standing in for the UARTs. The test holds one end of each pair (the "device") and writes the
+//! lines a microcontroller would print; the gateway reads the other end. An XMPP user checks what
+//! arrives: presence, XEP-0323 readouts (momentary and historical), XEP-0325 control.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use support::client::presence_status;
+use support::{
+    eventually, have_program, kill_and_reap, send_signal, wait_child, Gateway, Prosody,
+    ProsodyOpts, TestClient, TIMEOUT,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_serial::{SerialPortBuilderExt, SerialStream};
+use xmpp_parsers::jid::Jid;
+use xmpp_parsers::minidom::Element;
+use xmpp_parsers::presence::Type as PresenceType;
+use xmpp_parsers::stanza_error::DefinedCondition;
+
+const NS_SD: &str = "urn:xmpp:iot:sensordata";
+const NS_CTL: &str = "urn:xmpp:iot:control";
+
+/// A `socat` pty pair: `device` is the test's end, `port` the gateway's (both symlinks).
+struct PtyPair {
+    _dir: tempfile::TempDir,
+    device: PathBuf,
+    port: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl PtyPair {
+    async fn new() -> PtyPair {
+        assert!(
+            have_program("socat"),
+            "socat is missing: scripts/install-deps.sh installs it"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("pty-")
+            .tempdir()
+            .expect("temp dir");
+        let mut pair = PtyPair {
+            device: dir.path().join("device"),
+            port: dir.path().join("port"),
+            log: dir.path().join("socat.log"),
+            _dir: dir,
+            child: None,
+        };
+        pair.start().await;
+        pair
+    }
+
+    /// Starts socat (again) on the same link paths and waits for both links to exist.
+    async fn start(&mut self) {
+        // A killed socat leaves its links behind.
+        let _ = std::fs::remove_file(&self.device);
+        let _ = std::fs::remove_file(&self.port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("socat log");
+        let child = Command::new("socat")
+            .arg("-d")
+            .arg("-d")
+            .arg(format!("pty,raw,echo=0,link={}", self.device.display()))
+            .arg(format!("pty,raw,echo=0,link={}", self.port.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start socat");
+        self.child = Some(child);
+        let (device, port) = (self.device.clone(), self.port.clone());
+        assert!(
+            eventually(TIMEOUT, || device.exists() && port.exists()).await,
+            "socat did not create its links; log:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+
+    /// Kills socat abruptly, like a USB adapter pulled out: both ptys close.
+    async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            send_signal(child.id(), libc::SIGKILL);
+            assert!(
+                wait_child(&mut child, TIMEOUT).await.is_some(),
+                "socat exits"
+            );
+        }
+    }
+
+    /// The test's end, as a serial port.
+    fn open_device(&self) -> Device {
+        let stream = tokio_serial::new(self.device.to_string_lossy(), 115_200)
+            .open_native_async()
+            .unwrap_or_else(|e| panic!("open {}: {e}", self.device.display()));
+        Device { stream }
+    }
+
+    fn port(&self) -> &Path {
+        &self.port
+    }
+}
+
+impl Drop for PtyPair {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            kill_and_reap(child);
+        }
+    }
+}
+
+/// The device end of a pty pair.
+struct Device {
+    stream: SerialStream,
+}
+
+impl Device {
+    async fn send(&mut self, bytes: &[u8]) {
+        tokio::time::timeout(TIMEOUT, async {
+            self.stream.write_all(bytes).await?;
+            self.stream.flush().await
+        })
+        .await
+        .expect("write in time")
+        .expect("write to the pty");
+    }
+
+    /// Reads one line (up to and including `\n`) that the gateway wrote.
+    async fn line(&mut self) -> String {
+        let mut got = Vec::new();
+        let mut byte = [0u8; 1];
+        tokio::time::timeout(TIMEOUT, async {
+            while !got.ends_with(b"\n") {
+                self.stream
+                    .read_exact(&mut byte)
+                    .await
+                    .expect("read the pty");
+                got.push(byte[0]);
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no line from the gateway; got {got:?}"));
+        String::from_utf8(got).expect("UTF-8 line")
+    }
+}
+
+/// Prosody with a component and two users: alice may control, bob may read.
+async fn prosody() -> (Prosody, String) {
+    let prosody = Prosody::start(ProsodyOpts::new().random_component()).await;
+    for user in ["alice", "bob"] {
+        prosody.register(user, "pw").await;
+    }
+    let domain = prosody.component_domain().to_owned();
+    (prosody, domain)
+}
+
+/// The gateway's config: head (XMPP, access) and then `rest` (adapters and devices).
+fn config(prosody: &Prosody, domain: &str, rest: &str) -> String {
+    format!(
+        "[gateway]\nname = \"serial test\"\nhistory = \"1h\"\n\n{}\n\
+         [access]\nread = [\"bob@localhost\"]\ncontrol = [\"alice@localhost\"]\n\n\
+         [publish]\nmin_interval = \"0s\"\n\n{rest}",
+        prosody.component_toml(domain)
+    )
+}
+
+fn jid(device: &str, domain: &str) -> Jid {
+    Jid::new(&format!("{device}@{domain}")).expect("device JID")
+}
+
+fn el(xml: &str) -> Element {
+    xml.parse().expect("test XML")
+}
+
+/// Subscribes to `device` and waits for the approval.
+async fn subscribe(client: &mut TestClient, device: &Jid) {
+    client.subscribe(device).await;
+    client
+        .recv_presence_from(device, PresenceType::Subscribed, TIMEOUT)
+        .await
+        .unwrap_or_else(|| panic!("subscription to {device} approved"));
+}
+
+/// Waits for an available presence of `device` whose status contains `needle`.
+async fn wait_status(client: &mut TestClient, device: &Jid, needle: &str) -> String {
+    let p = client
+        .recv_presence(TIMEOUT, |p| {
+            p.type_ == PresenceType::None
+                && p.from
+                    .as_ref()
+                    .is_some_and(|f| f.to_bare() == device.to_bare())
+                && presence_status(p).is_some_and(|s| s.contains(needle))
+        })
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "no presence of {device} with {needle:?}; buffered: {}",
+                client.dump_buffer()
+            )
+        });
+    presence_status(&p).unwrap_or_default()
+}
+
+/// One field of a readout: element name (the type), value, unit, and its timestamp.
+#[derive(Debug, Clone, PartialEq)]
+struct Field {
+    kind: String,
+    value: String,
+    unit: Option<String>,
+    timestamp: String,
+}
+
+/// Runs a readout (`req_attrs` e.g. `momentary='true'`) and returns every field of every
+/// `fields` message until `done`.
+async fn readout(
+    client: &mut TestClient,
+    device: &Jid,
+    seqnr: u32,
+    req_attrs: &str,
+) -> Vec<(String, Field)> {
+    client
+        .iq_get(
+            device,
+            el(&format!(
+                "<req xmlns='{NS_SD}' seqnr='{seqnr}' {req_attrs}/>"
+            )),
+        )
+        .await
+        .expect("readout accepted");
+    let seq = seqnr.to_string();
+    let mut out = Vec::new();
+    loop {
+        let m = client
+            .recv_message(TIMEOUT, |m| {
+                m.payloads
+                    .iter()
+                    .any(|p| p.is("fields", NS_SD) && p.attr("seqnr") == Some(seq.as_str()))
+            })
+            .await
+            .unwrap_or_else(|| panic!("fields of readout {seqnr} from {device}"));
+        let fields = m
+            .payloads
+            .into_iter()
+            .find(|p| p.is("fields", NS_SD))
+            .expect("fields");
+        for node in fields.children() {
+            for ts in node.children() {
+                let timestamp = ts.attr("value").unwrap_or("").to_owned();
+                for f in ts.children() {
+                    out.push((
+                        f.attr("name").unwrap_or("").to_owned(),
+                        Field {
+                            kind: f.name().to_owned(),
+                            value: f.attr("value").unwrap_or("").to_owned(),
+                            unit: f.attr("unit").map(str::to_owned),
+                            timestamp: timestamp.clone(),
+                        },
+                    ));
+                }
+            }
+        }
+        if fields.attr("done") == Some("true") {
+            return out;
+        }
+    }
+}
+
+async fn momentary(client: &mut TestClient, device: &Jid, seqnr: u32) -> Vec<(String, Field)> {
+    readout(client, device, seqnr, "momentary='true'").await
+}
+
+fn get<'a>(fields: &'a [(String, Field)], name: &str) -> &'a Field {
+    fields
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, f)| f)
+        .unwrap_or_else(|| panic!("no field {name} in {fields:#?}"))
+}
+
+fn check(f: &Field, kind: &str, value: &str, unit: Option<&str>) {
+    let have_unit = f.unit.as_deref().filter(|u| !u.is_empty());
+    assert_eq!(
+        (f.kind.as_str(), f.value.as_str(), have_unit),
+        (kind, value, unit),
+        "{f:?}"
+    );
+}
+
+#[tokio::test]
+async fn every_format_reaches_its_device_with_types_and_units() {
+    let (prosody, domain) = prosody().await;
+    let json = PtyPair::new().await;
+    let kv = PtyPair::new().await;
+    let xml = PtyPair::new().await;
+    let re = PtyPair::new().await;
+    let csv = PtyPair::new().await;
+    let rest = format!(
+        r#"
+[[adapter]]
+id = "json-port"
+type = "serial"
+port = "{json}"
+format = "json"
+
+[[adapter]]
+id = "kv-port"
+type = "serial"
+port = "{kv}"
+baud = 115200
+format = "kv"
+line_ending = "\r\n"
+
+[[adapter]]
+id = "xml-port"
+type = "serial"
+port = "{xml}"
+format = "xml"
+
+[[adapter]]
+id = "regex-port"
+type = "serial"
+port = "{re}"
+format = "regex"
+pattern = '^(?P<id>\w+) (?P<temp>[-\d.]+) (?P<state>\w+)$'
+
+[[adapter]]
+id = "csv-port"
+type = "serial"
+port = "{csv}"
+format = "csv"
+
+[[device]]
+id = "jdev"
+adapter = "json-port"
+  [[device.field]]
+  name = "temperature"
+  unit = "°C"
+  json = "/t"
+  [[device.field]]
+  name = "count"
+  type = "integer"
+  json = "/n/0"
+  [[device.field]]
+  name = "on"
+  type = "boolean"
+  json = "/on"
+  [[device.field]]
+  name = "label"
+  type = "string"
+  json = "/label"
+
+[[device]]
+id = "kdev"
+adapter = "kv-port"
+  [[device.field]]
+  name = "temp"
+  unit = "°C"
+  [[device.field]]
+  name = "humidity"
+  unit = "%"
+  key = "hum"
+  [[device.field]]
+  name = "door"
+  type = "boolean"
+
+[[device]]
+id = "xdev"
+adapter = "xml-port"
+  [[device.field]]
+  name = "temperature"
+  unit = "°C"
+  key = "SensorTemp"
+
+[[device]]
+id = "rdev"
+adapter = "regex-port"
+  [[device.field]]
+  name = "temp"
+  unit = "K"
+  [[device.field]]
+  name = "state"
+  type = "string"
+
+[[device]]
+id = "cdev"
+adapter = "csv-port"
+  [[device.field]]
+  name = "temp"
+  unit = "°F"
+  [[device.field]]
+  name = "hum"
+  type = "integer"
+  unit = "%"
+"#,
+        json = json.port().display(),
+        kv = kv.port().display(),
+        xml = xml.port().display(),
+        re = re.port().display(),
+        csv = csv.port().display(),
+    );
+    let mut gateway = Gateway::spawn(&config(&prosody, &domain, &rest));
+    assert!(gateway.wait_ready(TIMEOUT * 2).await, "gateway ready");
+    let mut bob = TestClient::connect(&prosody, "bob", "pw").await;
+    let devices = ["jdev", "kdev", "xdev", "rdev", "cdev"].map(|d| jid(d, &domain));
+    for d in &devices {
+        subscribe(&mut bob, d).await;
+    }
+    let [jdev, kdev, xdev, rdev, cdev] = devices;
+
+    // Each device end starts with a bare line ending: a line begun right as the gateway opened
+    // the port would be dropped as partial.
+    let mut d = json.open_device();
+    d.send(b"\n{\"t\": 21.5, \"n\": [7, 8], \"on\": true, \"label\": \"a<b & 'c'\"}\n")
+        .await;
+    wait_status(&mut bob, &jdev, "21.5").await;
+    let f = momentary(&mut bob, &jdev, 1).await;
+    check(get(&f, "temperature"), "numeric", "21.5", Some("°C"));
+    check(get(&f, "count"), "numeric", "7", None);
+    check(get(&f, "on"), "boolean", "true", None);
+    check(get(&f, "label"), "string", "a<b & 'c'", None);
+
+    let mut d = kv.open_device();
+    d.send(b"\r\ntemp=19.25 hum=40 door=open extra=1\r\n").await;
+    // `open` is no boolean: the door is dropped, the rest arrives.
+    d.send(b"temp=19.5 hum=41 door=on\r\n").await;
+    wait_status(&mut bob, &kdev, "19.5").await;
+    let f = momentary(&mut bob, &kdev, 2).await;
+    check(get(&f, "temp"), "numeric", "19.5", Some("°C"));
+    check(get(&f, "humidity"), "numeric", "41", Some("%"));
+    check(get(&f, "door"), "boolean", "true", None);
+
+    let mut d = xml.open_device();
+    d.send(b"\n<SensorTemp ID='250715' TimeDate='19:28:33 Jul 17 2015'> 22 </SensorTemp>\n")
+        .await;
+    wait_status(&mut bob, &xdev, "22").await;
+    let f = momentary(&mut bob, &xdev, 3).await;
+    check(get(&f, "temperature"), "numeric", "22", Some("°C"));
+
+    let mut d = re.open_device();
+    d.send(b"\nno match here\nprobe7 -3.5 heating\n").await;
+    wait_status(&mut bob, &rdev, "-3.5").await;
+    let f = momentary(&mut bob, &rdev, 4).await;
+    check(get(&f, "temp"), "numeric", "-3.5", Some("K"));
+    check(get(&f, "state"), "string", "heating", None);
+
+    let mut d = csv.open_device();
+    d.send(b"\nid,temp,hum\nc1, 70.5 ,33\n").await;
+    wait_status(&mut bob, &cdev, "70.5").await;
+    let f = momentary(&mut bob, &cdev, 5).await;
+    check(get(&f, "temp"), "numeric", "70.5", Some("°F"));
+    check(get(&f, "hum"), "numeric", "33", Some("%"));
+
+    assert!(gateway.is_running());
+    gateway.terminate().await;
+}
+
+#[tokio::test]
+async fn xml_records_and_json_objects_are_routed_by_match() {
+    let (prosody, domain) = prosody().await;
+    let xml = PtyPair::new().await;
+    let json = PtyPair::new().await;
+    let rest = format!(
+        r#"
+[[adapter]]
+id = "rf"
+type = "serial"
+port = "{xml}"
+format = "xml"
+
+[[adapter]]
+id = "hub"
+type = "serial"
+port = "{json}"
+format = "json"
+
+[[device]]
+id = "boiler"
+adapter = "rf"
+match = {{ id = "250715" }}
+  [[device.field]]
+  name = "temperature"
+  unit = "°C"
+  key = "SensorTemp"
+
+[[device]]
+id = "attic"
+adapter = "rf"
+match = {{ ID = "250716" }}
+  [[device.field]]
+  name = "temperature"
+  type = "integer"
+  unit = "°C"
+  key = "sensortemp"
+  [[device.field]]
+  name = "note"
+  type = "string"
+  key = "Note"
+
+[[device]]
+id = "door"
+adapter = "rf"
+match = {{ id = 7 }}
+  [[device.field]]
+  name = "open"
+  type = "boolean"
+
+[[device]]
+id = "left"
+adapter = "hub"
+match = {{ id = "L" }}
+  [[device.field]]
+  name = "power"
+  unit = "W"
+  json = "/p"
+
+[[device]]
+id = "right"
+adapter = "hub"
+match = {{ "/meta/id" = 2 }}
+  [[device.field]]
+  name = "power"
+  unit = "W"
+  json = "/p"
+"#,
+        xml = xml.port().display(),
+        json = json.port().display(),
+    );
+    let mut gateway = Gateway::spawn(&config(&prosody, &domain, &rest));
+    assert!(gateway.wait_ready(TIMEOUT * 2).await, "gateway ready");
+    let mut bob = TestClient::connect(&prosody, "bob", "pw").await;
+    let [boiler, attic, door, left, right] =
+        ["boiler", "attic", "door", "left", "right"].map(|d| jid(d, &domain));
+    for d in [&boiler, &attic, &door, &left, &right] {
+        subscribe(&mut bob, d).await;
+    }
+
+    let mut rf = xml.open_device();
+    rf.send(
+        b"\n<SensorTemp ID='250715' TimeDate='19:28:33 Jul 17 2015'> 22 </SensorTemp>\n\
+          <SensorTemp  ID = \"250716\" >\t18 </SensorTemp>\n\
+          <SensorTemp TimeDate='19:30:00 Jul 17 2015'>99</SensorTemp>\n\
+          <Note ID='250716'>a &lt; b &amp;&amp; c&#233;</Note>\n\
+          <?xml version='1.0'?><Door ID='7' open='true'/>\n",
+    )
+    .await;
+    wait_status(&mut bob, &door, "open").await;
+    let f = momentary(&mut bob, &boiler, 1).await;
+    check(get(&f, "temperature"), "numeric", "22", Some("°C"));
+    // The record's own time, read as local time, is the reading's time.
+    let when = chrono::NaiveDate::from_ymd_opt(2015, 7, 17)
+        .and_then(|d| d.and_hms_opt(19, 28, 33))
+        .expect("date");
+    let when = chrono::TimeZone::from_local_datetime(&chrono::Local, &when)
+        .earliest()
+        .expect("local time")
+        .with_timezone(&chrono::Utc)
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    assert_eq!(get(&f, "temperature").timestamp, when);
+    let f = momentary(&mut bob, &attic, 2).await;
+    check(get(&f, "temperature"), "numeric", "18", Some("°C"));
+    check(get(&f, "note"), "string", "a < b && cé", None);
+    assert_ne!(
+        get(&f, "temperature").timestamp,
+        when,
+        "no TimeDate: arrival time"
+    );
+    let f = momentary(&mut bob, &door, 3).await;
+    check(get(&f, "open"), "boolean", "true", None);
+    // The record without ID went nowhere, and was counted and logged.
+    assert!(
+        gateway
+            .wait_log("Record matches no device adapter=rf", TIMEOUT)
+            .await,
+        "unmatched record logged"
+    );
+    assert!(gateway.log_text().contains("unmatched=1"));
+
+    let mut hub = json.open_device();
+    hub.send(b"\n{\"id\": \"L\", \"p\": 100}\n{\"meta\": {\"id\": 2}, \"p\": 250.5}\n{\"id\": \"X\", \"p\": 1}\n")
+        .await;
+    wait_status(&mut bob, &right, "250.5").await;
+    let f = momentary(&mut bob, &left, 4).await;
+    check(get(&f, "power"), "numeric", "100", Some("W"));
+    let f = momentary(&mut bob, &right, 5).await;
+    check(get(&f, "power"), "numeric", "250.5", Some("W"));
+    gateway.terminate().await;
+}
+
+#[tokio::test]
+async fn a_closed_pty_makes_the_devices_unavailable_until_it_is_back() {
+    let (prosody, domain) = prosody().await;
+    let mut pty = PtyPair::new().await;
+    let rest = format!(
+        r#"
+[[adapter]]
+id = "uart"
+type = "serial"
+port = "{port}"
+format = "kv"
+
+[[device]]
+id = "meter"
+adapter = "uart"
+  [[device.field]]
+  name = "temp"
+  unit = "°C"
+
+[[device]]
+id = "probe"
+adapter = "uart"
+match = {{ id = "p" }}
+  [[device.field]]
+  name = "temp"
+"#,
+        port = pty.port().display()
+    );
+    let mut gateway = Gateway::spawn(&config(&prosody, &domain, &rest));
+    assert!(gateway.wait_ready(TIMEOUT * 2).await, "gateway ready");
+    let pid = gateway.pid();
+    let mut bob = TestClient::connect(&prosody, "bob", "pw").await;
+    let meter = jid("meter", &domain);
+    let probe = jid("probe", &domain);
+    subscribe(&mut bob, &meter).await;
+    subscribe(&mut bob, &probe).await;
+    let mut dev = pty.open_device();
+    dev.send(b"\ntemp=1.5 id=p\n").await;
+    wait_status(&mut bob, &meter, "1.5").await;
+
+    // The pty goes away: both devices become unavailable, with the reason.
+    drop(dev);
+    pty.kill().await;
+    for d in [&meter, &probe] {
+        let p = bob
+            .recv_presence_from(d, PresenceType::Unavailable, TIMEOUT)
+            .await
+            .unwrap_or_else(|| panic!("{d} goes unavailable"));
+        let status = presence_status(&p).unwrap_or_default();
+        assert!(
+            status.contains("serial port") && status.contains(&pty.port().display().to_string()),
+            "{status}"
+        );
+    }
+    // Forget the presences from before the loss, then start a new socat on the same path: the
+    // gateway finds it by itself.
+    bob.drain();
+    pty.start().await;
+    for d in [&meter, &probe] {
+        bob.recv_presence_from(d, PresenceType::None, TIMEOUT * 3)
+            .await
+            .unwrap_or_else(|| panic!("{d} comes back"));
+    }
+    let mut dev = pty.open_device();
+    dev.send(b"\ntemp=2.5 id=p\n").await;
+    wait_status(&mut bob, &probe, "2.5").await;
+    assert_eq!(gateway.pid(), pid, "the same gateway process");
+    assert!(gateway.is_running());
+    assert!(gateway.log_text().contains("Serial port is back"));
+    gateway.terminate().await;
+}
+
+#[tokio::test]
+async fn a_write_sends_its_command_line_and_waits_for_the_acknowledgement() {
+    let (prosody, domain) = prosody().await;
+    let pty = PtyPair::new().await;
+    let rest = format!(
+        r#"
+[[adapter]]
+id = "uart"
+type = "serial"
+port = "{port}"
+format = "kv"
+
+[[device]]
+id = "relay"
+adapter = "uart"
+  [[device.field]]
+  name = "on"
+  type = "boolean"
+  writable = true
+  command_template = "SET {{field}} {{value}}\n"
+  ack_pattern = "^OK\\b"
+  ack_timeout = "1s"
+  [[device.field]]
+  name = "level"
+  type = "integer"
+  unit = "%"
+  writable = true
+  command_template = "LEVEL {{value}}\r\n"
+  [[device.field]]
+  name = "display"
+  type = "string"
+  writable = true
+  command_template = "TXT {{value}}\n"
+"#,
+        port = pty.port().display()
+    );
+    let mut gateway = Gateway::spawn(&config(&prosody, &domain, &rest));
+    assert!(gateway.wait_ready(TIMEOUT * 2).await, "gateway ready");
+    let mut alice = TestClient::connect(&prosody, "alice", "pw").await;
+    let relay = jid("relay", &domain);
+    let mut dev = pty.open_device();
+
+    // The device answers `OK` once it has the command.
+    let answer = tokio::spawn(async move {
+        let line = dev.line().await;
+        dev.send(b"level=3\nOK on\n").await;
+        (dev, line)
+    });
+    let set = el(&format!(
+        "<set xmlns='{NS_CTL}'><boolean name='on' value='true'/></set>"
+    ));
+    let resp = alice
+        .iq_set(&relay, set)
+        .await
+        .expect("setResponse")
+        .expect("payload");
+    assert!(resp.is("setResponse", NS_CTL));
+    assert_eq!(resp.attr("responseCode"), Some("OK"));
+    let (mut dev, line) = answer.await.expect("device task");
+    assert_eq!(line, "SET on true\n");
+
+    // Without `ack_pattern`: done once written.
+    let set = el(&format!(
+        "<set xmlns='{NS_CTL}'><int name='level' value='42'/></set>"
+    ));
+    alice.iq_set(&relay, set).await.expect("setResponse");
+    assert_eq!(dev.line().await, "LEVEL 42\r\n");
+    let f = momentary(&mut alice, &relay, 1).await;
+    check(get(&f, "on"), "boolean", "true", None);
+    check(get(&f, "level"), "numeric", "42", Some("%"));
+
+    // No acknowledgement: the write fails after `ack_timeout`, and says so.
+    let set = el(&format!(
+        "<set xmlns='{NS_CTL}'><boolean name='on' value='false'/></set>"
+    ));
+    let err = alice.iq_set(&relay, set).await.expect_err("no ack");
+    assert_eq!(err.defined_condition, DefinedCondition::RemoteServerTimeout);
+    assert_eq!(dev.line().await, "SET on false\n");
+    let f = momentary(&mut alice, &relay, 2).await;
+    check(get(&f, "on"), "boolean", "true", None);
+
+    // A control character in a text value is refused before anything is sent. (XML turns
+    // line breaks in attributes into spaces and chat commands end at the first line break, so a
+    // tab is what can reach the adapter; it refuses every control character alike.)
+    let answer = alice
+        .chat_and_wait(&relay, "set display hi\tREBOOT", TIMEOUT)
+        .await
+        .expect("an answer");
+    assert!(
+        answer.starts_with("Not done") && answer.contains("control character"),
+        "{answer}"
+    );
+    let set = el(&format!(
+        "<set xmlns='{NS_CTL}'><string name='display' value='hi there'/></set>"
+    ));
+    alice.iq_set(&relay, set).await.expect("setResponse");
+    assert_eq!(
+        dev.line().await,
+        "TXT hi there\n",
+        "the refused text never went out"
+    );
+    gateway.terminate().await;
+}
+
+#[tokio::test]
+async fn garbage_and_over_long_lines_are_counted_and_do_not_disturb_the_rest() {
+    let (prosody, domain) = prosody().await;
+    let pty = PtyPair::new().await;
+    let rest = format!(
+        r#"
+[[adapter]]
+id = "uart"
+type = "serial"
+port = "{port}"
+format = "kv"
+max_line = 64
+
+[[device]]
+id = "meter"
+adapter = "uart"
+  [[device.field]]
+  name = "temp"
+  unit = "°C"
+  [[device.field]]
+  name = "label"
+  type = "string"
+"#,
+        port = pty.port().display()
+    );
+    let mut gateway = Gateway::spawn(&config(&prosody, &domain, &rest));
+    assert!(gateway.wait_ready(TIMEOUT * 2).await, "gateway ready");
+    let mut bob = TestClient::connect(&prosody, "bob", "pw").await;
+    let meter = jid("meter", &domain);
+    subscribe(&mut bob, &meter).await;
+
+    let mut dev = pty.open_device();
+    let mut bytes = b"\ntemp=1\n".to_vec();
+    bytes.extend_from_slice(&[0xff, 0xfe, 0x00, 0x80, b'\n']);
+    bytes.extend_from_slice(&[b'x'; 10_000]);
+    bytes.extend_from_slice(b"\ntemp=2\nnot a record at all\ntemp=warm\n");
+    bytes.extend_from_slice(b"label=\"\x01bell\x07 and \x1b[0mescape\"\ntemp=3\n");
+    dev.send(&bytes).await;
+    wait_status(&mut bob, &meter, "temp 3").await;
+
+    // Every good reading arrived, in order, and nothing else did.
+    let history = readout(&mut bob, &meter, 1, "historical='true'").await;
+    let temps: Vec<&str> = history
+        .iter()
+        .filter(|(n, _)| n == "temp")
+        .map(|(_, f)| f.value.as_str())
+        .collect();
+    assert_eq!(temps, ["1", "2", "3"], "{history:#?}");
+    let f = momentary(&mut bob, &meter, 2).await;
+    check(get(&f, "label"), "string", "bell and [0mescape", None);
+
+    // Counted and logged: DEBUG per line with the totals, one WARN naming the port.
+    let log = gateway.log_text();
+    assert!(
+        log.contains("too_long=1 not_utf8=1 partial=0 unparsable=1 bad_values=1"),
+        "counters in the log:\n{}",
+        support::tail(&log, 40)
+    );
+    let warns = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("Dropping bad input from serial port"))
+        .count();
+    assert_eq!(warns, 1, "one rate-limited warning");
+    assert!(log.contains(&format!("serial port {}", pty.port().display())));
+    gateway.terminate().await;
+}
