@@ -13,6 +13,7 @@ pub mod presence;
 mod readout;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +33,8 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use crate::access::Permission;
 use crate::config::Config;
 use crate::devices::{Applied, Devices};
-use crate::stats::Stats;
+use crate::metrics::Registry;
+use crate::stats::{DeviceStats, Stats};
 use crate::store::{Store, Subscription};
 use crate::translator;
 use crate::xmpp::{stanzas, Inbound};
@@ -77,6 +79,8 @@ pub struct CoreParts {
     /// Per adapter (indexed like `config.adapters`): where reads and writes go.
     pub requests: Vec<mpsc::Sender<Request>>,
     pub stats: Arc<Stats>,
+    /// Every metrics source (the gateway's own, the adapters'): the gateway's status readout.
+    pub metrics: Arc<Registry>,
     /// Fired once the first upstream attempt finished, either way (for systemd READY=1).
     pub first_link: oneshot::Sender<()>,
     pub summary: watch::Sender<Summary>,
@@ -109,6 +113,12 @@ pub struct Core {
     /// Queued readouts by (requester full JID, seqnr), for `cancel`.
     scheduled: HashMap<(String, i32), AbortHandle>,
     stats: Arc<Stats>,
+    /// Per device index: its counters (readings, online), shared with the metrics endpoint.
+    device_stats: Vec<Arc<DeviceStats>>,
+    metrics: Arc<Registry>,
+    /// Upstream links that have been up at least once (the component domain, or each client
+    /// session's JID): a link coming up again is a reconnect.
+    links_seen: HashSet<Jid>,
     first_link: Option<oneshot::Sender<()>>,
     summary: watch::Sender<Summary>,
     heartbeat: watch::Sender<Instant>,
@@ -145,6 +155,7 @@ impl Core {
             }
         }
         let (deferred_tx, deferred_rx) = mpsc::channel(1024);
+        let device_stats = parts.stats.set_devices(&parts.config);
         let core = Core {
             config: parts.config,
             devices,
@@ -162,6 +173,9 @@ impl Core {
             deferred_tx,
             scheduled: HashMap::new(),
             stats: parts.stats,
+            device_stats,
+            metrics: parts.metrics,
+            links_seen: HashSet::new(),
             first_link: Some(parts.first_link),
             summary: parts.summary,
             heartbeat: parts.heartbeat,
@@ -218,6 +232,7 @@ impl Core {
                     return;
                 };
                 let dev = self.devices.get_mut(idx);
+                self.device_stats[idx].online.store(true, Ordering::Relaxed);
                 if dev.online != Some(true) {
                     tracing::info!(device = %device, "device online");
                     dev.online = Some(true);
@@ -229,6 +244,7 @@ impl Core {
                 let Some(idx) = self.devices.index_of(&device) else {
                     return;
                 };
+                self.device_stats[idx].online.store(false, Ordering::Relaxed);
                 let dev = self.devices.get_mut(idx);
                 if dev.online != Some(false) || dev.offline_reason.as_deref() != Some(&reason) {
                     tracing::warn!(device = %device, reason = %reason, "device offline");
@@ -243,13 +259,25 @@ impl Core {
     fn on_reading(&mut self, r: &Reading) {
         Stats::inc(&self.stats.readings);
         tracing::trace!(device = %r.device, field = %r.field, value = %r.value, "reading");
+        let idx = self.devices.index_of(&r.device);
+        if let Some(idx) = idx {
+            Stats::inc(&self.device_stats[idx].readings);
+        }
         self.store.record(r);
         if self.devices.apply(r, self.config.publish.deadband) == Applied::Changed
             && self.config.publish.presence
         {
-            if let Some(idx) = self.devices.index_of(&r.device) {
+            if let Some(idx) = idx {
                 self.publish_presence(idx, false);
             }
+        }
+    }
+
+    /// Counts an upstream session that came up on `link`, and whether it is a reconnect.
+    fn count_link_up(&mut self, link: &Jid) {
+        Stats::inc(&self.stats.upstream_connects);
+        if !self.links_seen.insert(link.clone()) {
+            Stats::inc(&self.stats.upstream_reconnects);
         }
     }
 
@@ -369,7 +397,7 @@ impl Core {
         match inb {
             Inbound::Up => {
                 self.link_up = true;
-                Stats::inc(&self.stats.upstream_connects);
+                self.count_link_up(&self.gateway_jid.clone());
                 if let Some(tx) = self.first_link.take() {
                     let _ = tx.send(());
                 }
@@ -386,7 +414,7 @@ impl Core {
             }
             Inbound::SessionUp { jid } => {
                 self.link_up = true;
-                Stats::inc(&self.stats.upstream_connects);
+                self.count_link_up(&jid);
                 if let Some(tx) = self.first_link.take() {
                     let _ = tx.send(());
                 }
