@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that the integration tests and the demo run as private services
-# (Prosody, Mosquitto, socat, openssl), but only those whose program is missing: on a machine
+# (Prosody, Mosquitto, socat, openssl) or call (systemd-analyze, from the `systemd` package, which
+# checks the unit file without systemd running), but only those whose program is missing: on a machine
 # that has them this does nothing and needs no network. Used by scripts/test.sh, scripts/demo.sh
 # and .ci/run.
 #
@@ -38,6 +39,8 @@ have mosquitto_pub || add mosquitto-clients
 have mosquitto_sub || add mosquitto-clients
 have socat || add socat
 have openssl || add openssl
+# tests/deploy.rs: `systemd-analyze verify` and `security --offline` on deploy/*.service.
+have systemd-analyze || add systemd
 if [ "$demo" = 1 ]; then
     if ! command -v python3 >/dev/null 2>&1; then
         add python3

@@ -120,7 +120,9 @@ pub fn render(metrics: &[Metric]) -> String {
 
 /// Metric and label names: `[a-zA-Z_:][a-zA-Z0-9_:]*`; anything else becomes `_`.
 fn sanitize_name(name: &str) -> std::borrow::Cow<'_, str> {
-    let ok = |(i, c): (usize, char)| c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit());
+    let ok = |(i, c): (usize, char)| {
+        c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
+    };
     if name.chars().enumerate().all(ok) {
         return name.into();
     }
@@ -282,7 +284,11 @@ impl MetricsSource for GatewayMetrics {
             "adapter_event_queue_depth",
             "Adapter events waiting for the core.",
             Gauge,
-            depth(self.events.upgrade().map(|t| (t.max_capacity(), t.capacity()))),
+            depth(
+                self.events
+                    .upgrade()
+                    .map(|t| (t.max_capacity(), t.capacity())),
+            ),
         ));
         out.push(Metric::single(
             "upstream_queue_depth",
@@ -476,8 +482,20 @@ fn parse_head(head: &[u8]) -> Head {
 fn respond(head: &Head, registry: &Registry) -> Vec<u8> {
     match head {
         Head::Request { method, path } if path == "/metrics" => match method.as_str() {
-            "GET" => response("200 OK", CONTENT_TYPE, &[], registry.render().as_bytes(), true),
-            "HEAD" => response("200 OK", CONTENT_TYPE, &[], registry.render().as_bytes(), false),
+            "GET" => response(
+                "200 OK",
+                CONTENT_TYPE,
+                &[],
+                registry.render().as_bytes(),
+                true,
+            ),
+            "HEAD" => response(
+                "200 OK",
+                CONTENT_TYPE,
+                &[],
+                registry.render().as_bytes(),
+                false,
+            ),
             _ => response(
                 "405 Method Not Allowed",
                 "text/plain; charset=utf-8",
@@ -622,7 +640,12 @@ mod tests {
             b"\xff\xfe /metrics HTTP/1.1\r\n\r\n",
             b"\r\n\r\n",
         ] {
-            assert_eq!(parse_head(bad), Head::Malformed, "{:?}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                parse_head(bad),
+                Head::Malformed,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nrest"), Some(24));
         assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n"), None);
@@ -653,7 +676,10 @@ mod tests {
         let ok = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
         let (head, body) = ok.split_once("\r\n\r\n").expect("head and body");
         assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-        assert!(head.contains("Content-Type: text/plain; version=0.0.4"), "{head}");
+        assert!(
+            head.contains("Content-Type: text/plain; version=0.0.4"),
+            "{head}"
+        );
         assert!(
             head.contains(&format!("Content-Length: {}\r\n", body.len())),
             "{head}"
@@ -665,12 +691,21 @@ mod tests {
         assert!(head_only.ends_with("\r\n\r\n"), "{head_only}");
 
         let missing = exchange(addr, b"GET /other HTTP/1.1\r\n\r\n").await;
-        assert!(missing.starts_with("HTTP/1.1 404 Not Found\r\n"), "{missing}");
+        assert!(
+            missing.starts_with("HTTP/1.1 404 Not Found\r\n"),
+            "{missing}"
+        );
         let post = exchange(addr, b"POST /metrics HTTP/1.1\r\n\r\n").await;
-        assert!(post.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"), "{post}");
+        assert!(
+            post.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+            "{post}"
+        );
         assert!(post.contains("Allow: GET, HEAD\r\n"));
         let garbage = exchange(addr, b"\x00\x01\x02 hello\r\n\r\n").await;
-        assert!(garbage.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{garbage}");
+        assert!(
+            garbage.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{garbage}"
+        );
         let huge = vec![b'A'; MAX_HEAD + 100];
         let too_large = exchange(addr, &huge).await;
         assert!(too_large.starts_with("HTTP/1.1 431 "), "{too_large}");

@@ -156,6 +156,89 @@ async fn the_unit_file_is_complete_verified_and_hardened() {
     );
 }
 
+#[tokio::test]
+async fn the_packaged_config_passes_check() {
+    let path = repo_file("deploy/gateway.toml");
+    let path = path.to_str().expect("UTF-8 path");
+    let out = Gateway::cli(None, &["--config", path, "check"]).await;
+    assert!(out.success(), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("selftest@sensors.example.org"),
+        "{}",
+        out.stdout
+    );
+    // The only complaint about the example is the secret it cannot have.
+    for line in out.stderr.lines() {
+        assert!(
+            line.starts_with("warning: ") && line.contains("component.secret"),
+            "unexpected: {line}"
+        );
+    }
+}
+
+#[test]
+fn the_debian_package_metadata_names_existing_files() {
+    let manifest: toml::Table = std::fs::read_to_string(repo_file("Cargo.toml"))
+        .expect("read Cargo.toml")
+        .parse()
+        .expect("Cargo.toml is TOML");
+    let deb = &manifest["package"]["metadata"]["deb"];
+    assert!(
+        deb.get("maintainer").is_some(),
+        "cargo-deb needs a maintainer"
+    );
+    let assets = deb["assets"].as_array().expect("assets");
+    let mut dests = Vec::new();
+    for asset in assets {
+        let a = asset.as_array().expect("[source, dest, mode]");
+        let source = a[0].as_str().expect("source");
+        dests.push(a[1].as_str().expect("dest").to_owned());
+        if !source.starts_with("target/release/") {
+            assert!(repo_file(source).is_file(), "asset {source} does not exist");
+        }
+    }
+    for want in ["usr/bin/", "etc/xmpp-iot-gateway/gateway.toml"] {
+        assert!(
+            dests.iter().any(|d| d == want),
+            "no asset installed to {want}"
+        );
+    }
+    let units = deb["systemd-units"].as_table().expect("systemd-units");
+    assert_eq!(
+        units["enable"].as_bool(),
+        Some(false),
+        "not enabled on install"
+    );
+    assert_eq!(
+        units["start"].as_bool(),
+        Some(false),
+        "not started on install"
+    );
+    let dir = repo_file(units["unit-scripts"].as_str().expect("unit-scripts"));
+    assert!(dir.join("xmpp-iot-gateway.service").is_file());
+    let sysusers = std::fs::read_to_string(dir.join("xmpp-iot-gateway.sysusers"))
+        .expect("the sysusers file creating the system user");
+    assert!(
+        sysusers
+            .lines()
+            .any(|l| l.starts_with("u xmpp-iot-gateway ")),
+        "{sysusers}"
+    );
+    let scripts = repo_file(
+        deb["maintainer-scripts"]
+            .as_str()
+            .expect("maintainer-scripts"),
+    );
+    for name in ["postinst", "postrm"] {
+        use std::os::unix::fs::PermissionsExt;
+        let path = scripts.join(name);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(text.contains("#DEBHELPER#"), "{name} lacks #DEBHELPER#");
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+        assert!(mode & 0o111 != 0, "{name} is not executable");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Gateways under the rig
 // ---------------------------------------------------------------------------------------------
@@ -338,7 +421,10 @@ async fn the_metrics_endpoint_counts_under_load() {
         Some(devices as f64)
     );
     assert_eq!(
-        sample(&first, "xmpp_iot_gateway_adapter_info{adapter=\"sim\",type=\"simulated\"}"),
+        sample(
+            &first,
+            "xmpp_iot_gateway_adapter_info{adapter=\"sim\",type=\"simulated\"}"
+        ),
         Some(1.0)
     );
 
@@ -373,15 +459,21 @@ async fn the_metrics_endpoint_counts_under_load() {
         );
     };
     let total = sample(&second, "xmpp_iot_gateway_readings_total").expect("total");
-    let per_adapter =
-        sample(&second, "xmpp_iot_gateway_adapter_readings_total{adapter=\"sim\"}").expect("sim");
+    let per_adapter = sample(
+        &second,
+        "xmpp_iot_gateway_adapter_readings_total{adapter=\"sim\"}",
+    )
+    .expect("sim");
     assert!(
         per_adapter <= total,
         "one adapter's readings ({per_adapter}) within the total ({total})"
     );
     assert!(sample(&second, "xmpp_iot_gateway_upstream_connects_total").is_some_and(|v| v >= 1.0));
     assert_eq!(
-        sample(&second, "xmpp_iot_gateway_device_online{device=\"load0\",adapter=\"sim\"}"),
+        sample(
+            &second,
+            "xmpp_iot_gateway_device_online{device=\"load0\",adapter=\"sim\"}"
+        ),
         Some(1.0)
     );
 
@@ -509,8 +601,11 @@ async fn the_gateway_jid_answers_a_status_readout_in_component_mode() {
         seq += 1;
         let (node, fields) = readout(&mut alice, &gateway, &seq.to_string(), &[]).await;
         let ready = value_of(&fields, "devices_online") == Some("3")
-            && value_of(&fields, "device_readings_total{device=\"s2\",adapter=\"sim\"}")
-                .is_some_and(|v| v != "0");
+            && value_of(
+                &fields,
+                "device_readings_total{device=\"s2\",adapter=\"sim\"}",
+            )
+            .is_some_and(|v| v != "0");
         if ready {
             break (node, fields);
         }
@@ -541,6 +636,39 @@ async fn the_gateway_jid_answers_a_status_readout_in_component_mode() {
     assert_eq!(only, vec![("devices_online".to_owned(), "3".to_owned())]);
     let (_, per_device) = readout(&mut alice, &gateway, "102", &["device_readings_total"]).await;
     assert_eq!(per_device.len(), 3, "{per_device:?}");
+
+    // The `read` command prints the same figures as a table.
+    let pass = tempfile::NamedTempFile::new().expect("password file");
+    std::fs::write(pass.path(), "pw\n").expect("write password");
+    let ca = prosody.ca_path().display().to_string();
+    let c2s = prosody.c2s_addr().to_string();
+    let pass_path = pass.path().display().to_string();
+    let out = Gateway::cli(
+        None,
+        &[
+            "read",
+            &domain,
+            "--field",
+            "devices",
+            "--jid",
+            "alice@localhost",
+            "--password-file",
+            &pass_path,
+            "--ca-file",
+            &ca,
+            "--server",
+            &c2s,
+        ],
+    )
+    .await;
+    assert!(out.success(), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["devices", "3"]),
+        "{}",
+        out.stdout
+    );
 
     // A requester the access lists do not know learns nothing.
     let mut eve = TestClient::connect(&prosody, "eve", "pw").await;
@@ -633,10 +761,22 @@ async fn two_gateways_with_their_own_domains_share_one_server() {
     let prosody = Prosody::start(ProsodyOpts::new().component(&north).component(&south)).await;
     prosody.register("alice", "pw").await;
     let mut gw_north = Gateway::spawn(&component_config(
-        &prosody, &north, "site north", "boiler", 2, "300ms", "",
+        &prosody,
+        &north,
+        "site north",
+        "boiler",
+        2,
+        "300ms",
+        "",
     ));
     let mut gw_south = Gateway::spawn(&component_config(
-        &prosody, &south, "site south", "pump", 2, "300ms", "",
+        &prosody,
+        &south,
+        "site south",
+        "pump",
+        2,
+        "300ms",
+        "",
     ));
     assert!(gw_north.wait_ready(TIMEOUT).await, "north: no READY=1");
     assert!(gw_south.wait_ready(TIMEOUT).await, "south: no READY=1");
@@ -745,14 +885,21 @@ async fn run_and_log(journal: Option<bool>) -> String {
         !text.contains(secret),
         "the secret appears in the log:\n{text}"
     );
-    assert!(!text.contains('\x1b'), "ANSI escapes in a file log:\n{text}");
+    assert!(
+        !text.contains('\x1b'),
+        "ANSI escapes in a file log:\n{text}"
+    );
     text
 }
 
 /// Whether a log line starts with an RFC 3339 timestamp (`2026-11-26T00:02:07.986Z`).
 fn timestamped(line: &str) -> bool {
     let b = line.as_bytes();
-    b.len() > 20 && b[4] == b'-' && b[7] == b'-' && b[10] == b'T' && b[..4].iter().all(u8::is_ascii_digit)
+    b.len() > 20
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[..4].iter().all(u8::is_ascii_digit)
 }
 
 #[tokio::test]
@@ -766,7 +913,10 @@ async fn logs_suit_the_journal_and_a_file() {
             .iter()
             .any(|p| line.starts_with(p));
         assert!(prefixed, "no priority prefix: {line:?}");
-        assert!(!timestamped(&line[3..]), "a timestamp under journald: {line:?}");
+        assert!(
+            !timestamped(&line[3..]),
+            "a timestamp under journald: {line:?}"
+        );
     }
     assert!(
         lines
@@ -782,7 +932,10 @@ async fn logs_suit_the_journal_and_a_file() {
     for journal_stream in [None, Some(false)] {
         let plain = run_and_log(journal_stream).await;
         for line in plain.lines() {
-            assert!(timestamped(line), "no timestamp ({journal_stream:?}): {line:?}");
+            assert!(
+                timestamped(line),
+                "no timestamp ({journal_stream:?}): {line:?}"
+            );
         }
     }
 }

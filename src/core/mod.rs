@@ -244,7 +244,9 @@ impl Core {
                 let Some(idx) = self.devices.index_of(&device) else {
                     return;
                 };
-                self.device_stats[idx].online.store(false, Ordering::Relaxed);
+                self.device_stats[idx]
+                    .online
+                    .store(false, Ordering::Relaxed);
                 let dev = self.devices.get_mut(idx);
                 if dev.online != Some(false) || dev.offline_reason.as_deref() != Some(&reason) {
                     tracing::warn!(device = %device, reason = %reason, "device offline");

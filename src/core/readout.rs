@@ -265,8 +265,7 @@ impl Core {
         }
         self.reply(req.result(Some(sensordata::accepted(request.seqnr, false))));
 
-        let historical =
-            request.historical || request.from.is_some() || request.to.is_some();
+        let historical = request.historical || request.from.is_some() || request.to.is_some();
         let momentary = request.momentary || request.all || !historical;
         let fields = if momentary {
             let device_readable = |id: &str| {
@@ -275,7 +274,11 @@ impl Core {
                     .and_then(|id| self.devices.index_of(&id))
                     .is_some_and(|idx| readable[idx])
             };
-            status_fields(&self.metrics.collect(), &request.field_names, device_readable)
+            status_fields(
+                &self.metrics.collect(),
+                &request.field_names,
+                device_readable,
+            )
         } else {
             Vec::new()
         };
@@ -294,7 +297,11 @@ impl Core {
                     .collect(),
                 momentary: true,
             };
-            let samples = if chunk.is_empty() { vec![] } else { vec![sample] };
+            let samples = if chunk.is_empty() {
+                vec![]
+            } else {
+                vec![sample]
+            };
             let payload = sensordata::fields(request.seqnr, &node, &samples, i == last);
             let msg = stanzas::data_message(&req.to, &req.from, payload);
             self.reply(msg);
@@ -315,8 +322,7 @@ fn status_fields(
     for m in metrics {
         let whole_metric_wanted = wanted.is_empty() || wanted.iter().any(|w| w == m.name);
         for s in &m.samples {
-            if s
-                .labels
+            if s.labels
                 .iter()
                 .any(|(k, v)| *k == "device" && !device_readable(v))
             {
@@ -324,11 +330,14 @@ fn status_fields(
             }
             let mut name = format!("{}{}", m.name, s.suffix);
             if !s.labels.is_empty() {
-                let labels: Vec<String> =
-                    s.labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+                let labels: Vec<String> = s
+                    .labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}=\"{v}\""))
+                    .collect();
                 name = format!("{name}{{{}}}", labels.join(","));
             }
-            if !whole_metric_wanted && !wanted.iter().any(|w| *w == name) {
+            if !whole_metric_wanted && !wanted.contains(&name) {
                 continue;
             }
             let unit = if m.name.ends_with("_seconds") && s.suffix != "_count" {
@@ -394,4 +403,83 @@ fn fields_messages(
     }
     out.push(sensordata::fields(seqnr, node, &chunk, true));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gateway_api::{MetricKind, MetricSample};
+
+    fn metrics() -> Vec<Metric> {
+        vec![
+            Metric::single("devices_online", "", MetricKind::Gauge, 2.0),
+            Metric {
+                name: "device_readings_total",
+                help: "",
+                kind: MetricKind::Counter,
+                samples: vec![
+                    MetricSample::new(vec![("device", "a".into())], 5.0),
+                    MetricSample::new(vec![("device", "secret".into())], 7.0),
+                ],
+            },
+            Metric {
+                name: "bus_round_trip_seconds",
+                help: "",
+                kind: MetricKind::Summary,
+                samples: vec![
+                    MetricSample {
+                        suffix: "_sum",
+                        labels: vec![("adapter", "rs485".into())],
+                        value: 0.25,
+                    },
+                    MetricSample {
+                        suffix: "_count",
+                        labels: vec![("adapter", "rs485".into())],
+                        value: 3.0,
+                    },
+                ],
+            },
+        ]
+    }
+
+    fn names(fields: &[(FieldSpec, Value)]) -> Vec<String> {
+        fields.iter().map(|(s, _)| s.name.to_string()).collect()
+    }
+
+    #[test]
+    fn status_fields_name_label_filter_and_type_the_samples() {
+        let readable = |id: &str| id != "secret";
+        let all = status_fields(&metrics(), &[], readable);
+        assert_eq!(
+            names(&all),
+            [
+                "devices_online",
+                "device_readings_total{device=\"a\"}",
+                "bus_round_trip_seconds_sum{adapter=\"rs485\"}",
+                "bus_round_trip_seconds_count{adapter=\"rs485\"}",
+            ]
+        );
+        assert_eq!(all[0].1, Value::Int(2));
+        assert_eq!(all[2].1, Value::Float(0.25));
+        assert_eq!((&*all[2].0.unit, &*all[3].0.unit), ("s", ""));
+        assert!(all.iter().all(|(s, _)| !s.writable));
+
+        let wanted = vec![
+            "device_readings_total".to_owned(),
+            "devices_online".to_owned(),
+        ];
+        assert_eq!(
+            names(&status_fields(&metrics(), &wanted, |_| true)),
+            [
+                "devices_online",
+                "device_readings_total{device=\"a\"}",
+                "device_readings_total{device=\"secret\"}",
+            ]
+        );
+        let exact = vec!["device_readings_total{device=\"a\"}".to_owned()];
+        assert_eq!(
+            names(&status_fields(&metrics(), &exact, |_| true)),
+            ["device_readings_total{device=\"a\"}"]
+        );
+    }
 }

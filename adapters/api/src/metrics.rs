@@ -238,6 +238,9 @@ mod tests {
         assert_eq!(rtt.kind, MetricKind::Summary);
         assert_eq!(rtt.samples[0].suffix, "_sum");
         assert!((rtt.samples[0].value - 0.05).abs() < 1e-9);
-        assert_eq!((rtt.samples[1].suffix, rtt.samples[1].value), ("_count", 2.0));
+        assert_eq!(
+            (rtt.samples[1].suffix, rtt.samples[1].value),
+            ("_count", 2.0)
+        );
     }
 }
