@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that the integration tests and the demo run as private services
-# (Prosody, Mosquitto, socat, openssl), but only those whose program is missing: on a machine
-# that has them this does nothing and needs no network. Then the PyPI packages the tests use
-# (pymodbus, the independent Modbus simulator of tests/modbus.rs) into the git-ignored venv
+# (Prosody, Mosquitto, socat, openssl) or call (systemd-analyze, from the `systemd` package, which
+# checks the unit file without systemd running), but only those whose program is missing: on a
+# machine that has them this does nothing and needs no network. Then the PyPI packages the tests
+# use (pymodbus, the independent Modbus simulator of tests/modbus.rs) into the git-ignored venv
 # .venv-test/, again only if missing. Used by scripts/test.sh, scripts/demo.sh and .ci/run.
 #
 # Usage: scripts/install-deps.sh [--demo]
@@ -39,6 +40,8 @@ have mosquitto_pub || add mosquitto-clients
 have mosquitto_sub || add mosquitto-clients
 have socat || add socat
 have openssl || add openssl
+# tests/deploy.rs: `systemd-analyze verify` and `security --offline` on deploy/*.service.
+have systemd-analyze || add systemd
 # The demo viewer and the Modbus tests' simulator run in venvs (python3 -m venv needs ensurepip).
 if ! command -v python3 >/dev/null 2>&1; then
     add python3

@@ -1,22 +1,31 @@
 //! Builds and starts one adapter per `[[adapter]]` section: a closed match over the adapter
 //! types this build supports.
 
-use gateway_api::{Adapter, AdapterContext, EventSink, Request};
+use std::sync::Arc;
+
+use gateway_api::{Adapter, AdapterContext, EventSink, Metric, MetricKind, MetricsSource, Request};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AdapterKind, Config};
+use crate::metrics::Registry;
 
 /// Requests queued per adapter before XMPP writers wait.
 const REQUEST_QUEUE: usize = 64;
 
 /// Starts every adapter. Returns the request sender of each (indexed like `config.adapters`)
 /// and the tasks, which end once `shutdown` is cancelled.
+///
+/// An adapter that counts its bus traffic registers its counters in `metrics` here, e.g.
+/// `let bus = gateway_api::BusStats::new(adapter.id.clone()); metrics.register(bus.clone());`
+/// and hands `bus` to the adapter it builds; they then appear on `/metrics` and in the
+/// gateway's XEP-0323 status readout.
 pub fn spawn_all(
     config: &Config,
     events: EventSink,
     shutdown: &CancellationToken,
+    metrics: &Registry,
 ) -> (Vec<mpsc::Sender<Request>>, JoinSet<()>) {
     let mut senders = Vec::with_capacity(config.adapters.len());
     let mut tasks = JoinSet::new();
@@ -45,6 +54,10 @@ pub fn spawn_all(
                 tasks.spawn(serial(config, index, port).run(ctx));
             }
         }
+        metrics.register(Arc::new(AdapterInfo {
+            adapter: adapter.id.clone(),
+            kind: adapter.kind.type_name(),
+        }));
         tracing::debug!(adapter = %adapter.id, kind = adapter.kind.type_name(), "adapter started");
     }
     (senders, tasks)
@@ -180,6 +193,29 @@ fn serial(
         })
         .collect();
     gateway_serial::SerialAdapter::new(port.clone(), devices)
+}
+
+/// `adapter_info{adapter, type} 1`: which adapter id is of which type.
+struct AdapterInfo {
+    adapter: Arc<str>,
+    kind: &'static str,
+}
+
+impl MetricsSource for AdapterInfo {
+    fn collect(&self, out: &mut Vec<Metric>) {
+        out.push(Metric {
+            name: "adapter_info",
+            help: "Always 1; the labels name each adapter and its type.",
+            kind: MetricKind::Gauge,
+            samples: vec![gateway_api::MetricSample::new(
+                vec![
+                    ("adapter", self.adapter.to_string()),
+                    ("type", self.kind.to_owned()),
+                ],
+                1.0,
+            )],
+        });
+    }
 }
 
 /// The `type = ...` names this build supports, for `version`.

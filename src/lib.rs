@@ -9,6 +9,7 @@
 //! - [`xmpp`]: stream framing and the upstream session (component mode).
 //! - [`store`]: the embedded SQLite store (subscribers, history).
 //! - [`systemd`]: readiness, status and watchdog notifications.
+//! - [`metrics`]: counters of the gateway and its adapters, served as Prometheus text.
 //!
 //! [`run`] wires them together and returns after a graceful shutdown.
 
@@ -17,6 +18,7 @@ pub mod adapters;
 pub mod config;
 pub mod core;
 pub mod devices;
+pub mod metrics;
 pub mod remote;
 pub mod stats;
 pub mod store;
@@ -26,7 +28,7 @@ pub mod translator;
 pub mod xmpp;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -34,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, XmppConfig};
 use crate::core::{Core, CoreCommand, CoreParts, Summary};
+use crate::metrics::{GatewayMetrics, Registry};
 use crate::stats::Stats;
 use crate::store::{Store, StoreOptions};
 use crate::supervisor::Adapters;
@@ -82,12 +85,23 @@ pub async fn serve(
     let stats = Arc::new(Stats::default());
 
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
-    // Adapters outlive the core's last presence broadcast: they are stopped after it.
-    let mut adapters = Adapters::start(&config, events_tx);
-    let requests = adapters.senders();
-
     let (inbound_tx, inbound_rx) = mpsc::channel(UPSTREAM_QUEUE);
     let (outbound_tx, outbound_rx) = mpsc::channel(UPSTREAM_QUEUE);
+    let (summary_tx, summary_rx) = watch::channel(Summary::default());
+    let metrics = Arc::new(Registry::new());
+    metrics.register(Arc::new(GatewayMetrics {
+        stats: stats.clone(),
+        store: store.stats.clone(),
+        summary: summary_rx.clone(),
+        events: events_tx.downgrade(),
+        upstream: outbound_tx.downgrade(),
+        started: SystemTime::now(),
+    }));
+
+    // Adapters outlive the core's last presence broadcast: they are stopped after it.
+    let mut adapters = Adapters::start(&config, events_tx, metrics.clone());
+    let requests = adapters.senders();
+
     let session_stop = CancellationToken::new();
     let session = match &config.xmpp {
         XmppConfig::Component(c) => {
@@ -105,7 +119,6 @@ pub async fn serve(
     };
 
     let (first_link_tx, first_link_rx) = oneshot::channel();
-    let (summary_tx, summary_rx) = watch::channel(Summary::default());
     let (heartbeat_tx, heartbeat_rx) = watch::channel(Instant::now());
     let (commands_tx, commands_rx) = mpsc::channel(4);
     let (core, inputs) = Core::new(CoreParts {
@@ -118,12 +131,31 @@ pub async fn serve(
         outbound: outbound_tx,
         requests,
         stats: stats.clone(),
+        metrics: metrics.clone(),
         first_link: first_link_tx,
         summary: summary_tx,
         heartbeat: heartbeat_tx,
     })
     .map_err(RunError::Setup)?;
     let core_task = tokio::spawn(core.run(inputs, shutdown.clone()));
+    let metrics_task = match &config.metrics {
+        Some(m) => match metrics::bind(m.listen).await {
+            Ok(listener) => {
+                let addr = listener.local_addr().unwrap_or(m.listen);
+                tracing::info!(listen = %addr, "metrics endpoint at http://{addr}/metrics");
+                Some(tokio::spawn(metrics::serve(
+                    listener,
+                    metrics.clone(),
+                    shutdown.clone(),
+                )))
+            }
+            Err(e) => {
+                tracing::error!(listen = %m.listen, error = %e, "cannot open the metrics endpoint; running without it");
+                None
+            }
+        },
+        None => None,
+    };
     let supervisor = tokio::spawn(supervise(
         notifier.clone(),
         first_link_rx,
@@ -152,6 +184,9 @@ pub async fn serve(
     tracing::info!("stopping");
     let _ = core_task.await;
     supervisor.abort();
+    if let Some(task) = metrics_task {
+        let _ = tokio::time::timeout(Duration::from_millis(500), task).await;
+    }
     // The session closes the stream once it has sent what the core queued last.
     let mut session = session;
     if tokio::time::timeout(Duration::from_millis(1500), &mut session)

@@ -237,6 +237,11 @@ async fn watch_signals(shutdown: CancellationToken, reload: tokio::sync::mpsc::S
 }
 
 /// Logs go to stderr (journald picks them up). Level: --log, else RUST_LOG, else [log] level, else info.
+///
+/// One line per event, `key=value` fields. No ANSI colours unless stderr is a terminal. When
+/// stderr is the journal, no timestamps (journald stamps every line itself), a `<N>` syslog
+/// priority prefix per line (so `journalctl -p warning` works) and line breaks inside a message
+/// escaped, so that one event stays one journal entry.
 fn init_logging(cli_level: Option<&str>, config_level: Option<&str>) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
@@ -249,10 +254,80 @@ fn init_logging(cli_level: Option<&str>, config_level: Option<&str>) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    // journald stamps every line itself.
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.without_time().init();
+    if stderr_is_journal() {
+        let format = tracing_subscriber::fmt::format()
+            .without_time()
+            .with_ansi(false);
+        builder
+            .with_ansi(false)
+            .event_format(journal::JournalFormat(format))
+            .init();
     } else {
         builder.init();
+    }
+}
+
+/// Whether stderr is connected to the journal: systemd sets `$JOURNAL_STREAM` to the
+/// `DEVICE:INODE` of the stream it connected, and it only counts while stderr still is that
+/// stream (a shell in a terminal that systemd started inherits the variable, not the stream).
+fn stderr_is_journal() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    match std::fs::File::from(fd).metadata() {
+        Ok(meta) => meta.dev() == dev && meta.ino() == ino,
+        Err(_) => false,
+    }
+}
+
+mod journal {
+    //! The journal's line format: the usual text with a syslog priority prefix.
+
+    use std::fmt;
+
+    use tracing::{Event, Level, Subscriber};
+    use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
+    use tracing_subscriber::fmt::FmtContext;
+    use tracing_subscriber::registry::LookupSpan;
+
+    /// Wraps a formatter: `<3>` for errors, `<4>` warnings, `<6>` info, `<7>` debug and trace
+    /// (sd-daemon(3) prefixes, which journald turns into the entry's PRIORITY), and any line
+    /// break inside the event written as `\n`.
+    pub struct JournalFormat<F>(pub F);
+
+    impl<S, N, F> FormatEvent<S, N> for JournalFormat<F>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+        N: for<'a> FormatFields<'a> + 'static,
+        F: FormatEvent<S, N>,
+    {
+        fn format_event(
+            &self,
+            ctx: &FmtContext<'_, S, N>,
+            mut writer: Writer<'_>,
+            event: &Event<'_>,
+        ) -> fmt::Result {
+            let priority = match *event.metadata().level() {
+                Level::ERROR => 3,
+                Level::WARN => 4,
+                Level::INFO => 6,
+                _ => 7,
+            };
+            let mut line = String::new();
+            self.0.format_event(ctx, Writer::new(&mut line), event)?;
+            let line = line.trim_end_matches(['\n', '\r']).replace('\n', "\\n");
+            writeln!(writer, "<{priority}>{line}")
+        }
     }
 }

@@ -1,6 +1,16 @@
-//! Counters shared between the gateway's tasks, read by logs, `STATUS=` and the metrics endpoint.
+//! Counters shared between the gateway's tasks, read by logs, `STATUS=`, the metrics endpoint
+//! and the gateway's XEP-0323 status readout.
+//!
+//! The core increments them with relaxed atomics; readers take them at scrape time
+//! (`src/metrics.rs` turns them into metrics).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use gateway_api::DeviceId;
+
+use crate::config::Config;
 
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -13,8 +23,27 @@ pub struct Stats {
     pub presence_coalesced: AtomicU64,
     /// Replies dropped because the upstream queue was full for too long.
     pub replies_dropped: AtomicU64,
+    /// Upstream sessions established: the first connection and every reconnect, every link.
     pub upstream_connects: AtomicU64,
+    /// Upstream sessions established again on a link that had been up before.
+    pub upstream_reconnects: AtomicU64,
     pub access_refused: AtomicU64,
+    /// Per-device counters, in configuration order. Written by [`Stats::set_devices`] (at start
+    /// and whenever the device list changes), read at scrape time.
+    devices: RwLock<Vec<Arc<DeviceStats>>>,
+}
+
+/// What is counted per device. The core holds an `Arc` per device index and updates it without
+/// a lock; the metrics side reads the list.
+#[derive(Debug)]
+pub struct DeviceStats {
+    pub device: DeviceId,
+    /// The `id` of the device's adapter.
+    pub adapter: Arc<str>,
+    /// Readings the core received for this device.
+    pub readings: AtomicU64,
+    /// Whether its adapter reaches it (as last reported).
+    pub online: AtomicBool,
 }
 
 impl Stats {
@@ -24,5 +53,42 @@ impl Stats {
 
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// Sets the device list from `config` and returns its counters in configuration order
+    /// (the core's device index). A device that was already listed keeps its counters, so a
+    /// configuration reload does not reset them; devices no longer configured are dropped.
+    pub fn set_devices(&self, config: &Config) -> Vec<Arc<DeviceStats>> {
+        // A poisoned lock only means a reader panicked mid-read; the list itself is intact.
+        let mut list = self.devices.write().unwrap_or_else(|e| e.into_inner());
+        let mut old: HashMap<(DeviceId, Arc<str>), Arc<DeviceStats>> = list
+            .drain(..)
+            .map(|s| ((s.device.clone(), s.adapter.clone()), s))
+            .collect();
+        let fresh: Vec<Arc<DeviceStats>> = config
+            .devices
+            .iter()
+            .map(|d| {
+                old.remove(&(d.id.clone(), d.adapter.clone()))
+                    .unwrap_or_else(|| {
+                        Arc::new(DeviceStats {
+                            device: d.id.clone(),
+                            adapter: d.adapter.clone(),
+                            readings: AtomicU64::new(0),
+                            online: AtomicBool::new(false),
+                        })
+                    })
+            })
+            .collect();
+        *list = fresh.clone();
+        fresh
+    }
+
+    /// The per-device counters, in configuration order.
+    pub fn devices(&self) -> Vec<Arc<DeviceStats>> {
+        self.devices
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }

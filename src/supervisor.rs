@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::adapters;
 use crate::config::Config;
+use crate::metrics::Registry;
 
 struct Running {
     id: Arc<str>,
@@ -27,6 +28,8 @@ struct Running {
 
 pub struct Adapters {
     events: EventSink,
+    /// Where adapters register their counters.
+    metrics: Arc<Registry>,
     /// In the order of `config.adapters`.
     running: Vec<Running>,
 }
@@ -57,9 +60,10 @@ fn fingerprint(config: &Config) -> String {
 }
 
 impl Adapters {
-    pub fn start(config: &Config, events: EventSink) -> Adapters {
+    pub fn start(config: &Config, events: EventSink, metrics: Arc<Registry>) -> Adapters {
         let mut a = Adapters {
             events,
+            metrics,
             running: Vec::new(),
         };
         for index in 0..config.adapters.len() {
@@ -72,7 +76,8 @@ impl Adapters {
     fn start_one(&self, config: &Config, index: usize) -> Running {
         let one = slice(config, index);
         let stop = CancellationToken::new();
-        let (mut senders, tasks) = adapters::spawn_all(&one, self.events.clone(), &stop);
+        let (mut senders, tasks) =
+            adapters::spawn_all(&one, self.events.clone(), &stop, &self.metrics);
         // `spawn_all` returns one sender per adapter of the slice: exactly one.
         let requests = senders.remove(0);
         Running {

@@ -66,6 +66,9 @@ pub(crate) struct Env {
     pub credentials_dir: Option<PathBuf>,
     /// The host name, the default `[gateway] name`.
     pub hostname: Option<String>,
+    /// `$STATE_DIRECTORY` (systemd `StateDirectory=`; the first, when it lists several): the
+    /// default `[gateway] state_dir`.
+    pub state_directory: Option<PathBuf>,
 }
 
 impl Env {
@@ -78,6 +81,9 @@ impl Env {
                 .ok()
                 .map(|h| h.trim().to_owned())
                 .filter(|h| !h.is_empty()),
+            state_directory: std::env::var_os("STATE_DIRECTORY")
+                .and_then(|v| std::env::split_paths(&v).next())
+                .filter(|p| p.is_absolute()),
         }
     }
 }
@@ -213,6 +219,7 @@ mod tests {
         let env = Env {
             credentials_dir: None,
             hostname: None,
+            state_directory: None,
         };
         let source = std::fs::read_to_string(&path).unwrap();
         let loaded = load_with(&path, &source, LoadMode::Run, &env).unwrap();

@@ -148,7 +148,12 @@ fn gateway(raw: &RawConfig<'_>, ctx: &Context<'_>, rep: &mut Report<'_>) -> Gate
             check_text(rep, dir, "state_dir");
             ctx.base_dir.join(&dir.value)
         }
-        None => PathBuf::from(DEFAULT_STATE_DIR),
+        // Under systemd, where StateDirectory= put it; else the usual place.
+        None => ctx
+            .env
+            .state_directory
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
     };
     let history = g.history.as_ref().map_or(DEFAULT_HISTORY, |h| h.value);
     let history_max_bytes = g.history_max_mb.as_ref().and_then(|m| {
@@ -1373,6 +1378,7 @@ pub(crate) mod tests {
         Env {
             credentials_dir: None,
             hostname: Some("testhost".into()),
+            state_directory: None,
         }
     }
 
@@ -1672,6 +1678,7 @@ adapter = "sim"
         let no_host = Env {
             credentials_dir: None,
             hostname: None,
+            state_directory: None,
         };
         let loaded = load_with(Path::new(PATH), HEAD, LoadMode::Check, &no_host).unwrap();
         assert_eq!(loaded.config.gateway.name, "xmpp-iot-gateway");
@@ -1995,6 +2002,7 @@ match = { id = "250715" }
         let env = Env {
             credentials_dir: Some(creds.path().to_owned()),
             hostname: None,
+            state_directory: None,
         };
         let loaded = load_with(&path, src, LoadMode::Run, &env).unwrap();
         let XmppConfig::Component(c) = &loaded.config.xmpp else {
@@ -2295,6 +2303,24 @@ name = "t"
             e[0].starts_with("8:11: `history`: `7 days ago` is not a duration"),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn state_dir_defaults_to_the_systemd_state_directory() {
+        let src = with_head("");
+        let env = Env {
+            state_directory: Some(PathBuf::from("/var/lib/private/gw")),
+            ..env()
+        };
+        let loaded = load_with(Path::new(PATH), &src, LoadMode::Check, &env).unwrap();
+        assert_eq!(
+            loaded.config.gateway.state_dir,
+            PathBuf::from("/var/lib/private/gw")
+        );
+        // An explicit `state_dir` wins.
+        let src = with_head("[gateway]\nstate_dir = \"/srv/gw\"\n");
+        let loaded = load_with(Path::new(PATH), &src, LoadMode::Check, &env).unwrap();
+        assert_eq!(loaded.config.gateway.state_dir, PathBuf::from("/srv/gw"));
     }
 
     #[test]

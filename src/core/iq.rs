@@ -126,6 +126,8 @@ impl Core {
                     features: [
                         ns::DISCO_INFO,
                         ns::DISCO_ITEMS,
+                        // The gateway's own figures (super::readout::gateway_readout).
+                        NS_SENSORDATA,
                         ns::PING,
                         ns::VERSION,
                         ns::TIME,
@@ -137,6 +139,8 @@ impl Core {
                 };
                 req.result(Some(info.into()))
             }
+        } else if req.is_get && req.is("req", NS_SENSORDATA) {
+            return self.gateway_readout(req);
         } else if req.is_get && req.is("query", ns::DISCO_ITEMS) {
             if req.payload.attr("node").is_some() {
                 req.error(
@@ -166,6 +170,19 @@ impl Core {
             }
         } else if let Some(answer) = self.common_iq(&req) {
             answer
+        } else if req.is_get && req.is("cancel", NS_SENSORDATA) {
+            // The gateway queues no readouts of its own, so there is never one to cancel.
+            req.error(
+                ErrorType::Cancel,
+                DefinedCondition::ItemNotFound,
+                "no such readout",
+            )
+        } else if req.payload.ns() == NS_SENSORDATA {
+            req.error(
+                ErrorType::Cancel,
+                DefinedCondition::FeatureNotImplemented,
+                "",
+            )
         } else {
             req.unavailable()
         };

@@ -16,6 +16,7 @@ mod reload;
 mod room;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +36,8 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use crate::access::Permission;
 use crate::config::Config;
 use crate::devices::{Applied, Devices};
-use crate::stats::Stats;
+use crate::metrics::Registry;
+use crate::stats::{DeviceStats, Stats};
 use crate::store::{Store, Subscription};
 use crate::translator;
 use crate::xmpp::{stanzas, Inbound};
@@ -98,6 +100,8 @@ pub struct CoreParts {
     pub stats: Arc<Stats>,
     /// Commands from the supervisor (reload).
     pub commands: mpsc::Receiver<CoreCommand>,
+    /// Every metrics source (the gateway's own, the adapters'): the gateway's status readout.
+    pub metrics: Arc<Registry>,
     /// Fired once the first upstream attempt finished, either way (for systemd READY=1).
     pub first_link: oneshot::Sender<()>,
     pub summary: watch::Sender<Summary>,
@@ -146,6 +150,12 @@ pub struct Core {
     /// Stored subscribers of device ids not in the configuration (they may come back on a reload).
     orphans: HashMap<String, BTreeSet<String>>,
     stats: Arc<Stats>,
+    /// Per device index: its counters (readings, online), shared with the metrics endpoint.
+    device_stats: Vec<Arc<DeviceStats>>,
+    metrics: Arc<Registry>,
+    /// Upstream links that have been up at least once (the component domain, or each client
+    /// session's JID): a link coming up again is a reconnect.
+    links_seen: HashSet<Jid>,
     first_link: Option<oneshot::Sender<()>>,
     summary: watch::Sender<Summary>,
     heartbeat: watch::Sender<Instant>,
@@ -186,6 +196,7 @@ impl Core {
         }
         let (deferred_tx, deferred_rx) = mpsc::channel(1024);
         let n_devices = devices.len();
+        let device_stats = parts.stats.set_devices(&parts.config);
         let mut core = Core {
             config: parts.config,
             devices,
@@ -211,6 +222,9 @@ impl Core {
             orphans: HashMap::new(),
             early_events: Vec::new(),
             stats: parts.stats,
+            device_stats,
+            metrics: parts.metrics,
+            links_seen: HashSet::new(),
             first_link: Some(parts.first_link),
             summary: parts.summary,
             heartbeat: parts.heartbeat,
@@ -295,6 +309,7 @@ impl Core {
                     return;
                 };
                 let dev = self.devices.get_mut(idx);
+                self.device_stats[idx].online.store(true, Ordering::Relaxed);
                 if dev.online != Some(true) {
                     tracing::info!(device = %device, "device online");
                     dev.online = Some(true);
@@ -306,6 +321,9 @@ impl Core {
                 let Some(idx) = self.devices.index_of(&device) else {
                     return;
                 };
+                self.device_stats[idx]
+                    .online
+                    .store(false, Ordering::Relaxed);
                 let dev = self.devices.get_mut(idx);
                 if dev.online != Some(false) || dev.offline_reason.as_deref() != Some(&reason) {
                     tracing::warn!(device = %device, reason = %reason, "device offline");
@@ -327,12 +345,24 @@ impl Core {
     fn on_reading(&mut self, r: &Reading) {
         Stats::inc(&self.stats.readings);
         tracing::trace!(device = %r.device, field = %r.field, value = %r.value, "reading");
+        let idx = self.devices.index_of(&r.device);
+        if let Some(idx) = idx {
+            Stats::inc(&self.device_stats[idx].readings);
+        }
         self.store.record(r);
         if self.devices.apply(r, self.config.publish.deadband) == Applied::Changed {
-            if let Some(idx) = self.devices.index_of(&r.device) {
+            if let Some(idx) = idx {
                 self.devices.get_mut(idx).values_dirty = true;
                 self.changed.insert(idx);
             }
+        }
+    }
+
+    /// Counts an upstream session that came up on `link`, and whether it is a reconnect.
+    fn count_link_up(&mut self, link: &Jid) {
+        Stats::inc(&self.stats.upstream_connects);
+        if !self.links_seen.insert(link.clone()) {
+            Stats::inc(&self.stats.upstream_reconnects);
         }
     }
 
@@ -416,7 +446,7 @@ impl Core {
         match inb {
             Inbound::Up => {
                 self.link_up = true;
-                Stats::inc(&self.stats.upstream_connects);
+                self.count_link_up(&self.gateway_jid.clone());
                 if let Some(tx) = self.first_link.take() {
                     let _ = tx.send(());
                 }
@@ -428,7 +458,7 @@ impl Core {
             }
             Inbound::SessionUp { jid } => {
                 self.link_up = true;
-                Stats::inc(&self.stats.upstream_connects);
+                self.count_link_up(&jid);
                 if let Some(tx) = self.first_link.take() {
                     let _ = tx.send(());
                 }

@@ -102,6 +102,7 @@ impl Core {
         self.changed.clear();
         self.own_iqs.clear();
 
+        self.device_stats = self.stats.set_devices(&config);
         self.devices = devices;
         self.subscribers = subscribers;
         self.rooms = rooms;

@@ -10,12 +10,14 @@
 mod backoff;
 mod device;
 mod event;
+pub mod metrics;
 mod request;
 mod value;
 
 pub use backoff::Backoff;
 pub use device::{DeviceId, DeviceIdError, FieldSpec, FieldType};
 pub use event::{AdapterContext, AdapterEvent, EventSink, Quality, Reading};
+pub use metrics::{BusStats, Metric, MetricKind, MetricSample, MetricsSource};
 pub use request::{Request, RequestError, RequestKind};
 pub use value::{Value, ValueError};
 
