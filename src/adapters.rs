@@ -44,6 +44,7 @@ pub fn spawn_all(
             }
             AdapterKind::Modbus(_) => {
                 if let Some(bus) = crate::config::modbus_adapter(config, index) {
+                    metrics.register(bus.stats());
                     tasks.spawn(bus.run(ctx));
                 }
             }

@@ -165,3 +165,118 @@ mod tests {
         assert!(s.device(&DeviceId::new("c").unwrap()).is_none());
     }
 }
+
+/// The bus's figures on the gateway's `/metrics` and in its XMPP status readout: per device
+/// (labels `adapter`, `device`), plus reconnects per bus.
+impl gateway_api::MetricsSource for BusStats {
+    fn collect(&self, out: &mut Vec<gateway_api::Metric>) {
+        use gateway_api::{Metric, MetricKind, MetricSample};
+        let snaps: Vec<(String, Snapshot)> = self
+            .devices
+            .iter()
+            .map(|(d, c)| (d.to_string(), c.snapshot()))
+            .collect();
+        let per_device = |name: &'static str,
+                          help: &'static str,
+                          kind: MetricKind,
+                          value: fn(&Snapshot) -> f64| Metric {
+            name,
+            help,
+            kind,
+            samples: snaps
+                .iter()
+                .map(|(d, s)| {
+                    MetricSample::new(
+                        vec![("adapter", self.bus.to_string()), ("device", d.clone())],
+                        value(s),
+                    )
+                })
+                .collect(),
+        };
+        out.push(per_device(
+            "modbus_requests_total",
+            "Modbus requests sent.",
+            MetricKind::Counter,
+            |s| s.requests as f64,
+        ));
+        out.push(per_device(
+            "modbus_responses_total",
+            "Modbus answers received.",
+            MetricKind::Counter,
+            |s| s.responses as f64,
+        ));
+        out.push(per_device(
+            "modbus_timeouts_total",
+            "Modbus requests that got no answer in time.",
+            MetricKind::Counter,
+            |s| s.timeouts as f64,
+        ));
+        out.push(per_device(
+            "modbus_exceptions_total",
+            "Modbus exception responses (the device refused).",
+            MetricKind::Counter,
+            |s| s.exceptions as f64,
+        ));
+        out.push(per_device(
+            "modbus_crc_errors_total",
+            "Modbus RTU frames with a bad CRC.",
+            MetricKind::Counter,
+            |s| s.crc_errors as f64,
+        ));
+        out.push(per_device(
+            "modbus_transport_errors_total",
+            "Modbus requests lost with the link.",
+            MetricKind::Counter,
+            |s| s.transport_errors as f64,
+        ));
+        out.push(per_device(
+            "modbus_round_trip_seconds",
+            "The last Modbus request's round-trip time.",
+            MetricKind::Gauge,
+            |s| s.last_rtt.as_secs_f64(),
+        ));
+        out.push(Metric {
+            name: "modbus_connects_total",
+            help: "Times the Modbus link was (re)established.",
+            kind: MetricKind::Counter,
+            samples: vec![MetricSample::new(
+                vec![("adapter", self.bus.to_string())],
+                self.connects.load(std::sync::atomic::Ordering::Relaxed) as f64,
+            )],
+        });
+    }
+}
+
+#[cfg(test)]
+mod metrics_tests {
+    use super::*;
+    use gateway_api::MetricsSource;
+
+    #[test]
+    fn counters_reach_the_metrics_with_their_labels() {
+        let id = DeviceId::new("meter").expect("id");
+        let stats = BusStats::new("rs485".into(), [id.clone()]);
+        stats.devices[0]
+            .1
+            .requests
+            .fetch_add(3, std::sync::atomic::Ordering::Relaxed);
+        stats.devices[0]
+            .1
+            .timeouts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut out = Vec::new();
+        stats.collect(&mut out);
+        let find = |name: &str| out.iter().find(|m| m.name == name).expect(name);
+        let req = find("modbus_requests_total");
+        assert_eq!(req.samples[0].value, 3.0);
+        assert_eq!(
+            req.samples[0].labels,
+            vec![
+                ("adapter", "rs485".to_owned()),
+                ("device", "meter".to_owned())
+            ]
+        );
+        assert_eq!(find("modbus_timeouts_total").samples[0].value, 1.0);
+        assert_eq!(find("modbus_connects_total").samples.len(), 1);
+    }
+}
