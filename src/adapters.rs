@@ -49,10 +49,83 @@ pub fn spawn_all(
                 }
             }
             AdapterKind::Mqtt(broker) => {
-                tasks.spawn(mqtt(config, index, &adapter.id, broker).run(ctx));
+                let a = mqtt(config, index, &adapter.id, broker);
+                metrics.register(Arc::new(Counters {
+                    adapter: adapter.id.clone(),
+                    stats: a.stats(),
+                    list: |s: &gateway_mqtt::MqttStats| {
+                        vec![
+                            (
+                                "mqtt_messages_total",
+                                "MQTT messages received.",
+                                get(&s.messages),
+                            ),
+                            (
+                                "mqtt_bad_payloads_total",
+                                "MQTT messages with a problem (logged).",
+                                get(&s.bad_payloads),
+                            ),
+                            (
+                                "mqtt_unrouted_total",
+                                "MQTT messages on a topic no device uses.",
+                                get(&s.unrouted),
+                            ),
+                            (
+                                "mqtt_commands_total",
+                                "Commands the broker acknowledged.",
+                                get(&s.commands),
+                            ),
+                            (
+                                "mqtt_connects_total",
+                                "Connections to the broker (first and reconnects).",
+                                get(&s.connects),
+                            ),
+                        ]
+                    },
+                }));
+                tasks.spawn(a.run(ctx));
             }
             AdapterKind::Serial(port) => {
-                tasks.spawn(serial(config, index, port).run(ctx));
+                let a = serial(config, index, port);
+                metrics.register(Arc::new(Counters {
+                    adapter: adapter.id.clone(),
+                    stats: a.stats(),
+                    list: |s: &gateway_serial::SerialStats| {
+                        vec![
+                            (
+                                "serial_lines_total",
+                                "Lines read from the port.",
+                                get(&s.lines),
+                            ),
+                            (
+                                "serial_records_total",
+                                "Lines that parsed into a record.",
+                                get(&s.records),
+                            ),
+                            (
+                                "serial_too_long_total",
+                                "Lines over max_line, dropped.",
+                                get(&s.too_long),
+                            ),
+                            (
+                                "serial_not_utf8_total",
+                                "Lines that were not UTF-8, dropped.",
+                                get(&s.not_utf8),
+                            ),
+                            (
+                                "serial_unparsable_total",
+                                "Lines not in the configured format, dropped.",
+                                get(&s.unparsable),
+                            ),
+                            (
+                                "serial_unmatched_total",
+                                "Records that matched no device, dropped.",
+                                get(&s.unmatched),
+                            ),
+                        ]
+                    },
+                }));
+                tasks.spawn(a.run(ctx));
             }
         }
         metrics.register(Arc::new(AdapterInfo {
@@ -196,6 +269,34 @@ fn serial(
     gateway_serial::SerialAdapter::new(port.clone(), devices)
 }
 
+fn get(counter: &std::sync::atomic::AtomicU64) -> u64 {
+    counter.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// An adapter crate's counters as metrics labelled with the adapter id.
+struct Counters<S: Send + Sync + 'static> {
+    adapter: Arc<str>,
+    stats: Arc<S>,
+    /// (metric name, help, value) of each counter.
+    list: fn(&S) -> Vec<(&'static str, &'static str, u64)>,
+}
+
+impl<S: Send + Sync + 'static> MetricsSource for Counters<S> {
+    fn collect(&self, out: &mut Vec<Metric>) {
+        for (name, help, value) in (self.list)(&self.stats) {
+            out.push(Metric {
+                name,
+                help,
+                kind: MetricKind::Counter,
+                samples: vec![gateway_api::MetricSample::new(
+                    vec![("adapter", self.adapter.to_string())],
+                    value as f64,
+                )],
+            });
+        }
+    }
+}
+
 /// `adapter_info{adapter, type} 1`: which adapter id is of which type.
 struct AdapterInfo {
     adapter: Arc<str>,
@@ -221,3 +322,30 @@ impl MetricsSource for AdapterInfo {
 
 /// The `type = ...` names this build supports, for `version`.
 pub const SUPPORTED: &[&str] = &["mqtt", "simulated", "modbus-rtu", "modbus-tcp", "serial"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Dummy {
+        seen: std::sync::atomic::AtomicU64,
+    }
+
+    #[test]
+    fn adapter_counters_are_labelled_with_the_adapter() {
+        let c = Counters {
+            adapter: "uart".into(),
+            stats: Arc::new(Dummy { seen: 7.into() }),
+            list: |d: &Dummy| vec![("dummy_seen_total", "Seen.", get(&d.seen))],
+        };
+        let mut out = Vec::new();
+        c.collect(&mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].name, "dummy_seen_total");
+        assert_eq!(out[0].samples[0].value, 7.0);
+        assert_eq!(
+            out[0].samples[0].labels,
+            vec![("adapter", "uart".to_owned())]
+        );
+    }
+}
