@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use minidom::Element;
 use tokio::time::Instant;
 use tokio_xmpp::parsers::iq::Iq;
@@ -17,9 +16,9 @@ use tokio_xmpp::parsers::presence::Presence;
 use tokio_xmpp::parsers::stanza::Stanza;
 use tokio_xmpp::parsers::stanza_error::StanzaError;
 use tokio_xmpp::xmlstream::Timeouts;
-use tokio_xmpp::{Client, Event};
 
 use crate::translator::sensordata::{self, ParsedField};
+use crate::xmpp::c2s::{C2sEvent, C2sStream};
 use crate::xmpp::connector::{Connector, Target};
 use crate::xmpp::tls::client_config;
 
@@ -86,7 +85,8 @@ fn kebab(s: &str) -> String {
 
 /// A logged-in session for one command.
 struct Session {
-    client: Client,
+    /// Not tokio-xmpp's `Client`, which can stop delivering stanzas (see `xmpp/c2s.rs`).
+    stream: C2sStream,
     deadline: Instant,
     timeout: Duration,
 }
@@ -114,21 +114,25 @@ impl Session {
             label: jid.to_string().into(),
             failures: Arc::new(AtomicU32::new(0)),
         };
-        let mut client =
-            Client::new_with_connector(jid, login.password.clone(), connector, Timeouts::tight());
+        let mut stream = C2sStream::new(
+            connector,
+            jid.into(),
+            login.password.clone(),
+            Timeouts::tight(),
+        );
         let deadline = Instant::now() + login.timeout;
         loop {
-            match tokio::time::timeout_at(deadline, client.next()).await {
-                Ok(Some(Event::Online { .. })) => break,
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(Some(C2sEvent::Online { .. })) => break,
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => return Err(RemoteError::Login(login.timeout)),
             }
         }
         // Negative priority: messages to our bare JID are not for this session.
         let presence = Presence::available().with_priority(-1);
-        let _ = client.send_stanza(presence.into()).await;
+        stream.send(presence.into()).await;
         Ok(Session {
-            client,
+            stream,
             deadline,
             timeout: login.timeout,
         })
@@ -136,8 +140,8 @@ impl Session {
 
     async fn next(&mut self, target: &Jid) -> Result<Stanza, RemoteError> {
         loop {
-            match tokio::time::timeout_at(self.deadline, self.client.next()).await {
-                Ok(Some(Event::Stanza(st))) => return Ok(st),
+            match tokio::time::timeout_at(self.deadline, self.stream.next()).await {
+                Ok(Some(C2sEvent::Stanza(st))) => return Ok(*st),
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => {
                     return Err(RemoteError::Timeout {
@@ -152,7 +156,7 @@ impl Session {
     /// Sends an IQ and waits for its answer.
     async fn iq(&mut self, target: &Jid, iq: Iq) -> Result<Option<Element>, RemoteError> {
         let id = iq.id().to_owned();
-        let _ = self.client.send_stanza(iq.into()).await;
+        self.stream.send(iq.into()).await;
         loop {
             if let Stanza::Iq(reply) = self.next(target).await? {
                 if reply.id() != id {
@@ -170,7 +174,7 @@ impl Session {
     }
 
     async fn close(self) {
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.client.send_end()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.stream.close()).await;
     }
 }
 

@@ -352,9 +352,11 @@ async fn read_and_set_from_the_command_line() {
     assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
 }
 
-/// Pings `full` until it answers (its session is up).
+/// Pings `full` until it answers (its session is up), for up to 20 s.
 async fn wait_online(alice: &mut TestClient, full: &str) -> bool {
-    for _ in 0..40 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::time::Instant::now() < deadline {
+        let attempt = tokio::time::Instant::now();
         let iq = xmpp_parsers::iq::Iq::from_get(support::random_id("p-"), xmpp_parsers::ping::Ping)
             .with_to(jid(full));
         if let Some(xmpp_parsers::iq::Iq::Result { .. }) =
@@ -362,6 +364,9 @@ async fn wait_online(alice: &mut TestClient, full: &str) -> bool {
         {
             return true;
         }
+        // While the session is not bound yet the server answers at once with an error: pace
+        // the attempts, or all of them are spent before a slow login completes.
+        tokio::time::sleep_until(attempt + Duration::from_millis(500)).await;
     }
     false
 }

@@ -7,25 +7,28 @@
 //! sessions that fetched the roster). The server broadcasts each session's presence to the
 //! account's subscribers, so the core sends device presence without a `to`.
 //!
-//! tokio-xmpp's client reconnects and resumes by itself; each session runs in its own task so a
-//! failing one never disturbs the others. Stanzas from the core are routed by their `from`.
+//! Each session is a tokio-xmpp `StanzaStream` (through [`C2sStream`], not tokio-xmpp's `Client`,
+//! whose worker can stall: see `c2s.rs`), which reconnects and resumes by itself; each runs in
+//! its own task so a failing one never disturbs the others. Stanzas from the core are routed by
+//! their `from`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use minidom::Element;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::jid::{FullJid, Jid};
 use tokio_xmpp::parsers::presence::Presence;
+use tokio_xmpp::parsers::roster::Roster;
 use tokio_xmpp::parsers::stanza::Stanza;
 use tokio_xmpp::xmlstream::Timeouts;
-use tokio_xmpp::{Client, Event};
 
+use super::c2s::{C2sEvent, C2sStream};
 use super::connector::{Connector, Target};
 use super::tls::{client_config, TlsSetupError};
 use super::Inbound;
@@ -194,10 +197,12 @@ async fn session(
     shutdown: CancellationToken,
 ) {
     let failures = connector.failures.clone();
-    let mut client = Client::new_with_connector(
-        spec.jid.clone(),
-        spec.password.expose().to_owned(),
+    // Not tokio-xmpp's `Client`: its internal worker can lose its wakeup and stop delivering
+    // incoming stanzas for good (see `c2s.rs` and docs/design.md).
+    let mut stream = C2sStream::new(
         connector,
+        spec.jid.clone().into(),
+        spec.password.expose().to_owned(),
         Timeouts::default(),
     );
     let deadline = tokio::time::sleep(ONLINE_DEADLINE);
@@ -205,8 +210,8 @@ async fn session(
     let mut ever_online = false;
     loop {
         tokio::select! {
-            ev = client.next() => match ev {
-                Some(Event::Online { resumed, .. }) => {
+            ev = stream.next() => match ev {
+                Some(C2sEvent::Online { resumed }) => {
                     if failures.swap(0, Ordering::Relaxed) > 0 || ever_online {
                         tracing::info!(session = %spec.jid, resumed, "XMPP session restored");
                     } else {
@@ -218,19 +223,21 @@ async fn session(
                     }
                     if spec.roster {
                         // Fetching the roster is what makes the server pass subscription requests on.
-                        let get = tokio_xmpp::parsers::iq::Iq::from_get("roster", tokio_xmpp::parsers::roster::Roster { ver: None, items: vec![] });
-                        let _ = client.send_stanza(get.into()).await;
+                        let get = Iq::from_get("roster", Roster { ver: None, items: vec![] });
+                        stream.send(get.into()).await;
                         let mut p = Presence::available().with_priority(spec.priority);
                         p.set_status("", "xmpp-iot-gateway");
-                        let _ = client.send_stanza(p.into()).await;
+                        stream.send(p.into()).await;
                     }
                     let _ = inbound.send(Inbound::SessionUp { jid: spec.jid.clone().into() }).await;
                 }
-                Some(Event::Stanza(st)) => {
+                Some(C2sEvent::Stanza(st)) => {
                     tracing::trace!(session = %spec.jid, "stanza in");
-                    let _ = inbound.send(Inbound::Stanza(Element::from(st))).await;
+                    let _ = inbound.send(Inbound::Stanza(Element::from(*st))).await;
                 }
-                Some(Event::Disconnected(e)) => tracing::debug!(session = %spec.jid, error = %e, "XMPP session disconnected"),
+                Some(C2sEvent::Suspended) => {
+                    tracing::debug!(session = %spec.jid, "XMPP connection lost; reconnecting")
+                }
                 None => return,
             },
             out = rx.recv() => match out {
@@ -238,14 +245,14 @@ async fn session(
                     Ok(mut st) => {
                         // The server stamps our address; a `from` of ours it would only check.
                         clear_from(&mut st);
-                        if let Err(e) = client.send_stanza(st).await {
-                            tracing::debug!(session = %spec.jid, error = %e, "send failed");
-                        }
+                        // Queued, not awaited until written: the loop goes straight back to
+                        // reading.
+                        stream.send(st).await;
                     }
                     Err(e) => tracing::error!(session = %spec.jid, error = %e, "the core produced an invalid stanza"),
                 },
                 None => {
-                    if tokio::time::timeout(Duration::from_secs(2), client.send_end()).await.is_err() {
+                    if tokio::time::timeout(Duration::from_secs(2), stream.close()).await.is_err() {
                         tracing::debug!(session = %spec.jid, "the stream did not close in time");
                     }
                     return;

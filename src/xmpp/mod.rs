@@ -4,6 +4,7 @@
 //! channels ([`Inbound`] in, [`minidom::Element`] out) and never sees a socket or the stream
 //! namespace, so the same handlers serve component and client mode.
 
+pub mod c2s;
 pub mod client;
 pub mod component;
 pub mod connector;

@@ -1,10 +1,14 @@
 //! [`TestClient`]: an XMPP user for tests, on tokio-xmpp 6 over plaintext c2s.
 //!
-//! A background task owns the `tokio_xmpp::Client`: it forwards every received stanza into a
+//! A background task owns a tokio-xmpp `StanzaStream`: it forwards every received stanza into a
 //! channel (so the connection is always drained, even while the test is busy elsewhere), sends
 //! what the test hands it, and re-sends initial presence when the client reconnects without
 //! resumption (after a Prosody restart). The `TestClient` keeps a buffer of stanzas that no wait
 //! has consumed yet, so `recv_until` also finds a stanza that arrived before it was called.
+//!
+//! Not tokio-xmpp's `Client`: its internal worker polls a mutex-shared receiver that returns
+//! `Pending` without a waker whenever a send holds the mutex, and then never delivers another
+//! stanza (the gateway avoids it for the same reason; see `src/xmpp/c2s.rs`).
 //!
 //! Plaintext because tokio-xmpp 6 has no way to trust a custom CA short of a process-wide
 //! `SSL_CERT_FILE`; Prosody is configured to allow it (see prosody.rs).
@@ -17,9 +21,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
-use tokio_xmpp::connect::DnsConfig;
+use tokio_xmpp::connect::{DnsConfig, TcpServerConnector};
+use tokio_xmpp::stanzastream::{Event, StanzaStage, StanzaState, StanzaStream, StreamEvent};
 use tokio_xmpp::xmlstream::Timeouts;
-use tokio_xmpp::{Client, Event, PrintRawXml};
+use tokio_xmpp::PrintRawXml;
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::{BareJid, FullJid, Jid};
 use xmpp_parsers::message::{Lang, Message, MessageType};
@@ -148,11 +153,12 @@ impl TestClient {
                 .with_resource_str(&random_id("test-"))
                 .expect("random resource is valid"),
         };
-        let client = Client::new_plaintext(
-            jid.clone(),
-            pass,
-            DnsConfig::addr(&c2s.to_string()),
+        let client = StanzaStream::new_c2s(
+            TcpServerConnector::from(DnsConfig::addr(&c2s.to_string())),
+            jid.clone().into(),
+            pass.to_owned(),
             Timeouts::tight(),
+            16,
         );
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (incoming_tx, incoming) = mpsc::unbounded_channel();
@@ -484,7 +490,7 @@ impl Drop for TestClient {
 
 /// Owns the tokio-xmpp client: sends commands, forwards stanzas, counts `Online` events.
 async fn drive(
-    mut client: Client,
+    mut stream: StanzaStream,
     mut commands: mpsc::UnboundedReceiver<Command>,
     incoming: mpsc::UnboundedSender<Stanza>,
     online: watch::Sender<u64>,
@@ -493,20 +499,25 @@ async fn drive(
         tokio::select! {
             cmd = commands.recv() => match cmd {
                 Some(Command::Send(stanza, reply)) => {
-                    let res = match tokio::time::timeout(TIMEOUT, client.send_stanza(*stanza)).await {
-                        Ok(Ok(_token)) => Ok(()),
-                        Ok(Err(e)) => Err(e.to_string()),
-                        Err(_) => Err(format!("not written within {TIMEOUT:?}")),
-                    };
-                    let _ = reply.send(res);
+                    let mut token = stream.send(with_id(*stanza)).await;
+                    // Wait for the write elsewhere, so that reading goes on meanwhile.
+                    tokio::spawn(async move {
+                        let res = match tokio::time::timeout(TIMEOUT, token.wait_for(StanzaStage::Sent)).await {
+                            Ok(Some(StanzaState::Sent { .. } | StanzaState::Acked { .. })) => Ok(()),
+                            Ok(Some(StanzaState::Failed { error })) => Err(error.to_string()),
+                            Ok(_) => Err("dropped before it was written".to_owned()),
+                            Err(_) => Err(format!("not written within {TIMEOUT:?}")),
+                        };
+                        let _ = reply.send(res);
+                    });
                 }
                 Some(Command::Close(ack)) => break Some(ack),
                 None => break None,
             },
-            event = client.next() => match event {
-                Some(Event::Online { resumed, .. }) => {
+            event = stream.next() => match event {
+                Some(Event::Stream(StreamEvent::Reset { .. })) => {
                     let n = *online.borrow() + 1;
-                    if n > 1 && !resumed {
+                    if n > 1 {
                         // A fresh session after a reconnect: fetch the roster again (the session
                         // is "interested" only after that; the reply lands in the buffer) and
                         // announce ourselves again.
@@ -517,23 +528,44 @@ async fn drive(
                             payload: Element::builder("query", "jabber:iq:roster").build(),
                         };
                         for stanza in [roster.into(), Presence::available().into()] {
-                            let _ = tokio::time::timeout(TIMEOUT, client.send_stanza(stanza)).await;
+                            let _ = stream.send(with_id(stanza)).await;
                         }
                     }
                     online.send_replace(n);
                 }
+                Some(Event::Stream(StreamEvent::Resumed)) => {
+                    online.send_modify(|n| *n += 1);
+                }
+                Some(Event::Stream(StreamEvent::Suspended)) => {}
                 Some(Event::Stanza(stanza)) => {
                     let _ = incoming.send(stanza);
                 }
-                Some(Event::Disconnected(_)) => {}
                 None => return,
             },
         }
     };
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, client.send_end()).await;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, stream.close()).await;
     if let Some(ack) = close_ack {
         let _ = ack.send(());
     }
+}
+
+/// A random id where the stanza has none (what tokio-xmpp's `Client` did for us).
+fn with_id(mut stanza: Stanza) -> Box<Stanza> {
+    match &mut stanza {
+        Stanza::Iq(iq) => {
+            if iq.id().is_empty() {
+                *iq.id_mut() = random_id("iq-");
+            }
+        }
+        Stanza::Message(m) => {
+            m.id.get_or_insert_with(|| xmpp_parsers::message::Id(random_id("m-")));
+        }
+        Stanza::Presence(p) => {
+            p.id.get_or_insert_with(|| random_id("p-"));
+        }
+    }
+    Box::new(stanza)
 }
 
 /// Whether `from` is `want` (a bare `want` matches every resource of it).

@@ -372,12 +372,21 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
+        // A failing test wants to know whether the gateway was still running (a gateway that
+        // died leaves no trace in its own log when it was killed).
+        let exited = match self.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(Some(status))) => Some(status),
+            _ => None,
+        };
         self.kill();
         self.notify_stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.notify_thread.take() {
             let _ = thread.join();
         }
         if std::thread::panicking() {
+            if let Some(status) = exited {
+                eprintln!("--- the gateway had exited before the test ended: {status} ---");
+            }
             eprintln!(
                 "--- gateway log (last 120 lines, {}) ---\n{}",
                 self.log_path.display(),
