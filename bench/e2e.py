@@ -27,8 +27,14 @@ BODY_RE = re.compile(rb"<body[^>]*>sent (-?\d+), seq (-?\d+)</body>")
 STANZA_END = b"</message>"
 
 
+_last_us = 0
+
+
 def now_us():
-    return time.time_ns() // 1000
+    """Microseconds since the epoch, strictly increasing (each message's send time is its key)."""
+    global _last_us
+    _last_us = max(_last_us + 1, time.time_ns() // 1000)
+    return _last_us
 
 
 # ---------------------------------------------------------------- process accounting
@@ -166,6 +172,11 @@ class Receiver(Xmpp):
 
     def reset(self):
         self.count = 0
+        # A message with several fields may reach the core as several readings and then yield
+        # more than one headline (the first with some values still old): a message counts once,
+        # when the first headline with its send time arrives; the rest are counted as extra.
+        self.seen = set()
+        self.extra = 0
         self.latencies = []
         self.first = self.last = None
 
@@ -185,6 +196,10 @@ class Receiver(Xmpp):
                 if seq < 0:
                     self.warm = True  # warm-up traffic, not counted
                     continue
+                if sent in self.seen:
+                    self.extra += 1
+                    continue
+                self.seen.add(sent)
                 self.count += 1
                 self.latencies.append(t - sent)
                 self.first = self.first or t
@@ -311,6 +326,7 @@ async def run_phase(name, path, rate, total, send_one, writer, receiver, gw):
         "sent": total,
         "received": got,
         "loss": total - got,
+        "extra": receiver.extra,
         "msg_s": got / span_s if span_s > 0 else 0.0,
         "p50_ms": pct(lat, 50) / 1000,
         "p99_ms": pct(lat, 99) / 1000,
@@ -324,7 +340,7 @@ async def run_phase(name, path, rate, total, send_one, writer, receiver, gw):
 
 def print_header():
     print(
-        f"{'phase':<14}{'path':<9}{'rate/s':>7}{'sent':>8}{'recv':>8}{'loss':>6}"
+        f"{'phase':<14}{'path':<9}{'rate/s':>7}{'sent':>8}{'recv':>8}{'loss':>6}{'extra':>7}"
         f"{'msg/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'cpu s/1k':>10}{'RSS MiB':>9}",
         flush=True,
     )
@@ -334,7 +350,7 @@ def print_row(r):
     cpu = f"{r['cpu_s_per_1k']:.4f}" if r["cpu_s_per_1k"] is not None else "-"
     rss = f"{r['rss_peak_mib']:.1f}" if r["rss_peak_mib"] is not None else "-"
     print(
-        f"{r['phase']:<14}{r['path']:<9}{str(r['rate']):>7}{r['sent']:>8}{r['received']:>8}{r['loss']:>6}"
+        f"{r['phase']:<14}{r['path']:<9}{str(r['rate']):>7}{r['sent']:>8}{r['received']:>8}{r['loss']:>6}{r['extra']:>7}"
         f"{r['msg_s']:>9.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['max_ms']:>9.2f}{cpu:>10}{rss:>9}",
         flush=True,
     )
@@ -416,7 +432,7 @@ async def main():
         g = next(r for r in rows if r["rate"] == rate and r["path"] == "gateway")
         print(
             f"  {rate:>5} msg/s: gateway adds p50 {g['p50_ms'] - d['p50_ms']:+.2f} ms, "
-            f"p99 {g['p99_ms'] - d['p99_ms']:+.2f} ms; loss {g['loss']}; "
+            f"p99 {g['p99_ms'] - d['p99_ms']:+.2f} ms; loss {g['loss']}; extra headlines {g['extra']}; "
             f"{g['cpu_s_per_1k']:.4f} CPU s per 1k messages"
         )
     d = next(r for r in rows if r["rate"] == "max" and r["path"] == "direct")

@@ -65,13 +65,15 @@ wait_port() {
 C2S=$(free_port); COMP=$(free_port); MQTT=$(free_port)
 DOMAIN="bench.localhost"
 SECRET="$(head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')"
+printf %s "$SECRET" >"$RUN/component.secret"
 ROOT_USER=false; [ "$(id -u)" = 0 ] && ROOT_USER=true
 
 # ---- Prosody: mod_limits off (it throttles c2s to ~80 msg/s), Nagle off (a ~45 ms p99 floor)
-mkdir -p "$RUN/prosody/data"
+mkdir -p "$RUN/prosody/data" "$RUN/prosody/certs"
 cat >"$RUN/prosody/prosody.cfg.lua" <<EOF
 pidfile = "$RUN/prosody/prosody.pid"
 data_path = "$RUN/prosody/data"
+certificates = "$RUN/prosody/certs"
 run_as_root = $ROOT_USER
 log = { { levels = { min = "warn" }, to = "file", filename = "$RUN/prosody/prosody.log" } }
 interfaces = { "127.0.0.1" }
@@ -133,7 +135,7 @@ state_dir = "$RUN/state"
 mode = "component"
 domain = "$DOMAIN"
 server = "127.0.0.1:$COMP"
-secret = "$SECRET"
+secret_file = "$RUN/component.secret"
 
 [access]
 read = ["@localhost"]
@@ -171,7 +173,7 @@ GATEWAY_PID=$!
     echo "xmpp-iot-gateway end-to-end bench, $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(awk '/MemTotal/ {printf "%.1f GiB RAM", $2/1048576}' /proc/meminfo)"
     echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "$(prosody --version 2>/dev/null | head -1 || echo prosody), $(mosquitto -h 2>/dev/null | head -1)"
+    echo "servers: $(dpkg-query -W -f 'prosody ${Version}, mosquitto ' prosody 2>/dev/null)$(dpkg-query -W -f '${Version}' mosquitto 2>/dev/null)"
     echo "gateway: release build, component mode, $DEVICES MQTT devices, notify with min_interval 0s"
     echo "publisher: MQTT 3.1.1 QoS 1; receiver: one c2s session; all on loopback, on the same CPUs"
     echo
