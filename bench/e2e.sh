@@ -47,8 +47,9 @@ cleanup() {
     done
     if [ -n "${KEEP_RUN:-}" ]; then echo "run directory kept: $RUN" >&2; else rm -rf "$RUN"; fi
 }
-trap cleanup EXIT
 trap 'exit 130' INT TERM
+# The load driver and its subshell end with the script (they are children of this shell).
+trap 'for j in $(jobs -p); do pkill -TERM -P "$j" 2>/dev/null; kill -TERM "$j" 2>/dev/null; done; cleanup' EXIT
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -186,4 +187,7 @@ GATEWAY_PID=$!
     if grep -q -E 'WARN|ERROR' "$RUN/gateway.log"; then
         echo "gateway warnings:"; grep -E 'WARN|ERROR' "$RUN/gateway.log" | head -5
     fi
-} | if [ -n "$OUT" ]; then tee "$OUT"; else cat; fi
+} > >(if [ -n "$OUT" ]; then tee "$OUT"; else cat; fi) &
+# In the background so that Ctrl-C / SIGTERM reach the trap at once (bash runs traps only
+# between commands, and `wait` is one it interrupts).
+wait $!

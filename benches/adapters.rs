@@ -31,10 +31,18 @@ fn modbus(c: &mut Criterion) {
         ),
         ("int16", Encoding::plain(DataType::Int16), vec![0xFF38]),
         ("uint16", Encoding::plain(DataType::Uint16), vec![2300]),
-        ("int32", Encoding::plain(DataType::Int32), vec![0xFFFF, 0x1234]),
+        (
+            "int32",
+            Encoding::plain(DataType::Int32),
+            vec![0xFFFF, 0x1234],
+        ),
         ("uint32", Encoding::plain(DataType::Uint32), vec![1, 2]),
         ("int64", Encoding::plain(DataType::Int64), vec![0xFFFF; 4]),
-        ("uint64", Encoding::plain(DataType::Uint64), vec![0, 1, 2, 3]),
+        (
+            "uint64",
+            Encoding::plain(DataType::Uint64),
+            vec![0, 1, 2, 3],
+        ),
         (
             "float32_cdab",
             Encoding {

@@ -130,13 +130,8 @@ fn clean_bench(c: &mut Criterion) {
         let to: Jid = "ops@localhost".parse().unwrap();
         g.bench_function(format!("headline_bytes/{name}"), |b| {
             b.iter(|| {
-                let el = stanzas::text_message(
-                    MessageType::Headline,
-                    &from,
-                    &to,
-                    black_box(s),
-                    None,
-                );
+                let el =
+                    stanzas::text_message(MessageType::Headline, &from, &to, black_box(s), None);
                 wire::encode(&el, COMPONENT_NS)
             })
         });
