@@ -38,6 +38,7 @@ done
 RUN="$(mktemp -d /tmp/xig-e2e.XXXXXX)"
 PIDS=()
 cleanup() {
+    set +e
     for pid in "${PIDS[@]}"; do
         kill -TERM "$pid" 2>/dev/null || true
     done
@@ -49,7 +50,7 @@ cleanup() {
 }
 trap 'exit 130' INT TERM
 # The load driver and its subshell end with the script (they are children of this shell).
-trap 'for j in $(jobs -p); do pkill -TERM -P "$j" 2>/dev/null; kill -TERM "$j" 2>/dev/null; done; cleanup' EXIT
+trap 'for j in $(jobs -p); do pkill -TERM -P "$j" 2>/dev/null || true; kill -TERM "$j" 2>/dev/null || true; done; cleanup' EXIT
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -190,4 +191,4 @@ GATEWAY_PID=$!
 } > >(if [ -n "$OUT" ]; then tee "$OUT"; else cat; fi) &
 # In the background so that Ctrl-C / SIGTERM reach the trap at once (bash runs traps only
 # between commands, and `wait` is one it interrupts).
-wait $!
+wait $! || true
