@@ -38,6 +38,7 @@ done
 RUN="$(mktemp -d /tmp/xig-e2e.XXXXXX)"
 PIDS=()
 cleanup() {
+    set +e
     for pid in "${PIDS[@]}"; do
         kill -TERM "$pid" 2>/dev/null || true
     done
@@ -47,8 +48,9 @@ cleanup() {
     done
     if [ -n "${KEEP_RUN:-}" ]; then echo "run directory kept: $RUN" >&2; else rm -rf "$RUN"; fi
 }
-trap cleanup EXIT
 trap 'exit 130' INT TERM
+# The load driver and its subshell end with the script (they are children of this shell).
+trap 'for j in $(jobs -p); do pkill -TERM -P "$j" 2>/dev/null || true; kill -TERM "$j" 2>/dev/null || true; done; cleanup' EXIT
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -186,4 +188,7 @@ GATEWAY_PID=$!
     if grep -q -E 'WARN|ERROR' "$RUN/gateway.log"; then
         echo "gateway warnings:"; grep -E 'WARN|ERROR' "$RUN/gateway.log" | head -5
     fi
-} | if [ -n "$OUT" ]; then tee "$OUT"; else cat; fi
+} > >(if [ -n "$OUT" ]; then tee "$OUT"; else cat; fi) &
+# In the background so that Ctrl-C / SIGTERM reach the trap at once (bash runs traps only
+# between commands, and `wait` is one it interrupts).
+wait $! || true
