@@ -27,7 +27,7 @@ while [ $# -gt 0 ]; do
         --target=*) target="${1#--target=}"; shift ;;
         --zig) zig=1; shift ;;
         --) shift; extra=("$@"); break ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0" | cut -c3-; exit 0 ;;
         *) echo "build-deb: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
