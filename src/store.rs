@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
 use gateway_api::{DeviceId, Quality, Reading, Value};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use tokio::sync::oneshot;
 
 #[derive(Debug, thiserror::Error)]
@@ -565,23 +565,6 @@ fn decode_quality(q: i64) -> Quality {
         2 => Quality::Bad,
         _ => Quality::Good,
     }
-}
-
-/// Whether a store exists and opens (used by `check`). Never creates anything.
-pub fn probe(state_dir: &Path) -> Result<Option<usize>, StoreError> {
-    let path = state_dir.join("gateway.db");
-    if !path.exists() {
-        return Ok(None);
-    }
-    let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(|source| StoreError::Open {
-            path: path.clone(),
-            source,
-        })?;
-    let n: Option<i64> = conn
-        .query_row("SELECT count(*) FROM subscriptions", [], |r| r.get(0))
-        .optional()?;
-    Ok(n.map(|n| n as usize))
 }
 
 #[cfg(test)]

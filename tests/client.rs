@@ -352,21 +352,9 @@ async fn read_and_set_from_the_command_line() {
     assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
 }
 
-/// Pings `full` until it answers (its session is up), for up to 20 s.
+/// Waits until the session `full` answers pings.
 async fn wait_online(alice: &mut TestClient, full: &str) -> bool {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while tokio::time::Instant::now() < deadline {
-        let attempt = tokio::time::Instant::now();
-        let iq = xmpp_parsers::iq::Iq::from_get(support::random_id("p-"), xmpp_parsers::ping::Ping)
-            .with_to(jid(full));
-        if let Some(xmpp_parsers::iq::Iq::Result { .. }) =
-            alice.iq(iq, Duration::from_millis(500)).await
-        {
-            return true;
-        }
-        // While the session is not bound yet the server answers at once with an error: pace
-        // the attempts, or all of them are spent before a slow login completes.
-        tokio::time::sleep_until(attempt + Duration::from_millis(500)).await;
-    }
-    false
+    alice
+        .wait_answering(&jid(full), Duration::from_secs(20))
+        .await
 }

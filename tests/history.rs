@@ -71,20 +71,6 @@ fn stored(conn: &rusqlite::Connection, from: i64, to: i64) -> Vec<(i64, f64)> {
         .expect("rows")
 }
 
-/// Pings `jid` until it answers: the gateway is connected.
-async fn wait_up(client: &mut TestClient, jid: &Jid) -> bool {
-    for _ in 0..50 {
-        let ping =
-            xmpp_parsers::iq::Iq::from_get(support::random_id("p-"), xmpp_parsers::ping::Ping)
-                .with_to(jid.clone());
-        if let Some(xmpp_parsers::iq::Iq::Result { .. }) = client.iq(ping, TIMEOUT).await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    false
-}
-
 fn parse_ts(s: &str) -> i64 {
     chrono::DateTime::parse_from_rfc3339(s)
         .expect("timestamp")
@@ -106,7 +92,10 @@ async fn a_historical_readout_returns_exactly_the_stored_samples() {
     let mut gw = Gateway::spawn(&config(&prosody, &domain));
     let thermo = Jid::new(&format!("thermo@{domain}")).expect("jid");
     let mut alice = TestClient::connect(&prosody, "alice", "pw").await;
-    assert!(wait_up(&mut alice, &thermo).await, "the gateway is up");
+    assert!(
+        alice.wait_answering(&thermo, Duration::from_secs(10)).await,
+        "the gateway is up"
+    );
 
     // Let readings accumulate, then stop the gateway so the store is final.
     let start = chrono::Utc::now().timestamp_millis();
@@ -125,7 +114,10 @@ async fn a_historical_readout_returns_exactly_the_stored_samples() {
     let (from, to) = (all[5].0, all[20].0);
     let expected = stored(&db(&gw), from, to);
     gw.start();
-    assert!(wait_up(&mut alice, &thermo).await, "the gateway is back");
+    assert!(
+        alice.wait_answering(&thermo, Duration::from_secs(10)).await,
+        "the gateway is back"
+    );
 
     let req = format!(
         "<req xmlns='{NS_SD}' seqnr='4' historical='true' from='{}' to='{}'/>",

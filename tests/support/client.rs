@@ -414,6 +414,22 @@ impl TestClient {
     /// Sends a get/set IQ and returns the `result`/`error` IQ with the same id whose `from` is
     /// the request's `to` (a reply without `from` counts as from our own account), or `None`
     /// after `timeout`. A reply from any other JID is not taken: it stays in the buffer.
+    /// Pings `jid` until it answers with a result (its session or component is up), at most
+    /// every 500 ms for `timeout`. Before a session is bound the server answers at once with an
+    /// error, so the attempts are paced rather than counted.
+    pub async fn wait_answering(&mut self, jid: &Jid, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let attempt = Instant::now();
+            let ping = Iq::from_get(random_id("p-"), xmpp_parsers::ping::Ping).with_to(jid.clone());
+            if let Some(Iq::Result { .. }) = self.iq(ping, Duration::from_millis(500)).await {
+                return true;
+            }
+            tokio::time::sleep_until(attempt + Duration::from_millis(500)).await;
+        }
+        false
+    }
+
     pub async fn iq(&mut self, mut iq: Iq, timeout: Duration) -> Option<Iq> {
         if iq.id().is_empty() {
             *iq.id_mut() = random_id("iq-");
