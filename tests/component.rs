@@ -35,7 +35,11 @@ impl Rig {
             prosody.register(user, "pw").await;
         }
         let domain = prosody.component_domain().to_owned();
-        let gateway = Gateway::spawn(&config(&prosody, &domain));
+        let mut gateway = Gateway::spawn(&config(&prosody, &domain));
+        assert!(
+            gateway.wait_upstream(TIMEOUT).await,
+            "gateway connected upstream"
+        );
         Rig {
             prosody,
             gateway,

@@ -168,6 +168,10 @@ async fn every_write_is_audited() {
     prosody.register("alice", "pw").await;
     let domain = prosody.component_domain().to_owned();
     let mut gw = Gateway::spawn(&config(&prosody, &domain));
+    assert!(
+        gw.wait_upstream(TIMEOUT).await,
+        "gateway connected upstream"
+    );
     let relay = Jid::new(&format!("relay@{domain}")).expect("jid");
     let mut alice = TestClient::connect(&prosody, "alice", "pw").await;
     let set = format!("<set xmlns='{NS_CTL}'><int name='level' value='9'/></set>");
@@ -205,6 +209,10 @@ async fn a_killed_gateway_leaves_a_store_that_opens_with_its_committed_readings(
     prosody.register("alice", "pw").await;
     let domain = prosody.component_domain().to_owned();
     let mut gw = Gateway::spawn(&config(&prosody, &domain));
+    assert!(
+        gw.wait_upstream(TIMEOUT).await,
+        "gateway connected upstream"
+    );
     let thermo = Jid::new(&format!("thermo@{domain}")).expect("jid");
     let mut alice = TestClient::connect(&prosody, "alice", "pw").await;
     alice.subscribe(&thermo).await;

@@ -253,7 +253,11 @@ impl Rig {
         let prosody = Prosody::start(ProsodyOpts::new().random_component()).await;
         prosody.register("alice", "pw").await;
         let domain = prosody.component_domain().to_owned();
-        let gateway = Gateway::spawn(&config(&prosody, &domain, body));
+        let mut gateway = Gateway::spawn(&config(&prosody, &domain, body));
+        assert!(
+            gateway.wait_upstream(TIMEOUT).await,
+            "gateway connected upstream"
+        );
         Rig {
             prosody,
             gateway,

@@ -36,7 +36,10 @@ impl Rig {
         let mosquitto = Mosquitto::start().await;
         let domain = prosody.component_domain().to_owned();
         let mut gateway = Gateway::spawn(&config(&prosody, &domain, &mosquitto));
-        assert!(gateway.wait_ready(TIMEOUT).await, "gateway ready");
+        assert!(
+            gateway.wait_upstream(TIMEOUT).await,
+            "gateway connected upstream"
+        );
         // Messages published before the gateway subscribed would not reach it.
         assert!(
             gateway
@@ -901,7 +904,10 @@ topic = "probe/temperature"
         ca = prosody.ca_path().display(),
     );
     let mut gateway = Gateway::spawn(&config);
-    assert!(gateway.wait_ready(TIMEOUT).await);
+    assert!(
+        gateway.wait_upstream(TIMEOUT).await,
+        "gateway connected upstream"
+    );
     assert!(
         gateway
             .wait_log("Subscriptions acknowledged", TIMEOUT)

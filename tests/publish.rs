@@ -56,11 +56,15 @@ async fn every_change_is_pushed_as_a_headline() {
     prosody.register("carol", "pw").await;
     let domain = prosody.component_domain().to_owned();
     let mut carol = TestClient::connect(&prosody, "carol", "pw").await;
-    let _gw = Gateway::spawn(&config(
+    let mut gw = Gateway::spawn(&config(
         &prosody,
         &domain,
         r#"notify = ["carol@localhost"]"#,
     ));
+    assert!(
+        gw.wait_upstream(TIMEOUT).await,
+        "gateway connected upstream"
+    );
     let thermo = Jid::new(&format!("thermo@{domain}")).expect("jid");
     let mut bodies = Vec::new();
     while bodies.len() < 4 {
@@ -93,11 +97,15 @@ async fn readings_are_published_to_pubsub() {
     prosody.register("dave", "pw").await;
     let domain = prosody.component_domain().to_owned();
     let service = Jid::new(prosody.pubsub_domain()).expect("jid");
-    let gw = Gateway::spawn(&config(
+    let mut gw = Gateway::spawn(&config(
         &prosody,
         &domain,
         &format!("pubsub = \"{service}\""),
     ));
+    assert!(
+        gw.wait_upstream(TIMEOUT).await,
+        "gateway connected upstream"
+    );
     let mut dave = TestClient::connect(&prosody, "dave", "pw").await;
 
     // The gateway creates the node on first use; subscribe once it exists.

@@ -64,6 +64,10 @@ async fn an_added_device_comes_online_and_the_others_do_not_flap() {
     let domain = prosody.component_domain().to_owned();
     let both = r#""alice@localhost", "bob@localhost""#;
     let mut gw = Gateway::spawn(&config(&prosody, &domain, "", both));
+    assert!(
+        gw.wait_upstream(TIMEOUT).await,
+        "gateway connected upstream"
+    );
     let thermo = Jid::new(&format!("thermo@{domain}")).expect("jid");
     let door = Jid::new(&format!("door@{domain}")).expect("jid");
     let mut alice = TestClient::connect(&prosody, "alice", "pw").await;

@@ -65,6 +65,10 @@ adapter = "sim"
         xmpp = prosody.component_toml(&domain)
     );
     let mut gw = Gateway::spawn(&config);
+    assert!(
+        gw.wait_upstream(TIMEOUT).await,
+        "gateway connected upstream"
+    );
     let mut alice = TestClient::connect(&prosody, "alice", "pw").await;
 
     // Join once the gateway has created and unlocked the room (a locked room says item-not-found).

@@ -404,7 +404,10 @@ adapter = "csv-port"
         csv = csv.port().display(),
     );
     let mut gateway = Gateway::spawn(&config(&prosody, &domain, &rest));
-    assert!(gateway.wait_ready(TIMEOUT * 2).await, "gateway ready");
+    assert!(
+        gateway.wait_upstream(TIMEOUT * 2).await,
+        "gateway connected upstream"
+    );
     let mut bob = TestClient::connect(&prosody, "bob", "pw").await;
     let devices = ["jdev", "kdev", "xdev", "rdev", "cdev"].map(|d| jid(d, &domain));
     for d in &devices {
@@ -531,7 +534,10 @@ match = {{ "/meta/id" = 2 }}
         json = json.port().display(),
     );
     let mut gateway = Gateway::spawn(&config(&prosody, &domain, &rest));
-    assert!(gateway.wait_ready(TIMEOUT * 2).await, "gateway ready");
+    assert!(
+        gateway.wait_upstream(TIMEOUT * 2).await,
+        "gateway connected upstream"
+    );
     let mut bob = TestClient::connect(&prosody, "bob", "pw").await;
     let [boiler, attic, door, left, right] =
         ["boiler", "attic", "door", "left", "right"].map(|d| jid(d, &domain));
@@ -620,7 +626,10 @@ match = {{ id = "p" }}
         port = pty.port().display()
     );
     let mut gateway = Gateway::spawn(&config(&prosody, &domain, &rest));
-    assert!(gateway.wait_ready(TIMEOUT * 2).await, "gateway ready");
+    assert!(
+        gateway.wait_upstream(TIMEOUT * 2).await,
+        "gateway connected upstream"
+    );
     let pid = gateway.pid();
     let mut bob = TestClient::connect(&prosody, "bob", "pw").await;
     let meter = jid("meter", &domain);
@@ -700,7 +709,10 @@ adapter = "uart"
         port = pty.port().display()
     );
     let mut gateway = Gateway::spawn(&config(&prosody, &domain, &rest));
-    assert!(gateway.wait_ready(TIMEOUT * 2).await, "gateway ready");
+    assert!(
+        gateway.wait_upstream(TIMEOUT * 2).await,
+        "gateway connected upstream"
+    );
     let mut alice = TestClient::connect(&prosody, "alice", "pw").await;
     let relay = jid("relay", &domain);
     let mut dev = pty.open_device();
@@ -793,7 +805,10 @@ adapter = "uart"
         port = pty.port().display()
     );
     let mut gateway = Gateway::spawn(&config(&prosody, &domain, &rest));
-    assert!(gateway.wait_ready(TIMEOUT * 2).await, "gateway ready");
+    assert!(
+        gateway.wait_upstream(TIMEOUT * 2).await,
+        "gateway connected upstream"
+    );
     let mut bob = TestClient::connect(&prosody, "bob", "pw").await;
     let meter = jid("meter", &domain);
     subscribe(&mut bob, &meter).await;

@@ -26,6 +26,8 @@ pub enum WireError {
     Xml(String),
     #[error("the server closed the stream")]
     Closed,
+    #[error("the server closed the connection without ending the stream")]
+    HungUp,
     #[error("stream error from the server: {condition}{}", text.as_deref().map(|t| format!(" ({t})")).unwrap_or_default())]
     Stream {
         condition: String,
@@ -40,6 +42,13 @@ pub enum WireError {
 pub struct StreamHeader {
     pub id: Option<String>,
     pub from: Option<String>,
+}
+
+fn is_eof(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::UnexpectedEof
+        || e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<rxml::Error>())
+            .is_some_and(|x| matches!(x, rxml::Error::InvalidEof(_)))
 }
 
 /// Reads a server's XML stream as a sequence of elements.
@@ -66,6 +75,8 @@ impl<R: AsyncBufRead + Unpin> StanzaReader<R> {
         match self.reader.read().await {
             Ok(Some(ev)) => Ok(ev),
             Ok(None) => Err(WireError::Closed),
+            // The peer hung up without closing its stream: a lost link, not bad XML.
+            Err(e) if is_eof(&e) => Err(WireError::HungUp),
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
                 Err(WireError::Xml(e.to_string()))
             }
@@ -275,6 +286,15 @@ mod tests {
         let (_, els, end) = read_all(input, NS_COMPONENT).await;
         assert!(els.is_empty());
         assert!(matches!(end, WireError::Xml(_)), "{end:?}");
+    }
+
+    #[tokio::test]
+    async fn a_hang_up_mid_stream_is_a_lost_link_not_bad_xml() {
+        let input = b"<stream:stream xmlns:stream='http://etherx.jabber.org/streams' id='x' xmlns='jabber:component:accept'>\
+            <message><body>a</body></message>\n";
+        let (_, els, end) = read_all(input, NS_COMPONENT).await;
+        assert_eq!(els.len(), 1);
+        assert!(matches!(end, WireError::HungUp), "{end:?}");
     }
 
     #[tokio::test]

@@ -368,6 +368,23 @@ impl Gateway {
     pub async fn wait_ready(&mut self, timeout: Duration) -> bool {
         self.wait_notify("READY=1", timeout).await
     }
+
+    /// Waits until the current start reports its upstream link up (`STATUS=… upstream connected`):
+    /// `READY=1` alone only says the first attempt finished, and a stanza sent to the gateway's
+    /// JIDs before the link is up bounces.
+    pub async fn wait_upstream(&mut self, timeout: Duration) -> bool {
+        let mark = self.notify_mark;
+        let hit = |all: &Vec<String>| {
+            all[mark..].iter().any(|msg| {
+                msg.lines()
+                    .any(|l| l.starts_with("STATUS=") && l.ends_with("upstream connected"))
+            })
+        };
+        matches!(
+            tokio::time::timeout(timeout, self.notify.wait_for(hit)).await,
+            Ok(Ok(_))
+        )
+    }
 }
 
 impl Drop for Gateway {
