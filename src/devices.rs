@@ -169,9 +169,19 @@ impl Devices {
     /// Stores a reading; says whether subscribers should hear of it: whether it differs from
     /// what was last published by at least the field's deadband.
     pub fn apply(&mut self, reading: &Reading, default_deadband: Option<f64>) -> Applied {
-        let Some(&idx) = self.by_id.get(&reading.device) else {
-            return Applied::Ignored;
-        };
+        match self.by_id.get(&reading.device) {
+            Some(&idx) => self.apply_at(idx, reading, default_deadband),
+            None => Applied::Ignored,
+        }
+    }
+
+    /// [`Devices::apply`] for a device whose index the caller already looked up.
+    pub fn apply_at(
+        &mut self,
+        idx: usize,
+        reading: &Reading,
+        default_deadband: Option<f64>,
+    ) -> Applied {
         let dev = &mut self.list[idx];
         let Some(fi) = dev.field_index(&reading.field) else {
             return Applied::Ignored;

@@ -151,7 +151,10 @@ fn run() -> anyhow::Result<ExitCode> {
                 tracing::warn!("{w}");
             }
             tracing::info!(config = %path.display(), "configuration loaded");
-            let runtime = tokio::runtime::Builder::new_multi_thread()
+            // One thread: the gateway waits on sockets far more than it computes, and one thread
+            // saves the cross-thread wake-ups (measured: bench/results/) and per-thread memory.
+            // SQLite has its own thread, so a slow disk never holds up the event loop.
+            let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;

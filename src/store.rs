@@ -6,7 +6,7 @@
 //! loses at most the last window. WAL mode keeps a killed process's store consistent.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -83,7 +83,8 @@ enum Command {
     AuditQuery(String, oneshot::Sender<Result<Vec<AuditEntry>, StoreError>>),
     AddSubscriber(Subscription),
     RemoveSubscriber(Subscription),
-    Record(Reading),
+    /// Readings taken together (one adapter event).
+    Record(Vec<Reading>),
     History(
         HistoryQuery,
         oneshot::Sender<Result<Vec<Reading>, StoreError>>,
@@ -108,6 +109,8 @@ pub struct StoreStats {
 pub struct Store {
     /// Owned by every handle; the store thread ends when the last sender is dropped.
     tx: std_mpsc::SyncSender<Command>,
+    /// Commands sent and not yet taken by the store thread.
+    queued: Arc<AtomicUsize>,
     pub stats: Arc<StoreStats>,
     history_on: bool,
 }
@@ -122,7 +125,10 @@ impl StoreThread {
     }
 }
 
-const QUEUE: usize = 1 << 16;
+/// Commands waiting for the store thread; a reading batch is one command.
+const QUEUE: usize = 4096;
+/// Readings held for one transaction at most, whatever `commit_interval` says (bounds memory).
+const MAX_BATCH: usize = 8192;
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS subscriptions (
     device TEXT NOT NULL,
@@ -174,9 +180,11 @@ impl Store {
         let stats = Arc::new(StoreStats::default());
         let history_on = !opts.history.is_zero();
         let thread_stats = stats.clone();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let thread_queued = queued.clone();
         let handle = std::thread::Builder::new()
             .name("store".into())
-            .spawn(move || Worker::new(conn, opts, thread_stats).run(rx))
+            .spawn(move || Worker::new(conn, opts, thread_stats).run(rx, &thread_queued))
             .map_err(|e| StoreError::CreateDir {
                 path: state_dir.to_owned(),
                 source: e,
@@ -184,6 +192,7 @@ impl Store {
         Ok((
             Store {
                 tx,
+                queued,
                 stats,
                 history_on,
             },
@@ -193,10 +202,17 @@ impl Store {
     }
 
     fn send(&self, cmd: Command) -> bool {
-        match self.tx.try_send(cmd) {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        let sent = self.tx.try_send(cmd);
+        if sent.is_err() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        match sent {
             Ok(()) => true,
-            Err(std_mpsc::TrySendError::Full(Command::Record(_))) => {
-                self.stats.readings_dropped.fetch_add(1, Ordering::Relaxed);
+            Err(std_mpsc::TrySendError::Full(Command::Record(rs))) => {
+                self.stats
+                    .readings_dropped
+                    .fetch_add(rs.len() as u64, Ordering::Relaxed);
                 false
             }
             Err(std_mpsc::TrySendError::Full(_)) => {
@@ -236,10 +252,18 @@ impl Store {
     }
 
     /// Queues a reading for the history (a no-op when history is off).
-    pub fn record(&self, reading: &Reading) {
-        if self.history_on {
-            self.send(Command::Record(reading.clone()));
+    /// Records readings taken together. Callers that must not lose any wait for
+    /// [`Store::has_room`] first: a full queue drops (and counts) them.
+    pub fn record(&self, readings: &[Reading]) {
+        if self.history_on && !readings.is_empty() {
+            self.send(Command::Record(readings.to_vec()));
         }
+    }
+
+    /// Whether the store thread keeps up: half the queue stays free for everything else, so a
+    /// caller that checks this before recording never loses a reading.
+    pub fn has_room(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) < QUEUE / 2
     }
 
     pub fn history_enabled(&self) -> bool {
@@ -307,7 +331,7 @@ impl Worker {
         }
     }
 
-    fn run(mut self, rx: std_mpsc::Receiver<Command>) {
+    fn run(mut self, rx: std_mpsc::Receiver<Command>, queued: &AtomicUsize) {
         self.prune();
         loop {
             let wait = match self.batch_started {
@@ -315,13 +339,17 @@ impl Worker {
                 None => PRUNE_EVERY,
             };
             match rx.recv_timeout(wait) {
-                Ok(cmd) => self.handle(cmd),
+                Ok(cmd) => {
+                    queued.fetch_sub(1, Ordering::Relaxed);
+                    self.handle(cmd)
+                }
                 Err(std_mpsc::RecvTimeoutError::Timeout) => {}
                 Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
             }
-            if self
-                .batch_started
-                .is_some_and(|t| t.elapsed() >= self.opts.batch_window)
+            if self.batch.len() >= MAX_BATCH
+                || self
+                    .batch_started
+                    .is_some_and(|t| t.elapsed() >= self.opts.batch_window)
             {
                 self.commit();
             }
@@ -338,9 +366,9 @@ impl Worker {
 
     fn handle(&mut self, cmd: Command) {
         match cmd {
-            Command::Record(r) => {
+            Command::Record(rs) => {
                 self.batch_started.get_or_insert_with(Instant::now);
-                self.batch.push(r);
+                self.batch.extend(rs);
             }
             Command::Audit(a) => {
                 let res = self.conn.execute(
@@ -640,13 +668,13 @@ mod tests {
         let (store, _thread, _) = Store::open(dir.path(), small).expect("open");
         let t0 = Utc::now() - chrono::Duration::seconds(3000);
         for i in 0..3000 {
-            store.record(&Reading {
+            store.record(&[Reading {
                 device: dev("boiler"),
                 field: "f".into(),
                 value: Value::Text(format!("{i:0>40}")),
                 timestamp: t0 + chrono::Duration::seconds(i),
                 quality: Quality::Good,
-            });
+            }]);
         }
         store.flush().await;
         store.send(Command::Flush(oneshot::channel().0));
@@ -683,15 +711,15 @@ mod tests {
             Value::Text("x".into()),
         ];
         for (i, v) in values.iter().enumerate() {
-            store.record(&Reading {
+            store.record(&[Reading {
                 device: dev("boiler"),
                 field: "f".into(),
                 value: v.clone(),
                 timestamp: t0 + chrono::Duration::seconds(10 * i as i64),
                 quality: Quality::Good,
-            });
+            }]);
         }
-        store.record(&Reading::now(dev("other"), "f".into(), Value::Float(9.0)));
+        store.record(&[Reading::now(dev("other"), "f".into(), Value::Float(9.0))]);
         let all = store
             .history(HistoryQuery {
                 device: dev("boiler"),

@@ -44,12 +44,17 @@ use crate::xmpp::{stanzas, Inbound};
 
 /// Replies waiting for room upstream; beyond this the oldest are dropped (and counted).
 const MAX_URGENT: usize = 10_000;
+/// With this many stanzas waiting for upstream, adapter events wait: the wait reaches the buses
+/// (an MQTT broker holds its queue, a poll comes later) instead of stanzas being dropped here.
+const URGENT_HIGH_WATER: usize = 256;
 /// How long a write may take from request to the device's confirmation.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Events for not-yet-known devices held for the next reload.
 const MAX_EARLY_EVENTS: usize = 10_000;
-/// Adapter events handled in one go before changes are published.
-const EVENT_BURST: usize = 1024;
+/// How often to look whether the store has caught up while adapter events wait for it.
+const STORE_RECHECK: Duration = Duration::from_millis(10);
+/// Adapter events taken in one turn of the loop (each is published on its own).
+const EVENT_BURST: usize = 64;
 
 /// Results of work the core handed to other tasks (writes, history queries, scheduled readouts).
 #[derive(Debug)]
@@ -133,8 +138,6 @@ pub struct Core {
     deferred_tx: mpsc::Sender<Deferred>,
     /// Queued readouts by (requester full JID, seqnr), for `cancel`.
     scheduled: HashMap<(String, i32), AbortHandle>,
-    /// Devices with value changes not yet considered for publication.
-    changed: BTreeSet<usize>,
     /// IQs the gateway sent itself (PubSub), by id, until their answer arrives.
     own_iqs: HashMap<String, publish::OwnIq>,
     /// Per device: whether its PubSub node is known to exist.
@@ -213,7 +216,6 @@ impl Core {
             requests: parts.requests,
             deferred_tx,
             scheduled: HashMap::new(),
-            changed: BTreeSet::new(),
             own_iqs: HashMap::new(),
             pubsub_nodes: Vec::new(),
             iq_counter: 0,
@@ -249,27 +251,32 @@ impl Core {
         loop {
             let has_output =
                 self.link_up && (!self.urgent.is_empty() || !self.presence_queue.is_empty());
+            let store_room = self.store.has_room();
+            let take_events = self.urgent.len() < URGENT_HIGH_WATER && store_room;
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some(CoreCommand::Reload { config, requests }) = inputs.commands.recv() => self.reload(config, requests),
                 Some(d) = inputs.deferred.recv() => self.on_deferred(d),
                 Some(inb) = inputs.inbound.recv() => self.on_inbound(inb),
-                Some(ev) = inputs.events.recv() => {
+                Some(ev) = inputs.events.recv(), if take_events => {
                     self.on_adapter_event(ev);
-                    // Take what else is already queued, so that the fields of one message from a
-                    // bus become one update per device rather than one per field.
+                    // Take what else is already queued without another turn of the loop.
                     for _ in 0..EVENT_BURST {
+                        if self.urgent.len() >= URGENT_HIGH_WATER || !self.store.has_room() {
+                            break;
+                        }
                         match inputs.events.try_recv() {
                             Ok(ev) => self.on_adapter_event(ev),
                             Err(_) => break,
                         }
                     }
-                    self.flush_changes();
                 }
                 Some(exp) = self.timers.next(), if !self.timers.is_empty() => self.on_timer(exp.into_inner()),
                 Ok(permit) = self.out.clone().reserve_owned(), if has_output => self.send_queued(permit),
                 _ = housekeeping.tick() => self.housekeeping(),
+                // Nothing wakes the loop when the store catches up: look again shortly.
+                () = tokio::time::sleep(STORE_RECHECK), if !store_room => {}
             }
         }
         self.shut_down(inputs).await;
@@ -291,7 +298,10 @@ impl Core {
 
     fn on_adapter_event(&mut self, ev: AdapterEvent) {
         let device = match &ev {
-            AdapterEvent::Reading(r) => &r.device,
+            AdapterEvent::Readings(rs) => match rs.first() {
+                Some(r) => &r.device,
+                None => return,
+            },
             AdapterEvent::Online { device } | AdapterEvent::Offline { device, .. } => device,
         };
         if self.devices.index_of(device).is_none() {
@@ -303,7 +313,7 @@ impl Core {
             return;
         }
         match ev {
-            AdapterEvent::Reading(r) => self.on_reading(&r),
+            AdapterEvent::Readings(rs) => self.on_readings(&rs),
             AdapterEvent::Online { device } => {
                 let Some(idx) = self.devices.index_of(&device) else {
                     return;
@@ -342,19 +352,26 @@ impl Core {
         self.early_events.truncate(before);
     }
 
-    fn on_reading(&mut self, r: &Reading) {
-        Stats::inc(&self.stats.readings);
-        tracing::trace!(device = %r.device, field = %r.field, value = %r.value, "reading");
-        let idx = self.devices.index_of(&r.device);
-        if let Some(idx) = idx {
+    /// Records readings taken together and publishes each device they changed, once.
+    fn on_readings(&mut self, rs: &[Reading]) {
+        let mut changed: Vec<usize> = Vec::new();
+        self.store.record(rs);
+        for r in rs {
+            Stats::inc(&self.stats.readings);
+            tracing::trace!(device = %r.device, field = %r.field, value = %r.value, "reading");
+            let Some(idx) = self.devices.index_of(&r.device) else {
+                continue;
+            };
             Stats::inc(&self.device_stats[idx].readings);
-        }
-        self.store.record(r);
-        if self.devices.apply(r, self.config.publish.deadband) == Applied::Changed {
-            if let Some(idx) = idx {
+            if self.devices.apply_at(idx, r, self.config.publish.deadband) == Applied::Changed {
                 self.devices.get_mut(idx).values_dirty = true;
-                self.changed.insert(idx);
+                if !changed.contains(&idx) {
+                    changed.push(idx);
+                }
             }
+        }
+        for idx in changed {
+            self.publish_change(idx, false);
         }
     }
 
@@ -666,12 +683,7 @@ impl Core {
     fn on_deferred(&mut self, d: Deferred) {
         match d {
             Deferred::Send(el) => self.reply(el),
-            Deferred::Readings(rs) => {
-                for r in &rs {
-                    self.on_reading(r);
-                }
-                self.flush_changes();
-            }
+            Deferred::Readings(rs) => self.on_readings(&rs),
             Deferred::StartReadout(mut p) => {
                 // The device table may have changed since: find the device by id.
                 let Some(idx) = self.devices.index_of(&p.device_id) else {

@@ -1,8 +1,9 @@
 //! Publishing changes: presence (throttled by `min_interval`), push headlines to `[publish]
 //! notify`, and PubSub items on `[publish] pubsub`.
 //!
-//! A device's changes are considered once per burst of adapter events; when its `min_interval`
-//! has passed they go out at once, otherwise a timer brings them out later with the latest values.
+//! A device's changes are considered once per batch of readings taken together (one MQTT message,
+//! one poll, one serial record); when its `min_interval` has passed they go out at once, otherwise
+//! a timer brings them out later with the latest values.
 //! Availability changes are never held back.
 
 use minidom::Element;
@@ -38,13 +39,6 @@ pub enum NodeState {
 }
 
 impl Core {
-    /// Publishes what the last burst of readings changed.
-    pub(super) fn flush_changes(&mut self) {
-        while let Some(idx) = self.changed.pop_first() {
-            self.publish_change(idx, false);
-        }
-    }
-
     /// Publishes device `idx` now, or once its `min_interval` has passed.
     /// `availability`: it came online or went offline, which is never held back.
     pub(super) fn publish_change(&mut self, idx: usize, availability: bool) {

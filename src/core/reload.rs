@@ -99,7 +99,6 @@ impl Core {
             .collect();
         self.presence_queued.clear();
         self.timers.clear();
-        self.changed.clear();
         self.own_iqs.clear();
 
         self.device_stats = self.stats.set_devices(&config);
@@ -163,7 +162,6 @@ impl Core {
             self.replay(ev);
         }
         self.early_events.clear();
-        self.flush_changes();
         self.housekeeping();
         tracing::info!(devices = self.devices.len(), "configuration reloaded");
     }

@@ -46,16 +46,27 @@ impl Reading {
 /// Everything an adapter tells the core.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AdapterEvent {
-    Reading(Reading),
+    /// The readings of one message, record or poll of one device (never empty): they were taken
+    /// together, so they are stored, published and pushed together (one headline, not one per field).
+    Readings(Vec<Reading>),
     /// The adapter reaches the device (again).
-    Online {
-        device: DeviceId,
-    },
+    Online { device: DeviceId },
     /// The adapter cannot reach the device; `reason` is shown to people in the presence status.
-    Offline {
-        device: DeviceId,
-        reason: String,
-    },
+    Offline { device: DeviceId, reason: String },
+}
+
+impl AdapterEvent {
+    /// One event per reading (a batch split up); other events as they are. For code that looks
+    /// at readings one at a time, such as adapter tests.
+    pub fn split(self) -> Vec<AdapterEvent> {
+        match self {
+            AdapterEvent::Readings(rs) => rs
+                .into_iter()
+                .map(|r| AdapterEvent::Readings(vec![r]))
+                .collect(),
+            other => vec![other],
+        }
+    }
 }
 
 /// The sending half of the core's event channel. Cloned freely by an adapter's tasks.

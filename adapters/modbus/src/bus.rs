@@ -545,8 +545,8 @@ impl<C: Connector> Bus<C> {
             r += 1;
         }
         self.device_answered(i, scheduled).await?;
-        for r in readings {
-            self.emit(AdapterEvent::Reading(r)).await?;
+        if !readings.is_empty() {
+            self.emit(AdapterEvent::Readings(readings)).await?;
         }
         Ok(())
     }
@@ -1191,23 +1191,25 @@ mod tests {
             while seen < n {
                 let e = self.next().await;
                 let t = self.ms();
-                out.push(match e {
-                    AdapterEvent::Online { device } => format!("{t} {device} online"),
+                match e {
+                    AdapterEvent::Online { device } => out.push(format!("{t} {device} online")),
                     AdapterEvent::Offline { device, reason } => {
-                        format!("{t} {device} offline: {reason}")
+                        out.push(format!("{t} {device} offline: {reason}"))
                     }
-                    AdapterEvent::Reading(r) => {
-                        if r.device.as_str() == device {
-                            seen += 1;
+                    AdapterEvent::Readings(rs) => {
+                        for r in rs {
+                            if r.device.as_str() == device {
+                                seen += 1;
+                            }
+                            let q = if r.quality == Quality::Good {
+                                ""
+                            } else {
+                                " (bad)"
+                            };
+                            out.push(format!("{t} {} {}={}{q}", r.device, r.field, r.value));
                         }
-                        let q = if r.quality == Quality::Good {
-                            ""
-                        } else {
-                            " (bad)"
-                        };
-                        format!("{t} {} {}={}{q}", r.device, r.field, r.value)
                     }
-                });
+                }
             }
             out
         }

@@ -458,19 +458,24 @@ impl Bridge {
                     let st = &mut self.state[d];
                     st.last_data = Some(now);
                     st.stale = false;
+                    let timestamp = Utc::now();
+                    let mut readings = Vec::with_capacity(decoded.values.len());
                     for (fi, value) in decoded.values {
                         let field = &dev.fields[fi];
                         trace!(adapter = %self.adapter, device = %dev.id, field = %field.spec.name, value = %value, "Reading");
                         st.last[fi] = Some(value.clone());
                         MqttStats::inc(&self.stats.readings);
+                        readings.push(Reading {
+                            device: dev.id.clone(),
+                            field: field.spec.name.clone(),
+                            value,
+                            timestamp,
+                            quality: Quality::Good,
+                        });
+                    }
+                    if !readings.is_empty() {
                         self.out
-                            .push_back(Out::Event(AdapterEvent::Reading(Reading {
-                                device: dev.id.clone(),
-                                field: field.spec.name.clone(),
-                                value,
-                                timestamp: Utc::now(),
-                                quality: Quality::Good,
-                            })));
+                            .push_back(Out::Event(AdapterEvent::Readings(readings)));
                     }
                     problems = decoded.problems;
                 }
@@ -942,11 +947,16 @@ mod tests {
     fn drain(b: &mut Bridge) -> Vec<String> {
         let mut out = Vec::new();
         while let Some(e) = b.pop_event() {
-            out.push(match e {
-                AdapterEvent::Reading(r) => format!("{} {}={}", r.device, r.field, r.value),
-                AdapterEvent::Online { device } => format!("{device} online"),
-                AdapterEvent::Offline { device, reason } => format!("{device} offline: {reason}"),
-            });
+            match e {
+                AdapterEvent::Readings(rs) => out.extend(
+                    rs.iter()
+                        .map(|r| format!("{} {}={}", r.device, r.field, r.value)),
+                ),
+                AdapterEvent::Online { device } => out.push(format!("{device} online")),
+                AdapterEvent::Offline { device, reason } => {
+                    out.push(format!("{device} offline: {reason}"))
+                }
+            }
         }
         out
     }

@@ -305,6 +305,7 @@ mod tests {
 
     struct Harness {
         events: mpsc::Receiver<AdapterEvent>,
+        pending: std::collections::VecDeque<AdapterEvent>,
         requests: mpsc::Sender<Request>,
         shutdown: CancellationToken,
         task: tokio::task::JoinHandle<()>,
@@ -312,16 +313,23 @@ mod tests {
     }
 
     impl Harness {
+        /// The next event; a batch of readings comes as one event per reading.
         async fn next(&mut self) -> AdapterEvent {
-            tokio::time::timeout(Duration::from_secs(600), self.events.recv())
+            if let Some(e) = self.pending.pop_front() {
+                return e;
+            }
+            let e = tokio::time::timeout(Duration::from_secs(600), self.events.recv())
                 .await
                 .expect("an event in time")
-                .expect("the adapter is running")
+                .expect("the adapter is running");
+            assert_ne!(e, AdapterEvent::Readings(Vec::new()), "an empty batch");
+            self.pending.extend(e.split());
+            self.pending.pop_front().expect("one event at least")
         }
 
         async fn reading(&mut self) -> Reading {
             match self.next().await {
-                AdapterEvent::Reading(r) => r,
+                AdapterEvent::Readings(mut rs) => rs.remove(0),
                 other => panic!("expected a reading, got {other:?}"),
             }
         }
@@ -423,6 +431,7 @@ mod tests {
         }));
         Harness {
             events,
+            pending: Default::default(),
             requests,
             shutdown,
             task,

@@ -339,10 +339,18 @@ pub async fn run<P: Port>(port: P, link: &mut Link, st: &mut State) -> End {
                         }
                     }
                     st.input.record(&line, Utc::now(), now, &mut readings);
-                }
-                for r in readings.drain(..) {
-                    st.remember(&r);
-                    link.out.push_back(AdapterEvent::Reading(r));
+                    // One record's readings of one device travel together.
+                    let mut batch: Vec<Reading> = Vec::new();
+                    for r in readings.drain(..) {
+                        st.remember(&r);
+                        if batch.first().is_some_and(|b| b.device != r.device) {
+                            link.out.push_back(AdapterEvent::Readings(std::mem::take(&mut batch)));
+                        }
+                        batch.push(r);
+                    }
+                    if !batch.is_empty() {
+                        link.out.push_back(AdapterEvent::Readings(batch));
+                    }
                 }
             }
         }

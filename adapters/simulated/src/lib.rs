@@ -335,7 +335,9 @@ impl Sim {
                     .into_iter()
                     .filter_map(|i| dev.reading(&self.adapter, i, elapsed))
                     .collect();
-                out.extend(readings.iter().cloned().map(AdapterEvent::Reading));
+                if !readings.is_empty() {
+                    out.push_back(AdapterEvent::Readings(readings.clone()));
+                }
                 Ok(readings)
             }
         }
@@ -362,11 +364,15 @@ impl DeviceState {
     }
 
     fn readings(&mut self, adapter: &str, elapsed: Duration, out: &mut VecDeque<AdapterEvent>) {
+        let mut readings = Vec::with_capacity(self.fields.len());
         for i in 0..self.fields.len() {
             if let Some(r) = self.reading(adapter, i, elapsed) {
                 trace!(adapter, device = %r.device, field = %r.field, value = %r.value, "Reading");
-                out.push_back(AdapterEvent::Reading(r));
+                readings.push(r);
             }
+        }
+        if !readings.is_empty() {
+            out.push_back(AdapterEvent::Readings(readings));
         }
     }
 
@@ -555,6 +561,7 @@ mod tests {
 
     struct Harness {
         events: mpsc::Receiver<AdapterEvent>,
+        pending: VecDeque<AdapterEvent>,
         requests: Option<mpsc::Sender<Request>>,
         shutdown: CancellationToken,
         task: JoinHandle<()>,
@@ -579,6 +586,7 @@ mod tests {
         let task = tokio::spawn(SimulatedAdapter::new(devices).with_seed(7).run(ctx));
         Harness {
             events: erx,
+            pending: VecDeque::new(),
             requests: Some(rtx),
             shutdown,
             task,
@@ -587,16 +595,23 @@ mod tests {
     }
 
     impl Harness {
+        /// The next event; a batch of readings comes as one event per reading.
         async fn next(&mut self) -> AdapterEvent {
-            timeout(Duration::from_secs(3600), self.events.recv())
+            if let Some(e) = self.pending.pop_front() {
+                return e;
+            }
+            let e = timeout(Duration::from_secs(3600), self.events.recv())
                 .await
                 .expect("an event within an hour")
-                .expect("the adapter is running")
+                .expect("the adapter is running");
+            assert_ne!(e, AdapterEvent::Readings(Vec::new()), "an empty batch");
+            self.pending.extend(e.split());
+            self.pending.pop_front().expect("one event at least")
         }
 
         async fn reading(&mut self) -> Reading {
             match self.next().await {
-                AdapterEvent::Reading(r) => r,
+                AdapterEvent::Readings(mut rs) => rs.remove(0),
                 other => panic!("expected a reading, got {other:?}"),
             }
         }
@@ -690,13 +705,15 @@ mod tests {
             .iter()
             .map(|e| match e {
                 AdapterEvent::Online { device } => format!("online {device}"),
-                AdapterEvent::Reading(r) => format!("{} {}={}", r.device, r.field, r.value),
+                AdapterEvent::Readings(rs) => {
+                    format!("{} {}={}", rs[0].device, rs[0].field, rs[0].value)
+                }
                 AdapterEvent::Offline { device, .. } => format!("offline {device}"),
             })
             .collect();
         assert_eq!(ids, ["online a", "a x=1", "a y=true", "online b", "b z=hi"]);
         assert!(got.iter().all(|e| match e {
-            AdapterEvent::Reading(r) => r.quality == Quality::Good,
+            AdapterEvent::Readings(rs) => rs[0].quality == Quality::Good,
             _ => true,
         }));
     }
@@ -903,7 +920,7 @@ mod tests {
             log.push(match e {
                 AdapterEvent::Online { .. } => format!("{t} online"),
                 AdapterEvent::Offline { reason, .. } => format!("{t} offline: {reason}"),
-                AdapterEvent::Reading(_) => format!("{t} reading"),
+                AdapterEvent::Readings(_) => format!("{t} reading"),
             });
         }
         assert_eq!(
@@ -951,7 +968,7 @@ mod tests {
             log.push(match e {
                 AdapterEvent::Online { .. } => format!("{t} online"),
                 AdapterEvent::Offline { .. } => format!("{t} offline"),
-                AdapterEvent::Reading(_) => format!("{t} reading"),
+                AdapterEvent::Readings(_) => format!("{t} reading"),
             });
         }
         assert_eq!(
