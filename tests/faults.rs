@@ -18,8 +18,8 @@ use rusqlite::{Connection, OpenFlags};
 use support::client::presence_status;
 use support::mosquitto::{Load, LoadReport};
 use support::{
-    eventually, free_port, Gateway, ModbusServer, Mosquitto, Prosody, ProsodyOpts, PtyPair,
-    TestClient, TIMEOUT,
+    eventually, free_port, Gateway, ModbusServer, Mosquitto, MqttRig, Prosody, PtyPair, TestClient,
+    TIMEOUT,
 };
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::presence::Type as PresenceType;
@@ -41,67 +41,22 @@ fn topics() -> Vec<String> {
     LOAD_DEVICES.map(topic).to_vec()
 }
 
-/// A Prosody with the user bob, a Mosquitto, and a gateway with the load devices plus `extra`
-/// (more adapters and devices).
-struct Rig {
-    prosody: Prosody,
-    mosquitto: Mosquitto,
-    gateway: Gateway,
-    domain: String,
+/// The user bob, and a gateway with the load devices plus `extra` (more adapters and devices).
+async fn rig(extra: &str) -> MqttRig {
+    MqttRig::start(&["bob"], |prosody, domain, mosquitto| {
+        config(prosody, domain, mosquitto, extra)
+    })
+    .await
 }
 
-impl Rig {
-    async fn start(extra: &str) -> Rig {
-        let prosody = Prosody::start(ProsodyOpts::new().random_component()).await;
-        prosody.register("bob", "pw").await;
-        let mosquitto = Mosquitto::start().await;
-        let domain = prosody.component_domain().to_owned();
-        let mut gateway = Gateway::spawn(&config(&prosody, &domain, &mosquitto, extra));
-        assert!(
-            gateway.wait_upstream(TIMEOUT).await,
-            "gateway connected upstream"
-        );
-        // Messages published before the gateway subscribed would not reach it.
-        assert!(
-            gateway
-                .wait_log("Subscriptions acknowledged", TIMEOUT)
-                .await,
-            "the broker acknowledged the gateway's subscriptions"
-        );
-        Rig {
-            prosody,
-            mosquitto,
-            gateway,
-            domain,
-        }
+/// The load on every load topic, once it has reached every load device (so that they are
+/// available before a fault).
+async fn start_load(rig: &MqttRig, bob: &mut TestClient) -> Load {
+    let load = rig.mosquitto.start_load(&topics(), LOAD_INTERVAL);
+    for d in LOAD_DEVICES {
+        wait_available(bob, &rig.jid(d), TIMEOUT).await;
     }
-
-    fn jid(&self, device: &str) -> Jid {
-        Jid::new(&format!("{device}@{}", self.domain)).expect("device jid")
-    }
-
-    /// Bob, subscribed to `devices` (each approved).
-    async fn subscriber(&self, devices: &[&str]) -> TestClient {
-        let mut bob = TestClient::connect(&self.prosody, "bob", "pw").await;
-        for d in devices {
-            let jid = self.jid(d);
-            bob.subscribe(&jid).await;
-            bob.recv_presence_from(&jid, PresenceType::Subscribed, TIMEOUT)
-                .await
-                .unwrap_or_else(|| panic!("subscription to {d} approved"));
-        }
-        bob
-    }
-
-    /// The load on every load topic, once it has delivered to every load device (so the devices
-    /// are available before a fault).
-    async fn start_load(&self, bob: &mut TestClient) -> Load {
-        let load = self.mosquitto.start_load(&topics(), LOAD_INTERVAL);
-        for d in LOAD_DEVICES {
-            wait_available(bob, &self.jid(d), TIMEOUT).await;
-        }
-        load
-    }
+    load
 }
 
 fn config(prosody: &Prosody, domain: &str, mosquitto: &Mosquitto, extra: &str) -> String {
@@ -192,6 +147,17 @@ async fn got_presence(client: &mut TestClient, device: &Jid, type_: PresenceType
         .is_some()
 }
 
+/// Asserts that none of `devices` went unavailable in what `client` has received so far.
+async fn assert_stayed_available(client: &mut TestClient, rig: &MqttRig, devices: &[&str]) {
+    for d in devices {
+        assert!(
+            !got_presence(client, &rig.jid(d), PresenceType::Unavailable).await,
+            "{d} went unavailable; buffered:\n{}",
+            client.dump_buffer()
+        );
+    }
+}
+
 /// The gateway's store, read-only (the gateway may be running: WAL lets both in).
 fn store(gw: &Gateway) -> Connection {
     Connection::open_with_flags(
@@ -245,6 +211,35 @@ async fn wait_load_stored(gw: &Gateway, report: &LoadReport) {
     );
 }
 
+/// How one load device's stored sequence numbers compare with what the load sent.
+struct Tally {
+    /// Acknowledged by the broker, not in the store.
+    missing: Vec<u64>,
+    /// In the store, but neither acknowledged nor sent without an answer.
+    unsent: Vec<u64>,
+    /// Stored more than once (QoS 1 is at least once).
+    duplicates: usize,
+}
+
+fn tally(device: &str, stored: &[u64], report: &LoadReport) -> Tally {
+    let acked = report.acked(&topic(device));
+    let unsure = report.unsure(&topic(device));
+    let distinct: BTreeSet<u64> = stored.iter().copied().collect();
+    Tally {
+        missing: acked
+            .iter()
+            .copied()
+            .filter(|s| !distinct.contains(s))
+            .collect(),
+        unsent: distinct
+            .iter()
+            .copied()
+            .filter(|s| !acked.contains(s) && !unsure.contains(s))
+            .collect(),
+        duplicates: stored.len() - distinct.len(),
+    }
+}
+
 /// With the broker up throughout: the store holds exactly the acknowledged messages, in order.
 fn assert_load_stored_exactly(gw: &Gateway, report: &LoadReport) {
     assert!(
@@ -269,10 +264,10 @@ fn assert_load_stored_exactly(gw: &Gateway, report: &LoadReport) {
 
 #[tokio::test]
 async fn a_prosody_restart_under_load_loses_no_reading_and_presence_comes_back() {
-    let mut rig = Rig::start("").await;
-    let mut bob = rig.subscriber(&LOAD_DEVICES).await;
+    let mut rig = rig("").await;
+    let mut bob = rig.subscriber("bob", &LOAD_DEVICES).await;
     let pid = rig.gateway.pid();
-    let mut load = rig.start_load(&mut bob).await;
+    let mut load = start_load(&rig, &mut bob).await;
     assert!(load.wait_acked(LOAD_STEP, TIMEOUT).await, "the load flows");
 
     // The server goes away with every session on it; the load goes on meanwhile.
@@ -286,7 +281,7 @@ async fn a_prosody_restart_under_load_loses_no_reading_and_presence_comes_back()
     );
     // A fresh login sees every device available again (the gateway's announcement or its answer
     // to the server's probe: either needs the gateway back on the server).
-    let mut bob = TestClient::connect(&rig.prosody, "bob", "pw").await;
+    let mut bob = rig.user("bob").await;
     for d in LOAD_DEVICES {
         wait_available(&mut bob, &rig.jid(d), RECOVERY).await;
     }
@@ -307,10 +302,10 @@ async fn a_prosody_restart_under_load_loses_no_reading_and_presence_comes_back()
 
 #[tokio::test]
 async fn a_broker_restart_under_load_loses_no_acknowledged_message() {
-    let mut rig = Rig::start("").await;
-    let mut bob = rig.subscriber(&LOAD_DEVICES).await;
+    let mut rig = rig("").await;
+    let mut bob = rig.subscriber("bob", &LOAD_DEVICES).await;
     let pid = rig.gateway.pid();
-    let mut load = rig.start_load(&mut bob).await;
+    let mut load = start_load(&rig, &mut bob).await;
     assert!(load.wait_acked(LOAD_STEP, TIMEOUT).await, "the load flows");
 
     // SIGTERM: Mosquitto saves the gateway's session with whatever it still had queued for it.
@@ -332,6 +327,8 @@ async fn a_broker_restart_under_load_loses_no_acknowledged_message() {
             .await,
         "a second attempt failed while the broker was down"
     );
+    // Forget the presences from before the outage, so that the next available ones are news.
+    bob.drain();
     rig.mosquitto.start_again().await;
     for d in LOAD_DEVICES {
         wait_available(&mut bob, &rig.jid(d), RECOVERY).await;
@@ -349,22 +346,10 @@ async fn a_broker_restart_under_load_loses_no_acknowledged_message() {
     assert!(rig.gateway.terminate().await.success());
     let mut duplicates = 0;
     for (device, stored) in LOAD_DEVICES.iter().zip(stored_load(&rig.gateway)) {
-        let acked = report.acked(&topic(device));
-        let unsure = report.unsure(&topic(device));
-        let distinct: BTreeSet<u64> = stored.iter().copied().collect();
-        duplicates += stored.len() - distinct.len();
-        let missing: Vec<u64> = acked
-            .iter()
-            .copied()
-            .filter(|s| !distinct.contains(s))
-            .collect();
-        assert!(missing.is_empty(), "{device}: lost {missing:?}");
-        let invented: Vec<u64> = distinct
-            .iter()
-            .copied()
-            .filter(|s| !acked.contains(s) && !unsure.contains(s))
-            .collect();
-        assert!(invented.is_empty(), "{device}: never sent {invented:?}");
+        let t = tally(device, &stored, &report);
+        assert!(t.missing.is_empty(), "{device}: lost {:?}", t.missing);
+        assert!(t.unsent.is_empty(), "{device}: never sent {:?}", t.unsent);
+        duplicates += t.duplicates;
     }
     assert!(report.not_sent > 0, "the load ran into the outage");
     let log = rig.gateway.log_text();
@@ -390,14 +375,14 @@ async fn a_modbus_server_outage_under_load_is_recovered_and_every_answered_poll_
          [[device.field]]\nname = \"temp\"\nregister = \"holding\"\naddress = 14\n\
          data_type = \"float32\"\n"
     );
-    let mut rig = Rig::start(&extra).await;
+    let mut rig = rig(&extra).await;
     let meter = rig.jid("meter");
     let mut devices = LOAD_DEVICES.to_vec();
     devices.push("meter");
-    let mut bob = rig.subscriber(&devices).await;
+    let mut bob = rig.subscriber("bob", &devices).await;
     wait_available(&mut bob, &meter, TIMEOUT).await;
     let pid = rig.gateway.pid();
-    let mut load = rig.start_load(&mut bob).await;
+    let mut load = start_load(&rig, &mut bob).await;
     assert!(load.wait_acked(LOAD_STEP, TIMEOUT).await, "the load flows");
     assert!(
         eventually(TIMEOUT, || server.requests().len() >= 10).await,
@@ -407,9 +392,16 @@ async fn a_modbus_server_outage_under_load_is_recovered_and_every_answered_poll_
     server.stop().await;
     let reason = wait_unavailable(&mut bob, &meter, &format!("127.0.0.1:{port}")).await;
     eprintln!("modbus outage: meter unavailable: {reason}");
+    // The load devices have nothing to do with the Modbus server. Forget the meter's presences
+    // from before, so that the next available one is news.
+    assert_stayed_available(&mut bob, &rig, &LOAD_DEVICES).await;
     bob.drain();
     server.spawn().await;
     wait_available(&mut bob, &meter, RECOVERY).await;
+    // The meter may have said why it was down again, with a newer reason, before it came back;
+    // from now on every device stays available.
+    assert_stayed_available(&mut bob, &rig, &LOAD_DEVICES).await;
+    bob.drain();
     assert!(
         rig.gateway.wait_log("Modbus link restored", TIMEOUT).await,
         "the gateway says the link is back"
@@ -423,16 +415,7 @@ async fn a_modbus_server_outage_under_load_is_recovered_and_every_answered_poll_
     assert!(load.wait_acked(after, TIMEOUT).await, "the load flows on");
     let report = load.stop().await;
     wait_load_stored(&rig.gateway, &report).await;
-    for d in LOAD_DEVICES {
-        assert!(
-            !got_presence(&mut bob, &rig.jid(d), PresenceType::Unavailable).await,
-            "{d} has nothing to do with the Modbus server"
-        );
-    }
-    assert!(
-        !got_presence(&mut bob, &meter, PresenceType::Unavailable).await,
-        "the meter stays available once back"
-    );
+    assert_stayed_available(&mut bob, &rig, &devices).await;
     assert_eq!(rig.gateway.pid(), pid, "the same gateway process");
     assert!(rig.gateway.terminate().await.success());
 
@@ -483,13 +466,13 @@ async fn a_serial_port_pulled_out_under_load_is_reopened_and_every_line_is_store
          [[device.field]]\nname = \"n\"\ntype = \"integer\"\n",
         pty.port().display()
     );
-    let mut rig = Rig::start(&extra).await;
+    let mut rig = rig(&extra).await;
     let counter = rig.jid("counter");
     let mut devices = LOAD_DEVICES.to_vec();
     devices.push("counter");
-    let mut bob = rig.subscriber(&devices).await;
+    let mut bob = rig.subscriber("bob", &devices).await;
     let pid = rig.gateway.pid();
-    let mut load = rig.start_load(&mut bob).await;
+    let mut load = start_load(&rig, &mut bob).await;
 
     // Lines 1..=LINES, then the port goes away, then LINES+1..=2*LINES once it is back.
     let mut dev = pty.open_device();
@@ -509,10 +492,13 @@ async fn a_serial_port_pulled_out_under_load_is_reopened_and_every_line_is_store
     drop(dev);
     pty.kill().await;
     wait_unavailable(&mut bob, &counter, "serial port").await;
+    assert_stayed_available(&mut bob, &rig, &LOAD_DEVICES).await;
     bob.drain();
     pty.start().await;
     // Available means the gateway has the port open again: what is written now reaches it.
     wait_available(&mut bob, &counter, RECOVERY).await;
+    assert_stayed_available(&mut bob, &rig, &LOAD_DEVICES).await;
+    bob.drain();
     assert!(rig.gateway.wait_log("Serial port is back", TIMEOUT).await);
     let mut dev = pty.open_device();
     send_lines(&mut dev, LINES + 1..=2 * LINES).await;
@@ -531,12 +517,7 @@ async fn a_serial_port_pulled_out_under_load_is_reopened_and_every_line_is_store
     assert!(load.wait_acked(after, TIMEOUT).await, "the load flows on");
     let report = load.stop().await;
     wait_load_stored(&rig.gateway, &report).await;
-    for d in LOAD_DEVICES {
-        assert!(
-            !got_presence(&mut bob, &rig.jid(d), PresenceType::Unavailable).await,
-            "{d} has nothing to do with the serial port"
-        );
-    }
+    assert_stayed_available(&mut bob, &rig, &devices).await;
     assert_eq!(rig.gateway.pid(), pid, "the same gateway process");
     assert!(rig.gateway.terminate().await.success());
     assert_eq!(
@@ -561,9 +542,9 @@ async fn send_lines(dev: &mut support::pty::Device, range: std::ops::RangeInclus
 
 #[tokio::test]
 async fn a_gateway_killed_under_load_reopens_its_store_and_announces_presence_again() {
-    let mut rig = Rig::start("").await;
-    let mut bob = rig.subscriber(&LOAD_DEVICES).await;
-    let mut load = rig.start_load(&mut bob).await;
+    let mut rig = rig("").await;
+    let mut bob = rig.subscriber("bob", &LOAD_DEVICES).await;
+    let mut load = start_load(&rig, &mut bob).await;
     assert!(load.wait_acked(LOAD_STEP, TIMEOUT).await, "the load flows");
     assert!(
         eventually(TIMEOUT, || stored_load(&rig.gateway)
@@ -615,17 +596,9 @@ async fn a_gateway_killed_under_load_reopens_its_store_and_announces_presence_ag
             stored.starts_with(before),
             "{device}: the readings committed before the kill are kept"
         );
-        let acked = report.acked(&topic(device));
-        let distinct: BTreeSet<u64> = stored.iter().copied().collect();
-        assert!(
-            distinct.iter().all(|s| acked.contains(s)),
-            "{device}: only sent messages are stored"
-        );
-        let lost: Vec<u64> = acked
-            .iter()
-            .copied()
-            .filter(|s| !distinct.contains(s))
-            .collect();
+        let t = tally(device, &stored, &report);
+        assert!(t.unsent.is_empty(), "{device}: never sent {:?}", t.unsent);
+        let lost = t.missing;
         let last_committed = before.last().copied().unwrap_or(0);
         if let (Some(first), Some(last)) = (lost.first(), lost.last()) {
             assert_eq!(

@@ -8,6 +8,7 @@
 //!   log file.
 //! * [`mosquitto`]: a private Mosquitto (own port, config, persistence directory) for MQTT tests,
 //!   and a steady QoS 1 load that counts what the broker acknowledged.
+//! * [`mqtt_rig`]: Prosody, Mosquitto and a gateway connected to both, for MQTT tests.
 //! * [`modbus`]: the pymodbus simulator with its request log.
 //! * [`pty`]: a `socat` pty pair that can be unplugged and plugged in again.
 //!
@@ -22,6 +23,7 @@ pub mod client;
 pub mod gateway;
 pub mod modbus;
 pub mod mosquitto;
+pub mod mqtt_rig;
 pub mod prosody;
 pub mod pty;
 
@@ -29,6 +31,7 @@ pub use client::TestClient;
 pub use gateway::{Gateway, GatewayOpts};
 pub use modbus::ModbusServer;
 pub use mosquitto::Mosquitto;
+pub use mqtt_rig::MqttRig;
 pub use prosody::{Prosody, ProsodyOpts};
 pub use pty::PtyPair;
 
