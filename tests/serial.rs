@@ -6,7 +6,7 @@
 mod support;
 
 use support::client::presence_status;
-use support::{eventually, Gateway, Prosody, ProsodyOpts, PtyPair, TestClient, TIMEOUT};
+use support::{Gateway, Prosody, ProsodyOpts, PtyPair, TestClient, TIMEOUT};
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::presence::Type as PresenceType;

@@ -389,7 +389,7 @@ impl Load {
 }
 
 /// How one message went.
-enum Sent {
+enum Delivery {
     Acked,
     Unsure,
     NotSent,
@@ -416,12 +416,12 @@ async fn run_load(
         for topic in &topics {
             let payload = format!(r#"{{"seq": {seq}}}"#);
             match publish_one(&mut link, port, topic, payload).await {
-                Sent::Acked => {
+                Delivery::Acked => {
                     report.acked.entry(topic.clone()).or_default().push(seq);
                     acked.send_modify(|n| *n += 1);
                 }
-                Sent::Unsure => report.unsure.entry(topic.clone()).or_default().push(seq),
-                Sent::NotSent => report.not_sent += 1,
+                Delivery::Unsure => report.unsure.entry(topic.clone()).or_default().push(seq),
+                Delivery::NotSent => report.not_sent += 1,
             }
         }
     }
@@ -434,7 +434,7 @@ async fn publish_one(
     port: u16,
     topic: &str,
     payload: String,
-) -> Sent {
+) -> Delivery {
     let (client, eventloop) = link.get_or_insert_with(|| {
         let mut options = MqttOptions::new(random_id("test-load-"), "127.0.0.1", port);
         options.set_keep_alive(Duration::from_secs(30));
@@ -445,7 +445,7 @@ async fn publish_one(
         .is_err()
     {
         *link = None;
-        return Sent::NotSent;
+        return Delivery::NotSent;
     }
     // Only one message is ever in flight, so any PUBACK is its.
     let mut written = false;
@@ -461,13 +461,13 @@ async fn publish_one(
     })
     .await;
     if outcome == Ok(true) {
-        return Sent::Acked;
+        return Delivery::Acked;
     }
     *link = None;
     if written {
-        Sent::Unsure
+        Delivery::Unsure
     } else {
-        Sent::NotSent
+        Delivery::NotSent
     }
 }
 
