@@ -7,16 +7,13 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use support::client::presence_status;
 use support::{
-    eventually, free_port, kill_and_reap, send_signal, tail, wait_child, Gateway, Prosody,
-    ProsodyOpts, TestClient, TIMEOUT,
+    eventually, free_port, Gateway, ModbusServer, Prosody, ProsodyOpts, PtyPair, TestClient,
+    TIMEOUT,
 };
-use tempfile::TempDir;
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::presence::Type as PresenceType;
@@ -24,221 +21,6 @@ use xmpp_parsers::stanza_error::DefinedCondition;
 
 const NS_SD: &str = "urn:xmpp:iot:sensordata";
 const NS_CTL: &str = "urn:xmpp:iot:control";
-
-/// The test venv's Python, with pymodbus.
-fn python() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-test/bin/python");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/install-deps.sh (it creates the venv with pymodbus)",
-        p.display()
-    );
-    p
-}
-
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/modbus_server.py")
-}
-
-/// The pymodbus server as a child process, with its request log.
-struct ModbusServer {
-    dir: TempDir,
-    args: Vec<String>,
-    child: Option<Child>,
-    /// `ready` lines seen so far (one per start).
-    starts: usize,
-}
-
-impl ModbusServer {
-    /// `--tcp 127.0.0.1:PORT` or `--serial PATH`, plus `--units`.
-    async fn start(args: &[&str]) -> ModbusServer {
-        let dir = tempfile::Builder::new()
-            .prefix("modbus-server-")
-            .tempdir()
-            .expect("temp dir");
-        let mut server = ModbusServer {
-            args: args.iter().map(|s| s.to_string()).collect(),
-            dir,
-            child: None,
-            starts: 0,
-        };
-        server.spawn().await;
-        server
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.dir.path().join("requests.log")
-    }
-
-    /// While this file exists, input-register reads get exception 4.
-    fn fault_path(&self) -> PathBuf {
-        self.dir.path().join("fault")
-    }
-
-    async fn spawn(&mut self) {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("server.out"))
-            .expect("server output file");
-        let child = Command::new(python())
-            .arg(fixture())
-            .args(&self.args)
-            .arg("--log")
-            .arg(self.log_path())
-            .arg("--fault")
-            .arg(self.fault_path())
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("clone file"))
-            .stderr(out)
-            .spawn()
-            .expect("start the pymodbus server");
-        self.child = Some(child);
-        self.starts += 1;
-        let want = self.starts;
-        let ready = eventually(Duration::from_secs(20), || {
-            self.log_lines().iter().filter(|l| *l == "ready").count() >= want
-        })
-        .await;
-        assert!(ready, "the Modbus server did not start:\n{}", self.output());
-    }
-
-    fn log_lines(&self) -> Vec<String> {
-        std::fs::read_to_string(self.log_path())
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-
-    /// The requests the server received, e.g. `unit=1 fc=3 address=0 count=14`.
-    fn requests(&self) -> Vec<String> {
-        self.log_lines()
-            .into_iter()
-            .filter(|l| l.starts_with("unit="))
-            .collect()
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("server.out")).unwrap_or_default()
-    }
-
-    async fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            send_signal(child.id(), libc::SIGTERM);
-            if wait_child(&mut child, Duration::from_secs(10))
-                .await
-                .is_none()
-            {
-                kill_and_reap(&mut child);
-            }
-        }
-    }
-
-    /// A one-shot read through pymodbus's client (TCP only): the values on one line.
-    async fn read(&self, address: &str, kind: &str, start: u16, count: u16) -> String {
-        let out = support::run_command(
-            Command::new(python()).arg(fixture()).args([
-                "--read",
-                address,
-                "--kind",
-                kind,
-                "--address",
-                &start.to_string(),
-                "--count",
-                &count.to_string(),
-            ]),
-            self.dir.path(),
-            Duration::from_secs(30),
-        )
-        .await;
-        assert!(out.success(), "read failed: {}", out.stderr);
-        out.stdout.trim().to_owned()
-    }
-}
-
-impl Drop for ModbusServer {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            kill_and_reap(child);
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "--- Modbus server output ---\n{}\n--- last requests ---\n{}",
-                tail(&self.output(), 30),
-                self.requests()[self.requests().len().saturating_sub(20)..].join("\n")
-            );
-        }
-    }
-}
-
-/// `socat` joining two ptys: the gateway opens `a`, the server `b`.
-struct PtyPair {
-    _dir: TempDir,
-    /// `None` while the pair is "unplugged".
-    child: Option<Child>,
-    a: PathBuf,
-    b: PathBuf,
-}
-
-impl PtyPair {
-    async fn open() -> PtyPair {
-        let dir = tempfile::Builder::new()
-            .prefix("modbus-pty-")
-            .tempdir()
-            .expect("temp dir");
-        let mut pair = PtyPair {
-            a: dir.path().join("gateway-side"),
-            b: dir.path().join("server-side"),
-            _dir: dir,
-            child: None,
-        };
-        pair.plug().await;
-        pair
-    }
-
-    /// Starts socat, which creates both ptys and their links.
-    async fn plug(&mut self) {
-        let child = Command::new("socat")
-            .arg("-d")
-            .arg("-d")
-            .arg(format!("pty,raw,echo=0,link={}", self.a.display()))
-            .arg(format!("pty,raw,echo=0,link={}", self.b.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start socat (scripts/install-deps.sh installs it)");
-        self.child = Some(child);
-        assert!(
-            eventually(TIMEOUT, || self.a.exists() && self.b.exists()).await,
-            "socat made no pty pair"
-        );
-    }
-
-    /// Stops socat: both ptys vanish, like a USB adapter pulled out.
-    async fn unplug(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            send_signal(child.id(), libc::SIGTERM);
-            if wait_child(&mut child, Duration::from_secs(10))
-                .await
-                .is_none()
-            {
-                kill_and_reap(&mut child);
-            }
-        }
-        let _ = std::fs::remove_file(&self.a);
-        let _ = std::fs::remove_file(&self.b);
-    }
-}
-
-impl Drop for PtyPair {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            kill_and_reap(child);
-        }
-    }
-}
 
 /// Prosody with one component and the user alice (who may read and control), and a gateway
 /// running `body` (adapters and devices).
@@ -878,13 +660,19 @@ async fn tcp_server_restart_is_reconnected_without_restarting_the_gateway() {
 
 #[tokio::test]
 async fn rtu_over_a_pty_decodes_every_type_and_a_dead_unit_does_not_stall_the_bus() {
-    let pty = PtyPair::open().await;
-    let server = ModbusServer::start(&["--serial", &pty.b.to_string_lossy(), "--units", "1"]).await;
+    let pty = PtyPair::new().await;
+    let server = ModbusServer::start(&[
+        "--serial",
+        &pty.device_path().to_string_lossy(),
+        "--units",
+        "1",
+    ])
+    .await;
     let body = format!(
         "[[adapter]]\nid = \"rs485\"\ntype = \"modbus-rtu\"\nport = \"{}\"\nbaud = 19200\ntimeout = \"300ms\"\n\n{}\n\
          [[device]]\nid = \"ghost\"\nadapter = \"rs485\"\nunit_id = 3\npoll = \"500ms\"\n\
          [[device.field]]\nname = \"temp\"\nregister = \"holding\"\naddress = 14\ndata_type = \"float32\"\n",
-        pty.a.display(),
+        pty.port().display(),
         all_types_device("all", "rs485", 1)
     );
     let rig = Rig::start(&body).await;
@@ -937,14 +725,14 @@ async fn rtu_over_a_pty_decodes_every_type_and_a_dead_unit_does_not_stall_the_bu
 
 #[tokio::test]
 async fn rtu_serial_port_that_vanishes_is_reopened_with_back_off() {
-    let mut pty = PtyPair::open().await;
-    let b = pty.b.to_string_lossy().into_owned();
+    let mut pty = PtyPair::new().await;
+    let b = pty.device_path().to_string_lossy().into_owned();
     let mut server = ModbusServer::start(&["--serial", &b, "--units", "1"]).await;
     let body = format!(
         "[[adapter]]\nid = \"rs485\"\ntype = \"modbus-rtu\"\nport = \"{}\"\ntimeout = \"300ms\"\n\n\
          [[device]]\nid = \"meter\"\nadapter = \"rs485\"\npoll = \"300ms\"\n\
          [[device.field]]\nname = \"temp\"\nregister = \"holding\"\naddress = 14\ndata_type = \"float32\"\n",
-        pty.a.display()
+        pty.port().display()
     );
     let rig = Rig::start(&body).await;
     let mut alice = rig.alice().await;
@@ -954,20 +742,20 @@ async fn rtu_serial_port_that_vanishes_is_reopened_with_back_off() {
 
     // "Unplug the adapter": the pty and the server go away.
     server.stop().await;
-    pty.unplug().await;
+    pty.kill().await;
     let gone = alice
         .recv_presence_from(&meter, PresenceType::Unavailable, Duration::from_secs(20))
         .await
         .expect("unavailable once the port is gone");
     let reason = presence_status(&gone).unwrap_or_default();
     assert!(
-        reason.contains(&pty.a.display().to_string()),
+        reason.contains(&pty.port().display().to_string()),
         "the reason names the port: {reason}"
     );
 
     // Plugged back in: reopened by the back-off loop, no gateway restart.
     alice.drain();
-    pty.plug().await;
+    pty.start().await;
     server.spawn().await;
     alice
         .recv_presence(Duration::from_secs(40), |p| {

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use support::client::presence_status;
-use support::{Gateway, Mosquitto, Prosody, ProsodyOpts, TestClient, TIMEOUT};
+use support::{Gateway, Mosquitto, MqttRig as Rig, Prosody, ProsodyOpts, TestClient, TIMEOUT};
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::presence::{Presence, Type as PresenceType};
@@ -20,65 +20,9 @@ const NS_CTL: &str = "urn:xmpp:iot:control";
 /// Reconnecting after a broker outage can take a few back-off steps.
 const RECONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
-struct Rig {
-    prosody: Prosody,
-    mosquitto: Mosquitto,
-    gateway: Gateway,
-    domain: String,
-}
-
-impl Rig {
-    async fn start() -> Rig {
-        let prosody = Prosody::start(ProsodyOpts::new().random_component()).await;
-        for user in ["alice", "bob"] {
-            prosody.register(user, "pw").await;
-        }
-        let mosquitto = Mosquitto::start().await;
-        let domain = prosody.component_domain().to_owned();
-        let mut gateway = Gateway::spawn(&config(&prosody, &domain, &mosquitto));
-        assert!(
-            gateway.wait_upstream(TIMEOUT).await,
-            "gateway connected upstream"
-        );
-        // Messages published before the gateway subscribed would not reach it.
-        assert!(
-            gateway
-                .wait_log("Subscriptions acknowledged", TIMEOUT)
-                .await,
-            "the broker acknowledged the gateway's subscriptions"
-        );
-        Rig {
-            prosody,
-            mosquitto,
-            gateway,
-            domain,
-        }
-    }
-
-    fn jid(&self, device: &str) -> Jid {
-        Jid::new(&format!("{device}@{}", self.domain)).expect("device jid")
-    }
-
-    async fn user(&self, name: &str) -> TestClient {
-        TestClient::connect(&self.prosody, name, "pw").await
-    }
-
-    /// `name` subscribed to `devices` (each approved).
-    async fn subscriber(&self, name: &str, devices: &[&str]) -> TestClient {
-        let mut c = self.user(name).await;
-        for d in devices {
-            let jid = self.jid(d);
-            c.subscribe(&jid).await;
-            c.recv_presence_from(&jid, PresenceType::Subscribed, TIMEOUT)
-                .await
-                .unwrap_or_else(|| panic!("subscription to {d} approved"));
-        }
-        c
-    }
-
-    async fn publish(&self, topic: &str, payload: &str) {
-        self.mosquitto.publish(topic, payload, false).await;
-    }
+/// The users alice and bob, and the gateway running [`config`].
+async fn rig() -> Rig {
+    Rig::start(&["alice", "bob"], config).await
 }
 
 /// The configuration the README's MQTT section describes: a plain JSON sensor, a bare numeric
@@ -305,7 +249,7 @@ fn value_of<'a>(values: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 #[tokio::test]
 async fn readings_reach_presence_and_readouts_through_every_kind_of_mapping() {
-    let rig = Rig::start().await;
+    let rig = rig().await;
     let boiler = rig.jid("boiler");
     let outdoor = rig.jid("outdoor");
     let kitchen = rig.jid("plug-kitchen");
@@ -405,7 +349,7 @@ async fn readings_reach_presence_and_readouts_through_every_kind_of_mapping() {
 
 #[tokio::test]
 async fn availability_and_staleness_drive_presence() {
-    let rig = Rig::start().await;
+    let rig = rig().await;
     let lamp = rig.jid("lamp");
     let heartbeat = rig.jid("heartbeat");
     let mut bob = rig.subscriber("bob", &["lamp", "heartbeat"]).await;
@@ -455,7 +399,7 @@ async fn availability_and_staleness_drive_presence() {
 
 #[tokio::test]
 async fn writes_publish_commands_acknowledged_by_the_broker() {
-    let rig = Rig::start().await;
+    let rig = rig().await;
     let boiler = rig.jid("boiler");
     let hall = rig.jid("plug-hall");
     let lamp = rig.jid("lamp");
@@ -569,7 +513,7 @@ async fn writes_publish_commands_acknowledged_by_the_broker() {
 
 #[tokio::test]
 async fn a_broker_restart_is_survived_without_restarting_the_gateway() {
-    let mut rig = Rig::start().await;
+    let mut rig = rig().await;
     let outdoor = rig.jid("outdoor");
     let mut bob = rig.subscriber("bob", &["outdoor"]).await;
     let pid = rig.gateway.pid();
@@ -665,7 +609,7 @@ async fn a_broker_restart_is_survived_without_restarting_the_gateway() {
 #[tokio::test]
 async fn messages_published_while_the_gateway_is_stopped_all_arrive() {
     const N: usize = 50;
-    let mut rig = Rig::start().await;
+    let mut rig = rig().await;
     let counter = rig.jid("counter");
     let mut bob = rig.subscriber("bob", &["counter"]).await;
     rig.publish("counter/state", r#"{"seq": 0}"#).await;
@@ -768,7 +712,7 @@ async fn messages_published_while_the_gateway_is_stopped_all_arrive() {
 
 #[tokio::test]
 async fn malformed_payloads_are_logged_counted_and_harm_no_one_else() {
-    let mut rig = Rig::start().await;
+    let mut rig = rig().await;
     let boiler = rig.jid("boiler");
     let outdoor = rig.jid("outdoor");
     let mut bob = rig.subscriber("bob", &["boiler", "outdoor"]).await;
@@ -904,16 +848,8 @@ topic = "probe/temperature"
         ca = prosody.ca_path().display(),
     );
     let mut gateway = Gateway::spawn(&config);
-    assert!(
-        gateway.wait_upstream(TIMEOUT).await,
-        "gateway connected upstream"
-    );
-    assert!(
-        gateway
-            .wait_log("Subscriptions acknowledged", TIMEOUT)
-            .await,
-        "the TLS link came up"
-    );
+    // The TLS link came up.
+    support::mqtt_rig::wait_linked(&mut gateway).await;
     let probe = Jid::new(&format!("probe@{domain}")).expect("jid");
     let stranger = Jid::new(&format!("stranger@{domain}")).expect("jid");
     let mut bob = TestClient::connect(&prosody, "bob", "pw").await;

@@ -6,7 +6,11 @@
 //!   so that a test can look for one that arrived earlier.
 //! * [`gateway`]: the gateway binary run as a child process with its own config, state dir and
 //!   log file.
-//! * [`mosquitto`]: a private Mosquitto (own port, config, persistence directory) for MQTT tests.
+//! * [`mosquitto`]: a private Mosquitto (own port, config, persistence directory) for MQTT tests,
+//!   and a steady QoS 1 load that counts what the broker acknowledged.
+//! * [`mqtt_rig`]: Prosody, Mosquitto and a gateway connected to both, for MQTT tests.
+//! * [`modbus`]: the pymodbus simulator with its request log.
+//! * [`pty`]: a `socat` pty pair that can be unplugged and plugged in again.
 //!
 //! Every wait here has a deadline ([`TIMEOUT`] unless a test says otherwise); nothing sleeps to wait
 //! for something that can be awaited. Where only polling is possible (a port that starts to
@@ -17,13 +21,19 @@
 
 pub mod client;
 pub mod gateway;
+pub mod modbus;
 pub mod mosquitto;
+pub mod mqtt_rig;
 pub mod prosody;
+pub mod pty;
 
 pub use client::TestClient;
 pub use gateway::{Gateway, GatewayOpts};
+pub use modbus::ModbusServer;
 pub use mosquitto::Mosquitto;
+pub use mqtt_rig::MqttRig;
 pub use prosody::{Prosody, ProsodyOpts};
+pub use pty::PtyPair;
 
 use std::ffi::OsStr;
 use std::fs::File;

@@ -10,10 +10,15 @@
 //! uses rumqttc so that a test knows when its subscription is in place (SUBACK) before it makes
 //! the gateway publish.
 //!
+//! [`Mosquitto::start_load`] is a steady QoS 1 load for fault tests: it publishes numbered
+//! messages at a fixed rate, one at a time, and records which of them the broker acknowledged,
+//! so that a test knows exactly which messages the broker took on, whatever happened meanwhile.
+//!
 //! [`stop`]: Mosquitto::stop
 //! [`start_again`]: Mosquitto::start_again
 //! [`forget_sessions`]: Mosquitto::forget_sessions
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -21,9 +26,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
 use tempfile::TempDir;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::{
     free_port, have_program, kill_and_reap, random_id, run_command, send_signal, tail, wait_child,
@@ -303,6 +308,166 @@ impl Mosquitto {
             rx,
             task,
         }
+    }
+
+    /// Starts a steady load: every `interval`, message `{"seq": N}` to each of `topics` at QoS 1
+    /// (N = 1, 2, 3, … the same for every topic), each one sent after the previous one's PUBACK.
+    /// It goes on through broker outages (reconnecting) until [`Load::stop`].
+    pub fn start_load(&self, topics: &[String], interval: Duration) -> Load {
+        let (stop, stop_rx) = watch::channel(false);
+        let (acked_tx, acked) = watch::channel(0);
+        let task = tokio::spawn(run_load(
+            self.port,
+            topics.to_vec(),
+            interval,
+            stop_rx,
+            acked_tx,
+        ));
+        Load { stop, acked, task }
+    }
+}
+
+/// A running load (see [`Mosquitto::start_load`]).
+pub struct Load {
+    stop: watch::Sender<bool>,
+    /// Messages the broker acknowledged so far, all topics.
+    acked: watch::Receiver<u64>,
+    task: tokio::task::JoinHandle<LoadReport>,
+}
+
+/// What a load sent, per topic.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    /// Sequence numbers the broker acknowledged (PUBACK): the broker took these on.
+    pub acked: BTreeMap<String, Vec<u64>>,
+    /// Sequence numbers sent whose PUBACK never came (the link broke): they may or may not have
+    /// reached the broker.
+    pub unsure: BTreeMap<String, Vec<u64>>,
+    /// Messages never sent because no broker was reachable.
+    pub not_sent: usize,
+}
+
+impl LoadReport {
+    pub fn acked(&self, topic: &str) -> &[u64] {
+        self.acked.get(topic).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    pub fn unsure(&self, topic: &str) -> &[u64] {
+        self.unsure
+            .get(topic)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    pub fn total_acked(&self) -> usize {
+        self.acked.values().map(Vec::len).sum()
+    }
+}
+
+impl Load {
+    /// Messages acknowledged so far.
+    pub fn acked(&self) -> u64 {
+        *self.acked.borrow()
+    }
+
+    /// Waits until at least `n` messages were acknowledged in all.
+    pub async fn wait_acked(&mut self, n: u64, timeout: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(timeout, self.acked.wait_for(|a| *a >= n)).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Stops after the message in flight and returns what was sent.
+    pub async fn stop(self) -> LoadReport {
+        let _ = self.stop.send(true);
+        tokio::time::timeout(TIMEOUT, self.task)
+            .await
+            .expect("the load stops")
+            .expect("the load task did not panic")
+    }
+}
+
+/// How one message went.
+enum Delivery {
+    Acked,
+    Unsure,
+    NotSent,
+}
+
+async fn run_load(
+    port: u16,
+    topics: Vec<String>,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+    acked: watch::Sender<u64>,
+) -> LoadReport {
+    let mut report = LoadReport::default();
+    let mut link = None;
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seq = 0u64;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.wait_for(|s| *s) => return report,
+        }
+        seq += 1;
+        for topic in &topics {
+            let payload = format!(r#"{{"seq": {seq}}}"#);
+            match publish_one(&mut link, port, topic, payload).await {
+                Delivery::Acked => {
+                    report.acked.entry(topic.clone()).or_default().push(seq);
+                    acked.send_modify(|n| *n += 1);
+                }
+                Delivery::Unsure => report.unsure.entry(topic.clone()).or_default().push(seq),
+                Delivery::NotSent => report.not_sent += 1,
+            }
+        }
+    }
+}
+
+/// Publishes one message on `link` (connecting first if there is none) and waits for its
+/// PUBACK. A broken link is dropped; the next message connects afresh.
+async fn publish_one(
+    link: &mut Option<(AsyncClient, EventLoop)>,
+    port: u16,
+    topic: &str,
+    payload: String,
+) -> Delivery {
+    let (client, eventloop) = link.get_or_insert_with(|| {
+        let mut options = MqttOptions::new(random_id("test-load-"), "127.0.0.1", port);
+        options.set_keep_alive(Duration::from_secs(30));
+        AsyncClient::new(options, 16)
+    });
+    if client
+        .try_publish(topic, QoS::AtLeastOnce, false, payload)
+        .is_err()
+    {
+        *link = None;
+        return Delivery::NotSent;
+    }
+    // Only one message is ever in flight, so any PUBACK is its.
+    let mut written = false;
+    let outcome = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Outgoing(Outgoing::Publish(_))) => written = true,
+                Ok(Event::Incoming(Packet::PubAck(_))) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    })
+    .await;
+    if outcome == Ok(true) {
+        return Delivery::Acked;
+    }
+    *link = None;
+    if written {
+        Delivery::Unsure
+    } else {
+        Delivery::NotSent
     }
 }
 

@@ -12,6 +12,8 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
@@ -107,8 +109,8 @@ pub(crate) struct RealConnector {
     pub transport: Transport,
 }
 
-/// A tokio-modbus client context.
-pub(crate) struct ContextLink(Context);
+/// A tokio-modbus client context, and whether its TCP server closed the connection.
+pub(crate) struct ContextLink(Context, Option<Arc<AtomicBool>>);
 
 impl Link for ContextLink {
     fn call(
@@ -117,7 +119,64 @@ impl Link for ContextLink {
         request: Request<'static>,
     ) -> impl Future<Output = tokio_modbus::Result<Response>> + Send {
         self.0.set_slave(Slave(unit));
-        self.0.call(request)
+        let closed = self.1.clone();
+        let call = self.0.call(request);
+        async move {
+            match call.await {
+                // tokio-modbus reports the end of a TCP stream as `last_os_error()`, some stale
+                // errno such as "Operation now in progress": say what happened instead.
+                Err(tokio_modbus::Error::Transport(_))
+                    if closed.is_some_and(|c| c.load(Ordering::Relaxed)) =>
+                {
+                    Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the server closed the connection",
+                    )
+                    .into())
+                }
+                r => r,
+            }
+        }
+    }
+}
+
+/// A TCP stream that notes when the server has closed it (a read found the end).
+#[derive(Debug)]
+struct Closing {
+    stream: tokio::net::TcpStream,
+    closed: Arc<AtomicBool>,
+}
+
+impl AsyncRead for Closing {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if matches!(poll, Poll::Ready(Ok(()))) && buf.filled().len() == before {
+            self.closed.store(true, Ordering::Relaxed);
+        }
+        poll
+    }
+}
+
+impl AsyncWrite for Closing {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -128,19 +187,25 @@ impl Connector for RealConnector {
         match &self.transport {
             Transport::Rtu(serial) => {
                 let port = open_serial(serial)?;
-                Ok(ContextLink(tokio_modbus::client::rtu::attach_slave(
-                    FreshInput(port),
-                    Slave(1),
-                )))
+                Ok(ContextLink(
+                    tokio_modbus::client::rtu::attach_slave(FreshInput(port), Slave(1)),
+                    None,
+                ))
             }
             Transport::Tcp { address, framing } => {
                 let stream = connect_tcp(address).await?;
                 // Requests are small and latency matters more than throughput.
                 stream.set_nodelay(true)?;
-                Ok(ContextLink(match framing {
+                let closed = Arc::new(AtomicBool::new(false));
+                let stream = Closing {
+                    stream,
+                    closed: closed.clone(),
+                };
+                let context = match framing {
                     Framing::Tcp => tokio_modbus::client::tcp::attach_slave(stream, Slave(1)),
                     Framing::Rtu => tokio_modbus::client::rtu::attach_slave(stream, Slave(1)),
-                }))
+                };
+                Ok(ContextLink(context, Some(closed)))
             }
         }
     }
@@ -306,6 +371,29 @@ mod tests {
         assert_eq!(
             inter_frame_gap(&s(115_200, Parity::None)),
             Duration::from_micros(1750)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_that_closes_the_connection_is_reported_as_such() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            drop(socket);
+        });
+        let mut c = RealConnector {
+            transport: Transport::Tcp {
+                address,
+                framing: Framing::Tcp,
+            },
+        };
+        let mut link = c.connect().await.expect("connect");
+        server.await.unwrap();
+        let r = classify(Ok(link.call(1, Request::ReadHoldingRegisters(0, 1)).await));
+        assert!(
+            matches!(&r, Outcome::Lost(e) if e.to_string() == "the server closed the connection"),
+            "{r:?}"
         );
     }
 
