@@ -30,6 +30,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -146,7 +147,7 @@ def sim_config(a, n, state_dir):
     ]
     fields = "".join(field)
     for i in range(n):
-        out.append(f'[[device]]\nid = "d{i}"\nadapter = "sim"\npoll = "1s"\n{fields}\n')
+        out.append(f'[[device]]\nid = "d{i}"\nadapter = "sim"\npoll = "{a.poll}"\n{fields}\n')
     return "".join(out)
 
 
@@ -243,16 +244,22 @@ async def sim_run(a, children, n, users, ws):
     for w in ws:
         w.reset()
     await g.start("run")
+    # Who works while the presence goes out: CPU seconds from the connect to the last presence.
+    gw, prosody = Proc(g.proc.pid), Proc(a.prosody_pid)
+    gw_cpu0, prosody_cpu0 = gw.cpu_s(), prosody.cpu_s()
     deadline = time.monotonic() + a.timeout
     while time.monotonic() < deadline and any(len(w.available) < n for w in ws):
         if g.proc.poll() is not None:
             sys.exit(f"the gateway exited ({g.proc.returncode}); see {g.log}")
         await asyncio.sleep(0.01)
+    announce_cpu = (gw.cpu_s() - gw_cpu0, prosody.cpu_s() - prosody_cpu0)
     seen = min(len(w.available) for w in ws)
     last = max(max(w.available.values(), default=float("nan")) for w in ws)
     first = min(min(w.available.values(), default=float("nan")) for w in ws)
     await asyncio.sleep(a.settle)
+    prosody_cpu0 = prosody.cpu_s()
     cpu, rss, peak, presence_s = await steady(g.proc, a.window, ws)
+    prosody_cpu = (prosody.cpu_s() - prosody_cpu0) / a.window * 100
     stop_s = g.stop()
     return {
         "devices": n,
@@ -265,6 +272,8 @@ async def sim_run(a, children, n, users, ws):
         "rss": rss,
         "rss_peak": peak,
         "presence_s": presence_s,
+        "announce_cpu": announce_cpu,
+        "prosody_cpu": prosody_cpu,
         "stop_s": stop_s,
         "warnings": g.warnings(),
     }
@@ -342,9 +351,11 @@ async def main():
     ap.add_argument("--xmpp-port", type=int, required=True)
     ap.add_argument("--comp-port", type=int, required=True)
     ap.add_argument("--domain", required=True)
+    ap.add_argument("--prosody-pid", type=int, required=True)
     ap.add_argument("--secret-file", required=True)
     ap.add_argument("--devices", default="1000,10000", help="simulated device counts, comma-separated")
     ap.add_argument("--fields", type=int, default=10)
+    ap.add_argument("--poll", default="1s", help="of the simulated devices")
     ap.add_argument("--subscribers", type=int, default=1)
     ap.add_argument("--modbus-devices", type=int, default=100, help="0: no Modbus part")
     ap.add_argument("--modbus-points", type=int, default=100)
@@ -362,13 +373,22 @@ async def main():
     try:
         users, ws = await subscribers(a)
         print(
-            f"simulated devices: component mode, {a.fields} fields each (sine), poll 1 s, presence "
+            f"simulated devices: component mode, {a.fields} fields each (sine), poll {a.poll}, presence "
             f"min_interval 2 s (the default), history off; {len(users)} subscriber(s), each subscribed "
             f"to every device; CPU and RSS over a {a.window:.0f} s window after all are present"
         )
+        print(textwrap.fill(
+            "start->conn: process start to the \"component connected\" log line; conn->first, conn->all:"
+            " from there to the first and to the last device's first available presence at the slowest"
+            " subscriber; CPU %: of one core over the window; presence/s: stanzas the subscribers got in"
+            " the window (at most devices / 2 s each); stop s: SIGTERM to exit (every device says"
+            " unavailable); CPU s to all: spent by the gateway and by Prosody from conn to all",
+            width=100, initial_indent="  ", subsequent_indent="  ",
+        ))
         print(
             f"{'devices':>8}{'start->conn s':>15}{'conn->first s':>15}{'conn->all s':>13}{'present':>9}"
-            f"{'CPU %':>8}{'RSS MiB':>9}{'peak MiB':>10}{'presence/s':>12}{'stop s':>8}",
+            f"{'CPU %':>8}{'RSS MiB':>9}{'peak MiB':>10}{'presence/s':>12}{'stop s':>8}"
+            f"{'CPU s to all gw/prosody':>25}{'prosody CPU %':>15}",
             flush=True,
         )
         sims = []
@@ -378,7 +398,8 @@ async def main():
             print(
                 f"{r['devices']:>8}{r['start_connect_s']:>15.2f}{r['first_s']:>15.3f}{fmt(r['all_s'], '.3f'):>13}"
                 f"{r['seen']:>9}{r['cpu']:>8.1f}{r['rss']:>9.1f}{r['rss_peak']:>10.1f}{r['presence_s']:>12.0f}"
-                f"{r['stop_s']:>8.2f}",
+                f"{r['stop_s']:>8.2f}{r['announce_cpu'][0]:>14.2f} / {r['announce_cpu'][1]:<8.2f}"
+                f"{r['prosody_cpu']:>15.1f}",
                 flush=True,
             )
         for r in sims:

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Scale bench: many simulated devices and many Modbus points, component mode, on loopback.
 #
-#   bench/scale.sh [--devices 1000,10000] [--fields 10] [--subscribers 1] [--window 10]
+#   bench/scale.sh [--devices 1000,10000] [--fields 10] [--poll 1s] [--subscribers 1] [--window 10]
 #                  [--modbus 100x100 | --modbus 0] [--out FILE]
 #
 # Starts a private Prosody (mod_limits off) on free loopback ports and runs bench/scale.py with a
-# release build of the gateway. For each device count: N simulated devices of --fields fields at
-# 1 s, every subscriber subscribed to every device (written into the gateway's store between a
-# setup start and the measured start), and prints the time from "component connected" until every
-# subscriber has every device's available presence, then CPU % and RSS over --window seconds.
+# release build of the gateway. For each device count: N simulated devices of --fields fields read
+# every --poll, every subscriber subscribed to every device (written into the gateway's store
+# between a setup start and the measured start), and prints the time from "component connected"
+# until every subscriber has every device's available presence, then CPU % and RSS over --window
+# seconds.
 # Then DEVICESxPOINTS Modbus holding registers at 1 s against the pymodbus simulator
 # (tests/fixtures/modbus_server.py, from .venv-test) over Modbus TCP: CPU %, RSS, requests per
 # poll cycle planned and served. Everything it started is stopped (by pid) on exit. Needs prosody,
@@ -18,6 +19,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 DEVICES="1000,10000"
 FIELDS=10
+POLL=1s
 SUBSCRIBERS=1
 WINDOW=10
 MODBUS="100x100"
@@ -26,11 +28,12 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --devices) DEVICES="$2"; shift 2 ;;
         --fields) FIELDS="$2"; shift 2 ;;
+        --poll) POLL="$2"; shift 2 ;;
         --subscribers) SUBSCRIBERS="$2"; shift 2 ;;
         --window) WINDOW="$2"; shift 2 ;;
         --modbus) MODBUS="$2"; shift 2 ;;
         --out) OUT="$2"; shift 2 ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -63,8 +66,8 @@ build_gateway
     echo "gateway: release build, $(stat -c %s "$GATEWAY" | awk '{printf "%.1f MB", $1/1e6}'); subscribers: c2s sessions; all on loopback, on the same CPUs"
     echo
     python3 "$ROOT/bench/scale.py" --gateway "$GATEWAY" --run "$RUN" --xmpp-port "$C2S" \
-        --comp-port "$COMP" --domain "$DOMAIN" --secret-file "$RUN/component.secret" \
-        --devices "$DEVICES" --fields "$FIELDS" --subscribers "$SUBSCRIBERS" --window "$WINDOW" \
+        --comp-port "$COMP" --domain "$DOMAIN" --secret-file "$RUN/component.secret" --prosody-pid "$PROSODY_PID" \
+        --devices "$DEVICES" --fields "$FIELDS" --poll "$POLL" --subscribers "$SUBSCRIBERS" --window "$WINDOW" \
         --modbus-devices "$MODBUS_DEVICES" --modbus-points "$MODBUS_POINTS" --modbus-port "$MODBUS_PORT" \
         --python "$VENV_PYTHON" --modbus-server "$ROOT/tests/fixtures/modbus_server.py"
     echo
