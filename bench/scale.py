@@ -381,7 +381,8 @@ async def main():
             "start->conn: process start to the \"component connected\" log line; conn->first, conn->all:"
             " from there to the first and to the last device's first available presence at the slowest"
             " subscriber; CPU %: of one core over the window; presence/s: stanzas the subscribers got in"
-            " the window (at most devices / 2 s each); stop s: SIGTERM to exit (every device says"
+            " the window (min_interval 2 s: about devices / 2 a second, plus any backlog draining);"
+            " stop s: SIGTERM to exit (every device says"
             " unavailable); CPU s to all: spent by the gateway and by Prosody from conn to all",
             width=100, initial_indent="  ", subsequent_indent="  ",
         ))
