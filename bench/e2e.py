@@ -360,7 +360,7 @@ async def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--xmpp-port", type=int, required=True)
     ap.add_argument("--mqtt-port", type=int, required=True)
-    ap.add_argument("--component", required=True, help="the gateway's domain")
+    ap.add_argument("--ping-jid", required=True, help="a device of the gateway (d0), pinged until it answers")
     ap.add_argument("--gateway-pid", type=int, required=True)
     ap.add_argument("--devices", type=int, default=10)
     ap.add_argument("--rates", default="200,1000,5000")
@@ -372,9 +372,9 @@ async def main():
     gw = Proc(a.gateway_pid)
     receiver = Receiver("127.0.0.1", a.xmpp_port, "receiver", "receiver", "bench")
     await receiver.connect()
-    # The component is up when one of its devices answers a ping.
+    # The gateway is up when one of its devices answers a ping.
     for _ in range(100):
-        if await receiver.ping(f"d0@{a.component}", timeout=2):
+        if await receiver.ping(a.ping_jid, timeout=2):
             break
         await asyncio.sleep(0.2)
     else:
