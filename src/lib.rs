@@ -18,6 +18,7 @@ pub mod adapters;
 pub mod config;
 pub mod core;
 pub mod devices;
+pub mod memory;
 pub mod metrics;
 pub mod remote;
 pub mod stats;

@@ -151,6 +151,8 @@ fn run() -> anyhow::Result<ExitCode> {
                 tracing::warn!("{w}");
             }
             tracing::info!(config = %path.display(), "configuration loaded");
+            // Parsing a large file peaks far above what the parsed configuration keeps.
+            xmpp_iot_gateway::memory::trim();
             // One thread: the gateway waits on sockets far more than it computes, and one thread
             // saves the cross-thread wake-ups (measured: bench/results/) and per-thread memory.
             // SQLite has its own thread, so a slow disk never holds up the event loop.

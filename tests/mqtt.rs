@@ -879,3 +879,73 @@ topic = "probe/temperature"
     .await;
     assert!(reason.contains("unreachable"), "{reason}");
 }
+
+/// With `min_interval = "0s"` every message is news: a burst of two-field messages gives one
+/// headline per message, each with both fields of that very message: none merged, none split,
+/// none lost, in order.
+#[tokio::test]
+async fn a_burst_gives_one_headline_per_message_with_all_its_fields() {
+    const MESSAGES: i64 = 400;
+    let rig = Rig::start(&["carol"], |prosody, domain, mosquitto| {
+        format!(
+            r#"
+[gateway]
+name = "burst test"
+
+{xmpp}
+[access]
+read = ["carol@localhost"]
+
+[publish]
+min_interval = "0s"
+notify = ["carol@localhost"]
+
+[[adapter]]
+id = "broker"
+type = "mqtt"
+url = "{url}"
+
+[[device]]
+id = "pair"
+adapter = "broker"
+topic = "burst/pair"
+  [[device.field]]
+  name = "a"
+  type = "integer"
+  json = "/a"
+  [[device.field]]
+  name = "b"
+  type = "integer"
+  json = "/b"
+"#,
+            xmpp = prosody.component_toml(domain),
+            url = mosquitto.url(),
+        )
+    })
+    .await;
+    let mut carol = rig.user("carol").await;
+    let pair = rig.jid("pair");
+    let lines: Vec<String> = (0..MESSAGES)
+        .map(|i| format!(r#"{{"a":{i},"b":{}}}"#, -i))
+        .collect();
+    rig.mosquitto.publish_lines("burst/pair", &lines).await;
+    let mut bodies = Vec::new();
+    while bodies.len() < MESSAGES as usize {
+        let m = carol
+            .recv_message(TIMEOUT, |m| {
+                m.type_ == xmpp_parsers::message::MessageType::Headline
+                    && m.from.as_ref().is_some_and(|f| f.to_bare() == pair)
+            })
+            .await
+            .unwrap_or_else(|| panic!("headline {} of {MESSAGES}", bodies.len() + 1));
+        let body = m
+            .bodies
+            .values()
+            .next()
+            .map(|b| b.as_str().to_owned())
+            .unwrap_or_default();
+        bodies.push(body);
+    }
+    let expected: Vec<String> = (0..MESSAGES).map(|i| format!("a {i}, b {}", -i)).collect();
+    assert_eq!(bodies, expected);
+}

@@ -51,6 +51,8 @@ const URGENT_HIGH_WATER: usize = 256;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Events for not-yet-known devices held for the next reload.
 const MAX_EARLY_EVENTS: usize = 10_000;
+/// Housekeeping ticks (seconds) between returning free heap memory to the system.
+const TRIM_EVERY_TICKS: u64 = 30;
 /// How often to look whether the store has caught up while adapter events wait for it.
 const STORE_RECHECK: Duration = Duration::from_millis(10);
 /// Adapter events taken in one turn of the loop (each is published on its own).
@@ -162,6 +164,8 @@ pub struct Core {
     first_link: Option<oneshot::Sender<()>>,
     summary: watch::Sender<Summary>,
     heartbeat: watch::Sender<Instant>,
+    /// Housekeeping ticks so far.
+    ticks: u64,
 }
 
 impl Core {
@@ -230,6 +234,7 @@ impl Core {
             first_link: Some(parts.first_link),
             summary: parts.summary,
             heartbeat: parts.heartbeat,
+            ticks: 0,
         };
         core.pubsub_nodes = vec![publish::NodeState::Unknown; n_devices];
         core.orphans = orphans;
@@ -284,6 +289,11 @@ impl Core {
 
     fn housekeeping(&mut self) {
         self.heartbeat.send_replace(Instant::now());
+        self.ticks = self.ticks.wrapping_add(1);
+        if self.ticks % TRIM_EVERY_TICKS == 0 {
+            // After a burst the heap is mostly free: back to the baseline, not the peak.
+            crate::memory::trim();
+        }
         let summary = Summary {
             devices: self.devices.len(),
             online: self.devices.iter().filter(|(_, d)| d.is_online()).count(),
