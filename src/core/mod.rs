@@ -53,6 +53,11 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_EARLY_EVENTS: usize = 10_000;
 /// Housekeeping ticks (seconds) between returning free heap memory to the system.
 const TRIM_EVERY_TICKS: u64 = 30;
+/// Readings are handed to the store thread in batches: waking it for every reading would cost
+/// more than the reading (two futex calls and a context switch each).
+const STORE_BATCH: usize = 512;
+/// How long a reading may wait for its batch to fill.
+const STORE_DELAY: Duration = Duration::from_millis(50);
 /// How often to look whether the store has caught up while adapter events wait for it.
 const STORE_RECHECK: Duration = Duration::from_millis(10);
 /// Adapter events taken in one turn of the loop (each is published on its own).
@@ -166,6 +171,9 @@ pub struct Core {
     heartbeat: watch::Sender<Instant>,
     /// Housekeeping ticks so far.
     ticks: u64,
+    /// Readings not yet handed to the store (see `STORE_BATCH`), and when they must go.
+    store_pending: Vec<Reading>,
+    store_due: Option<Instant>,
 }
 
 impl Core {
@@ -235,6 +243,8 @@ impl Core {
             summary: parts.summary,
             heartbeat: parts.heartbeat,
             ticks: 0,
+            store_pending: Vec::new(),
+            store_due: None,
         };
         core.pubsub_nodes = vec![publish::NodeState::Unknown; n_devices];
         core.orphans = orphans;
@@ -253,7 +263,16 @@ impl Core {
     /// Runs until `shutdown` fires, then tells every subscriber that every device is gone.
     pub async fn run(mut self, mut inputs: CoreInputs, shutdown: CancellationToken) {
         let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+        let store_timer = tokio::time::sleep(STORE_DELAY);
+        tokio::pin!(store_timer);
+        let mut store_timer_at = None;
         loop {
+            if self.store_due != store_timer_at {
+                store_timer_at = self.store_due;
+                if let Some(at) = store_timer_at {
+                    store_timer.as_mut().reset(at);
+                }
+            }
             let has_output =
                 self.link_up && (!self.urgent.is_empty() || !self.presence_queue.is_empty());
             let store_room = self.store.has_room();
@@ -280,6 +299,7 @@ impl Core {
                 Some(exp) = self.timers.next(), if !self.timers.is_empty() => self.on_timer(exp.into_inner()),
                 Ok(permit) = self.out.clone().reserve_owned(), if has_output => self.send_queued(permit),
                 _ = housekeeping.tick() => self.housekeeping(),
+                () = &mut store_timer, if store_timer_at.is_some() => self.flush_store(),
                 // Nothing wakes the loop when the store catches up: look again shortly.
                 () = tokio::time::sleep(STORE_RECHECK), if !store_room => {}
             }
@@ -365,7 +385,14 @@ impl Core {
     /// Records readings taken together and publishes each device they changed, once.
     fn on_readings(&mut self, rs: &[Reading]) {
         let mut changed: Vec<usize> = Vec::new();
-        self.store.record(rs);
+        if self.store.history_enabled() {
+            self.store_pending.extend_from_slice(rs);
+            if self.store_pending.len() >= STORE_BATCH {
+                self.flush_store();
+            } else if self.store_due.is_none() {
+                self.store_due = Some(Instant::now() + STORE_DELAY);
+            }
+        }
         for r in rs {
             Stats::inc(&self.stats.readings);
             tracing::trace!(device = %r.device, field = %r.field, value = %r.value, "reading");
@@ -382,6 +409,15 @@ impl Core {
         }
         for idx in changed {
             self.publish_change(idx, false);
+        }
+    }
+
+    /// Hands the readings waiting for the store to its thread.
+    fn flush_store(&mut self) {
+        self.store_due = None;
+        if !self.store_pending.is_empty() {
+            self.store.record(&self.store_pending);
+            self.store_pending.clear();
         }
     }
 
@@ -730,6 +766,7 @@ impl Core {
             }
         })
         .await;
+        self.flush_store();
         for (_, handle) in self.scheduled.drain() {
             handle.abort();
         }

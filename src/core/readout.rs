@@ -119,6 +119,8 @@ impl Core {
     }
 
     pub(super) fn run_readout(&mut self, p: Pending) {
+        // A history readout includes what was read a moment ago.
+        self.flush_store();
         let dev = self.devices.get(p.device);
         let r = &p.request;
         let historical = r.historical || r.all || r.from.is_some() || r.to.is_some();
