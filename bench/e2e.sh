@@ -26,7 +26,7 @@ while [ $# -gt 0 ]; do
         --seconds) SECONDS_PER_RATE="$2"; shift 2 ;;
         --flood) FLOOD="$2"; shift 2 ;;
         --out) OUT="$2"; shift 2 ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done

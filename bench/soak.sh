@@ -26,7 +26,7 @@ while [ $# -gt 0 ]; do
         --restart-every) RESTART_EVERY="$2"; shift 2 ;;
         --rate) RATE="$2"; shift 2 ;;
         --out-dir) OUT_DIR="$2"; shift 2 ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
