@@ -17,7 +17,8 @@
 # plaintext, on loopback only.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 MODE=component
 DEVICES=10
 RATES="200,1000,5000"
@@ -32,7 +33,7 @@ while [ $# -gt 0 ]; do
         --seconds) SECONDS_PER_RATE="$2"; shift 2 ;;
         --flood) FLOOD="$2"; shift 2 ;;
         --out) OUT="$2"; shift 2 ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -41,70 +42,25 @@ case "$MODE" in
     *) echo "--mode is component or client, not $MODE" >&2; exit 2 ;;
 esac
 
-# shellcheck source=bench/common.sh
-. "$ROOT/bench/common.sh"
-need prosody prosodyctl mosquitto python3
+bench_require prosody prosodyctl mosquitto python3
 bench_init e2e
-start_prosody receiver sender gw
-MQTT=$(free_port)
 
-# ---- Mosquitto: a deep queue, so that what is lost is lost by the gateway, not by the broker
-mkdir -p "$RUN/mosquitto"
-cat >"$RUN/mosquitto/mosquitto.conf" <<EOF
-listener $MQTT 127.0.0.1
-allow_anonymous true
-persistence false
-max_queued_messages 1000000
-log_dest file $RUN/mosquitto/mosquitto.log
-EOF
-mosquitto -c "$RUN/mosquitto/mosquitto.conf" >/dev/null 2>&1 &
-PIDS+=($!)
-MOSQUITTO_PID=$!
+C2S=$(free_port); COMP=$(free_port); MQTT=$(free_port)
+DOMAIN="bench.localhost"
+prosody_setup receiver sender gw
+prosody_start
+mosquitto_setup
+mosquitto_start
 wait_port "$C2S"; wait_port "$COMP"; wait_port "$MQTT"
 
 # ---- the gateway: release build, N devices on one MQTT fleet
-build_gateway
-FLEET=$(python3 -c "print(', '.join(f'\"d{i}\"' for i in range($DEVICES)))")
-if [ "$MODE" = component ]; then
-    XMPP_CONFIG="mode = \"component\"
-domain = \"$DOMAIN\"
-server = \"127.0.0.1:$COMP\"
-secret_file = \"$RUN/component.secret\""
-    PING_JID="d0@$DOMAIN"
-else
-    printf gw >"$RUN/gw.pass"
-    XMPP_CONFIG="mode = \"client\"
-jid = \"gw@localhost\"
-password_file = \"$RUN/gw.pass\"
-server = \"127.0.0.1:$C2S\"
-tls = \"none\""
-    PING_JID="gw@localhost/d0"
-fi
-cat >"$RUN/gateway.toml" <<EOF
-[gateway]
-name = "bench"
-state_dir = "$RUN/state"
-
-[xmpp]
-$XMPP_CONFIG
-
-[access]
-read = ["@localhost"]
-
-[publish]
-min_interval = "0s"
-notify = ["receiver@localhost"]
-
-[log]
-level = "warn"
-
-[[adapter]]
-id = "broker"
-type = "mqtt"
-url = "mqtt://127.0.0.1:$MQTT"
+gateway_build
+gateway_config_head bench "$MODE"
+if [ "$MODE" = component ]; then PING_JID="d0@$DOMAIN"; else PING_JID="gw@localhost/d0"; fi
+cat >>"$RUN/gateway.toml" <<EOF
 
 [[device]]
-fleet = [$FLEET]
+fleet = [$(fleet_names d "$DEVICES")]
 adapter = "broker"
 topic = "bench/{id}"
   [[device.field]]
@@ -116,14 +72,12 @@ topic = "bench/{id}"
   type = "integer"
   json = "/seq"
 EOF
-"$GATEWAY" --config "$RUN/gateway.toml" run 2>"$RUN/gateway.log" &
-PIDS+=($!)
-GATEWAY_PID=$!
+gateway_start
 
 {
     echo "xmpp-iot-gateway end-to-end bench, $(date -u '+%Y-%m-%d %H:%M UTC')"
     machine_lines
-    echo "servers: $(dpkg-query -W -f 'prosody ${Version}, mosquitto ' prosody 2>/dev/null)$(dpkg-query -W -f '${Version}' mosquitto 2>/dev/null)"
+    echo "servers: $(package_versions prosody mosquitto)"
     if [ "$MODE" = component ]; then
         echo "gateway: release build, component mode, $DEVICES MQTT devices, notify with min_interval 0s"
     else
@@ -136,7 +90,7 @@ GATEWAY_PID=$!
         --seconds "$SECONDS_PER_RATE" --flood "$FLOOD"
     echo
     echo "gateway binary: $(stat -c %s "$GATEWAY" | awk '{printf "%.1f MB", $1/1e6}') (release profile, stripped)"
-    echo "gateway CPU total $(cpu_s "$GATEWAY_PID"); prosody $(cpu_s "$PROSODY_PID"); mosquitto $(cpu_s "$MOSQUITTO_PID")"
+    echo "gateway CPU total $(cpu_seconds "$GATEWAY_PID"); prosody $(cpu_seconds "$PROSODY_PID"); mosquitto $(cpu_seconds "$MOSQUITTO_PID")"
     if grep -q -E 'WARN|ERROR' "$RUN/gateway.log"; then
         echo "gateway warnings:"; grep -E 'WARN|ERROR' "$RUN/gateway.log" | head -5
     fi

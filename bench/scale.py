@@ -17,7 +17,7 @@ simulator, requests per poll cycle as planned (`check`) and as counted by the si
 that every device came online (its presence reached the subscriber).
 
 Python standard library only; the XMPP client is bench/e2e.py's. Every process it starts is
-listed in RUN/driver.pids (bench/common.sh stops them if this driver dies) and stopped by pid.
+listed in RUN/driver.pids (bench/lib.sh stops them if this driver dies) and stopped by pid.
 """
 
 import argparse

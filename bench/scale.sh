@@ -16,7 +16,8 @@
 # python3 and, for the Modbus part, .venv-test with pymodbus (scripts/install-deps.sh).
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 DEVICES="1000,10000"
 FIELDS=10
 POLL=1s
@@ -43,9 +44,7 @@ case "$MODBUS" in
     *) echo "--modbus is DEVICESxPOINTS (at most 247 devices, 200 points) or 0" >&2; exit 2 ;;
 esac
 
-# shellcheck source=bench/common.sh
-. "$ROOT/bench/common.sh"
-need prosody prosodyctl python3
+bench_require prosody prosodyctl python3
 VENV_PYTHON="$ROOT/.venv-test/bin/python"
 if [ "$MODBUS_DEVICES" != 0 ] && [ ! -x "$VENV_PYTHON" ]; then
     echo "$VENV_PYTHON is missing (scripts/install-deps.sh makes it), or run with --modbus 0" >&2
@@ -54,15 +53,17 @@ fi
 bench_init scale
 USERS=()
 for i in $(seq 0 $((SUBSCRIBERS - 1))); do USERS+=("sub$i"); done
-start_prosody "${USERS[@]}"
-MODBUS_PORT=$(free_port)
+C2S=$(free_port); COMP=$(free_port); MODBUS_PORT=$(free_port)
+DOMAIN="bench.localhost"
+prosody_setup "${USERS[@]}"
+prosody_start
 wait_port "$C2S"; wait_port "$COMP"
-build_gateway
+gateway_build
 
 {
     echo "xmpp-iot-gateway scale bench, $(date -u '+%Y-%m-%d %H:%M UTC')"
     machine_lines
-    echo "servers: $(dpkg-query -W -f 'prosody ${Version}' prosody 2>/dev/null), pymodbus $("$VENV_PYTHON" -c 'import pymodbus; print(pymodbus.__version__)' 2>/dev/null || echo -)"
+    echo "servers: $(package_versions prosody), pymodbus $("$VENV_PYTHON" -c 'import pymodbus; print(pymodbus.__version__)' 2>/dev/null || echo -)"
     echo "gateway: release build, $(stat -c %s "$GATEWAY" | awk '{printf "%.1f MB", $1/1e6}'); subscribers: c2s sessions; all on loopback, on the same CPUs"
     echo
     python3 "$ROOT/bench/scale.py" --gateway "$GATEWAY" --run "$RUN" --xmpp-port "$C2S" \
@@ -71,7 +72,7 @@ build_gateway
         --modbus-devices "$MODBUS_DEVICES" --modbus-points "$MODBUS_POINTS" --modbus-port "$MODBUS_PORT" \
         --python "$VENV_PYTHON" --modbus-server "$ROOT/tests/fixtures/modbus_server.py"
     echo
-    echo "prosody CPU total $(cpu_s "$PROSODY_PID")"
+    echo "prosody CPU total $(cpu_seconds "$PROSODY_PID")"
 } > >(if [ -n "$OUT" ]; then tee "$OUT"; else cat; fi) &
 # In the background so that Ctrl-C / SIGTERM reach the trap at once (bash runs traps only
 # between commands, and `wait` is one it interrupts).

@@ -301,6 +301,16 @@ impl MetricsSource for GatewayMetrics {
             ),
         ));
 
+        // Steady under a steady load; a task leak shows as growth (bench/soak.sh plots it).
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            out.push(Metric::single(
+                "runtime_alive_tasks",
+                "Tasks alive on the gateway's async runtime.",
+                Gauge,
+                runtime.metrics().num_alive_tasks() as f64,
+            ));
+        }
+
         let devices = s.devices();
         let mut per_device = Vec::with_capacity(devices.len());
         let mut online = Vec::with_capacity(devices.len());

@@ -416,6 +416,11 @@ async fn the_metrics_endpoint_counts_under_load() {
     ] {
         assert!(first.contains(help), "no `{help}` in:\n{first}");
     }
+    // At least the core, the session and the adapters' tasks.
+    assert!(
+        sample(&first, "xmpp_iot_gateway_runtime_alive_tasks").is_some_and(|v| v >= 3.0),
+        "no runtime_alive_tasks in:\n{first}"
+    );
     assert_eq!(
         sample(&first, "xmpp_iot_gateway_devices"),
         Some(devices as f64)
