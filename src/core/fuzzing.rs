@@ -181,9 +181,8 @@ fn setup() -> &'static Setup {
             load(&format!("{COMPONENT}{COMMON}")),
             load(&format!("{CLIENT}{COMMON}")),
         ];
-        let dir =
-            std::env::temp_dir().join(format!("xmpp-iot-gateway-fuzz-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = std::env::temp_dir().join(format!("{STORE_PREFIX}{}", std::process::id()));
+        remove_stale_stores();
         let opts = StoreOptions {
             history: Duration::from_secs(3600),
             batch_window: Duration::from_millis(50),
@@ -196,6 +195,33 @@ fn setup() -> &'static Setup {
             _store_thread: thread,
         }
     })
+}
+
+/// The store of a fuzzing process is `<temp>/<prefix><pid>`.
+const STORE_PREFIX: &str = "xmpp-iot-gateway-fuzz-";
+
+/// Removes the stores that processes no longer running left behind (a fuzzer is stopped, not
+/// shut down), and any earlier one of this pid.
+fn remove_stale_stores() {
+    let proc = std::path::Path::new("/proc");
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(STORE_PREFIX))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // Without /proc there is no telling which processes still run: leave them.
+        let gone = proc.join("self").exists() && !proc.join(pid.to_string()).exists();
+        if gone || pid == std::process::id() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// Target `stanza`.
