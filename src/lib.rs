@@ -10,6 +10,7 @@
 //! - [`store`]: the embedded SQLite store (subscribers, history).
 //! - [`systemd`]: readiness, status and watchdog notifications.
 //! - [`metrics`]: counters of the gateway and its adapters, served as Prometheus text.
+//! - [`fuzzing`]: the bodies of the fuzz targets in `fuzz/`.
 //!
 //! [`run`] wires them together and returns after a graceful shutdown.
 
@@ -18,6 +19,7 @@ pub mod adapters;
 pub mod config;
 pub mod core;
 pub mod devices;
+pub mod fuzzing;
 pub mod memory;
 pub mod metrics;
 pub mod remote;

@@ -7,6 +7,7 @@
 //! upstream coalesces updates instead of piling them up.
 
 mod control;
+pub(crate) mod fuzzing;
 mod iq;
 mod messages;
 pub mod presence;

@@ -10,6 +10,7 @@
 mod backoff;
 mod device;
 mod event;
+pub mod fuzzing;
 pub mod metrics;
 mod request;
 mod value;
