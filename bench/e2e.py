@@ -421,9 +421,10 @@ async def main():
         rows.append(await run_phase(f"rate {rate}", "gateway", rate, total, mqtt_send, mqtt.writer, receiver, gw))
     rows.append(await run_phase("flood", "direct", 0, a.flood, direct_send, sender.writer, receiver, None))
     rows.append(await run_phase("flood", "gateway", 0, a.flood, mqtt_send, mqtt.writer, receiver, gw))
-    await asyncio.sleep(5)
+    # The gateway hands free heap back every 5 s: 10 s covers one such turn whatever the phase.
+    await asyncio.sleep(10)
     rss_after = gw.rss_mib()
-    print(f"gateway after the run (5 s idle): RSS {rss_after:.1f} MiB", flush=True)
+    print(f"gateway after the run (10 s idle): RSS {rss_after:.1f} MiB", flush=True)
 
     print()
     print("summary")

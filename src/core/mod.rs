@@ -52,8 +52,9 @@ const URGENT_HIGH_WATER: usize = 256;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Events for not-yet-known devices held for the next reload.
 const MAX_EARLY_EVENTS: usize = 10_000;
-/// Housekeeping ticks (seconds) between returning free heap memory to the system.
-const TRIM_EVERY_TICKS: u64 = 30;
+/// Housekeeping ticks (seconds) between returning free heap memory to the system (cheap: a walk
+/// of the allocator's free lists).
+const TRIM_EVERY_TICKS: u64 = 5;
 /// Readings are handed to the store thread in batches: waking it for every reading would cost
 /// more than the reading (two futex calls and a context switch each).
 const STORE_BATCH: usize = 512;
