@@ -63,7 +63,7 @@ fn store_bench(c: &mut Criterion) {
     for chunk in readings(base, 200_000).chunks(10_000) {
         // Ten readings per adapter event, as a device with ten fields sends them.
         for event in chunk.chunks(10) {
-            store.record(event);
+            store.record(event.to_vec());
         }
         rt.block_on(store.flush());
     }
@@ -82,7 +82,7 @@ fn store_bench(c: &mut Criterion) {
                 },
                 |rs| {
                     for event in rs.chunks(10) {
-                        store.record(event);
+                        store.record(event.to_vec());
                     }
                     rt.block_on(store.flush());
                 },

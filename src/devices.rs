@@ -168,15 +168,8 @@ impl Devices {
 
     /// Stores a reading; says whether subscribers should hear of it: whether it differs from
     /// what was last published by at least the field's deadband.
-    pub fn apply(&mut self, reading: &Reading, default_deadband: Option<f64>) -> Applied {
-        match self.by_id.get(&reading.device) {
-            Some(&idx) => self.apply_at(idx, reading, default_deadband),
-            None => Applied::Ignored,
-        }
-    }
-
-    /// [`Devices::apply`] for a device whose index the caller already looked up.
-    pub fn apply_at(
+    /// Applies `reading` to device `idx` (looked up by the caller, who needs the index anyway).
+    pub fn apply(
         &mut self,
         idx: usize,
         reading: &Reading,
@@ -274,29 +267,29 @@ mod tests {
     #[test]
     fn a_change_within_the_deadband_is_stored_but_not_published() {
         let mut d = device(Some(0.5));
-        assert_eq!(d.apply(&reading(20.0), None), Applied::Changed);
+        assert_eq!(d.apply(0, &reading(20.0), None), Applied::Changed);
         d.get_mut(0).mark_published();
-        assert_eq!(d.apply(&reading(20.3), None), Applied::Unchanged);
+        assert_eq!(d.apply(0, &reading(20.3), None), Applied::Unchanged);
         assert_eq!(
             d.get(0).values[0].as_ref().map(|s| s.value.clone()),
             Some(Value::Float(20.3))
         );
         // Drift is measured from the published value, not from the last reading.
-        assert_eq!(d.apply(&reading(20.6), None), Applied::Changed);
+        assert_eq!(d.apply(0, &reading(20.6), None), Applied::Changed);
     }
 
     #[test]
     fn without_a_deadband_any_change_counts() {
         let mut d = device(None);
-        assert_eq!(d.apply(&reading(1.0), None), Applied::Changed);
+        assert_eq!(d.apply(0, &reading(1.0), None), Applied::Changed);
         d.get_mut(0).mark_published();
-        assert_eq!(d.apply(&reading(1.0), None), Applied::Unchanged);
-        assert_eq!(d.apply(&reading(1.01), None), Applied::Changed);
-        let other = Reading::now(
+        assert_eq!(d.apply(0, &reading(1.0), None), Applied::Unchanged);
+        assert_eq!(d.apply(0, &reading(1.01), None), Applied::Changed);
+        let unknown_field = Reading::now(
             DeviceId::new("x").expect("id"),
-            "t".into(),
+            "no such field".into(),
             Value::Float(1.0),
         );
-        assert_eq!(d.apply(&other, None), Applied::Ignored);
+        assert_eq!(d.apply(0, &unknown_field, None), Applied::Ignored);
     }
 }

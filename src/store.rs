@@ -254,9 +254,9 @@ impl Store {
     /// Queues a reading for the history (a no-op when history is off).
     /// Records readings taken together. Callers that must not lose any wait for
     /// [`Store::has_room`] first: a full queue drops (and counts) them.
-    pub fn record(&self, readings: &[Reading]) {
+    pub fn record(&self, readings: Vec<Reading>) {
         if self.history_on && !readings.is_empty() {
-            self.send(Command::Record(readings.to_vec()));
+            self.send(Command::Record(readings));
         }
     }
 
@@ -668,7 +668,7 @@ mod tests {
         let (store, _thread, _) = Store::open(dir.path(), small).expect("open");
         let t0 = Utc::now() - chrono::Duration::seconds(3000);
         for i in 0..3000 {
-            store.record(&[Reading {
+            store.record(vec![Reading {
                 device: dev("boiler"),
                 field: "f".into(),
                 value: Value::Text(format!("{i:0>40}")),
@@ -711,7 +711,7 @@ mod tests {
             Value::Text("x".into()),
         ];
         for (i, v) in values.iter().enumerate() {
-            store.record(&[Reading {
+            store.record(vec![Reading {
                 device: dev("boiler"),
                 field: "f".into(),
                 value: v.clone(),
@@ -719,7 +719,11 @@ mod tests {
                 quality: Quality::Good,
             }]);
         }
-        store.record(&[Reading::now(dev("other"), "f".into(), Value::Float(9.0))]);
+        store.record(vec![Reading::now(
+            dev("other"),
+            "f".into(),
+            Value::Float(9.0),
+        )]);
         let all = store
             .history(HistoryQuery {
                 device: dev("boiler"),

@@ -191,6 +191,20 @@ fn stored_load(gw: &Gateway) -> Vec<Vec<u64>> {
         .collect()
 }
 
+/// Every load device is available again to `client`.
+async fn wait_load_available(client: &mut TestClient, rig: &MqttRig) {
+    for d in LOAD_DEVICES {
+        wait_available(client, &rig.jid(d), RECOVERY).await;
+    }
+}
+
+/// Checks that the load still flows after the fault, then stops it.
+async fn finish_load(mut load: Load) -> LoadReport {
+    let after = load.acked() + LOAD_STEP;
+    assert!(load.wait_acked(after, TIMEOUT).await, "the load flows on");
+    load.stop().await
+}
+
 /// Waits until the store holds, for every load device, the last sequence number the broker
 /// acknowledged (QoS 1 keeps the order, so everything before it has arrived too).
 async fn wait_load_stored(gw: &Gateway, report: &LoadReport) {
@@ -282,12 +296,8 @@ async fn a_prosody_restart_under_load_loses_no_reading_and_presence_comes_back()
     // A fresh login sees every device available again (the gateway's announcement or its answer
     // to the server's probe: either needs the gateway back on the server).
     let mut bob = rig.user("bob").await;
-    for d in LOAD_DEVICES {
-        wait_available(&mut bob, &rig.jid(d), RECOVERY).await;
-    }
-    let after = load.acked() + LOAD_STEP;
-    assert!(load.wait_acked(after, TIMEOUT).await, "the load flows on");
-    let report = load.stop().await;
+    wait_load_available(&mut bob, &rig).await;
+    let report = finish_load(load).await;
 
     // The XMPP link has nothing to do with recording: every message is in the store.
     wait_load_stored(&rig.gateway, &report).await;
@@ -330,12 +340,8 @@ async fn a_broker_restart_under_load_loses_no_acknowledged_message() {
     // Forget the presences from before the outage, so that the next available ones are news.
     bob.drain();
     rig.mosquitto.start_again().await;
-    for d in LOAD_DEVICES {
-        wait_available(&mut bob, &rig.jid(d), RECOVERY).await;
-    }
-    let after = load.acked() + LOAD_STEP;
-    assert!(load.wait_acked(after, TIMEOUT).await, "the load flows on");
-    let report = load.stop().await;
+    wait_load_available(&mut bob, &rig).await;
+    let report = finish_load(load).await;
 
     // Every message the broker acknowledged reaches the store, before, during (queued in the
     // saved session) and after the outage. A message whose PUBACK was lost with the broker may
@@ -411,9 +417,7 @@ async fn a_modbus_server_outage_under_load_is_recovered_and_every_answered_poll_
         eventually(TIMEOUT, || server.requests().len() >= polled + 10).await,
         "the meter is polled again"
     );
-    let after = load.acked() + LOAD_STEP;
-    assert!(load.wait_acked(after, TIMEOUT).await, "the load flows on");
-    let report = load.stop().await;
+    let report = finish_load(load).await;
     wait_load_stored(&rig.gateway, &report).await;
     assert_stayed_available(&mut bob, &rig, &devices).await;
     assert_eq!(rig.gateway.pid(), pid, "the same gateway process");
@@ -513,9 +517,7 @@ async fn a_serial_port_pulled_out_under_load_is_reopened_and_every_line_is_store
         .await,
         "the lines after the reopening are stored"
     );
-    let after = load.acked() + LOAD_STEP;
-    assert!(load.wait_acked(after, TIMEOUT).await, "the load flows on");
-    let report = load.stop().await;
+    let report = finish_load(load).await;
     wait_load_stored(&rig.gateway, &report).await;
     assert_stayed_available(&mut bob, &rig, &devices).await;
     assert_eq!(rig.gateway.pid(), pid, "the same gateway process");
@@ -573,12 +575,8 @@ async fn a_gateway_killed_under_load_reopens_its_store_and_announces_presence_ag
     bob.drain();
     rig.gateway.start();
     assert!(rig.gateway.wait_ready(TIMEOUT).await, "the store opens");
-    for d in LOAD_DEVICES {
-        wait_available(&mut bob, &rig.jid(d), RECOVERY).await;
-    }
-    let after = load.acked() + LOAD_STEP;
-    assert!(load.wait_acked(after, TIMEOUT).await, "the load flows on");
-    let report = load.stop().await;
+    wait_load_available(&mut bob, &rig).await;
+    let report = finish_load(load).await;
     wait_load_stored(&rig.gateway, &report).await;
     assert!(rig.gateway.terminate().await.success());
 

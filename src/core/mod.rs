@@ -402,7 +402,7 @@ impl Core {
                 continue;
             };
             Stats::inc(&self.device_stats[idx].readings);
-            if self.devices.apply_at(idx, r, self.config.publish.deadband) == Applied::Changed {
+            if self.devices.apply(idx, r, self.config.publish.deadband) == Applied::Changed {
                 self.devices.get_mut(idx).values_dirty = true;
                 if !changed.contains(&idx) {
                     changed.push(idx);
@@ -418,8 +418,7 @@ impl Core {
     fn flush_store(&mut self) {
         self.store_due = None;
         if !self.store_pending.is_empty() {
-            self.store.record(&self.store_pending);
-            self.store_pending.clear();
+            self.store.record(std::mem::take(&mut self.store_pending));
         }
     }
 
