@@ -31,6 +31,7 @@ pub use diagnostic::{did_you_mean, ConfigErrors, Diagnostic};
 pub(crate) use modbus::build_adapter as modbus_adapter;
 pub use model::*;
 pub use table::device_table;
+pub use validate::check_log_filter;
 
 /// The environment variable naming the configuration file when `--config` is not given.
 pub const CONFIG_ENV: &str = "XMPP_IOT_GATEWAY_CONFIG";
@@ -69,6 +70,9 @@ pub(crate) struct Env {
     /// `$STATE_DIRECTORY` (systemd `StateDirectory=`; the first, when it lists several): the
     /// default `[gateway] state_dir`.
     pub state_directory: Option<PathBuf>,
+    /// Whether to look at the file system for a written `state_dir` (off in unit tests, whose
+    /// paths are made up).
+    pub probe_state_dir: bool,
 }
 
 impl Env {
@@ -84,6 +88,7 @@ impl Env {
             state_directory: std::env::var_os("STATE_DIRECTORY")
                 .and_then(|v| std::env::split_paths(&v).next())
                 .filter(|p| p.is_absolute()),
+            probe_state_dir: true,
         }
     }
 }
@@ -220,6 +225,7 @@ mod tests {
             credentials_dir: None,
             hostname: None,
             state_directory: None,
+            probe_state_dir: false,
         };
         let source = std::fs::read_to_string(&path).unwrap();
         let loaded = load_with(&path, &source, LoadMode::Run, &env).unwrap();

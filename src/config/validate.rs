@@ -127,6 +127,34 @@ pub(super) fn check_text(rep: &mut Report<'_>, s: &Spanned<String>, key: &str) -
     }
 }
 
+/// Why this process could not create or write the directory `dir`, if it could not: the
+/// nearest part of the path that exists must be a directory it may write to.
+fn unwritable(dir: &Path) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut existing = dir;
+    loop {
+        match std::fs::metadata(existing) {
+            Ok(m) if m.is_dir() => break,
+            Ok(_) => return Some(format!("`{}` is not a directory", existing.display())),
+            Err(_) => existing = existing.parent()?,
+        }
+    }
+    let c_path = std::ffi::CString::new(existing.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c_path` is a NUL-terminated string that outlives the call; access(2) only reads it.
+    if unsafe { libc::access(c_path.as_ptr(), libc::W_OK) } == 0 {
+        return None;
+    }
+    let e = std::io::Error::last_os_error();
+    Some(if existing == dir {
+        format!("this user cannot write to it ({e})")
+    } else {
+        format!(
+            "this user cannot create it in `{}` ({e})",
+            existing.display()
+        )
+    })
+}
+
 fn gateway(raw: &RawConfig<'_>, ctx: &Context<'_>, rep: &mut Report<'_>) -> GatewayConfig {
     let g = &raw.gateway;
     let name = match &g.name {
@@ -145,8 +173,23 @@ fn gateway(raw: &RawConfig<'_>, ctx: &Context<'_>, rep: &mut Report<'_>) -> Gate
     };
     let state_dir = match &g.state_dir {
         Some(dir) => {
-            check_text(rep, dir, "state_dir");
-            ctx.base_dir.join(&dir.value)
+            let path = ctx.base_dir.join(&dir.value);
+            if check_text(rep, dir, "state_dir") && ctx.env.probe_state_dir {
+                if let Some(why) = unwritable(&path) {
+                    // `run` would fail to open its store (and, under systemd, be restarted
+                    // again and again); `check` may run as another user than the service.
+                    let message = format!(
+                        "state_dir `{}` cannot be used: {why}; under systemd leave `state_dir` \
+                         out (StateDirectory= provides /var/lib/xmpp-iot-gateway)",
+                        path.display()
+                    );
+                    match ctx.mode {
+                        LoadMode::Run => rep.error(&dir.span, message),
+                        LoadMode::Check => rep.warn(&dir.span, message),
+                    }
+                }
+            }
+            path
         }
         // Under systemd, where StateDirectory= put it; else the usual place.
         None => ctx
@@ -658,19 +701,28 @@ fn metrics(listen: Option<&Spanned<String>>, rep: &mut Report<'_>) -> Option<Met
 /// A `tracing` filter: a level name, or directives such as `xmpp_iot_gateway=debug,info`.
 fn log_level(level: &Spanned<String>, rep: &mut Report<'_>) -> Option<String> {
     let text = level.value.trim();
-    let is_directive = text.contains(['=', ',', '[', ':']);
-    if !is_directive && !LOG_LEVELS.contains(&text.to_ascii_lowercase().as_str()) {
-        let hint = suggestion(text, LOG_LEVELS.iter().copied());
-        rep.error(
-            &level.span,
-            format!(
-                "unknown log level `{text}`{hint} (levels: {}, or a filter like `xmpp_iot_gateway=debug`)",
-                list_names(LOG_LEVELS)
-            ),
-        );
+    if let Err(message) = check_log_filter(text) {
+        rep.error(&level.span, message);
         return None;
     }
     Some(text.to_owned())
+}
+
+/// Whether `text` is a log filter: a level, or directives (`target=level`, lists). A bare word
+/// that is no level (`warning`, `verbose`) would parse as a target name and silence every other
+/// log line, so it is refused with the closest level. `--log`, `RUST_LOG` and `[log] level`
+/// share this rule.
+pub fn check_log_filter(text: &str) -> Result<(), String> {
+    let text = text.trim();
+    let is_directive = text.contains(['=', ',', '[', ':']);
+    if !is_directive && !LOG_LEVELS.contains(&text.to_ascii_lowercase().as_str()) {
+        let hint = suggestion(text, LOG_LEVELS.iter().copied());
+        return Err(format!(
+            "unknown log level `{text}`{hint} (levels: {}, or a filter like `xmpp_iot_gateway=debug`)",
+            list_names(LOG_LEVELS)
+        ));
+    }
+    Ok(())
 }
 
 /// What devices need to know about an `[[adapter]]`.
@@ -901,6 +953,7 @@ fn devices(
     let mut out = Vec::new();
     let mut ids: HashMap<String, DeviceSeen> = HashMap::new();
     let mut jids: HashMap<String, (String, Span)> = HashMap::new();
+    let mut units = modbus::UnitsSeen::new();
     for raw in raws {
         let id = device_id(raw, &mut ids, rep);
         // Messages name the device as written, even when its id is invalid or a duplicate.
@@ -930,6 +983,11 @@ fn devices(
                 modbus::device(k.name, &own, rep).map(|(binding, order)| {
                     if let DeviceBinding::Modbus(s) = &binding {
                         modbus_defaults = (order, s.max_registers_per_request);
+                    }
+                    if let Some(a) = adapter {
+                        modbus::shared_unit(
+                            &mut units, &a.id, &binding, &own, &raw.span, &label, rep,
+                        );
                     }
                     binding
                 })
@@ -1251,6 +1309,19 @@ fn fields(
                     );
                     None
                 } else {
+                    if n.value.contains(char::is_whitespace)
+                        && raw.writable.as_ref().is_some_and(|w| w.value)
+                    {
+                        rep.warn(
+                            &n.span,
+                            format!(
+                                "writable field `{}` has a space in its name: the chat command \
+                                 `set <field> <value>` cannot name it (XEP-0325 can); e.g. `{}`",
+                                n.value,
+                                n.value.split_whitespace().collect::<Vec<_>>().join("_")
+                            ),
+                        );
+                    }
                     names.insert(n.value.clone(), n.span.clone());
                     Some(n.value.clone())
                 }
@@ -1379,6 +1450,7 @@ pub(crate) mod tests {
             credentials_dir: None,
             hostname: Some("testhost".into()),
             state_directory: None,
+            probe_state_dir: false,
         }
     }
 
@@ -1679,6 +1751,7 @@ adapter = "sim"
             credentials_dir: None,
             hostname: None,
             state_directory: None,
+            probe_state_dir: false,
         };
         let loaded = load_with(Path::new(PATH), HEAD, LoadMode::Check, &no_host).unwrap();
         assert_eq!(loaded.config.gateway.name, "xmpp-iot-gateway");
@@ -2003,6 +2076,7 @@ match = { id = "250715" }
             credentials_dir: Some(creds.path().to_owned()),
             hostname: None,
             state_directory: None,
+            probe_state_dir: false,
         };
         let loaded = load_with(&path, src, LoadMode::Run, &env).unwrap();
         let XmppConfig::Component(c) = &loaded.config.xmpp else {
@@ -2310,6 +2384,7 @@ name = "t"
         let src = with_head("");
         let env = Env {
             state_directory: Some(PathBuf::from("/var/lib/private/gw")),
+            probe_state_dir: false,
             ..env()
         };
         let loaded = load_with(Path::new(PATH), &src, LoadMode::Check, &env).unwrap();

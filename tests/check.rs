@@ -1,0 +1,120 @@
+//! `check` against a folder of configurations, one mistake (or one tricky case) each:
+//! `tests/check/*.toml`. Each file says in its leading comment lines what `check` must answer:
+//!
+//! ```toml
+//! # Two meters left at the factory address.
+//! # exit: 0
+//! # stderr: both read the same device
+//! # not: error:
+//! ```
+//!
+//! `exit` is the exit status; every `stderr` (or `stdout`) line is a fragment that stream must
+//! contain; every `not` line a fragment that neither may contain. `{dir}` in a configuration is
+//! the case's scratch folder. Adding a case is adding a file; every case runs, and the test
+//! lists every case that failed.
+
+mod support;
+
+use std::path::Path;
+
+use support::Gateway;
+
+/// What a case expects, from its leading comments.
+#[derive(Debug, Default)]
+struct Expected {
+    exit: Option<i32>,
+    stderr: Vec<String>,
+    stdout: Vec<String>,
+    absent: Vec<String>,
+}
+
+fn expected(text: &str) -> Result<Expected, String> {
+    let mut e = Expected::default();
+    for line in text.lines().map_while(|l| l.strip_prefix('#')) {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim().to_owned();
+        match key.trim() {
+            "exit" => {
+                e.exit = Some(value.parse().map_err(|_| format!("exit {value:?}"))?);
+            }
+            "stderr" => e.stderr.push(value),
+            "stdout" => e.stdout.push(value),
+            "not" => e.absent.push(value),
+            _ => {}
+        }
+    }
+    if e.exit.is_none() {
+        return Err("no `# exit:` line".into());
+    }
+    Ok(e)
+}
+
+/// What is wrong with `check`'s answer to the case at `path` (nothing: empty).
+async fn run_case(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).expect("read case");
+    let want = match expected(&text) {
+        Ok(w) => w,
+        Err(e) => return vec![format!("malformed case: {e}")],
+    };
+    let out = Gateway::cli(Some(&text), &["check"]).await;
+    let mut problems = Vec::new();
+    if out.status.code() != want.exit {
+        problems.push(format!(
+            "exit {:?}, expected {:?}",
+            out.status.code(),
+            want.exit
+        ));
+    }
+    for (stream, fragments, got) in [
+        ("stderr", &want.stderr, &out.stderr),
+        ("stdout", &want.stdout, &out.stdout),
+    ] {
+        for f in fragments.iter().filter(|f| !got.contains(f.as_str())) {
+            problems.push(format!("{stream} lacks {f:?}"));
+        }
+    }
+    for f in want
+        .absent
+        .iter()
+        .filter(|f| out.stderr.contains(f.as_str()) || out.stdout.contains(f.as_str()))
+    {
+        problems.push(format!("output has {f:?}"));
+    }
+    if !problems.is_empty() {
+        problems.push(format!("stderr:\n{}\nstdout:\n{}", out.stderr, out.stdout));
+    }
+    problems
+}
+
+#[tokio::test]
+async fn check_answers_every_case_as_written() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check");
+    let mut cases: Vec<_> = std::fs::read_dir(&dir)
+        .expect("tests/check")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    cases.sort();
+    assert!(
+        cases.len() >= 10,
+        "the cases are missing: {}",
+        dir.display()
+    );
+    let mut failed = Vec::new();
+    for case in &cases {
+        let problems = run_case(case).await;
+        if !problems.is_empty() {
+            let name = case.file_name().unwrap_or_default().to_string_lossy();
+            failed.push(format!("{name}:\n  {}", problems.join("\n  ")));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failed.len(),
+        cases.len(),
+        failed.join("\n")
+    );
+}
