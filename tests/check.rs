@@ -118,3 +118,47 @@ async fn check_answers_every_case_as_written() {
         failed.join("\n")
     );
 }
+
+/// The fenced blocks of a Markdown text that follow `heading`, up to the next heading.
+fn blocks_after(text: &str, heading: &str) -> Vec<String> {
+    let Some(start) = text.find(heading) else {
+        return Vec::new();
+    };
+    let section = &text[start + heading.len()..];
+    let section = section.split("\n#").next().unwrap_or_default();
+    section
+        .split("```")
+        .skip(1)
+        .step_by(2)
+        .map(|b| b.split_once('\n').map_or("", |(_, body)| body).to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_energy_meter_example_of_the_devices_guide_checks_as_it_says() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/devices.md");
+    let text = std::fs::read_to_string(&path).expect("docs/devices.md");
+    let blocks = blocks_after(&text, "### From a datasheet: a DIN-rail energy meter");
+    let [config, plan] = &blocks[..] else {
+        panic!("expected the configuration and the plan: {blocks:#?}");
+    };
+    let toml = format!(
+        "[xmpp]\ndomain = \"sensors.localhost\"\nsecret_file = \"component.secret\"\n{config}"
+    );
+    let out = Gateway::cli(Some(&toml), &["check"]).await;
+    assert!(out.success(), "{}", out.stderr);
+    // Only the two warnings of a machine without the meter and the secret.
+    let warnings: Vec<&str> = out.stderr.lines().collect();
+    assert!(
+        warnings.iter().all(|w| w.contains("does not exist")),
+        "{}",
+        out.stderr
+    );
+    for line in plan.lines() {
+        assert!(
+            out.stdout.lines().any(|l| l.trim_end() == line.trim_end()),
+            "the guide shows {line:?}; check prints:\n{}",
+            out.stdout
+        );
+    }
+}

@@ -9,7 +9,8 @@
 //!   [`serial`] hold the adapters' own keys;
 //! - [`diagnostic`] turns spans into `PATH:LINE:COL: message` lines.
 //!
-//! [`device_table`] renders what `check` prints. [`resolve_path`] picks the file to load.
+//! [`device_table`] renders what `check` prints. `reference` (tests only) keeps
+//! `docs/configuration.md` listing exactly the keys [`raw`] accepts. [`resolve_path`] picks the file to load.
 //! The rest of the gateway only ever sees [`model`] types.
 
 mod diagnostic;
@@ -19,6 +20,8 @@ mod modbus;
 pub mod model;
 mod mqtt;
 mod raw;
+#[cfg(test)]
+mod reference;
 mod secret;
 mod serial;
 mod simulated;

@@ -176,7 +176,7 @@ pub(crate) const CLIENT_KEYS: &[&str] = &[
     "ca_file",
     "tls",
 ];
-const XMPP_KEYS: &[&str] = &[
+pub(crate) const XMPP_KEYS: &[&str] = &[
     "mode",
     "domain",
     "server",
@@ -189,8 +189,8 @@ const XMPP_KEYS: &[&str] = &[
     "ca_file",
     "tls",
 ];
-const ACCESS_KEYS: &[&str] = &["read", "control"];
-const PUBLISH_KEYS: &[&str] = &[
+pub(crate) const ACCESS_KEYS: &[&str] = &["read", "control"];
+pub(crate) const PUBLISH_KEYS: &[&str] = &[
     "presence",
     "min_interval",
     "deadband",
@@ -198,8 +198,8 @@ const PUBLISH_KEYS: &[&str] = &[
     "pubsub",
     "room",
 ];
-const METRICS_KEYS: &[&str] = &["listen"];
-const LOG_KEYS: &[&str] = &["level"];
+pub(crate) const METRICS_KEYS: &[&str] = &["listen"];
+pub(crate) const LOG_KEYS: &[&str] = &["level"];
 pub(crate) const ADAPTER_COMMON: &[&str] = &["id", "type"];
 pub(crate) const DEVICE_COMMON: &[&str] = &[
     "id",
