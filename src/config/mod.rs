@@ -24,6 +24,7 @@ mod raw;
 mod reference;
 mod secret;
 mod serial;
+mod service;
 mod simulated;
 mod table;
 mod validate;
@@ -76,6 +77,10 @@ pub(crate) struct Env {
     /// Whether to look at the file system for a written `state_dir` (off in unit tests, whose
     /// paths are made up).
     pub probe_state_dir: bool,
+    /// When `check` runs as root: how the packaged service will meet the files the
+    /// configuration names (its user, its unit's credentials), to warn about what it could not
+    /// read.
+    pub service: Option<service::ServiceView>,
 }
 
 impl Env {
@@ -92,6 +97,7 @@ impl Env {
                 .and_then(|v| std::env::split_paths(&v).next())
                 .filter(|p| p.is_absolute()),
             probe_state_dir: true,
+            service: service::ServiceView::for_root_check(),
         }
     }
 }
@@ -229,6 +235,7 @@ mod tests {
             hostname: None,
             state_directory: None,
             probe_state_dir: false,
+            service: None,
         };
         let source = std::fs::read_to_string(&path).unwrap();
         let loaded = load_with(&path, &source, LoadMode::Run, &env).unwrap();

@@ -521,7 +521,10 @@ pub(super) fn secret_pair(
         ctx.env.credentials_dir.as_deref(),
     );
     match secret::read_secret(&found) {
-        Ok(secret) => Some(secret),
+        Ok(secret) => {
+            service_can_read(rep, ctx, file, file_key, &found.path);
+            Some(secret)
+        }
         Err(e) => {
             file_problem(rep, ctx, file, file_key, &e);
             None
@@ -553,10 +556,33 @@ pub(super) fn ca_file(
         return None;
     }
     let found = secret::resolve_file(&f.value, &ctx.base_dir, ctx.env.credentials_dir.as_deref());
-    if let Err(e) = secret::check_readable(&found) {
-        file_problem(rep, ctx, f, "ca_file", &e);
+    match secret::check_readable(&found) {
+        Ok(()) => service_can_read(rep, ctx, f, "ca_file", &found.path),
+        Err(e) => file_problem(rep, ctx, f, "ca_file", &e),
     }
     Some(found.path)
+}
+
+/// Under `check` as root: a warning when the packaged service could not read a file that root
+/// could (see `service.rs`).
+fn service_can_read(
+    rep: &mut Report<'_>,
+    ctx: &Context<'_>,
+    file: &Spanned<String>,
+    key: &str,
+    path: &Path,
+) {
+    let Some(view) = ctx
+        .env
+        .service
+        .as_ref()
+        .filter(|_| ctx.mode == LoadMode::Check)
+    else {
+        return;
+    };
+    if let Some(problem) = view.problem(key, &file.value, path) {
+        rep.warn(&file.span, format!("`{key}`: {problem}"));
+    }
 }
 
 /// One access list; the entries are bare JIDs or `@domain`, lower-cased.
@@ -1451,6 +1477,7 @@ pub(crate) mod tests {
             hostname: Some("testhost".into()),
             state_directory: None,
             probe_state_dir: false,
+            service: None,
         }
     }
 
@@ -1752,6 +1779,7 @@ adapter = "sim"
             hostname: None,
             state_directory: None,
             probe_state_dir: false,
+            service: None,
         };
         let loaded = load_with(Path::new(PATH), HEAD, LoadMode::Check, &no_host).unwrap();
         assert_eq!(loaded.config.gateway.name, "xmpp-iot-gateway");
@@ -2077,6 +2105,7 @@ match = { id = "250715" }
             hostname: None,
             state_directory: None,
             probe_state_dir: false,
+            service: None,
         };
         let loaded = load_with(&path, src, LoadMode::Run, &env).unwrap();
         let XmppConfig::Component(c) = &loaded.config.xmpp else {
@@ -2385,6 +2414,7 @@ name = "t"
         let env = Env {
             state_directory: Some(PathBuf::from("/var/lib/private/gw")),
             probe_state_dir: false,
+            service: None,
             ..env()
         };
         let loaded = load_with(Path::new(PATH), &src, LoadMode::Check, &env).unwrap();
