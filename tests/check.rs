@@ -119,27 +119,53 @@ async fn check_answers_every_case_as_written() {
     );
 }
 
-/// The fenced blocks of a Markdown text that follow `heading`, up to the next heading.
-fn blocks_after(text: &str, heading: &str) -> Vec<String> {
+/// The fenced blocks of a Markdown text that follow `heading`, up to the next heading of its
+/// level or above, as (info string, body with the list indentation removed).
+fn blocks_after(text: &str, heading: &str) -> Vec<(String, String)> {
     let Some(start) = text.find(heading) else {
         return Vec::new();
     };
+    let level = heading.chars().take_while(|c| *c == '#').count();
     let section = &text[start + heading.len()..];
-    let section = section.split("\n#").next().unwrap_or_default();
-    section
-        .split("```")
-        .skip(1)
-        .step_by(2)
-        .map(|b| b.split_once('\n').map_or("", |(_, body)| body).to_owned())
-        .collect()
+    let end = section
+        .match_indices("\n#")
+        .find(|(i, _)| section[i + 1..].chars().take_while(|c| *c == '#').count() <= level)
+        .map_or(section.len(), |(i, _)| i);
+    let mut blocks = Vec::new();
+    let mut open: Option<(String, usize, String)> = None;
+    for line in section[..end].lines() {
+        let indent = line.len() - line.trim_start().len();
+        let trimmed = line.trim_start();
+        match &mut open {
+            None => {
+                if let Some(info) = trimmed.strip_prefix("```") {
+                    open = Some((info.trim().to_owned(), indent, String::new()));
+                }
+            }
+            Some((info, fence_indent, body)) => {
+                if trimmed.starts_with("```") {
+                    blocks.push((std::mem::take(info), std::mem::take(body)));
+                    open = None;
+                } else {
+                    body.push_str(line.get(*fence_indent..).unwrap_or(trimmed));
+                    body.push('\n');
+                }
+            }
+        }
+    }
+    blocks
 }
 
 #[tokio::test]
 async fn the_energy_meter_example_of_the_devices_guide_checks_as_it_says() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/devices.md");
     let text = std::fs::read_to_string(&path).expect("docs/devices.md");
-    let blocks = blocks_after(&text, "### From a datasheet: a DIN-rail energy meter");
-    let [config, plan] = &blocks[..] else {
+    let blocks: Vec<String> = blocks_after(&text, "### From a datasheet: a DIN-rail energy meter")
+        .into_iter()
+        .filter(|(info, _)| info != "sh")
+        .map(|(_, body)| body)
+        .collect();
+    let [.., config, plan] = &blocks[..] else {
         panic!("expected the configuration and the plan: {blocks:#?}");
     };
     let toml = format!(
@@ -161,4 +187,32 @@ async fn the_energy_meter_example_of_the_devices_guide_checks_as_it_says() {
             out.stdout
         );
     }
+}
+
+#[tokio::test]
+async fn the_configuration_steps_of_the_pi_guide_pass_check() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let guide = std::fs::read_to_string(root.join("deploy/raspberry-pi.md")).expect("guide");
+    let packaged =
+        std::fs::read_to_string(root.join("deploy/gateway.toml")).expect("deploy/gateway.toml");
+    let added: Vec<String> = blocks_after(&guide, "## First install, step by step")
+        .into_iter()
+        .filter(|(info, _)| info == "toml")
+        .map(|(_, body)| body)
+        .collect();
+    assert!(!added.is_empty(), "the guide adds a device in a toml block");
+    // The packaged file as the guide's step 6 edits it, plus every block the guide adds.
+    let config = format!(
+        "{}\n{}",
+        packaged.replace("sensors.example.org", "sensors.home.example.org"),
+        added.join("\n")
+    );
+    let out = Gateway::cli(Some(&config), &["check"]).await;
+    assert!(out.success(), "{}", out.stderr);
+    assert!(
+        out.stdout.contains("pi@sensors.home.example.org")
+            && out.stdout.contains("cpu_temperature"),
+        "{}",
+        out.stdout
+    );
 }
