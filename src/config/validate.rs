@@ -770,6 +770,7 @@ fn adapters(
     let mut configs = Vec::new();
     let mut infos: Vec<AdapterInfo> = Vec::new();
     let mut seen: HashMap<String, Span> = HashMap::new();
+    let mut ports: HashMap<PathBuf, (String, Span)> = HashMap::new();
     for raw in raws {
         let id = match &raw.id {
             None if bad(&raw.bad, "id") => None,
@@ -855,6 +856,7 @@ fn adapters(
             Some(k) if k.name == "serial" => serial.clone().map(AdapterKind::Serial),
             _ => None,
         };
+        one_adapter_per_port(&mut ports, raw, &own, rep);
         let Some(id) = id else { continue };
         let index = built.map(|kind| {
             configs.push(AdapterConfig {
@@ -871,6 +873,43 @@ fn adapters(
         });
     }
     (configs, infos)
+}
+
+/// Two adapters on one serial port would interleave their bytes on the wire and read each
+/// other's answers: an error at the second. Ports are compared after following symbolic links,
+/// so `/dev/serial/by-id/...` and `/dev/ttyUSB0` are the same port when they are.
+fn one_adapter_per_port(
+    seen: &mut HashMap<PathBuf, (String, Span)>,
+    raw: &RawAdapter<'_>,
+    own: &[Entry<'_>],
+    rep: &mut Report<'_>,
+) {
+    let Some(entry) = own.iter().find(|e| e.key == "port") else {
+        return;
+    };
+    let Some(port) = entry.item.as_str().map(str::trim).filter(|p| !p.is_empty()) else {
+        return;
+    };
+    let canonical = std::fs::canonicalize(port).unwrap_or_else(|_| PathBuf::from(port));
+    let label = raw.id.as_ref().map_or_else(
+        || "this adapter".to_owned(),
+        |id| format!("adapter `{}`", id.value),
+    );
+    match seen.get(&canonical) {
+        Some((other, first)) => {
+            let line = rep.line(first);
+            rep.error(
+                &entry.span(),
+                format!(
+                    "{label} uses the serial port `{port}`, as {other} (line {line}) does: one \
+                     port takes one adapter (several Modbus units share one `modbus-rtu` adapter)"
+                ),
+            );
+        }
+        None => {
+            seen.insert(canonical, (label, entry.span()));
+        }
+    }
 }
 
 /// Where a type-specific key sits.
