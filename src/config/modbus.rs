@@ -306,6 +306,43 @@ pub(super) fn shared_unit(
     }
 }
 
+/// A device's Modbus fields seen so far: their point, label and header.
+pub(super) type PointsSeen = Vec<(Point, String, Span)>;
+
+/// Warns when a field reads registers another field of the device already reads: usually an
+/// address copied wrong from a datasheet (a `float32` takes two registers). Fields that take
+/// single bits of a register (`bit`), and bit registers, may share on purpose and are left
+/// alone. A warning: two views of one register (raw and scaled) are legitimate.
+pub(super) fn overlapping_registers(
+    seen: &mut PointsSeen,
+    point: &Point,
+    header: &Span,
+    label: &str,
+    rep: &mut Report<'_>,
+) {
+    if point.kind.is_bits() || point.encoding.bit.is_some() {
+        return;
+    }
+    let range = |p: &Point| u32::from(p.address)..u32::from(p.address) + u32::from(p.span());
+    let mine = range(point);
+    if let Some((_, other, first)) = seen.iter().find(|(p, _, _)| {
+        let theirs = range(p);
+        p.kind == point.kind && mine.start < theirs.end && theirs.start < mine.end
+    }) {
+        let line = rep.line(first);
+        rep.warn(
+            header,
+            format!(
+                "{label} reads registers {}-{}, which {other} (line {line}) reads too: check the \
+                 addresses (a 32-bit value takes two registers, a 64-bit one four)",
+                mine.start,
+                mine.end - 1
+            ),
+        );
+    }
+    seen.push((point.clone(), label.to_owned(), header.clone()));
+}
+
 /// What a Modbus field needs from its device and its common keys.
 pub(super) struct FieldContext<'a> {
     /// The field's `type`, if written.

@@ -1347,6 +1347,7 @@ fn fields(
 ) -> Vec<FieldConfig> {
     let mut out = Vec::new();
     let mut names: HashMap<String, Span> = HashMap::new();
+    let mut points = Vec::new();
     for raw in raws {
         let name = match &raw.name {
             None if bad(&raw.bad, "name") => None,
@@ -1484,6 +1485,9 @@ fn fields(
             _ => None,
         };
         let Some(binding) = binding else { continue };
+        if let FieldBinding::Modbus(point) = &binding {
+            modbus::overlapping_registers(&mut points, point, &raw.span, &label, rep);
+        }
         out.push(FieldConfig {
             spec: FieldSpec {
                 name: Arc::from(name.as_str()),
