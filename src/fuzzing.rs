@@ -29,6 +29,8 @@ pub fn config(data: &[u8]) {
         credentials_dir: None,
         hostname: Some("fuzz-host".into()),
         state_directory: None,
+        probe_state_dir: false,
+        service: None,
     };
     let lines = source.lines().count().max(1);
     for mode in [LoadMode::Check, LoadMode::Run] {

@@ -12,8 +12,12 @@ use xmpp_iot_gateway::remote;
 
 use cli::{Cli, Command};
 
-/// Exit status for usage and configuration errors (SPEC §1); clap uses it for usage errors too.
+/// Exit status for usage and configuration errors; clap uses it for usage errors too.
 const EXIT_CONFIG: u8 = 2;
+
+/// The default log filter of `read` and `set`: they report a failure themselves, in one line;
+/// library lines would repeat it in another format (`--log debug` shows them).
+const COMMAND_LOG: &str = "xmpp_iot_gateway=error";
 
 fn main() -> ExitCode {
     match run() {
@@ -27,6 +31,10 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    let log = match cli.log.as_deref().map(cli::log_filter).transpose() {
+        Ok(log) => log,
+        Err(e) => return Ok(usage_errors([Some(vec![e])])),
+    };
     match cli.command.unwrap_or(Command::Run) {
         Command::Version => {
             println!("{} {}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"));
@@ -44,65 +52,59 @@ fn run() -> anyhow::Result<ExitCode> {
             json,
             login,
         } => {
-            let time = |t: Option<String>| -> Result<_, String> {
-                t.map(|t| {
-                    chrono::DateTime::parse_from_rfc3339(&t)
-                        .map(|d| d.with_timezone(&chrono::Utc))
-                        .map_err(|e| format!("{t:?} is not an RFC 3339 time: {e}"))
-                })
-                .transpose()
-            };
-            let (login, target, from, to) = match (
-                remote_login(&login),
-                parse_jid(&target),
-                time(from),
-                time(to),
+            let (login, target, range) = match (
+                login.login(),
+                cli::target_jid(&target).map_err(|e| vec![e]),
+                cli::history_range(from.as_deref(), to.as_deref()),
             ) {
-                (Ok(l), Ok(t), Ok(f), Ok(to)) => (l, t, f, to),
-                (l, t, f, to) => {
-                    for e in [l.err(), t.err(), f.err(), to.err()].into_iter().flatten() {
-                        eprintln!("error: {e}");
-                    }
-                    return Ok(ExitCode::from(EXIT_CONFIG));
-                }
+                (Ok(l), Ok(t), Ok(r)) => (l, t, r),
+                (l, t, r) => return Ok(usage_errors([l.err(), t.err(), r.err()])),
             };
-            init_logging(cli.log.as_deref(), Some("warn"));
+            init_logging(log.as_deref(), Some(COMMAND_LOG));
+            let (from, to) = range;
             let historical = from.is_some() || to.is_some();
             let what = remote::ReadRequest { fields, from, to };
             let result = client_runtime()?.block_on(remote::read(&login, &target, &what));
             match result {
-                Ok(fields) if json => println!("{}", remote::json(&target, &fields)),
-                Ok(fields) => print!("{}", remote::table(&fields, historical)),
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return Ok(ExitCode::FAILURE);
+                Ok(fields) => {
+                    if json {
+                        println!("{}", remote::json(&target, &fields));
+                    } else {
+                        print!("{}", remote::table(&fields, historical));
+                    }
+                    // History may hold no value of a field in the range; a momentary readout
+                    // lacks a field only when the device has no such field.
+                    let missing = remote::missing_fields(&what.fields, &fields);
+                    if !historical && !missing.is_empty() {
+                        eprintln!(
+                            "error: {target} has no field {}",
+                            missing
+                                .iter()
+                                .map(|f| format!("{f:?}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        );
+                        return Ok(ExitCode::FAILURE);
+                    }
+                    Ok(ExitCode::SUCCESS)
                 }
+                Err(e) => Ok(remote_error(&e)),
             }
-            Ok(ExitCode::SUCCESS)
         }
         Command::Set {
             target,
             values,
             login,
         } => {
-            let pairs: Result<Vec<(String, String)>, String> = values
-                .iter()
-                .map(|v| {
-                    v.split_once('=')
-                        .map(|(n, v)| (n.to_owned(), v.to_owned()))
-                        .ok_or_else(|| format!("{v:?} is not NAME=VALUE"))
-                })
-                .collect();
-            let (login, target, pairs) = match (remote_login(&login), parse_jid(&target), pairs) {
+            let (login, target, pairs) = match (
+                login.login(),
+                cli::target_jid(&target).map_err(|e| vec![e]),
+                cli::set_values(&values),
+            ) {
                 (Ok(l), Ok(t), Ok(p)) => (l, t, p),
-                (l, t, p) => {
-                    for e in [l.err(), t.err(), p.err()].into_iter().flatten() {
-                        eprintln!("error: {e}");
-                    }
-                    return Ok(ExitCode::from(EXIT_CONFIG));
-                }
+                (l, t, p) => return Ok(usage_errors([l.err(), t.err(), p.err()])),
             };
-            init_logging(cli.log.as_deref(), Some("warn"));
+            init_logging(log.as_deref(), Some(COMMAND_LOG));
             match client_runtime()?.block_on(remote::set(&login, &target, &pairs)) {
                 Ok(()) => {
                     println!(
@@ -115,10 +117,7 @@ fn run() -> anyhow::Result<ExitCode> {
                     );
                     Ok(ExitCode::SUCCESS)
                 }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    Ok(ExitCode::FAILURE)
-                }
+                Err(e) => Ok(remote_error(&e)),
             }
         }
         Command::Check => {
@@ -146,7 +145,7 @@ fn run() -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(EXIT_CONFIG));
                 }
             };
-            init_logging(cli.log.as_deref(), loaded.config.log.level.as_deref());
+            init_logging(log.as_deref(), loaded.config.log.level.as_deref());
             for w in &loaded.warnings {
                 tracing::warn!("{w}");
             }
@@ -178,42 +177,22 @@ fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn parse_jid(s: &str) -> Result<xmpp_parsers::jid::Jid, String> {
-    xmpp_parsers::jid::Jid::new(s).map_err(|e| format!("{s:?} is not a JID: {e}"))
+/// Prints every usage error (one line each) and gives the exit status for them.
+fn usage_errors<const N: usize>(errors: [Option<Vec<String>>; N]) -> ExitCode {
+    for e in errors.into_iter().flatten().flatten() {
+        eprintln!("error: {e}");
+    }
+    ExitCode::from(EXIT_CONFIG)
 }
 
-/// The login of `read`/`set`: password from --password-file, else $XMPP_PASSWORD.
-fn remote_login(args: &cli::LoginArgs) -> Result<remote::Login, String> {
-    let jid = xmpp_parsers::jid::BareJid::new(&args.jid)
-        .map_err(|e| format!("--jid {:?} is not a bare JID: {e}", args.jid))?;
-    let password = match &args.password_file {
-        Some(path) => std::fs::read_to_string(path)
-            .map(|p| p.trim_end_matches(['\n', '\r']).to_owned())
-            .map_err(|e| format!("cannot read --password-file {}: {e}", path.display()))?,
-        None => std::env::var("XMPP_PASSWORD")
-            .map_err(|_| "no password: give --password-file or set $XMPP_PASSWORD".to_owned())?,
-    };
-    let timeout = humantime::parse_duration(&args.timeout)
-        .map_err(|e| format!("--timeout {:?}: {e}", args.timeout))?;
-    if args.no_tls {
-        let loopback = args.server.as_deref().is_some_and(|s| {
-            s.parse::<std::net::SocketAddr>()
-                .map(|a| a.ip().is_loopback())
-                .unwrap_or(false)
-                || s.starts_with("localhost:")
-        });
-        if !loopback {
-            return Err("--no-tls is only allowed with a loopback --server".into());
-        }
+/// Prints a failed `read`/`set` in one line: 2 when the command line is at fault, else 1.
+fn remote_error(e: &remote::RemoteError) -> ExitCode {
+    eprintln!("error: {e}");
+    if e.is_usage() {
+        ExitCode::from(EXIT_CONFIG)
+    } else {
+        ExitCode::FAILURE
     }
-    Ok(remote::Login {
-        jid,
-        password,
-        server: args.server.clone(),
-        ca_file: args.ca_file.clone(),
-        plaintext: args.no_tls,
-        timeout,
-    })
 }
 
 /// SIGTERM and SIGINT stop the gateway gracefully; SIGHUP reloads its configuration.
@@ -250,9 +229,20 @@ async fn watch_signals(shutdown: CancellationToken, reload: tokio::sync::mpsc::S
 fn init_logging(cli_level: Option<&str>, config_level: Option<&str>) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
+    // A RUST_LOG that is no filter (`warning`) would silence every line: say so and skip it.
+    let env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .filter(|v| match config::check_log_filter(v) {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("warning: RUST_LOG ignored: {e}");
+                false
+            }
+        });
     let filter = cli_level
         .map(EnvFilter::new)
-        .or_else(|| std::env::var("RUST_LOG").ok().map(EnvFilter::new))
+        .or_else(|| env.map(EnvFilter::new))
         .or_else(|| config_level.map(EnvFilter::new))
         .unwrap_or_else(|| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use minidom::Element;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::jid::{BareJid, FullJid, Jid};
@@ -40,10 +41,20 @@ pub struct Login {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
+    /// The command line names something unusable (a CA file that is no PEM): a usage error.
     #[error("{0}")]
     Setup(String),
-    #[error("not logged in within {0:?}: check --jid, the password, --server and --ca-file (the log says more with --log debug)")]
+    /// The one login attempt failed in a way another attempt would not fix.
+    #[error("cannot log in as {jid} at {server}: {reason}")]
+    LoginFailed {
+        jid: String,
+        server: String,
+        reason: String,
+    },
+    #[error("not logged in within {0:?}: the server accepted the connection but did not finish the login (--log debug shows more)")]
     Login(Duration),
+    #[error("the connection to the server was lost")]
+    Lost,
     #[error("no answer from {jid} within {timeout:?}")]
     Timeout { jid: String, timeout: Duration },
     #[error("{jid} answered with an error: {condition}{}", text.as_deref().map(|t| format!(" ({t})")).unwrap_or_default())]
@@ -64,6 +75,42 @@ impl RemoteError {
             condition: kebab(&condition),
             text: e.texts.values().next().cloned(),
         }
+    }
+
+    /// Whether the command line itself is at fault (exit status 2) rather than the server, the
+    /// network or the device (exit status 1).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, RemoteError::Setup(_))
+    }
+}
+
+/// What a failed login attempt means for the person at the command line: the cause and what to
+/// check, in one sentence.
+fn login_failure(e: &tokio_xmpp::Error) -> String {
+    use tokio_xmpp::error::{AuthError, Error, ProtocolError};
+    let text = e.to_string();
+    match e {
+        Error::Auth(AuthError::Fail(condition)) => format!(
+            "the server refused the login ({}): check --jid and the password",
+            kebab(&format!("{condition:?}"))
+        ),
+        Error::Auth(AuthError::NoMechanism) => {
+            "the server offers no login mechanism this client has (SCRAM-SHA-1/256, PLAIN)".into()
+        }
+        Error::Protocol(ProtocolError::NoTls) => {
+            "the server does not offer STARTTLS (--no-tls is for a loopback test server only)"
+                .into()
+        }
+        Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "connection refused: nothing listens there (check --server and that the XMPP server runs)"
+                .into()
+        }
+        _ if text.contains("certificate") || text.contains("Certificate") => format!(
+            "the server's certificate does not verify ({}): give its CA with --ca-file; the \
+             certificate must name the JID's domain",
+            text.trim_start_matches("I/O error: ")
+        ),
+        _ => text,
     }
 }
 
@@ -104,6 +151,10 @@ impl Session {
         let resource = format!("cli-{:08x}", rand::random::<u32>());
         let jid = FullJid::new(&format!("{}/{resource}", login.jid))
             .map_err(|e| RemoteError::Setup(e.to_string()))?;
+        let server = login
+            .server
+            .clone()
+            .unwrap_or_else(|| format!("{} (SRV)", login.jid.domain()));
         let connector = Connector {
             target: login
                 .server
@@ -114,18 +165,34 @@ impl Session {
             label: jid.to_string().into(),
             failures: Arc::new(AtomicU32::new(0)),
         };
-        let mut stream = C2sStream::new(
+        let (failed_tx, mut failed_rx) = mpsc::unbounded_channel();
+        let mut stream = C2sStream::single_attempt(
             connector,
-            jid.into(),
+            jid.clone().into(),
             login.password.clone(),
             Timeouts::tight(),
+            failed_tx,
         );
+        let failed = |e: tokio_xmpp::Error| RemoteError::LoginFailed {
+            jid: login.jid.to_string(),
+            server: server.clone(),
+            reason: login_failure(&e),
+        };
         let deadline = Instant::now() + login.timeout;
+        let mut attempt_over = false;
         loop {
-            match tokio::time::timeout_at(deadline, stream.next()).await {
-                Ok(Some(C2sEvent::Online { .. })) => break,
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => return Err(RemoteError::Login(login.timeout)),
+            tokio::select! {
+                error = failed_rx.recv(), if !attempt_over => match error {
+                    Some(e) => return Err(failed(e)),
+                    // The attempt succeeded; the stream reports the rest.
+                    None => attempt_over = true,
+                },
+                event = tokio::time::timeout_at(deadline, stream.next()) => match event {
+                    Ok(Some(C2sEvent::Online { .. })) => break,
+                    Ok(Some(C2sEvent::Stanza(_))) => {}
+                    Ok(Some(C2sEvent::Suspended) | None) => return Err(RemoteError::Lost),
+                    Err(_) => return Err(RemoteError::Login(login.timeout)),
+                },
             }
         }
         // Negative priority: messages to our bare JID are not for this session.
@@ -142,8 +209,10 @@ impl Session {
         loop {
             match tokio::time::timeout_at(self.deadline, self.stream.next()).await {
                 Ok(Some(C2sEvent::Stanza(st))) => return Ok(*st),
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => {
+                Ok(Some(C2sEvent::Online { .. })) => {}
+                // A one-shot command does not wait for a reconnect.
+                Ok(Some(C2sEvent::Suspended) | None) => return Err(RemoteError::Lost),
+                Err(_) => {
                     return Err(RemoteError::Timeout {
                         jid: target.to_string(),
                         timeout: self.timeout,
@@ -349,6 +418,15 @@ pub fn table(fields: &[ParsedField], with_time: bool) -> String {
     out
 }
 
+/// The fields asked for by name that a readout did not return, in the order asked.
+pub fn missing_fields<'a>(asked: &'a [String], got: &[ParsedField]) -> Vec<&'a str> {
+    asked
+        .iter()
+        .map(String::as_str)
+        .filter(|name| !got.iter().any(|f| f.name == *name))
+        .collect()
+}
+
 /// The fields as one JSON document.
 pub fn json(target: &Jid, fields: &[ParsedField]) -> String {
     let fields: Vec<serde_json::Value> = fields
@@ -359,7 +437,8 @@ pub fn json(target: &Jid, fields: &[ParsedField]) -> String {
                 "name": f.name,
                 "type": f.kind,
                 "value": f.value,
-                "unit": f.unit,
+                // No unit is `null`, whether the device left the attribute out or sent it empty.
+                "unit": f.unit.as_deref().filter(|u| !u.is_empty()),
                 "timestamp": sensordata::format_datetime(f.timestamp),
                 "writable": f.writable,
             })
@@ -379,6 +458,54 @@ mod tests {
         assert_eq!(control_type("5000000000"), "long");
         assert_eq!(control_type("21.5"), "double");
         assert_eq!(control_type("hello"), "string");
+    }
+
+    fn field(name: &str, unit: Option<&str>) -> ParsedField {
+        ParsedField {
+            node_id: "n".into(),
+            timestamp: DateTime::UNIX_EPOCH,
+            kind: "numeric".into(),
+            name: name.into(),
+            value: "1".into(),
+            unit: unit.map(Into::into),
+            writable: false,
+        }
+    }
+
+    #[test]
+    fn a_field_asked_for_and_not_returned_is_named() {
+        let got = [field("temperature", Some("°C"))];
+        let asked = ["temperature".to_owned(), "nope".to_owned()];
+        assert_eq!(missing_fields(&asked, &got), ["nope"]);
+        assert!(missing_fields(&[], &got).is_empty());
+    }
+
+    #[test]
+    fn json_spells_no_unit_one_way() {
+        let jid = Jid::new("d@example.org").expect("jid");
+        let doc: serde_json::Value = serde_json::from_str(&json(
+            &jid,
+            &[
+                field("a", None),
+                field("b", Some("")),
+                field("c", Some("V")),
+            ],
+        ))
+        .expect("json");
+        let units: Vec<&serde_json::Value> = doc["fields"]
+            .as_array()
+            .expect("fields")
+            .iter()
+            .map(|f| &f["unit"])
+            .collect();
+        assert_eq!(
+            units,
+            [
+                &serde_json::Value::Null,
+                &serde_json::Value::Null,
+                &serde_json::json!("V")
+            ]
+        );
     }
 
     #[test]

@@ -350,6 +350,104 @@ async fn read_and_set_from_the_command_line() {
     assert!(out.stderr.contains("item-not-found"), "{}", out.stderr);
     let out = Gateway::cli(None, &["set", "relay@localhost", "level=1"]).await;
     assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+
+    // A field the device does not have is named, not silently left out.
+    let args = login(&["read", "gw@localhost/thermo", "--field", "nope"]);
+    let out = Gateway::cli(None, &args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert_eq!(out.status.code(), Some(1), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("has no field \"nope\""),
+        "{}",
+        out.stderr
+    );
+}
+
+/// `read` of alice's own JID as alice, with `options` (name, value) in place of the defaults
+/// or added; a timeout far beyond the rig's own limit for a command, so that a command that
+/// retried instead of stopping would fail the test.
+async fn read_as_alice(prosody: &Prosody, options: &[(&str, &str)]) -> support::CmdOutput {
+    let pwfile = tempfile::NamedTempFile::new().expect("tempfile");
+    std::fs::write(pwfile.path(), "pw\n").expect("write");
+    let pw = pwfile.path().display().to_string();
+    let server = prosody.c2s_addr().to_string();
+    let mut all: Vec<(&str, &str)> = vec![
+        ("--jid", "alice@localhost"),
+        ("--password-file", &pw),
+        ("--server", &server),
+        ("--timeout", "10min"),
+    ];
+    for (name, value) in options {
+        all.retain(|(n, _)| n != name);
+        all.push((name, value));
+    }
+    let mut args = vec!["read", "alice@localhost"];
+    for (name, value) in all {
+        args.extend([name, value]);
+    }
+    Gateway::cli(None, &args).await
+}
+
+/// One line on stderr, exit status `code`, and `wanted` in that line.
+fn one_line_error(out: &support::CmdOutput, code: i32, wanted: &str) {
+    assert_eq!(out.status.code(), Some(code), "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "one line:\n{}", out.stderr);
+    assert!(
+        out.stderr.starts_with("error: ") && out.stderr.contains(wanted),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test]
+async fn read_and_set_stop_at_once_on_errors_that_cannot_heal() {
+    let prosody = prosody().await;
+    let ca = prosody.ca_path().display().to_string();
+
+    // A wrong password, a certificate nobody vouches for, nothing listening: one attempt, one
+    // line, exit 1 (a retrying command would run into the rig's 60 s limit for a command).
+    let wrong = tempfile::NamedTempFile::new().expect("tempfile");
+    std::fs::write(wrong.path(), "wrong\n").expect("write");
+    let wrong = wrong.path().display().to_string();
+    let out = read_as_alice(&prosody, &[("--ca-file", &ca), ("--password-file", &wrong)]).await;
+    one_line_error(&out, 1, "refused the login (not-authorized)");
+    let out = read_as_alice(&prosody, &[]).await;
+    one_line_error(&out, 1, "certificate does not verify");
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").to_string()
+    };
+    let out = read_as_alice(&prosody, &[("--ca-file", &ca), ("--server", &closed)]).await;
+    one_line_error(&out, 1, "connection refused");
+
+    // Usage errors: exit 2 before any connection, never a panic.
+    let out = read_as_alice(&prosody, &[("--ca-file", &ca), ("--jid", "localhost")]).await;
+    one_line_error(&out, 2, "has no account name");
+    let out = read_as_alice(&prosody, &[("--ca-file", &ca), ("--server", "localhost")]).await;
+    one_line_error(&out, 2, "has no port");
+    let out = read_as_alice(&prosody, &[("--ca-file", "nope.pem")]).await;
+    one_line_error(&out, 2, "cannot read --ca-file nope.pem");
+    let out = read_as_alice(
+        &prosody,
+        &[
+            ("--from", "2026-01-02T00:00:00Z"),
+            ("--to", "2026-01-01T00:00:00Z"),
+        ],
+    )
+    .await;
+    one_line_error(&out, 2, "later than --to");
+    let out = read_as_alice(&prosody, &[("--log", "warning")]).await;
+    one_line_error(&out, 2, "did you mean `warn`");
+    let out = Gateway::cli(
+        None,
+        &["set", "relay@localhost", "=5", "--jid", "alice@localhost"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("\"=5\" has no field name"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// Waits until the session `full` answers pings.

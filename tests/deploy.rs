@@ -176,6 +176,31 @@ async fn the_packaged_config_passes_check() {
     }
 }
 
+/// The repository files an asset source names: the file itself, or for `dir/*.ext` (the glob
+/// form cargo-deb expands) the files of `dir` ending in `.ext`, as repository paths.
+fn asset_files(source: &str) -> Vec<String> {
+    let Some((dir, pattern)) = source.rsplit_once("/*") else {
+        return if repo_file(source).is_file() {
+            vec![source.to_owned()]
+        } else {
+            Vec::new()
+        };
+    };
+    let mut files: Vec<String> = std::fs::read_dir(repo_file(dir))
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .map(|e| {
+            e.expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|name| name.ends_with(pattern))
+        .map(|name| format!("{dir}/{name}"))
+        .collect();
+    files.sort();
+    files
+}
+
 #[test]
 fn the_debian_package_metadata_names_existing_files() {
     let manifest: toml::Table = std::fs::read_to_string(repo_file("Cargo.toml"))
@@ -189,18 +214,69 @@ fn the_debian_package_metadata_names_existing_files() {
     );
     let assets = deb["assets"].as_array().expect("assets");
     let mut dests = Vec::new();
+    // Every file the package installs under /usr/share/doc, as `dest + file name`.
+    let mut docs = Vec::new();
     for asset in assets {
         let a = asset.as_array().expect("[source, dest, mode]");
         let source = a[0].as_str().expect("source");
-        dests.push(a[1].as_str().expect("dest").to_owned());
-        if !source.starts_with("target/release/") {
-            assert!(repo_file(source).is_file(), "asset {source} does not exist");
+        let dest = a[1].as_str().expect("dest");
+        dests.push(dest.to_owned());
+        if source.starts_with("target/release/") {
+            continue;
+        }
+        let files = asset_files(source);
+        assert!(!files.is_empty(), "asset {source} names no file");
+        for file in files {
+            let name = file.rsplit('/').next().unwrap_or_default().to_owned();
+            if dest.starts_with("usr/share/doc/") {
+                docs.push(if dest.ends_with('/') {
+                    format!("{dest}{name}")
+                } else {
+                    dest.to_owned()
+                });
+            }
         }
     }
     for want in ["usr/bin/", "etc/xmpp-iot-gateway/gateway.toml"] {
         assert!(
             dests.iter().any(|d| d == want),
             "no asset installed to {want}"
+        );
+    }
+    // What the installed gateway.toml and the guides point to must be installed too: every
+    // adapter's README, the example with every adapter, every page of docs/.
+    let doc = |path: &str| format!("usr/share/doc/xmpp-iot-gateway/{path}");
+    let mut wanted: Vec<String> = vec![
+        doc("README.md"),
+        doc("examples/gateway.example.toml"),
+        doc("deploy/raspberry-pi.md"),
+    ];
+    for adapter in ["mqtt", "modbus", "serial", "simulated"] {
+        wanted.push(doc(&format!("adapters/{adapter}/README.md")));
+    }
+    for page in asset_files("docs/*.md") {
+        wanted.push(doc(&page));
+    }
+    for want in &wanted {
+        assert!(
+            docs.contains(want),
+            "the package does not install {want}: {docs:#?}"
+        );
+    }
+    let installed_config =
+        std::fs::read_to_string(repo_file("deploy/gateway.toml")).expect("deploy/gateway.toml");
+    for line in installed_config
+        .lines()
+        .filter(|l| l.contains("/usr/share/doc/"))
+    {
+        let path = line[line.find("/usr/share/doc/").unwrap_or_default() + 1..]
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches(['.', ',', ';', ')']);
+        assert!(
+            path.ends_with('/') || docs.iter().any(|d| d == path),
+            "deploy/gateway.toml points to {path}, which the package does not install"
         );
     }
     let units = deb["systemd-units"].as_table().expect("systemd-units");

@@ -19,6 +19,13 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
     if trimmed.chars().all(|c| c == '0') && !trimmed.is_empty() {
         return Ok(Duration::ZERO);
     }
+    // humantime reads the minus sign as "no number here".
+    if trimmed.starts_with('-') {
+        return Err(DurationError {
+            text: text.to_owned(),
+            reason: "it is negative".into(),
+        });
+    }
     humantime::parse_duration(trimmed).map_err(|e| DurationError {
         text: text.to_owned(),
         reason: reason(&e),
@@ -79,7 +86,8 @@ mod tests {
         assert!(e.contains("unknown unit `parsecs`"), "{e}");
         assert!(parse("").is_err());
         assert!(parse("soon").is_err());
-        assert!(parse("-5s").is_err());
+        let e = parse("-5s").unwrap_err().to_string();
+        assert!(e.contains("(it is negative)"), "{e}");
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //!   [`serial`] hold the adapters' own keys;
 //! - [`diagnostic`] turns spans into `PATH:LINE:COL: message` lines.
 //!
-//! [`device_table`] renders what `check` prints. [`resolve_path`] picks the file to load.
+//! [`device_table`] renders what `check` prints. `reference` (tests only) keeps
+//! `docs/configuration.md` listing exactly the keys [`raw`] accepts. [`resolve_path`] picks the file to load.
 //! The rest of the gateway only ever sees [`model`] types.
 
 mod diagnostic;
@@ -19,8 +20,11 @@ mod modbus;
 pub mod model;
 mod mqtt;
 mod raw;
+#[cfg(test)]
+mod reference;
 mod secret;
 mod serial;
+mod service;
 mod simulated;
 mod table;
 mod validate;
@@ -31,6 +35,7 @@ pub use diagnostic::{did_you_mean, ConfigErrors, Diagnostic};
 pub(crate) use modbus::build_adapter as modbus_adapter;
 pub use model::*;
 pub use table::device_table;
+pub use validate::check_log_filter;
 
 /// The environment variable naming the configuration file when `--config` is not given.
 pub const CONFIG_ENV: &str = "XMPP_IOT_GATEWAY_CONFIG";
@@ -69,6 +74,13 @@ pub(crate) struct Env {
     /// `$STATE_DIRECTORY` (systemd `StateDirectory=`; the first, when it lists several): the
     /// default `[gateway] state_dir`.
     pub state_directory: Option<PathBuf>,
+    /// Whether to look at the file system for a written `state_dir` (off in unit tests, whose
+    /// paths are made up).
+    pub probe_state_dir: bool,
+    /// When `check` runs as root: how the packaged service will meet the files the
+    /// configuration names (its user, its unit's credentials), to warn about what it could not
+    /// read.
+    pub service: Option<service::ServiceView>,
 }
 
 impl Env {
@@ -84,6 +96,8 @@ impl Env {
             state_directory: std::env::var_os("STATE_DIRECTORY")
                 .and_then(|v| std::env::split_paths(&v).next())
                 .filter(|p| p.is_absolute()),
+            probe_state_dir: true,
+            service: service::ServiceView::for_root_check(),
         }
     }
 }
@@ -91,13 +105,44 @@ impl Env {
 /// Reads and validates the configuration file at `path`. An unreadable file is one diagnostic
 /// at 1:1.
 pub fn load(path: &Path, mode: LoadMode) -> Result<Loaded, ConfigErrors> {
-    let source = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![Diagnostic::at_start(
+    let bytes = std::fs::read(path)
+        .map_err(|e| ConfigErrors(vec![Diagnostic::at_start(path, unreadable(path, &e))]))?;
+    let source = String::from_utf8(bytes).map_err(|e| {
+        ConfigErrors(vec![not_utf8(
             path,
-            format!("cannot read the configuration file: {e}"),
+            e.as_bytes(),
+            e.utf8_error().valid_up_to(),
         )])
     })?;
     load_str(path, &source, mode)
+}
+
+/// Why the configuration file could not be read; for the system file, the last place looked
+/// in, also every place looked in before it.
+fn unreadable(path: &Path, e: &std::io::Error) -> String {
+    let mut message = format!("cannot read the configuration file: {e}");
+    if e.kind() == std::io::ErrorKind::NotFound && path == Path::new(SYSTEM_CONFIG) {
+        message.push_str(&format!(
+            " (looked for --config, ${CONFIG_ENV}, ./{LOCAL_CONFIG} and {SYSTEM_CONFIG})"
+        ));
+    }
+    message
+}
+
+/// Where a file stops being UTF-8: the line and column of the first byte that is not.
+fn not_utf8(path: &Path, bytes: &[u8], valid_up_to: usize) -> Diagnostic {
+    // The prefix is valid UTF-8 by definition of `valid_up_to`.
+    let before = std::str::from_utf8(&bytes[..valid_up_to]).unwrap_or_default();
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    Diagnostic {
+        file: path.to_owned(),
+        line: before.matches('\n').count() + 1,
+        col: before[line_start..].chars().count() + 1,
+        message: format!(
+            "the configuration file is not UTF-8 text (byte 0x{:02x} here): save it as UTF-8",
+            bytes[valid_up_to]
+        ),
+    }
 }
 
 /// Validates configuration text as if read from `path` (which names it in messages and is the
@@ -162,6 +207,33 @@ fn resolve_path_with(
 }
 
 #[cfg(test)]
+mod load_tests {
+    use super::*;
+
+    #[test]
+    fn a_file_that_is_not_utf8_is_reported_where_it_stops_being_text() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, b"[gateway]\nname = \"caf\xe9\"\n").expect("write");
+        let e = load(&path, LoadMode::Check).unwrap_err();
+        assert_eq!((e.0[0].line, e.0[0].col), (2, 12), "{e}");
+        assert!(
+            e.0[0].message.contains("not UTF-8 text (byte 0xe9 here)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_missing_default_file_names_every_place_looked_in() {
+        let gone = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let m = unreadable(Path::new(SYSTEM_CONFIG), &gone);
+        assert!(m.contains("(looked for --config, $XMPP_IOT_GATEWAY_CONFIG, ./gateway.toml and /etc/xmpp-iot-gateway/gateway.toml)"), "{m}");
+        // A file named on the command line was the only place.
+        assert!(!unreadable(Path::new("my.toml"), &gone).contains("looked for"));
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -220,6 +292,8 @@ mod tests {
             credentials_dir: None,
             hostname: None,
             state_directory: None,
+            probe_state_dir: false,
+            service: None,
         };
         let source = std::fs::read_to_string(&path).unwrap();
         let loaded = load_with(&path, &source, LoadMode::Run, &env).unwrap();

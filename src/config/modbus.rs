@@ -11,6 +11,7 @@
 //! effect on a point are warned about; values that cannot work are errors at their position.
 //! [`plan_table`] renders each device's request plan for `check`.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use gateway_api::FieldType;
@@ -122,6 +123,16 @@ pub(super) fn adapter(
                         );
                         None
                     } else {
+                        // As for a serial adapter: USB adapters come and go.
+                        if !std::path::Path::new(&p.value).exists() {
+                            rep.warn(
+                                &p.span,
+                                format!(
+                                    "serial port `{}` does not exist (yet): the gateway will keep trying to open it",
+                                    p.value
+                                ),
+                            );
+                        }
                         port = Some(p.value);
                         Some(())
                     }
@@ -252,6 +263,86 @@ pub(super) fn device(
     ok.then_some((DeviceBinding::Modbus(s), order))
 }
 
+/// The first device seen at each (adapter, unit id): one bus address is one physical device.
+pub(super) type UnitsSeen = HashMap<(String, u8), (String, Span)>;
+
+/// Warns when a device takes a unit id another device on the same adapter already has: both
+/// read one physical device. A warning, not an error: splitting one meter's registers into two
+/// XMPP devices is legitimate; two meters left at the factory address 1 is the usual mistake.
+pub(super) fn shared_unit(
+    seen: &mut UnitsSeen,
+    adapter: &str,
+    binding: &DeviceBinding,
+    own: &[Entry<'_>],
+    header: &Span,
+    label: &str,
+    rep: &mut Report<'_>,
+) {
+    let DeviceBinding::Modbus(settings) = binding else {
+        return;
+    };
+    let span = own
+        .iter()
+        .find(|e| e.key == "unit_id")
+        .map_or_else(|| header.clone(), Entry::span);
+    match seen.get(&(adapter.to_owned(), settings.unit)) {
+        Some((other, first)) => {
+            let line = rep.line(first);
+            rep.warn(
+                &span,
+                format!(
+                    "{label} has unit_id {}, as {other} (line {line}) on adapter `{adapter}`: both read \
+                     the same device; give each device on a bus its own unit_id (the default is 1)",
+                    settings.unit
+                ),
+            );
+        }
+        None => {
+            seen.insert(
+                (adapter.to_owned(), settings.unit),
+                (label.to_owned(), span),
+            );
+        }
+    }
+}
+
+/// A device's Modbus fields seen so far: their point, label and header.
+pub(super) type PointsSeen = Vec<(Point, String, Span)>;
+
+/// Warns when a field reads registers another field of the device already reads: usually an
+/// address copied wrong from a datasheet (a `float32` takes two registers). Fields that take
+/// single bits of a register (`bit`), and bit registers, may share on purpose and are left
+/// alone. A warning: two views of one register (raw and scaled) are legitimate.
+pub(super) fn overlapping_registers(
+    seen: &mut PointsSeen,
+    point: &Point,
+    header: &Span,
+    label: &str,
+    rep: &mut Report<'_>,
+) {
+    if point.kind.is_bits() || point.encoding.bit.is_some() {
+        return;
+    }
+    let range = |p: &Point| u32::from(p.address)..u32::from(p.address) + u32::from(p.span());
+    let mine = range(point);
+    if let Some((_, other, first)) = seen.iter().find(|(p, _, _)| {
+        let theirs = range(p);
+        p.kind == point.kind && mine.start < theirs.end && theirs.start < mine.end
+    }) {
+        let line = rep.line(first);
+        rep.warn(
+            header,
+            format!(
+                "{label} reads registers {}-{}, which {other} (line {line}) reads too: check the \
+                 addresses (a 32-bit value takes two registers, a 64-bit one four)",
+                mine.start,
+                mine.end - 1
+            ),
+        );
+    }
+    seen.push((point.clone(), label.to_owned(), header.clone()));
+}
+
 /// What a Modbus field needs from its device and its common keys.
 pub(super) struct FieldContext<'a> {
     /// The field's `type`, if written.
@@ -278,7 +369,7 @@ pub(super) fn field(
 ) -> Option<(FieldBinding, Option<FieldType>)> {
     let mut ok = true;
     let mut register: Option<(RegisterKind, Span)> = None;
-    let mut address: Option<u16> = None;
+    let mut address: Option<(u16, Span)> = None;
     let mut data_type: Option<(DataType, Span)> = None;
     let mut order: Option<(ByteOrder, Span)> = None;
     let mut length: Option<Spanned<i64>> = None;
@@ -292,7 +383,7 @@ pub(super) fn field(
                 .map(|k| register = Some((k, e.span())))
                 .is_some(),
             "address" => integer(e, rep, 0, 65535)
-                .map(|a| address = Some(a.value as u16))
+                .map(|a| address = Some((a.value as u16, a.span)))
                 .is_some(),
             "data_type" => choice(e, rep, DataType::NAMES, DataType::parse)
                 .map(|t| data_type = Some((t, e.span())))
@@ -334,7 +425,7 @@ pub(super) fn field(
         }
         return None;
     };
-    let Some(address) = address else {
+    let Some((address, address_span)) = address else {
         if ok {
             rep.error(
                 cx.header,
@@ -442,6 +533,9 @@ pub(super) fn field(
             }
         }
     }
+    if !datasheet_number(kind, address, &address_span, label, rep) {
+        return None;
+    }
     let encoding = Encoding {
         data_type: data_type_value,
         byte_order: order.map_or(cx.order, |o| o.0),
@@ -480,6 +574,43 @@ pub(super) fn field(
         _ => None,
     };
     Some((FieldBinding::Modbus(point), implied))
+}
+
+/// Datasheets number registers from 1 with the kind as a leading digit: 30001 is the first
+/// input register, 40001 the first holding register. `address` is the 0-based offset within the
+/// kind (30001 is `register = "input"`, `address = 0`). An address in 30001..=49999 is likely such
+/// a number: an error when its leading digit names another kind than `register` (no device maps
+/// it that way), a warning otherwise (some devices, SunSpec ones among them, really do place
+/// registers at 40000 and above). False when it is an error.
+fn datasheet_number(
+    kind: RegisterKind,
+    address: u16,
+    span: &Span,
+    label: &str,
+    rep: &mut Report<'_>,
+) -> bool {
+    let (named, offset) = match address {
+        30001..=39999 => (RegisterKind::Input, address - 30001),
+        40001..=49999 => (RegisterKind::Holding, address - 40001),
+        _ => return true,
+    };
+    let kind_name = |k: RegisterKind| match k {
+        RegisterKind::Input => "input",
+        _ => "holding",
+    };
+    let rule = format!(
+        "{address} looks like a datasheet register number ({}): `address` is the 0-based offset \
+         within the register kind, so datasheet register {address} is `register = \"{}\"`, `address = {offset}`",
+        if named == RegisterKind::Input { "3xxxx: input registers from 30001" } else { "4xxxx: holding registers from 40001" },
+        kind_name(named),
+    );
+    if kind == named {
+        rep.warn(span, format!("{label}: {rule}"));
+        true
+    } else {
+        rep.error(span, format!("{label}: {rule}"));
+        false
+    }
 }
 
 /// The Modbus adapter for `config.adapters[index]`, with its devices.
@@ -602,11 +733,12 @@ mod tests {
         format!("{HEAD}{rest}")
     }
 
-    /// The warnings, without the one about HEAD's inline secret.
+    /// The warnings, without the ones about HEAD's inline secret and its RTU port (which this
+    /// machine does not have).
     fn own_warnings(loaded: &crate::config::Loaded) -> Vec<String> {
         warnings(loaded)
             .into_iter()
-            .filter(|w| !w.contains("inline `secret`"))
+            .filter(|w| !w.contains("inline `secret`") && !w.contains("does not exist"))
             .collect()
     }
 

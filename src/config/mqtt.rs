@@ -250,6 +250,22 @@ pub(super) fn expand_fleets<'a>(
         if !ok {
             continue;
         }
+        // The members differ only where `{id}` is: without it in a topic they read, every
+        // member would be the same device under another name.
+        let reads_own_topic = raw
+            .extra
+            .iter()
+            .chain(raw.fields.iter().flat_map(|f| f.extra.iter()))
+            .filter(|e| e.key == "topic")
+            .any(|e| e.item.as_str().is_some_and(|t| t.contains("{id}")));
+        if !reads_own_topic {
+            rep.error(
+                &fleet.key_span,
+                "every member of this fleet would read the same topic: put `{id}` where the \
+                 member's name goes in `topic`, e.g. `topic = \"zigbee2mqtt/{id}\"`",
+            );
+            continue;
+        }
         for m in members.value {
             let mut copy = raw.clone();
             if let Some(name) = &mut copy.name {
@@ -295,6 +311,19 @@ pub(super) fn device(
     // Without a valid id the device is already in error; check shapes with a stand-in.
     let id = id.unwrap_or(PROBE_ID);
 
+    // One device's availability must come from one place: under a filter, any other device's
+    // "offline" would switch this one off.
+    if let Some(t) = get("availability_topic").filter(|t| !fleet && t.value.contains(['+', '#'])) {
+        rep.error(
+            &t.span,
+            format!(
+                "`availability_topic` `{}` is a wildcard filter: a single device needs its own topic \
+                 (in a fleet, `{{id}}` stands for each member's)",
+                t.value
+            ),
+        );
+        ok = false;
+    }
     let mut binding = |key: &str| -> Option<TopicBinding> {
         let t = get(key)?;
         match TopicBinding::new(t.value.trim(), id, fleet) {

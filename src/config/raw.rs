@@ -176,7 +176,7 @@ pub(crate) const CLIENT_KEYS: &[&str] = &[
     "ca_file",
     "tls",
 ];
-const XMPP_KEYS: &[&str] = &[
+pub(crate) const XMPP_KEYS: &[&str] = &[
     "mode",
     "domain",
     "server",
@@ -189,8 +189,8 @@ const XMPP_KEYS: &[&str] = &[
     "ca_file",
     "tls",
 ];
-const ACCESS_KEYS: &[&str] = &["read", "control"];
-const PUBLISH_KEYS: &[&str] = &[
+pub(crate) const ACCESS_KEYS: &[&str] = &["read", "control"];
+pub(crate) const PUBLISH_KEYS: &[&str] = &[
     "presence",
     "min_interval",
     "deadband",
@@ -198,8 +198,8 @@ const PUBLISH_KEYS: &[&str] = &[
     "pubsub",
     "room",
 ];
-const METRICS_KEYS: &[&str] = &["listen"];
-const LOG_KEYS: &[&str] = &["level"];
+pub(crate) const METRICS_KEYS: &[&str] = &["listen"];
+pub(crate) const LOG_KEYS: &[&str] = &["level"];
 pub(crate) const ADAPTER_COMMON: &[&str] = &["id", "type"];
 pub(crate) const DEVICE_COMMON: &[&str] = &[
     "id",
@@ -872,8 +872,42 @@ impl<'a> Section<'a> {
 }
 
 /// "unknown key `nmae` in [gateway]; did you mean `name`?" (or the list of known keys).
+/// Names other tools (Home Assistant's Modbus and MQTT integrations, pymodbus, pyserial,
+/// Telegraf) give to keys this file spells otherwise: too far apart for "did you mean", and
+/// what someone copying a working setup types first.
+const PEER_NAMES: &[(&str, &str)] = &[
+    ("slave", "unit_id"),
+    ("slave_id", "unit_id"),
+    ("device_address", "unit_id"),
+    ("scan_interval", "poll"),
+    ("precision", "decimals"),
+    ("swap", "byte_order"),
+    ("input_type", "register"),
+    ("register_type", "register"),
+    ("bytesize", "data_bits"),
+    ("baudrate", "baud"),
+    ("stopbits", "stop_bits"),
+    ("state_topic", "topic"),
+    ("value_template", "json"),
+    ("payload_available", "availability_online"),
+    ("payload_not_available", "availability_offline"),
+    ("expire_after", "stale_after"),
+    ("unit_of_measurement", "unit"),
+];
+
+/// This file's name for a key another tool names `key`, where `known` has it.
+fn peer_name<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+    PEER_NAMES
+        .iter()
+        .filter(|(peer, _)| *peer == key)
+        .find_map(|(_, ours)| known.iter().copied().find(|k| k == ours))
+}
+
 pub(crate) fn unknown_key(rep: &mut Report<'_>, entry: &Entry<'_>, label: &str, known: &[&str]) {
-    let hint = suggestion(entry.key, known.iter().copied());
+    let hint = match peer_name(entry.key, known) {
+        Some(ours) => format!("; did you mean `{ours}` (this gateway's name for it)?"),
+        None => suggestion(entry.key, known.iter().copied()),
+    };
     let tail = if !hint.is_empty() {
         hint
     } else if known.is_empty() {
@@ -925,6 +959,18 @@ mod tests {
             errors,
             ["g.toml:2:1: unknown key `colour` in [log] (known keys: `level`)"]
         );
+    }
+
+    #[test]
+    fn other_tools_key_names_get_ours() {
+        assert_eq!(peer_name("slave", &["unit_id", "poll"]), Some("unit_id"));
+        assert_eq!(
+            peer_name("scan_interval", &["unit_id", "poll"]),
+            Some("poll")
+        );
+        // Only where this level has the key.
+        assert_eq!(peer_name("slave", &["topic"]), None);
+        assert_eq!(peer_name("unit_id", &["unit_id"]), None);
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub enum SecretError {
     },
     /// The file exists but this user may not read it (a warning only under `check`, which an
     /// operator often runs as another user than the service).
-    #[error("cannot read `{}`: permission denied", .path.display())]
+    #[error("cannot read `{}`: permission denied{}", .path.display(), credential_hint(.path))]
     PermissionDenied { path: PathBuf },
     #[error("cannot read `{}`: {source}", .path.display())]
     Unreadable { path: PathBuf, source: io::Error },
@@ -40,6 +40,19 @@ impl SecretError {
             SecretError::Missing { .. } | SecretError::PermissionDenied { .. }
         )
     }
+}
+
+/// What a root-only file needs under the packaged unit, which runs as its own user.
+fn credential_hint(path: &Path) -> String {
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy()) else {
+        return String::new();
+    };
+    format!(
+        "; under systemd, hand it to the service with `LoadCredential={name}:{}` in a drop-in \
+         (`systemctl edit xmpp-iot-gateway`) and name it `{name}` in the configuration \
+         (`check` run as root prints the line for every such file)",
+        path.display()
+    )
 }
 
 fn missing_message(path: &Path, also_tried: Option<&Path>) -> String {
@@ -167,6 +180,21 @@ mod tests {
         let e = read_secret(&resolve_file("bin", dir.path(), None)).unwrap_err();
         assert!(matches!(e, SecretError::NotText { .. }));
         assert!(!e.is_absence());
+    }
+
+    #[test]
+    fn permission_denied_says_how_the_service_gets_the_file() {
+        let e = SecretError::PermissionDenied {
+            path: PathBuf::from("/etc/xmpp-iot-gateway/mqtt.pass"),
+        };
+        assert!(e.is_absence());
+        assert!(
+            e.to_string().contains(
+                "permission denied; under systemd, hand it to the service with \
+                 `LoadCredential=mqtt.pass:/etc/xmpp-iot-gateway/mqtt.pass`"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

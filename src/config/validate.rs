@@ -127,6 +127,34 @@ pub(super) fn check_text(rep: &mut Report<'_>, s: &Spanned<String>, key: &str) -
     }
 }
 
+/// Why this process could not create or write the directory `dir`, if it could not: the
+/// nearest part of the path that exists must be a directory it may write to.
+fn unwritable(dir: &Path) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut existing = dir;
+    loop {
+        match std::fs::metadata(existing) {
+            Ok(m) if m.is_dir() => break,
+            Ok(_) => return Some(format!("`{}` is not a directory", existing.display())),
+            Err(_) => existing = existing.parent()?,
+        }
+    }
+    let c_path = std::ffi::CString::new(existing.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c_path` is a NUL-terminated string that outlives the call; access(2) only reads it.
+    if unsafe { libc::access(c_path.as_ptr(), libc::W_OK) } == 0 {
+        return None;
+    }
+    let e = std::io::Error::last_os_error();
+    Some(if existing == dir {
+        format!("this user cannot write to it ({e})")
+    } else {
+        format!(
+            "this user cannot create it in `{}` ({e})",
+            existing.display()
+        )
+    })
+}
+
 fn gateway(raw: &RawConfig<'_>, ctx: &Context<'_>, rep: &mut Report<'_>) -> GatewayConfig {
     let g = &raw.gateway;
     let name = match &g.name {
@@ -145,8 +173,23 @@ fn gateway(raw: &RawConfig<'_>, ctx: &Context<'_>, rep: &mut Report<'_>) -> Gate
     };
     let state_dir = match &g.state_dir {
         Some(dir) => {
-            check_text(rep, dir, "state_dir");
-            ctx.base_dir.join(&dir.value)
+            let path = ctx.base_dir.join(&dir.value);
+            if check_text(rep, dir, "state_dir") && ctx.env.probe_state_dir {
+                if let Some(why) = unwritable(&path) {
+                    // `run` would fail to open its store (and, under systemd, be restarted
+                    // again and again); `check` may run as another user than the service.
+                    let message = format!(
+                        "state_dir `{}` cannot be used: {why}; under systemd leave `state_dir` \
+                         out (StateDirectory= provides /var/lib/xmpp-iot-gateway)",
+                        path.display()
+                    );
+                    match ctx.mode {
+                        LoadMode::Run => rep.error(&dir.span, message),
+                        LoadMode::Check => rep.warn(&dir.span, message),
+                    }
+                }
+            }
+            path
         }
         // Under systemd, where StateDirectory= put it; else the usual place.
         None => ctx
@@ -478,7 +521,10 @@ pub(super) fn secret_pair(
         ctx.env.credentials_dir.as_deref(),
     );
     match secret::read_secret(&found) {
-        Ok(secret) => Some(secret),
+        Ok(secret) => {
+            service_can_read(rep, ctx, file, file_key, &found.path);
+            Some(secret)
+        }
         Err(e) => {
             file_problem(rep, ctx, file, file_key, &e);
             None
@@ -510,10 +556,33 @@ pub(super) fn ca_file(
         return None;
     }
     let found = secret::resolve_file(&f.value, &ctx.base_dir, ctx.env.credentials_dir.as_deref());
-    if let Err(e) = secret::check_readable(&found) {
-        file_problem(rep, ctx, f, "ca_file", &e);
+    match secret::check_readable(&found) {
+        Ok(()) => service_can_read(rep, ctx, f, "ca_file", &found.path),
+        Err(e) => file_problem(rep, ctx, f, "ca_file", &e),
     }
     Some(found.path)
+}
+
+/// Under `check` as root: a warning when the packaged service could not read a file that root
+/// could (see `service.rs`).
+fn service_can_read(
+    rep: &mut Report<'_>,
+    ctx: &Context<'_>,
+    file: &Spanned<String>,
+    key: &str,
+    path: &Path,
+) {
+    let Some(view) = ctx
+        .env
+        .service
+        .as_ref()
+        .filter(|_| ctx.mode == LoadMode::Check)
+    else {
+        return;
+    };
+    if let Some(problem) = view.problem(key, &file.value, path) {
+        rep.warn(&file.span, format!("`{key}`: {problem}"));
+    }
 }
 
 /// One access list; the entries are bare JIDs or `@domain`, lower-cased.
@@ -658,19 +727,28 @@ fn metrics(listen: Option<&Spanned<String>>, rep: &mut Report<'_>) -> Option<Met
 /// A `tracing` filter: a level name, or directives such as `xmpp_iot_gateway=debug,info`.
 fn log_level(level: &Spanned<String>, rep: &mut Report<'_>) -> Option<String> {
     let text = level.value.trim();
-    let is_directive = text.contains(['=', ',', '[', ':']);
-    if !is_directive && !LOG_LEVELS.contains(&text.to_ascii_lowercase().as_str()) {
-        let hint = suggestion(text, LOG_LEVELS.iter().copied());
-        rep.error(
-            &level.span,
-            format!(
-                "unknown log level `{text}`{hint} (levels: {}, or a filter like `xmpp_iot_gateway=debug`)",
-                list_names(LOG_LEVELS)
-            ),
-        );
+    if let Err(message) = check_log_filter(text) {
+        rep.error(&level.span, message);
         return None;
     }
     Some(text.to_owned())
+}
+
+/// Whether `text` is a log filter: a level, or directives (`target=level`, lists). A bare word
+/// that is no level (`warning`, `verbose`) would parse as a target name and silence every other
+/// log line, so it is refused with the closest level. `--log`, `RUST_LOG` and `[log] level`
+/// share this rule.
+pub fn check_log_filter(text: &str) -> Result<(), String> {
+    let text = text.trim();
+    let is_directive = text.contains(['=', ',', '[', ':']);
+    if !is_directive && !LOG_LEVELS.contains(&text.to_ascii_lowercase().as_str()) {
+        let hint = suggestion(text, LOG_LEVELS.iter().copied());
+        return Err(format!(
+            "unknown log level `{text}`{hint} (levels: {}, or a filter like `xmpp_iot_gateway=debug`)",
+            list_names(LOG_LEVELS)
+        ));
+    }
+    Ok(())
 }
 
 /// What devices need to know about an `[[adapter]]`.
@@ -692,6 +770,7 @@ fn adapters(
     let mut configs = Vec::new();
     let mut infos: Vec<AdapterInfo> = Vec::new();
     let mut seen: HashMap<String, Span> = HashMap::new();
+    let mut ports: HashMap<PathBuf, (String, Span)> = HashMap::new();
     for raw in raws {
         let id = match &raw.id {
             None if bad(&raw.bad, "id") => None,
@@ -777,6 +856,7 @@ fn adapters(
             Some(k) if k.name == "serial" => serial.clone().map(AdapterKind::Serial),
             _ => None,
         };
+        one_adapter_per_port(&mut ports, raw, &own, rep);
         let Some(id) = id else { continue };
         let index = built.map(|kind| {
             configs.push(AdapterConfig {
@@ -793,6 +873,43 @@ fn adapters(
         });
     }
     (configs, infos)
+}
+
+/// Two adapters on one serial port would interleave their bytes on the wire and read each
+/// other's answers: an error at the second. Ports are compared after following symbolic links,
+/// so `/dev/serial/by-id/...` and `/dev/ttyUSB0` are the same port when they are.
+fn one_adapter_per_port(
+    seen: &mut HashMap<PathBuf, (String, Span)>,
+    raw: &RawAdapter<'_>,
+    own: &[Entry<'_>],
+    rep: &mut Report<'_>,
+) {
+    let Some(entry) = own.iter().find(|e| e.key == "port") else {
+        return;
+    };
+    let Some(port) = entry.item.as_str().map(str::trim).filter(|p| !p.is_empty()) else {
+        return;
+    };
+    let canonical = std::fs::canonicalize(port).unwrap_or_else(|_| PathBuf::from(port));
+    let label = raw.id.as_ref().map_or_else(
+        || "this adapter".to_owned(),
+        |id| format!("adapter `{}`", id.value),
+    );
+    match seen.get(&canonical) {
+        Some((other, first)) => {
+            let line = rep.line(first);
+            rep.error(
+                &entry.span(),
+                format!(
+                    "{label} uses the serial port `{port}`, as {other} (line {line}) does: one \
+                     port takes one adapter (several Modbus units share one `modbus-rtu` adapter)"
+                ),
+            );
+        }
+        None => {
+            seen.insert(canonical, (label, entry.span()));
+        }
+    }
 }
 
 /// Where a type-specific key sits.
@@ -901,6 +1018,7 @@ fn devices(
     let mut out = Vec::new();
     let mut ids: HashMap<String, DeviceSeen> = HashMap::new();
     let mut jids: HashMap<String, (String, Span)> = HashMap::new();
+    let mut units = modbus::UnitsSeen::new();
     for raw in raws {
         let id = device_id(raw, &mut ids, rep);
         // Messages name the device as written, even when its id is invalid or a duplicate.
@@ -930,6 +1048,11 @@ fn devices(
                 modbus::device(k.name, &own, rep).map(|(binding, order)| {
                     if let DeviceBinding::Modbus(s) = &binding {
                         modbus_defaults = (order, s.max_registers_per_request);
+                    }
+                    if let Some(a) = adapter {
+                        modbus::shared_unit(
+                            &mut units, &a.id, &binding, &own, &raw.span, &label, rep,
+                        );
                     }
                     binding
                 })
@@ -1224,6 +1347,7 @@ fn fields(
 ) -> Vec<FieldConfig> {
     let mut out = Vec::new();
     let mut names: HashMap<String, Span> = HashMap::new();
+    let mut points = Vec::new();
     for raw in raws {
         let name = match &raw.name {
             None if bad(&raw.bad, "name") => None,
@@ -1251,6 +1375,19 @@ fn fields(
                     );
                     None
                 } else {
+                    if n.value.contains(char::is_whitespace)
+                        && raw.writable.as_ref().is_some_and(|w| w.value)
+                    {
+                        rep.warn(
+                            &n.span,
+                            format!(
+                                "writable field `{}` has a space in its name: the chat command \
+                                 `set <field> <value>` cannot name it (XEP-0325 can); e.g. `{}`",
+                                n.value,
+                                n.value.split_whitespace().collect::<Vec<_>>().join("_")
+                            ),
+                        );
+                    }
                     names.insert(n.value.clone(), n.span.clone());
                     Some(n.value.clone())
                 }
@@ -1348,6 +1485,9 @@ fn fields(
             _ => None,
         };
         let Some(binding) = binding else { continue };
+        if let FieldBinding::Modbus(point) = &binding {
+            modbus::overlapping_registers(&mut points, point, &raw.span, &label, rep);
+        }
         out.push(FieldConfig {
             spec: FieldSpec {
                 name: Arc::from(name.as_str()),
@@ -1379,6 +1519,8 @@ pub(crate) mod tests {
             credentials_dir: None,
             hostname: Some("testhost".into()),
             state_directory: None,
+            probe_state_dir: false,
+            service: None,
         }
     }
 
@@ -1679,6 +1821,8 @@ adapter = "sim"
             credentials_dir: None,
             hostname: None,
             state_directory: None,
+            probe_state_dir: false,
+            service: None,
         };
         let loaded = load_with(Path::new(PATH), HEAD, LoadMode::Check, &no_host).unwrap();
         assert_eq!(loaded.config.gateway.name, "xmpp-iot-gateway");
@@ -2003,6 +2147,8 @@ match = { id = "250715" }
             credentials_dir: Some(creds.path().to_owned()),
             hostname: None,
             state_directory: None,
+            probe_state_dir: false,
+            service: None,
         };
         let loaded = load_with(&path, src, LoadMode::Run, &env).unwrap();
         let XmppConfig::Component(c) = &loaded.config.xmpp else {
@@ -2310,6 +2456,8 @@ name = "t"
         let src = with_head("");
         let env = Env {
             state_directory: Some(PathBuf::from("/var/lib/private/gw")),
+            probe_state_dir: false,
+            service: None,
             ..env()
         };
         let loaded = load_with(Path::new(PATH), &src, LoadMode::Check, &env).unwrap();

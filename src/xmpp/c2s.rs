@@ -15,12 +15,19 @@
 //! on everything sent.
 
 use futures::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio_xmpp::client_login as auth;
 use tokio_xmpp::connect::ServerConnector;
 use tokio_xmpp::parsers::jid::Jid;
 use tokio_xmpp::parsers::message::Id as MessageId;
+use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::stanza::Stanza;
-use tokio_xmpp::stanzastream::{Event as StreamEventOrStanza, StanzaStream, StreamEvent};
+use tokio_xmpp::parsers::stream_features::StreamFeatures;
+use tokio_xmpp::stanzastream::{
+    Connection, Event as StreamEventOrStanza, StanzaStream, StreamEvent,
+};
 use tokio_xmpp::xmlstream::Timeouts;
+use tokio_xmpp::xmlstream::{StreamHeader, XmppStream};
 
 /// Depth of the stream's queues in each direction. The receive side is drained by the session
 /// loop; the send side only fills while the link is down (stanzas wait there for the stream to
@@ -57,6 +64,56 @@ impl C2sStream {
         }
     }
 
+    /// Logs in once, without reconnecting: for a short-lived command, for which a wrong
+    /// password, a certificate that does not verify or a refused connection will not heal by
+    /// waiting. The attempt's error goes to `failed`; a stream that came up and was lost
+    /// reports [`C2sEvent::Suspended`] and is not connected again (nothing to resume for a
+    /// one-shot request). The stream never ends by itself: the caller stops waiting.
+    pub fn single_attempt<C: ServerConnector>(
+        connector: C,
+        jid: Jid,
+        password: String,
+        timeouts: Timeouts,
+        failed: mpsc::UnboundedSender<tokio_xmpp::Error>,
+    ) -> C2sStream {
+        let mut attempt = Some((connector, failed));
+        let reconnector = Box::new(
+            move |_location: Option<String>, slot: oneshot::Sender<Connection>| {
+                // Never answered, never dropped: tokio-xmpp's stream worker panics when the slot
+                // for a connection is dropped (and the release build aborts on a panic). The
+                // parked task ends with the command's runtime.
+                let park = |slot: oneshot::Sender<Connection>| async move {
+                    let _slot = slot;
+                    std::future::pending::<()>().await
+                };
+                let Some((connector, failed)) = attempt.take() else {
+                    // A reconnect: the caller already saw `Suspended`.
+                    tokio::spawn(park(slot));
+                    return;
+                };
+                let (jid, password) = (jid.clone(), password.clone());
+                tokio::spawn(async move {
+                    match client_auth(connector, jid.clone(), password, timeouts).await {
+                        Ok((features, stream)) => {
+                            let _ = slot.send(Connection {
+                                stream: stream.box_stream(),
+                                features,
+                                identity: jid,
+                            });
+                        }
+                        Err(e) => {
+                            let _ = failed.send(e);
+                            park(slot).await;
+                        }
+                    }
+                });
+            },
+        );
+        C2sStream {
+            inner: StanzaStream::new(reconnector, QUEUE_DEPTH),
+        }
+    }
+
     /// The next event; `None` once the stream is closed for good.
     pub async fn next(&mut self) -> Option<C2sEvent> {
         Some(match self.inner.next().await? {
@@ -82,6 +139,42 @@ impl C2sStream {
     pub async fn close(self) {
         self.inner.close().await
     }
+}
+
+/// One connection and SASL login, without resource binding (the stream does that): what
+/// tokio-xmpp does in its own reconnect loop, which it keeps private.
+async fn client_auth<C: ServerConnector>(
+    connector: C,
+    jid: Jid,
+    password: String,
+    timeouts: Timeouts,
+) -> Result<(StreamFeatures, XmppStream<C::Stream>), tokio_xmpp::Error> {
+    // SASL needs the account name; an account JID without one cannot log in.
+    let username = jid
+        .node()
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{jid} has no local part (the account name)"),
+            )
+        })?
+        .as_str()
+        .to_owned();
+    let (stream, channel_binding) = connector.connect(&jid, ns::JABBER_CLIENT, timeouts).await?;
+    let (features, stream) = stream.recv_features().await?;
+    let credentials = sasl::common::Credentials::default()
+        .with_username(username)
+        .with_password(password)
+        .with_channel_binding(channel_binding);
+    let stream = auth(stream, features.sasl_mechanisms, credentials).await?;
+    let stream = stream
+        .send_header(StreamHeader {
+            to: Some(std::borrow::Cow::Borrowed(jid.domain().as_str())),
+            from: None,
+            id: None,
+        })
+        .await?;
+    Ok(stream.recv_features().await?)
 }
 
 /// What tokio-xmpp's `Client::send_stanza` did: a random id where there is none.
