@@ -142,3 +142,128 @@ adapter = "sim"
     );
     assert!(gw.is_running());
 }
+
+/// The room hands every occupant its own copy of a message: with three devices seated, one
+/// command reaches the gateway three times and must still be answered once and written once.
+#[tokio::test]
+async fn a_command_in_a_room_of_several_devices_is_answered_and_written_once() {
+    let prosody = Prosody::start(ProsodyOpts::new().random_component().muc()).await;
+    prosody.register("alice", "pw").await;
+    let domain = prosody.component_domain().to_owned();
+    let room = format!("plant@{}", prosody.muc_domain());
+    let config = format!(
+        r#"
+{xmpp}
+[access]
+read = ["@localhost"]
+control = ["alice@localhost"]
+
+[publish]
+room = "{room}"
+
+[[adapter]]
+id = "sim"
+type = "simulated"
+{devices}"#,
+        xmpp = prosody.component_toml(&domain),
+        devices = ["s1", "s2", "s3"]
+            .iter()
+            .map(|id| format!(
+                "\n[[device]]\nid = \"{id}\"\nadapter = \"sim\"\n\n  [[device.field]]\n  \
+                 name = \"speed\"\n  type = \"integer\"\n  generator = \"constant\"\n  \
+                 value = 1000\n  writable = true\n"
+            ))
+            .collect::<String>()
+    );
+    let mut gw = Gateway::spawn(&config);
+    assert!(
+        gw.wait_upstream(TIMEOUT).await,
+        "gateway connected upstream"
+    );
+    let mut alice = TestClient::connect(&prosody, "alice", "pw").await;
+    join_when_unlocked(&mut alice, &room, &gw).await;
+    for nick in ["s1", "s2", "s3"] {
+        let occupant = Jid::new(&format!("{room}/{nick}")).expect("jid");
+        alice
+            .recv_presence(TIMEOUT, |p| p.from.as_ref() == Some(&occupant))
+            .await
+            .unwrap_or_else(|| panic!("{nick} is in the room"));
+    }
+    let say = |body: &str| {
+        Message::new_with_type(MessageType::Groupchat, Some(Jid::new(&room).expect("room")))
+            .with_body(xmpp_parsers::message::Lang::new(), body.to_owned())
+    };
+    alice.send(say("s1: set speed 1100")).await;
+    alice
+        .recv_message(TIMEOUT, |m| {
+            message_body(m).as_deref() == Some("alice: Done: speed = 1100")
+        })
+        .await
+        .expect("s1 confirms the write");
+    alice.send(say("s2: help")).await;
+    alice
+        .recv_message(TIMEOUT, |m| {
+            m.from
+                .as_ref()
+                .is_some_and(|f| f.resource().is_some_and(|r| r.as_str() == "s2"))
+                && message_body(m).is_some_and(|b| b.starts_with("alice: "))
+        })
+        .await
+        .expect("s2 answers help");
+    // The room relays the gateway's posts in order: once this answer is in, every copy of the
+    // commands above has been handled. A sentinel from another device makes sure of it.
+    alice.send(say("s3: get speed")).await;
+    alice
+        .recv_message(TIMEOUT, |m| {
+            m.from
+                .as_ref()
+                .is_some_and(|f| f.resource().is_some_and(|r| r.as_str() == "s3"))
+                && message_body(m).is_some_and(|b| b.starts_with("alice: "))
+        })
+        .await
+        .expect("s3 answers get");
+    assert!(gw.terminate().await.success());
+    let mut buffered = alice.drain();
+    let extra_done = buffered
+        .iter()
+        .filter(|st| {
+            matches!(st, xmpp_parsers::stanza::Stanza::Message(m)
+            if message_body(m).as_deref() == Some("alice: Done: speed = 1100"))
+        })
+        .count();
+    let extra_help = buffered
+        .drain(..)
+        .filter(|st| {
+            matches!(st, xmpp_parsers::stanza::Stanza::Message(m)
+            if m.from.as_ref().is_some_and(|f| f.resource().is_some_and(|r| r.as_str() == "s2"))
+                && message_body(m).is_some_and(|b| b.starts_with("alice: ")))
+        })
+        .count();
+    assert_eq!(extra_done, 0, "the write was confirmed more than once");
+    assert_eq!(extra_help, 0, "help was answered more than once");
+    let conn = rusqlite::Connection::open(gw.state_dir().join("gateway.db")).expect("store");
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM audit", [], |r| r.get(0))
+        .expect("count audit rows");
+    assert_eq!(rows, 1, "one command, one write, one audit row");
+}
+
+/// Joins `room` as alice once the gateway has created and unlocked it (a locked room answers
+/// item-not-found).
+async fn join_when_unlocked(alice: &mut TestClient, room: &str, gw: &Gateway) {
+    let me = Jid::new(&format!("{room}/alice")).expect("jid");
+    for _ in 0..50 {
+        let mut p = Presence::available().with_to(me.clone());
+        p.payloads.push(Element::builder("x", NS_MUC).build());
+        alice.send(p).await;
+        let answer = alice
+            .recv_presence(TIMEOUT, |p| p.from.as_ref() == Some(&me))
+            .await
+            .expect("an answer to the join");
+        if answer.type_ != PresenceType::Error {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("alice could not join the room:\n{}", gw.log_text());
+}
