@@ -108,11 +108,13 @@ impl Session {
             target: login
                 .server
                 .clone()
-                .map(Target::Address)
+                .map(|s| Target::Addresses(vec![s]))
                 .unwrap_or(Target::Domain),
             tls,
             label: jid.to_string().into(),
             failures: Arc::new(AtomicU32::new(0)),
+            churn: Arc::default(),
+            sessions_on_account: 1,
         };
         let mut stream = C2sStream::new(
             connector,

@@ -112,9 +112,10 @@ impl ClientSessions {
             };
             specs.push(spec);
         }
-        let target = match &c.server {
-            Some(addr) => Target::Address(addr.clone()),
-            None => Target::Domain,
+        let target = if c.servers.is_empty() {
+            Target::Domain
+        } else {
+            Target::Addresses(c.servers.clone())
         };
         Ok(ClientSessions {
             specs,
@@ -123,6 +124,8 @@ impl ClientSessions {
                 tls,
                 label: "".into(),
                 failures: Arc::new(AtomicU32::new(0)),
+                churn: Arc::default(),
+                sessions_on_account: 0,
             },
         })
     }
@@ -138,6 +141,10 @@ impl ClientSessions {
         let mut by_account: HashMap<Jid, usize> = HashMap::new();
         let mut senders = Vec::with_capacity(self.specs.len());
         let mut tasks = JoinSet::new();
+        let mut per_account: HashMap<_, usize> = HashMap::new();
+        for spec in &self.specs {
+            *per_account.entry(spec.jid.to_bare()).or_default() += 1;
+        }
         for (i, spec) in self.specs.into_iter().enumerate() {
             exact.insert(spec.jid.clone().into(), i);
             if spec.roster {
@@ -148,6 +155,8 @@ impl ClientSessions {
             let connector = Connector {
                 label: spec.jid.to_string().into(),
                 failures: Arc::new(AtomicU32::new(0)),
+                churn: Arc::default(),
+                sessions_on_account: per_account.get(&spec.jid.to_bare()).copied().unwrap_or(1),
                 ..self.connector.clone()
             };
             tasks.spawn(session(
@@ -197,6 +206,7 @@ async fn session(
     shutdown: CancellationToken,
 ) {
     let failures = connector.failures.clone();
+    let churn = connector.clone();
     // Not tokio-xmpp's `Client`: its internal worker can lose its wakeup and stop delivering
     // incoming stanzas for good (see `c2s.rs` and docs/design.md).
     let mut stream = C2sStream::new(
@@ -218,6 +228,7 @@ async fn session(
                         tracing::info!(session = %spec.jid, "XMPP session online");
                     }
                     ever_online = true;
+                    churn.online();
                     if resumed {
                         continue;
                     }
@@ -232,6 +243,13 @@ async fn session(
                     let _ = inbound.send(Inbound::SessionUp { jid: spec.jid.clone().into() }).await;
                 }
                 Some(C2sEvent::Stanza(st)) => {
+                    // Some servers (ejabberd) hand a subscription request to every session of
+                    // the account; only the one that fetched the roster answers it, or a request
+                    // would get one answer per device.
+                    if !spec.roster && is_subscription_request(&st) {
+                        tracing::trace!(session = %spec.jid, "subscription request left to the roster session");
+                        continue;
+                    }
                     tracing::trace!(session = %spec.jid, "stanza in");
                     let _ = inbound.send(Inbound::Stanza(Element::from(*st))).await;
                 }
@@ -264,6 +282,15 @@ async fn session(
             _ = shutdown.cancelled(), if !ever_online => return,
         }
     }
+}
+
+/// Presence that asks for, grants or ends a subscription (RFC 6121 §3).
+fn is_subscription_request(st: &Stanza) -> bool {
+    use tokio_xmpp::parsers::presence::Type;
+    matches!(st, Stanza::Presence(p) if matches!(
+        p.type_,
+        Type::Subscribe | Type::Subscribed | Type::Unsubscribe | Type::Unsubscribed
+    ))
 }
 
 fn clear_from(st: &mut Stanza) {
