@@ -18,8 +18,8 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use super::{
-    free_port, kill_and_reap, random_id, random_secret, run_command, send_signal, tail, wait_child,
-    wait_for_port,
+    certs, free_port, kill_and_reap, random_id, random_secret, run_command, send_signal, tail,
+    wait_child, wait_for_port,
 };
 
 /// Where Debian puts the binaries.
@@ -177,7 +177,9 @@ impl Prosody {
             child: None,
             dir,
         };
-        prosody.make_certificates().await;
+        let mut names: Vec<&str> = vec![DOMAIN, MUC_DOMAIN, PUBSUB_DOMAIN];
+        names.extend(prosody.secrets.iter().map(|(d, _)| d.as_str()));
+        certs::make(prosody.dir.path(), &names).await;
         fs::write(&prosody.config_path, prosody.config_text()).expect("write Prosody config");
         prosody.launch().await;
         prosody
@@ -367,108 +369,6 @@ impl Prosody {
                 Some(Ok(None)) => tokio::time::sleep(Duration::from_millis(25)).await,
                 _ => return,
             }
-        }
-    }
-
-    /// CA + leaf certificate with the openssl CLI. The leaf has `CA:FALSE` (webpki rejects a
-    /// CA certificate used as end entity, which is what `prosodyctl cert generate` makes).
-    async fn make_certificates(&self) {
-        let root = self.dir.path();
-        let ca_dir = root.join("ca");
-        let cert_dir = root.join("certs");
-        fs::create_dir(&ca_dir).expect("create ca dir");
-        fs::create_dir(&cert_dir).expect("create certs dir");
-
-        let mut sans = vec![format!("DNS:{DOMAIN}")];
-        sans.extend(self.secrets.iter().map(|(d, _)| format!("DNS:{d}")));
-        sans.push(format!("DNS:{MUC_DOMAIN}"));
-        sans.push(format!("DNS:{PUBSUB_DOMAIN}"));
-        sans.push("IP:127.0.0.1".to_owned());
-        let ext = ca_dir.join("leaf.ext");
-        fs::write(
-            &ext,
-            format!(
-                "basicConstraints=critical,CA:FALSE\n\
-                 keyUsage=critical,digitalSignature,keyEncipherment\n\
-                 extendedKeyUsage=serverAuth\n\
-                 subjectAltName={}\n",
-                sans.join(",")
-            ),
-        )
-        .expect("write leaf extensions");
-
-        let p = |name: &str, dir: &Path| dir.join(name).to_string_lossy().into_owned();
-        let (ca_key, ca_pem) = (p("ca.key", &ca_dir), p("ca.pem", &ca_dir));
-        let csr = p("leaf.csr", &ca_dir);
-        let (key, crt) = (p("localhost.key", &cert_dir), p("localhost.crt", &cert_dir));
-        let serial = format!("0x{}", random_secret());
-        let ext = ext.to_string_lossy().into_owned();
-        let steps: [Vec<&str>; 3] = [
-            vec![
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                &ca_key,
-                "-out",
-                &ca_pem,
-                "-days",
-                "30",
-                "-subj",
-                "/CN=xmpp-iot-gateway test CA",
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-            ],
-            vec![
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-                "-subj",
-                "/CN=localhost",
-            ],
-            vec![
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                &ca_pem,
-                "-CAkey",
-                &ca_key,
-                "-set_serial",
-                &serial,
-                "-days",
-                "30",
-                "-extfile",
-                &ext,
-                "-out",
-                &crt,
-            ],
-        ];
-        for args in steps {
-            let mut cmd = Command::new("openssl");
-            cmd.args(&args);
-            let out = run_command(&mut cmd, root, Duration::from_secs(30)).await;
-            assert!(
-                out.success(),
-                "openssl {} failed:\n{}",
-                args.join(" "),
-                out.stderr
-            );
         }
     }
 
