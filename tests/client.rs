@@ -1,5 +1,6 @@
-//! Client mode end to end: the gateway logs its devices in to a real Prosody over STARTTLS,
-//! trusting the test CA through `ca_file` only, and users see them as ordinary contacts.
+//! Client mode end to end: the gateway logs its devices in to a real server over STARTTLS,
+//! trusting the test CA through `ca_file` only, and users see them as ordinary contacts. The
+//! interoperability tests run against Prosody and ejabberd.
 //! Also the `read` and `set` commands, which use the same client.
 
 mod support;
@@ -7,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use support::client::presence_status;
-use support::{Gateway, GatewayOpts, Prosody, ProsodyOpts, TestClient, TIMEOUT};
+use support::{Gateway, GatewayOpts, Kind, Server, ServerOpts, TestClient, TIMEOUT};
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::presence::{Presence, Type as PresenceType};
@@ -15,8 +16,8 @@ use xmpp_parsers::stanza_error::DefinedCondition;
 
 const NS_SD: &str = "urn:xmpp:iot:sensordata";
 
-async fn prosody() -> Prosody {
-    let prosody = Prosody::start(ProsodyOpts::new()).await;
+async fn prosody(kind: Kind) -> Server {
+    let prosody = Server::start(kind, ServerOpts::new()).await;
     for (user, pw) in [
         ("gw", "gw-pw"),
         ("relay", "relay-pw"),
@@ -28,7 +29,7 @@ async fn prosody() -> Prosody {
     prosody
 }
 
-fn config(prosody: &Prosody, ca_file: &str) -> String {
+fn config(prosody: &Server, ca_file: &str) -> String {
     format!(
         r#"
 [gateway]
@@ -82,7 +83,7 @@ adapter = "sim"
     )
 }
 
-fn gateway(prosody: &Prosody, ca_file: &str) -> Gateway {
+fn gateway(prosody: &Server, ca_file: &str) -> Gateway {
     Gateway::spawn_with(
         &config(prosody, ca_file),
         GatewayOpts::new()
@@ -122,9 +123,8 @@ async fn subscribe(alice: &mut TestClient, account: &str, full: &str) -> Presenc
         .unwrap_or_else(|| panic!("no presence from {full}"))
 }
 
-#[tokio::test]
-async fn devices_log_in_over_starttls_and_behave_like_component_devices() {
-    let prosody = prosody().await;
+async fn devices_log_in_over_starttls_and_behave_like_component_devices(kind: Kind) {
+    let prosody = prosody(kind).await;
     let ca = prosody.ca_path().display().to_string();
     let mut gw = gateway(&prosody, &ca);
     assert!(gw.wait_ready(Duration::from_secs(20)).await, "READY=1");
@@ -217,9 +217,8 @@ async fn devices_log_in_over_starttls_and_behave_like_component_devices() {
     );
 }
 
-#[tokio::test]
-async fn presence_returns_after_the_server_restarts() {
-    let mut prosody = prosody().await;
+async fn presence_returns_after_the_server_restarts(kind: Kind) {
+    let mut prosody = prosody(kind).await;
     let ca = prosody.ca_path().display().to_string();
     let gw = gateway(&prosody, &ca);
     let mut alice = TestClient::connect(&prosody, "alice", "pw").await;
@@ -240,7 +239,7 @@ async fn presence_returns_after_the_server_restarts() {
 
 #[tokio::test]
 async fn a_certificate_from_an_unknown_ca_is_refused() {
-    let prosody = prosody().await;
+    let prosody = prosody(Kind::Prosody).await;
     // A CA of its own that did not sign the server's certificate.
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = dir.path().join("other-ca.pem");
@@ -283,7 +282,7 @@ async fn a_certificate_from_an_unknown_ca_is_refused() {
 
 #[tokio::test]
 async fn read_and_set_from_the_command_line() {
-    let prosody = prosody().await;
+    let prosody = prosody(Kind::Prosody).await;
     let ca = prosody.ca_path().display().to_string();
     let _gw = gateway(&prosody, &ca);
     let pwfile = tempfile::NamedTempFile::new().expect("tempfile");
@@ -358,3 +357,49 @@ async fn wait_online(alice: &mut TestClient, full: &str) -> bool {
         .wait_answering(&jid(full), Duration::from_secs(20))
         .await
 }
+
+/// ejabberd hands an inbound subscription request to every session of the account, device
+/// sessions included: it must still be answered once. (The server drops a repeated answer on
+/// its way to the user, so the gateway's log tells how many it sent.)
+async fn a_subscription_request_is_answered_once(kind: Kind) {
+    let prosody = prosody(kind).await;
+    let ca = prosody.ca_path().display().to_string();
+    let gw = gateway(&prosody, &ca);
+    let mut alice = TestClient::connect(&prosody, "alice", "pw").await;
+    assert!(wait_online(&mut alice, "gw@localhost/thermo").await);
+    assert!(wait_online(&mut alice, "gw@localhost/gateway").await);
+    subscribe(&mut alice, "gw@localhost", "gw@localhost/thermo").await;
+    let mut eve = TestClient::connect(&prosody, "eve", "pw").await;
+    eve.subscribe(jid("gw@localhost")).await;
+    eve.recv_presence_from(jid("gw@localhost"), PresenceType::Unsubscribed, TIMEOUT)
+        .await
+        .expect("refused");
+    // Every copy of both requests reached the core before this ping, and the core handles its
+    // input in order: once the pong is in, every answer has been logged.
+    alice
+        .iq_get(
+            &jid("gw@localhost/gateway"),
+            "<ping xmlns='urn:xmpp:ping'/>"
+                .parse::<Element>()
+                .expect("xml"),
+        )
+        .await
+        .expect("pong");
+    let log = gw.log_text();
+    assert_eq!(
+        log.matches("subscription approved").count(),
+        1,
+        "alice's request was answered more than once:\n{log}"
+    );
+    assert_eq!(
+        log.matches("subscription refused").count(),
+        1,
+        "eve's request was answered more than once:\n{log}"
+    );
+}
+
+per_server!(
+    devices_log_in_over_starttls_and_behave_like_component_devices,
+    presence_returns_after_the_server_restarts,
+    a_subscription_request_is_answered_once,
+);

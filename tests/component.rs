@@ -1,12 +1,13 @@
-//! Component mode (XEP-0114) end to end: a real Prosody, the gateway binary, and test users who
-//! log in over c2s and talk to the devices as any XMPP client would.
+//! Component mode (XEP-0114) end to end: a real server, the gateway binary, and test users who
+//! log in over c2s and talk to the devices as any XMPP client would. The interoperability tests
+//! run against Prosody and ejabberd (`per_server!`).
 
 mod support;
 
 use std::time::Duration;
 
 use support::client::{message_body, presence_status};
-use support::{Gateway, Prosody, ProsodyOpts, TestClient, TIMEOUT};
+use support::{Gateway, Kind, Server, ServerOpts, TestClient, TIMEOUT};
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::message::MessageType;
@@ -20,28 +21,28 @@ const NS_CTL: &str = "urn:xmpp:iot:control";
 const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 const DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
 
-/// A Prosody hosting one component, three users, and a gateway with two simulated devices.
+/// A server hosting one component, three users, and a gateway with two simulated devices.
 /// alice may control, bob may read, eve may do nothing.
 struct Rig {
-    prosody: Prosody,
+    server: Server,
     gateway: Gateway,
     domain: String,
 }
 
 impl Rig {
-    async fn start() -> Rig {
-        let prosody = Prosody::start(ProsodyOpts::new().random_component()).await;
+    async fn start(kind: Kind) -> Rig {
+        let server = Server::start(kind, ServerOpts::new().random_component()).await;
         for user in ["alice", "bob", "eve"] {
-            prosody.register(user, "pw").await;
+            server.register(user, "pw").await;
         }
-        let domain = prosody.component_domain().to_owned();
-        let mut gateway = Gateway::spawn(&config(&prosody, &domain));
+        let domain = server.component_domain().to_owned();
+        let mut gateway = Gateway::spawn(&config(&server, &domain));
         assert!(
             gateway.wait_upstream(TIMEOUT).await,
             "gateway connected upstream"
         );
         Rig {
-            prosody,
+            server,
             gateway,
             domain,
         }
@@ -52,11 +53,11 @@ impl Rig {
     }
 
     async fn user(&self, name: &str) -> TestClient {
-        TestClient::connect(&self.prosody, name, "pw").await
+        TestClient::connect(&self.server, name, "pw").await
     }
 }
 
-fn config(prosody: &Prosody, domain: &str) -> String {
+fn config(server: &Server, domain: &str) -> String {
     format!(
         r#"
 [gateway]
@@ -115,7 +116,7 @@ poll = "1s"
   value = 3
   writable = true
 "#,
-        xmpp = prosody.component_toml(domain)
+        xmpp = server.component_toml(domain)
     )
 }
 
@@ -172,9 +173,8 @@ fn field_value(fields: &Element, name: &str) -> Option<(String, String)> {
         })
 }
 
-#[tokio::test]
-async fn subscriptions_follow_the_access_lists_and_presence_carries_values() {
-    let rig = Rig::start().await;
+async fn subscriptions_follow_the_access_lists_and_presence_carries_values(kind: Kind) {
+    let rig = Rig::start(kind).await;
     let thermo = rig.jid("thermo");
     let mut bob = rig.user("bob").await;
     let mut eve = rig.user("eve").await;
@@ -241,9 +241,8 @@ async fn subscriptions_follow_the_access_lists_and_presence_carries_values() {
     );
 }
 
-#[tokio::test]
-async fn the_gateway_and_its_devices_answer_iqs() {
-    let rig = Rig::start().await;
+async fn the_gateway_and_its_devices_answer_iqs(kind: Kind) {
+    let rig = Rig::start(kind).await;
     let thermo = rig.jid("thermo");
     let relay = rig.jid("relay");
     let domain = Jid::new(&rig.domain).expect("domain jid");
@@ -386,9 +385,8 @@ async fn the_gateway_and_its_devices_answer_iqs() {
     );
 }
 
-#[tokio::test]
-async fn momentary_readouts_follow_xep_0323() {
-    let rig = Rig::start().await;
+async fn momentary_readouts_follow_xep_0323(kind: Kind) {
+    let rig = Rig::start(kind).await;
     let thermo = rig.jid("thermo");
     let relay = rig.jid("relay");
     let mut bob = rig.user("bob").await;
@@ -485,7 +483,7 @@ async fn momentary_readouts_follow_xep_0323() {
 
 #[tokio::test]
 async fn queued_readouts_start_later_and_can_be_cancelled() {
-    let rig = Rig::start().await;
+    let rig = Rig::start(Kind::Prosody).await;
     let thermo = rig.jid("thermo");
     let mut bob = rig.user("bob").await;
     let when = |secs: i64| {
@@ -533,9 +531,8 @@ async fn queued_readouts_start_later_and_can_be_cancelled() {
     assert!(cancelled.is("cancelled", NS_SD));
 }
 
-#[tokio::test]
-async fn chat_commands_and_control_respect_the_access_lists() {
-    let rig = Rig::start().await;
+async fn chat_commands_and_control_respect_the_access_lists(kind: Kind) {
+    let rig = Rig::start(kind).await;
     let thermo = rig.jid("thermo");
     let relay = rig.jid("relay");
     let mut alice = rig.user("alice").await;
@@ -650,9 +647,8 @@ async fn chat_commands_and_control_respect_the_access_lists() {
     );
 }
 
-#[tokio::test]
-async fn presence_comes_back_after_gateway_and_server_restarts() {
-    let mut rig = Rig::start().await;
+async fn presence_comes_back_after_gateway_and_server_restarts(kind: Kind) {
+    let mut rig = Rig::start(kind).await;
     let thermo = rig.jid("thermo");
     let mut alice = rig.user("alice").await;
     alice.subscribe(&thermo).await;
@@ -686,7 +682,7 @@ async fn presence_comes_back_after_gateway_and_server_restarts() {
     // (through the gateway's announcement or its answer to the server's probe: either needs the
     // gateway back on the server).
     drop(alice);
-    rig.prosody.restart().await;
+    rig.server.restart().await;
     let mut alice = rig.user("alice").await;
     alice
         .recv_presence(Duration::from_secs(30), |p| {
@@ -713,10 +709,16 @@ async fn presence_comes_back_after_gateway_and_server_restarts() {
 
 #[tokio::test]
 async fn a_wrong_secret_is_reported_and_retried() {
-    let prosody = Prosody::start(ProsodyOpts::new().random_component()).await;
+    let prosody = support::Prosody::start(support::ProsodyOpts::new().random_component()).await;
     let domain = prosody.component_domain().to_owned();
-    let toml =
-        config(&prosody, &domain).replace(prosody.component_secret(&domain), "not-the-secret");
+    let server = Server::Prosody(prosody);
+    let toml = config(&server, &domain);
+    let secret = toml
+        .lines()
+        .find_map(|l| l.strip_prefix("secret = "))
+        .expect("secret line")
+        .to_owned();
+    let toml = toml.replace(&secret, "\"not-the-secret\"");
     let mut gateway = Gateway::spawn(&toml);
     assert!(
         gateway.wait_ready(TIMEOUT).await,
@@ -741,7 +743,7 @@ async fn a_wrong_secret_is_reported_and_retried() {
 
 #[tokio::test]
 async fn systemd_hears_ready_status_and_stopping() {
-    let rig = Rig::start().await;
+    let rig = Rig::start(Kind::Prosody).await;
     let mut gateway = rig.gateway;
     assert!(gateway.wait_ready(TIMEOUT).await);
     assert!(gateway.wait_notify("STATUS=", TIMEOUT).await);
@@ -787,7 +789,7 @@ async fn check_prints_the_table_or_positioned_errors() {
 
 #[tokio::test]
 async fn the_read_command_reads_a_component_device() {
-    let rig = Rig::start().await;
+    let rig = Rig::start(Kind::Prosody).await;
     let thermo = rig.jid("thermo");
     // The device answers once the gateway is connected.
     let mut bob = rig.user("bob").await;
@@ -797,8 +799,8 @@ async fn the_read_command_reads_a_component_device() {
     let pwfile = tempfile::NamedTempFile::new().expect("tempfile");
     std::fs::write(pwfile.path(), "pw\n").expect("write");
     let (ca, server, pw) = (
-        rig.prosody.ca_path().display().to_string(),
-        rig.prosody.c2s_addr().to_string(),
+        rig.server.ca_path().display().to_string(),
+        rig.server.c2s_addr().to_string(),
         pwfile.path().display().to_string(),
     );
     let thermo_s = thermo.to_string();
@@ -869,3 +871,11 @@ async fn the_read_command_reads_a_component_device() {
     assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
     assert!(out.stderr.contains("forbidden"), "{}", out.stderr);
 }
+
+per_server!(
+    subscriptions_follow_the_access_lists_and_presence_carries_values,
+    the_gateway_and_its_devices_answer_iqs,
+    momentary_readouts_follow_xep_0323,
+    chat_commands_and_control_respect_the_access_lists,
+    presence_comes_back_after_gateway_and_server_restarts,
+);
