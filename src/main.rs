@@ -128,6 +128,7 @@ fn run() -> anyhow::Result<ExitCode> {
                     for w in &loaded.warnings {
                         eprintln!("warning: {w}");
                     }
+                    print!("{}", config::upstream_line(&loaded.config));
                     print!("{}", config::device_table(&loaded.config));
                     Ok(ExitCode::SUCCESS)
                 }

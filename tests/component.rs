@@ -771,6 +771,12 @@ async fn check_prints_the_table_or_positioned_errors() {
     .await;
     assert!(out.success(), "{}", out.stderr);
     assert!(
+        out.stdout
+            .starts_with("upstream: component sensors.localhost via 127.0.0.1:5347\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(
         out.stdout.contains("greenhouse@sensors.localhost"),
         "{}",
         out.stdout
