@@ -19,7 +19,7 @@ use tokio_xmpp::xmlstream::Timeouts;
 
 use crate::translator::sensordata::{self, ParsedField};
 use crate::xmpp::c2s::{C2sEvent, C2sStream};
-use crate::xmpp::connector::{Connector, Target};
+use crate::xmpp::connector::{ChurnWatch, Connector, Target};
 use crate::xmpp::tls::client_config;
 
 const NS_SD: &str = "urn:xmpp:iot:sensordata";
@@ -113,8 +113,7 @@ impl Session {
             tls,
             label: jid.to_string().into(),
             failures: Arc::new(AtomicU32::new(0)),
-            churn: Arc::default(),
-            sessions_on_account: 1,
+            churn: ChurnWatch::default(),
         };
         let mut stream = C2sStream::new(
             connector,

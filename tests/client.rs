@@ -8,7 +8,10 @@ mod support;
 use std::time::Duration;
 
 use support::client::presence_status;
-use support::{Gateway, GatewayOpts, Kind, Server, ServerOpts, TestClient, TIMEOUT};
+use support::{
+    tail, Ejabberd, EjabberdOpts, Gateway, GatewayOpts, Kind, Server, ServerOpts, TestClient,
+    TIMEOUT,
+};
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::presence::{Presence, Type as PresenceType};
@@ -403,3 +406,83 @@ per_server!(
     presence_returns_after_the_server_restarts,
     a_subscription_request_is_answered_once,
 );
+
+/// More sessions on one account than ejabberd allows (`max_user_sessions`): each login throws
+/// an older session out with `conflict`. The gateway must back off instead of logging in again
+/// at once, forever, and say once what to change.
+#[tokio::test]
+async fn sessions_beyond_the_servers_limit_back_off_and_warn_once() {
+    let server = Ejabberd::start(
+        EjabberdOpts::new()
+            .gateway_account("not-this-gateway")
+            .max_user_sessions(2),
+    )
+    .await;
+    server.register("gw", "gw-pw").await;
+    let devices: String = ["a", "b", "c"]
+        .iter()
+        .map(|id| {
+            format!(
+                "\n[[device]]\nid = \"{id}\"\nadapter = \"sim\"\n\n  [[device.field]]\n  \
+                 name = \"level\"\n  type = \"integer\"\n  generator = \"constant\"\n  value = 1\n"
+            )
+        })
+        .collect();
+    let config = format!(
+        "[xmpp]\nmode = \"client\"\njid = \"gw@localhost\"\npassword_file = \"gw.pass\"\n\
+         server = \"{}\"\nca_file = \"{}\"\n\n[[adapter]]\nid = \"sim\"\ntype = \"simulated\"\n{devices}",
+        server.c2s_addr(),
+        server.ca_path().display()
+    );
+    let gw = Gateway::spawn_with(&config, GatewayOpts::new().file("gw.pass", "gw-pw\n"));
+    const WARNING: &str = "the server keeps ending this XMPP session";
+    assert!(
+        gw.wait_log(WARNING, Duration::from_secs(60)).await,
+        "no warning about replaced sessions:\n{}",
+        tail(&gw.log_text(), 40)
+    );
+    // The sessions keep replacing each other (four sessions, two allowed), more slowly: the
+    // warning is not repeated for them.
+    let restored = |log: &str| log.matches("XMPP session restored").count();
+    let at_warning = restored(&gw.log_text());
+    assert!(
+        support::eventually(Duration::from_secs(60), || restored(&gw.log_text())
+            >= at_warning + 4)
+        .await,
+        "the sessions stopped logging in again:\n{}",
+        tail(&gw.log_text(), 40)
+    );
+    assert_eq!(gw.log_text().matches(WARNING).count(), 1);
+}
+
+/// A server that accepts connections and drops them at once: tokio-xmpp retries (after 1 s,
+/// 2 s, 4 s…) and would log an ERROR for every attempt. The failure is logged once.
+#[tokio::test]
+async fn a_failing_server_is_reported_once_not_at_every_attempt() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let config = format!(
+        "[xmpp]\nmode = \"client\"\njid = \"gw@localhost\"\npassword = \"pw\"\n\
+         server = \"{addr}\"\ntls = \"none\"\n"
+    );
+    let gw = Gateway::spawn(&config);
+    for attempt in 1..=3 {
+        let (sock, _) = tokio::time::timeout(Duration::from_secs(30), listener.accept())
+            .await
+            .unwrap_or_else(|_| panic!("attempt {attempt} within 30 s"))
+            .expect("accept");
+        drop(sock);
+    }
+    // The third attempt has failed once the gateway says so at debug level, or a fourth
+    // connection arrives; either way the first two failures are logged by now.
+    let _ = tokio::time::timeout(TIMEOUT, listener.accept()).await;
+    let log = gw.log_text();
+    assert_eq!(
+        log.matches("cannot connect to the XMPP server").count(),
+        1,
+        "{log}"
+    );
+    assert!(!log.contains("ERROR"), "{log}");
+}

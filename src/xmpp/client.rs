@@ -13,7 +13,7 @@
 //! their `from`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +29,7 @@ use tokio_xmpp::parsers::stanza::Stanza;
 use tokio_xmpp::xmlstream::Timeouts;
 
 use super::c2s::{C2sEvent, C2sStream};
-use super::connector::{Connector, Target};
+use super::connector::{ChurnWatch, Connector, Target};
 use super::tls::{client_config, TlsSetupError};
 use super::Inbound;
 use crate::config::{ClientConfig, Config, Secret, TlsMode, XmppConfig};
@@ -124,8 +124,7 @@ impl ClientSessions {
                 tls,
                 label: "".into(),
                 failures: Arc::new(AtomicU32::new(0)),
-                churn: Arc::default(),
-                sessions_on_account: 0,
+                churn: ChurnWatch::default(),
             },
         })
     }
@@ -142,6 +141,7 @@ impl ClientSessions {
         let mut senders = Vec::with_capacity(self.specs.len());
         let mut tasks = JoinSet::new();
         let mut per_account: HashMap<_, usize> = HashMap::new();
+        let mut per_account_warned: HashMap<_, Arc<AtomicBool>> = HashMap::new();
         for spec in &self.specs {
             *per_account.entry(spec.jid.to_bare()).or_default() += 1;
         }
@@ -155,8 +155,14 @@ impl ClientSessions {
             let connector = Connector {
                 label: spec.jid.to_string().into(),
                 failures: Arc::new(AtomicU32::new(0)),
-                churn: Arc::default(),
-                sessions_on_account: per_account.get(&spec.jid.to_bare()).copied().unwrap_or(1),
+                churn: ChurnWatch {
+                    state: Arc::default(),
+                    account_warned: per_account_warned
+                        .entry(spec.jid.to_bare())
+                        .or_default()
+                        .clone(),
+                    sessions_on_account: per_account.get(&spec.jid.to_bare()).copied().unwrap_or(1),
+                },
                 ..self.connector.clone()
             };
             tasks.spawn(session(

@@ -15,7 +15,7 @@
 use std::borrow::Cow;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -56,10 +56,30 @@ pub struct Connector {
     pub label: Arc<str>,
     /// Failed attempts since the session was last online; shared by the clones tokio-xmpp makes.
     pub failures: Arc<AtomicU32>,
-    /// Sessions that ended soon after coming online; shared like `failures`.
-    pub churn: Arc<Mutex<Churn>>,
-    /// How many sessions the gateway opens on this session's account (for the churn warning).
+    /// Sessions that ended soon after coming online.
+    pub churn: ChurnWatch,
+}
+
+/// A session's [`Churn`], shared by the clones tokio-xmpp makes, and what it shares with the
+/// other sessions of its account: one warning for all of them.
+#[derive(Debug, Clone)]
+pub struct ChurnWatch {
+    pub state: Arc<Mutex<Churn>>,
+    /// Set once the account's sessions have been reported as replaced, until one lasts.
+    pub account_warned: Arc<AtomicBool>,
+    /// How many sessions the gateway opens on the account (for the warning).
     pub sessions_on_account: usize,
+}
+
+impl Default for ChurnWatch {
+    /// A session alone on its account.
+    fn default() -> Self {
+        ChurnWatch {
+            state: Arc::default(),
+            account_warned: Arc::default(),
+            sessions_on_account: 1,
+        }
+    }
 }
 
 impl Connector {
@@ -182,6 +202,7 @@ impl Connector {
     /// The session came online (called by the session loop).
     pub fn online(&self) {
         self.churn
+            .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .online(std::time::Instant::now());
@@ -191,13 +212,17 @@ impl Connector {
     fn churn_delay(&self) -> Option<Duration> {
         let (delay, warn) = self
             .churn
+            .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .before_attempt(std::time::Instant::now());
-        if warn {
+        if delay.is_none() {
+            self.churn.account_warned.store(false, Ordering::Relaxed);
+        }
+        if warn && !self.churn.account_warned.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 session = %self.label,
-                sessions_on_account = self.sessions_on_account,
+                sessions_on_account = self.churn.sessions_on_account,
                 "the server keeps ending this XMPP session within seconds of login (usually a `conflict`: \
                  another login replaced it); backing off up to {}s. If the account has more sessions \
                  than the server allows, raise the limit (ejabberd: `max_user_sessions`, default 10; \
