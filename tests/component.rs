@@ -885,3 +885,92 @@ per_server!(
     chat_commands_and_control_respect_the_access_lists,
     presence_comes_back_after_gateway_and_server_restarts,
 );
+
+/// ejabberd with the default `global_routes: true` and two domains on one listener routes both
+/// to whichever component logged in: stanzas for the other domain reach this gateway. They are
+/// not its to answer (an answer would come from a JID it does not serve): dropped, reported once.
+#[tokio::test]
+async fn stanzas_for_a_domain_the_gateway_does_not_serve_are_not_answered() {
+    let server = support::Ejabberd::start(
+        support::EjabberdOpts::new()
+            .random_component()
+            .random_component()
+            .global_routes(true),
+    )
+    .await;
+    server.register("alice", "pw").await;
+    let domains = server.component_domains();
+    let (ours, other) = (domains[0].to_owned(), domains[1].to_owned());
+    let toml = format!(
+        "{}\n[access]\nread = [\"@localhost\"]\n",
+        server.component_toml(&ours)
+    );
+    let mut gw = Gateway::spawn(&toml);
+    assert!(
+        gw.wait_upstream(TIMEOUT).await,
+        "gateway connected upstream"
+    );
+    let mut alice = TestClient::connect(&server, "alice", "pw").await;
+    let stranger = Jid::new(&format!("boiler@{other}")).expect("jid");
+    alice.chat(&stranger, "help").await;
+    // The gateway handles its input in order: once its own domain answers, the message for the
+    // other domain has been dealt with.
+    alice
+        .iq_get(
+            Jid::new(&ours).expect("jid"),
+            el("<ping xmlns='urn:xmpp:ping'/>"),
+        )
+        .await
+        .expect("pong from the gateway");
+    let answers: Vec<String> = alice
+        .drain()
+        .iter()
+        .filter(|st| support::client::is_from(st, &stranger))
+        .map(support::client::show)
+        .collect();
+    assert!(answers.is_empty(), "answered for {other}: {answers:?}");
+    assert!(
+        gw.wait_log("does not serve", TIMEOUT).await,
+        "{}",
+        gw.log_text()
+    );
+}
+
+/// Two gateways configured with the same domain: Prosody (`kick_old`) throws the older one out
+/// with `conflict`, which reconnects and throws the other out. Both back off and each says once
+/// what is wrong instead of warning at every round.
+#[tokio::test]
+async fn two_gateways_on_one_domain_back_off_and_warn_once() {
+    let server = Server::start(Kind::Prosody, ServerOpts::new().random_component()).await;
+    let domain = server.component_domain().to_owned();
+    let toml = config(&server, &domain);
+    let first = Gateway::spawn(&toml);
+    let second = Gateway::spawn(&toml);
+    let connects = |gw: &Gateway| {
+        let log = gw.log_text();
+        log.matches("component connected").count()
+            + log.matches("component connection restored").count()
+    };
+    assert!(
+        support::eventually(Duration::from_secs(60), || connects(&first)
+            + connects(&second)
+            >= 6)
+        .await,
+        "the gateways stopped taking the domain from each other:\n{}\n{}",
+        first.log_text(),
+        second.log_text()
+    );
+    for gw in [&first, &second] {
+        let log = gw.log_text();
+        assert!(
+            log.matches("component connection replaced;").count() <= 1,
+            "{log}"
+        );
+        assert!(!log.contains("component connection lost"), "{log}");
+    }
+    let warned = [&first, &second]
+        .iter()
+        .filter(|gw| gw.log_text().contains("component connection replaced;"))
+        .count();
+    assert!(warned >= 1, "nobody said what is wrong");
+}
