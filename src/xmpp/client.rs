@@ -13,7 +13,7 @@
 //! their `from`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -140,10 +140,16 @@ impl ClientSessions {
         let mut by_account: HashMap<Jid, usize> = HashMap::new();
         let mut senders = Vec::with_capacity(self.specs.len());
         let mut tasks = JoinSet::new();
-        let mut per_account: HashMap<_, usize> = HashMap::new();
-        let mut per_account_warned: HashMap<_, Arc<AtomicBool>> = HashMap::new();
+        // What the sessions of one account share: one warning about replaced sessions.
+        let mut accounts: HashMap<_, ChurnWatch> = HashMap::new();
         for spec in &self.specs {
-            *per_account.entry(spec.jid.to_bare()).or_default() += 1;
+            accounts
+                .entry(spec.jid.to_bare())
+                .or_insert_with(|| ChurnWatch {
+                    sessions_on_account: 0,
+                    ..ChurnWatch::default()
+                })
+                .sessions_on_account += 1;
         }
         for (i, spec) in self.specs.into_iter().enumerate() {
             exact.insert(spec.jid.clone().into(), i);
@@ -157,11 +163,7 @@ impl ClientSessions {
                 failures: Arc::new(AtomicU32::new(0)),
                 churn: ChurnWatch {
                     state: Arc::default(),
-                    account_warned: per_account_warned
-                        .entry(spec.jid.to_bare())
-                        .or_default()
-                        .clone(),
-                    sessions_on_account: per_account.get(&spec.jid.to_bare()).copied().unwrap_or(1),
+                    ..accounts[&spec.jid.to_bare()].clone()
                 },
                 ..self.connector.clone()
             };

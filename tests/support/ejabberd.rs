@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
+use super::components::Components;
 use super::{certs, free_port, random_id, random_secret, run_command, tail, wait_for_port};
 
 const EJABBERDCTL: &str = "/usr/sbin/ejabberdctl";
@@ -43,7 +44,7 @@ const CTL_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Clone, Debug, Default)]
 pub struct EjabberdOpts {
     /// XEP-0114 component domains with their secrets; all on the one listener.
-    pub components: Vec<(String, String)>,
+    pub components: Components,
     /// The client-mode account the snippet's `iot_gateway` ACL names (`gateway` by default).
     pub gateway_account: Option<String>,
     /// Replaces the snippet's `max_user_sessions` for ordinary accounts (default 10).
@@ -59,14 +60,14 @@ impl EjabberdOpts {
 
     /// Hosts one more component domain with a random secret.
     pub fn component(mut self, domain: impl Into<String>) -> Self {
-        self.components
-            .push((domain.into().to_lowercase(), random_secret()));
+        self.components.add(domain);
         self
     }
 
     /// Hosts a component named `gw-<random>.localhost`.
-    pub fn random_component(self) -> Self {
-        self.component(format!("{}.localhost", random_id("gw-")))
+    pub fn random_component(mut self) -> Self {
+        self.components.add_random();
+        self
     }
 
     pub fn gateway_account(mut self, user: &str) -> Self {
@@ -121,7 +122,7 @@ impl Ejabberd {
             fs::create_dir(root.join(sub)).expect("create ejabberd dir");
         }
         let mut names = vec![DOMAIN, MUC_DOMAIN, PUBSUB_DOMAIN];
-        names.extend(opts.components.iter().map(|(d, _)| d.as_str()));
+        names.extend(opts.components.domains());
         certs::make(&root, &names).await;
         let mut server = Ejabberd {
             node: format!("{}@localhost", random_id("ejt")),
@@ -224,38 +225,22 @@ impl Ejabberd {
     }
 
     pub fn component_domains(&self) -> Vec<&str> {
-        self.opts
-            .components
-            .iter()
-            .map(|(d, _)| d.as_str())
-            .collect()
+        self.opts.components.domains()
     }
 
     pub fn component_domain(&self) -> &str {
-        self.opts
-            .components
-            .first()
-            .map(|(d, _)| d.as_str())
-            .expect("this ejabberd hosts no component (EjabberdOpts::component)")
+        self.opts.components.first("ejabberd")
     }
 
     pub fn component_secret(&self, domain: &str) -> &str {
-        let domain = domain.to_lowercase();
-        self.opts
-            .components
-            .iter()
-            .find(|(d, _)| *d == domain)
-            .map(|(_, s)| s.as_str())
-            .unwrap_or_else(|| panic!("{domain} is not a component of this ejabberd"))
+        self.opts.components.secret(domain, "ejabberd")
     }
 
     /// A gateway `[xmpp]` section for component `domain` (inline secret: fine for tests).
     pub fn component_toml(&self, domain: &str) -> String {
-        format!(
-            "[xmpp]\nmode = \"component\"\ndomain = \"{domain}\"\nserver = \"{}\"\nsecret = \"{}\"\n",
-            self.component_addr(),
-            self.component_secret(domain)
-        )
+        self.opts
+            .components
+            .toml(domain, self.component_addr(), "ejabberd")
     }
 
     pub fn muc_domain(&self) -> &'static str {
@@ -328,7 +313,7 @@ impl Ejabberd {
                     password.trim_start().starts_with("password:"),
                     "the snippet's host entry changed shape: {password}"
                 );
-                for (domain, secret) in &self.opts.components {
+                for (domain, secret) in self.opts.components.iter() {
                     let _ = writeln!(
                         out,
                         "{indent}\"{domain}\":\n{indent}  password: \"{secret}\""

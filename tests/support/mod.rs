@@ -6,7 +6,8 @@
 //!   configured from `deploy/ejabberd-component.yml`; several can form a cluster.
 //! * [`server`]: either of the two behind one interface, and [`per_server!`] to run one test
 //!   body against both.
-//! * [`certs`]: the test CA and server certificate both servers use.
+//! * [`certs`]: the test CA and server certificate both servers use; [`components`]: the
+//!   component domains and secrets they host.
 //! * [`client`]: [`TestClient`], an XMPP user on tokio-xmpp that keeps every stanza it receives
 //!   so that a test can look for one that arrived earlier.
 //! * [`gateway`]: the gateway binary run as a child process with its own config, state dir and
@@ -26,6 +27,7 @@
 
 pub mod certs;
 pub mod client;
+pub mod components;
 pub mod ejabberd;
 pub mod gateway;
 pub mod modbus;

@@ -17,9 +17,10 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
+use super::components::Components;
 use super::{
-    certs, free_port, kill_and_reap, random_id, random_secret, run_command, send_signal, tail,
-    wait_child, wait_for_port,
+    certs, free_port, kill_and_reap, random_id, run_command, send_signal, tail, wait_child,
+    wait_for_port,
 };
 
 /// Where Debian puts the binaries.
@@ -141,7 +142,7 @@ pub struct Prosody {
     c2s_port: u16,
     component_port: u16,
     /// (domain, secret) for every component, in the order of `opts.components`.
-    secrets: Vec<(String, String)>,
+    secrets: Components,
     ca_path: PathBuf,
     /// The server process; `None` while stopped. Reaped by `stop` or on drop.
     child: Option<Child>,
@@ -161,11 +162,10 @@ impl Prosody {
             .expect("create Prosody temp dir");
         let root = dir.path().to_path_buf();
         fs::create_dir(root.join("data")).expect("create data dir");
-        let secrets: Vec<(String, String)> = opts
-            .components
-            .iter()
-            .map(|d| (d.clone(), random_secret()))
-            .collect();
+        let mut secrets = Components::default();
+        for domain in &opts.components {
+            secrets.add(domain);
+        }
         let mut prosody = Prosody {
             config_path: root.join("prosody.cfg.lua"),
             log_path: root.join("prosody.log"),
@@ -178,7 +178,7 @@ impl Prosody {
             dir,
         };
         let mut names: Vec<&str> = vec![DOMAIN, MUC_DOMAIN, PUBSUB_DOMAIN];
-        names.extend(prosody.secrets.iter().map(|(d, _)| d.as_str()));
+        names.extend(prosody.secrets.domains());
         certs::make(prosody.dir.path(), &names).await;
         fs::write(&prosody.config_path, prosody.config_text()).expect("write Prosody config");
         prosody.launch().await;
@@ -250,34 +250,22 @@ impl Prosody {
 
     /// Component domains in the order given.
     pub fn component_domains(&self) -> Vec<&str> {
-        self.secrets.iter().map(|(d, _)| d.as_str()).collect()
+        self.secrets.domains()
     }
 
     /// The first component domain.
     pub fn component_domain(&self) -> &str {
-        self.secrets
-            .first()
-            .map(|(d, _)| d.as_str())
-            .expect("this Prosody hosts no component (ProsodyOpts::component)")
+        self.secrets.first("Prosody")
     }
 
     /// The secret of component `domain`.
     pub fn component_secret(&self, domain: &str) -> &str {
-        let domain = domain.to_lowercase();
-        self.secrets
-            .iter()
-            .find(|(d, _)| *d == domain)
-            .map(|(_, s)| s.as_str())
-            .unwrap_or_else(|| panic!("{domain} is not a component of this Prosody"))
+        self.secrets.secret(domain, "Prosody")
     }
 
     /// A gateway `[xmpp]` section for component `domain` (inline secret: fine for tests).
     pub fn component_toml(&self, domain: &str) -> String {
-        format!(
-            "[xmpp]\nmode = \"component\"\ndomain = \"{domain}\"\nserver = \"{}\"\nsecret = \"{}\"\n",
-            self.component_addr(),
-            self.component_secret(domain)
-        )
+        self.secrets.toml(domain, self.component_addr(), "Prosody")
     }
 
     pub fn muc_domain(&self) -> &'static str {
@@ -423,7 +411,7 @@ VirtualHost "{DOMAIN}"
             extra_global = o.extra_global,
             extra_vhost = o.extra_vhost,
         );
-        for (domain, secret) in &self.secrets {
+        for (domain, secret) in self.secrets.iter() {
             let _ = write!(
                 c,
                 "\nComponent \"{domain}\"\n    component_secret = \"{secret}\"\n    \
@@ -436,8 +424,9 @@ VirtualHost "{DOMAIN}"
         if o.pubsub {
             let admins: Vec<String> = self
                 .secrets
+                .domains()
                 .iter()
-                .map(|(d, _)| format!("\"{d}\""))
+                .map(|d| format!("\"{d}\""))
                 .collect();
             let _ = write!(
                 c,
