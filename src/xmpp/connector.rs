@@ -226,8 +226,8 @@ impl Connector {
                 "the server keeps ending this XMPP session within seconds of login (usually a `conflict`: \
                  another login replaced it); backing off up to {}s. If the account has more sessions \
                  than the server allows, raise the limit (ejabberd: `max_user_sessions`, default 10; \
-                 Prosody: the session limits of mod_limits or a community module) or give devices \
-                 accounts of their own; otherwise check that no other client logs in with this resource",
+                 Prosody: any session-limiting module it loads) or give devices accounts of their \
+                 own; otherwise check that no other client logs in with this resource",
                 CHURN_MAX_DELAY.as_secs()
             );
         }
