@@ -8,7 +8,7 @@
 //! `HOME` points into the temporary directory, so Erlang's cookie file stays there too.
 //!
 //! The configuration is a base that follows Debian's default `ejabberd.yml` (the `normal`
-//! shaper, the usual modules) plus `deploy/ejabberd-component.yml`, read from the repository
+//! shaper, SCRAM-SHA-1 password storage, the usual modules) plus `deploy/ejabberd-component.yml`, read from the repository
 //! and included as it is, with only its example names, password and port replaced: what the
 //! tests run against is what the documentation tells people to configure. The base leaves out
 //! the keys that file sets. Test-only differences: no s2s, no HTTP, only loopback ports, and
@@ -380,6 +380,10 @@ listen:
     starttls: true
 
 s2s_use_starttls: optional
+
+# As Debian's file: passwords stored as SCRAM-SHA-1 hashes, so SCRAM-SHA-1 (and PLAIN) is what
+# clients are offered.
+auth_password_format: scram
 
 acl:
   local:
