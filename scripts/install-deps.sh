@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that the integration tests and the demo run as private services
-# (Prosody, Mosquitto, socat, openssl) or call (systemd-analyze, from the `systemd` package, which
+# (Prosody, ejabberd, Mosquitto, socat, openssl) or call (systemd-analyze, from the `systemd` package, which
 # checks the unit file without systemd running), but only those whose program is missing: on a
 # machine that has them this does nothing and needs no network. Then the PyPI packages the tests
 # use (pymodbus, the independent Modbus simulator of tests/modbus.rs) into the git-ignored venv
@@ -11,7 +11,10 @@
 #            the tests need it too
 #
 # A system Prosody/Mosquitto that the package install starts is left alone: the tests and the
-# demo run their own instances on their own ports and never talk to the system ones.
+# demo run their own instances on their own ports and never talk to the system ones. The
+# packaged ejabberd service is stopped and disabled right after its install, though: it would
+# hold ports 5222/5269/5280 and an Erlang node named ejabberd@localhost for nothing, and the
+# tests run their own nodes (tests/support/ejabberd.rs).
 set -euo pipefail
 
 for arg in "$@"; do
@@ -38,6 +41,9 @@ add() {
 have mosquitto || add mosquitto
 have mosquitto_pub || add mosquitto-clients
 have mosquitto_sub || add mosquitto-clients
+# tests/support/ejabberd.rs copies /usr/sbin/ejabberdctl (Debian's) to run private nodes.
+new_ejabberd=false
+[ -x /usr/sbin/ejabberdctl ] || { add ejabberd; new_ejabberd=true; }
 have socat || add socat
 have openssl || add openssl
 # tests/deploy.rs: `systemd-analyze verify` and `security --offline` on deploy/*.service.
@@ -86,4 +92,7 @@ fi
 "${sudo[@]+"${sudo[@]}"}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null
 "${sudo[@]+"${sudo[@]}"}" env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -qq "${need[@]}" </dev/null
+if $new_ejabberd && command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    "${sudo[@]+"${sudo[@]}"}" systemctl disable --now ejabberd.service >/dev/null 2>&1 || true
+fi
 install_python_test_packages

@@ -6,7 +6,7 @@
 #   scripts/test.sh -- --nocapture        # show output
 # The exit code is the tests' exit code.
 #
-# Integration tests start their own Prosody (and Mosquitto, …) on free loopback ports with private
+# Integration tests start their own Prosody, ejabberd (and Mosquitto, …) on free loopback ports with private
 # configs; system services installed with the packages are neither used nor stopped.
 # Set RIG_KEEP=1 to keep a failing test's temporary Prosody/gateway directories for inspection.
 set -euo pipefail

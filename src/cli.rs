@@ -32,7 +32,7 @@ pub struct Cli {
 pub enum Command {
     /// Start the gateway (the default).
     Run,
-    /// Validate the configuration and the files it names; print the device table.
+    /// Validate the configuration and the files it names; print the servers and the device table.
     Check,
     /// Print name, version and the adapters this build supports.
     Version,

@@ -127,6 +127,7 @@ fn run() -> anyhow::Result<ExitCode> {
                     for w in &loaded.warnings {
                         eprintln!("warning: {w}");
                     }
+                    print!("{}", config::upstream_line(&loaded.config));
                     print!("{}", config::device_table(&loaded.config));
                     Ok(ExitCode::SUCCESS)
                 }
@@ -240,11 +241,12 @@ fn init_logging(cli_level: Option<&str>, config_level: Option<&str>) {
                 false
             }
         });
-    let filter = cli_level
-        .map(EnvFilter::new)
-        .or_else(|| env.map(EnvFilter::new))
-        .or_else(|| config_level.map(EnvFilter::new))
-        .unwrap_or_else(|| EnvFilter::new("info"));
+    let directives = cli_level
+        .map(str::to_owned)
+        .or(env)
+        .or_else(|| config_level.map(str::to_owned))
+        .unwrap_or_else(|| "info".to_owned());
+    let filter = EnvFilter::new(quiet_reconnects(&directives));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -259,6 +261,18 @@ fn init_logging(cli_level: Option<&str>, config_level: Option<&str>) {
             .init();
     } else {
         builder.init();
+    }
+}
+
+/// tokio-xmpp logs an ERROR for every failed reconnect attempt of every session (every second,
+/// then every 30 s, for as long as the server is away). The gateway reports those failures
+/// itself, once per outage and with what to check (`xmpp/connector.rs`), so the library's
+/// reconnect loop is silenced unless the filter names tokio-xmpp explicitly.
+fn quiet_reconnects(directives: &str) -> String {
+    if directives.contains("tokio_xmpp") {
+        directives.to_owned()
+    } else {
+        format!("{directives},tokio_xmpp::stanzastream=off")
     }
 }
 

@@ -237,6 +237,11 @@ impl MetricsSource for GatewayMetrics {
                 &s.stanzas_malformed,
             ),
             (
+                "stanzas_misrouted_total",
+                "Received stanzas addressed to a domain the gateway does not serve (dropped).",
+                &s.stanzas_misrouted,
+            ),
+            (
                 "presence_coalesced_total",
                 "Presence updates folded into a later one (min_interval or a busy upstream).",
                 &s.presence_coalesced,

@@ -20,7 +20,7 @@ use tokio_xmpp::xmlstream::Timeouts;
 
 use crate::translator::sensordata::{self, ParsedField};
 use crate::xmpp::c2s::{C2sEvent, C2sStream};
-use crate::xmpp::connector::{Connector, Target};
+use crate::xmpp::connector::{ChurnWatch, Connector, Target};
 use crate::xmpp::tls::client_config;
 
 const NS_SD: &str = "urn:xmpp:iot:sensordata";
@@ -159,11 +159,12 @@ impl Session {
             target: login
                 .server
                 .clone()
-                .map(Target::Address)
+                .map(|s| Target::Addresses(vec![s]))
                 .unwrap_or(Target::Domain),
             tls,
             label: jid.to_string().into(),
             failures: Arc::new(AtomicU32::new(0)),
+            churn: ChurnWatch::default(),
         };
         let (failed_tx, mut failed_rx) = mpsc::unbounded_channel();
         let mut stream = C2sStream::single_attempt(

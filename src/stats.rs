@@ -19,6 +19,8 @@ pub struct Stats {
     pub stanzas_out: AtomicU64,
     /// Incoming stanzas that were well-formed XML but not valid stanzas.
     pub stanzas_malformed: AtomicU64,
+    /// Incoming stanzas addressed to a domain the gateway does not serve (dropped unanswered).
+    pub stanzas_misrouted: AtomicU64,
     /// Presence updates folded into a later one (`min_interval`, or a busy upstream).
     pub presence_coalesced: AtomicU64,
     /// Replies dropped because the upstream queue was full for too long.

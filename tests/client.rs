@@ -1,5 +1,6 @@
-//! Client mode end to end: the gateway logs its devices in to a real Prosody over STARTTLS,
-//! trusting the test CA through `ca_file` only, and users see them as ordinary contacts.
+//! Client mode end to end: the gateway logs its devices in to a real server over STARTTLS,
+//! trusting the test CA through `ca_file` only, and users see them as ordinary contacts. The
+//! interoperability tests run against Prosody and ejabberd.
 //! Also the `read` and `set` commands, which use the same client.
 
 mod support;
@@ -7,7 +8,10 @@ mod support;
 use std::time::Duration;
 
 use support::client::presence_status;
-use support::{Gateway, GatewayOpts, Prosody, ProsodyOpts, TestClient, TIMEOUT};
+use support::{
+    tail, Ejabberd, EjabberdOpts, Gateway, GatewayOpts, Kind, Server, ServerOpts, TestClient,
+    TIMEOUT,
+};
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::presence::{Presence, Type as PresenceType};
@@ -15,8 +19,8 @@ use xmpp_parsers::stanza_error::DefinedCondition;
 
 const NS_SD: &str = "urn:xmpp:iot:sensordata";
 
-async fn prosody() -> Prosody {
-    let prosody = Prosody::start(ProsodyOpts::new()).await;
+async fn prosody(kind: Kind) -> Server {
+    let prosody = Server::start(kind, ServerOpts::new()).await;
     for (user, pw) in [
         ("gw", "gw-pw"),
         ("relay", "relay-pw"),
@@ -28,7 +32,7 @@ async fn prosody() -> Prosody {
     prosody
 }
 
-fn config(prosody: &Prosody, ca_file: &str) -> String {
+fn config(prosody: &Server, ca_file: &str) -> String {
     format!(
         r#"
 [gateway]
@@ -82,7 +86,7 @@ adapter = "sim"
     )
 }
 
-fn gateway(prosody: &Prosody, ca_file: &str) -> Gateway {
+fn gateway(prosody: &Server, ca_file: &str) -> Gateway {
     Gateway::spawn_with(
         &config(prosody, ca_file),
         GatewayOpts::new()
@@ -122,9 +126,8 @@ async fn subscribe(alice: &mut TestClient, account: &str, full: &str) -> Presenc
         .unwrap_or_else(|| panic!("no presence from {full}"))
 }
 
-#[tokio::test]
-async fn devices_log_in_over_starttls_and_behave_like_component_devices() {
-    let prosody = prosody().await;
+async fn devices_log_in_over_starttls_and_behave_like_component_devices(kind: Kind) {
+    let prosody = prosody(kind).await;
     let ca = prosody.ca_path().display().to_string();
     let mut gw = gateway(&prosody, &ca);
     assert!(gw.wait_ready(Duration::from_secs(20)).await, "READY=1");
@@ -217,9 +220,8 @@ async fn devices_log_in_over_starttls_and_behave_like_component_devices() {
     );
 }
 
-#[tokio::test]
-async fn presence_returns_after_the_server_restarts() {
-    let mut prosody = prosody().await;
+async fn presence_returns_after_the_server_restarts(kind: Kind) {
+    let mut prosody = prosody(kind).await;
     let ca = prosody.ca_path().display().to_string();
     let gw = gateway(&prosody, &ca);
     let mut alice = TestClient::connect(&prosody, "alice", "pw").await;
@@ -240,7 +242,7 @@ async fn presence_returns_after_the_server_restarts() {
 
 #[tokio::test]
 async fn a_certificate_from_an_unknown_ca_is_refused() {
-    let prosody = prosody().await;
+    let prosody = prosody(Kind::Prosody).await;
     // A CA of its own that did not sign the server's certificate.
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = dir.path().join("other-ca.pem");
@@ -283,7 +285,7 @@ async fn a_certificate_from_an_unknown_ca_is_refused() {
 
 #[tokio::test]
 async fn read_and_set_from_the_command_line() {
-    let prosody = prosody().await;
+    let prosody = prosody(Kind::Prosody).await;
     let ca = prosody.ca_path().display().to_string();
     let _gw = gateway(&prosody, &ca);
     let pwfile = tempfile::NamedTempFile::new().expect("tempfile");
@@ -365,7 +367,7 @@ async fn read_and_set_from_the_command_line() {
 /// `read` of alice's own JID as alice, with `options` (name, value) in place of the defaults
 /// or added; a timeout far beyond the rig's own limit for a command, so that a command that
 /// retried instead of stopping would fail the test.
-async fn read_as_alice(prosody: &Prosody, options: &[(&str, &str)]) -> support::CmdOutput {
+async fn read_as_alice(prosody: &Server, options: &[(&str, &str)]) -> support::CmdOutput {
     let pwfile = tempfile::NamedTempFile::new().expect("tempfile");
     std::fs::write(pwfile.path(), "pw\n").expect("write");
     let pw = pwfile.path().display().to_string();
@@ -400,7 +402,7 @@ fn one_line_error(out: &support::CmdOutput, code: i32, wanted: &str) {
 
 #[tokio::test]
 async fn read_and_set_stop_at_once_on_errors_that_cannot_heal() {
-    let prosody = prosody().await;
+    let prosody = prosody(Kind::Prosody).await;
     let ca = prosody.ca_path().display().to_string();
 
     // A wrong password, a certificate nobody vouches for, nothing listening: one attempt, one
@@ -455,4 +457,130 @@ async fn wait_online(alice: &mut TestClient, full: &str) -> bool {
     alice
         .wait_answering(&jid(full), Duration::from_secs(20))
         .await
+}
+
+/// ejabberd hands an inbound subscription request to every session of the account, device
+/// sessions included: it must still be answered once. (The server drops a repeated answer on
+/// its way to the user, so the gateway's log tells how many it sent.)
+async fn a_subscription_request_is_answered_once(kind: Kind) {
+    let prosody = prosody(kind).await;
+    let ca = prosody.ca_path().display().to_string();
+    let gw = gateway(&prosody, &ca);
+    let mut alice = TestClient::connect(&prosody, "alice", "pw").await;
+    assert!(wait_online(&mut alice, "gw@localhost/thermo").await);
+    assert!(wait_online(&mut alice, "gw@localhost/gateway").await);
+    subscribe(&mut alice, "gw@localhost", "gw@localhost/thermo").await;
+    let mut eve = TestClient::connect(&prosody, "eve", "pw").await;
+    eve.subscribe(jid("gw@localhost")).await;
+    eve.recv_presence_from(jid("gw@localhost"), PresenceType::Unsubscribed, TIMEOUT)
+        .await
+        .expect("refused");
+    // Every copy of both requests reached the core before this ping, and the core handles its
+    // input in order: once the pong is in, every answer has been logged.
+    alice
+        .iq_get(
+            &jid("gw@localhost/gateway"),
+            "<ping xmlns='urn:xmpp:ping'/>"
+                .parse::<Element>()
+                .expect("xml"),
+        )
+        .await
+        .expect("pong");
+    let log = gw.log_text();
+    assert_eq!(
+        log.matches("subscription approved").count(),
+        1,
+        "alice's request was answered more than once:\n{log}"
+    );
+    assert_eq!(
+        log.matches("subscription refused").count(),
+        1,
+        "eve's request was answered more than once:\n{log}"
+    );
+}
+
+per_server!(
+    devices_log_in_over_starttls_and_behave_like_component_devices,
+    presence_returns_after_the_server_restarts,
+    a_subscription_request_is_answered_once,
+);
+
+/// More sessions on one account than ejabberd allows (`max_user_sessions`): each login throws
+/// an older session out with `conflict`. The gateway must back off instead of logging in again
+/// at once, forever, and say once what to change.
+#[tokio::test]
+async fn sessions_beyond_the_servers_limit_back_off_and_warn_once() {
+    let server = Ejabberd::start(
+        EjabberdOpts::new()
+            .gateway_account("not-this-gateway")
+            .max_user_sessions(2),
+    )
+    .await;
+    server.register("gw", "gw-pw").await;
+    let devices: String = ["a", "b", "c"]
+        .iter()
+        .map(|id| {
+            format!(
+                "\n[[device]]\nid = \"{id}\"\nadapter = \"sim\"\n\n  [[device.field]]\n  \
+                 name = \"level\"\n  type = \"integer\"\n  generator = \"constant\"\n  value = 1\n"
+            )
+        })
+        .collect();
+    let config = format!(
+        "[xmpp]\nmode = \"client\"\njid = \"gw@localhost\"\npassword_file = \"gw.pass\"\n\
+         server = \"{}\"\nca_file = \"{}\"\n\n[[adapter]]\nid = \"sim\"\ntype = \"simulated\"\n{devices}",
+        server.c2s_addr(),
+        server.ca_path().display()
+    );
+    let gw = Gateway::spawn_with(&config, GatewayOpts::new().file("gw.pass", "gw-pw\n"));
+    const WARNING: &str = "the server keeps ending this XMPP session";
+    assert!(
+        gw.wait_log(WARNING, Duration::from_secs(60)).await,
+        "no warning about replaced sessions:\n{}",
+        tail(&gw.log_text(), 40)
+    );
+    // The sessions keep replacing each other (four sessions, two allowed), more slowly: the
+    // warning is not repeated for them.
+    let restored = |log: &str| log.matches("XMPP session restored").count();
+    let at_warning = restored(&gw.log_text());
+    assert!(
+        support::eventually(Duration::from_secs(60), || restored(&gw.log_text())
+            >= at_warning + 4)
+        .await,
+        "the sessions stopped logging in again:\n{}",
+        tail(&gw.log_text(), 40)
+    );
+    assert_eq!(gw.log_text().matches(WARNING).count(), 1);
+}
+
+/// A server that accepts connections and drops them at once: tokio-xmpp retries (after 1 s,
+/// 2 s, 4 s…) and would log an ERROR for every attempt. The failure is logged once.
+#[tokio::test]
+async fn a_failing_server_is_reported_once_not_at_every_attempt() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let config = format!(
+        "[xmpp]\nmode = \"client\"\njid = \"gw@localhost\"\npassword = \"pw\"\n\
+         server = \"{addr}\"\ntls = \"none\"\n"
+    );
+    let gw = Gateway::spawn(&config);
+    for attempt in 1..=3 {
+        let (sock, _) = tokio::time::timeout(Duration::from_secs(30), listener.accept())
+            .await
+            .unwrap_or_else(|_| panic!("attempt {attempt} within 30 s"))
+            .expect("accept");
+        drop(sock);
+    }
+    // The third attempt has failed once the gateway says so at debug level, or a fourth
+    // connection arrives; either way the first two failures are logged by now.
+    let _ = tokio::time::timeout(TIMEOUT, listener.accept()).await;
+    let log = gw.log_text();
+    assert_eq!(
+        log.matches("cannot connect to the XMPP server").count(),
+        1,
+        "{log}"
+    );
+    assert!(!log.contains("ERROR"), "{log}");
 }

@@ -1,12 +1,13 @@
-//! Component mode (XEP-0114) end to end: a real Prosody, the gateway binary, and test users who
-//! log in over c2s and talk to the devices as any XMPP client would.
+//! Component mode (XEP-0114) end to end: a real server, the gateway binary, and test users who
+//! log in over c2s and talk to the devices as any XMPP client would. The interoperability tests
+//! run against Prosody and ejabberd (`per_server!`).
 
 mod support;
 
 use std::time::Duration;
 
 use support::client::{message_body, presence_status};
-use support::{Gateway, Prosody, ProsodyOpts, TestClient, TIMEOUT};
+use support::{Gateway, Kind, Server, ServerOpts, TestClient, TIMEOUT};
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::message::MessageType;
@@ -20,28 +21,28 @@ const NS_CTL: &str = "urn:xmpp:iot:control";
 const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 const DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
 
-/// A Prosody hosting one component, three users, and a gateway with two simulated devices.
+/// A server hosting one component, three users, and a gateway with two simulated devices.
 /// alice may control, bob may read, eve may do nothing.
 struct Rig {
-    prosody: Prosody,
+    server: Server,
     gateway: Gateway,
     domain: String,
 }
 
 impl Rig {
-    async fn start() -> Rig {
-        let prosody = Prosody::start(ProsodyOpts::new().random_component()).await;
+    async fn start(kind: Kind) -> Rig {
+        let server = Server::start(kind, ServerOpts::new().random_component()).await;
         for user in ["alice", "bob", "eve"] {
-            prosody.register(user, "pw").await;
+            server.register(user, "pw").await;
         }
-        let domain = prosody.component_domain().to_owned();
-        let mut gateway = Gateway::spawn(&config(&prosody, &domain));
+        let domain = server.component_domain().to_owned();
+        let mut gateway = Gateway::spawn(&config(&server, &domain));
         assert!(
             gateway.wait_upstream(TIMEOUT).await,
             "gateway connected upstream"
         );
         Rig {
-            prosody,
+            server,
             gateway,
             domain,
         }
@@ -52,11 +53,11 @@ impl Rig {
     }
 
     async fn user(&self, name: &str) -> TestClient {
-        TestClient::connect(&self.prosody, name, "pw").await
+        TestClient::connect(&self.server, name, "pw").await
     }
 }
 
-fn config(prosody: &Prosody, domain: &str) -> String {
+fn config(server: &Server, domain: &str) -> String {
     format!(
         r#"
 [gateway]
@@ -115,7 +116,7 @@ poll = "1s"
   value = 3
   writable = true
 "#,
-        xmpp = prosody.component_toml(domain)
+        xmpp = server.component_toml(domain)
     )
 }
 
@@ -172,9 +173,8 @@ fn field_value(fields: &Element, name: &str) -> Option<(String, String)> {
         })
 }
 
-#[tokio::test]
-async fn subscriptions_follow_the_access_lists_and_presence_carries_values() {
-    let rig = Rig::start().await;
+async fn subscriptions_follow_the_access_lists_and_presence_carries_values(kind: Kind) {
+    let rig = Rig::start(kind).await;
     let thermo = rig.jid("thermo");
     let mut bob = rig.user("bob").await;
     let mut eve = rig.user("eve").await;
@@ -241,9 +241,8 @@ async fn subscriptions_follow_the_access_lists_and_presence_carries_values() {
     );
 }
 
-#[tokio::test]
-async fn the_gateway_and_its_devices_answer_iqs() {
-    let rig = Rig::start().await;
+async fn the_gateway_and_its_devices_answer_iqs(kind: Kind) {
+    let rig = Rig::start(kind).await;
     let thermo = rig.jid("thermo");
     let relay = rig.jid("relay");
     let domain = Jid::new(&rig.domain).expect("domain jid");
@@ -386,9 +385,8 @@ async fn the_gateway_and_its_devices_answer_iqs() {
     );
 }
 
-#[tokio::test]
-async fn momentary_readouts_follow_xep_0323() {
-    let rig = Rig::start().await;
+async fn momentary_readouts_follow_xep_0323(kind: Kind) {
+    let rig = Rig::start(kind).await;
     let thermo = rig.jid("thermo");
     let relay = rig.jid("relay");
     let mut bob = rig.user("bob").await;
@@ -485,7 +483,7 @@ async fn momentary_readouts_follow_xep_0323() {
 
 #[tokio::test]
 async fn queued_readouts_start_later_and_can_be_cancelled() {
-    let rig = Rig::start().await;
+    let rig = Rig::start(Kind::Prosody).await;
     let thermo = rig.jid("thermo");
     let mut bob = rig.user("bob").await;
     let when = |secs: i64| {
@@ -533,9 +531,8 @@ async fn queued_readouts_start_later_and_can_be_cancelled() {
     assert!(cancelled.is("cancelled", NS_SD));
 }
 
-#[tokio::test]
-async fn chat_commands_and_control_respect_the_access_lists() {
-    let rig = Rig::start().await;
+async fn chat_commands_and_control_respect_the_access_lists(kind: Kind) {
+    let rig = Rig::start(kind).await;
     let thermo = rig.jid("thermo");
     let relay = rig.jid("relay");
     let mut alice = rig.user("alice").await;
@@ -650,9 +647,8 @@ async fn chat_commands_and_control_respect_the_access_lists() {
     );
 }
 
-#[tokio::test]
-async fn presence_comes_back_after_gateway_and_server_restarts() {
-    let mut rig = Rig::start().await;
+async fn presence_comes_back_after_gateway_and_server_restarts(kind: Kind) {
+    let mut rig = Rig::start(kind).await;
     let thermo = rig.jid("thermo");
     let mut alice = rig.user("alice").await;
     alice.subscribe(&thermo).await;
@@ -686,7 +682,7 @@ async fn presence_comes_back_after_gateway_and_server_restarts() {
     // (through the gateway's announcement or its answer to the server's probe: either needs the
     // gateway back on the server).
     drop(alice);
-    rig.prosody.restart().await;
+    rig.server.restart().await;
     let mut alice = rig.user("alice").await;
     alice
         .recv_presence(Duration::from_secs(30), |p| {
@@ -713,10 +709,16 @@ async fn presence_comes_back_after_gateway_and_server_restarts() {
 
 #[tokio::test]
 async fn a_wrong_secret_is_reported_and_retried() {
-    let prosody = Prosody::start(ProsodyOpts::new().random_component()).await;
+    let prosody = support::Prosody::start(support::ProsodyOpts::new().random_component()).await;
     let domain = prosody.component_domain().to_owned();
-    let toml =
-        config(&prosody, &domain).replace(prosody.component_secret(&domain), "not-the-secret");
+    let server = Server::Prosody(prosody);
+    let toml = config(&server, &domain);
+    let secret = toml
+        .lines()
+        .find_map(|l| l.strip_prefix("secret = "))
+        .expect("secret line")
+        .to_owned();
+    let toml = toml.replace(&secret, "\"not-the-secret\"");
     let mut gateway = Gateway::spawn(&toml);
     assert!(
         gateway.wait_ready(TIMEOUT).await,
@@ -741,7 +743,7 @@ async fn a_wrong_secret_is_reported_and_retried() {
 
 #[tokio::test]
 async fn systemd_hears_ready_status_and_stopping() {
-    let rig = Rig::start().await;
+    let rig = Rig::start(Kind::Prosody).await;
     let mut gateway = rig.gateway;
     assert!(gateway.wait_ready(TIMEOUT).await);
     assert!(gateway.wait_notify("STATUS=", TIMEOUT).await);
@@ -769,6 +771,12 @@ async fn check_prints_the_table_or_positioned_errors() {
     .await;
     assert!(out.success(), "{}", out.stderr);
     assert!(
+        out.stdout
+            .starts_with("upstream: component sensors.localhost via 127.0.0.1:5347\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(
         out.stdout.contains("greenhouse@sensors.localhost"),
         "{}",
         out.stdout
@@ -787,7 +795,7 @@ async fn check_prints_the_table_or_positioned_errors() {
 
 #[tokio::test]
 async fn the_read_command_reads_a_component_device() {
-    let rig = Rig::start().await;
+    let rig = Rig::start(Kind::Prosody).await;
     let thermo = rig.jid("thermo");
     // The device answers once the gateway is connected.
     let mut bob = rig.user("bob").await;
@@ -797,8 +805,8 @@ async fn the_read_command_reads_a_component_device() {
     let pwfile = tempfile::NamedTempFile::new().expect("tempfile");
     std::fs::write(pwfile.path(), "pw\n").expect("write");
     let (ca, server, pw) = (
-        rig.prosody.ca_path().display().to_string(),
-        rig.prosody.c2s_addr().to_string(),
+        rig.server.ca_path().display().to_string(),
+        rig.server.c2s_addr().to_string(),
         pwfile.path().display().to_string(),
     );
     let thermo_s = thermo.to_string();
@@ -868,4 +876,101 @@ async fn the_read_command_reads_a_component_device() {
     let out = Gateway::cli(None, &args).await;
     assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
     assert!(out.stderr.contains("forbidden"), "{}", out.stderr);
+}
+
+per_server!(
+    subscriptions_follow_the_access_lists_and_presence_carries_values,
+    the_gateway_and_its_devices_answer_iqs,
+    momentary_readouts_follow_xep_0323,
+    chat_commands_and_control_respect_the_access_lists,
+    presence_comes_back_after_gateway_and_server_restarts,
+);
+
+/// ejabberd with the default `global_routes: true` and two domains on one listener routes both
+/// to whichever component logged in: stanzas for the other domain reach this gateway. They are
+/// not its to answer (an answer would come from a JID it does not serve): dropped, reported once.
+#[tokio::test]
+async fn stanzas_for_a_domain_the_gateway_does_not_serve_are_not_answered() {
+    let server = support::Ejabberd::start(
+        support::EjabberdOpts::new()
+            .random_component()
+            .random_component()
+            .global_routes(true),
+    )
+    .await;
+    server.register("alice", "pw").await;
+    let domains = server.component_domains();
+    let (ours, other) = (domains[0].to_owned(), domains[1].to_owned());
+    let toml = format!(
+        "{}\n[access]\nread = [\"@localhost\"]\n",
+        server.component_toml(&ours)
+    );
+    let mut gw = Gateway::spawn(&toml);
+    assert!(
+        gw.wait_upstream(TIMEOUT).await,
+        "gateway connected upstream"
+    );
+    let mut alice = TestClient::connect(&server, "alice", "pw").await;
+    let stranger = Jid::new(&format!("boiler@{other}")).expect("jid");
+    alice.chat(&stranger, "help").await;
+    // The gateway handles its input in order: once its own domain answers, the message for the
+    // other domain has been dealt with.
+    alice
+        .iq_get(
+            Jid::new(&ours).expect("jid"),
+            el("<ping xmlns='urn:xmpp:ping'/>"),
+        )
+        .await
+        .expect("pong from the gateway");
+    let answers: Vec<String> = alice
+        .drain()
+        .iter()
+        .filter(|st| support::client::is_from(st, &stranger))
+        .map(support::client::show)
+        .collect();
+    assert!(answers.is_empty(), "answered for {other}: {answers:?}");
+    assert!(
+        gw.wait_log("does not serve", TIMEOUT).await,
+        "{}",
+        gw.log_text()
+    );
+}
+
+/// Two gateways configured with the same domain: Prosody (`kick_old`) throws the older one out
+/// with `conflict`, which reconnects and throws the other out. Both back off and each says once
+/// what is wrong instead of warning at every round.
+#[tokio::test]
+async fn two_gateways_on_one_domain_back_off_and_warn_once() {
+    let server = Server::start(Kind::Prosody, ServerOpts::new().random_component()).await;
+    let domain = server.component_domain().to_owned();
+    let toml = config(&server, &domain);
+    let first = Gateway::spawn(&toml);
+    let second = Gateway::spawn(&toml);
+    let connects = |gw: &Gateway| {
+        let log = gw.log_text();
+        log.matches("component connected").count()
+            + log.matches("component connection restored").count()
+    };
+    assert!(
+        support::eventually(Duration::from_secs(60), || connects(&first)
+            + connects(&second)
+            >= 6)
+        .await,
+        "the gateways stopped taking the domain from each other:\n{}\n{}",
+        first.log_text(),
+        second.log_text()
+    );
+    for gw in [&first, &second] {
+        let log = gw.log_text();
+        assert!(
+            log.matches("component connection replaced;").count() <= 1,
+            "{log}"
+        );
+        assert!(!log.contains("component connection lost"), "{log}");
+    }
+    let warned = [&first, &second]
+        .iter()
+        .filter(|gw| gw.log_text().contains("component connection replaced;"))
+        .count();
+    assert!(warned >= 1, "nobody said what is wrong");
 }

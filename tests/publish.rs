@@ -1,12 +1,12 @@
 //! Publishing beyond presence: push headlines to `[publish] notify` and PubSub items, against a
-//! real Prosody with a pubsub service.
+//! real server with a pubsub service (Prosody and ejabberd).
 
 mod support;
 
 use std::time::Duration;
 
 use support::client::message_body;
-use support::{Gateway, Prosody, ProsodyOpts, TestClient, TIMEOUT};
+use support::{Gateway, Kind, Server, ServerOpts, TestClient, TIMEOUT};
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::message::MessageType;
 use xmpp_parsers::minidom::Element;
@@ -15,7 +15,7 @@ const NS_SD: &str = "urn:xmpp:iot:sensordata";
 const NS_PUBSUB: &str = "http://jabber.org/protocol/pubsub";
 const NS_EVENT: &str = "http://jabber.org/protocol/pubsub#event";
 
-fn config(prosody: &Prosody, domain: &str, publish: &str) -> String {
+fn config(prosody: &Server, domain: &str, publish: &str) -> String {
     format!(
         r#"
 [gateway]
@@ -52,7 +52,7 @@ poll = "200ms"
 
 #[tokio::test]
 async fn every_change_is_pushed_as_a_headline() {
-    let prosody = Prosody::start(ProsodyOpts::new().random_component()).await;
+    let prosody = Server::start(Kind::Prosody, ServerOpts::new().random_component()).await;
     prosody.register("carol", "pw").await;
     let domain = prosody.component_domain().to_owned();
     let mut carol = TestClient::connect(&prosody, "carol", "pw").await;
@@ -91,9 +91,8 @@ async fn every_change_is_pushed_as_a_headline() {
     assert!(bodies.windows(2).all(|w| w[0] != w[1]), "{bodies:?}");
 }
 
-#[tokio::test]
-async fn readings_are_published_to_pubsub() {
-    let prosody = Prosody::start(ProsodyOpts::new().random_component().pubsub()).await;
+async fn readings_are_published_to_pubsub(kind: Kind) {
+    let prosody = Server::start(kind, ServerOpts::new().random_component().pubsub()).await;
     prosody.register("dave", "pw").await;
     let domain = prosody.component_domain().to_owned();
     let service = Jid::new(prosody.pubsub_domain()).expect("jid");
@@ -152,3 +151,5 @@ async fn readings_are_published_to_pubsub() {
         .children()
         .any(|n| n.attr("nodeId") == Some("thermo")));
 }
+
+per_server!(readings_are_published_to_pubsub);

@@ -6,7 +6,7 @@ mod support;
 use std::net::TcpStream;
 
 use support::client::{message_body, TestClient};
-use support::{Prosody, ProsodyOpts, TIMEOUT};
+use support::{Ejabberd, EjabberdOpts, Prosody, ProsodyOpts, TIMEOUT};
 use xmpp_parsers::message::MessageType;
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::presence::Type as PresenceType;
@@ -151,4 +151,72 @@ async fn wrong_password_does_not_come_online() {
     .await;
     assert!(client.is_none());
     assert!(prosody.ca_path().exists());
+}
+
+#[tokio::test]
+async fn ejabberd_starts_from_the_documented_snippet_and_relays_chat() {
+    let mut server = Ejabberd::start(EjabberdOpts::new().random_component()).await;
+    server.register("alice", "alice-pw").await;
+    server.register("bob", "bob-pw").await;
+    let mut alice = TestClient::connect(&server, "alice", "alice-pw").await;
+    let mut bob = TestClient::connect(&server, "bob", "bob-pw").await;
+    alice.chat(bob.full_jid(), "hello bob").await;
+    let msg = bob
+        .recv_message(TIMEOUT, |m| m.type_ == MessageType::Chat)
+        .await
+        .expect("bob receives alice's chat");
+    assert_eq!(message_body(&msg).as_deref(), Some("hello bob"));
+    // The snippet's MUC and pubsub services are there.
+    for service in [server.muc_domain(), server.pubsub_domain()] {
+        let info = alice
+            .iq_get(
+                service,
+                Element::builder("query", "http://jabber.org/protocol/disco#info").build(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("disco#info on {service}: {e:?}"));
+        assert!(info.is_some());
+    }
+    // As with Debian's configuration, SCRAM-SHA-1 is the strongest mechanism on offer (the
+    // README says which one the gateway ends up with).
+    let features = stream_features(server.c2s_addr()).await;
+    assert!(
+        features.contains("<mechanism>SCRAM-SHA-1</mechanism>")
+            && !features.contains("SCRAM-SHA-256"),
+        "{features}"
+    );
+    // A restart keeps ports and accounts; clients log in again.
+    alice.disconnect().await;
+    bob.disconnect().await;
+    server.restart().await;
+    TestClient::connect(&server, "alice", "alice-pw").await;
+    server.stop().await;
+    assert!(!server.is_running());
+}
+
+/// The server's first `<stream:features/>` to a client that opens a stream and does nothing else.
+async fn stream_features(c2s: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect(c2s).await.expect("connect");
+    sock.write_all(
+        b"<?xml version='1.0'?><stream:stream to='localhost' xmlns='jabber:client' \
+          xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>",
+    )
+    .await
+    .expect("stream header");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("</stream:features>") {
+        let n = tokio::time::timeout(TIMEOUT, sock.read(&mut buf))
+            .await
+            .expect("features in time")
+            .expect("read");
+        assert!(
+            n > 0,
+            "closed before the features: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
 }

@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 pub use diagnostic::{did_you_mean, ConfigErrors, Diagnostic};
 pub(crate) use modbus::build_adapter as modbus_adapter;
 pub use model::*;
-pub use table::device_table;
+pub use table::{device_table, upstream_line};
 pub use validate::check_log_filter;
 
 /// The environment variable naming the configuration file when `--config` is not given.

@@ -71,8 +71,9 @@ pub enum XmppConfig {
 pub struct ComponentConfig {
     /// Lower-cased component domain, e.g. `sensors.example.org`.
     pub domain: String,
-    /// `host:port` of the server's component listener. Default `127.0.0.1:5347`.
-    pub server: String,
+    /// `host:port` of the server's component listener, or of each node of a cluster: tried in
+    /// turn, every address a name resolves to. Default `127.0.0.1:5347`.
+    pub servers: Vec<String>,
     /// `None` only when the secret file is absent and we are running `check` (a warning then).
     pub secret: Option<Secret>,
     /// The server's own domain, pinged every half read-timeout to keep the stream alive.
@@ -93,8 +94,8 @@ pub struct ClientConfig {
     /// Bare JID of the gateway account, e.g. `gateway@example.org`.
     pub jid: String,
     pub password: Option<Secret>,
-    /// `host:port`; `None` means: resolve the JID's domain.
-    pub server: Option<String>,
+    /// `host:port` of each server to try in turn; empty means: resolve the JID's domain.
+    pub servers: Vec<String>,
     pub ca_file: Option<PathBuf>,
     pub tls: TlsMode,
 }

@@ -230,7 +230,8 @@ pub(crate) struct RawXmpp {
     pub span: Span,
     pub mode: Option<Spanned<String>>,
     pub domain: Option<Spanned<String>>,
-    pub server: Option<Spanned<String>>,
+    /// `server = "host:port"` or a list of them, tried in turn.
+    pub server: Option<StringList>,
     pub secret_file: Option<Spanned<String>>,
     pub secret: Option<Spanned<String>>,
     pub ping_target: Option<Spanned<String>>,
@@ -248,7 +249,6 @@ impl RawXmpp {
     pub fn present(&self) -> Vec<(&'static str, &Span)> {
         let all = [
             ("domain", &self.domain),
-            ("server", &self.server),
             ("secret_file", &self.secret_file),
             ("secret", &self.secret),
             ("ping_target", &self.ping_target),
@@ -260,6 +260,7 @@ impl RawXmpp {
         ];
         all.into_iter()
             .filter_map(|(k, v)| v.as_ref().map(|s| (k, &s.key)))
+            .chain(self.server.as_ref().map(|s| ("server", &s.key)))
             .collect()
     }
 }
@@ -394,7 +395,7 @@ pub(crate) fn walk<'a>(doc: &'a ImDocument<&'a str>, rep: &mut Report<'_>) -> Ra
             span: s.span.clone(),
             mode: s.string(rep, "mode"),
             domain: s.string(rep, "domain"),
-            server: s.string(rep, "server"),
+            server: s.string_or_strings(rep, "server"),
             secret_file: s.string(rep, "secret_file"),
             secret: s.string(rep, "secret"),
             ping_target: s.string(rep, "ping_target"),
@@ -673,6 +674,18 @@ impl<'a> Entry<'a> {
         ok.then(|| self.spanned(out))
     }
 
+    /// A string or an array of strings, as a list (`server = "a"` or `server = ["a", "b"]`).
+    pub fn string_or_strings(&self, rep: &mut Report<'_>) -> Option<StringList> {
+        if let Some(s) = self.item.as_str() {
+            return Some(self.spanned(vec![self.spanned(s.to_owned())]));
+        }
+        if self.item.as_array().is_some() {
+            return self.strings(rep);
+        }
+        self.wrong_type(rep, "a string or a list of strings");
+        None
+    }
+
     /// A scalar (number, boolean or string) as a [`gateway_api::Value`].
     pub fn scalar(&self, rep: &mut Report<'_>) -> Option<Spanned<gateway_api::Value>> {
         use gateway_api::Value;
@@ -763,6 +776,12 @@ impl<'a> Section<'a> {
 
     pub fn strings(&mut self, rep: &mut Report<'_>, key: &str) -> Option<StringList> {
         let value = self.take(key)?.strings(rep);
+        self.note_bad(key, value.is_none());
+        value
+    }
+
+    pub fn string_or_strings(&mut self, rep: &mut Report<'_>, key: &str) -> Option<StringList> {
+        let value = self.take(key)?.string_or_strings(rep);
         self.note_bad(key, value.is_none());
         value
     }

@@ -1,4 +1,10 @@
-//! The device table `check` prints on stdout.
+//! What `check` prints on stdout: the upstream line, then the device table.
+//!
+//! The upstream line names the mode, the gateway's address and the servers it tries, in order:
+//!
+//! ```text
+//! upstream: component sensors.example.org via 127.0.0.1:5347
+//! ```
 //!
 //! One row per field, the device's id, JID and adapter on its first row only, in columns
 //! aligned for a person to read (widths count characters, so `°C` takes two columns):
@@ -12,7 +18,25 @@
 //! A field without unit shows `-`; a device without fields shows `-` in the field columns.
 //! Modbus devices' request plans follow in a table of their own.
 
-use super::model::Config;
+use super::model::{Config, XmppConfig};
+
+/// The mode, the gateway's XMPP address and the servers tried in turn, ending with a newline.
+pub fn upstream_line(config: &Config) -> String {
+    match &config.xmpp {
+        XmppConfig::Component(c) => format!(
+            "upstream: component {} via {}\n",
+            c.domain,
+            c.servers.join(", ")
+        ),
+        XmppConfig::Client(c) if c.servers.is_empty() => format!(
+            "upstream: client {} via its domain's SRV records (port 5222 without them)\n",
+            c.jid
+        ),
+        XmppConfig::Client(c) => {
+            format!("upstream: client {} via {}\n", c.jid, c.servers.join(", "))
+        }
+    }
+}
 
 const HEADER: [&str; 7] = [
     "DEVICE", "JID", "ADAPTER", "FIELD", "UNIT", "TYPE", "WRITABLE",
@@ -145,6 +169,26 @@ empty   empty@sensors.example.org   sim      -            -     -        -
         let col = |line: &str, word: &str| line.find(word).map(|b| line[..b].chars().count());
         assert_eq!(col(lines[0], "TYPE"), col(lines[1], "numeric"));
         assert_eq!(col(lines[1], "numeric"), col(lines[2], "boolean"));
+    }
+
+    #[test]
+    fn the_upstream_line_lists_the_servers_in_order() {
+        let loaded = load_str(Path::new("/etc/gw/gateway.toml"), CONFIG, LoadMode::Check).unwrap();
+        assert_eq!(
+            upstream_line(&loaded.config),
+            "upstream: component sensors.example.org via 127.0.0.1:5347\n"
+        );
+        let src = "[xmpp]\ndomain = \"s.example.org\"\nsecret = \"x\"\n\
+                   server = [\"xmpp1.example.org\", \"10.0.0.2:5348\"]\n";
+        let loaded = load_str(Path::new("g.toml"), src, LoadMode::Check).unwrap();
+        assert_eq!(
+            upstream_line(&loaded.config),
+            "upstream: component s.example.org via xmpp1.example.org:5347, 10.0.0.2:5348\n"
+        );
+        let src = "[xmpp]\nmode = \"client\"\njid = \"gw@example.org\"\npassword = \"x\"\n";
+        let loaded = load_str(Path::new("g.toml"), src, LoadMode::Check).unwrap();
+        assert!(upstream_line(&loaded.config)
+            .starts_with("upstream: client gw@example.org via its domain's SRV"));
     }
 
     #[test]

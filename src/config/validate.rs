@@ -309,8 +309,9 @@ fn component_config(
         },
     };
     let server = match &raw.server {
-        None => Some(DEFAULT_COMPONENT_SERVER.to_owned()),
-        Some(s) => server(rep, s, DEFAULT_COMPONENT_PORT).map(|hp| hp.to_string()),
+        None => Some(vec![DEFAULT_COMPONENT_SERVER.to_owned()]),
+        Some(list) => servers(rep, list, DEFAULT_COMPONENT_PORT)
+            .map(|hps| hps.iter().map(ToString::to_string).collect()),
     };
     let secret = secret_pair(
         rep,
@@ -362,7 +363,7 @@ fn component_config(
     };
     Some(ComponentConfig {
         domain: domain?,
-        server: server?,
+        servers: server?,
         secret,
         ping_target: ping_target?,
     })
@@ -406,31 +407,29 @@ fn client_config(raw: &RawXmpp, ctx: &Context<'_>, rep: &mut Report<'_>) -> Opti
             "client mode needs `password_file`: the file holding the account's password",
         );
     }
-    let server_addr = raw
+    let server_addrs = raw
         .server
         .as_ref()
-        .map(|s| server(rep, s, DEFAULT_CLIENT_PORT));
+        .map(|list| servers(rep, list, DEFAULT_CLIENT_PORT));
     let ca_file = raw.ca_file.as_ref().and_then(|f| ca_file(rep, ctx, f));
     let tls = match &raw.tls {
         None => TlsMode::Required,
         Some(t) => match t.value.as_str() {
             "required" => TlsMode::Required,
             "none" => {
-                let host = match (&server_addr, &jid) {
-                    (Some(Some(hp)), _) => Some(hp.host.clone()),
-                    (None, Some(jid)) => Some(jid.domain.clone()),
-                    _ => None,
+                let hosts = match (&server_addrs, &jid) {
+                    (Some(Some(hps)), _) => hps.iter().map(|hp| hp.host.clone()).collect(),
+                    (None, Some(jid)) => vec![jid.domain.clone()],
+                    _ => Vec::new(),
                 };
-                if let Some(host) = host {
-                    if !jid::is_loopback_host(&host) {
-                        rep.error(
-                            &t.span,
-                            format!(
-                                "`tls = \"none\"` is only allowed for a loopback server (127.0.0.0/8, ::1 or \
-                                 localhost), not `{host}`: set `server = \"127.0.0.1:5222\"` or keep TLS"
-                            ),
-                        );
-                    }
+                if let Some(host) = hosts.into_iter().find(|h| !jid::is_loopback_host(h)) {
+                    rep.error(
+                        &t.span,
+                        format!(
+                            "`tls = \"none\"` is only allowed for a loopback server (127.0.0.0/8, ::1 or \
+                             localhost), not `{host}`: set `server = \"127.0.0.1:5222\"` or keep TLS"
+                        ),
+                    );
                 }
                 TlsMode::None
             }
@@ -444,17 +443,38 @@ fn client_config(raw: &RawXmpp, ctx: &Context<'_>, rep: &mut Report<'_>) -> Opti
             }
         },
     };
-    let server = match server_addr {
-        None => None,
-        Some(hp) => Some(hp?.to_string()),
+    let server = match server_addrs {
+        None => Vec::new(),
+        Some(hps) => hps?.iter().map(ToString::to_string).collect(),
     };
     Some(ClientConfig {
         jid: jid?.bare(),
         password,
-        server,
+        servers: server,
         ca_file,
         tls,
     })
+}
+
+/// `server`: one `host:port` or a list of them (each checked where it stands).
+fn servers(
+    rep: &mut Report<'_>,
+    list: &StringList,
+    default_port: u16,
+) -> Option<Vec<jid::HostPort>> {
+    if list.value.is_empty() {
+        rep.error(
+            &list.span,
+            "`server` lists no server: give one `host:port`, or several to try in turn",
+        );
+        return None;
+    }
+    let parsed: Vec<Option<jid::HostPort>> = list
+        .value
+        .iter()
+        .map(|s| server(rep, s, default_port))
+        .collect();
+    parsed.into_iter().collect()
 }
 
 fn server(rep: &mut Report<'_>, s: &Spanned<String>, default_port: u16) -> Option<jid::HostPort> {
@@ -1672,7 +1692,7 @@ adapter = "sim"
             panic!("component mode")
         };
         assert_eq!(x.domain, "sensors.example.org");
-        assert_eq!(x.server, "127.0.0.1:5347");
+        assert_eq!(x.servers, ["127.0.0.1:5347"]);
         assert_eq!(x.secret.as_ref().unwrap().expose(), "hunter2");
         assert_eq!(x.ping_target, "example.org");
         assert_eq!(
@@ -1791,7 +1811,7 @@ adapter = "sim"
         let XmppConfig::Component(x) = &c.xmpp else {
             panic!()
         };
-        assert_eq!(x.server, "127.0.0.1:5347");
+        assert_eq!(x.servers, ["127.0.0.1:5347"]);
         assert!(c.publish.presence);
         assert_eq!(c.publish.min_interval, Duration::from_secs(2));
         assert_eq!(c.publish.deadband, None);
@@ -2232,7 +2252,7 @@ name = "t"
         };
         assert_eq!(c.jid, "gateway@example.org");
         assert_eq!(c.password.as_ref().unwrap().expose(), "pw");
-        assert_eq!(c.server.as_deref(), Some("localhost:5222"));
+        assert_eq!(c.servers, ["localhost:5222"]);
         assert_eq!(
             c.ca_file.as_deref(),
             Some(dir.path().join("ca.pem").as_path())
@@ -2379,6 +2399,47 @@ name = "t"
             "{e:?}"
         );
         assert_eq!(errors("")[0], "1:1: missing [xmpp] section: give `mode = \"component\"` with `domain` and `secret_file`, or `mode = \"client\"` with `jid` and `password_file`");
+    }
+
+    #[test]
+    fn server_is_one_address_or_a_list_tried_in_turn() {
+        let head = "[xmpp]\ndomain = \"sensors.example.org\"\nsecret = \"s\"\n";
+        let loaded = ok(&format!(
+            "{head}server = [\"xmpp1.example.org\", \"10.0.0.2:5348\"]\n"
+        ));
+        let XmppConfig::Component(c) = &loaded.config.xmpp else {
+            panic!("component mode")
+        };
+        assert_eq!(c.servers, ["xmpp1.example.org:5347", "10.0.0.2:5348"]);
+        // Each bad entry is reported where it stands.
+        let e = errors(&format!("{head}server = [\"a:1\", \"b:99999\", 7]\n"));
+        assert_eq!(
+            e,
+            ["4:29: `server` must list strings, not an integer",],
+            "{e:?}"
+        );
+        let e = errors(&format!("{head}server = [\"a:1\", \"b:99999\"]\n"));
+        assert!(
+            e[0].starts_with("4:18: `server` `b:99999` is not `host:port`"),
+            "{e:?}"
+        );
+        let e = errors(&format!("{head}server = []\n"));
+        assert!(e[0].starts_with("4:10: `server` lists no server"), "{e:?}");
+        let e = errors(&format!("{head}server = 5347\n"));
+        assert!(
+            e[0].starts_with("4:10: `server` must be a string or a list of strings"),
+            "{e:?}"
+        );
+        // Client mode: plaintext only when every server is on loopback.
+        let head =
+            "[xmpp]\nmode = \"client\"\njid = \"gw@localhost\"\npassword = \"p\"\ntls = \"none\"\n";
+        ok(&format!(
+            "{head}server = [\"127.0.0.1:5222\", \"localhost:5223\"]\n"
+        ));
+        let e = errors(&format!(
+            "{head}server = [\"127.0.0.1:5222\", \"xmpp.example.org\"]\n"
+        ));
+        assert!(e[0].contains("not `xmpp.example.org`"), "{e:?}");
     }
 
     #[test]

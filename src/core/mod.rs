@@ -176,6 +176,8 @@ pub struct Core {
     /// Readings not yet handed to the store (see `STORE_BATCH`), and when they must go.
     store_pending: Vec<Reading>,
     store_due: Option<Instant>,
+    /// Whether a stanza for a domain the gateway does not serve has been reported yet.
+    misrouted_reported: bool,
 }
 
 impl Core {
@@ -247,6 +249,7 @@ impl Core {
             ticks: 0,
             store_pending: Vec::new(),
             store_due: None,
+            misrouted_reported: false,
         };
         core.pubsub_nodes = vec![publish::NodeState::Unknown; n_devices];
         core.orphans = orphans;
@@ -567,6 +570,9 @@ impl Core {
         Stats::inc(&self.stats.stanzas_in);
         // Kept for the error answer in case the stanza does not parse.
         let head = StanzaHead::of(&el);
+        if self.misrouted(&head) {
+            return;
+        }
         match Stanza::try_from(el) {
             Ok(Stanza::Iq(iq)) => self.on_iq(iq),
             Ok(Stanza::Message(m)) => self.on_message(m),
@@ -589,6 +595,35 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// Component mode: whether a stanza is addressed to a domain other than the component's.
+    /// The server should never route one here, but an ejabberd listener with several `hosts`
+    /// and the default `global_routes: true` routes all of them to every component on it. Only
+    /// the addressee may answer a stanza with an error, and an answer from a JID the gateway
+    /// does not serve would carry a `from` the server rejects (ejabberd's `check_from`), so such
+    /// a stanza is dropped unanswered, counted, and reported once with the likely cause.
+    fn misrouted(&mut self, head: &StanzaHead) -> bool {
+        if self.client_mode {
+            return false;
+        }
+        let Some(to) = head.to.as_deref().and_then(|t| Jid::new(t).ok()) else {
+            return false;
+        };
+        if to.domain() == self.gateway_jid.domain() {
+            return false;
+        }
+        Stats::inc(&self.stats.stanzas_misrouted);
+        if self.misrouted_reported {
+            tracing::debug!(to = %to, from = ?head.from, kind = %head.name, "dropped a stanza for a domain this gateway does not serve");
+        } else {
+            self.misrouted_reported = true;
+            tracing::warn!(to = %to, from = ?head.from, kind = %head.name, domain = %self.gateway_jid.domain(),
+                "the server routed a stanza for a domain this gateway does not serve; dropped unanswered \
+                 (on ejabberd, set `global_routes: false` on the component listener; further ones are counted \
+                 in stanzas_misrouted_total)");
+        }
+        true
     }
 
     fn on_presence(&mut self, p: xmpp_parsers::presence::Presence) {

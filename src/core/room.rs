@@ -202,10 +202,15 @@ impl Core {
         if m.payloads.iter().any(|p| p.is("delay", "urn:xmpp:delay")) {
             return;
         }
+        // The room hands every occupant its own copy of the message, so with N devices seated
+        // the gateway receives the command N times: only the copy addressed to the device the
+        // command names is acted on, or it would be answered (and written) N times.
+        let Some(to) = m.to.clone() else { return };
         let targets: Vec<(usize, String)> = self
             .devices
             .iter()
             .filter(|(i, d)| self.rooms[*i].joined && d.config.id.as_str() != sender)
+            .filter(|(i, _)| self.occupant(*i) == to)
             .filter_map(|(i, d)| {
                 chat::addressed_to(body, d.config.id.as_str()).map(|cmd| (i, cmd.to_owned()))
             })

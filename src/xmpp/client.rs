@@ -29,7 +29,7 @@ use tokio_xmpp::parsers::stanza::Stanza;
 use tokio_xmpp::xmlstream::Timeouts;
 
 use super::c2s::{C2sEvent, C2sStream};
-use super::connector::{Connector, Target};
+use super::connector::{ChurnWatch, Connector, Target};
 use super::tls::{client_config, TlsSetupError};
 use super::Inbound;
 use crate::config::{ClientConfig, Config, Secret, TlsMode, XmppConfig};
@@ -112,9 +112,10 @@ impl ClientSessions {
             };
             specs.push(spec);
         }
-        let target = match &c.server {
-            Some(addr) => Target::Address(addr.clone()),
-            None => Target::Domain,
+        let target = if c.servers.is_empty() {
+            Target::Domain
+        } else {
+            Target::Addresses(c.servers.clone())
         };
         Ok(ClientSessions {
             specs,
@@ -123,6 +124,7 @@ impl ClientSessions {
                 tls,
                 label: "".into(),
                 failures: Arc::new(AtomicU32::new(0)),
+                churn: ChurnWatch::default(),
             },
         })
     }
@@ -138,6 +140,17 @@ impl ClientSessions {
         let mut by_account: HashMap<Jid, usize> = HashMap::new();
         let mut senders = Vec::with_capacity(self.specs.len());
         let mut tasks = JoinSet::new();
+        // What the sessions of one account share: one warning about replaced sessions.
+        let mut accounts: HashMap<_, ChurnWatch> = HashMap::new();
+        for spec in &self.specs {
+            accounts
+                .entry(spec.jid.to_bare())
+                .or_insert_with(|| ChurnWatch {
+                    sessions_on_account: 0,
+                    ..ChurnWatch::default()
+                })
+                .sessions_on_account += 1;
+        }
         for (i, spec) in self.specs.into_iter().enumerate() {
             exact.insert(spec.jid.clone().into(), i);
             if spec.roster {
@@ -148,6 +161,10 @@ impl ClientSessions {
             let connector = Connector {
                 label: spec.jid.to_string().into(),
                 failures: Arc::new(AtomicU32::new(0)),
+                churn: ChurnWatch {
+                    state: Arc::default(),
+                    ..accounts[&spec.jid.to_bare()].clone()
+                },
                 ..self.connector.clone()
             };
             tasks.spawn(session(
@@ -197,6 +214,7 @@ async fn session(
     shutdown: CancellationToken,
 ) {
     let failures = connector.failures.clone();
+    let churn = connector.clone();
     // Not tokio-xmpp's `Client`: its internal worker can lose its wakeup and stop delivering
     // incoming stanzas for good (see `c2s.rs` and docs/design.md).
     let mut stream = C2sStream::new(
@@ -218,6 +236,7 @@ async fn session(
                         tracing::info!(session = %spec.jid, "XMPP session online");
                     }
                     ever_online = true;
+                    churn.online();
                     if resumed {
                         continue;
                     }
@@ -232,6 +251,13 @@ async fn session(
                     let _ = inbound.send(Inbound::SessionUp { jid: spec.jid.clone().into() }).await;
                 }
                 Some(C2sEvent::Stanza(st)) => {
+                    // Some servers (ejabberd) hand a subscription request to every session of
+                    // the account; only the one that fetched the roster answers it, or a request
+                    // would get one answer per device.
+                    if !spec.roster && is_subscription_request(&st) {
+                        tracing::trace!(session = %spec.jid, "subscription request left to the roster session");
+                        continue;
+                    }
                     tracing::trace!(session = %spec.jid, "stanza in");
                     let _ = inbound.send(Inbound::Stanza(Element::from(*st))).await;
                 }
@@ -264,6 +290,15 @@ async fn session(
             _ = shutdown.cancelled(), if !ever_online => return,
         }
     }
+}
+
+/// Presence that asks for, grants or ends a subscription (RFC 6121 §3).
+fn is_subscription_request(st: &Stanza) -> bool {
+    use tokio_xmpp::parsers::presence::Type;
+    matches!(st, Stanza::Presence(p) if matches!(
+        p.type_,
+        Type::Subscribe | Type::Subscribed | Type::Unsubscribe | Type::Unsubscribed
+    ))
 }
 
 fn clear_from(st: &mut Stanza) {

@@ -1,7 +1,10 @@
 //! XEP-0114 component session: one plaintext stream that carries every device JID of a domain.
 //!
-//! The session connects, handshakes (lowercase hex SHA-1 of stream id + secret), then pumps
-//! stanzas both ways until the stream fails, and reconnects with [`Backoff`]. It keeps an idle
+//! The session connects (to the first configured server that answers, see `dial.rs`),
+//! handshakes (lowercase hex SHA-1 of stream id + secret), then pumps stanzas both ways until
+//! the stream fails, and reconnects with [`Backoff`]. A stream that the server ends with a
+//! `conflict` error (another connection took the domain over) backs off like a failed attempt
+//! and is reported once, with what to change, rather than at every round. It keeps an idle
 //! stream alive with a ping to the server's own domain every half read-timeout and treats a
 //! stream that stays silent for a whole read-timeout as dead (a half-open TCP connection never
 //! reports an error by itself). It ends when the core drops the outgoing channel, after sending
@@ -19,6 +22,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::dial::{self, DialError};
 use super::wire::{self, StanzaReader, WireError, NS_CLIENT, NS_COMPONENT};
 use super::Inbound;
 use crate::config::{ComponentConfig, Secret};
@@ -26,7 +30,9 @@ use crate::config::{ComponentConfig, Secret};
 /// How the session watches a quiet stream.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
-    /// Connect plus handshake must finish within this.
+    /// Each address of each server gets this long to accept the TCP connection.
+    pub address: Duration,
+    /// The handshake must finish within this once connected.
     pub connect: Duration,
     /// No bytes from the server for this long means the stream is dead. A ping goes out every half of it.
     pub read: Duration,
@@ -35,6 +41,7 @@ pub struct Timeouts {
 impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
+            address: Duration::from_secs(3),
             connect: Duration::from_secs(15),
             read: Duration::from_secs(60),
         }
@@ -43,15 +50,14 @@ impl Default for Timeouts {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ComponentError {
-    #[error("cannot connect to {server}: {source}")]
-    Connect {
-        server: String,
-        source: std::io::Error,
-    },
+    #[error("cannot connect: {0}")]
+    Connect(#[from] DialError),
     #[error("{server} did not answer within {0:?}", .timeout)]
     Timeout { server: String, timeout: Duration },
     #[error("the server refused the component handshake for {domain}: {reason} (check component_secret and the Component block on the server)")]
     Refused { domain: String, reason: String },
+    #[error("the server refused the component for {domain}: conflict: {CONFLICT_HINT}")]
+    Conflict { domain: String },
     #[error("{0}")]
     Wire(#[from] WireError),
 }
@@ -67,7 +73,16 @@ enum End {
     /// The core is done: the stream was closed cleanly.
     Finished,
     Lost(String),
+    /// The server ended the stream with `conflict`: another connection took the domain.
+    Replaced(String),
 }
+
+/// What to change when another connection keeps taking the component domain over.
+const CONFLICT_HINT: &str = "another connection authenticated for this component domain and \
+    the server dropped this one (stream error `conflict`): each gateway needs a domain of its \
+    own; on Prosody a gateway's own ghost after a network cut is replaced only with \
+    `component_conflict_resolve = \"kick_old\"`; on ejabberd check `global_routes: false` and \
+    that no second gateway uses this domain";
 
 impl ComponentSession {
     /// Runs until `outgoing` is closed by the core (or `shutdown` fires while disconnected).
@@ -78,14 +93,16 @@ impl ComponentSession {
         shutdown: CancellationToken,
     ) {
         let mut backoff = Backoff::default();
-        let server = self.config.server.clone();
+        let servers = self.config.servers.join(", ");
+        // A `conflict` is reported once, until a session ends for another reason.
+        let mut conflict_reported = false;
         loop {
             let attempt = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                r = tokio::time::timeout(self.timeouts.connect, self.connect()) => r,
+                r = self.connect() => r,
             };
             let failure = match attempt {
-                Ok(Ok((reader, writer))) => {
+                Ok((reader, writer, server)) => {
                     if backoff.failures() > 0 {
                         tracing::info!(server = %server, domain = %self.config.domain, "component connection restored");
                     } else {
@@ -96,31 +113,37 @@ impl ComponentSession {
                     match self.pump(reader, writer, &mut outgoing, &inbound).await {
                         End::Finished => return,
                         End::Lost(reason) => {
+                            conflict_reported = false;
                             tracing::warn!(server = %server, reason = %reason, "component connection lost; reconnecting");
+                            let _ = inbound.send(Inbound::Down { reason }).await;
+                            None
+                        }
+                        End::Replaced(reason) => {
+                            if !conflict_reported {
+                                conflict_reported = true;
+                                tracing::warn!(server = %server, domain = %self.config.domain, hint = CONFLICT_HINT, "component connection replaced; reconnecting with back-off");
+                            } else {
+                                tracing::debug!(server = %server, "component connection replaced again");
+                            }
                             let _ = inbound.send(Inbound::Down { reason }).await;
                             None
                         }
                     }
                 }
-                Ok(Err(e)) => Some(e.to_string()),
-                Err(_) => Some(
-                    ComponentError::Timeout {
-                        server: server.clone(),
-                        timeout: self.timeouts.connect,
-                    }
-                    .to_string(),
-                ),
+                Err(e) => Some(e.to_string()),
             };
             if let Some(error) = failure {
                 if backoff.failures() == 0 {
-                    tracing::warn!(server = %server, error = %error, "component connection failed; retrying with back-off");
+                    tracing::warn!(servers = %servers, error = %error, "component connection failed; retrying with back-off");
                     let _ = inbound.send(Inbound::Down { reason: error }).await;
                 } else {
-                    tracing::debug!(server = %server, error = %error, "component connection failed again");
+                    tracing::debug!(servers = %servers, error = %error, "component connection failed again");
                 }
             }
             // While down nothing can be sent: what the core queued is stale by the time we are back.
             while let Ok(_stale) = outgoing.try_recv() {}
+            // A session that was up for less than a minute does not reset the back-off, so a
+            // `conflict` round (two connections taking the domain from each other) slows down.
             let delay = backoff.failed();
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -131,8 +154,33 @@ impl ComponentSession {
         }
     }
 
+    /// Connects to the first server that answers and handshakes; returns the stream halves and
+    /// the server they lead to.
     async fn connect(
         &self,
+    ) -> Result<
+        (
+            StanzaReader<BufReader<tokio::net::tcp::OwnedReadHalf>>,
+            OwnedWriteHalf,
+            String,
+        ),
+        ComponentError,
+    > {
+        let (stream, server, _addr) =
+            dial::connect_first(&self.config.servers, self.timeouts.address).await?;
+        match tokio::time::timeout(self.timeouts.connect, self.handshake(stream)).await {
+            Ok(Ok((reader, writer))) => Ok((reader, writer, server)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ComponentError::Timeout {
+                server,
+                timeout: self.timeouts.connect,
+            }),
+        }
+    }
+
+    async fn handshake(
+        &self,
+        stream: TcpStream,
     ) -> Result<
         (
             StanzaReader<BufReader<tokio::net::tcp::OwnedReadHalf>>,
@@ -141,13 +189,6 @@ impl ComponentSession {
         ComponentError,
     > {
         let cfg = &self.config;
-        let stream =
-            TcpStream::connect(&cfg.server)
-                .await
-                .map_err(|source| ComponentError::Connect {
-                    server: cfg.server.clone(),
-                    source,
-                })?;
         // Presence fan-out and readout answers are many small writes: Nagle would delay each.
         let _ = stream.set_nodelay(true);
         let (read, mut write) = stream.into_split();
@@ -179,6 +220,9 @@ impl ComponentSession {
 
     fn refused(&self, e: WireError) -> ComponentError {
         match e {
+            e if is_conflict(&e) => ComponentError::Conflict {
+                domain: self.config.domain.clone(),
+            },
             WireError::Stream { condition, text } => ComponentError::Refused {
                 domain: self.config.domain.clone(),
                 reason: match text {
@@ -225,6 +269,7 @@ impl ComponentSession {
                         // A closed core means shutdown is under way; the stream is still drained.
                         let _ = inbound.send(Inbound::Stanza(el)).await;
                     }
+                    Some(Err(e)) if is_conflict(&e) => break End::Replaced(e.to_string()),
                     Some(Err(e)) => break End::Lost(e.to_string()),
                     None => break End::Lost("reader stopped".into()),
                 },
@@ -273,6 +318,10 @@ async fn wait_closed(rx: &mut mpsc::Receiver<Element>) -> Option<()> {
     None
 }
 
+fn is_conflict(e: &WireError) -> bool {
+    matches!(e, WireError::Stream { condition, .. } if condition == "conflict")
+}
+
 fn is_keepalive_reply(el: &Element, domain: &str) -> bool {
     el.name() == "iq"
         && matches!(el.attr("type"), Some("result" | "error"))
@@ -302,11 +351,12 @@ mod tests {
         ComponentSession {
             config: ComponentConfig {
                 domain: "gw.test".into(),
-                server: addr.to_string(),
+                servers: vec![addr.to_string()],
                 secret: Some(Secret::new("pw")),
                 ping_target: "test".into(),
             },
             timeouts: Timeouts {
+                address: Duration::from_secs(5),
                 connect: Duration::from_secs(5),
                 read,
             },

@@ -1,17 +1,26 @@
-//! How a client-mode session reaches its server: TCP (to `server`, or the JID's domain through
-//! SRV), then STARTTLS with the gateway's own TLS configuration (`tls.rs`), or plaintext when
+//! How a client-mode session reaches its server: TCP (to the first of the `server` list that
+//! answers, see `dial.rs`, or the JID's domain through SRV), then STARTTLS with the gateway's own TLS configuration (`tls.rs`), or plaintext when
 //! `tls = "none"` (loopback only; the config refuses it elsewhere).
 //!
 //! tokio-xmpp's client reconnects by itself and keeps the reason of a failed attempt to itself,
 //! so the connector logs it: once at WARN with what to check, then quietly until a session is up.
+//!
+//! tokio-xmpp also reconnects at once after a session that was online ends, whatever ended it.
+//! When the server replaces sessions with a `conflict` stream error (more sessions on one
+//! account than it allows, or another client on the same resource), that is a login storm: each
+//! new login kicks another session, which logs in again at once. The connector therefore holds
+//! back an attempt that follows a session which ended soon after it came online ([`Churn`]),
+//! doubling the wait each time, and says once what to change.
 
 use std::borrow::Cow;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
+use super::dial;
 use futures::{SinkExt, StreamExt};
 use sasl::common::ChannelBinding;
 use tokio::io::{AsyncRead, AsyncWrite, BufStream, ReadBuf};
@@ -32,8 +41,8 @@ use tokio_xmpp::xmlstream::{
 /// Where to connect.
 #[derive(Debug, Clone)]
 pub enum Target {
-    /// `host:port` as configured.
-    Address(String),
+    /// `host:port` of each server, tried in turn, as configured.
+    Addresses(Vec<String>),
     /// The JID's domain: SRV `_xmpp-client._tcp`, then the domain on port 5222.
     Domain,
 }
@@ -47,12 +56,36 @@ pub struct Connector {
     pub label: Arc<str>,
     /// Failed attempts since the session was last online; shared by the clones tokio-xmpp makes.
     pub failures: Arc<AtomicU32>,
+    /// Sessions that ended soon after coming online.
+    pub churn: ChurnWatch,
+}
+
+/// A session's [`Churn`], shared by the clones tokio-xmpp makes, and what it shares with the
+/// other sessions of its account: one warning for all of them.
+#[derive(Debug, Clone)]
+pub struct ChurnWatch {
+    pub state: Arc<Mutex<Churn>>,
+    /// Set once the account's sessions have been reported as replaced, until one lasts.
+    pub account_warned: Arc<AtomicBool>,
+    /// How many sessions the gateway opens on the account (for the warning).
+    pub sessions_on_account: usize,
+}
+
+impl Default for ChurnWatch {
+    /// A session alone on its account.
+    fn default() -> Self {
+        ChurnWatch {
+            state: Arc::default(),
+            account_warned: Arc::default(),
+            sessions_on_account: 1,
+        }
+    }
 }
 
 impl Connector {
     fn describe(&self, jid: &Jid) -> String {
         match &self.target {
-            Target::Address(a) => a.clone(),
+            Target::Addresses(a) => a.join(", "),
             Target::Domain => format!("{} (SRV)", jid.domain()),
         }
     }
@@ -64,7 +97,12 @@ impl Connector {
         timeouts: Timeouts,
     ) -> Result<PendingFeaturesRecv<BufStream<MaybeTls>>, Error> {
         let tcp = match &self.target {
-            Target::Address(addr) => TcpStream::connect(addr.as_str()).await?,
+            Target::Addresses(servers) => {
+                dial::connect_first(servers, ADDRESS_TIMEOUT)
+                    .await
+                    .map_err(dial::DialError::into_io)?
+                    .0
+            }
             Target::Domain => {
                 DnsConfig::srv_default_client(jid.domain().as_str())
                     .resolve()
@@ -139,6 +177,10 @@ impl ServerConnector for Connector {
         ns: &'static str,
         timeouts: Timeouts,
     ) -> Result<(PendingFeaturesRecv<Self::Stream>, ChannelBinding), Error> {
+        let hold = self.churn_delay();
+        if let Some(delay) = hold {
+            tokio::time::sleep(delay).await;
+        }
         match self.attempt(jid, ns, timeouts).await {
             Ok(pending) => Ok((pending, ChannelBinding::None)),
             Err(e) => {
@@ -153,6 +195,84 @@ impl ServerConnector for Connector {
                 Err(e)
             }
         }
+    }
+}
+
+impl Connector {
+    /// The session came online (called by the session loop).
+    pub fn online(&self) {
+        self.churn
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .online(std::time::Instant::now());
+    }
+
+    /// How long to hold back this attempt, warning once when sessions keep being replaced.
+    fn churn_delay(&self) -> Option<Duration> {
+        let (delay, warn) = self
+            .churn
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .before_attempt(std::time::Instant::now());
+        if delay.is_none() {
+            self.churn.account_warned.store(false, Ordering::Relaxed);
+        }
+        if warn && !self.churn.account_warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                session = %self.label,
+                sessions_on_account = self.churn.sessions_on_account,
+                "the server keeps ending this XMPP session within seconds of login (usually a `conflict`: \
+                 another login replaced it); backing off up to {}s. If the account has more sessions \
+                 than the server allows, raise the limit (ejabberd: `max_user_sessions`, default 10; \
+                 Prosody: any session-limiting module it loads) or give devices accounts of their \
+                 own; otherwise check that no other client logs in with this resource",
+                CHURN_MAX_DELAY.as_secs()
+            );
+        }
+        delay
+    }
+}
+
+/// How long each address of each server gets to accept the TCP connection.
+const ADDRESS_TIMEOUT: Duration = Duration::from_secs(3);
+/// A session that ends sooner than this after coming online counts as replaced.
+const CHURN_SHORT: Duration = Duration::from_secs(30);
+/// The longest hold-back after replaced sessions.
+const CHURN_MAX_DELAY: Duration = Duration::from_secs(60);
+/// Replaced sessions in a row before the warning.
+const CHURN_WARN_AFTER: u32 = 3;
+
+/// Sessions in a row that ended soon after they came online.
+#[derive(Debug, Default)]
+pub struct Churn {
+    /// When the current session came online; taken by the next attempt.
+    online_since: Option<std::time::Instant>,
+    /// Short sessions in a row.
+    short: u32,
+}
+
+impl Churn {
+    pub fn online(&mut self, now: std::time::Instant) {
+        self.online_since = Some(now);
+    }
+
+    /// Before a connection attempt: how long to wait first, and whether to warn now. An attempt
+    /// that does not follow an online session (the first, or a retry after a failed one) is not
+    /// held back here: tokio-xmpp backs those off itself.
+    pub fn before_attempt(&mut self, now: std::time::Instant) -> (Option<Duration>, bool) {
+        let Some(since) = self.online_since.take() else {
+            return (None, false);
+        };
+        if now.saturating_duration_since(since) >= CHURN_SHORT {
+            self.short = 0;
+            return (None, false);
+        }
+        self.short = self.short.saturating_add(1);
+        let doubling = 1u64 << (self.short - 1).min(6);
+        let delay = Duration::from_secs(doubling).min(CHURN_MAX_DELAY);
+        (Some(delay), self.short == CHURN_WARN_AFTER)
     }
 }
 
@@ -221,5 +341,40 @@ impl AsyncWrite for MaybeTls {
             MaybeTls::Plain(s) => Pin::new(s).poll_shutdown(cx),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn sessions_replaced_soon_after_login_back_off_and_warn_once() {
+        let mut churn = Churn::default();
+        let t0 = Instant::now();
+        // The first attempt, and retries after failed ones, are tokio-xmpp's business.
+        assert_eq!(churn.before_attempt(t0), (None, false));
+        let mut delays = Vec::new();
+        let mut warnings = 0;
+        let mut now = t0;
+        for _ in 0..10 {
+            churn.online(now);
+            now += Duration::from_millis(20);
+            let (delay, warn) = churn.before_attempt(now);
+            delays.push(delay.expect("held back").as_secs());
+            warnings += u32::from(warn);
+        }
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 60, 60, 60, 60]);
+        assert_eq!(warnings, 1);
+        // A session that lasted resets the streak: the next loss reconnects at once.
+        churn.online(now);
+        now += CHURN_SHORT;
+        assert_eq!(churn.before_attempt(now), (None, false));
+        churn.online(now);
+        assert_eq!(
+            churn.before_attempt(now + Duration::from_secs(1)),
+            (Some(Duration::from_secs(1)), false)
+        );
     }
 }

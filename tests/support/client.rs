@@ -33,7 +33,7 @@ use xmpp_parsers::presence::{Presence, Type as PresenceType};
 use xmpp_parsers::stanza::Stanza;
 use xmpp_parsers::stanza_error::StanzaError;
 
-use super::prosody::Prosody;
+use super::server::C2s;
 use super::{random_id, TIMEOUT};
 
 /// How long `connect` waits for `Event::Online`. A wrong password makes tokio-xmpp retry forever
@@ -119,13 +119,13 @@ impl TestClient {
     /// Logs in as `user@localhost` (or `user` if it contains `@`) on `prosody`'s c2s port,
     /// fetches the roster (which makes the session "interested" so Prosody forwards subscription
     /// answers) and sends initial presence.
-    pub async fn connect(prosody: &Prosody, user: &str, pass: &str) -> TestClient {
+    pub async fn connect(server: &impl C2s, user: &str, pass: &str) -> TestClient {
         let jid = if user.contains('@') {
             user.to_owned()
         } else {
-            format!("{user}@{}", prosody.domain())
+            format!("{user}@{}", server.domain())
         };
-        Self::connect_to(prosody.c2s_addr(), &jid, pass).await
+        Self::connect_to(server.c2s_addr(), &jid, pass).await
     }
 
     /// Like [`connect`](Self::connect) with an explicit address and JID; panics if not online

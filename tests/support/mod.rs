@@ -2,6 +2,12 @@
 //!
 //! * [`prosody`]: a private Prosody 0.12 per test (own ports, config, data, certificates),
 //!   hosting the gateway's XEP-0114 component domain and optionally a MUC and a pubsub service.
+//! * [`ejabberd`]: a private ejabberd node per test (own node name, cookie, ports, spool),
+//!   configured from `deploy/ejabberd-component.yml`; several can form a cluster.
+//! * [`server`]: either of the two behind one interface, and [`per_server!`] to run one test
+//!   body against both.
+//! * [`certs`]: the test CA and server certificate both servers use; [`components`]: the
+//!   component domains and secrets they host.
 //! * [`client`]: [`TestClient`], an XMPP user on tokio-xmpp that keeps every stanza it receives
 //!   so that a test can look for one that arrived earlier.
 //! * [`gateway`]: the gateway binary run as a child process with its own config, state dir and
@@ -19,21 +25,27 @@
 //! Not every test file uses every helper, hence the `allow` below.
 #![allow(dead_code, unused_imports)]
 
+pub mod certs;
 pub mod client;
+pub mod components;
+pub mod ejabberd;
 pub mod gateway;
 pub mod modbus;
 pub mod mosquitto;
 pub mod mqtt_rig;
 pub mod prosody;
 pub mod pty;
+pub mod server;
 
 pub use client::TestClient;
+pub use ejabberd::{Ejabberd, EjabberdOpts};
 pub use gateway::{Gateway, GatewayOpts};
 pub use modbus::ModbusServer;
 pub use mosquitto::Mosquitto;
 pub use mqtt_rig::MqttRig;
 pub use prosody::{Prosody, ProsodyOpts};
 pub use pty::PtyPair;
+pub use server::{Kind, Server, ServerOpts};
 
 use std::ffi::OsStr;
 use std::fs::File;

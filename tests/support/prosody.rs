@@ -17,8 +17,9 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
+use super::components::Components;
 use super::{
-    free_port, kill_and_reap, random_id, random_secret, run_command, send_signal, tail, wait_child,
+    certs, free_port, kill_and_reap, random_id, run_command, send_signal, tail, wait_child,
     wait_for_port,
 };
 
@@ -141,7 +142,7 @@ pub struct Prosody {
     c2s_port: u16,
     component_port: u16,
     /// (domain, secret) for every component, in the order of `opts.components`.
-    secrets: Vec<(String, String)>,
+    secrets: Components,
     ca_path: PathBuf,
     /// The server process; `None` while stopped. Reaped by `stop` or on drop.
     child: Option<Child>,
@@ -161,11 +162,10 @@ impl Prosody {
             .expect("create Prosody temp dir");
         let root = dir.path().to_path_buf();
         fs::create_dir(root.join("data")).expect("create data dir");
-        let secrets: Vec<(String, String)> = opts
-            .components
-            .iter()
-            .map(|d| (d.clone(), random_secret()))
-            .collect();
+        let mut secrets = Components::default();
+        for domain in &opts.components {
+            secrets.add(domain);
+        }
         let mut prosody = Prosody {
             config_path: root.join("prosody.cfg.lua"),
             log_path: root.join("prosody.log"),
@@ -177,7 +177,9 @@ impl Prosody {
             child: None,
             dir,
         };
-        prosody.make_certificates().await;
+        let mut names: Vec<&str> = vec![DOMAIN, MUC_DOMAIN, PUBSUB_DOMAIN];
+        names.extend(prosody.secrets.domains());
+        certs::make(prosody.dir.path(), &names).await;
         fs::write(&prosody.config_path, prosody.config_text()).expect("write Prosody config");
         prosody.launch().await;
         prosody
@@ -248,34 +250,22 @@ impl Prosody {
 
     /// Component domains in the order given.
     pub fn component_domains(&self) -> Vec<&str> {
-        self.secrets.iter().map(|(d, _)| d.as_str()).collect()
+        self.secrets.domains()
     }
 
     /// The first component domain.
     pub fn component_domain(&self) -> &str {
-        self.secrets
-            .first()
-            .map(|(d, _)| d.as_str())
-            .expect("this Prosody hosts no component (ProsodyOpts::component)")
+        self.secrets.first("Prosody")
     }
 
     /// The secret of component `domain`.
     pub fn component_secret(&self, domain: &str) -> &str {
-        let domain = domain.to_lowercase();
-        self.secrets
-            .iter()
-            .find(|(d, _)| *d == domain)
-            .map(|(_, s)| s.as_str())
-            .unwrap_or_else(|| panic!("{domain} is not a component of this Prosody"))
+        self.secrets.secret(domain, "Prosody")
     }
 
     /// A gateway `[xmpp]` section for component `domain` (inline secret: fine for tests).
     pub fn component_toml(&self, domain: &str) -> String {
-        format!(
-            "[xmpp]\nmode = \"component\"\ndomain = \"{domain}\"\nserver = \"{}\"\nsecret = \"{}\"\n",
-            self.component_addr(),
-            self.component_secret(domain)
-        )
+        self.secrets.toml(domain, self.component_addr(), "Prosody")
     }
 
     pub fn muc_domain(&self) -> &'static str {
@@ -370,108 +360,6 @@ impl Prosody {
         }
     }
 
-    /// CA + leaf certificate with the openssl CLI. The leaf has `CA:FALSE` (webpki rejects a
-    /// CA certificate used as end entity, which is what `prosodyctl cert generate` makes).
-    async fn make_certificates(&self) {
-        let root = self.dir.path();
-        let ca_dir = root.join("ca");
-        let cert_dir = root.join("certs");
-        fs::create_dir(&ca_dir).expect("create ca dir");
-        fs::create_dir(&cert_dir).expect("create certs dir");
-
-        let mut sans = vec![format!("DNS:{DOMAIN}")];
-        sans.extend(self.secrets.iter().map(|(d, _)| format!("DNS:{d}")));
-        sans.push(format!("DNS:{MUC_DOMAIN}"));
-        sans.push(format!("DNS:{PUBSUB_DOMAIN}"));
-        sans.push("IP:127.0.0.1".to_owned());
-        let ext = ca_dir.join("leaf.ext");
-        fs::write(
-            &ext,
-            format!(
-                "basicConstraints=critical,CA:FALSE\n\
-                 keyUsage=critical,digitalSignature,keyEncipherment\n\
-                 extendedKeyUsage=serverAuth\n\
-                 subjectAltName={}\n",
-                sans.join(",")
-            ),
-        )
-        .expect("write leaf extensions");
-
-        let p = |name: &str, dir: &Path| dir.join(name).to_string_lossy().into_owned();
-        let (ca_key, ca_pem) = (p("ca.key", &ca_dir), p("ca.pem", &ca_dir));
-        let csr = p("leaf.csr", &ca_dir);
-        let (key, crt) = (p("localhost.key", &cert_dir), p("localhost.crt", &cert_dir));
-        let serial = format!("0x{}", random_secret());
-        let ext = ext.to_string_lossy().into_owned();
-        let steps: [Vec<&str>; 3] = [
-            vec![
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                &ca_key,
-                "-out",
-                &ca_pem,
-                "-days",
-                "30",
-                "-subj",
-                "/CN=xmpp-iot-gateway test CA",
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-            ],
-            vec![
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-                "-subj",
-                "/CN=localhost",
-            ],
-            vec![
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                &ca_pem,
-                "-CAkey",
-                &ca_key,
-                "-set_serial",
-                &serial,
-                "-days",
-                "30",
-                "-extfile",
-                &ext,
-                "-out",
-                &crt,
-            ],
-        ];
-        for args in steps {
-            let mut cmd = Command::new("openssl");
-            cmd.args(&args);
-            let out = run_command(&mut cmd, root, Duration::from_secs(30)).await;
-            assert!(
-                out.success(),
-                "openssl {} failed:\n{}",
-                args.join(" "),
-                out.stderr
-            );
-        }
-    }
-
     fn config_text(&self) -> String {
         let root = self.dir.path().display();
         let o = &self.opts;
@@ -523,7 +411,7 @@ VirtualHost "{DOMAIN}"
             extra_global = o.extra_global,
             extra_vhost = o.extra_vhost,
         );
-        for (domain, secret) in &self.secrets {
+        for (domain, secret) in self.secrets.iter() {
             let _ = write!(
                 c,
                 "\nComponent \"{domain}\"\n    component_secret = \"{secret}\"\n    \
@@ -536,8 +424,9 @@ VirtualHost "{DOMAIN}"
         if o.pubsub {
             let admins: Vec<String> = self
                 .secrets
+                .domains()
                 .iter()
-                .map(|(d, _)| format!("\"{d}\""))
+                .map(|d| format!("\"{d}\""))
                 .collect();
             let _ = write!(
                 c,
