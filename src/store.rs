@@ -16,6 +16,9 @@ use gateway_api::{DeviceId, Quality, Reading, Value};
 use rusqlite::{params, Connection};
 use tokio::sync::oneshot;
 
+use crate::alerts::persist::{self as alerts, AlertOp};
+use crate::charts::Series;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot create the state directory {path}: {source}")]
@@ -90,6 +93,16 @@ enum Command {
         oneshot::Sender<Result<Vec<Reading>, StoreError>>,
     ),
     Flush(oneshot::Sender<()>),
+    /// Alerts set by chat and the phase of every alert.
+    Alert(AlertOp),
+    /// A field's history folded into columns (`chart`).
+    Series(
+        DeviceId,
+        String,
+        Series,
+        oneshot::Sender<Result<Series, StoreError>>,
+    ),
+    LoadAlerts(oneshot::Sender<Result<alerts::Stored, StoreError>>),
     /// Prune now (tests, and an operator's future `vacuum`).
     #[cfg_attr(not(test), allow(dead_code))]
     Prune(oneshot::Sender<()>),
@@ -278,6 +291,39 @@ impl Store {
         rx.await.map_err(|_| StoreError::Stopped)?
     }
 
+    /// Saves or removes an alert set by chat, or an alert's phase.
+    pub fn alert(&self, op: AlertOp) {
+        self.send(Command::Alert(op));
+    }
+
+    /// The stored alerts set by chat and the phases of all alerts.
+    pub async fn stored_alerts(&self) -> Result<alerts::Stored, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(Command::LoadAlerts(tx)) {
+            return Err(StoreError::Stopped);
+        }
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// `series` (its interval and width) filled with `field`'s stored numeric readings.
+    pub async fn series(
+        &self,
+        device: &DeviceId,
+        field: &str,
+        series: Series,
+    ) -> Result<Series, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(Command::Series(
+            device.clone(),
+            field.to_owned(),
+            series,
+            tx,
+        )) {
+            return Err(StoreError::Stopped);
+        }
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+
     /// Commits everything queued so far.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
@@ -294,6 +340,7 @@ fn open_connection(path: &Path) -> Result<Connection, rusqlite::Error> {
     // NORMAL in WAL mode: a power cut may lose the last commits but never corrupts the file.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.execute_batch(SCHEMA)?;
+    conn.execute_batch(alerts::SCHEMA)?;
     Ok(conn)
 }
 
@@ -398,6 +445,23 @@ impl Worker {
                 // Readings still in the batch must be visible to the query.
                 self.commit();
                 let _ = reply.send(self.query(&q));
+            }
+            Command::Alert(op) => {
+                let res = alerts::apply(&self.conn, op);
+                self.note(res, "saving an alert");
+            }
+            Command::Series(device, field, mut series, reply) => {
+                self.commit();
+                let res = crate::charts::series::fill_from_store(
+                    &self.conn,
+                    device.as_str(),
+                    &field,
+                    &mut series,
+                );
+                let _ = reply.send(res.map(|()| series).map_err(StoreError::from));
+            }
+            Command::LoadAlerts(reply) => {
+                let _ = reply.send(alerts::load(&self.conn).map_err(StoreError::from));
             }
             Command::Flush(reply) => {
                 self.commit();

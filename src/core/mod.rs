@@ -6,6 +6,8 @@
 //! not events: a queued presence is built from the current values when it is sent, so a slow
 //! upstream coalesces updates instead of piling them up.
 
+mod alerts;
+mod chart;
 mod control;
 pub(crate) mod fuzzing;
 mod iq;
@@ -13,6 +15,7 @@ mod messages;
 pub mod presence;
 mod publish;
 mod readout;
+mod receipts;
 mod reload;
 mod room;
 
@@ -176,6 +179,8 @@ pub struct Core {
     /// Readings not yet handed to the store (see `STORE_BATCH`), and when they must go.
     store_pending: Vec<Reading>,
     store_due: Option<Instant>,
+    /// Alerts: the engine, users' alerts, messages waiting for the upstream.
+    alert_book: alerts::AlertBook,
 }
 
 impl Core {
@@ -247,6 +252,7 @@ impl Core {
             ticks: 0,
             store_pending: Vec::new(),
             store_due: None,
+            alert_book: alerts::AlertBook::default(),
         };
         core.pubsub_nodes = vec![publish::NodeState::Unknown; n_devices];
         core.orphans = orphans;
@@ -264,6 +270,7 @@ impl Core {
 
     /// Runs until `shutdown` fires, then tells every subscriber that every device is gone.
     pub async fn run(mut self, mut inputs: CoreInputs, shutdown: CancellationToken) {
+        self.load_alerts().await;
         let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
         let store_timer = tokio::time::sleep(STORE_DELAY);
         tokio::pin!(store_timer);
@@ -312,6 +319,7 @@ impl Core {
     fn housekeeping(&mut self) {
         self.heartbeat.send_replace(Instant::now());
         self.ticks = self.ticks.wrapping_add(1);
+        self.alert_tick();
         if self.ticks % TRIM_EVERY_TICKS == 0 {
             // After a burst the heap is mostly free: back to the baseline, not the peak.
             crate::memory::trim();
@@ -358,6 +366,7 @@ impl Core {
                     dev.offline_reason = None;
                     self.publish_change(idx, true);
                 }
+                self.alert_availability(&device, true);
             }
             AdapterEvent::Offline { device, reason } => {
                 let Some(idx) = self.devices.index_of(&device) else {
@@ -373,6 +382,7 @@ impl Core {
                     dev.offline_reason = Some(reason);
                     self.publish_change(idx, true);
                 }
+                self.alert_availability(&device, false);
             }
         }
     }
@@ -412,6 +422,7 @@ impl Core {
         for idx in changed {
             self.publish_change(idx, false);
         }
+        self.alert_readings(rs);
     }
 
     /// Hands the readings waiting for the store to its thread.
@@ -518,6 +529,7 @@ impl Core {
                 for idx in 0..self.devices.len() {
                     self.announce(idx);
                 }
+                self.flush_alert_outbox();
                 self.housekeeping();
             }
             Inbound::SessionUp { jid } => {
@@ -534,6 +546,7 @@ impl Core {
                     }
                     self.announce(idx);
                 }
+                self.flush_alert_outbox();
                 self.housekeeping();
             }
             Inbound::Down { reason } => {
