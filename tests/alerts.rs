@@ -153,6 +153,14 @@ async fn set(alice: &mut TestClient, freezer: &Jid, value: &str) {
     assert!(done.starts_with("Done"), "{done}");
 }
 
+/// Sends `text` and returns the answer, passing over the configured alert's messages (bob is
+/// told about the warm freezer while he chats with it).
+async fn ask(client: &mut TestClient, device: &Jid, text: &str) -> String {
+    client.chat(device, text).await;
+    let m = chat_from(client, device, "an answer", |b| !is_alert(b)).await;
+    message_body(&m).expect("body")
+}
+
 fn is_alert(body: &str) -> bool {
     body.contains("[alert warm]")
 }
@@ -268,27 +276,17 @@ async fn users_set_list_and_remove_their_own_alerts_by_chat() {
     let mut rig = Rig::start().await;
     let freezer = rig.freezer.clone();
     let mut bob = rig.user("bob").await;
-    let answer = |s: Option<String>| s.expect("an answer");
-    let help = answer(bob.chat_and_wait(&freezer, "help", TIMEOUT).await);
+    let help = ask(&mut bob, &freezer, "help").await;
     assert!(help.contains("alert <field> > <number>"), "{help}");
-    let bad = answer(
-        bob.chat_and_wait(&freezer, "alert temprature > 3", TIMEOUT)
-            .await,
-    );
+    let bad = ask(&mut bob, &freezer, "alert temprature > 3").await;
     assert_eq!(bad, "No field `temprature`. Fields: temperature.");
-    let bad = answer(
-        bob.chat_and_wait(&freezer, "alert temperature > warm", TIMEOUT)
-            .await,
-    );
+    let bad = ask(&mut bob, &freezer, "alert temperature > warm").await;
     assert_eq!(bad, "`warm` is not a number.");
-    let bad = answer(bob.chat_and_wait(&freezer, "alert off 7", TIMEOUT).await);
+    let bad = ask(&mut bob, &freezer, "alert off 7").await;
     assert_eq!(bad, "You have no alert 7. `alerts` lists yours.");
 
     // The freezer is at -10: an alert above -12 fires at once, to bob alone.
-    let set = answer(
-        bob.chat_and_wait(&freezer, "alert temperature > -12", TIMEOUT)
-            .await,
-    );
+    let set = ask(&mut bob, &freezer, "alert temperature > -12").await;
     assert_eq!(
         set,
         "Alert 1 set: temperature > -12. `alerts` lists yours; `alert off 1` removes it."
@@ -301,10 +299,7 @@ async fn users_set_list_and_remove_their_own_alerts_by_chat() {
         message_body(&fired).expect("body"),
         "Freezer: temperature -10 °C (temperature > -12) [alert 1]"
     );
-    let set = answer(
-        bob.chat_and_wait(&freezer, "alert temperature < -30 for 10m", TIMEOUT)
-            .await,
-    );
+    let set = ask(&mut bob, &freezer, "alert temperature < -30 for 10m").await;
     assert!(
         set.starts_with("Alert 2 set: temperature < -30 for 10 min."),
         "{set}"
@@ -317,7 +312,7 @@ async fn users_set_list_and_remove_their_own_alerts_by_chat() {
         bob.wait_answering(&freezer, RESTART).await,
         "the gateway is back"
     );
-    let list = answer(bob.chat_and_wait(&freezer, "alerts", TIMEOUT).await);
+    let list = ask(&mut bob, &freezer, "alerts").await;
     let lines: Vec<&str> = list.lines().collect();
     assert_eq!(lines[0], "Alerts:");
     assert!(lines.contains(&"1: temperature > -12 (firing)"), "{list}");
@@ -329,9 +324,9 @@ async fn users_set_list_and_remove_their_own_alerts_by_chat() {
         "{list}"
     );
 
-    let removed = answer(bob.chat_and_wait(&freezer, "alert off 1", TIMEOUT).await);
+    let removed = ask(&mut bob, &freezer, "alert off 1").await;
     assert_eq!(removed, "Alert 1 removed.");
-    let list = answer(bob.chat_and_wait(&freezer, "alerts", TIMEOUT).await);
+    let list = ask(&mut bob, &freezer, "alerts").await;
     assert!(!list.contains("1: "), "{list}");
     assert!(list.contains("2: temperature < -30"), "{list}");
 }
@@ -403,27 +398,14 @@ async fn chart_answers_with_a_sparkline_and_min_max_mean() {
     assert!(alice.wait_answering(&freezer, TIMEOUT).await);
     // Two values in the history: the constant -10 and a written -20.
     set(&mut alice, &freezer, "-20").await;
-    let answer = |s: Option<String>| s.expect("an answer");
-    let line = answer(
-        alice
-            .chat_and_wait(&freezer, "chart Temperature 1h", TIMEOUT)
-            .await,
-    );
+    let line = ask(&mut alice, &freezer, "chart Temperature 1h").await;
     assert!(line.starts_with("temperature, last 1 h: "), "{line}");
     assert!(line.contains(" min -20 °C, max -10 °C, mean -1"), "{line}");
     assert!(line.chars().any(|c| ('▁'..='█').contains(&c)), "{line}");
-    let bad = answer(
-        alice
-            .chat_and_wait(&freezer, "chart pressure", TIMEOUT)
-            .await,
-    );
+    let bad = ask(&mut alice, &freezer, "chart pressure").await;
     assert_eq!(bad, "No field `pressure`. Fields: temperature.");
-    let bad = answer(
-        alice
-            .chat_and_wait(&freezer, "chart temperature 3 parsecs", TIMEOUT)
-            .await,
-    );
+    let bad = ask(&mut alice, &freezer, "chart temperature 3 parsecs").await;
     assert_eq!(bad, "No field `3`. Fields: temperature.");
-    let bad = answer(alice.chat_and_wait(&freezer, "chart", TIMEOUT).await);
+    let bad = ask(&mut alice, &freezer, "chart").await;
     assert!(bad.starts_with("Usage: chart"), "{bad}");
 }

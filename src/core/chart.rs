@@ -52,6 +52,9 @@ impl Core {
             }
         }
         let device = dev.config.id.clone();
+        // Readings still waiting for their batch belong in the chart: the store takes commands
+        // in order, so handing them over first is enough.
+        self.flush_store();
         let store = self.store.clone();
         let tx = self.deferred_tx.clone();
         let to = Utc::now().timestamp_millis();
