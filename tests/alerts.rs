@@ -16,6 +16,7 @@ use xmpp_parsers::minidom::Element;
 
 const NS_SD: &str = "urn:xmpp:iot:sensordata";
 const NS_RECEIPTS: &str = "urn:xmpp:receipts";
+const NS_OOB: &str = "jabber:x:oob";
 
 /// Time for a gateway restart and reconnect, on a loaded machine.
 const RESTART: Duration = Duration::from_secs(30);
@@ -96,7 +97,11 @@ struct Rig {
 
 impl Rig {
     async fn start() -> Rig {
-        let prosody = Prosody::start(ProsodyOpts::new().random_component()).await;
+        Rig::start_with(ProsodyOpts::new()).await
+    }
+
+    async fn start_with(opts: ProsodyOpts) -> Rig {
+        let prosody = Prosody::start(opts.random_component()).await;
         for user in ["alice", "bob"] {
             prosody.register(user, "pw").await;
         }
@@ -402,10 +407,74 @@ async fn chart_answers_with_a_sparkline_and_min_max_mean() {
     assert!(line.starts_with("temperature, last 1 h: "), "{line}");
     assert!(line.contains(" min -20 °C, max -10 °C, mean -1"), "{line}");
     assert!(line.chars().any(|c| ('▁'..='█').contains(&c)), "{line}");
+    // No upload service on this server: the sparkline was the whole answer.
+    assert!(
+        !alice
+            .drain()
+            .iter()
+            .any(|s| matches!(s, xmpp_parsers::stanza::Stanza::Message(m)
+            if m.payloads.iter().any(|p| p.is("x", NS_OOB)))),
+        "no picture without an upload service"
+    );
     let bad = ask(&mut alice, &freezer, "chart pressure").await;
     assert_eq!(bad, "No field `pressure`. Fields: temperature.");
     let bad = ask(&mut alice, &freezer, "chart temperature 3 parsecs").await;
     assert_eq!(bad, "No field `3`. Fields: temperature.");
     let bad = ask(&mut alice, &freezer, "chart").await;
     assert!(bad.starts_with("Usage: chart"), "{bad}");
+}
+
+#[tokio::test]
+async fn chart_uploads_a_png_through_the_servers_upload_service() {
+    let rig = Rig::start_with(ProsodyOpts::new().upload()).await;
+    let freezer = rig.freezer.clone();
+    let mut alice = rig.user("alice").await;
+    assert!(alice.wait_answering(&freezer, TIMEOUT).await);
+    set(&mut alice, &freezer, "-20").await;
+    alice.chat(&freezer, "chart temperature 2h").await;
+    let picture = alice
+        .recv_message(RESTART, |m| m.payloads.iter().any(|p| p.is("x", NS_OOB)))
+        .await
+        .unwrap_or_else(|| panic!("no picture; received:\n{}", alice.dump_buffer()));
+    let url = message_body(&picture).expect("the URL is the body");
+    let oob = picture
+        .payloads
+        .iter()
+        .find(|p| p.is("x", NS_OOB))
+        .and_then(|x| x.get_child("url", NS_OOB))
+        .map(|u| u.text());
+    assert_eq!(oob.as_deref(), Some(url.as_str()));
+    assert!(
+        url.starts_with(&format!("http://{}/", rig.prosody.http_addr())),
+        "{url}"
+    );
+    // The text with min/max/mean follows the picture.
+    let text = chat_from(&mut alice, &freezer, "the numbers", |b| {
+        b.starts_with("temperature, last 2 h: ")
+    })
+    .await;
+    assert!(message_body(&text)
+        .expect("body")
+        .contains("min -20 °C, max -10 °C"));
+
+    // The file is a PNG of the documented size.
+    let body = tokio::task::spawn_blocking(move || {
+        let resp = ureq::get(&url).call().expect("download the chart");
+        assert_eq!(resp.header("Content-Type"), Some("image/png"));
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut resp.into_reader(), &mut bytes).expect("read");
+        bytes
+    })
+    .await
+    .expect("download task");
+    let decoder = png::Decoder::new(body.as_slice());
+    let reader = decoder.read_info().expect("a valid PNG");
+    let info = reader.info();
+    assert_eq!(
+        (info.width, info.height),
+        xmpp_iot_gateway::charts::picture::size(1)
+    );
+    if let Some(dir) = std::env::var_os("CHART_SAMPLE_DIR") {
+        std::fs::write(std::path::Path::new(&dir).join("chart.png"), &body).expect("keep sample");
+    }
 }

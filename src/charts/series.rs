@@ -30,6 +30,13 @@ impl Column {
         self.count += 1;
     }
 
+    fn merge(&mut self, other: &Column) {
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.sum += other.sum;
+        self.count += other.count;
+    }
+
     pub fn mean(&self) -> f64 {
         self.sum / self.count as f64
     }
@@ -83,16 +90,31 @@ impl Series {
         }
     }
 
+    /// The same interval in `width` columns (fewer than this one's), merging neighbours.
+    pub fn resample(&self, width: usize) -> Series {
+        let mut out = Series::new(self.from, self.to, width);
+        let (n, w) = (self.columns.len(), out.columns.len());
+        for (i, c) in self.columns.iter().enumerate() {
+            let Some(c) = c else { continue };
+            let slot = &mut out.columns[(i * w / n).min(w - 1)];
+            *slot = Some(match *slot {
+                None => *c,
+                Some(mut a) => {
+                    a.merge(c);
+                    a
+                }
+            });
+        }
+        out
+    }
+
     /// The whole interval as one column: overall min, max and mean; `None` without readings.
     pub fn total(&self) -> Option<Column> {
         self.columns.iter().flatten().fold(None, |acc, c| {
             Some(match acc {
                 None => *c,
                 Some(mut a) => {
-                    a.min = a.min.min(c.min);
-                    a.max = a.max.max(c.max);
-                    a.sum += c.sum;
-                    a.count += c.count;
+                    a.merge(c);
                     a
                 }
             })
@@ -162,6 +184,19 @@ mod tests {
         assert_eq!(cols[0].mean(), 1.0);
         let total = s.total().expect("readings");
         assert_eq!((total.min, total.max, total.count), (1.0, 99.0, 1001));
+    }
+
+    #[test]
+    fn resampling_merges_neighbours() {
+        let mut s = Series::new(0, 100, 10);
+        for ts in 0..100 {
+            s.add(ts, ts as f64);
+        }
+        let r = s.resample(4);
+        assert_eq!(r.columns.len(), 4);
+        let first = r.columns[0].expect("filled");
+        assert_eq!((first.min, first.count), (0.0, 30));
+        assert_eq!(r.total(), s.total());
     }
 
     #[test]

@@ -1,8 +1,11 @@
-//! `chart <field…> [duration]` in a chat: the fields' stored history, downsampled by the store
-//! and answered as one sparkline line per field with min/max/mean.
+//! `chart <field…> [duration]` in a chat: the fields' stored history as a picture, uploaded
+//! through the server's XEP-0363 service and shown inline (`jabber:x:oob`), followed by a text
+//! line per field with a sparkline and min/max/mean. Without an upload service, or when the
+//! upload fails, the text lines alone are the answer, so that any client shows something.
 //!
-//! The store query runs off the core task (it may scan a long history); its answer comes back
-//! as a ready message through the deferred queue, in the request's thread.
+//! The work runs in a task of its own (the store query may scan a long history, drawing takes
+//! a few milliseconds, the upload a network round trip); its IQs go through the core
+//! ([`super::task_iq`]) and its messages come back through the deferred queue.
 
 use std::time::Duration;
 
@@ -10,14 +13,21 @@ use chrono::Utc;
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::message::{MessageType, Thread};
 
+use super::task_iq::IqClient;
 use super::{Core, Deferred};
+use crate::charts::picture::{self, Panel};
+use crate::charts::upload::{self, UploadError};
 use crate::charts::{self, sparkline, Series};
+use crate::store::Store;
 use crate::xmpp::stanzas;
 
 /// Columns of a sparkline: what a phone shows on one or two lines.
 const SPARK_COLUMNS: usize = 32;
 /// How long the store may take before the answer says it was too slow.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Disco items looked at for the upload service.
+const MAX_ITEMS: usize = 20;
+const PNG: &str = "image/png";
 
 /// Where a chart answer goes.
 pub(super) struct ChartReply {
@@ -51,38 +61,161 @@ impl Core {
                 Err(answer) => return Some(answer),
             }
         }
-        let device = dev.config.id.clone();
+        let device = dev.config.id.to_string();
         // Readings still waiting for their batch belong in the chart: the store takes commands
         // in order, so handing them over first is enough.
         self.flush_store();
-        let store = self.store.clone();
-        let tx = self.deferred_tx.clone();
         let to = Utc::now().timestamp_millis();
-        let from = to.saturating_sub(req.period.as_millis().min(i64::MAX as u128) as i64);
-        let period = crate::alerts::text::human_duration(req.period);
-        tokio::spawn(async move {
-            let mut lines = Vec::new();
-            for (name, unit) in fields {
-                let query = store.series(&device, &name, Series::new(from, to, SPARK_COLUMNS));
-                let line = match tokio::time::timeout(QUERY_TIMEOUT, query).await {
-                    Ok(Ok(series)) => sparkline::line(&name, &unit, &period, &series),
-                    Ok(Err(e)) => {
-                        tracing::warn!(device = %device, field = %name, error = %e, "chart query failed");
-                        format!("{name}: the history cannot be read right now")
-                    }
-                    Err(_) => format!("{name}: the history took too long to read"),
-                };
-                lines.push(line);
-            }
-            let el = stanzas::text_message(
-                reply.type_,
-                &reply.from,
-                &reply.to,
-                &lines.join("\n"),
-                reply.thread,
-            );
-            let _ = tx.send(Deferred::Send(el)).await;
-        });
+        let job = ChartJob {
+            store: self.store.clone(),
+            iq: IqClient::new(self.deferred_tx.clone()),
+            deferred: self.deferred_tx.clone(),
+            server: self.upload_server(),
+            device,
+            fields,
+            from: to.saturating_sub(req.period.as_millis().min(i64::MAX as u128) as i64),
+            to,
+            period: crate::alerts::text::human_duration(req.period),
+            reply,
+        };
+        tokio::spawn(job.run());
         None
+    }
+
+    /// The server whose disco items may list an upload service: in component mode the server's
+    /// own domain, in client mode the account's.
+    fn upload_server(&self) -> Option<Jid> {
+        match &self.config.xmpp {
+            crate::config::XmppConfig::Component(c) => Jid::new(&c.ping_target).ok(),
+            crate::config::XmppConfig::Client(_) => {
+                Jid::new(self.gateway_jid.domain().as_str()).ok()
+            }
+        }
+    }
+}
+
+/// One `chart` request, off the core task.
+struct ChartJob {
+    store: Store,
+    iq: IqClient,
+    deferred: tokio::sync::mpsc::Sender<Deferred>,
+    server: Option<Jid>,
+    device: String,
+    /// (name, unit)
+    fields: Vec<(String, String)>,
+    from: i64,
+    to: i64,
+    /// The period as the answer names it (`24 h`).
+    period: String,
+    reply: ChartReply,
+}
+
+impl ChartJob {
+    async fn run(self) {
+        let mut panels: Vec<(String, String, Series)> = Vec::new();
+        let mut lines = Vec::new();
+        let Ok(device) = gateway_api::DeviceId::new(&self.device) else {
+            return;
+        };
+        for (name, unit) in &self.fields {
+            let query = self.store.series(
+                &device,
+                name,
+                Series::new(self.from, self.to, picture::COLUMNS),
+            );
+            match tokio::time::timeout(QUERY_TIMEOUT, query).await {
+                Ok(Ok(series)) => {
+                    let spark = series.resample(SPARK_COLUMNS);
+                    lines.push(sparkline::line(name, unit, &self.period, &spark));
+                    panels.push((name.clone(), unit.clone(), series));
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(device = %self.device, field = %name, error = %e, "chart query failed");
+                    lines.push(format!("{name}: the history cannot be read right now"));
+                }
+                Err(_) => lines.push(format!("{name}: the history took too long to read")),
+            }
+        }
+        let has_data = panels.iter().any(|(_, _, s)| s.total().is_some());
+        if has_data {
+            match self.picture(&panels).await {
+                Ok(url) => {
+                    let r = &self.reply;
+                    let el = upload::picture_message(
+                        r.type_.clone(),
+                        &r.from,
+                        &r.to,
+                        &url,
+                        r.thread.clone(),
+                    );
+                    let _ = self.deferred.send(Deferred::Send(el)).await;
+                }
+                Err(e) => {
+                    tracing::info!(device = %self.device, error = %e, "chart sent as text");
+                }
+            }
+        }
+        let r = &self.reply;
+        let el = stanzas::text_message(
+            r.type_.clone(),
+            &r.from,
+            &r.to,
+            &lines.join("\n"),
+            r.thread.clone(),
+        );
+        let _ = self.deferred.send(Deferred::Send(el)).await;
+    }
+
+    /// Draws, finds the upload service, uploads; the URL to show.
+    async fn picture(&self, panels: &[(String, String, Series)]) -> Result<String, UploadError> {
+        let server = self.server.as_ref().ok_or(UploadError::NoService)?;
+        let service = self.find_service(server).await?;
+        let owned: Vec<(String, String, Series)> = panels.to_vec();
+        let offset = *chrono::Local::now().offset();
+        let png = tokio::task::spawn_blocking(move || {
+            let panels: Vec<Panel<'_>> = owned
+                .iter()
+                .map(|(name, unit, series)| Panel { name, unit, series })
+                .collect();
+            picture::render(&panels, offset)
+        })
+        .await
+        .map_err(|e| UploadError::Http(e.to_string()))?
+        .map_err(|e| UploadError::Http(e.to_string()))?;
+        let name = format!("{}-{}.png", self.device, Utc::now().format("%Y%m%d-%H%M%S"));
+        let answer = self
+            .iq
+            .get(
+                &self.reply.from,
+                &service,
+                upload::slot_request(&name, png.len(), PNG),
+            )
+            .await?;
+        let slot = upload::parse_slot(answer.as_ref())?;
+        let get = slot.get.clone();
+        tokio::task::spawn_blocking(move || upload::put(&slot, &png, PNG))
+            .await
+            .map_err(|e| UploadError::Http(e.to_string()))??;
+        Ok(get)
+    }
+
+    /// The first disco item of the server that offers XEP-0363.
+    async fn find_service(&self, server: &Jid) -> Result<Jid, UploadError> {
+        let from = &self.reply.from;
+        let items = upload::items(
+            self.iq
+                .get(from, server, upload::disco_items())
+                .await?
+                .as_ref(),
+        );
+        for jid in items.iter().take(MAX_ITEMS) {
+            // An item that does not answer (or refuses) is simply not the service.
+            if let Ok(info) = self.iq.get(from, jid, upload::disco_info()).await {
+                if upload::offers_upload(info.as_ref()) {
+                    return Ok(jid.clone());
+                }
+            }
+        }
+        Err(UploadError::NoService)
     }
 }

@@ -18,6 +18,7 @@ mod readout;
 mod receipts;
 mod reload;
 mod room;
+mod task_iq;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
@@ -81,6 +82,12 @@ enum Deferred {
     },
     /// Try joining the room again (it was locked, or refused us for a moment).
     JoinRoom(gateway_api::DeviceId),
+    /// An IQ a spawned task wants sent; its answer goes to `reply`.
+    TaskIq {
+        id: String,
+        iq: Element,
+        reply: oneshot::Sender<task_iq::IqAnswer>,
+    },
 }
 
 /// What the supervisor asks of the core.
@@ -181,6 +188,8 @@ pub struct Core {
     store_due: Option<Instant>,
     /// Alerts: the engine, users' alerts, messages waiting for the upstream.
     alert_book: alerts::AlertBook,
+    /// IQs sent for spawned tasks, by id, until their answer arrives.
+    task_iqs: HashMap<String, oneshot::Sender<task_iq::IqAnswer>>,
 }
 
 impl Core {
@@ -253,6 +262,7 @@ impl Core {
             store_pending: Vec::new(),
             store_due: None,
             alert_book: alerts::AlertBook::default(),
+            task_iqs: HashMap::new(),
         };
         core.pubsub_nodes = vec![publish::NodeState::Unknown; n_devices];
         core.orphans = orphans;
@@ -552,6 +562,7 @@ impl Core {
             Inbound::Down { reason } => {
                 // Our own IQs in flight died with the link, and so did our room seats.
                 self.own_iqs.clear();
+                self.task_iqs.clear();
                 for r in &mut self.rooms {
                     *r = room::RoomState::default();
                 }
@@ -760,6 +771,7 @@ impl Core {
                     self.join_room(idx);
                 }
             }
+            Deferred::TaskIq { id, iq, reply } => self.send_task_iq(id, iq, reply),
             Deferred::ReadoutFinished { requester, seqnr } => {
                 self.scheduled.remove(&(requester, seqnr));
             }
