@@ -3,7 +3,7 @@
 //! rows and log lines; chat commands add, list and remove a user's own alerts.
 //!
 //! Messages wait in an outbox of their own while the upstream is down (the reply queue is
-//! dropped with the link) and leave once it is back; every phase change is stored, so a
+//! dropped with the link) and leave once it is back, with an XEP-0203 delay stamp; every phase change is stored, so a
 //! restart neither forgets an alert nor fires again what had already fired.
 
 use std::collections::VecDeque;
@@ -23,9 +23,11 @@ use crate::alerts::{text, Observation, Transition};
 use crate::config::{AlertCondition, AlertConfig};
 use crate::stats::Stats;
 use crate::store::AuditEntry;
+use crate::translator::sensordata::format_datetime;
 use crate::translator::status::display_value;
 use crate::xmpp::stanzas;
 
+const NS_DELAY: &str = "urn:xmpp:delay";
 /// Alert messages held while the upstream is down; beyond this the oldest are dropped.
 pub(super) const MAX_OUTBOX: usize = 1_000;
 /// Alerts one user may set by chat, over all devices.
@@ -247,10 +249,22 @@ impl Core {
     }
 
     /// Sends now, or keeps for when the upstream is back.
-    fn send_alert(&mut self, el: Element) {
+    fn send_alert(&mut self, mut el: Element) {
         if self.link_up {
             return self.reply(el);
         }
+        // XEP-0203: the phone shows when it happened, not when the link came back.
+        let delay = Element::builder("delay", NS_DELAY)
+            .attr(
+                rxml::xml_ncname!("from").to_owned(),
+                el.attr("from").unwrap_or(""),
+            )
+            .attr(
+                rxml::xml_ncname!("stamp").to_owned(),
+                format_datetime(chrono::Utc::now()),
+            )
+            .build();
+        el.append_child(delay);
         if self.alert_book.outbox.len() >= MAX_OUTBOX {
             self.alert_book.outbox.pop_front();
             Stats::inc(&self.stats.replies_dropped);

@@ -6,7 +6,6 @@
 //! request; every waiting task hears "link lost" when the upstream goes down.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use minidom::Element;
@@ -26,19 +25,18 @@ const MAX_WAITING: usize = 256;
 /// How long a task waits for an answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Numbers task IQs across every client, so that concurrent tasks never share an id.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
 /// Cloned into tasks: sends IQs through the core.
 #[derive(Clone)]
 pub(super) struct IqClient {
     tx: mpsc::Sender<Deferred>,
-    next: Arc<AtomicU64>,
 }
 
 impl IqClient {
     pub fn new(tx: mpsc::Sender<Deferred>) -> Self {
-        IqClient {
-            tx,
-            next: Arc::new(AtomicU64::new(0)),
-        }
+        IqClient { tx }
     }
 
     /// Sends a `get` from `from` to `to` and waits for the answer's payload.
@@ -48,7 +46,7 @@ impl IqClient {
         to: &Jid,
         payload: Element,
     ) -> Result<Option<Element>, UploadError> {
-        let id = format!("task-{}", self.next.fetch_add(1, Ordering::Relaxed));
+        let id = format!("task-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
         let iq: Element = Iq::Get {
             from: Some(from.clone()),
             to: Some(to.clone()),

@@ -219,6 +219,11 @@ impl Prosody {
         self.launch().await;
     }
 
+    /// Starts a stopped Prosody again with the same configuration and data.
+    pub async fn start_again(&mut self) {
+        self.launch().await;
+    }
+
     /// Stops Prosody: SIGTERM, then SIGKILL if it has not exited within 10 s.
     pub async fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
