@@ -573,11 +573,7 @@ VirtualHost "{DOMAIN}"
             let _ = write!(c, "\nComponent \"{MUC_DOMAIN}\" \"muc\"\n{}", o.extra_muc);
         }
         if o.upload {
-            let _ = write!(
-                c,
-                "\nComponent \"{UPLOAD_DOMAIN}\" \"http_file_share\"\n    \
-                 http_file_share_size_limit = 10*1024*1024\n"
-            );
+            let _ = write!(c, "\n{}\n", upload_component());
         }
         if o.pubsub {
             let admins: Vec<String> = self
@@ -594,6 +590,24 @@ VirtualHost "{DOMAIN}"
         }
         c
     }
+}
+
+/// The `http_file_share` component block of docs/alerts-and-charts.md, for [`UPLOAD_DOMAIN`]:
+/// the tests configure the upload service exactly as the guide tells administrators to.
+fn upload_component() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/alerts-and-charts.md");
+    let doc = fs::read_to_string(&path).expect("read docs/alerts-and-charts.md");
+    let head = "Component \"upload.example.org\" \"http_file_share\"";
+    let start = doc
+        .find(head)
+        .unwrap_or_else(|| panic!("{} has no `{head}` block", path.display()));
+    let block: Vec<&str> = doc[start..]
+        .lines()
+        .take_while(|l| !l.trim().is_empty() && !l.starts_with("```"))
+        .collect();
+    block
+        .join("\n")
+        .replace("upload.example.org", UPLOAD_DOMAIN)
 }
 
 impl Drop for Prosody {
