@@ -28,6 +28,16 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Disco items looked at for the upload service.
 const MAX_ITEMS: usize = 20;
 const PNG: &str = "image/png";
+/// Charts drawn at once: each may scan a long history in the store thread, which readings also
+/// need; more requests get "busy" rather than queueing behind them.
+const MAX_RUNNING: usize = 2;
+
+/// Permits for [`MAX_RUNNING`], shared by every chart task of the process.
+fn permits() -> &'static std::sync::Arc<tokio::sync::Semaphore> {
+    static PERMITS: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> =
+        std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_RUNNING)))
+}
 
 /// Where a chart answer goes.
 pub(super) struct ChartReply {
@@ -61,6 +71,9 @@ impl Core {
                 Err(answer) => return Some(answer),
             }
         }
+        let Ok(permit) = permits().clone().try_acquire_owned() else {
+            return Some("Busy drawing other charts; try again in a moment.".into());
+        };
         let device = dev.config.id.to_string();
         // Readings still waiting for their batch belong in the chart: the store takes commands
         // in order, so handing them over first is enough.
@@ -78,7 +91,10 @@ impl Core {
             period: crate::alerts::text::human_duration(req.period),
             reply,
         };
-        tokio::spawn(job.run());
+        tokio::spawn(async move {
+            job.run().await;
+            drop(permit);
+        });
         None
     }
 
