@@ -95,11 +95,12 @@ enum Command {
     Flush(oneshot::Sender<()>),
     /// Alerts set by chat and the phase of every alert.
     Alert(AlertOp),
-    /// A field's history folded into columns (`chart`).
+    /// One time window of a field's history folded into columns (`chart`).
     Series(
         DeviceId,
         String,
         Series,
+        std::ops::Range<i64>,
         oneshot::Sender<Result<Series, StoreError>>,
     ),
     LoadAlerts(oneshot::Sender<Result<alerts::Stored, StoreError>>),
@@ -138,6 +139,9 @@ impl StoreThread {
     }
 }
 
+/// The history a chart reads per store command: six hours are about 21,600 rows of a field read
+/// once a second, a few milliseconds of SQLite.
+const SERIES_WINDOW_MS: i64 = 6 * 3600 * 1000;
 /// Commands waiting for the store thread; a reading batch is one command.
 const QUEUE: usize = 4096;
 /// Readings held for one transaction at most, whatever `commit_interval` says (bounds memory).
@@ -310,18 +314,22 @@ impl Store {
         &self,
         device: &DeviceId,
         field: &str,
-        series: Series,
+        mut series: Series,
     ) -> Result<Series, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        if !self.send(Command::Series(
-            device.clone(),
-            field.to_owned(),
-            series,
-            tx,
-        )) {
-            return Err(StoreError::Stopped);
+        // One window per command: readings arriving meanwhile are taken between two windows
+        // instead of waiting for the whole history to be read.
+        let mut at = series.from;
+        while at < series.to {
+            let end = at.saturating_add(SERIES_WINDOW_MS).min(series.to);
+            let (tx, rx) = oneshot::channel();
+            let cmd = Command::Series(device.clone(), field.to_owned(), series, at..end, tx);
+            if !self.send(cmd) {
+                return Err(StoreError::Stopped);
+            }
+            series = rx.await.map_err(|_| StoreError::Stopped)??;
+            at = end;
         }
-        rx.await.map_err(|_| StoreError::Stopped)?
+        Ok(series)
     }
 
     /// Commits everything queued so far.
@@ -450,13 +458,14 @@ impl Worker {
                 let res = alerts::apply(&self.conn, op);
                 self.note(res, "saving an alert");
             }
-            Command::Series(device, field, mut series, reply) => {
+            Command::Series(device, field, mut series, window, reply) => {
                 self.commit();
                 let res = crate::charts::series::fill_from_store(
                     &self.conn,
                     device.as_str(),
                     &field,
                     &mut series,
+                    window,
                 );
                 let _ = reply.send(res.map(|()| series).map_err(StoreError::from));
             }
@@ -662,6 +671,7 @@ fn decode_quality(q: i64) -> Quality {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::charts::Series;
 
     fn opts() -> StoreOptions {
         StoreOptions {
@@ -761,6 +771,56 @@ mod tests {
             rows.last().map(|r| r.value.clone()),
             Some(Value::Text(format!("{:0>40}", 2999)))
         );
+    }
+
+    #[tokio::test]
+    async fn a_series_read_window_by_window_matches_the_fold_in_memory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let week = StoreOptions {
+            history: Duration::from_secs(7 * 86_400),
+            ..opts()
+        };
+        let (store, _thread, _) = Store::open(dir.path(), week).expect("open");
+        // Two days, a reading a minute (whole numbers: sums are exact in any order), across
+        // several store windows; plus a text reading and another field, which do not count.
+        let t0 = Utc::now().timestamp_millis() - 2 * 86_400_000;
+        let mut expected = Series::new(t0, t0 + 2 * 86_400_000, 97);
+        let mut batch = Vec::new();
+        for i in 0..2 * 1440 {
+            let (ts, v) = (t0 + i * 60_000, (i % 50) as f64 - 20.0);
+            expected.add(ts, v);
+            let at = Utc.timestamp_millis_opt(ts).single().expect("ts");
+            batch.push(Reading {
+                device: dev("freezer"),
+                field: "t".into(),
+                value: Value::Int(v as i64),
+                timestamp: at,
+                quality: Quality::Good,
+            });
+            batch.push(Reading {
+                device: dev("freezer"),
+                field: "other".into(),
+                value: Value::Float(1e9),
+                timestamp: at,
+                quality: Quality::Good,
+            });
+        }
+        batch.push(Reading::now(
+            dev("freezer"),
+            "t".into(),
+            Value::Text("x".into()),
+        ));
+        store.record(batch);
+        let got = store
+            .series(
+                &dev("freezer"),
+                "t",
+                Series::new(t0, t0 + 2 * 86_400_000, 97),
+            )
+            .await
+            .expect("series");
+        assert_eq!(got, expected);
+        assert_eq!(got.total().map(|c| c.count), Some(2 * 1440));
     }
 
     #[tokio::test]

@@ -83,10 +83,13 @@ impl Series {
         }
     }
 
-    /// Sets a column computed elsewhere (the store's SQL fold).
-    pub fn set(&mut self, i: usize, c: Column) {
+    /// Adds a column computed elsewhere (a slice of the store's SQL fold) to column `i`.
+    pub fn merge_into(&mut self, i: usize, c: Column) {
         if let Some(slot) = self.columns.get_mut(i) {
-            *slot = Some(c);
+            match slot {
+                Some(a) => a.merge(&c),
+                None => *slot = Some(c),
+            }
         }
     }
 
@@ -123,31 +126,37 @@ impl Series {
 }
 
 /// The same fold in SQL over the store's `readings` table, in bounded memory (one row per
-/// column comes back): `series.columns.len()` columns of `field` of `device`.
+/// column comes back): the readings of `field` of `device` in `window` (a part of the series'
+/// interval) are added to the series' columns. The store calls this a window at a time, so that
+/// a long history is read in slices with other work in between.
 pub fn fill_from_store(
     conn: &rusqlite::Connection,
     device: &str,
     field: &str,
     series: &mut Series,
+    window: std::ops::Range<i64>,
 ) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(
         "SELECT (ts - ?3) * ?5 / (?4 - ?3) AS col, MIN(num), MAX(num), SUM(num), COUNT(num) \
-         FROM readings WHERE device = ?1 AND field = ?2 AND ts >= ?3 AND ts < ?4 AND num IS NOT NULL \
+         FROM readings WHERE device = ?1 AND field = ?2 AND ts >= ?6 AND ts < ?7 AND num IS NOT NULL \
          GROUP BY col",
     )?;
     let width = series.columns.len() as i64;
+    let (lo, hi) = (window.start.max(series.from), window.end.min(series.to));
     let mut rows = stmt.query(rusqlite::params![
         device,
         field,
         series.from,
         series.to,
-        width
+        width,
+        lo,
+        hi
     ])?;
     while let Some(r) = rows.next()? {
         let col: i64 = r.get(0)?;
         let count: i64 = r.get(4)?;
         if count > 0 {
-            series.set(
+            series.merge_into(
                 col.clamp(0, width - 1) as usize,
                 Column {
                     min: r.get(1)?,
