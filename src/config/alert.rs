@@ -479,6 +479,32 @@ mod tests {
     }
 
     #[test]
+    fn the_guides_alert_snippets_are_valid() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/alerts-and-charts.md");
+        let doc = std::fs::read_to_string(&path).expect("read the guide");
+        let blocks: Vec<&str> = doc
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|b| b.split("```").next())
+            .filter(|b| b.contains("[[alert]]"))
+            .collect();
+        assert!(
+            blocks.len() >= 4,
+            "the guide's [[alert]] examples: {}",
+            blocks.len()
+        );
+        let devices = "[publish]\nnotify = [\"ops@example.org\"]\n\
+            [[device]]\nid = \"freezer\"\nadapter = \"sim\"\n[[device.field]]\nname = \"temperature\"\nunit = \"°C\"\n\
+            [[device]]\nid = \"pump\"\nadapter = \"sim\"\n[[device.field]]\nname = \"flow\"\nunit = \"m³/h\"\n\
+            [[device]]\nid = \"boiler\"\nadapter = \"sim\"\n[[device.field]]\nname = \"pressure\"\n";
+        for block in blocks {
+            let loaded = ok(&with_head(&format!("{devices}{block}")));
+            assert_eq!(loaded.config.alerts.len(), 1, "{block}");
+        }
+    }
+
+    #[test]
     fn placeholders_are_found_between_braces() {
         let names: Vec<&str> = placeholders("a {value} b {unit}{x} {open").collect();
         assert_eq!(names, ["value", "unit", "x"]);
