@@ -63,6 +63,25 @@ impl Device {
         self.config.fields.iter().any(|f| f.spec.writable)
     }
 
+    /// The latest value of every field that has one, as readings (configured order).
+    pub fn readings(&self) -> Vec<Reading> {
+        self.config
+            .fields
+            .iter()
+            .zip(&self.values)
+            .filter_map(|(f, s)| {
+                let s = s.as_ref()?;
+                Some(Reading {
+                    device: self.config.id.clone(),
+                    field: f.spec.name.clone(),
+                    value: s.value.clone(),
+                    timestamp: s.timestamp,
+                    quality: s.quality,
+                })
+            })
+            .collect()
+    }
+
     /// Field specs paired with their current values, in configured order.
     pub fn current(&self) -> Vec<(&FieldSpec, Option<&Value>)> {
         self.config

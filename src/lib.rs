@@ -8,6 +8,8 @@
 //! - [`translator`]: pure functions, readings to stanzas and chat text to commands.
 //! - [`xmpp`]: stream framing and the upstream session (component mode).
 //! - [`store`]: the embedded SQLite store (subscribers, history).
+//! - [`alerts`]: conditions on readings that message people (`[[alert]]` and chat).
+//! - [`charts`]: a field's history downsampled for `chart` (sparkline text).
 //! - [`systemd`]: readiness, status and watchdog notifications.
 //! - [`metrics`]: counters of the gateway and its adapters, served as Prometheus text.
 //! - [`fuzzing`]: the bodies of the fuzz targets in `fuzz/`.
@@ -16,6 +18,8 @@
 
 pub mod access;
 pub mod adapters;
+pub mod alerts;
+pub mod charts;
 pub mod config;
 pub mod core;
 pub mod devices;

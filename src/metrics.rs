@@ -267,6 +267,11 @@ impl MetricsSource for GatewayMetrics {
                 &s.access_refused,
             ),
             (
+                "alert_events_total",
+                "Alerts that fired, reminded or cleared.",
+                &s.alert_messages,
+            ),
+            (
                 "store_readings_written_total",
                 "Readings committed to the history store.",
                 &self.store.readings_written,

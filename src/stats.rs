@@ -30,6 +30,8 @@ pub struct Stats {
     /// Upstream sessions established again on a link that had been up before.
     pub upstream_reconnects: AtomicU64,
     pub access_refused: AtomicU64,
+    /// Alert messages (fired, reminders, cleared), counted once per alert event.
+    pub alert_messages: AtomicU64,
     /// Per-device counters, in configuration order. Written by [`Stats::set_devices`] (at start
     /// and whenever the device list changes), read at scrape time.
     devices: RwLock<Vec<Arc<DeviceStats>>>,

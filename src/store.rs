@@ -16,6 +16,9 @@ use gateway_api::{DeviceId, Quality, Reading, Value};
 use rusqlite::{params, Connection};
 use tokio::sync::oneshot;
 
+use crate::alerts::persist::{self as alerts, AlertOp};
+use crate::charts::Series;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot create the state directory {path}: {source}")]
@@ -90,6 +93,17 @@ enum Command {
         oneshot::Sender<Result<Vec<Reading>, StoreError>>,
     ),
     Flush(oneshot::Sender<()>),
+    /// Alerts set by chat and the phase of every alert.
+    Alert(AlertOp),
+    /// One time window of a field's history folded into columns (`chart`).
+    Series(
+        DeviceId,
+        String,
+        Series,
+        std::ops::Range<i64>,
+        oneshot::Sender<Result<Series, StoreError>>,
+    ),
+    LoadAlerts(oneshot::Sender<Result<alerts::Stored, StoreError>>),
     /// Prune now (tests, and an operator's future `vacuum`).
     #[cfg_attr(not(test), allow(dead_code))]
     Prune(oneshot::Sender<()>),
@@ -125,6 +139,9 @@ impl StoreThread {
     }
 }
 
+/// The history a chart reads per store command: six hours are about 21,600 rows of a field read
+/// once a second, a few milliseconds of SQLite.
+const SERIES_WINDOW_MS: i64 = 6 * 3600 * 1000;
 /// Commands waiting for the store thread; a reading batch is one command.
 const QUEUE: usize = 4096;
 /// Readings held for one transaction at most, whatever `commit_interval` says (bounds memory).
@@ -278,6 +295,43 @@ impl Store {
         rx.await.map_err(|_| StoreError::Stopped)?
     }
 
+    /// Saves or removes an alert set by chat, or an alert's phase.
+    pub fn alert(&self, op: AlertOp) {
+        self.send(Command::Alert(op));
+    }
+
+    /// The stored alerts set by chat and the phases of all alerts.
+    pub async fn stored_alerts(&self) -> Result<alerts::Stored, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(Command::LoadAlerts(tx)) {
+            return Err(StoreError::Stopped);
+        }
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// `series` (its interval and width) filled with `field`'s stored numeric readings.
+    pub async fn series(
+        &self,
+        device: &DeviceId,
+        field: &str,
+        mut series: Series,
+    ) -> Result<Series, StoreError> {
+        // One window per command: readings arriving meanwhile are taken between two windows
+        // instead of waiting for the whole history to be read.
+        let mut at = series.from;
+        while at < series.to {
+            let end = at.saturating_add(SERIES_WINDOW_MS).min(series.to);
+            let (tx, rx) = oneshot::channel();
+            let cmd = Command::Series(device.clone(), field.to_owned(), series, at..end, tx);
+            if !self.send(cmd) {
+                return Err(StoreError::Stopped);
+            }
+            series = rx.await.map_err(|_| StoreError::Stopped)??;
+            at = end;
+        }
+        Ok(series)
+    }
+
     /// Commits everything queued so far.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
@@ -294,6 +348,7 @@ fn open_connection(path: &Path) -> Result<Connection, rusqlite::Error> {
     // NORMAL in WAL mode: a power cut may lose the last commits but never corrupts the file.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.execute_batch(SCHEMA)?;
+    conn.execute_batch(alerts::SCHEMA)?;
     Ok(conn)
 }
 
@@ -398,6 +453,24 @@ impl Worker {
                 // Readings still in the batch must be visible to the query.
                 self.commit();
                 let _ = reply.send(self.query(&q));
+            }
+            Command::Alert(op) => {
+                let res = alerts::apply(&self.conn, op);
+                self.note(res, "saving an alert");
+            }
+            Command::Series(device, field, mut series, window, reply) => {
+                self.commit();
+                let res = crate::charts::series::fill_from_store(
+                    &self.conn,
+                    device.as_str(),
+                    &field,
+                    &mut series,
+                    window,
+                );
+                let _ = reply.send(res.map(|()| series).map_err(StoreError::from));
+            }
+            Command::LoadAlerts(reply) => {
+                let _ = reply.send(alerts::load(&self.conn).map_err(StoreError::from));
             }
             Command::Flush(reply) => {
                 self.commit();
@@ -598,6 +671,7 @@ fn decode_quality(q: i64) -> Quality {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::charts::Series;
 
     fn opts() -> StoreOptions {
         StoreOptions {
@@ -697,6 +771,56 @@ mod tests {
             rows.last().map(|r| r.value.clone()),
             Some(Value::Text(format!("{:0>40}", 2999)))
         );
+    }
+
+    #[tokio::test]
+    async fn a_series_read_window_by_window_matches_the_fold_in_memory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let week = StoreOptions {
+            history: Duration::from_secs(7 * 86_400),
+            ..opts()
+        };
+        let (store, _thread, _) = Store::open(dir.path(), week).expect("open");
+        // Two days, a reading a minute (whole numbers: sums are exact in any order), across
+        // several store windows; plus a text reading and another field, which do not count.
+        let t0 = Utc::now().timestamp_millis() - 2 * 86_400_000;
+        let mut expected = Series::new(t0, t0 + 2 * 86_400_000, 97);
+        let mut batch = Vec::new();
+        for i in 0..2 * 1440 {
+            let (ts, v) = (t0 + i * 60_000, (i % 50) as f64 - 20.0);
+            expected.add(ts, v);
+            let at = Utc.timestamp_millis_opt(ts).single().expect("ts");
+            batch.push(Reading {
+                device: dev("freezer"),
+                field: "t".into(),
+                value: Value::Int(v as i64),
+                timestamp: at,
+                quality: Quality::Good,
+            });
+            batch.push(Reading {
+                device: dev("freezer"),
+                field: "other".into(),
+                value: Value::Float(1e9),
+                timestamp: at,
+                quality: Quality::Good,
+            });
+        }
+        batch.push(Reading::now(
+            dev("freezer"),
+            "t".into(),
+            Value::Text("x".into()),
+        ));
+        store.record(batch);
+        let got = store
+            .series(
+                &dev("freezer"),
+                "t",
+                Series::new(t0, t0 + 2 * 86_400_000, 97),
+            )
+            .await
+            .expect("series");
+        assert_eq!(got, expected);
+        assert_eq!(got.total().map(|c| c.count), Some(2 * 1440));
     }
 
     #[tokio::test]

@@ -7,12 +7,14 @@
 //! - [`validate`] applies defaults and checks meaning: cross-references, JIDs, secrets (read
 //!   through [`secret`]), durations ([`duration`]); [`simulated`], [`mqtt`], [`modbus`] and
 //!   [`serial`] hold the adapters' own keys;
+//!   [`alert`] checks `[[alert]]` against the devices;
 //! - [`diagnostic`] turns spans into `PATH:LINE:COL: message` lines.
 //!
 //! [`device_table`] renders what `check` prints. `reference` (tests only) keeps
 //! `docs/configuration.md` listing exactly the keys [`raw`] accepts. [`resolve_path`] picks the file to load.
 //! The rest of the gateway only ever sees [`model`] types.
 
+mod alert;
 mod diagnostic;
 mod duration;
 mod jid;
@@ -32,6 +34,7 @@ mod validate;
 use std::path::{Path, PathBuf};
 
 pub use diagnostic::{did_you_mean, ConfigErrors, Diagnostic};
+pub use duration::parse as parse_duration;
 pub(crate) use modbus::build_adapter as modbus_adapter;
 pub use model::*;
 pub use table::{device_table, upstream_line};

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use gateway_api::{DeviceId, FieldSpec, Value};
 
+pub use super::alert::{AlertCondition, AlertConfig};
+
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -24,6 +26,8 @@ pub struct Config {
     pub log: LogConfig,
     pub adapters: Vec<AdapterConfig>,
     pub devices: Vec<DeviceConfig>,
+    /// `[[alert]]`, checked against the devices.
+    pub alerts: Vec<AlertConfig>,
 }
 
 #[derive(Debug, Clone)]

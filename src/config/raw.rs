@@ -157,7 +157,7 @@ pub(crate) fn type_keys(name: &str) -> Option<&'static TypeKeys> {
 }
 
 pub(crate) const TOP_KEYS: &[&str] = &[
-    "gateway", "xmpp", "access", "publish", "metrics", "log", "adapter", "device",
+    "gateway", "xmpp", "access", "publish", "metrics", "log", "adapter", "device", "alert",
 ];
 pub(crate) const GATEWAY_KEYS: &[&str] = &[
     "name",
@@ -357,6 +357,7 @@ pub(crate) struct RawConfig<'a> {
     pub log: RawLog,
     pub adapters: Vec<RawAdapter<'a>>,
     pub devices: Vec<RawDevice<'a>>,
+    pub alerts: Vec<super::alert::RawAlert>,
 }
 
 /// Parses TOML text, keeping spans. A syntax error is returned alone: past it, positions and
@@ -447,6 +448,9 @@ pub(crate) fn walk<'a>(doc: &'a ImDocument<&'a str>, rep: &mut Report<'_>) -> Ra
     }
     for s in root.sections(rep, "device", "[[device]]") {
         raw.devices.push(device(s, rep));
+    }
+    for s in root.sections(rep, "alert", "[[alert]]") {
+        raw.alerts.push(super::alert::walk(s, rep));
     }
 
     for entry in root.rest() {

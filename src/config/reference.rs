@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::alert::ALERT_KEYS;
 use super::raw::{
     TypeKeys, ACCESS_KEYS, ADAPTER_COMMON, ADAPTER_TYPES, DEVICE_COMMON, FIELD_COMMON,
     GATEWAY_KEYS, LOG_KEYS, METRICS_KEYS, PUBLISH_KEYS, TOP_KEYS, XMPP_KEYS,
@@ -31,6 +32,7 @@ fn sections() -> Vec<(String, Vec<&'static str>)> {
         ("[[adapter]]".into(), ADAPTER_COMMON.to_vec()),
         ("[[device]]".into(), DEVICE_COMMON.to_vec()),
         ("[[device.field]]".into(), FIELD_COMMON.to_vec()),
+        ("[[alert]]".into(), ALERT_KEYS.to_vec()),
     ];
     let levels: [(&str, KeysOf); 3] = [
         ("[[adapter]]", |t| t.adapter),

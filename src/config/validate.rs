@@ -82,6 +82,7 @@ pub(crate) fn validate(
     };
     let raw_devices = mqtt::expand_fleets(raw.devices, is_mqtt, rep);
     let devices = devices(&raw_devices, &infos, xmpp.as_ref(), &access, ctx, rep);
+    let alerts = super::alert::validate(&raw.alerts, &devices, &publish.notify, rep);
     if raw_devices.is_empty() {
         rep.warn(
             &(0..0),
@@ -103,6 +104,7 @@ pub(crate) fn validate(
         log,
         adapters,
         devices,
+        alerts,
     })
 }
 

@@ -69,6 +69,13 @@ impl Core {
                 payload,
             } => (from, to, id, payload, false),
             // Answers are never answered (RFC 6120 §8.2.3); some are answers to our own requests.
+            // A spawned task's request (a chart's upload) gets its answer through the core.
+            Iq::Result { id, payload, .. } if self.task_iqs.contains_key(&id) => {
+                return self.task_iq_answer(&id, Ok(payload))
+            }
+            Iq::Error { id, error, .. } if self.task_iqs.contains_key(&id) => {
+                return self.task_iq_answer(&id, Err(error))
+            }
             Iq::Result { id, .. } => return self.on_own_iq_reply(&id, None),
             Iq::Error { id, error, .. } => return self.on_own_iq_reply(&id, Some(error)),
         };

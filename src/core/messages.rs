@@ -1,5 +1,7 @@
-//! Messages to devices: chat commands (`help`, `get`, `set`) and XEP-0325 `set` in a message.
+//! Messages to devices: chat commands (`help`, `get`, `set`, `alert`, `alerts`, `chart`), XEP-0325
+//! `set` in a message, and XEP-0184 receipts for the chats answered.
 
+use xmpp_parsers::jid::Jid;
 use xmpp_parsers::message::{Message, MessageType};
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
@@ -37,6 +39,7 @@ impl Core {
                 return;
             }
             if self.is_gateway(&to) && !m.bodies.is_empty() {
+                self.acknowledge(&m, &to, &from);
                 return self.gateway_chat(&from, &to, m.type_.clone(), m.thread.clone());
             }
             let e = stanzas::error(ErrorType::Cancel, DefinedCondition::ServiceUnavailable, "");
@@ -58,11 +61,34 @@ impl Core {
             let e = stanzas::error(ErrorType::Auth, DefinedCondition::Forbidden, "");
             return self.reply(stanzas::message_error(id.as_deref(), &to, &from, e));
         }
+        self.acknowledge(&m, &to, &from);
         let can_set = self.devices.allows(idx, &requester, Permission::Control);
         let (type_, thread) = (m.type_.clone(), m.thread.clone());
-        match self.chat_command(idx, chat::parse_command(body), can_set) {
+        let answer = match chat::parse_command(body) {
+            ChatCommand::Chart(rest) => {
+                let reply = super::chart::ChartReply {
+                    from: to.clone(),
+                    to: from.clone(),
+                    type_: m.type_.clone(),
+                    thread: m.thread.clone(),
+                };
+                match self.chart_command(idx, &rest, reply) {
+                    Some(text) => ChatAnswer::Text(text),
+                    // The answer comes when the store has read the history.
+                    None => return,
+                }
+            }
+            // Alerts belong to the sender: only a one-to-one chat knows who that is.
+            ChatCommand::Alert(rest) => {
+                ChatAnswer::Text(self.alert_command(idx, &requester, &rest))
+            }
+            ChatCommand::Alerts => ChatAnswer::Text(self.alert_list(idx, &requester)),
+            cmd => self.chat_command(idx, cmd, can_set),
+        };
+        match answer {
             ChatAnswer::Text(text) => {
-                self.reply(stanzas::text_message(type_, &to, &from, &text, thread))
+                self.reply(stanzas::text_message(type_, &to, &from, &text, thread));
+                self.check_fresh_alert();
             }
             ChatAnswer::Write(checked) => {
                 let reply = ControlReply::Chat {
@@ -73,6 +99,13 @@ impl Core {
                 };
                 self.start_write(idx, vec![checked], reply, from.to_string());
             }
+        }
+    }
+
+    /// Sends the XEP-0184 receipt `m` asks for, if any, from `own` (the address it was sent to).
+    fn acknowledge(&mut self, m: &Message, own: &Jid, sender: &Jid) {
+        if let Some(receipt) = super::receipts::receipt_for(m, own, sender) {
+            self.reply(receipt);
         }
     }
 
@@ -123,6 +156,12 @@ impl Core {
                     Err(pe) => ChatAnswer::Text(format!("Not done: {}", pe.text)),
                 }
             }
+            ChatCommand::Alert(_) | ChatCommand::Alerts | ChatCommand::Chart(_) => {
+                ChatAnswer::Text(format!(
+                    "Alerts and charts are in a one-to-one chat with {}.",
+                    dev.jid
+                ))
+            }
             ChatCommand::Unknown(cmd) => ChatAnswer::Text(chat::unknown_text(&cmd)),
         }
     }
@@ -170,6 +209,23 @@ impl Core {
             )
         };
         self.reply(stanzas::text_message(type_, to, from, &text, thread));
+    }
+}
+
+/// The numeric field `name` (case-insensitive) of `dev`, or the answer saying why not;
+/// `what_for` ends the answer about a non-numeric field ("alerts compare numbers").
+pub(super) fn numeric_field<'d>(
+    dev: &'d crate::devices::Device,
+    name: &str,
+    what_for: &str,
+) -> Result<&'d gateway_api::FieldSpec, String> {
+    let Some(spec) = dev.specs().find(|s| s.name.eq_ignore_ascii_case(name)) else {
+        let shown = crate::translator::xml_text::one_line(name);
+        return Err(no_such_field(&shown, dev.specs().map(|s| &*s.name)));
+    };
+    match spec.kind {
+        gateway_api::FieldType::Numeric | gateway_api::FieldType::Integer => Ok(spec),
+        _ => Err(format!("`{}` is not a number: {what_for}.", spec.name)),
     }
 }
 

@@ -6,6 +6,8 @@
 //! not events: a queued presence is built from the current values when it is sent, so a slow
 //! upstream coalesces updates instead of piling them up.
 
+mod alerts;
+mod chart;
 mod control;
 pub(crate) mod fuzzing;
 mod iq;
@@ -13,8 +15,10 @@ mod messages;
 pub mod presence;
 mod publish;
 mod readout;
+mod receipts;
 mod reload;
 mod room;
+mod task_iq;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
@@ -78,6 +82,12 @@ enum Deferred {
     },
     /// Try joining the room again (it was locked, or refused us for a moment).
     JoinRoom(gateway_api::DeviceId),
+    /// An IQ a spawned task wants sent; its answer goes to `reply`.
+    TaskIq {
+        id: String,
+        iq: Element,
+        reply: oneshot::Sender<task_iq::IqAnswer>,
+    },
 }
 
 /// What the supervisor asks of the core.
@@ -178,6 +188,10 @@ pub struct Core {
     store_due: Option<Instant>,
     /// Whether a stanza for a domain the gateway does not serve has been reported yet.
     misrouted_reported: bool,
+    /// Alerts: the engine, users' alerts, messages waiting for the upstream.
+    alert_book: alerts::AlertBook,
+    /// IQs sent for spawned tasks, by id, until their answer arrives.
+    task_iqs: HashMap<String, oneshot::Sender<task_iq::IqAnswer>>,
 }
 
 impl Core {
@@ -250,6 +264,8 @@ impl Core {
             store_pending: Vec::new(),
             store_due: None,
             misrouted_reported: false,
+            alert_book: alerts::AlertBook::default(),
+            task_iqs: HashMap::new(),
         };
         core.pubsub_nodes = vec![publish::NodeState::Unknown; n_devices];
         core.orphans = orphans;
@@ -267,6 +283,7 @@ impl Core {
 
     /// Runs until `shutdown` fires, then tells every subscriber that every device is gone.
     pub async fn run(mut self, mut inputs: CoreInputs, shutdown: CancellationToken) {
+        self.load_alerts().await;
         let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
         let store_timer = tokio::time::sleep(STORE_DELAY);
         tokio::pin!(store_timer);
@@ -315,6 +332,7 @@ impl Core {
     fn housekeeping(&mut self) {
         self.heartbeat.send_replace(Instant::now());
         self.ticks = self.ticks.wrapping_add(1);
+        self.alert_tick();
         if self.ticks % TRIM_EVERY_TICKS == 0 {
             // After a burst the heap is mostly free: back to the baseline, not the peak.
             crate::memory::trim();
@@ -361,6 +379,7 @@ impl Core {
                     dev.offline_reason = None;
                     self.publish_change(idx, true);
                 }
+                self.alert_availability(&device, true);
             }
             AdapterEvent::Offline { device, reason } => {
                 let Some(idx) = self.devices.index_of(&device) else {
@@ -376,6 +395,7 @@ impl Core {
                     dev.offline_reason = Some(reason);
                     self.publish_change(idx, true);
                 }
+                self.alert_availability(&device, false);
             }
         }
     }
@@ -415,6 +435,7 @@ impl Core {
         for idx in changed {
             self.publish_change(idx, false);
         }
+        self.alert_readings(rs);
     }
 
     /// Hands the readings waiting for the store to its thread.
@@ -521,6 +542,7 @@ impl Core {
                 for idx in 0..self.devices.len() {
                     self.announce(idx);
                 }
+                self.flush_alert_outbox();
                 self.housekeeping();
             }
             Inbound::SessionUp { jid } => {
@@ -537,11 +559,13 @@ impl Core {
                     }
                     self.announce(idx);
                 }
+                self.flush_alert_outbox();
                 self.housekeeping();
             }
             Inbound::Down { reason } => {
                 // Our own IQs in flight died with the link, and so did our room seats.
                 self.own_iqs.clear();
+                self.task_iqs.clear();
                 for r in &mut self.rooms {
                     *r = room::RoomState::default();
                 }
@@ -782,6 +806,7 @@ impl Core {
                     self.join_room(idx);
                 }
             }
+            Deferred::TaskIq { id, iq, reply } => self.send_task_iq(id, iq, reply),
             Deferred::ReadoutFinished { requester, seqnr } => {
                 self.scheduled.remove(&(requester, seqnr));
             }

@@ -101,24 +101,9 @@ impl Core {
     }
 
     /// The current values of device `idx` as an XEP-0323 `<fields>` payload (seqnr 0, done).
-    fn current_fields(&self, idx: usize) -> Element {
+    pub(super) fn current_fields(&self, idx: usize) -> Element {
         let dev = self.devices.get(idx);
-        let readings: Vec<gateway_api::Reading> = dev
-            .config
-            .fields
-            .iter()
-            .zip(&dev.values)
-            .filter_map(|(f, s)| {
-                let s = s.as_ref()?;
-                Some(gateway_api::Reading {
-                    device: dev.config.id.clone(),
-                    field: f.spec.name.clone(),
-                    value: s.value.clone(),
-                    timestamp: s.timestamp,
-                    quality: s.quality,
-                })
-            })
-            .collect();
+        let readings = dev.readings();
         let specs: Vec<gateway_api::FieldSpec> = dev.specs().cloned().collect();
         let mut messages =
             super::readout::fields_messages(&specs, dev.config.id.as_str(), 0, &readings, 0);

@@ -162,6 +162,8 @@ impl Core {
             self.replay(ev);
         }
         self.early_events.clear();
+        // Alerts whose definition did not change keep their phase.
+        self.rebuild_alerts();
         self.housekeeping();
         tracing::info!(devices = self.devices.len(), "configuration reloaded");
     }

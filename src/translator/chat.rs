@@ -1,7 +1,8 @@
 //! Plain-text commands in chat messages to a device, and the text it answers with.
 //!
-//! `help` (or `?`), `get`, `get <field>`, `set <field> <value>`: for people using an ordinary
-//! XMPP client. The command word is case-insensitive; field names and values are passed on as
+//! `help` (or `?`), `get`, `get <field>`, `set <field> <value>`, and the alert commands
+//! (`alert …`, `alerts`, whose syntax is [`crate::alerts::command`]'s): for people using an
+//! ordinary XMPP client. The command word is case-insensitive; field names and values are passed on as
 //! typed (the caller looks fields up and parses values with `Value::parse`). In a MUC room the
 //! device answers lines addressed to it (`<id>: get`); [`addressed_to`] strips the address.
 
@@ -24,6 +25,12 @@ pub enum ChatCommand {
     Get(Option<String>),
     /// `set <field> <value>`: the value is the rest of the line (it may contain spaces).
     Set { field: String, value: String },
+    /// `alert …`: the rest of the line (read by [`crate::alerts::command::parse`]).
+    Alert(String),
+    /// `alerts`: the sender's alerts on this device.
+    Alerts,
+    /// `chart …`: the rest of the line (read by [`crate::charts::parse_request`]).
+    Chart(String),
     /// Anything else: the command word as typed. Also `set` without a field and a value, as
     /// `Unknown("set")`, for which [`unknown_text`] answers with the usage line.
     Unknown(String),
@@ -50,6 +57,9 @@ pub fn parse_command(body: &str) -> ChatCommand {
             },
             _ => ChatCommand::Unknown("set".to_owned()),
         },
+        "alert" => ChatCommand::Alert(rest.to_owned()),
+        "alerts" => ChatCommand::Alerts,
+        "chart" => ChatCommand::Chart(rest.to_owned()),
         _ => ChatCommand::Unknown(word.to_owned()),
     }
 }
@@ -77,6 +87,9 @@ pub fn help_text(device_name: &str, fields: &[&FieldSpec], can_set: bool) -> Str
     if settable {
         s.push_str("  set <field> <value>: change a writable field\n");
     }
+    s.push_str("  chart <field> [<field>…] [24h|7d…]: its history, with min/max/mean\n");
+    // Writing to a String cannot fail.
+    let _ = writeln!(s, "  {}", crate::alerts::command::USAGE);
     if fields.is_empty() {
         s.push_str("It has no fields.");
         return s;
@@ -136,7 +149,7 @@ pub fn unknown_text(cmd: &str) -> String {
 }
 
 /// Splits off the first whitespace-separated word; the rest is trimmed.
-fn split_word(s: &str) -> (&str, &str) {
+pub(crate) fn split_word(s: &str) -> (&str, &str) {
     let s = s.trim();
     match s.find(char::is_whitespace) {
         Some(i) => (&s[..i], s[i..].trim()),
@@ -187,6 +200,15 @@ mod tests {
             ChatCommand::Unknown("set".into())
         );
         assert_eq!(
+            parse_command("Alert temperature > 30 for 10m"),
+            ChatCommand::Alert("temperature > 30 for 10m".into())
+        );
+        assert_eq!(parse_command("ALERTS"), ChatCommand::Alerts);
+        assert_eq!(
+            parse_command("chart temperature 7d"),
+            ChatCommand::Chart("temperature 7d".into())
+        );
+        assert_eq!(
             parse_command("frobnicate now"),
             ChatCommand::Unknown("frobnicate".into())
         );
@@ -229,9 +251,12 @@ mod tests {
         let refs: Vec<&FieldSpec> = f.iter().collect();
         assert_eq!(
             help_text("Boiler room", &refs, true),
-            "Boiler room understands:\n  help: this text\n  get: every value\n  get <field>: one value\n  \
-             set <field> <value>: change a writable field\n\
-             Fields:\n  temperature (number, °C)\n  heater (on/off, writable)\n  count (integer)"
+            format!("Boiler room understands:\n  help: this text\n  get: every value\n  get <field>: one value\n  \
+             set <field> <value>: change a writable field\n  \
+             chart <field> [<field>…] [24h|7d…]: its history, with min/max/mean\n  {}\n\
+             Fields:\n  temperature (number, °C)\n  heater (on/off, writable)\n  count (integer)",
+                crate::alerts::command::USAGE
+            )
         );
         // A user who may not set sees neither the command nor the writable marks.
         let read_only = help_text("Boiler room", &refs, false);

@@ -33,6 +33,8 @@ pub const DOMAIN: &str = "localhost";
 pub const MUC_DOMAIN: &str = "rooms.localhost";
 /// Domain of the pubsub service when [`ProsodyOpts::pubsub`] is set.
 pub const PUBSUB_DOMAIN: &str = "pubsub.localhost";
+/// The XEP-0363 upload service of [`ProsodyOpts::upload`] (`http_file_share`).
+pub const UPLOAD_DOMAIN: &str = "upload.localhost";
 
 /// How long Prosody may take to come up (it usually takes about 0.3 s).
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -48,6 +50,8 @@ pub struct ProsodyOpts {
     pub muc: bool,
     /// Host a pubsub service on [`PUBSUB_DOMAIN`] with every component domain as admin.
     pub pubsub: bool,
+    /// Host an XEP-0363 upload service on [`UPLOAD_DOMAIN`], served over HTTP on a loopback port.
+    pub upload: bool,
     /// Minimum level written to the log file (`debug`, `info`, `warn`, `error`).
     pub log_level: String,
     /// Extra Lua lines for the global section.
@@ -66,6 +70,7 @@ impl Default for ProsodyOpts {
             components: Vec::new(),
             muc: false,
             pubsub: false,
+            upload: false,
             log_level: "debug".to_owned(),
             extra_global: String::new(),
             extra_vhost: String::new(),
@@ -98,6 +103,11 @@ impl ProsodyOpts {
 
     pub fn pubsub(mut self) -> Self {
         self.pubsub = true;
+        self
+    }
+
+    pub fn upload(mut self) -> Self {
+        self.upload = true;
         self
     }
 
@@ -141,6 +151,8 @@ pub struct Prosody {
     log_path: PathBuf,
     c2s_port: u16,
     component_port: u16,
+    /// Prosody's HTTP port (only listening with [`ProsodyOpts::upload`]).
+    http_port: u16,
     /// (domain, secret) for every component, in the order of `opts.components`.
     secrets: Components,
     ca_path: PathBuf,
@@ -172,6 +184,7 @@ impl Prosody {
             ca_path: root.join("ca").join("ca.pem"),
             c2s_port: free_port(),
             component_port: free_port(),
+            http_port: free_port(),
             secrets,
             opts,
             child: None,
@@ -208,6 +221,11 @@ impl Prosody {
         self.launch().await;
     }
 
+    /// Starts a stopped Prosody again with the same configuration and data.
+    pub async fn start_again(&mut self) {
+        self.launch().await;
+    }
+
     /// Stops Prosody: SIGTERM, then SIGKILL if it has not exited within 10 s.
     pub async fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
@@ -239,6 +257,11 @@ impl Prosody {
     }
 
     /// XEP-0114 component listener (bound only when a component is configured).
+    /// Where Prosody serves HTTP (the upload service's files), with [`ProsodyOpts::upload`].
+    pub fn http_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.http_port))
+    }
+
     pub fn component_addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.component_port))
     }
@@ -330,6 +353,9 @@ impl Prosody {
         if !self.secrets.is_empty() {
             addrs.push(self.component_addr());
         }
+        if self.opts.upload {
+            addrs.push(self.http_addr());
+        }
         for addr in addrs {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let up = tokio::select! {
@@ -411,6 +437,19 @@ VirtualHost "{DOMAIN}"
             extra_global = o.extra_global,
             extra_vhost = o.extra_vhost,
         );
+        if o.upload {
+            // Prosody's own HTTP server on loopback: no https, and the URLs in upload slots
+            // point at it (`http_file_share_base_url` would turn its route off).
+            c = c.replace("\"http\"; \"bosh\"", "\"bosh\"").replace(
+                "http_ports = { }",
+                &format!(
+                    "http_ports = {{ {port} }}\nhttp_interfaces = {{ \"127.0.0.1\" }}\n\
+                     http_external_url = \"http://127.0.0.1:{port}/\"\n\
+                     http_default_host = \"{UPLOAD_DOMAIN}\"",
+                    port = self.http_port
+                ),
+            );
+        }
         for (domain, secret) in self.secrets.iter() {
             let _ = write!(
                 c,
@@ -420,6 +459,9 @@ VirtualHost "{DOMAIN}"
         }
         if o.muc {
             let _ = write!(c, "\nComponent \"{MUC_DOMAIN}\" \"muc\"\n{}", o.extra_muc);
+        }
+        if o.upload {
+            let _ = write!(c, "\n{}\n", upload_component());
         }
         if o.pubsub {
             let admins: Vec<String> = self
@@ -437,6 +479,24 @@ VirtualHost "{DOMAIN}"
         }
         c
     }
+}
+
+/// The `http_file_share` component block of docs/alerts-and-charts.md, for [`UPLOAD_DOMAIN`]:
+/// the tests configure the upload service exactly as the guide tells administrators to.
+fn upload_component() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/alerts-and-charts.md");
+    let doc = fs::read_to_string(&path).expect("read docs/alerts-and-charts.md");
+    let head = "Component \"upload.example.org\" \"http_file_share\"";
+    let start = doc
+        .find(head)
+        .unwrap_or_else(|| panic!("{} has no `{head}` block", path.display()));
+    let block: Vec<&str> = doc[start..]
+        .lines()
+        .take_while(|l| !l.trim().is_empty() && !l.starts_with("```"))
+        .collect();
+    block
+        .join("\n")
+        .replace("upload.example.org", UPLOAD_DOMAIN)
 }
 
 impl Drop for Prosody {
