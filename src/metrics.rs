@@ -262,6 +262,21 @@ impl MetricsSource for GatewayMetrics {
                 &s.access_refused,
             ),
             (
+                "stanzas_rejected_total",
+                "Received stanzas skipped unread: above max_stanza_size or nested too deeply.",
+                &s.stanzas_rejected,
+            ),
+            (
+                "stanzas_rate_limited_total",
+                "Received stanzas refused because their sender exceeded its rate.",
+                &s.stanzas_shed,
+            ),
+            (
+                "upstream_unreadable_total",
+                "Upstream streams given up because their XML could not be read (a token above max_stanza_size, XML that is not well-formed).",
+                &crate::xmpp::wire::UNREADABLE_STREAMS,
+            ),
+            (
                 "store_readings_written_total",
                 "Readings committed to the history store.",
                 &self.store.readings_written,

@@ -28,6 +28,10 @@ pub struct Stats {
     /// Upstream sessions established again on a link that had been up before.
     pub upstream_reconnects: AtomicU64,
     pub access_refused: AtomicU64,
+    /// Stanzas skipped unread: above `max_stanza_size` or nested too deeply.
+    pub stanzas_rejected: AtomicU64,
+    /// Stanzas refused because their sender was over its budget (flood).
+    pub stanzas_shed: AtomicU64,
     /// Per-device counters, in configuration order. Written by [`Stats::set_devices`] (at start
     /// and whenever the device list changes), read at scrape time.
     devices: RwLock<Vec<Arc<DeviceStats>>>,

@@ -345,7 +345,7 @@ async fn serve(config: Arc<Config>, store: Store, content: Vec<u8>) -> Vec<Eleme
     let mut stream = wire::stream_open(NS_COMPONENT, "fuzz").into_bytes();
     stream.extend_from_slice(&content);
     stream.extend_from_slice(wire::STREAM_CLOSE.as_bytes());
-    let mut reader = StanzaReader::new(&stream[..], NS_COMPONENT);
+    let mut reader = StanzaReader::new(&stream[..], NS_COMPONENT, wire::DEFAULT_MAX_STANZA_BYTES);
     if reader.read_header().await.is_ok() {
         while let Ok(el) = reader.next().await {
             core.on_inbound(Inbound::Stanza(el));
@@ -392,7 +392,7 @@ async fn check_sent(el: &Element, ns: &'static str) {
     let mut stream = wire::stream_open(ns, "fuzz").into_bytes();
     stream.extend_from_slice(&bytes);
     stream.extend_from_slice(wire::STREAM_CLOSE.as_bytes());
-    let mut reader = StanzaReader::new(&stream[..], ns);
+    let mut reader = StanzaReader::new(&stream[..], ns, wire::DEFAULT_MAX_STANZA_BYTES);
     reader.read_header().await.expect("our own stream header");
     let back = reader.next().await.unwrap_or_else(|e| {
         panic!(

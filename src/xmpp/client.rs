@@ -112,6 +112,9 @@ impl ClientSessions {
             };
             specs.push(spec);
         }
+        // Process-wide in the patched tokio-xmpp (vendor/tokio-xmpp/PATCHED.md): one limit for
+        // every session's reader, as in component mode.
+        tokio_xmpp::xmlstream::limits::set_max_stanza_bytes(c.max_stanza_size);
         let target = match &c.server {
             Some(addr) => Target::Address(addr.clone()),
             None => Target::Domain,

@@ -151,7 +151,7 @@ impl ComponentSession {
         // Presence fan-out and readout answers are many small writes: Nagle would delay each.
         let _ = stream.set_nodelay(true);
         let (read, mut write) = stream.into_split();
-        let mut reader = StanzaReader::new(BufReader::new(read), NS_COMPONENT);
+        let mut reader = StanzaReader::new(BufReader::new(read), NS_COMPONENT, cfg.max_stanza_size);
         write
             .write_all(wire::stream_open(NS_COMPONENT, &cfg.domain).as_bytes())
             .await
@@ -305,6 +305,7 @@ mod tests {
                 server: addr.to_string(),
                 secret: Some(Secret::new("pw")),
                 ping_target: "test".into(),
+                max_stanza_size: wire::DEFAULT_MAX_STANZA_BYTES,
             },
             timeouts: Timeouts {
                 connect: Duration::from_secs(5),
