@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::line_ends::LineEnds;
 use super::wire::{self, StanzaReader, WireError, NS_CLIENT, NS_COMPONENT};
 use super::Inbound;
 use crate::config::{ComponentConfig, Secret};
@@ -135,7 +136,7 @@ impl ComponentSession {
         &self,
     ) -> Result<
         (
-            StanzaReader<BufReader<tokio::net::tcp::OwnedReadHalf>>,
+            StanzaReader<BufReader<LineEnds<tokio::net::tcp::OwnedReadHalf>>>,
             OwnedWriteHalf,
         ),
         ComponentError,
@@ -151,7 +152,11 @@ impl ComponentSession {
         // Presence fan-out and readout answers are many small writes: Nagle would delay each.
         let _ = stream.set_nodelay(true);
         let (read, mut write) = stream.into_split();
-        let mut reader = StanzaReader::new(BufReader::new(read), NS_COMPONENT, cfg.max_stanza_size);
+        let mut reader = StanzaReader::new(
+            BufReader::new(LineEnds::new(read)),
+            NS_COMPONENT,
+            cfg.max_stanza_size,
+        );
         write
             .write_all(wire::stream_open(NS_COMPONENT, &cfg.domain).as_bytes())
             .await
@@ -192,7 +197,7 @@ impl ComponentSession {
 
     async fn pump(
         &self,
-        mut reader: StanzaReader<BufReader<tokio::net::tcp::OwnedReadHalf>>,
+        mut reader: StanzaReader<BufReader<LineEnds<tokio::net::tcp::OwnedReadHalf>>>,
         mut writer: OwnedWriteHalf,
         outgoing: &mut mpsc::Receiver<Element>,
         inbound: &mpsc::Sender<Inbound>,

@@ -28,6 +28,15 @@ pub const DEFAULT_MAX_STANZA_BYTES: usize = 1 << 20;
 /// readers run deep inside the sessions' tasks; `src/metrics.rs` reports it.
 pub static UNREADABLE_STREAMS: AtomicU64 = AtomicU64::new(0);
 
+/// The longest name or attribute value the reader takes: the lexer holds one whole, and a
+/// longer one is an error it cannot read past. At least [`DEFAULT_MAX_STANZA_BYTES`] even
+/// when `max_stanza_size` is lower, because stock servers forward tokens of up to their own
+/// stanza limit (Prosody: 256 KiB c2s, 512 KiB s2s): such a stanza must be skipped and
+/// answered, not end the stream.
+pub fn token_limit(max_stanza_bytes: usize) -> usize {
+    max_stanza_bytes.max(DEFAULT_MAX_STANZA_BYTES)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
     #[error("connection failed: {0}")]
@@ -86,11 +95,10 @@ pub struct StanzaReader<R> {
 }
 
 impl<R: AsyncBufRead + Unpin> StanzaReader<R> {
-    /// `max_stanza_bytes` also bounds a single token (name, attribute value): the lexer keeps
-    /// one in memory whole.
+    /// A single token (name, attribute value) may be up to [`token_limit`] bytes long.
     pub fn new(inner: R, stream_ns: &'static str, max_stanza_bytes: usize) -> Self {
         let options = rxml::Options {
-            max_token_length: max_stanza_bytes,
+            max_token_length: token_limit(max_stanza_bytes),
             ..rxml::Options::default()
         };
         StanzaReader {
@@ -450,13 +458,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_token_beyond_the_limit_ends_the_stream_and_is_counted() {
+    async fn a_token_above_a_low_stanza_limit_is_skipped_not_fatal() {
+        let input = stream_with(&format!(
+            "<iq type='get' id='q' to='s1@gw.localhost'><x xmlns='urn:x' a='{}'/></iq>",
+            "A".repeat(200 * 1024)
+        ));
+        let (_, els, end) = read_limited(&input, NS_COMPONENT, 16384).await;
+        assert_next_read(&els, &end);
+        assert_eq!(rejected::reason_of(&els[0]), Some(Reason::TooLarge));
+    }
+
+    #[tokio::test]
+    async fn a_token_beyond_the_token_limit_ends_the_stream_and_is_counted() {
         let before = UNREADABLE_STREAMS.load(Ordering::Relaxed);
         let input = stream_with(&format!(
             "<message to='s1@gw.localhost'><x xmlns='urn:x' a='{}'/></message>",
-            "A".repeat(9000)
+            "A".repeat(token_limit(0) + 1)
         ));
-        let (_, els, end) = read_limited(&input, NS_COMPONENT, 8192).await;
+        let (_, els, end) = read_limited(&input, NS_COMPONENT, 16384).await;
         assert!(els.is_empty());
         assert!(matches!(end, WireError::Xml(_)), "{end:?}");
         assert!(UNREADABLE_STREAMS.load(Ordering::Relaxed) > before);

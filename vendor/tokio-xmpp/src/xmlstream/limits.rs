@@ -47,11 +47,13 @@ pub fn max_stanza_bytes() -> usize {
     MAX_STANZA_BYTES.load(Ordering::Relaxed)
 }
 
-/// A parser whose token limit is the stanza limit.
+/// A parser whose token limit is the stanza limit, but at least 1 MiB: servers forward
+/// tokens up to their own stanza limit (Prosody: 256 KiB c2s, 512 KiB s2s), and a token the
+/// lexer refuses ends the stream, while a stanza above the limit is only skipped.
 pub(super) fn parser() -> rxml::Parser {
     use rxml::WithOptions;
     rxml::Parser::with_options(rxml::Options {
-        max_token_length: max_stanza_bytes(),
+        max_token_length: max_stanza_bytes().max(1 << 20),
         ..rxml::Options::default()
     })
 }
