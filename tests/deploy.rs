@@ -339,7 +339,6 @@ async fn the_notify_socket_gets_ready_status_watchdog_and_stopping() {
     assert!(ready < stopping, "READY=1 before STOPPING=1: {messages:?}");
 }
 
-
 #[tokio::test]
 async fn the_metrics_endpoint_counts_under_load() {
     let prosody = Prosody::start(ProsodyOpts::new().random_component()).await;

@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use support::metrics::metric;
 use support::stranger::condition;
-use support::{free_port, Gateway, GatewayOpts, Prosody, ProsodyOpts, Stranger, TestClient, TIMEOUT};
+use support::{
+    free_port, Gateway, GatewayOpts, Prosody, ProsodyOpts, Stranger, TestClient, TIMEOUT,
+};
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::minidom::Element;
@@ -126,7 +128,11 @@ impl Rig {
         let jid = Jid::new(&rig.device).expect("device jid");
         assert!(alice.wait_answering(&jid, TIMEOUT).await, "device answers");
         rig.sessions_at_start = rig.sessions();
-        assert!(rig.sessions_at_start > 0, "no `{}` in Prosody's log", rig.session_marker);
+        assert!(
+            rig.sessions_at_start > 0,
+            "no `{}` in Prosody's log",
+            rig.session_marker
+        );
         rig
     }
 
@@ -211,10 +217,19 @@ fn corpus(to: &str) -> Vec<Case> {
         "set",
         "deep-1000",
         to,
-        &format!("<a xmlns='urn:x:deep'>{}{}</a>", "<a>".repeat(999), "</a>".repeat(999)),
+        &format!(
+            "<a xmlns='urn:x:deep'>{}{}</a>",
+            "<a>".repeat(999),
+            "</a>".repeat(999)
+        ),
     ));
     let attrs: String = (0..3000).map(|i| format!(" a{i}='{i}'")).collect();
-    cases.push(iq("get", "attrs-3000", to, &format!("<q xmlns='urn:x:attrs'{attrs}/>")));
+    cases.push(iq(
+        "get",
+        "attrs-3000",
+        to,
+        &format!("<q xmlns='urn:x:attrs'{attrs}/>"),
+    ));
     // Every character XML makes special, escaped, in attributes and text; and characters at
     // the edges of what XML allows.
     let special = "&lt;&gt;&amp;&apos;&quot;&#x9;&#xA;&#xD;&#xFFFD;&#x10FFFF;]]&gt;";
@@ -228,7 +243,12 @@ fn corpus(to: &str) -> Vec<Case> {
         "<message to='{to}' type='chat' id='msg-escaped'><body>{special}</body><x xmlns='urn:x:{special}'/></message>"
     )));
     // Unknown payloads in every kind of stanza.
-    cases.push(iq("get", "unknown-get", to, "<x xmlns='urn:x:unknown'><y/></x>"));
+    cases.push(iq(
+        "get",
+        "unknown-get",
+        to,
+        "<x xmlns='urn:x:unknown'><y/></x>",
+    ));
     cases.push(iq("set", "unknown-set", to, "<x xmlns='urn:x:unknown'/>"));
     cases.push(no_answer(format!(
         "<message to='{to}' id='msg-unknown'><x xmlns='urn:x:unknown'/></message>"
@@ -238,9 +258,19 @@ fn corpus(to: &str) -> Vec<Case> {
     )));
     // IQ requests that are not valid IQs: no payload, two payloads.
     cases.push(iq("get", "no-payload", to, ""));
-    cases.push(iq("set", "two-payloads", to, "<a xmlns='urn:x:a'/><b xmlns='urn:x:b'/>"));
+    cases.push(iq(
+        "set",
+        "two-payloads",
+        to,
+        "<a xmlns='urn:x:a'/><b xmlns='urn:x:b'/>",
+    ));
     // Bad XEP-0323 and XEP-0325 requests.
-    cases.push(iq("get", "bad-req", to, &format!("<req xmlns='{NS_SD}' seqnr='x'/>")));
+    cases.push(iq(
+        "get",
+        "bad-req",
+        to,
+        &format!("<req xmlns='{NS_SD}' seqnr='x'/>"),
+    ));
     cases.push(iq(
         "set",
         "bad-set",
@@ -255,7 +285,12 @@ fn corpus(to: &str) -> Vec<Case> {
         to,
         "<error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>",
     ));
-    cases.push(iq("result", "result-big", to, &format!("<x xmlns='urn:x' a='{}'/>", "A".repeat(200 * 1024))));
+    cases.push(iq(
+        "result",
+        "result-big",
+        to,
+        &format!("<x xmlns='urn:x' a='{}'/>", "A".repeat(200 * 1024)),
+    ));
     cases
 }
 
@@ -287,7 +322,11 @@ async fn corpus_leaves_the_upstream_untouched(rig: Rig) {
             // Everything else reaches the access check.
             _ => &["forbidden"],
         };
-        assert!(want.contains(&cond.as_str()), "{id}: {cond}: {}", String::from(answer));
+        assert!(
+            want.contains(&cond.as_str()),
+            "{id}: {cond}: {}",
+            String::from(answer)
+        );
     }
     let unclaimed = bob.unclaimed();
     assert!(unclaimed.is_empty(), "answers to answers: {unclaimed:?}");
@@ -297,15 +336,25 @@ async fn corpus_leaves_the_upstream_untouched(rig: Rig) {
     // The device still serves those it should.
     let mut alice = rig.alice().await;
     let req = Element::builder("req", NS_SD)
-        .attr(xmpp_parsers::minidom::rxml::xml_ncname!("seqnr").to_owned(), "1")
-        .attr(xmpp_parsers::minidom::rxml::xml_ncname!("momentary").to_owned(), "true")
+        .attr(
+            xmpp_parsers::minidom::rxml::xml_ncname!("seqnr").to_owned(),
+            "1",
+        )
+        .attr(
+            xmpp_parsers::minidom::rxml::xml_ncname!("momentary").to_owned(),
+            "true",
+        )
         .build();
     let accepted = alice
         .iq_get(Jid::new(&rig.device).expect("jid"), req)
         .await
         .expect("alice may read")
         .expect("payload");
-    assert!(accepted.is("accepted", NS_SD), "{}", String::from(&accepted));
+    assert!(
+        accepted.is("accepted", NS_SD),
+        "{}",
+        String::from(&accepted)
+    );
     rig.assert_upstream_untouched().await;
 }
 
@@ -337,7 +386,11 @@ async fn flood_starves_nobody(rig: Rig, mode: &str) {
             3 => "<set xmlns='urn:xmpp:iot:control'><boolean name='x' value='2'/></set>".to_owned(),
             4 => format!("<x xmlns='urn:x:{}'/>", "n".repeat(500)),
             5 if i % 80 == 5 => format!("<x xmlns='urn:x' a='{}'/>", "A".repeat(20_000)),
-            6 if i % 80 == 6 => format!("<a xmlns='urn:x'>{}{}</a>", "<a>".repeat(300), "</a>".repeat(300)),
+            6 if i % 80 == 6 => format!(
+                "<a xmlns='urn:x'>{}{}</a>",
+                "<a>".repeat(300),
+                "</a>".repeat(300)
+            ),
             _ => "<query xmlns='http://jabber.org/protocol/disco#info'/>".to_owned(),
         };
         let type_ = if i % 2 == 0 { "get" } else { "set" };
@@ -353,8 +406,14 @@ async fn flood_starves_nobody(rig: Rig, mode: &str) {
         for n in 0..10 {
             let seqnr = (100 + n).to_string();
             let req = Element::builder("req", NS_SD)
-                .attr(xmpp_parsers::minidom::rxml::xml_ncname!("seqnr").to_owned(), seqnr.as_str())
-                .attr(xmpp_parsers::minidom::rxml::xml_ncname!("momentary").to_owned(), "true")
+                .attr(
+                    xmpp_parsers::minidom::rxml::xml_ncname!("seqnr").to_owned(),
+                    seqnr.as_str(),
+                )
+                .attr(
+                    xmpp_parsers::minidom::rxml::xml_ncname!("momentary").to_owned(),
+                    "true",
+                )
                 .build();
             let started = tokio::time::Instant::now();
             let answer = alice

@@ -637,7 +637,10 @@ impl Core {
             }
             Reason::TooDeep => {
                 Stats::inc(&self.stats.stanzas_rejected);
-                (DefinedCondition::PolicyViolation, "stanza nested too deeply")
+                (
+                    DefinedCondition::PolicyViolation,
+                    "stanza nested too deeply",
+                )
             }
             Reason::Invalid => {
                 Stats::inc(&self.stats.stanzas_malformed);

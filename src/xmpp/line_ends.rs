@@ -108,9 +108,16 @@ mod tests {
     async fn line_ends_become_line_feeds_wherever_the_reads_split() {
         let input = "a\r\nb\rc\n\r\r\nd\r".as_bytes();
         for chunk in [1, 2, 3, 64] {
-            assert_eq!(through(input, chunk).await, b"a\nb\nc\n\n\nd\n", "chunk {chunk}");
+            assert_eq!(
+                through(input, chunk).await,
+                b"a\nb\nc\n\n\nd\n",
+                "chunk {chunk}"
+            );
         }
-        assert_eq!(through("é\r\u{FFFD}".as_bytes(), 1).await, "é\n\u{FFFD}".as_bytes());
+        assert_eq!(
+            through("é\r\u{FFFD}".as_bytes(), 1).await,
+            "é\n\u{FFFD}".as_bytes()
+        );
     }
 
     #[tokio::test]

@@ -116,9 +116,10 @@ mod tests {
         assert_eq!(reason_of(&el), Some(Reason::TooLarge));
         let iq = xmpp_parsers::iq::Iq::try_from(el).expect("still an IQ");
         assert!(matches!(iq, xmpp_parsers::iq::Iq::Set { .. }));
-        let plain: Element = "<iq xmlns='jabber:client' type='get' id='x'><ping xmlns='urn:xmpp:ping'/></iq>"
-            .parse()
-            .expect("element");
+        let plain: Element =
+            "<iq xmlns='jabber:client' type='get' id='x'><ping xmlns='urn:xmpp:ping'/></iq>"
+                .parse()
+                .expect("element");
         assert_eq!(reason_of(&plain), None);
     }
 }

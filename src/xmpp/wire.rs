@@ -393,7 +393,8 @@ mod tests {
     }
 
     const OPEN: &str = "<stream:stream xmlns:stream='http://etherx.jabber.org/streams' id='x' xmlns='jabber:component:accept'>";
-    const NEXT: &str = "<message from='a@localhost/r' to='d@gw.localhost' id='next'><body>next</body></message>";
+    const NEXT: &str =
+        "<message from='a@localhost/r' to='d@gw.localhost' id='next'><body>next</body></message>";
 
     /// The stream with `stanza` and then an ordinary message.
     fn stream_with(stanza: &str) -> Vec<u8> {
@@ -404,7 +405,10 @@ mod tests {
         assert!(matches!(end, WireError::Closed), "{end:?}");
         let last = els.last().expect("the message after it");
         assert_eq!(last.attr("id"), Some("next"));
-        assert_eq!(last.get_child("body", NS_CLIENT).map(|b| b.text()), Some("next".into()));
+        assert_eq!(
+            last.get_child("body", NS_CLIENT).map(|b| b.text()),
+            Some("next".into())
+        );
     }
 
     #[tokio::test]

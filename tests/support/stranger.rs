@@ -62,7 +62,12 @@ async fn expect<R: tokio::io::AsyncBufRead + Unpin>(
         .await
         .unwrap_or_else(|_| panic!("no <{name}/> from the server in time"))
         .unwrap_or_else(|e| panic!("stream ended waiting for <{name}/>: {e}"));
-    assert_eq!(el.name(), name, "expected <{name}/>, got {}", String::from(&el));
+    assert_eq!(
+        el.name(),
+        name,
+        "expected <{name}/>, got {}",
+        String::from(&el)
+    );
     el
 }
 
@@ -138,7 +143,11 @@ impl Stranger {
         match (el.name(), el.attr("type"), el.attr("id")) {
             ("iq", Some("result" | "error"), Some(id)) => {
                 let previous = self.answers.insert(id.to_owned(), el.clone());
-                assert!(previous.is_none(), "two answers to IQ {id}: {}", String::from(&el));
+                assert!(
+                    previous.is_none(),
+                    "two answers to IQ {id}: {}",
+                    String::from(&el)
+                );
             }
             _ => self.other.push(el),
         }
@@ -153,9 +162,15 @@ impl Stranger {
                 Ok(Some(el)) => self.take(el),
                 Ok(None) => panic!("the stranger's stream ended"),
                 Err(_) => {
-                    let missing: Vec<&String> =
-                        ids.iter().filter(|id| !self.answers.contains_key(*id)).collect();
-                    panic!("{} IQs unanswered after {timeout:?}: {:?}", missing.len(), &missing[..missing.len().min(20)]);
+                    let missing: Vec<&String> = ids
+                        .iter()
+                        .filter(|id| !self.answers.contains_key(*id))
+                        .collect();
+                    panic!(
+                        "{} IQs unanswered after {timeout:?}: {:?}",
+                        missing.len(),
+                        &missing[..missing.len().min(20)]
+                    );
                 }
             }
         }
