@@ -26,6 +26,7 @@ use crate::config::{self, Config, Env, LoadMode};
 use crate::metrics::Registry;
 use crate::stats::Stats;
 use crate::store::{Store, StoreOptions, StoreThread};
+use crate::xmpp::line_ends::LineEnds;
 use crate::xmpp::wire::{self, StanzaReader, NS_CLIENT, NS_COMPONENT};
 use crate::xmpp::Inbound;
 
@@ -345,7 +346,12 @@ async fn serve(config: Arc<Config>, store: Store, content: Vec<u8>) -> Vec<Eleme
     let mut stream = wire::stream_open(NS_COMPONENT, "fuzz").into_bytes();
     stream.extend_from_slice(&content);
     stream.extend_from_slice(wire::STREAM_CLOSE.as_bytes());
-    let mut reader = StanzaReader::new(&stream[..], NS_COMPONENT, wire::DEFAULT_MAX_STANZA_BYTES);
+    // Read as `component.rs` reads: line ends normalised first.
+    let mut reader = StanzaReader::new(
+        tokio::io::BufReader::new(LineEnds::new(&stream[..])),
+        NS_COMPONENT,
+        wire::DEFAULT_MAX_STANZA_BYTES,
+    );
     if reader.read_header().await.is_ok() {
         while let Ok(el) = reader.next().await {
             core.on_inbound(Inbound::Stanza(el));

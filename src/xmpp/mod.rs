@@ -8,6 +8,7 @@ pub mod c2s;
 pub mod client;
 pub mod component;
 pub mod connector;
+pub mod fuzzing;
 pub mod line_ends;
 pub mod rejected;
 pub mod stanzas;

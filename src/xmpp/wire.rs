@@ -189,10 +189,10 @@ impl<R: AsyncBufRead + Unpin> StanzaReader<R> {
                     }
                 }
                 // Attributes at depth 2 are the stanza's own: a child's head is one deeper.
-                RawEvent::Attribute(_, (None, name), value) if self.depth == 2 => {
-                    if rejected::ENVELOPE_ATTRS.contains(&name.as_str()) {
-                        self.attrs.push((name.to_string(), value.clone()));
-                    }
+                RawEvent::Attribute(_, (None, name), value)
+                    if self.depth == 2 && rejected::ENVELOPE_ATTRS.contains(&name.as_str()) =>
+                {
+                    self.attrs.push((name.to_string(), value.clone()));
                 }
                 _ => {}
             }

@@ -86,8 +86,8 @@ pub(super) fn marker(reason: &str) -> rxml::Event {
 
 /// The envelope of an IQ request that failed typed parsing, as an IQ with the marker as its
 /// payload (reason `invalid`); `None` for anything else (answers and other stanzas are
-/// dropped as upstream does).
-pub(crate) fn rejected_request(e: &super::StreamElementError) -> Option<crate::Stanza> {
+/// dropped as upstream does). Public for the gateway's fuzz target.
+pub fn rejected_request(e: &super::StreamElementError) -> Option<crate::Stanza> {
     use xmpp_parsers::iq::Iq;
     use xmpp_parsers::jid::Jid;
     let super::StreamElementError::InvalidStanza { name, header, .. } = e else {
