@@ -44,7 +44,6 @@ target_dir="${FUZZ_TARGET_DIR:-$root/fuzz/target}"
 
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t" "artifacts/$t"
-    long_token_seeds "$t"
 done
 
 # Inputs longer than this are not tried; configuration files are longer than lines, and the
@@ -83,6 +82,10 @@ long_token_seeds() {
     { printf "$prefix"; printf "<a xmlns='urn:x'>"; repeat x 1000 | sed 's/x/<a>/g'; repeat x 1000 | sed 's/x/<\/a>/g'; printf "</a>"; } > "$dir/deep-1000"
     { printf "$prefix"; printf "<q xmlns='urn:x'"; for n in $(seq 1 3000); do printf " a%d='%d'" "$n" "$n"; done; printf "/>"; } > "$dir/attrs-3000"
 }
+
+for t in "${targets[@]}"; do
+    long_token_seeds "$t"
+done
 
 case "$engine" in
     cargo-fuzz)

@@ -6,6 +6,11 @@
 //! are re-labelled `jabber:client` as they are read, and written back with the component
 //! namespace, so every other part of the gateway (and xmpp-parsers, built without its
 //! `component` feature) sees one stanza namespace in both modes. `docs/design.md` says why.
+//!
+//! Reading never gives up on a stanza a server forwards: one above `max_stanza_size`, nested
+//! too deeply or refused by the tree builder is skipped and handed on as its envelope
+//! (`super::rejected`); only a token beyond the token limit or XML that is not well-formed ends
+//! the stream (`docs/security.md`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
