@@ -272,11 +272,6 @@ impl MetricsSource for GatewayMetrics {
                 &s.stanzas_shed,
             ),
             (
-                "upstream_unreadable_total",
-                "Upstream streams given up because their XML could not be read (a token above max_stanza_size, XML that is not well-formed).",
-                &crate::xmpp::wire::UNREADABLE_STREAMS,
-            ),
-            (
                 "store_readings_written_total",
                 "Readings committed to the history store.",
                 &self.store.readings_written,
@@ -294,6 +289,12 @@ impl MetricsSource for GatewayMetrics {
         ] {
             out.push(Metric::single(name, help, Counter, get(counter)));
         }
+        out.push(Metric::single(
+            "upstream_unreadable_total",
+            "Upstream streams given up because their XML could not be read (a token beyond the limit, XML that is not well-formed).",
+            Counter,
+            crate::xmpp::wire::unreadable_streams() as f64,
+        ));
         let depth = |q: Option<(usize, usize)>| q.map_or(0.0, |(max, free)| (max - free) as f64);
         out.push(Metric::single(
             "adapter_event_queue_depth",

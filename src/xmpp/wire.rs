@@ -28,10 +28,17 @@ pub const NS_STREAMS: &str = "http://etherx.jabber.org/streams";
 /// Default of `[xmpp] max_stanza_size`: a stanza of more bytes is skipped, not built.
 pub const DEFAULT_MAX_STANZA_BYTES: usize = 1 << 20;
 
-/// Upstream streams given up because their input could not be read: a single name or attribute
-/// value longer than the stanza limit, or XML that is not well-formed. Process-wide because the
-/// readers run deep inside the sessions' tasks; `src/metrics.rs` reports it.
+/// Component streams given up because their input could not be read: a single name or
+/// attribute value beyond the token limit, or XML that is not well-formed. Process-wide because
+/// the reader runs deep inside the session's task.
 pub static UNREADABLE_STREAMS: AtomicU64 = AtomicU64::new(0);
+
+/// Upstream streams of either mode given up because their input could not be read (the
+/// patched tokio-xmpp counts client-mode streams); `src/metrics.rs` reports it.
+pub fn unreadable_streams() -> u64 {
+    UNREADABLE_STREAMS.load(Ordering::Relaxed)
+        + tokio_xmpp::xmlstream::limits::unreadable_streams() as u64
+}
 
 /// The longest name or attribute value the reader takes: the lexer holds one whole, and a
 /// longer one is an error it cannot read past. At least [`DEFAULT_MAX_STANZA_BYTES`] even

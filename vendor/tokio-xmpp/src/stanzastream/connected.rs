@@ -640,6 +640,13 @@ impl ConnectedState {
                     // broken; we drop it and send a Disconnect event with
                     // the error embedded.
                     Err(ReadError::HardError(e)) => {
+                        // PATCHED for xmpp-iot-gateway: input that cannot be read past (a
+                        // token beyond the limit, XML that is not well-formed) is said once
+                        // at WARN and counted (xmlstream/limits.rs).
+                        if e.kind() == io::ErrorKind::InvalidData {
+                            crate::xmlstream::limits::count_unreadable();
+                            log::warn!("Unreadable input from the server ({e}); reconnecting.");
+                        }
                         let sm_state = sm_state.take();
                         Poll::Ready(Some(ConnectedEvent::Disconnect {
                             sm_state,

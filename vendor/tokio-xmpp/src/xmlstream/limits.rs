@@ -35,6 +35,16 @@ fn envelope_names() -> [&'static NcNameStr; 4] {
 }
 
 static MAX_STANZA_BYTES: AtomicUsize = AtomicUsize::new(1 << 20);
+static UNREADABLE: AtomicUsize = AtomicUsize::new(0);
+
+/// Streams given up because their input could not be read past.
+pub fn unreadable_streams() -> usize {
+    UNREADABLE.load(Ordering::Relaxed)
+}
+
+pub(crate) fn count_unreadable() {
+    UNREADABLE.fetch_add(1, Ordering::Relaxed);
+}
 
 /// Sets the per-stanza byte limit (also the longest name or attribute value) of streams
 /// created from now on. Process-wide: one application, one limit.
