@@ -5,6 +5,8 @@
 //! - [`config`]: arbitrary bytes as `gateway.toml` through the loader and validator.
 //! - [`stanza`]: arbitrary XML read off a component stream and handed to the core, which answers
 //!   it with everything it would send upstream.
+//! - [`stream`]: arbitrary bytes, split at arbitrary points, through both upstream stream
+//!   readers (component and client mode).
 //!
 //! Each asserts what must hold for any input; a panic anywhere is a bug.
 
@@ -14,6 +16,7 @@ use crate::config::{self, Env, LoadMode};
 use crate::devices::Devices;
 
 pub use crate::core::fuzzing::stanza;
+pub use crate::xmpp::fuzzing::stream;
 
 /// The file the fuzzed configuration claims to be; its folder does not exist, so relative paths
 /// in the input name nothing.

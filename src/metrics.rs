@@ -272,6 +272,16 @@ impl MetricsSource for GatewayMetrics {
                 &s.alert_messages,
             ),
             (
+                "stanzas_rejected_total",
+                "Received stanzas skipped unread: above max_stanza_size or nested too deeply.",
+                &s.stanzas_rejected,
+            ),
+            (
+                "stanzas_rate_limited_total",
+                "Received stanzas refused because their sender exceeded its rate.",
+                &s.stanzas_shed,
+            ),
+            (
                 "store_readings_written_total",
                 "Readings committed to the history store.",
                 &self.store.readings_written,
@@ -289,6 +299,12 @@ impl MetricsSource for GatewayMetrics {
         ] {
             out.push(Metric::single(name, help, Counter, get(counter)));
         }
+        out.push(Metric::single(
+            "upstream_unreadable_total",
+            "Upstream streams given up because their XML could not be read (a token beyond the limit, XML that is not well-formed).",
+            Counter,
+            crate::xmpp::wire::unreadable_streams() as f64,
+        ));
         let depth = |q: Option<(usize, usize)>| q.map_or(0.0, |(max, free)| (max - free) as f64);
         out.push(Metric::single(
             "adapter_event_queue_depth",

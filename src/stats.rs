@@ -32,6 +32,10 @@ pub struct Stats {
     pub access_refused: AtomicU64,
     /// Alert messages (fired, reminders, cleared), counted once per alert event.
     pub alert_messages: AtomicU64,
+    /// Stanzas skipped unread: above `max_stanza_size` or nested too deeply.
+    pub stanzas_rejected: AtomicU64,
+    /// Stanzas refused because their sender was over its budget (flood).
+    pub stanzas_shed: AtomicU64,
     /// Per-device counters, in configuration order. Written by [`Stats::set_devices`] (at start
     /// and whenever the device list changes), read at scrape time.
     devices: RwLock<Vec<Arc<DeviceStats>>>,

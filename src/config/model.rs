@@ -83,6 +83,19 @@ pub struct ComponentConfig {
     /// The server's own domain, pinged every half read-timeout to keep the stream alive.
     /// Default: `domain` with its first label removed (`sensors.example.org` -> `example.org`).
     pub ping_target: String,
+    /// `max_stanza_size`: an incoming stanza of more bytes is skipped and answered with an
+    /// error (see docs/security.md); no single name or attribute value may be longer.
+    pub max_stanza_size: usize,
+}
+
+impl XmppConfig {
+    /// `[xmpp] max_stanza_size`, whichever the mode.
+    pub fn max_stanza_size(&self) -> usize {
+        match self {
+            XmppConfig::Component(c) => c.max_stanza_size,
+            XmppConfig::Client(c) => c.max_stanza_size,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +115,8 @@ pub struct ClientConfig {
     pub servers: Vec<String>,
     pub ca_file: Option<PathBuf>,
     pub tls: TlsMode,
+    /// As in component mode; see [`ComponentConfig::max_stanza_size`].
+    pub max_stanza_size: usize,
 }
 
 /// One entry of an access list: a bare JID, or `@domain` for everyone on a domain.

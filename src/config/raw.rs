@@ -188,6 +188,7 @@ pub(crate) const XMPP_KEYS: &[&str] = &[
     "password",
     "ca_file",
     "tls",
+    "max_stanza_size",
 ];
 pub(crate) const ACCESS_KEYS: &[&str] = &["read", "control"];
 pub(crate) const PUBLISH_KEYS: &[&str] = &[
@@ -240,6 +241,8 @@ pub(crate) struct RawXmpp {
     pub password: Option<Spanned<String>>,
     pub ca_file: Option<Spanned<String>>,
     pub tls: Option<Spanned<String>>,
+    /// Both modes: bytes per incoming stanza.
+    pub max_stanza_size: Option<Spanned<f64>>,
     /// Keys present with a wrong type (reported): not to be reported missing.
     pub bad: Vec<String>,
 }
@@ -405,6 +408,7 @@ pub(crate) fn walk<'a>(doc: &'a ImDocument<&'a str>, rep: &mut Report<'_>) -> Ra
             password: s.string(rep, "password"),
             ca_file: s.string(rep, "ca_file"),
             tls: s.string(rep, "tls"),
+            max_stanza_size: s.number(rep, "max_stanza_size"),
             bad: s.bad(),
         });
         s.finish(rep, XMPP_KEYS);

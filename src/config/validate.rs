@@ -29,6 +29,7 @@ use super::secret::{self, SecretError};
 use super::serial;
 use super::simulated;
 use super::{Env, LoadMode};
+use crate::xmpp::wire::DEFAULT_MAX_STANZA_BYTES;
 
 /// Defaults that SPEC §2 gives.
 pub(crate) const DEFAULT_STATE_DIR: &str = "/var/lib/xmpp-iot-gateway";
@@ -368,6 +369,7 @@ fn component_config(
         servers: server?,
         secret,
         ping_target: ping_target?,
+        max_stanza_size: max_stanza_size(raw, rep),
     })
 }
 
@@ -455,6 +457,7 @@ fn client_config(raw: &RawXmpp, ctx: &Context<'_>, rep: &mut Report<'_>) -> Opti
         servers: server,
         ca_file,
         tls,
+        max_stanza_size: max_stanza_size(raw, rep),
     })
 }
 
@@ -477,6 +480,29 @@ fn servers(
         .map(|s| server(rep, s, default_port))
         .collect();
     parsed.into_iter().collect()
+}
+
+/// Smallest `max_stanza_size`: below this, ordinary stanzas (a disco answer from a server with
+/// many features, a vCard) would be refused.
+const MIN_STANZA_SIZE: f64 = 16_384.0;
+/// Largest `max_stanza_size`: the limit also sizes the XML lexer's token buffer.
+const MAX_STANZA_SIZE: f64 = 64.0 * 1024.0 * 1024.0;
+
+fn max_stanza_size(raw: &RawXmpp, rep: &mut Report<'_>) -> usize {
+    let Some(m) = &raw.max_stanza_size else {
+        return DEFAULT_MAX_STANZA_BYTES;
+    };
+    if m.value.fract() != 0.0 || !(MIN_STANZA_SIZE..=MAX_STANZA_SIZE).contains(&m.value) {
+        rep.error(
+            &m.span,
+            format!(
+                "`max_stanza_size` must be a whole number of bytes from {MIN_STANZA_SIZE} to {MAX_STANZA_SIZE} \
+                 (default {DEFAULT_MAX_STANZA_BYTES}, 1 MiB)"
+            ),
+        );
+        return DEFAULT_MAX_STANZA_BYTES;
+    }
+    m.value as usize
 }
 
 fn server(rep: &mut Report<'_>, s: &Spanned<String>, default_port: u16) -> Option<jid::HostPort> {
@@ -2361,6 +2387,26 @@ name = "t"
             e[0].starts_with("9:1: a device's own password is only used in client mode"),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn max_stanza_size_is_bytes_within_bounds() {
+        let head = "[xmpp]\ndomain = \"s.example.org\"\nsecret = \"s\"\n";
+        assert_eq!(ok(head).config.xmpp.max_stanza_size(), 1_048_576);
+        let loaded = ok(&format!("{head}max_stanza_size = 524288\n"));
+        assert_eq!(loaded.config.xmpp.max_stanza_size(), 524_288);
+        let client = "[xmpp]\nmode = \"client\"\njid = \"gw@localhost\"\npassword = \"p\"\ntls = \"none\"\nserver = \"127.0.0.1:5222\"\nmax_stanza_size = 65536\n";
+        assert_eq!(ok(client).config.xmpp.max_stanza_size(), 65_536);
+        for bad in ["1000", "20000.5", "100000000"] {
+            let e = errors(&format!("{head}max_stanza_size = {bad}\n"));
+            assert_eq!(e.len(), 1, "{e:?}");
+            assert!(
+                e[0].starts_with("4:19: `max_stanza_size` must be a whole number of bytes"),
+                "{e:?}"
+            );
+        }
+        let e = errors(&format!("{head}max_stanza_size = \"1MiB\"\n"));
+        assert!(e[0].starts_with("4:19:"), "{e:?}");
     }
 
     #[test]

@@ -144,7 +144,7 @@ impl Core {
         let device = self.devices.get(idx).config.id.clone();
         if !self.devices.allows(idx, requester, Permission::Control) {
             Stats::inc(&self.stats.access_refused);
-            tracing::info!(device = %device, jid = %requester, "control refused by the access lists");
+            self.log_refused("control", &device.to_string(), requester);
             if let ControlReply::Iq { id, from, to } = &reply {
                 let e = stanzas::error(
                     ErrorType::Cancel,

@@ -26,6 +26,7 @@ use crate::config::{self, Config, Env, LoadMode};
 use crate::metrics::Registry;
 use crate::stats::Stats;
 use crate::store::{Store, StoreOptions, StoreThread};
+use crate::xmpp::line_ends::LineEnds;
 use crate::xmpp::wire::{self, StanzaReader, NS_CLIENT, NS_COMPONENT};
 use crate::xmpp::Inbound;
 
@@ -345,7 +346,12 @@ async fn serve(config: Arc<Config>, store: Store, content: Vec<u8>) -> Vec<Eleme
     let mut stream = wire::stream_open(NS_COMPONENT, "fuzz").into_bytes();
     stream.extend_from_slice(&content);
     stream.extend_from_slice(wire::STREAM_CLOSE.as_bytes());
-    let mut reader = StanzaReader::new(&stream[..], NS_COMPONENT);
+    // Read as `component.rs` reads: line ends normalised first.
+    let mut reader = StanzaReader::new(
+        tokio::io::BufReader::new(LineEnds::new(&stream[..])),
+        NS_COMPONENT,
+        wire::DEFAULT_MAX_STANZA_BYTES,
+    );
     if reader.read_header().await.is_ok() {
         while let Ok(el) = reader.next().await {
             core.on_inbound(Inbound::Stanza(el));
@@ -392,7 +398,7 @@ async fn check_sent(el: &Element, ns: &'static str) {
     let mut stream = wire::stream_open(ns, "fuzz").into_bytes();
     stream.extend_from_slice(&bytes);
     stream.extend_from_slice(wire::STREAM_CLOSE.as_bytes());
-    let mut reader = StanzaReader::new(&stream[..], ns);
+    let mut reader = StanzaReader::new(&stream[..], ns, wire::DEFAULT_MAX_STANZA_BYTES);
     reader.read_header().await.expect("our own stream header");
     let back = reader.next().await.unwrap_or_else(|e| {
         panic!(
@@ -443,6 +449,56 @@ mod tests {
             let sent = answers(&[&[mode | 3, 0x22][..], b"get"]);
             assert!(sent.iter().any(|s| s.contains("forbidden")), "{sent:?}");
         }
+    }
+
+    /// Skipped stanzas are answered from their envelope; a sender over its budget gets
+    /// `resource-constraint` and others are still served.
+    #[test]
+    fn rejected_stanzas_and_floods_are_answered() {
+        // Far more than the budget refills in the time the core takes, even on a slow machine.
+        const FLOOD: usize = 2000;
+        let mut raw = String::new();
+        // Kind 0: the rest is stream content as it is.
+        raw.push_str(&format!(
+            "<iq type='set' id='deep' from='eve@elsewhere.example/x' to='pump@sensors.localhost'>{}{}</iq>",
+            "<a xmlns='urn:x'>".repeat(300),
+            "</a>".repeat(300)
+        ));
+        raw.push_str(&format!(
+            "<iq type='get' id='big' from='eve@elsewhere.example/x' to='pump@sensors.localhost'><x xmlns='urn:x' a='{}'/></iq>",
+            "A".repeat(super::wire::DEFAULT_MAX_STANZA_BYTES)
+        ));
+        for i in 0..FLOOD {
+            raw.push_str(&format!(
+                "<iq type='get' id='f{i}' from='eve@elsewhere.example/x' to='sensors.localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
+            ));
+        }
+        raw.push_str("<iq type='get' id='alice' from='alice@localhost/phone' to='sensors.localhost'><ping xmlns='urn:xmpp:ping'/></iq>");
+        let sent = answers(&[&[0u8, 0x00][..], raw.as_bytes()]);
+        let answer = |id: &str| {
+            sent.iter()
+                .filter(|s| s.contains(&format!("id='{id}'")))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        for id in ["deep", "big"] {
+            let a = answer(id);
+            assert_eq!(a.len(), 1, "{a:?}");
+            assert!(a[0].contains("policy-violation"), "{a:?}");
+        }
+        let mut shed = 0;
+        for i in 0..FLOOD {
+            let a = answer(&format!("f{i}"));
+            assert_eq!(a.len(), 1, "f{i}: {a:?}");
+            if a[0].contains("resource-constraint") {
+                shed += 1;
+            }
+        }
+        // The budget refills while the core works, so not exactly the burst: but most are over.
+        let burst = super::super::shedding::SENDER_BURST as usize;
+        assert!(shed > 0 && shed <= FLOOD + 2 - burst, "{shed} shed");
+        let a = answer("alice");
+        assert!(a.len() == 1 && a[0].contains("type='result'"), "{a:?}");
     }
 
     /// What the core sends for one input, serialised.

@@ -226,7 +226,8 @@ impl Core {
         // A device answers only those who may read it; the others learn nothing about it.
         if !self.devices.allows(idx, &requester, Permission::Read) {
             Stats::inc(&self.stats.access_refused);
-            tracing::info!(device = %self.devices.get(idx).config.id, jid = %requester, "request refused by the access lists");
+            let device = self.devices.get(idx).config.id.to_string();
+            self.log_refused("request", &device, &requester);
             let answer = req.error(ErrorType::Cancel, DefinedCondition::Forbidden, "");
             self.reply(answer);
             return;

@@ -57,7 +57,8 @@ impl Core {
         };
         if !self.devices.allows(idx, &requester, Permission::Read) {
             Stats::inc(&self.stats.access_refused);
-            tracing::info!(device = %self.devices.get(idx).config.id, jid = %requester, "chat refused by the access lists");
+            let device = self.devices.get(idx).config.id.to_string();
+            self.log_refused("chat", &device, &requester);
             let e = stanzas::error(ErrorType::Auth, DefinedCondition::Forbidden, "");
             return self.reply(stanzas::message_error(id.as_deref(), &to, &from, e));
         }

@@ -18,6 +18,7 @@ mod readout;
 mod receipts;
 mod reload;
 mod room;
+mod shedding;
 mod task_iq;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -45,6 +46,7 @@ use crate::metrics::Registry;
 use crate::stats::{DeviceStats, Stats};
 use crate::store::{Store, Subscription};
 use crate::translator;
+use crate::xmpp::rejected::{self, Reason};
 use crate::xmpp::{stanzas, Inbound};
 
 /// Replies waiting for room upstream; beyond this the oldest are dropped (and counted).
@@ -68,6 +70,8 @@ const STORE_DELAY: Duration = Duration::from_millis(50);
 const STORE_RECHECK: Duration = Duration::from_millis(10);
 /// Adapter events taken in one turn of the loop (each is published on its own).
 const EVENT_BURST: usize = 64;
+/// At most one log line per kind of hostile or refused input this often (the rest are counted).
+const HOSTILE_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Results of work the core handed to other tasks (writes, history queries, scheduled readouts).
 #[derive(Debug)]
@@ -192,6 +196,13 @@ pub struct Core {
     alert_book: alerts::AlertBook,
     /// IQs sent for spawned tasks, by id, until their answer arrives.
     task_iqs: HashMap<String, oneshot::Sender<task_iq::IqAnswer>>,
+    /// Per-sender budgets in front of the stanza handlers.
+    budgets: shedding::SenderBudgets,
+    /// Log lines about strangers and floods: rate-limited, so that no sender can make the
+    /// gateway log once per stanza it sends.
+    shed_log: shedding::LogLimit,
+    rejected_log: shedding::LogLimit,
+    refused_log: shedding::LogLimit,
 }
 
 impl Core {
@@ -266,6 +277,10 @@ impl Core {
             misrouted_reported: false,
             alert_book: alerts::AlertBook::default(),
             task_iqs: HashMap::new(),
+            budgets: shedding::SenderBudgets::default(),
+            shed_log: shedding::LogLimit::new(HOSTILE_LOG_EVERY),
+            rejected_log: shedding::LogLimit::new(HOSTILE_LOG_EVERY),
+            refused_log: shedding::LogLimit::new(HOSTILE_LOG_EVERY),
         };
         core.pubsub_nodes = vec![publish::NodeState::Unknown; n_devices];
         core.orphans = orphans;
@@ -334,6 +349,7 @@ impl Core {
         self.ticks = self.ticks.wrapping_add(1);
         self.alert_tick();
         if self.ticks % TRIM_EVERY_TICKS == 0 {
+            self.budgets.prune(Instant::now());
             // After a burst the heap is mostly free: back to the baseline, not the peak.
             crate::memory::trim();
         }
@@ -597,6 +613,12 @@ impl Core {
         if self.misrouted(&head) {
             return;
         }
+        if !self.within_budget(&head) {
+            return;
+        }
+        if let Some(reason) = rejected::reason_of(&el) {
+            return self.on_rejected(&head, reason);
+        }
         match Stanza::try_from(el) {
             Ok(Stanza::Iq(iq)) => self.on_iq(iq),
             Ok(Stanza::Message(m)) => self.on_message(m),
@@ -605,18 +627,7 @@ impl Core {
                 Stats::inc(&self.stats.stanzas_malformed);
                 tracing::debug!(error = %e, from = ?head.from, kind = %head.name, "malformed stanza");
                 // An IQ request must be answered even when it is broken.
-                if let (true, Some(id), Some(from), Some(to)) =
-                    (head.is_iq_request(), head.id, head.from, head.to)
-                {
-                    if let (Ok(from), Ok(to)) = (Jid::new(&from), Jid::new(&to)) {
-                        let err = stanzas::error(
-                            ErrorType::Modify,
-                            DefinedCondition::BadRequest,
-                            "malformed stanza",
-                        );
-                        self.reply(stanzas::iq_error(&id, &to, &from, err));
-                    }
-                }
+                self.answer_broken(&head, DefinedCondition::BadRequest, "malformed stanza");
             }
         }
     }
@@ -648,6 +659,83 @@ impl Core {
                  in stanzas_misrouted_total)");
         }
         true
+    }
+
+    /// Takes the stanza from its sender's budget. Answers (an IQ request) or drops it when the
+    /// budget is spent. Answers to requests are not budgeted: they cost nothing to handle and
+    /// some answer the gateway's own requests.
+    fn within_budget(&mut self, head: &StanzaHead) -> bool {
+        if head.name == "iq" && !head.is_iq_request() {
+            return true;
+        }
+        let sender = head.from.as_deref().unwrap_or_default();
+        let bare = sender.split('/').next().unwrap_or_default();
+        let now = Instant::now();
+        if self.budgets.allow(bare, now) {
+            return true;
+        }
+        Stats::inc(&self.stats.stanzas_shed);
+        if let Some(held_back) = self.shed_log.allow(now) {
+            tracing::warn!(from = %bare, kind = %head.name, earlier = held_back, "a sender over its budget of {} stanzas/s: answering resource-constraint and dropping the rest (one line a minute; `earlier` counts the stanzas shed since the last)", shedding::SENDER_RATE);
+        }
+        self.answer_broken(
+            head,
+            DefinedCondition::ResourceConstraint,
+            "too many requests; slow down",
+        );
+        false
+    }
+
+    /// A stanza the reader did not build (see `xmpp::rejected`): answered if it is an IQ
+    /// request, else dropped; counted and logged (rate-limited) either way.
+    fn on_rejected(&mut self, head: &StanzaHead, reason: Reason) {
+        let (condition, text) = match reason {
+            Reason::TooLarge => {
+                Stats::inc(&self.stats.stanzas_rejected);
+                (DefinedCondition::PolicyViolation, "stanza too large")
+            }
+            Reason::TooDeep => {
+                Stats::inc(&self.stats.stanzas_rejected);
+                (
+                    DefinedCondition::PolicyViolation,
+                    "stanza nested too deeply",
+                )
+            }
+            Reason::Invalid => {
+                Stats::inc(&self.stats.stanzas_malformed);
+                (DefinedCondition::BadRequest, "malformed stanza")
+            }
+        };
+        if let Some(held_back) = self.rejected_log.allow(Instant::now()) {
+            tracing::warn!(from = ?head.from, kind = %head.name, id = ?head.id, reason = reason.as_str(), earlier = held_back, "skipped a stanza the gateway does not accept (one line a minute; `earlier` counts those since the last)");
+        }
+        self.answer_broken(head, condition, text);
+    }
+
+    /// Answers an IQ request (only) with an error, from the stanza's envelope alone.
+    fn answer_broken(&mut self, head: &StanzaHead, condition: DefinedCondition, text: &str) {
+        let (true, Some(id), Some(from), Some(to)) =
+            (head.is_iq_request(), &head.id, &head.from, &head.to)
+        else {
+            return;
+        };
+        let (Ok(from), Ok(to)) = (Jid::new(from), Jid::new(to)) else {
+            return;
+        };
+        let type_ = match condition {
+            DefinedCondition::ResourceConstraint => ErrorType::Wait,
+            _ => ErrorType::Modify,
+        };
+        let err = stanzas::error(type_, condition, text);
+        self.reply(stanzas::iq_error(id, &to, &from, err));
+    }
+
+    /// One log line about a request the access lists refused, at most once a minute: a
+    /// stranger must not be able to make the gateway log once per stanza.
+    fn log_refused(&mut self, what: &str, target: &str, requester: &str) {
+        if let Some(held_back) = self.refused_log.allow(Instant::now()) {
+            tracing::info!(to = %target, jid = %requester, earlier = held_back, "{what} refused by the access lists (one line a minute; `earlier` counts refusals since the last)");
+        }
     }
 
     fn on_presence(&mut self, p: xmpp_parsers::presence::Presence) {
@@ -702,7 +790,7 @@ impl Core {
             presence::SubAction::Refuse => {
                 if p.type_ == PresenceType::Subscribe {
                     Stats::inc(&self.stats.access_refused);
-                    tracing::info!(device = %device_id, jid = %requester, "subscription refused by the access lists");
+                    self.log_refused("subscription", &device_id.to_string(), &requester);
                 }
                 self.reply(stanzas::presence(
                     &dev_jid,
@@ -776,7 +864,7 @@ impl Core {
             ));
         } else {
             Stats::inc(&self.stats.access_refused);
-            tracing::info!(account = %account, jid = %requester, "subscription refused by the access lists");
+            self.log_refused("subscription", &account.to_string(), &requester);
             self.reply(stanzas::presence(
                 &account,
                 Some(&requester_jid),

@@ -237,7 +237,8 @@ impl Core {
             .collect();
         if !readable.iter().any(|r| *r) {
             Stats::inc(&self.stats.access_refused);
-            tracing::info!(jid = %requester, "status readout refused by the access lists");
+            let gateway = self.gateway_jid.to_string();
+            self.log_refused("status readout", &gateway, &requester);
             return self.reply(req.error(ErrorType::Cancel, DefinedCondition::Forbidden, ""));
         }
         let request = match sensordata::parse_req(&req.payload) {

@@ -12,7 +12,7 @@
 //! its own task so a failing one never disturbs the others. Stanzas from the core are routed by
 //! their `from`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +42,9 @@ pub const DEVICE_RESOURCE: &str = "xmpp-iot-gateway";
 /// password forever without telling anyone).
 const ONLINE_DEADLINE: Duration = Duration::from_secs(30);
 const SESSION_QUEUE: usize = 256;
+/// Stanzas held for a session whose queue is full (a burst of answers, or the link is down);
+/// beyond this the oldest are dropped. The core's own queue bounds what arrives here anyway.
+const SESSION_BACKLOG: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientSetupError {
@@ -112,6 +115,9 @@ impl ClientSessions {
             };
             specs.push(spec);
         }
+        // Process-wide in the patched tokio-xmpp (vendor/tokio-xmpp/PATCHED.md): one limit for
+        // every session's reader, as in component mode.
+        tokio_xmpp::xmlstream::limits::set_max_stanza_bytes(c.max_stanza_size);
         let target = if c.servers.is_empty() {
             Target::Domain
         } else {
@@ -175,25 +181,59 @@ impl ClientSessions {
                 shutdown.clone(),
             ));
         }
-        while let Some(el) = outgoing.recv().await {
-            let Some(from) = el.attr("from").and_then(|f| Jid::new(f).ok()) else {
-                tracing::debug!(
-                    element = el.name(),
-                    "a stanza without `from` has no session to go out on"
-                );
-                continue;
+        // A session's queue can be full for a while (a burst of answers to a flood, a link
+        // that is down): what does not fit waits here, in order, without holding up the
+        // other sessions, so that no answer is lost to a burst.
+        let mut backlog: Vec<VecDeque<Element>> = vec![VecDeque::new(); senders.len()];
+        loop {
+            let waiting: Vec<usize> = (0..senders.len())
+                .filter(|&i| !backlog[i].is_empty())
+                .collect();
+            let queues = &senders;
+            let room = async {
+                let reserves = waiting
+                    .iter()
+                    .map(|&i| Box::pin(async move { (i, queues[i].reserve().await) }));
+                futures::future::select_all(reserves).await.0
             };
-            let route = exact
-                .get(&from)
-                .or_else(|| by_account.get(&Jid::from(from.to_bare())));
-            match route {
-                Some(&i) => {
-                    if senders[i].try_send(el).is_err() {
-                        tracing::debug!(session = %from, "session queue full; dropped a stanza");
+            tokio::select! {
+                el = outgoing.recv() => {
+                    let Some(el) = el else { break };
+                    let Some(from) = el.attr("from").and_then(|f| Jid::new(f).ok()) else {
+                        tracing::debug!(
+                            element = el.name(),
+                            "a stanza without `from` has no session to go out on"
+                        );
+                        continue;
+                    };
+                    let route = exact
+                        .get(&from)
+                        .or_else(|| by_account.get(&Jid::from(from.to_bare())));
+                    let Some(&i) = route else {
+                        tracing::debug!(from = %from, "no session for this address; dropped a stanza");
+                        continue;
+                    };
+                    if !backlog[i].is_empty() {
+                        hold(&mut backlog[i], el, &from);
+                    } else if let Err(mpsc::error::TrySendError::Full(el)) = senders[i].try_send(el) {
+                        hold(&mut backlog[i], el, &from);
                     }
                 }
-                None => {
-                    tracing::debug!(from = %from, "no session for this address; dropped a stanza")
+                (i, permit) = room, if !waiting.is_empty() => {
+                    // A closed session (shutdown) takes nothing more.
+                    let Ok(permit) = permit else {
+                        backlog[i].clear();
+                        continue;
+                    };
+                    if let Some(el) = backlog[i].pop_front() {
+                        permit.send(el);
+                    }
+                    while let Some(el) = backlog[i].pop_front() {
+                        if let Err(mpsc::error::TrySendError::Full(el)) = senders[i].try_send(el) {
+                            backlog[i].push_front(el);
+                            break;
+                        }
+                    }
                 }
             }
         }
@@ -299,6 +339,15 @@ fn is_subscription_request(st: &Stanza) -> bool {
         p.type_,
         Type::Subscribe | Type::Subscribed | Type::Unsubscribe | Type::Unsubscribed
     ))
+}
+
+/// Keeps `el` for a session whose queue is full, dropping the oldest beyond the bound.
+fn hold(backlog: &mut VecDeque<Element>, el: Element, session: &Jid) {
+    if backlog.len() >= SESSION_BACKLOG {
+        backlog.pop_front();
+        tracing::debug!(session = %session, "session backlog full; dropped the oldest stanza");
+    }
+    backlog.push_back(el);
 }
 
 fn clear_from(st: &mut Stanza) {

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::dial::{self, DialError};
+use super::line_ends::LineEnds;
 use super::wire::{self, StanzaReader, WireError, NS_CLIENT, NS_COMPONENT};
 use super::Inbound;
 use crate::config::{ComponentConfig, Secret};
@@ -160,7 +161,7 @@ impl ComponentSession {
         &self,
     ) -> Result<
         (
-            StanzaReader<BufReader<tokio::net::tcp::OwnedReadHalf>>,
+            StanzaReader<BufReader<LineEnds<tokio::net::tcp::OwnedReadHalf>>>,
             OwnedWriteHalf,
             String,
         ),
@@ -183,7 +184,7 @@ impl ComponentSession {
         stream: TcpStream,
     ) -> Result<
         (
-            StanzaReader<BufReader<tokio::net::tcp::OwnedReadHalf>>,
+            StanzaReader<BufReader<LineEnds<tokio::net::tcp::OwnedReadHalf>>>,
             OwnedWriteHalf,
         ),
         ComponentError,
@@ -192,7 +193,11 @@ impl ComponentSession {
         // Presence fan-out and readout answers are many small writes: Nagle would delay each.
         let _ = stream.set_nodelay(true);
         let (read, mut write) = stream.into_split();
-        let mut reader = StanzaReader::new(BufReader::new(read), NS_COMPONENT);
+        let mut reader = StanzaReader::new(
+            BufReader::new(LineEnds::new(read)),
+            NS_COMPONENT,
+            cfg.max_stanza_size,
+        );
         write
             .write_all(wire::stream_open(NS_COMPONENT, &cfg.domain).as_bytes())
             .await
@@ -236,7 +241,7 @@ impl ComponentSession {
 
     async fn pump(
         &self,
-        mut reader: StanzaReader<BufReader<tokio::net::tcp::OwnedReadHalf>>,
+        mut reader: StanzaReader<BufReader<LineEnds<tokio::net::tcp::OwnedReadHalf>>>,
         mut writer: OwnedWriteHalf,
         outgoing: &mut mpsc::Receiver<Element>,
         inbound: &mpsc::Sender<Inbound>,
@@ -354,6 +359,7 @@ mod tests {
                 servers: vec![addr.to_string()],
                 secret: Some(Secret::new("pw")),
                 ping_target: "test".into(),
+                max_stanza_size: wire::DEFAULT_MAX_STANZA_BYTES,
             },
             timeouts: Timeouts {
                 address: Duration::from_secs(5),

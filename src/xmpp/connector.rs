@@ -38,6 +38,8 @@ use tokio_xmpp::xmlstream::{
     XmppStreamElement,
 };
 
+use super::line_ends::LineEnds;
+
 /// Where to connect.
 #[derive(Debug, Clone)]
 pub enum Target {
@@ -95,7 +97,7 @@ impl Connector {
         jid: &Jid,
         ns: &'static str,
         timeouts: Timeouts,
-    ) -> Result<PendingFeaturesRecv<BufStream<MaybeTls>>, Error> {
+    ) -> Result<PendingFeaturesRecv<BufStream<LineEnds<MaybeTls>>>, Error> {
         let tcp = match &self.target {
             Target::Addresses(servers) => {
                 dial::connect_first(servers, ADDRESS_TIMEOUT)
@@ -119,7 +121,7 @@ impl Connector {
         };
         let Some(tls) = &self.tls else {
             return Ok(initiate_stream(
-                BufStream::new(MaybeTls::Plain(tcp)),
+                BufStream::new(LineEnds::new(MaybeTls::Plain(tcp))),
                 ns,
                 header(),
                 timeouts,
@@ -159,7 +161,7 @@ impl Connector {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let tls = TlsConnector::from(tls.clone()).connect(name, tcp).await?;
         Ok(initiate_stream(
-            BufStream::new(MaybeTls::Tls(Box::new(tls))),
+            BufStream::new(LineEnds::new(MaybeTls::Tls(Box::new(tls)))),
             ns,
             header(),
             timeouts,
@@ -169,7 +171,7 @@ impl Connector {
 }
 
 impl ServerConnector for Connector {
-    type Stream = BufStream<MaybeTls>;
+    type Stream = BufStream<LineEnds<MaybeTls>>;
 
     async fn connect(
         &self,

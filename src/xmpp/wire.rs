@@ -6,17 +6,48 @@
 //! are re-labelled `jabber:client` as they are read, and written back with the component
 //! namespace, so every other part of the gateway (and xmpp-parsers, built without its
 //! `component` feature) sees one stanza namespace in both modes. `docs/design.md` says why.
+//!
+//! Reading never gives up on a stanza a server forwards: one above `max_stanza_size`, nested
+//! too deeply or refused by the tree builder is skipped and handed on as its envelope
+//! (`super::rejected`); only a token beyond the token limit or XML that is not well-formed ends
+//! the stream (`docs/security.md`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use minidom::tree_builder::TreeBuilder;
 use minidom::Element;
 use rxml::RawEvent;
 use tokio::io::AsyncBufRead;
+
+use super::rejected::{self, Reason, MAX_DEPTH};
 
 pub const NS_CLIENT: &str = "jabber:client";
 pub const NS_COMPONENT: &str = "jabber:component:accept";
 pub const NS_STREAMS: &str = "http://etherx.jabber.org/streams";
 
-/// A stanza larger than this ends the stream: nothing the gateway is sent legitimately comes close.
-pub const MAX_STANZA_BYTES: usize = 1 << 20;
+/// Default of `[xmpp] max_stanza_size`: a stanza of more bytes is skipped, not built.
+pub const DEFAULT_MAX_STANZA_BYTES: usize = 1 << 20;
+
+/// Component streams given up because their input could not be read: a single name or
+/// attribute value beyond the token limit, or XML that is not well-formed. Process-wide because
+/// the reader runs deep inside the session's task.
+pub static UNREADABLE_STREAMS: AtomicU64 = AtomicU64::new(0);
+
+/// Upstream streams of either mode given up because their input could not be read (the
+/// patched tokio-xmpp counts client-mode streams); `src/metrics.rs` reports it.
+pub fn unreadable_streams() -> u64 {
+    UNREADABLE_STREAMS.load(Ordering::Relaxed)
+        + tokio_xmpp::xmlstream::limits::unreadable_streams() as u64
+}
+
+/// The longest name or attribute value the reader takes: the lexer holds one whole, and a
+/// longer one is an error it cannot read past. At least [`DEFAULT_MAX_STANZA_BYTES`] even
+/// when `max_stanza_size` is lower, because stock servers forward tokens of up to their own
+/// stanza limit (Prosody: 256 KiB c2s, 512 KiB s2s): such a stanza must be skipped and
+/// answered, not end the stream.
+pub fn token_limit(max_stanza_bytes: usize) -> usize {
+    max_stanza_bytes.max(DEFAULT_MAX_STANZA_BYTES)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
@@ -33,8 +64,6 @@ pub enum WireError {
         condition: String,
         text: Option<String>,
     },
-    #[error("a stanza of more than {MAX_STANZA_BYTES} bytes")]
-    TooLarge,
 }
 
 /// The attributes of the stream header the server sent.
@@ -52,22 +81,49 @@ fn is_eof(e: &std::io::Error) -> bool {
 }
 
 /// Reads a server's XML stream as a sequence of elements.
+///
+/// A stanza above the byte limit, nested deeper than [`MAX_DEPTH`] or refused by the tree
+/// builder is not built: the reader skips to its end and returns its envelope
+/// ([`rejected::envelope`]), and the stream goes on. Only input that cannot be read past (a
+/// token longer than the limit, XML that is not well-formed) ends the stream.
 pub struct StanzaReader<R> {
     reader: rxml::AsyncRawReader<R>,
-    tree: minidom::tree_builder::TreeBuilder,
+    tree: TreeBuilder,
+    /// The stream header's events, replayed into a fresh tree builder after a rejected stanza
+    /// (the builder cannot be rewound to the stream level).
+    header: Vec<RawEvent>,
     /// The namespace the server's stream uses for stanzas; mapped to `jabber:client` on read.
     stream_ns: &'static str,
-    /// Bytes of the element being built, to enforce `MAX_STANZA_BYTES`.
+    max_stanza_bytes: usize,
+    /// Element depth: 1 inside the stream, 2 inside a stanza.
+    depth: usize,
+    /// Bytes of the stanza being read.
     stanza_bytes: usize,
+    /// Name and envelope attributes of the stanza being read, for a rejection.
+    name: String,
+    attrs: Vec<(String, String)>,
+    /// Set once the stanza being read is being skipped.
+    rejected: Option<Reason>,
 }
 
 impl<R: AsyncBufRead + Unpin> StanzaReader<R> {
-    pub fn new(inner: R, stream_ns: &'static str) -> Self {
+    /// A single token (name, attribute value) may be up to [`token_limit`] bytes long.
+    pub fn new(inner: R, stream_ns: &'static str, max_stanza_bytes: usize) -> Self {
+        let options = rxml::Options {
+            max_token_length: token_limit(max_stanza_bytes),
+            ..rxml::Options::default()
+        };
         StanzaReader {
-            reader: rxml::AsyncRawReader::new(inner),
-            tree: minidom::tree_builder::TreeBuilder::new(),
+            reader: rxml::AsyncRawReader::with_options(inner, options),
+            tree: TreeBuilder::new(),
+            header: Vec::new(),
             stream_ns,
+            max_stanza_bytes,
+            depth: 0,
             stanza_bytes: 0,
+            name: String::new(),
+            attrs: Vec::new(),
+            rejected: None,
         }
     }
 
@@ -78,6 +134,7 @@ impl<R: AsyncBufRead + Unpin> StanzaReader<R> {
             // The peer hung up without closing its stream: a lost link, not bad XML.
             Err(e) if is_eof(&e) => Err(WireError::HungUp),
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                UNREADABLE_STREAMS.fetch_add(1, Ordering::Relaxed);
                 Err(WireError::Xml(e.to_string()))
             }
             Err(e) => Err(WireError::Io(e)),
@@ -85,7 +142,7 @@ impl<R: AsyncBufRead + Unpin> StanzaReader<R> {
     }
 
     /// Feeds one event to the tree builder, translating the stream namespace.
-    fn feed(&mut self, ev: RawEvent) -> Result<(), WireError> {
+    fn feed(&mut self, ev: RawEvent) -> Result<(), minidom::Error> {
         let ev = match ev {
             RawEvent::Attribute(m, (None, name), value)
                 if name.as_str() == "xmlns" && value == self.stream_ns =>
@@ -94,9 +151,7 @@ impl<R: AsyncBufRead + Unpin> StanzaReader<R> {
             }
             other => other,
         };
-        self.tree
-            .process_event(ev)
-            .map_err(|e| WireError::Xml(e.to_string()))
+        self.tree.process_event(ev)
     }
 
     /// Reads up to the end of the server's stream header.
@@ -104,8 +159,10 @@ impl<R: AsyncBufRead + Unpin> StanzaReader<R> {
         loop {
             let ev = self.event().await?;
             let head_closed = matches!(ev, RawEvent::ElementHeadClose(_));
-            self.feed(ev)?;
+            self.header.push(ev.clone());
+            self.feed(ev).map_err(|e| WireError::Xml(e.to_string()))?;
             if head_closed && self.tree.depth() == 1 {
+                self.depth = 1;
                 let root = self
                     .tree
                     .top()
@@ -124,28 +181,61 @@ impl<R: AsyncBufRead + Unpin> StanzaReader<R> {
         }
     }
 
-    /// The next top-level element of the stream. A `<stream:error/>` or the end of the stream is
-    /// returned as an error: either way the stream is over.
+    /// The next top-level element of the stream (for a rejected stanza, its envelope). A
+    /// `<stream:error/>` or the end of the stream is returned as an error: either way the
+    /// stream is over.
     pub async fn next(&mut self) -> Result<Element, WireError> {
         loop {
             let ev = self.event().await?;
-            let depth = self.tree.depth();
             match &ev {
                 // Whitespace between stanzas (keep-alives) would pile up on the stream element.
-                RawEvent::Text(..) if depth <= 1 => continue,
-                RawEvent::ElementFoot(_) if depth == 1 => return Err(WireError::Closed),
+                RawEvent::Text(..) if self.depth <= 1 => continue,
+                RawEvent::ElementFoot(_) if self.depth <= 1 => return Err(WireError::Closed),
+                RawEvent::ElementHeadOpen(_, (_, name)) => {
+                    self.depth += 1;
+                    if self.depth == 2 {
+                        self.stanza_bytes = 0;
+                        self.rejected = None;
+                        self.attrs.clear();
+                        self.name = name.to_string();
+                    }
+                }
+                // Attributes at depth 2 are the stanza's own: a child's head is one deeper.
+                RawEvent::Attribute(_, (None, name), value)
+                    if self.depth == 2 && rejected::ENVELOPE_ATTRS.contains(&name.as_str()) =>
+                {
+                    self.attrs.push((name.to_string(), value.clone()));
+                }
                 _ => {}
             }
-            if depth >= 1 {
-                self.stanza_bytes += ev.metrics().len();
-                if self.stanza_bytes > MAX_STANZA_BYTES {
-                    return Err(WireError::TooLarge);
+            let ends_stanza = matches!(ev, RawEvent::ElementFoot(_)) && self.depth == 2;
+            if matches!(ev, RawEvent::ElementFoot(_)) {
+                self.depth -= 1;
+            }
+            self.stanza_bytes = self.stanza_bytes.saturating_add(ev.metrics().len());
+            if self.rejected.is_none() {
+                if self.stanza_bytes > self.max_stanza_bytes {
+                    self.rejected = Some(Reason::TooLarge);
+                } else if self.depth > MAX_DEPTH + 2 {
+                    self.rejected = Some(Reason::TooDeep);
+                } else if let Err(e) = self.feed(ev) {
+                    tracing::debug!(error = %e, stanza = %self.name, "a stanza the tree builder refuses");
+                    self.rejected = Some(Reason::Invalid);
+                }
+                if self.rejected.is_some() {
+                    // What was built of it goes now, not when the stanza ends.
+                    self.reset_tree()?;
                 }
             }
-            let ends_stanza = matches!(ev, RawEvent::ElementFoot(_)) && depth == 2;
-            self.feed(ev)?;
             if ends_stanza {
-                self.stanza_bytes = 0;
+                if let Some(reason) = self.rejected.take() {
+                    let attrs = std::mem::take(&mut self.attrs);
+                    return Ok(rejected::envelope(
+                        &self.name,
+                        attrs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                        reason,
+                    ));
+                }
                 let el = self
                     .tree
                     .unshift_child()
@@ -156,6 +246,15 @@ impl<R: AsyncBufRead + Unpin> StanzaReader<R> {
                 return Ok(el);
             }
         }
+    }
+
+    /// A fresh tree builder at the stream level: the stream header replayed into it.
+    fn reset_tree(&mut self) -> Result<(), WireError> {
+        self.tree = TreeBuilder::new();
+        for ev in self.header.clone() {
+            self.feed(ev).map_err(|e| WireError::Xml(e.to_string()))?;
+        }
+        Ok(())
     }
 }
 
@@ -230,7 +329,15 @@ mod tests {
         input: &'static [u8],
         ns: &'static str,
     ) -> (StreamHeader, Vec<Element>, WireError) {
-        let mut r = StanzaReader::new(input, ns);
+        read_limited(input, ns, DEFAULT_MAX_STANZA_BYTES).await
+    }
+
+    async fn read_limited(
+        input: &[u8],
+        ns: &'static str,
+        limit: usize,
+    ) -> (StreamHeader, Vec<Element>, WireError) {
+        let mut r = StanzaReader::new(input, ns, limit);
         let header = r.read_header().await.expect("header");
         let mut els = Vec::new();
         loop {
@@ -297,14 +404,97 @@ mod tests {
         assert!(matches!(end, WireError::HungUp), "{end:?}");
     }
 
+    const OPEN: &str = "<stream:stream xmlns:stream='http://etherx.jabber.org/streams' id='x' xmlns='jabber:component:accept'>";
+    const NEXT: &str =
+        "<message from='a@localhost/r' to='d@gw.localhost' id='next'><body>next</body></message>";
+
+    /// The stream with `stanza` and then an ordinary message.
+    fn stream_with(stanza: &str) -> Vec<u8> {
+        format!("{OPEN}{stanza}{NEXT}</stream:stream>").into_bytes()
+    }
+
+    fn assert_next_read(els: &[Element], end: &WireError) {
+        assert!(matches!(end, WireError::Closed), "{end:?}");
+        let last = els.last().expect("the message after it");
+        assert_eq!(last.attr("id"), Some("next"));
+        assert_eq!(
+            last.get_child("body", NS_CLIENT).map(|b| b.text()),
+            Some("next".into())
+        );
+    }
+
     #[tokio::test]
-    async fn an_oversized_stanza_ends_the_stream() {
-        let mut input = b"<stream:stream xmlns:stream='http://etherx.jabber.org/streams' id='x' xmlns='jabber:component:accept'><message><body>".to_vec();
-        input.extend(std::iter::repeat_n(b'a', MAX_STANZA_BYTES + 10));
-        input.extend_from_slice(b"</body></message>");
-        let input: &'static [u8] = Box::leak(input.into_boxed_slice());
-        let (_, _, end) = read_all(input, NS_COMPONENT).await;
-        assert!(matches!(end, WireError::TooLarge), "{end:?}");
+    async fn long_attributes_and_text_below_the_limit_are_read_whole() {
+        let big = "A".repeat(200 * 1024);
+        let input = stream_with(&format!(
+            "<iq type='set' id='q1' from='bob@localhost/r' to='s1@gw.localhost'><big xmlns='urn:x:big' a='{big}'>{big}</big></iq>"
+        ));
+        let (_, els, end) = read_limited(&input, NS_COMPONENT, DEFAULT_MAX_STANZA_BYTES).await;
+        assert_next_read(&els, &end);
+        let big_el = els[0].get_child("big", "urn:x:big").expect("payload");
+        assert_eq!(big_el.attr("a").map(str::len), Some(big.len()));
+        assert_eq!(big_el.text().len(), big.len());
+        assert_eq!(rejected::reason_of(&els[0]), None);
+    }
+
+    #[tokio::test]
+    async fn an_oversized_stanza_is_skipped_and_its_envelope_handed_on() {
+        let text = "a".repeat(5000);
+        let input = stream_with(&format!(
+            "<iq type='get' id='big' from='bob@localhost/r' to='s1@gw.localhost' extra='x'><q xmlns='urn:x'>{text}</q><q xmlns='urn:x'>{text}</q></iq>"
+        ));
+        let (_, els, end) = read_limited(&input, NS_COMPONENT, 8192).await;
+        assert_next_read(&els, &end);
+        assert_eq!(els.len(), 2);
+        assert_eq!(rejected::reason_of(&els[0]), Some(Reason::TooLarge));
+        assert_eq!(els[0].name(), "iq");
+        assert_eq!(els[0].attr("id"), Some("big"));
+        assert_eq!(els[0].attr("from"), Some("bob@localhost/r"));
+        assert_eq!(els[0].attr("extra"), None);
+        assert_eq!(els[0].children().count(), 1);
+    }
+
+    #[tokio::test]
+    async fn deep_nesting_and_refused_namespaces_are_skipped() {
+        let deep = format!(
+            "<iq type='set' id='deep' to='s1@gw.localhost'>{}{}</iq>",
+            "<a xmlns='urn:x'>".repeat(1000),
+            "</a>".repeat(1000)
+        );
+        let input = stream_with(&format!(
+            "{deep}<message id='pfx' to='s1@gw.localhost'><x:y/></message>"
+        ));
+        let (_, els, end) = read_limited(&input, NS_COMPONENT, DEFAULT_MAX_STANZA_BYTES).await;
+        assert_next_read(&els, &end);
+        assert_eq!(els.len(), 3);
+        assert_eq!(rejected::reason_of(&els[0]), Some(Reason::TooDeep));
+        assert_eq!(els[0].attr("id"), Some("deep"));
+        assert_eq!(rejected::reason_of(&els[1]), Some(Reason::Invalid));
+        assert_eq!(els[1].name(), "message");
+    }
+
+    #[tokio::test]
+    async fn a_token_above_a_low_stanza_limit_is_skipped_not_fatal() {
+        let input = stream_with(&format!(
+            "<iq type='get' id='q' to='s1@gw.localhost'><x xmlns='urn:x' a='{}'/></iq>",
+            "A".repeat(200 * 1024)
+        ));
+        let (_, els, end) = read_limited(&input, NS_COMPONENT, 16384).await;
+        assert_next_read(&els, &end);
+        assert_eq!(rejected::reason_of(&els[0]), Some(Reason::TooLarge));
+    }
+
+    #[tokio::test]
+    async fn a_token_beyond_the_token_limit_ends_the_stream_and_is_counted() {
+        let before = UNREADABLE_STREAMS.load(Ordering::Relaxed);
+        let input = stream_with(&format!(
+            "<message to='s1@gw.localhost'><x xmlns='urn:x' a='{}'/></message>",
+            "A".repeat(token_limit(0) + 1)
+        ));
+        let (_, els, end) = read_limited(&input, NS_COMPONENT, 16384).await;
+        assert!(els.is_empty());
+        assert!(matches!(end, WireError::Xml(_)), "{end:?}");
+        assert!(UNREADABLE_STREAMS.load(Ordering::Relaxed) > before);
     }
 
     #[test]

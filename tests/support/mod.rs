@@ -12,11 +12,13 @@
 //!   so that a test can look for one that arrived earlier.
 //! * [`gateway`]: the gateway binary run as a child process with its own config, state dir and
 //!   log file.
+//! * [`metrics`]: reads the gateway's metrics endpoint.
 //! * [`mosquitto`]: a private Mosquitto (own port, config, persistence directory) for MQTT tests,
 //!   and a steady QoS 1 load that counts what the broker acknowledged.
 //! * [`mqtt_rig`]: Prosody, Mosquitto and a gateway connected to both, for MQTT tests.
 //! * [`modbus`]: the pymodbus simulator with its request log.
 //! * [`pty`]: a `socat` pty pair that can be unplugged and plugged in again.
+//! * [`stranger`]: a user who writes raw XML (hostile input) and collects the answers by id.
 //!
 //! Every wait here has a deadline ([`TIMEOUT`] unless a test says otherwise); nothing sleeps to wait
 //! for something that can be awaited. Where only polling is possible (a port that starts to
@@ -30,12 +32,14 @@ pub mod client;
 pub mod components;
 pub mod ejabberd;
 pub mod gateway;
+pub mod metrics;
 pub mod modbus;
 pub mod mosquitto;
 pub mod mqtt_rig;
 pub mod prosody;
 pub mod pty;
 pub mod server;
+pub mod stranger;
 
 pub use client::TestClient;
 pub use ejabberd::{Ejabberd, EjabberdOpts};
@@ -46,6 +50,7 @@ pub use mqtt_rig::MqttRig;
 pub use prosody::{Prosody, ProsodyOpts};
 pub use pty::PtyPair;
 pub use server::{Kind, Server, ServerOpts};
+pub use stranger::Stranger;
 
 use std::ffi::OsStr;
 use std::fs::File;
