@@ -10,7 +10,7 @@ Logs in over c2s with STARTTLS (trusting --ca), then
      0 if every device answered the readout, 1 otherwise.
 
 Started by scripts/demo.sh (slixmpp 1.x in demo-run/venv). Notes on slixmpp's xep_0323 (see
-PROTOCOL.md §4.4): it only parses numeric/string/boolean/dateTime/timeSpan/enum fields, expects
+XEP-0323): it only parses numeric/string/boolean/dateTime/timeSpan/enum fields, expects
 done='true' on the last <fields>, and never reports an RFC 6120 IQ error to its callback — so
 this viewer sends the request itself and awaits the IQ answer, and uses the plugin only to
 dispatch the <fields>/<failure> messages.

@@ -30,7 +30,7 @@ pub(crate) struct Spanned<T> {
 
 /// The keys one adapter type adds to `[[adapter]]`, `[[device]]` and `[[device.field]]`.
 ///
-/// Every type SPEC §2 describes is listed, so that its keys parse (and are reported as
+/// Every documented adapter type is listed, so that its keys parse (and are reported as
 /// belonging to that type) even in a build where the type is not available.
 #[derive(Debug)]
 pub(crate) struct TypeKeys {

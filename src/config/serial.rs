@@ -508,7 +508,7 @@ pub(super) fn field(
             }
             Some(Selector::Key(k.value.clone()))
         }
-        // SPEC §2: without a pointer a JSON field is the whole line.
+        // Without a pointer a JSON field is the whole line (a device that prints one bare value per line).
         (None, None) if is_json => Some(Selector::Whole),
         (None, None) => {
             let implicit = Spanned {

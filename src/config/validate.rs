@@ -31,7 +31,7 @@ use super::simulated;
 use super::{Env, LoadMode};
 use crate::xmpp::wire::DEFAULT_MAX_STANZA_BYTES;
 
-/// Defaults that SPEC §2 gives.
+/// The documented defaults (docs/configuration.md).
 pub(crate) const DEFAULT_STATE_DIR: &str = "/var/lib/xmpp-iot-gateway";
 pub(crate) const DEFAULT_NAME: &str = "xmpp-iot-gateway";
 const DEFAULT_HISTORY: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -2037,7 +2037,7 @@ adapter = "sim"
 
     #[test]
     fn every_key_of_the_spec_example_parses() {
-        // SPEC §2's example, trimmed of comments: only the unavailable adapter types are errors.
+        // The full example configuration, trimmed of comments: only the unavailable adapter types are errors.
         let src = r#"
 [gateway]
 name = "greenhouse-pi"
@@ -2128,7 +2128,7 @@ match = { id = "250715" }
   name = "temp"
   key = "temp"
 "#;
-        // Every adapter type of the SPEC is in this build: the whole example loads.
+        // Every documented adapter type is in this build: the whole example loads.
         ok(src);
     }
 

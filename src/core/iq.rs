@@ -1,4 +1,4 @@
-//! IQ requests addressed to the gateway or to a device (PROTOCOL §3, §7, §12).
+//! IQ requests addressed to the gateway or to a device (disco, ping, version, time, XEP-0323/0325; errors per RFC 6120 §8.3).
 
 use chrono::{FixedOffset, Offset, Utc};
 use minidom::Element;

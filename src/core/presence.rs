@@ -1,4 +1,4 @@
-//! The subscription state machine a component must run itself (RFC 6121 §3, PROTOCOL §1.3):
+//! The subscription state machine a component must run itself (RFC 6121 §3):
 //! the server keeps no roster for component JIDs, so the gateway approves, refuses, remembers
 //! and answers probes.
 

@@ -2,7 +2,7 @@
 //!
 //! Parses `<req>` and `<cancel>` into plain structs and builds the answers (`<accepted>`,
 //! `<started>`, `<cancelled>`, `<fields>`, `<failure>`, `<done>`) as minidom elements for the XMPP
-//! layer to wrap in IQ results and messages (PROTOCOL.md §4). Built for what real clients read:
+//! layer to wrap in IQ results and messages (XEP-0323). Built for what real clients read:
 //! integers go out as `numeric` (slixmpp drops `int`/`long`), `numeric` always carries a `unit`
 //! (the schema requires it), timestamps are UTC with `Z`, and every string is cleaned of
 //! characters XML cannot carry. [`parse_fields`] and [`parse_failure`] are the client side, for

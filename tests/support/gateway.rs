@@ -24,7 +24,7 @@ use super::{eventually, kill_and_reap, run_command, send_signal, tail, wait_chil
 /// The binary Cargo built for these integration tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_xmpp-iot-gateway");
 
-/// SIGTERM must stop the gateway within 5 s (SPEC §1); allow some slack on a loaded CI machine.
+/// SIGTERM must stop the gateway within 5 s (docs/operations.md); allow some slack on a loaded CI machine.
 pub const TERM_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How the gateway process is started, besides its config.

@@ -1,7 +1,7 @@
 //! A private Prosody 0.12 for one test: its own loopback ports, config, data, pid and log files
 //! and TLS certificates, all in a temporary directory that goes away with it.
 //!
-//! The config follows what the gateway meets in production (see PROTOCOL.md §2, §8, §9):
+//! The config follows what the gateway meets in production (component, MUC and PubSub services as deployments run them):
 //! component ports are global options, components use `kick_old` so that a reconnecting gateway
 //! replaces its ghost, MUC rooms start locked, only pubsub admins may create nodes. Test-only
 //! differences: c2s also accepts plaintext logins (the test client has no custom-CA hook, see

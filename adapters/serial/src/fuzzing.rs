@@ -31,7 +31,7 @@ const TYPES: [FieldType; 4] = [
     FieldType::String,
 ];
 
-/// The patterns the regex target parses with (the first is SPEC §2's example).
+/// The patterns the regex target parses with (the first is the serial adapter README's example).
 pub const PATTERNS: [&str; 3] = [
     r"^(?P<id>\w+) (?P<temp>[-\d.]+)$",
     r"(?P<key>\w+)=(?P<value>\S+)",
