@@ -733,6 +733,8 @@ impl Core {
     /// One log line about a request the access lists refused, at most once a minute: a
     /// stranger must not be able to make the gateway log once per stanza.
     fn log_refused(&mut self, what: &str, target: &str, requester: &str) {
+        // Every refusal at DEBUG: what an operator switches on to follow one requester.
+        tracing::debug!(to = %target, jid = %requester, "{what} refused (answered)");
         if let Some(held_back) = self.refused_log.allow(Instant::now()) {
             tracing::info!(to = %target, jid = %requester, earlier = held_back, "{what} refused by the access lists (one line a minute; `earlier` counts refusals since the last)");
         }
