@@ -314,4 +314,52 @@ mod tests {
         assert_eq!(per.len(), 3);
         assert_eq!(b.0.len(), 2);
     }
+
+    fn counts(conn: &Connection) -> Vec<(i64, i64, i64)> {
+        let mut stmt = conn
+            .prepare("SELECT res, bucket, n FROM rollups ORDER BY res, bucket")
+            .expect("prepare");
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("query");
+        rows.collect::<Result<_, _>>().expect("rows")
+    }
+
+    #[test]
+    fn a_migration_counts_each_reading_once_and_buckets_are_pruned_whole() {
+        let conn = Connection::open_in_memory().expect("sqlite");
+        conn.execute_batch(
+            "CREATE TABLE readings (device TEXT, field TEXT, ts INTEGER, num REAL);
+             INSERT INTO readings VALUES ('d', 't', 1000, 1.0), ('d', 't', 2000, NULL),
+                                         ('d', 't', 61000, 5.0);",
+        )
+        .expect("old store");
+        assert!(!prepare(&conn).expect("prepare"), "a migration is pending");
+        // Every old row is pruned, then a batch arrives: SQLite reuses rowid 1.
+        conn.execute_batch("DELETE FROM readings; INSERT INTO readings VALUES ('d', 't', 0, 7.0);")
+            .expect("prune and insert");
+        let first = conn.last_insert_rowid();
+        let mut batch = Buckets::default();
+        batch.add("d", "t", 0, 7.0);
+        batch.write(&conn).expect("write");
+        lower_mark(&conn, first).expect("mark");
+        while !backfill_step(&conn).expect("step") {}
+        assert_eq!(counts(&conn), [(MINUTE_MS, 0, 1), (HOUR_MS, 0, 1)]);
+        assert!(prepare(&conn).expect("reopen"), "nothing left to migrate");
+
+        let mut more = Buckets::default();
+        more.add("d", "t", 59_999, 1.0);
+        more.add("d", "t", 60_000, 2.0);
+        more.write(&conn).expect("write");
+        assert_eq!(
+            prune(&conn, 60_000).expect("prune"),
+            1,
+            "the first minute ended"
+        );
+        assert_eq!(
+            counts(&conn),
+            [(MINUTE_MS, 60_000, 1), (HOUR_MS, 0, 3)],
+            "the hour still holds newer readings"
+        );
+    }
 }
