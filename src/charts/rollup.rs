@@ -140,8 +140,9 @@ pub fn prepare(conn: &Connection) -> rusqlite::Result<bool> {
     tx.execute_batch(SCHEMA)?;
     if existed == 0 {
         tx.execute(
+            // `max(rowid)` is one look at the b-tree; `count(*)` would read every row.
             "INSERT OR REPLACE INTO rollup_backfill (id, below_rowid) \
-             SELECT 0, max(rowid) + 1 FROM readings HAVING count(*) > 0",
+             SELECT 0, top + 1 FROM (SELECT max(rowid) AS top FROM readings) WHERE top IS NOT NULL",
             [],
         )?;
     }
