@@ -457,7 +457,14 @@ impl Worker {
             match rx.recv_timeout(wait) {
                 Ok(cmd) => {
                     queued.fetch_sub(1, Ordering::Relaxed);
-                    self.handle(cmd)
+                    self.handle(cmd);
+                    // Migrating: everything already queued goes before the next slice, so that
+                    // readings do not wait a slice each.
+                    while self.backfilling() && self.batch.len() < MAX_BATCH {
+                        let Ok(cmd) = rx.try_recv() else { break };
+                        queued.fetch_sub(1, Ordering::Relaxed);
+                        self.handle(cmd);
+                    }
                 }
                 Err(std_mpsc::RecvTimeoutError::Timeout) => {}
                 Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
