@@ -6,7 +6,7 @@
 //! loses at most the last window. WAL mode keeps a killed process's store consistent.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -17,6 +17,7 @@ use rusqlite::{params, Connection};
 use tokio::sync::oneshot;
 
 use crate::alerts::persist::{self as alerts, AlertOp};
+use crate::charts::rollup::{self, Buckets};
 use crate::charts::Series;
 
 #[derive(Debug, thiserror::Error)]
@@ -95,15 +96,20 @@ enum Command {
     Flush(oneshot::Sender<()>),
     /// Alerts set by chat and the phase of every alert.
     Alert(AlertOp),
-    /// One time window of a field's history folded into columns (`chart`).
+    /// One time window of a field's history folded into columns (`chart`), from the rollups of
+    /// that resolution or (`None`) from the raw readings.
     Series(
         DeviceId,
         String,
         Series,
         std::ops::Range<i64>,
+        Option<i64>,
         oneshot::Sender<Result<Series, StoreError>>,
     ),
     LoadAlerts(oneshot::Sender<Result<alerts::Stored, StoreError>>),
+    /// Rolls up the rest of an old store's readings at once (tests).
+    #[cfg(test)]
+    FinishBackfill(oneshot::Sender<()>),
     /// Prune now (tests, and an operator's future `vacuum`).
     #[cfg_attr(not(test), allow(dead_code))]
     Prune(oneshot::Sender<()>),
@@ -127,6 +133,8 @@ pub struct Store {
     queued: Arc<AtomicUsize>,
     pub stats: Arc<StoreStats>,
     history_on: bool,
+    /// Whether every stored reading is in the rollups (false while an old store migrates).
+    rollups_ready: Arc<AtomicBool>,
 }
 
 /// Joins the store thread when the gateway stops, after the last batch is committed.
@@ -140,8 +148,9 @@ impl StoreThread {
 }
 
 /// The history a chart reads per store command: six hours are about 21,600 rows of a field read
-/// once a second, a few milliseconds of SQLite.
-const SERIES_WINDOW_MS: i64 = 6 * 3600 * 1000;
+/// once a second, a few milliseconds of SQLite; over rollups, as many buckets.
+const SERIES_WINDOW_ROWS: i64 = 6 * 3600;
+const SERIES_WINDOW_MS: i64 = SERIES_WINDOW_ROWS * 1000;
 /// Commands waiting for the store thread; a reading batch is one command.
 const QUEUE: usize = 4096;
 /// Readings held for one transaction at most, whatever `commit_interval` says (bounds memory).
@@ -193,6 +202,8 @@ impl Store {
             source,
         })?;
         let subs = load_subscriptions(&conn)?;
+        let rollups_ready = Arc::new(AtomicBool::new(rollup::prepare(&conn)?));
+        let thread_ready = rollups_ready.clone();
         let (tx, rx) = std_mpsc::sync_channel(QUEUE);
         let stats = Arc::new(StoreStats::default());
         let history_on = !opts.history.is_zero();
@@ -201,7 +212,9 @@ impl Store {
         let thread_queued = queued.clone();
         let handle = std::thread::Builder::new()
             .name("store".into())
-            .spawn(move || Worker::new(conn, opts, thread_stats).run(rx, &thread_queued))
+            .spawn(move || {
+                Worker::new(conn, opts, thread_stats, thread_ready).run(rx, &thread_queued)
+            })
             .map_err(|e| StoreError::CreateDir {
                 path: state_dir.to_owned(),
                 source: e,
@@ -212,6 +225,7 @@ impl Store {
                 queued,
                 stats,
                 history_on,
+                rollups_ready,
             },
             StoreThread(handle),
             subs,
@@ -316,13 +330,26 @@ impl Store {
         field: &str,
         mut series: Series,
     ) -> Result<Series, StoreError> {
+        // A long period reads the coarsest rollups that still give each column a bucket; until
+        // an old store's migration is done, the raw readings.
+        let res = if self.rollups_ready.load(Ordering::Acquire) {
+            rollup::resolution_for(series.to - series.from, series.columns.len())
+        } else {
+            None
+        };
         // One window per command: readings arriving meanwhile are taken between two windows
-        // instead of waiting for the whole history to be read.
+        // instead of waiting for the whole history to be read. Windows over rollups end on a
+        // bucket boundary, so only the interval's own ends read raw rows.
+        let window = res.map_or(SERIES_WINDOW_MS, |r| r.saturating_mul(SERIES_WINDOW_ROWS));
         let mut at = series.from;
         while at < series.to {
-            let end = at.saturating_add(SERIES_WINDOW_MS).min(series.to);
+            let mut end = at.saturating_add(window);
+            if let Some(r) = res {
+                end = rollup::bucket_of(end, r).max(at + 1);
+            }
+            let end = end.min(series.to);
             let (tx, rx) = oneshot::channel();
-            let cmd = Command::Series(device.clone(), field.to_owned(), series, at..end, tx);
+            let cmd = Command::Series(device.clone(), field.to_owned(), series, at..end, res, tx);
             if !self.send(cmd) {
                 return Err(StoreError::Stopped);
             }
@@ -370,12 +397,21 @@ struct Worker {
     batch: Vec<Reading>,
     batch_started: Option<Instant>,
     last_prune: Instant,
+    /// Set once an old store's readings are all rolled up.
+    rollups_ready: Arc<AtomicBool>,
+    /// An old store's migration is under way (stopped by an error until the next start).
+    backfill_on: bool,
 }
 
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 impl Worker {
-    fn new(conn: Connection, opts: StoreOptions, stats: Arc<StoreStats>) -> Self {
+    fn new(
+        conn: Connection,
+        opts: StoreOptions,
+        stats: Arc<StoreStats>,
+        rollups_ready: Arc<AtomicBool>,
+    ) -> Self {
         Worker {
             conn,
             opts,
@@ -383,6 +419,29 @@ impl Worker {
             batch: Vec::new(),
             batch_started: None,
             last_prune: Instant::now(),
+            backfill_on: !rollups_ready.load(Ordering::Acquire),
+            rollups_ready,
+        }
+    }
+
+    fn backfilling(&self) -> bool {
+        self.backfill_on
+    }
+
+    /// One slice of an old store's migration to rollups.
+    fn backfill_step(&mut self) {
+        match rollup::backfill_step(&self.conn) {
+            Ok(true) => {
+                tracing::info!("store: the history's rollups are complete; long charts use them");
+                self.backfill_on = false;
+                self.rollups_ready.store(true, Ordering::Release);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                // Charts keep folding raw rows; the next start tries again.
+                self.note(Err(e), "rolling up stored readings");
+                self.backfill_on = false;
+            }
         }
     }
 
@@ -390,13 +449,22 @@ impl Worker {
         self.prune();
         loop {
             let wait = match self.batch_started {
+                // Migrating: only take what is already queued between two slices.
+                _ if self.backfilling() => Duration::ZERO,
                 Some(t) => self.opts.batch_window.saturating_sub(t.elapsed()),
                 None => PRUNE_EVERY,
             };
             match rx.recv_timeout(wait) {
                 Ok(cmd) => {
                     queued.fetch_sub(1, Ordering::Relaxed);
-                    self.handle(cmd)
+                    self.handle(cmd);
+                    // Migrating: everything already queued goes before the next slice, so that
+                    // readings do not wait a slice each.
+                    while self.backfilling() && self.batch.len() < MAX_BATCH {
+                        let Ok(cmd) = rx.try_recv() else { break };
+                        queued.fetch_sub(1, Ordering::Relaxed);
+                        self.handle(cmd);
+                    }
                 }
                 Err(std_mpsc::RecvTimeoutError::Timeout) => {}
                 Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
@@ -410,6 +478,9 @@ impl Worker {
             }
             if self.last_prune.elapsed() >= PRUNE_EVERY {
                 self.prune();
+            }
+            if self.backfilling() {
+                self.backfill_step();
             }
         }
         self.commit();
@@ -458,15 +529,21 @@ impl Worker {
                 let res = alerts::apply(&self.conn, op);
                 self.note(res, "saving an alert");
             }
-            Command::Series(device, field, mut series, window, reply) => {
+            Command::Series(device, field, mut series, window, res, reply) => {
                 self.commit();
-                let res = crate::charts::series::fill_from_store(
-                    &self.conn,
-                    device.as_str(),
-                    &field,
-                    &mut series,
-                    window,
-                );
+                let (conn, device) = (&self.conn, device.as_str());
+                let res = match res {
+                    Some(r) => {
+                        rollup::fill_from_rollups(conn, device, &field, &mut series, window, r)
+                    }
+                    None => crate::charts::series::fill_from_store(
+                        conn,
+                        device,
+                        &field,
+                        &mut series,
+                        window,
+                    ),
+                };
                 let _ = reply.send(res.map(|()| series).map_err(StoreError::from));
             }
             Command::LoadAlerts(reply) => {
@@ -474,6 +551,13 @@ impl Worker {
             }
             Command::Flush(reply) => {
                 self.commit();
+                let _ = reply.send(());
+            }
+            #[cfg(test)]
+            Command::FinishBackfill(reply) => {
+                while self.backfilling() {
+                    self.backfill_step();
+                }
                 let _ = reply.send(());
             }
             Command::Prune(reply) => {
@@ -498,18 +582,25 @@ impl Worker {
         }
         let batch = std::mem::take(&mut self.batch);
         let n = batch.len() as u64;
+        let backfilling = !self.rollups_ready.load(Ordering::Acquire);
         let res = (|| -> Result<(), rusqlite::Error> {
             let tx = self.conn.transaction()?;
+            // The batch's buckets go in with its readings: one upsert per touched bucket.
+            let mut buckets = Buckets::default();
             {
                 let mut stmt = tx.prepare_cached(
                     "INSERT INTO readings (device, field, ts, kind, num, txt, quality) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )?;
                 for r in &batch {
                     let (kind, num, txt) = encode_value(&r.value);
+                    let ts = r.timestamp.timestamp_millis();
+                    if let Some(v) = num {
+                        buckets.add(r.device.as_str(), &r.field, ts, v);
+                    }
                     stmt.execute(params![
                         r.device.as_str(),
                         &*r.field,
-                        r.timestamp.timestamp_millis(),
+                        ts,
                         kind,
                         num,
                         txt,
@@ -517,6 +608,11 @@ impl Worker {
                     ])?;
                 }
             }
+            if backfilling {
+                let first = tx.last_insert_rowid() - batch.len() as i64 + 1;
+                rollup::lower_mark(&tx, first)?;
+            }
+            buckets.write(&tx)?;
             tx.commit()
         })();
         match res {
@@ -540,6 +636,8 @@ impl Worker {
             Ok(n) => tracing::debug!(rows = n, "pruned old readings"),
             Err(e) => self.note(Err(e), "pruning old readings"),
         }
+        let res = rollup::prune(&self.conn, cutoff.timestamp_millis());
+        self.note(res.map(|_| ()), "pruning old rollups");
         if let Some(max) = self.opts.max_bytes {
             self.enforce_size(max);
         }
@@ -563,6 +661,13 @@ impl Worker {
                 "DELETE FROM readings WHERE rowid IN (SELECT rowid FROM readings ORDER BY ts LIMIT (SELECT count(*) / 10 + 1 FROM readings))",
                 [],
             );
+            let oldest: Result<Option<i64>, _> =
+                self.conn
+                    .query_row("SELECT min(ts) FROM readings", [], |r| r.get(0));
+            if let Ok(Some(oldest)) = oldest {
+                let res = rollup::prune(&self.conn, oldest);
+                self.note(res.map(|_| ()), "pruning rollups for size");
+            }
             match res {
                 Ok(0) => return,
                 Ok(n) => tracing::info!(
@@ -783,7 +888,10 @@ mod tests {
         let (store, _thread, _) = Store::open(dir.path(), week).expect("open");
         // Two days, a reading a minute (whole numbers: sums are exact in any order), across
         // several store windows; plus a text reading and another field, which do not count.
-        let t0 = Utc::now().timestamp_millis() - 2 * 86_400_000;
+        // On a minute boundary: each reading starts its own minute bucket, so the fold over
+        // rollups puts it in the same column as the raw fold.
+        let t0 =
+            rollup::bucket_of(Utc::now().timestamp_millis(), rollup::MINUTE_MS) - 2 * 86_400_000;
         let mut expected = Series::new(t0, t0 + 2 * 86_400_000, 97);
         let mut batch = Vec::new();
         for i in 0..2 * 1440 {
@@ -821,6 +929,126 @@ mod tests {
             .expect("series");
         assert_eq!(got, expected);
         assert_eq!(got.total().map(|c| c.count), Some(2 * 1440));
+    }
+
+    /// `days` of one reading a minute from `t0`: (timestamp, value).
+    fn minute_values(t0: i64, days: i64) -> impl Iterator<Item = (i64, f64)> {
+        (0..days * 1440).map(move |i| {
+            let ts = t0 + i * 60_000 + (i % 7) * 1000;
+            (ts, (i as f64 / 97.0).sin() * 20.0 + (i % 13) as f64 * 0.1)
+        })
+    }
+
+    /// `days` of one reading a minute of `freezer`'s `t` from `t0`, in memory and in the store.
+    fn minute_readings(store: &Store, t0: i64, days: i64, expected: &mut Series) {
+        let mut batch = Vec::new();
+        for (ts, v) in minute_values(t0, days) {
+            expected.add(ts, v);
+            batch.push(Reading {
+                device: dev("freezer"),
+                field: "t".into(),
+                value: Value::Float(v),
+                timestamp: Utc.timestamp_millis_opt(ts).single().expect("ts"),
+                quality: Quality::Good,
+            });
+        }
+        store.record(batch);
+    }
+
+    /// Min, max and count equal; the mean within float rounding (sums are added in another order).
+    fn assert_same_columns(got: &Series, expected: &Series) {
+        assert_eq!(got.columns.len(), expected.columns.len());
+        for (i, (g, e)) in got.columns.iter().zip(&expected.columns).enumerate() {
+            match (g, e) {
+                (None, None) => {}
+                (Some(g), Some(e)) => {
+                    assert_eq!(
+                        (g.min, g.max, g.count),
+                        (e.min, e.max, e.count),
+                        "column {i}"
+                    );
+                    assert!((g.mean() - e.mean()).abs() < 1e-9, "column {i} mean");
+                }
+                _ => panic!("column {i}: {g:?} vs {e:?}"),
+            }
+        }
+    }
+
+    /// Drops every raw reading behind the store's back: what a chart still shows came from the
+    /// rollups.
+    fn delete_raw_readings(dir: &Path) {
+        let conn = Connection::open(dir.join("gateway.db")).expect("second connection");
+        conn.busy_timeout(Duration::from_secs(30)).expect("timeout");
+        conn.execute("DELETE FROM readings", []).expect("delete");
+    }
+
+    fn long_opts() -> StoreOptions {
+        StoreOptions {
+            history: Duration::from_secs(90 * 86_400),
+            ..opts()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_chart_over_rollups_equals_the_fold_over_raw_rows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _thread, _) = Store::open(dir.path(), long_opts()).expect("open");
+        // 40 days on hour boundaries in 480 columns: two hourly buckets per column.
+        let t0 =
+            rollup::bucket_of(Utc::now().timestamp_millis(), rollup::HOUR_MS) - 41 * 86_400_000;
+        let (from, to) = (t0, t0 + 40 * 86_400_000);
+        let mut expected = Series::new(from, to, 480);
+        minute_readings(&store, t0, 40, &mut expected);
+        // An unaligned interval: its partial edge buckets come from the raw rows.
+        let (ufrom, uto) = (t0 + 7 * 60_000 + 13_000, t0 + 20 * 86_400_000 + 5_000);
+        let unaligned = store
+            .series(&dev("freezer"), "t", Series::new(ufrom, uto, 97))
+            .await
+            .expect("series");
+        let mut raw = Series::new(ufrom, uto, 97);
+        minute_values(t0, 40).for_each(|(ts, v)| raw.add(ts, v));
+        let (g, e) = (unaligned.total().expect("some"), raw.total().expect("some"));
+        assert_eq!((g.min, g.max, g.count), (e.min, e.max, e.count));
+        assert!((g.mean() - e.mean()).abs() < 1e-9);
+        delete_raw_readings(dir.path());
+        let got = store
+            .series(&dev("freezer"), "t", Series::new(from, to, 480))
+            .await
+            .expect("series");
+        assert_same_columns(&got, &expected);
+        assert_eq!(got.total().map(|c| c.count), Some(40 * 1440));
+    }
+
+    #[tokio::test]
+    async fn an_old_store_is_rolled_up_when_opened() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t0 =
+            rollup::bucket_of(Utc::now().timestamp_millis(), rollup::HOUR_MS) - 31 * 86_400_000;
+        let (from, to) = (t0, t0 + 30 * 86_400_000);
+        let mut expected = Series::new(from, to, 360);
+        {
+            let (store, thread, _) = Store::open(dir.path(), long_opts()).expect("open");
+            minute_readings(&store, t0, 30, &mut expected);
+            store.flush().await;
+            drop(store);
+            thread.join().await;
+        }
+        // The store as it was before it kept rollups.
+        let conn = Connection::open(dir.path().join("gateway.db")).expect("open");
+        conn.execute_batch("DROP TABLE rollups; DROP TABLE rollup_backfill;")
+            .expect("drop");
+        drop(conn);
+        let (store, _thread, _) = Store::open(dir.path(), long_opts()).expect("reopen");
+        let (tx, rx) = oneshot::channel();
+        store.send(Command::FinishBackfill(tx));
+        rx.await.expect("rolled up");
+        delete_raw_readings(dir.path());
+        let got = store
+            .series(&dev("freezer"), "t", Series::new(from, to, 360))
+            .await
+            .expect("series");
+        assert_same_columns(&got, &expected);
+        assert_eq!(got.total().map(|c| c.count), Some(30 * 1440));
     }
 
     #[tokio::test]

@@ -2,11 +2,12 @@
 //!
 //! [`series`] folds any number of readings into a fixed number of columns (min, max, sum and
 //! count per column), so memory is bounded by the width, not by the history; the store runs
-//! the same fold in SQL. [`picture`] draws them as a PNG; [`sparkline`] turns them into the text
+//! the same fold in SQL, over [`rollup`]'s minute and hour buckets for long periods. [`picture`] draws them as a PNG; [`sparkline`] turns them into the text
 //! answer (`▁▂▃▅▇█` with min/max/mean) that every client can show, the fallback when the server
 //! has no upload service.
 
 pub mod picture;
+pub mod rollup;
 pub mod series;
 pub mod sparkline;
 pub mod upload;

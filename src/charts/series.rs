@@ -30,7 +30,7 @@ impl Column {
         self.count += 1;
     }
 
-    fn merge(&mut self, other: &Column) {
+    pub(crate) fn merge(&mut self, other: &Column) {
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
         self.sum += other.sum;
