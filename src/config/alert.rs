@@ -104,10 +104,20 @@ pub(crate) fn walk(mut s: Section<'_>, rep: &mut Report<'_>) -> RawAlert {
     raw
 }
 
+/// The devices alerts may name.
+pub(crate) struct Devices<'d> {
+    /// The devices that passed validation.
+    pub valid: &'d [DeviceConfig],
+    /// Every `[[device]]` id as written, rejected ones included.
+    pub written: &'d [&'d str],
+    /// Some `[[device]]` has no id that is text.
+    pub unnamed: bool,
+}
+
 /// Checks every alert against the devices; `notify` is the default recipient list.
 pub(crate) fn validate(
     raw: &[RawAlert],
-    devices: &[DeviceConfig],
+    devices: &Devices<'_>,
     notify: &[String],
     rep: &mut Report<'_>,
 ) -> Vec<AlertConfig> {
@@ -123,7 +133,7 @@ pub(crate) fn validate(
 
 fn one(
     a: &RawAlert,
-    devices: &[DeviceConfig],
+    devices: &Devices<'_>,
     notify: &[String],
     seen: &mut Vec<(String, Span)>,
     rep: &mut Report<'_>,
@@ -203,7 +213,7 @@ fn one(
 
 fn device<'d>(
     a: &RawAlert,
-    devices: &'d [DeviceConfig],
+    devices: &Devices<'d>,
     rep: &mut Report<'_>,
     bad: bool,
 ) -> Option<&'d DeviceConfig> {
@@ -217,10 +227,18 @@ fn device<'d>(
         return None;
     };
     let found = devices
+        .valid
         .iter()
         .find(|dev| dev.id.as_str().eq_ignore_ascii_case(&d.value));
-    if found.is_none() {
-        let hint = suggestion(&d.value, devices.iter().map(|dev| dev.id.as_str()));
+    // A device that is written but was rejected already has its errors, the cause of this one.
+    let rejected = devices.unnamed
+        || devices
+            .written
+            .iter()
+            .any(|w| w.trim().eq_ignore_ascii_case(d.value.trim()));
+    if found.is_none() && !rejected {
+        let valid = devices.valid;
+        let hint = suggestion(&d.value, valid.iter().map(|dev| dev.id.as_str()));
         rep.error(&d.span, format!("no [[device]] has id `{}`{hint}", d.value));
     }
     found

@@ -75,6 +75,12 @@ pub(crate) fn validate(
         level: raw.log.level.as_ref().and_then(|l| log_level(l, rep)),
     };
     let (adapters, infos) = adapters(&raw.adapters, ctx, rep);
+    // An adapter whose `id` was missing or rejected may be the one a device names: its own
+    // error is the cause, and "not defined" at the device would only bury it.
+    let unnamed_adapter = raw.adapters.iter().any(|a| {
+        a.id.as_ref()
+            .is_none_or(|id| !infos.iter().any(|i| i.id == id.value))
+    });
     // An mqtt `fleet` stands for one device per member: from here on they are devices like any.
     let is_mqtt = |id: &str| {
         infos
@@ -82,8 +88,28 @@ pub(crate) fn validate(
             .any(|a| a.id == id && a.kind.is_some_and(|k| k.name == "mqtt"))
     };
     let raw_devices = mqtt::expand_fleets(raw.devices, is_mqtt, rep);
-    let devices = devices(&raw_devices, &infos, xmpp.as_ref(), &access, ctx, rep);
-    let alerts = super::alert::validate(&raw.alerts, &devices, &publish.notify, rep);
+    let known = Known {
+        adapters: &infos,
+        unnamed_adapter,
+    };
+    let devices = devices(&raw_devices, &known, xmpp.as_ref(), &access, ctx, rep);
+    // Devices written but rejected (their own errors say why): an alert naming one is not
+    // told again that no such device exists.
+    let written: Vec<&str> = raw_devices
+        .iter()
+        .filter_map(|d| d.id.as_ref().map(|id| id.value.as_str()))
+        .collect();
+    let unnamed_device = raw_devices.iter().any(|d| d.id.is_none());
+    let alerts = super::alert::validate(
+        &raw.alerts,
+        &super::alert::Devices {
+            valid: &devices,
+            written: &written,
+            unnamed: unnamed_device,
+        },
+        &publish.notify,
+        rep,
+    );
     if raw_devices.is_empty() {
         rep.warn(
             &(0..0),
@@ -799,6 +825,13 @@ pub fn check_log_filter(text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The adapters devices may name.
+struct Known<'i> {
+    adapters: &'i [AdapterInfo],
+    /// Some `[[adapter]]` has no usable `id` (missing, not text, or rejected).
+    unnamed_adapter: bool,
+}
+
 /// What devices need to know about an `[[adapter]]`.
 struct AdapterInfo {
     id: String,
@@ -1057,7 +1090,7 @@ struct DeviceSeen {
 
 fn devices(
     raws: &[RawDevice<'_>],
-    adapters: &[AdapterInfo],
+    adapters: &Known<'_>,
     xmpp: Option<&XmppConfig>,
     access: &AccessConfig,
     ctx: &Context<'_>,
@@ -1252,10 +1285,11 @@ fn device_id(
 
 fn device_adapter<'i>(
     raw: &RawDevice<'_>,
-    adapters: &'i [AdapterInfo],
+    known: &Known<'i>,
     label: &str,
     rep: &mut Report<'_>,
 ) -> Option<&'i AdapterInfo> {
+    let adapters = known.adapters;
     let ids: Vec<&str> = adapters.iter().map(|a| a.id.as_str()).collect();
     let defined = if ids.is_empty() {
         " (no [[adapter]] is defined)".to_owned()
@@ -1274,6 +1308,10 @@ fn device_adapter<'i>(
     };
     if let Some(info) = adapters.iter().find(|a| a.id == name.value) {
         return Some(info);
+    }
+    if known.unnamed_adapter {
+        // The adapter without a usable id is likely the one meant: its error says what to fix.
+        return None;
     }
     let hint = suggestion(&name.value, ids.iter().copied());
     let tail = if hint.is_empty() { defined } else { hint };
