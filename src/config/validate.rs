@@ -2017,6 +2017,36 @@ adapter = "sim"
     }
 
     #[test]
+    fn an_error_caused_by_another_is_left_to_its_cause() {
+        // An adapter without a usable id may be the one the device names: only its own error.
+        let e = errors(&with_head(
+            "[[device]]\nid = \"d\"\nadapter = \"plc\"\n[[adapter]]\nid = 7\ntype = \"simulated\"\n",
+        ));
+        assert_eq!(e, ["11:6: `id` must be a string, not an integer"]);
+        let e = errors(&with_head(
+            "[[device]]\nid = \"d\"\nadapter = \"plc\"\n[[adapter]]\ntype = \"simulated\"\n",
+        ));
+        assert_eq!(
+            e,
+            ["10:1: this [[adapter]] needs an `id`, e.g. `id = \"sim\"`"]
+        );
+        // An alert naming a rejected device (any case): only the device's error.
+        let e = errors(&with_head(
+            "[[alert]]\nid = \"a\"\ndevice = \"pump relay\"\noffline = true\nto = [\"ops@example.org\"]\n\
+             [[device]]\nid = \"Pump Relay\"\nadapter = \"sim\"\n",
+        ));
+        assert_eq!(
+            e,
+            ["13:6: device id `Pump Relay` is not valid: a device id may only contain a-z, 0-9, '.', '_' and '-' (found ' ')"]
+        );
+        // A device that is not written at all is still reported at the alert.
+        let e = errors(&with_head(
+            "[[alert]]\nid = \"a\"\ndevice = \"pmup\"\noffline = true\nto = [\"ops@example.org\"]\n",
+        ));
+        assert_eq!(e, ["9:10: no [[device]] has id `pmup`"]);
+    }
+
+    #[test]
     fn adapter_ids_are_unique_and_required() {
         let e = errors(&with_head(
             "[[adapter]]\nid = \"sim\"\ntype = \"simulated\"\n[[adapter]]\ntype = \"simulated\"\n",
