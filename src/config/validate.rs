@@ -95,9 +95,17 @@ pub(crate) fn validate(
     let devices = devices(&raw_devices, &known, xmpp.as_ref(), &access, ctx, rep);
     // Devices written but rejected (their own errors say why): an alert naming one is not
     // told again that no such device exists.
-    let written: Vec<&str> = raw_devices
+    let written: Vec<_> = raw_devices
         .iter()
-        .filter_map(|d| d.id.as_ref().map(|id| id.value.as_str()))
+        .filter_map(|d| {
+            Some(super::alert::Written {
+                id: d.id.as_ref()?.value.as_str(),
+                fields: (d.fields.iter())
+                    .filter_map(|f| f.name.as_ref().map(|n| n.value.as_str()))
+                    .collect(),
+                unnamed_field: d.fields.iter().any(|f| f.name.is_none()),
+            })
+        })
         .collect();
     let unnamed_device = raw_devices.iter().any(|d| d.id.is_none());
     let alerts = super::alert::validate(
@@ -2038,6 +2046,15 @@ adapter = "sim"
         assert_eq!(
             e,
             ["13:6: device id `Pump Relay` is not valid: a device id may only contain a-z, 0-9, '.', '_' and '-' (found ' ')"]
+        );
+        // An alert on a field that was rejected: only the field's error.
+        let e = errors(&with_head(
+            "[[alert]]\nid = \"a\"\ndevice = \"d\"\nfield = \"Temp\"\nabove = 1\nto = [\"ops@example.org\"]\n\
+             [[device]]\nid = \"d\"\nadapter = \"sim\"\n[[device.field]]\nname = \"temp\"\ngenerator = \"constant\"\n",
+        ));
+        assert_eq!(
+            e,
+            ["18:1: field `temp` of device `d` uses generator `constant` and needs a `value`"]
         );
         // A device that is not written at all is still reported at the alert.
         let e = errors(&with_head(
