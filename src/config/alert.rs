@@ -4,7 +4,9 @@
 //! The section is walked and checked here rather than in `raw`/`validate`: its meaning depends
 //! only on the devices, which are validated first. Every problem is reported with its position:
 //! an unknown device or field (with a "did you mean"), `above`/`below` on a field that is not a
-//! number, a threshold that is not a number, a template naming an unknown placeholder.
+//! number, a threshold that is not a number, a template naming an unknown placeholder. A device
+//! or field that is written but was rejected is not called unknown: its own error is the cause,
+//! and one more error at the alert (above it in the file, so printed first) would only bury it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,10 +106,37 @@ pub(crate) fn walk(mut s: Section<'_>, rep: &mut Report<'_>) -> RawAlert {
     raw
 }
 
+/// The devices alerts may name.
+pub(crate) struct Devices<'d> {
+    /// The devices that passed validation.
+    pub valid: &'d [DeviceConfig],
+    /// Every `[[device]]` as written, rejected ones included.
+    pub written: &'d [Written<'d>],
+    /// Some `[[device]]` has no id that is text.
+    pub unnamed: bool,
+}
+
+/// A `[[device]]`'s id and field names as written, before validation.
+pub(crate) struct Written<'d> {
+    pub id: &'d str,
+    pub fields: Vec<&'d str>,
+    /// Some of its fields has no name that is text.
+    pub unnamed_field: bool,
+}
+
+impl Devices<'_> {
+    /// The written device with this id (ids compare as alerts name them: ignoring case).
+    fn written(&self, id: &str) -> Option<&Written<'_>> {
+        self.written
+            .iter()
+            .find(|w| w.id.trim().eq_ignore_ascii_case(id.trim()))
+    }
+}
+
 /// Checks every alert against the devices; `notify` is the default recipient list.
 pub(crate) fn validate(
     raw: &[RawAlert],
-    devices: &[DeviceConfig],
+    devices: &Devices<'_>,
     notify: &[String],
     rep: &mut Report<'_>,
 ) -> Vec<AlertConfig> {
@@ -123,7 +152,7 @@ pub(crate) fn validate(
 
 fn one(
     a: &RawAlert,
-    devices: &[DeviceConfig],
+    devices: &Devices<'_>,
     notify: &[String],
     seen: &mut Vec<(String, Span)>,
     rep: &mut Report<'_>,
@@ -156,7 +185,7 @@ fn one(
     let device = device(a, devices, rep, bad("device"));
     let condition = condition(a, rep);
     let field = match (device, &a.field) {
-        (Some(d), Some(f)) => field(d, f, condition, rep),
+        (Some(d), Some(f)) => field(d, devices.written(d.id.as_str()), f, condition, rep),
         (_, None)
             if matches!(
                 condition,
@@ -203,7 +232,7 @@ fn one(
 
 fn device<'d>(
     a: &RawAlert,
-    devices: &'d [DeviceConfig],
+    devices: &Devices<'d>,
     rep: &mut Report<'_>,
     bad: bool,
 ) -> Option<&'d DeviceConfig> {
@@ -217,10 +246,14 @@ fn device<'d>(
         return None;
     };
     let found = devices
+        .valid
         .iter()
         .find(|dev| dev.id.as_str().eq_ignore_ascii_case(&d.value));
-    if found.is_none() {
-        let hint = suggestion(&d.value, devices.iter().map(|dev| dev.id.as_str()));
+    // A device that is written but was rejected already has its errors, the cause of this one.
+    let rejected = devices.unnamed || devices.written(&d.value).is_some();
+    if found.is_none() && !rejected {
+        let valid = devices.valid;
+        let hint = suggestion(&d.value, valid.iter().map(|dev| dev.id.as_str()));
         rep.error(&d.span, format!("no [[device]] has id `{}`{hint}", d.value));
     }
     found
@@ -272,6 +305,7 @@ fn condition(a: &RawAlert, rep: &mut Report<'_>) -> Option<AlertCondition> {
 
 fn field(
     device: &DeviceConfig,
+    written: Option<&Written<'_>>,
     f: &Spanned<String>,
     condition: Option<AlertCondition>,
     rep: &mut Report<'_>,
@@ -282,6 +316,16 @@ fn field(
         .map(|fc| &fc.spec)
         .find(|s| s.name.eq_ignore_ascii_case(&f.value))
     else {
+        // A field that is written but was rejected already has its error, the cause of this one.
+        let rejected = written.is_some_and(|w| {
+            w.unnamed_field
+                || w.fields
+                    .iter()
+                    .any(|n| n.trim().eq_ignore_ascii_case(f.value.trim()))
+        });
+        if rejected {
+            return None;
+        }
         let names: Vec<&str> = device.fields.iter().map(|fc| &*fc.spec.name).collect();
         let hint = suggestion(&f.value, names.iter().copied());
         let known = if hint.is_empty() {

@@ -75,6 +75,12 @@ pub(crate) fn validate(
         level: raw.log.level.as_ref().and_then(|l| log_level(l, rep)),
     };
     let (adapters, infos) = adapters(&raw.adapters, ctx, rep);
+    // An adapter whose `id` was missing or rejected may be the one a device names: its own
+    // error is the cause, and "not defined" at the device would only bury it.
+    let unnamed_adapter = raw.adapters.iter().any(|a| {
+        a.id.as_ref()
+            .is_none_or(|id| !infos.iter().any(|i| i.id == id.value))
+    });
     // An mqtt `fleet` stands for one device per member: from here on they are devices like any.
     let is_mqtt = |id: &str| {
         infos
@@ -82,8 +88,36 @@ pub(crate) fn validate(
             .any(|a| a.id == id && a.kind.is_some_and(|k| k.name == "mqtt"))
     };
     let raw_devices = mqtt::expand_fleets(raw.devices, is_mqtt, rep);
-    let devices = devices(&raw_devices, &infos, xmpp.as_ref(), &access, ctx, rep);
-    let alerts = super::alert::validate(&raw.alerts, &devices, &publish.notify, rep);
+    let known = Known {
+        adapters: &infos,
+        unnamed_adapter,
+    };
+    let devices = devices(&raw_devices, &known, xmpp.as_ref(), &access, ctx, rep);
+    // Devices written but rejected (their own errors say why): an alert naming one is not
+    // told again that no such device exists.
+    let written: Vec<_> = raw_devices
+        .iter()
+        .filter_map(|d| {
+            Some(super::alert::Written {
+                id: d.id.as_ref()?.value.as_str(),
+                fields: (d.fields.iter())
+                    .filter_map(|f| f.name.as_ref().map(|n| n.value.as_str()))
+                    .collect(),
+                unnamed_field: d.fields.iter().any(|f| f.name.is_none()),
+            })
+        })
+        .collect();
+    let unnamed_device = raw_devices.iter().any(|d| d.id.is_none());
+    let alerts = super::alert::validate(
+        &raw.alerts,
+        &super::alert::Devices {
+            valid: &devices,
+            written: &written,
+            unnamed: unnamed_device,
+        },
+        &publish.notify,
+        rep,
+    );
     if raw_devices.is_empty() {
         rep.warn(
             &(0..0),
@@ -799,6 +833,13 @@ pub fn check_log_filter(text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The adapters devices may name.
+struct Known<'i> {
+    adapters: &'i [AdapterInfo],
+    /// Some `[[adapter]]` has no usable `id` (missing, not text, or rejected).
+    unnamed_adapter: bool,
+}
+
 /// What devices need to know about an `[[adapter]]`.
 struct AdapterInfo {
     id: String,
@@ -1057,7 +1098,7 @@ struct DeviceSeen {
 
 fn devices(
     raws: &[RawDevice<'_>],
-    adapters: &[AdapterInfo],
+    adapters: &Known<'_>,
     xmpp: Option<&XmppConfig>,
     access: &AccessConfig,
     ctx: &Context<'_>,
@@ -1252,10 +1293,11 @@ fn device_id(
 
 fn device_adapter<'i>(
     raw: &RawDevice<'_>,
-    adapters: &'i [AdapterInfo],
+    known: &Known<'i>,
     label: &str,
     rep: &mut Report<'_>,
 ) -> Option<&'i AdapterInfo> {
+    let adapters = known.adapters;
     let ids: Vec<&str> = adapters.iter().map(|a| a.id.as_str()).collect();
     let defined = if ids.is_empty() {
         " (no [[adapter]] is defined)".to_owned()
@@ -1274,6 +1316,10 @@ fn device_adapter<'i>(
     };
     if let Some(info) = adapters.iter().find(|a| a.id == name.value) {
         return Some(info);
+    }
+    if known.unnamed_adapter {
+        // The adapter without a usable id is likely the one meant: its error says what to fix.
+        return None;
     }
     let hint = suggestion(&name.value, ids.iter().copied());
     let tail = if hint.is_empty() { defined } else { hint };
@@ -1976,6 +2022,45 @@ adapter = "sim"
         );
         let e = errors(&with_head("[[device]]\nid = \"d\"\n"));
         assert_eq!(e, ["7:1: device `d` needs `adapter = \"...\"` naming its [[adapter]] (adapters: `sim`)"]);
+    }
+
+    #[test]
+    fn an_error_caused_by_another_is_left_to_its_cause() {
+        // An adapter without a usable id may be the one the device names: only its own error.
+        let e = errors(&with_head(
+            "[[device]]\nid = \"d\"\nadapter = \"plc\"\n[[adapter]]\nid = 7\ntype = \"simulated\"\n",
+        ));
+        assert_eq!(e, ["11:6: `id` must be a string, not an integer"]);
+        let e = errors(&with_head(
+            "[[device]]\nid = \"d\"\nadapter = \"plc\"\n[[adapter]]\ntype = \"simulated\"\n",
+        ));
+        assert_eq!(
+            e,
+            ["10:1: this [[adapter]] needs an `id`, e.g. `id = \"sim\"`"]
+        );
+        // An alert naming a rejected device (any case): only the device's error.
+        let e = errors(&with_head(
+            "[[alert]]\nid = \"a\"\ndevice = \"pump relay\"\noffline = true\nto = [\"ops@example.org\"]\n\
+             [[device]]\nid = \"Pump Relay\"\nadapter = \"sim\"\n",
+        ));
+        assert_eq!(
+            e,
+            ["13:6: device id `Pump Relay` is not valid: a device id may only contain a-z, 0-9, '.', '_' and '-' (found ' ')"]
+        );
+        // An alert on a field that was rejected: only the field's error.
+        let e = errors(&with_head(
+            "[[alert]]\nid = \"a\"\ndevice = \"d\"\nfield = \"Temp\"\nabove = 1\nto = [\"ops@example.org\"]\n\
+             [[device]]\nid = \"d\"\nadapter = \"sim\"\n[[device.field]]\nname = \"temp\"\ngenerator = \"constant\"\n",
+        ));
+        assert_eq!(
+            e,
+            ["18:1: field `temp` of device `d` uses generator `constant` and needs a `value`"]
+        );
+        // A device that is not written at all is still reported at the alert.
+        let e = errors(&with_head(
+            "[[alert]]\nid = \"a\"\ndevice = \"pmup\"\noffline = true\nto = [\"ops@example.org\"]\n",
+        ));
+        assert_eq!(e, ["9:10: no [[device]] has id `pmup`"]);
     }
 
     #[test]
