@@ -501,6 +501,27 @@ mod tests {
         assert!(a.len() == 1 && a[0].contains("type='result'"), "{a:?}");
     }
 
+    /// The configured room is not budgeted as one sender: every occupant (and every device's
+    /// copy of the room's traffic) comes from its bare JID.
+    #[test]
+    fn the_configured_room_is_not_shed() {
+        const FLOOD: usize = 2000;
+        let mut raw = String::new();
+        for i in 0..FLOOD {
+            raw.push_str(&format!(
+                "<iq type='get' id='r{i}' from='plant@conference.localhost/bob' to='sensors.localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
+            ));
+        }
+        let sent = answers(&[&[0u8, 0x00][..], raw.as_bytes()]);
+        let shed = sent
+            .iter()
+            .filter(|s| s.contains("resource-constraint"))
+            .count();
+        assert_eq!(shed, 0, "the room was rate-limited");
+        let answered = sent.iter().filter(|s| s.contains("id='r")).count();
+        assert_eq!(answered, FLOOD);
+    }
+
     /// What the core sends for one input, serialised.
     fn answers(parts: &[&[u8]]) -> Vec<String> {
         let data = parts.concat();

@@ -670,6 +670,9 @@ impl Core {
         }
         let sender = head.from.as_deref().unwrap_or_default();
         let bare = sender.split('/').next().unwrap_or_default();
+        if self.is_configured_service(bare) {
+            return true;
+        }
         let now = Instant::now();
         if self.budgets.allow(bare, now) {
             return true;
@@ -684,6 +687,18 @@ impl Core {
             "too many requests; slow down",
         );
         false
+    }
+
+    /// Whether `bare` is the room or the PubSub service the configuration names. They are not
+    /// one sender: a room hands every seated device its own copy of every message and of every
+    /// occupant's presence (N devices joining make N² presences), so one busy room would spend a
+    /// budget meant for one person, and a shed self-presence would leave a device unjoined.
+    fn is_configured_service(&self, bare: &str) -> bool {
+        let publish = &self.config.publish;
+        [publish.room.as_deref(), publish.pubsub.as_deref()]
+            .into_iter()
+            .flatten()
+            .any(|service| service.eq_ignore_ascii_case(bare))
     }
 
     /// A stanza the reader did not build (see `xmpp::rejected`): answered if it is an IQ
