@@ -8,7 +8,7 @@
 use gateway_toolkit::AdapterType;
 
 /// Every registered adapter type.
-pub static TYPES: &[&dyn AdapterType] = &[&gateway_simulated::Simulated];
+pub static TYPES: &[&dyn AdapterType] = &[&gateway_mqtt::Mqtt, &gateway_simulated::Simulated];
 
 /// The registered type answering to `type = "name"`, with the name as it is spelled there.
 pub fn find(name: &str) -> Option<(&'static str, &'static dyn AdapterType)> {

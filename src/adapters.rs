@@ -58,43 +58,6 @@ pub fn spawn_all(
                     tasks.spawn(bus.run(ctx));
                 }
             }
-            AdapterKind::Mqtt(broker) => {
-                let a = mqtt(config, index, &adapter.id, broker);
-                metrics.register(Arc::new(Counters {
-                    adapter: adapter.id.clone(),
-                    stats: a.stats(),
-                    list: |s: &gateway_mqtt::MqttStats| {
-                        vec![
-                            (
-                                "mqtt_messages_total",
-                                "MQTT messages received.",
-                                get(&s.messages),
-                            ),
-                            (
-                                "mqtt_bad_payloads_total",
-                                "MQTT messages with a problem (logged).",
-                                get(&s.bad_payloads),
-                            ),
-                            (
-                                "mqtt_unrouted_total",
-                                "MQTT messages on a topic no device uses.",
-                                get(&s.unrouted),
-                            ),
-                            (
-                                "mqtt_commands_total",
-                                "Commands the broker acknowledged.",
-                                get(&s.commands),
-                            ),
-                            (
-                                "mqtt_connects_total",
-                                "Connections to the broker (first and reconnects).",
-                                get(&s.connects),
-                            ),
-                        ]
-                    },
-                }));
-                tasks.spawn(a.run(ctx));
-            }
             AdapterKind::Serial(port) => {
                 let a = serial(config, index, port);
                 metrics.register(Arc::new(Counters {
@@ -189,49 +152,6 @@ pub(crate) fn slice(config: &Config, index: usize) -> Option<AdapterSlice<'_>> {
         settings,
         devices,
     })
-}
-
-/// The MQTT adapter for `[[adapter]]` number `index`: its devices, and the client id (as
-/// configured, else derived from the gateway's name and the adapter id).
-fn mqtt(
-    config: &Config,
-    index: usize,
-    adapter_id: &str,
-    broker: &gateway_mqtt::BrokerConfig,
-) -> gateway_mqtt::MqttAdapter {
-    use crate::config::{DeviceBinding, FieldBinding};
-    use gateway_mqtt::{MqttDevice, MqttField};
-    let devices = config
-        .devices
-        .iter()
-        .filter(|d| d.adapter_index == index)
-        .filter_map(|d| {
-            let DeviceBinding::Mqtt(binding) = &d.binding else {
-                return None;
-            };
-            let fields = d
-                .fields
-                .iter()
-                .filter_map(|f| match &f.binding {
-                    FieldBinding::Mqtt(c) => Some(MqttField {
-                        spec: f.spec.clone(),
-                        config: c.clone(),
-                    }),
-                    _ => None,
-                })
-                .collect();
-            Some(MqttDevice {
-                id: d.id.clone(),
-                config: binding.clone(),
-                fields,
-            })
-        })
-        .collect();
-    let client_id = broker
-        .client_id
-        .clone()
-        .unwrap_or_else(|| gateway_mqtt::default_client_id(&config.gateway.name, adapter_id));
-    gateway_mqtt::MqttAdapter::new(broker.clone(), client_id, devices)
 }
 
 fn serial(
