@@ -8,7 +8,12 @@
 use gateway_toolkit::AdapterType;
 
 /// Every registered adapter type.
-pub static TYPES: &[&dyn AdapterType] = &[&gateway_mqtt::Mqtt, &gateway_simulated::Simulated];
+#[rustfmt::skip] // One adapter per line, so that adding one is adding a line.
+pub static TYPES: &[&dyn AdapterType] = &[
+    &gateway_mqtt::Mqtt,
+    &gateway_serial::Serial,
+    &gateway_simulated::Simulated,
+];
 
 /// The registered type answering to `type = "name"`, with the name as it is spelled there.
 pub fn find(name: &str) -> Option<(&'static str, &'static dyn AdapterType)> {

@@ -156,8 +156,6 @@ pub enum AdapterKind {
     },
     /// `modbus-rtu` or `modbus-tcp`: one serial line or one TCP address.
     Modbus(gateway_modbus::BusSettings),
-    /// The port, its line format and how records are parsed.
-    Serial(gateway_serial::SerialAdapterConfig),
 }
 
 impl AdapterKind {
@@ -166,7 +164,6 @@ impl AdapterKind {
         match self {
             AdapterKind::Registered { type_name, .. } => type_name,
             AdapterKind::Modbus(bus) => bus.transport.type_name(),
-            AdapterKind::Serial(_) => "serial",
         }
     }
 }
@@ -196,8 +193,6 @@ pub enum DeviceBinding {
     Registered(AnySettings),
     /// Unit id, poll interval and request limits.
     Modbus(gateway_modbus::DeviceSettings),
-    /// Which records of the port are the device's (`match`).
-    Serial(gateway_serial::SerialDeviceConfig),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -214,6 +209,4 @@ pub enum FieldBinding {
     Registered(AnySettings),
     /// Register kind, address and encoding.
     Modbus(gateway_modbus::Point),
-    /// Where the value is in a record, and how a write is sent.
-    Serial(gateway_serial::SerialFieldConfig),
 }

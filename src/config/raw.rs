@@ -72,32 +72,6 @@ const ADAPTER_TYPES: &[TypeKeys] = &[
         device: MODBUS_DEVICE,
         field: MODBUS_FIELD,
     },
-    TypeKeys {
-        name: "serial",
-        adapter: &[
-            "port",
-            "baud",
-            "data_bits",
-            "parity",
-            "stop_bits",
-            "format",
-            "pattern",
-            "line_ending",
-            "max_line",
-            "separator",
-            "kv_separator",
-            "columns",
-            "time_key",
-        ],
-        device: &["match"],
-        field: &[
-            "json",
-            "key",
-            "command_template",
-            "ack_pattern",
-            "ack_timeout",
-        ],
-    },
 ];
 
 /// Every adapter type this build knows, in the order messages name them: the types whose

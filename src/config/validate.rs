@@ -29,7 +29,6 @@ use super::raw::{
     Spanned, StringList, TypeKeys, ADAPTER_COMMON, CLIENT_KEYS, COMPONENT_KEYS, DEVICE_COMMON,
     FIELD_COMMON,
 };
-use super::serial;
 use super::{Env, LoadMode};
 use crate::xmpp::wire::DEFAULT_MAX_STANZA_BYTES;
 
@@ -740,8 +739,6 @@ struct AdapterInfo {
     kind: Option<TypeKeys>,
     /// Index into `Config::adapters`, for adapters this build can run.
     index: Option<usize>,
-    /// A serial adapter's settings: its devices' and fields' keys depend on its format.
-    serial: Option<gateway_serial::SerialAdapterConfig>,
     /// For a registered type: its index in [`Parsers`], and the settings its parser made
     /// (`None` when its keys had errors).
     registered: Option<usize>,
@@ -859,10 +856,6 @@ fn adapters(
             }
             _ => None,
         };
-        let serial = match kind {
-            Some(k) if k.name == "serial" => serial::adapter(&own, &raw.span, rep),
-            _ => None,
-        };
         let built = match kind {
             Some(k) if registered.is_some() => {
                 settings.clone().map(|settings| AdapterKind::Registered {
@@ -871,7 +864,6 @@ fn adapters(
                 })
             }
             Some(k) if modbus::is_modbus(k.name) => modbus::adapter(k.name, &own, &raw.span, rep),
-            Some(k) if k.name == "serial" => serial.clone().map(AdapterKind::Serial),
             _ => None,
         };
         if registered.is_none() {
@@ -891,7 +883,6 @@ fn adapters(
             id,
             kind,
             index,
-            serial,
             registered,
             settings,
         });
@@ -1133,10 +1124,6 @@ fn devices(
                     }
                     binding
                 })
-            }
-            Some(k) if k.name == "serial" => {
-                serial::device(&own, adapter.and_then(|a| a.serial.as_ref()), rep)
-                    .map(DeviceBinding::Serial)
             }
             _ => None,
         };
@@ -1595,16 +1582,6 @@ fn fields(
                     }
                     binding
                 })
-            }
-            Some(k) if k.name == "serial" => {
-                let info = serial::FieldInfo {
-                    name: &name,
-                    writable: raw.writable.as_ref().is_some_and(|w| w.value),
-                    span: &raw.span,
-                    label: &label,
-                };
-                serial::field(&own, info, adapter.and_then(|a| a.serial.as_ref()), rep)
-                    .map(FieldBinding::Serial)
             }
             _ => None,
         };

@@ -1,7 +1,7 @@
 //! What one serial adapter, device and field are configured with, already validated.
 //!
-//! The gateway's configuration loader (`src/config/serial.rs`) builds these from `gateway.toml`
-//! and reports every mistake with its position; the adapter takes them as they are.
+//! [`keys`] builds these from the adapter's keys in `gateway.toml` and reports every mistake
+//! with its position; the adapter takes them as they are.
 
 use std::time::Duration;
 
@@ -11,6 +11,9 @@ use crate::parse::csv::CsvSyntax;
 use crate::parse::kv::KvSyntax;
 use crate::record::Selector;
 use crate::template::Template;
+
+pub mod keys;
+pub use keys::Serial;
 
 /// Default `max_line`: 4 KiB.
 pub const DEFAULT_MAX_LINE: usize = 4096;
