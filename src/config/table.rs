@@ -26,7 +26,7 @@
 //! A field without unit shows `-`; a device without fields shows `-` in the field columns.
 //! Modbus devices' request plans follow in a table of their own.
 
-use super::model::{AdapterKind, Config, XmppConfig};
+use super::model::{Config, XmppConfig};
 
 /// The mode, the gateway's XMPP address and the servers tried in turn, ending with a newline.
 pub fn upstream_line(config: &Config) -> String {
@@ -51,30 +51,8 @@ pub fn upstream_line(config: &Config) -> String {
 pub fn port_lines(config: &Config) -> String {
     let mut out = String::new();
     for (index, adapter) in config.adapters.iter().enumerate() {
-        match &adapter.kind {
-            AdapterKind::Registered { type_name, .. } => {
-                let ty = crate::adapter_registry::find(type_name);
-                if let (Some((_, ty)), Some(slice)) = (ty, crate::adapters::slice(config, index)) {
-                    out.push_str(&ty.check_summary(&slice));
-                }
-            }
-            AdapterKind::Modbus(bus) => {
-                let gateway_modbus::Transport::Rtu(c) = &bus.transport else {
-                    continue;
-                };
-                let parity = match c.parity {
-                    gateway_modbus::Parity::None => 'N',
-                    gateway_modbus::Parity::Even => 'E',
-                    gateway_modbus::Parity::Odd => 'O',
-                };
-                out.push_str(&gateway_toolkit::rs485::port_line(
-                    &adapter.id,
-                    &c.port,
-                    c.baud,
-                    (c.data_bits, parity, c.stop_bits),
-                    c.rs485,
-                ));
-            }
+        if let Some((_, ty)) = crate::adapter_registry::find(adapter.type_name) {
+            out.push_str(&ty.check_summary(&crate::adapters::slice(config, index)));
         }
     }
     out
@@ -152,7 +130,6 @@ pub fn device_table(config: &Config) -> String {
         out.push_str(line.trim_end());
         out.push('\n');
     }
-    out.push_str(&super::modbus::plan_table(config));
     out.push_str(&registered_lines(config));
     out
 }
@@ -160,7 +137,7 @@ pub fn device_table(config: &Config) -> String {
 /// What each registered adapter type prints about its adapters, in registry order.
 fn registered_lines(config: &Config) -> String {
     let slices: Vec<_> = (0..config.adapters.len())
-        .filter_map(|i| crate::adapters::slice(config, i))
+        .map(|i| crate::adapters::slice(config, i))
         .collect();
     let mut out = String::new();
     for ty in crate::adapter_registry::TYPES {

@@ -30,8 +30,8 @@ use gateway_api::{Adapter, AdapterContext};
 
 pub use codec::{ByteOrder, DataType, Encoding};
 pub use config::{
-    BusSettings, DeviceSettings, Framing, ModbusDevice, ModbusField, Parity, Point, RegisterKind,
-    SerialSettings, Transport,
+    BusSettings, DeviceSettings, Framing, Modbus, ModbusDevice, ModbusField, Parity, Point,
+    RegisterKind, SerialSettings, Transport,
 };
 pub use link::exception_name;
 pub use plan::{plan, Limits, ReadRequest};

@@ -1,5 +1,5 @@
 //! What one Modbus bus, its devices and their points need: the adapter's own configuration
-//! types, already validated by the gateway's loader (so the adapter never re-checks them).
+//! types, already validated by [`keys`] (so the adapter never re-checks them).
 
 use std::fmt;
 use std::time::Duration;
@@ -8,6 +8,9 @@ use gateway_api::rs485::Rs485;
 use gateway_api::{DeviceId, FieldSpec};
 
 use crate::codec::Encoding;
+
+pub mod keys;
+pub use keys::Modbus;
 
 /// Defaults, shared with the configuration loader and the README.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
