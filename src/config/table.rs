@@ -1,5 +1,5 @@
-//! What `check` prints on stdout: the upstream line, a line per serial port, then the device
-//! table.
+//! What `check` prints on stdout: the upstream line, each adapter's summary line, then the
+//! device table and what each adapter type adds after it.
 //!
 //! The upstream line names the mode, the gateway's address and the servers it tries, in order:
 //!
@@ -7,8 +7,8 @@
 //! upstream: component sensors.example.org via 127.0.0.1:5347
 //! ```
 //!
-//! A serial port's line (a `serial` or `modbus-rtu` adapter) gives its framing, and its RS-485
-//! direction control when `rs485 = true`:
+//! An adapter type may print a line per adapter (`AdapterType::check_summary`): an adapter on a
+//! serial port gives the port's framing, and its RS-485 direction control when `rs485 = true`:
 //!
 //! ```text
 //! port: meters /dev/ttyAMA0 9600 8N1, RS-485: RTS high on send, low after, delays 0 ms before and 0 ms after
@@ -24,7 +24,8 @@
 //! ```
 //!
 //! A field without unit shows `-`; a device without fields shows `-` in the field columns.
-//! Modbus devices' request plans follow in a table of their own.
+//! Each adapter type may add its own tables after it (`AdapterType::check_lines`: the Modbus
+//! request plans).
 
 use super::model::{Config, XmppConfig};
 
@@ -46,8 +47,8 @@ pub fn upstream_line(config: &Config) -> String {
     }
 }
 
-/// One line per serial port: the adapter, the device, `baud` and the framing (`8N1`), and the
-/// RS-485 settings when `rs485 = true`. Empty when no adapter has a serial port.
+/// Each adapter's summary line, as its type writes it (an adapter on a serial port: the
+/// device, `baud`, the framing and the RS-485 settings), in file order.
 pub fn port_lines(config: &Config) -> String {
     let mut out = String::new();
     for (index, adapter) in config.adapters.iter().enumerate() {

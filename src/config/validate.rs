@@ -2,8 +2,8 @@
 //!
 //! Here live the rules that need more than one key to check: defaults, JIDs and domains,
 //! secrets read from their files, device ids unique once lower-cased, each device's adapter
-//! defined, the keys of an adapter type used only with that type, the simulated generators'
-//! bounds. Every problem is reported with the position of the key or value at fault and the
+//! defined, the keys of an adapter type used only with that type. The keys of each adapter type
+//! go to that type's parser (`src/adapter_registry.rs` lists the types). Every problem is reported with the position of the key or value at fault and the
 //! walk goes on, so that one run lists them all; a [`Config`] is only returned when none was
 //! found.
 
@@ -98,8 +98,8 @@ pub(crate) fn validate(
         a.id.as_ref()
             .is_none_or(|id| !infos.iter().any(|i| i.id == id.value))
     });
-    // A `[[device]]` may stand for several (an MQTT fleet): from here on they are devices
-    // like any.
+    // A `[[device]]` may stand for several (its adapter type says): from here on they are
+    // devices like any.
     let raw_devices = expand(raw.devices, &infos, &mut parsers, rep);
     let known = Known {
         adapters: &infos,
@@ -1515,8 +1515,8 @@ fn fields(
                     label: &label,
                 };
                 parsers.0[i].field(cx, rep).map(|parsed| {
-                    // A type the keys imply (a Modbus coil reads as a boolean) unless `type`
-                    // says otherwise.
+                    // A type the keys imply (a bit reads as a boolean) unless `type` says
+                    // otherwise.
                     if raw.kind.is_none() {
                         field_type = parsed.implied_type.unwrap_or(field_type);
                     }

@@ -12,7 +12,7 @@ use crate::codec::Encoding;
 pub mod keys;
 pub use keys::Modbus;
 
-/// Defaults, shared with the configuration loader and the README.
+/// Defaults, shared with the keys ([`keys`]) and the README.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_POLL: Duration = Duration::from_secs(1);
 pub const DEFAULT_BAUD: u32 = 9600;
