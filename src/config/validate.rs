@@ -947,7 +947,11 @@ fn type_entries<'a>(
                     Some(k) => known.extend(level.keys(k)),
                     None => all.iter().for_each(|t| known.extend(level.keys(t))),
                 }
-                unknown_key(rep, entry, level.label(), &known);
+                let mut peers = gateway_toolkit::entry::COMMON_PEER_NAMES.to_vec();
+                for t in crate::adapter_registry::TYPES {
+                    peers.extend_from_slice(t.peer_names());
+                }
+                unknown_key(rep, entry, level.label(), &known, &peers);
             }
             Some(_) => {
                 rep.error(

@@ -46,6 +46,13 @@ pub trait AdapterType: Send + Sync + 'static {
     /// Its keys at each level, for `type_name` (one of [`AdapterType::names`]).
     fn keys(&self, type_name: &str) -> Keys;
 
+    /// Names other tools (Home Assistant, Telegraf, pymodbus...) give to this type's keys, as
+    /// (their name, ours): an unknown key of that name gets "did you mean `ours` (this
+    /// gateway's name for it)?".
+    fn peer_names(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+
     /// A parser for one load of the configuration.
     fn parser(&self) -> Box<dyn ConfigParser>;
 

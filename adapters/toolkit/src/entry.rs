@@ -434,45 +434,35 @@ impl<'a> Section<'a> {
     /// Reports every key not taken as unknown, suggesting the closest of `known`.
     pub fn finish(self, rep: &mut Report<'_>, known: &[&str]) {
         for entry in self.rest() {
-            unknown_key(rep, &entry, self.label, known);
+            unknown_key(rep, &entry, self.label, known, COMMON_PEER_NAMES);
         }
     }
 }
 
-/// "unknown key `nmae` in [gateway]; did you mean `name`?" (or the list of known keys).
-/// Names other tools (Home Assistant's Modbus and MQTT integrations, pymodbus, pyserial,
-/// Telegraf) give to keys this file spells otherwise: too far apart for "did you mean", and
-/// what someone copying a working setup types first.
-const PEER_NAMES: &[(&str, &str)] = &[
-    ("slave", "unit_id"),
-    ("slave_id", "unit_id"),
-    ("device_address", "unit_id"),
-    ("scan_interval", "poll"),
-    ("precision", "decimals"),
-    ("swap", "byte_order"),
-    ("input_type", "register"),
-    ("register_type", "register"),
-    ("bytesize", "data_bits"),
-    ("baudrate", "baud"),
-    ("stopbits", "stop_bits"),
-    ("state_topic", "topic"),
-    ("value_template", "json"),
-    ("payload_available", "availability_online"),
-    ("payload_not_available", "availability_offline"),
-    ("expire_after", "stale_after"),
-    ("unit_of_measurement", "unit"),
-];
+/// Names other tools (Home Assistant, Telegraf) give to keys every device has, as
+/// (their name, ours): too far apart for "did you mean", and what someone copying a working
+/// setup types first. An adapter type lists its own in [`crate::AdapterType::peer_names`].
+pub const COMMON_PEER_NAMES: &[(&str, &str)] = &[("unit_of_measurement", "unit")];
 
-/// This file's name for a key another tool names `key`, where `known` has it.
-fn peer_name<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
-    PEER_NAMES
+/// This file's name for a key another tool names `key` (`peers`: their name, ours), where
+/// `known` has it.
+fn peer_name<'k>(key: &str, known: &[&'k str], peers: &[(&str, &str)]) -> Option<&'k str> {
+    peers
         .iter()
         .filter(|(peer, _)| *peer == key)
         .find_map(|(_, ours)| known.iter().copied().find(|k| k == ours))
 }
 
-pub fn unknown_key(rep: &mut Report<'_>, entry: &Entry<'_>, label: &str, known: &[&str]) {
-    let hint = match peer_name(entry.key, known) {
+/// "unknown key `nmae` in [gateway]; did you mean `name`?" (or the list of known keys), and
+/// "did you mean `unit_id` (this gateway's name for it)?" for a name of `peers`.
+pub fn unknown_key(
+    rep: &mut Report<'_>,
+    entry: &Entry<'_>,
+    label: &str,
+    known: &[&str],
+    peers: &[(&str, &str)],
+) {
+    let hint = match peer_name(entry.key, known, peers) {
         Some(ours) => format!("; did you mean `{ours}` (this gateway's name for it)?"),
         None => suggestion(entry.key, known.iter().copied()),
     };
@@ -538,13 +528,17 @@ mod tests {
 
     #[test]
     fn other_tools_key_names_get_ours() {
-        assert_eq!(peer_name("slave", &["unit_id", "poll"]), Some("unit_id"));
+        let peers = [("slave", "unit_id"), ("scan_interval", "poll")];
         assert_eq!(
-            peer_name("scan_interval", &["unit_id", "poll"]),
+            peer_name("slave", &["unit_id", "poll"], &peers),
+            Some("unit_id")
+        );
+        assert_eq!(
+            peer_name("scan_interval", &["unit_id", "poll"], &peers),
             Some("poll")
         );
         // Only where this level has the key.
-        assert_eq!(peer_name("slave", &["topic"]), None);
-        assert_eq!(peer_name("unit_id", &["unit_id"]), None);
+        assert_eq!(peer_name("slave", &["topic"], &peers), None);
+        assert_eq!(peer_name("unit_id", &["unit_id"], &peers), None);
     }
 }

@@ -716,6 +716,22 @@ impl AdapterType for Modbus {
         }
     }
 
+    fn peer_names(&self) -> &'static [(&'static str, &'static str)] {
+        &[
+            ("slave", "unit_id"),
+            ("slave_id", "unit_id"),
+            ("device_address", "unit_id"),
+            ("scan_interval", "poll"),
+            ("precision", "decimals"),
+            ("swap", "byte_order"),
+            ("input_type", "register"),
+            ("register_type", "register"),
+            ("bytesize", "data_bits"),
+            ("baudrate", "baud"),
+            ("stopbits", "stop_bits"),
+        ]
+    }
+
     fn parser(&self) -> Box<dyn ConfigParser> {
         Box::new(Parser::default())
     }

@@ -597,6 +597,16 @@ impl AdapterType for Mqtt {
         }
     }
 
+    fn peer_names(&self) -> &'static [(&'static str, &'static str)] {
+        &[
+            ("state_topic", "topic"),
+            ("value_template", "json"),
+            ("payload_available", "availability_online"),
+            ("payload_not_available", "availability_offline"),
+            ("expire_after", "stale_after"),
+        ]
+    }
+
     fn parser(&self) -> Box<dyn ConfigParser> {
         Box::new(Parser)
     }

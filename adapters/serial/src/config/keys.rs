@@ -678,6 +678,14 @@ impl AdapterType for Serial {
         }
     }
 
+    fn peer_names(&self) -> &'static [(&'static str, &'static str)] {
+        &[
+            ("bytesize", "data_bits"),
+            ("baudrate", "baud"),
+            ("stopbits", "stop_bits"),
+        ]
+    }
+
     fn parser(&self) -> Box<dyn ConfigParser> {
         Box::new(Parser)
     }
