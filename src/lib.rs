@@ -12,7 +12,8 @@
 //! - [`charts`]: a field's history downsampled for `chart` (sparkline text).
 //! - [`systemd`]: readiness, status and watchdog notifications.
 //! - [`metrics`]: counters of the gateway and its adapters, served as Prometheus text.
-//! - [`fuzzing`]: the bodies of the fuzz targets in `fuzz/`.
+//! - `fuzzing`: the bodies of the fuzz targets in `fuzz/` (built only with `--cfg fuzzing`, as
+//!   `scripts/fuzz.sh` and cargo-fuzz build them, and for the tests).
 //!
 //! [`run`] wires them together and returns after a graceful shutdown.
 
@@ -23,6 +24,7 @@ pub mod charts;
 pub mod config;
 pub mod core;
 pub mod devices;
+#[cfg(any(fuzzing, test))]
 pub mod fuzzing;
 pub mod memory;
 pub mod metrics;

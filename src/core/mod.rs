@@ -9,6 +9,7 @@
 mod alerts;
 mod chart;
 mod control;
+#[cfg(any(fuzzing, test))]
 pub(crate) mod fuzzing;
 mod iq;
 mod messages;
