@@ -229,7 +229,7 @@ fn pump(client: &AsyncClient, bridge: &mut Bridge) {
                 bridge.mqtt.pop_front();
             }
             // Full: `send` waits for room. (Disconnected: the same, until shutdown.)
-            Err(ClientError::TryRequest(_)) | Err(ClientError::Request(_)) => break,
+            Err(ClientError::TryRequest(_) | ClientError::Request(_)) => break,
         }
     }
 }
