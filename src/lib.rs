@@ -7,6 +7,7 @@
 //! - [`devices`]: what the gateway knows about each device; [`access`]: who may do what.
 //! - [`translator`]: pure functions, readings to stanzas and chat text to commands.
 //! - [`xmpp`]: stream framing and the upstream session (component mode).
+//! - [`xmlns`]: every XML namespace the gateway reads or writes, named once.
 //! - [`store`]: the embedded SQLite store (subscribers, history).
 //! - [`alerts`]: conditions on readings that message people (`[[alert]]` and chat).
 //! - [`charts`]: a field's history downsampled for `chart` (sparkline text).
@@ -34,6 +35,7 @@ pub mod store;
 pub mod supervisor;
 pub mod systemd;
 pub mod translator;
+pub mod xmlns;
 pub mod xmpp;
 
 use std::sync::Arc;

@@ -13,11 +13,11 @@ use xmpp_parsers::jid::Jid;
 use xmpp_parsers::message::{MessageType, Thread};
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 
-use super::iq::NS_CONTROL;
 use super::{Core, Deferred, WRITE_TIMEOUT};
 use crate::access::Permission;
 use crate::stats::Stats;
 use crate::store::AuditEntry;
+use crate::xmlns;
 use crate::xmpp::stanzas;
 
 /// Where the outcome of a write goes.
@@ -54,7 +54,7 @@ impl ParamError {
         };
         let mut e = stanzas::error(type_, self.condition.clone(), &self.text);
         e.other = Some(
-            Element::builder("paramError", NS_CONTROL)
+            Element::builder("paramError", xmlns::CONTROL)
                 .attr(
                     rxml::xml_ncname!("var").to_owned(),
                     crate::translator::xml_text::clean(&self.var).into_owned(),
@@ -298,7 +298,7 @@ fn write_outcome(
 
 fn set_response() -> Element {
     // `responseCode` is from XEP-0325 before v0.3; slixmpp and Smack read it to report success.
-    Element::builder("setResponse", NS_CONTROL)
+    Element::builder("setResponse", xmlns::CONTROL)
         .attr(rxml::xml_ncname!("responseCode").to_owned(), "OK")
         .build()
 }

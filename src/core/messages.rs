@@ -6,11 +6,11 @@ use xmpp_parsers::message::{Message, MessageType};
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 use super::control::ControlReply;
-use super::iq::NS_CONTROL;
 use super::Core;
 use crate::access::Permission;
 use crate::stats::Stats;
 use crate::translator::chat::{self, ChatCommand};
+use crate::xmlns;
 use crate::xmpp::stanzas;
 
 impl Core {
@@ -47,7 +47,7 @@ impl Core {
         };
         let requester = from.to_bare().to_string();
 
-        if let Some(set) = m.payloads.iter().find(|p| p.is("set", NS_CONTROL)) {
+        if let Some(set) = m.payloads.iter().find(|p| p.is("set", xmlns::CONTROL)) {
             let set = set.clone();
             return self.on_control_set(idx, &set, &from, ControlReply::Silent);
         }

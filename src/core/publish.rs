@@ -15,10 +15,8 @@ use xmpp_parsers::stanza_error::{DefinedCondition, StanzaError};
 use super::Core;
 use crate::stats::Stats;
 use crate::translator;
+use crate::xmlns;
 use crate::xmpp::stanzas;
-
-const NS_PUBSUB: &str = "http://jabber.org/protocol/pubsub";
-const NS_DATA: &str = "jabber:x:data";
 
 /// What an IQ the gateway sent itself was for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,14 +156,14 @@ impl Core {
             NodeState::Creating | NodeState::Refused => return,
             NodeState::Unknown => {
                 let id = self.next_iq_id("pubsub-create");
-                let create = Element::builder("pubsub", NS_PUBSUB)
+                let create = Element::builder("pubsub", xmlns::PUBSUB)
                     .append(
-                        Element::builder("create", NS_PUBSUB)
+                        Element::builder("create", xmlns::PUBSUB)
                             .attr(rxml::xml_ncname!("node").to_owned(), self.node_name(idx))
                             .build(),
                     )
                     .append(
-                        Element::builder("configure", NS_PUBSUB)
+                        Element::builder("configure", xmlns::PUBSUB)
                             .append(node_config())
                             .build(),
                     )
@@ -177,13 +175,13 @@ impl Core {
             }
         }
         let id = self.next_iq_id("pubsub-publish");
-        let item = Element::builder("item", NS_PUBSUB)
+        let item = Element::builder("item", xmlns::PUBSUB)
             .attr(rxml::xml_ncname!("id").to_owned(), "current")
             .append(self.current_fields(idx))
             .build();
-        let publish = Element::builder("pubsub", NS_PUBSUB)
+        let publish = Element::builder("pubsub", xmlns::PUBSUB)
             .append(
-                Element::builder("publish", NS_PUBSUB)
+                Element::builder("publish", xmlns::PUBSUB)
                     .attr(rxml::xml_ncname!("node").to_owned(), self.node_name(idx))
                     .append(item)
                     .build(),
@@ -247,21 +245,21 @@ fn iq_set(id: &str, from: &Jid, to: &Jid, payload: Element) -> Element {
 /// Node configuration: the last value only, readable by anyone who may subscribe on the service.
 fn node_config() -> Element {
     let field = |var: &str, value: &str, hidden: bool| {
-        let mut f =
-            Element::builder("field", NS_DATA).attr(rxml::xml_ncname!("var").to_owned(), var);
+        let mut f = Element::builder("field", xmlns::DATA_FORMS)
+            .attr(rxml::xml_ncname!("var").to_owned(), var);
         if hidden {
             f = f.attr(rxml::xml_ncname!("type").to_owned(), "hidden");
         }
-        f.append(Element::builder("value", NS_DATA).append(value).build())
-            .build()
+        f.append(
+            Element::builder("value", xmlns::DATA_FORMS)
+                .append(value)
+                .build(),
+        )
+        .build()
     };
-    Element::builder("x", NS_DATA)
+    Element::builder("x", xmlns::DATA_FORMS)
         .attr(rxml::xml_ncname!("type").to_owned(), "submit")
-        .append(field(
-            "FORM_TYPE",
-            "http://jabber.org/protocol/pubsub#node_config",
-            true,
-        ))
+        .append(field("FORM_TYPE", xmlns::PUBSUB_CONFIGURE, true))
         .append(field("pubsub#max_items", "1", false))
         .append(field("pubsub#persist_items", "true", false))
         .append(field("pubsub#access_model", "open", false))
