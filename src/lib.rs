@@ -46,9 +46,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, XmppConfig};
-use crate::core::{Core, CoreCommand, CoreParts, Summary};
+use crate::core::{Core, CoreCommand, CoreParts};
 use crate::metrics::{GatewayMetrics, Registry};
 use crate::stats::Stats;
+use crate::stats::Summary;
 use crate::store::{Store, StoreOptions};
 use crate::supervisor::Adapters;
 use crate::systemd::Notifier;
