@@ -15,7 +15,6 @@ use xmpp_parsers::stanza_error::{DefinedCondition, StanzaError};
 use super::Core;
 use crate::stats::Stats;
 use crate::translator;
-use crate::xmlns;
 use crate::xmpp::stanzas;
 
 /// What an IQ the gateway sent itself was for.
@@ -140,7 +139,7 @@ impl Core {
     }
 
     fn node_name(&self, idx: usize) -> String {
-        format!("iot/{}/sensordata", self.devices.get(idx).config.id)
+        translator::pubsub::node_name(self.devices.get(idx).config.id.as_str())
     }
 
     /// The latest values as item `current` of node `iot/<id>/sensordata` (created on first use).
@@ -156,18 +155,7 @@ impl Core {
             NodeState::Creating | NodeState::Refused => return,
             NodeState::Unknown => {
                 let id = self.next_iq_id("pubsub-create");
-                let create = Element::builder("pubsub", xmlns::PUBSUB)
-                    .append(
-                        Element::builder("create", xmlns::PUBSUB)
-                            .attr(rxml::xml_ncname!("node").to_owned(), self.node_name(idx))
-                            .build(),
-                    )
-                    .append(
-                        Element::builder("configure", xmlns::PUBSUB)
-                            .append(node_config())
-                            .build(),
-                    )
-                    .build();
+                let create = translator::pubsub::create_node(&self.node_name(idx));
                 self.own_iqs.insert(id.clone(), OwnIq::CreateNode(idx));
                 self.pubsub_nodes[idx] = NodeState::Creating;
                 let iq = iq_set(&id, &self.gateway_jid, &service, create);
@@ -175,18 +163,7 @@ impl Core {
             }
         }
         let id = self.next_iq_id("pubsub-publish");
-        let item = Element::builder("item", xmlns::PUBSUB)
-            .attr(rxml::xml_ncname!("id").to_owned(), "current")
-            .append(self.current_fields(idx))
-            .build();
-        let publish = Element::builder("pubsub", xmlns::PUBSUB)
-            .append(
-                Element::builder("publish", xmlns::PUBSUB)
-                    .attr(rxml::xml_ncname!("node").to_owned(), self.node_name(idx))
-                    .append(item)
-                    .build(),
-            )
-            .build();
+        let publish = translator::pubsub::publish(&self.node_name(idx), self.current_fields(idx));
         self.own_iqs.insert(id.clone(), OwnIq::Publish(idx));
         let iq = iq_set(&id, &self.gateway_jid, &service, publish);
         self.reply(iq);
@@ -240,28 +217,4 @@ fn iq_set(id: &str, from: &Jid, to: &Jid, payload: Element) -> Element {
         payload,
     }
     .into()
-}
-
-/// Node configuration: the last value only, readable by anyone who may subscribe on the service.
-fn node_config() -> Element {
-    let field = |var: &str, value: &str, hidden: bool| {
-        let mut f = Element::builder("field", xmlns::DATA_FORMS)
-            .attr(rxml::xml_ncname!("var").to_owned(), var);
-        if hidden {
-            f = f.attr(rxml::xml_ncname!("type").to_owned(), "hidden");
-        }
-        f.append(
-            Element::builder("value", xmlns::DATA_FORMS)
-                .append(value)
-                .build(),
-        )
-        .build()
-    };
-    Element::builder("x", xmlns::DATA_FORMS)
-        .attr(rxml::xml_ncname!("type").to_owned(), "submit")
-        .append(field("FORM_TYPE", xmlns::PUBSUB_CONFIGURE, true))
-        .append(field("pubsub#max_items", "1", false))
-        .append(field("pubsub#persist_items", "true", false))
-        .append(field("pubsub#access_model", "open", false))
-        .build()
 }
