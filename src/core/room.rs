@@ -17,7 +17,7 @@ use super::control::ControlReply;
 use super::messages::ChatAnswer;
 use super::{Core, Deferred};
 use crate::access::Permission;
-use crate::translator::chat;
+use crate::translator::{self, chat};
 use crate::xmlns;
 use crate::xmpp::stanzas;
 
@@ -67,14 +67,10 @@ impl Core {
         let Ok(to) = Jid::new(&format!("{room}/{nick}")) else {
             return;
         };
-        let history = Element::builder("history", xmlns::MUC)
-            .attr(rxml::xml_ncname!("maxstanzas").to_owned(), "0")
-            .build();
-        let x = Element::builder("x", xmlns::MUC).append(history).build();
         let mut p = Presence::available()
             .with_from(self.occupant(idx))
             .with_to(to);
-        p.payloads.push(x);
+        p.payloads.push(translator::muc::join());
         self.rooms[idx].joined = false;
         self.reply(p.into());
     }
@@ -130,17 +126,11 @@ impl Core {
         // We created the room: Prosody keeps it locked until its owner submits a configuration.
         if codes.contains(&"201") {
             if let Some(room) = self.room() {
-                let form = Element::builder("x", xmlns::DATA_FORMS)
-                    .attr(rxml::xml_ncname!("type").to_owned(), "submit")
-                    .build();
-                let query = Element::builder("query", xmlns::MUC_OWNER)
-                    .append(form)
-                    .build();
                 let iq = xmpp_parsers::iq::Iq::Set {
                     from: Some(self.occupant(idx)),
                     to: Some(room.to_bare().into()),
                     id: format!("room-unlock-{idx}"),
-                    payload: query,
+                    payload: translator::muc::instant_room_config(),
                 };
                 self.reply(iq.into());
             }
