@@ -122,6 +122,11 @@ pub fn spawn_all(
                                 "Records that matched no device, dropped.",
                                 get(&s.unmatched),
                             ),
+                            (
+                                "serial_rs485_failures_total",
+                                "Opens of the port that could not switch it to RS-485 mode (rs485 = true).",
+                                get(&s.rs485_failures),
+                            ),
                         ]
                     },
                 }));

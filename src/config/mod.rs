@@ -6,7 +6,7 @@
 //!   mirror of the file, reporting unknown keys (with "did you mean") and wrong types;
 //! - [`validate`] applies defaults and checks meaning: cross-references, JIDs, secrets (read
 //!   through [`secret`]), durations ([`duration`]); [`simulated`], [`mqtt`], [`modbus`] and
-//!   [`serial`] hold the adapters' own keys;
+//!   [`serial`] hold the adapters' own keys, [`rs485`] the RS-485 keys of serial ports;
 //!   [`alert`] checks `[[alert]]` against the devices;
 //! - [`diagnostic`] turns spans into `PATH:LINE:COL: message` lines.
 //!
@@ -24,6 +24,7 @@ mod mqtt;
 mod raw;
 #[cfg(test)]
 mod reference;
+mod rs485;
 mod secret;
 mod serial;
 mod service;
@@ -37,7 +38,7 @@ pub use diagnostic::{did_you_mean, ConfigErrors, Diagnostic};
 pub use duration::parse as parse_duration;
 pub(crate) use modbus::build_adapter as modbus_adapter;
 pub use model::*;
-pub use table::{device_table, upstream_line};
+pub use table::{device_table, port_lines, upstream_line};
 pub use validate::check_log_filter;
 
 /// The environment variable naming the configuration file when `--config` is not given.

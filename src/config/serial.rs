@@ -2,10 +2,11 @@
 //! and command.
 //!
 //! Adapter keys: `port` (required), `baud` (9600), `data_bits` (8), `parity` (`none`),
-//! `stop_bits` (1), `format` (required: `json` | `kv` | `xml` | `regex` | `csv`), `pattern`
-//! (regex: required, named groups become keys), `line_ending` (`"\n"`; `"\r\n"` or any string
-//! of up to 16 bytes), `max_line` (4096 bytes), `separator` (kv: between pairs, default
-//! whitespace; csv: between cells, default `,`), `kv_separator` (kv: `=`), `columns` (csv: the
+//! `stop_bits` (1), the RS-485 keys (`rs485`, `rts_on_send`, `rts_after_send`,
+//! `delay_before_send`, `delay_after_send`: [`super::rs485`]), `format` (required: `json` |
+//! `kv` | `xml` | `regex` | `csv`), `pattern` (regex: required, named groups become keys),
+//! `line_ending` (`"\n"`; `"\r\n"` or any string of up to 16 bytes), `max_line` (4096 bytes),
+//! `separator` (kv: between pairs, default whitespace; csv: between cells, default `,`), `kv_separator` (kv: `=`), `columns` (csv: the
 //! column names, else learned from a header line), `time_key` (where a record's timestamp is;
 //! default `TimeDate`, `Timestamp`, `Time`, `DateTime`). Device key: `match = { key = "value" }`.
 //! Field keys: `json` (format json: an RFC 6901 pointer; absent = the whole line) or `key`
@@ -138,6 +139,13 @@ pub(super) fn adapter(
         ok &= good;
     }
     let present = |key: &str| own.iter().any(|e| e.key == key);
+    let rs485 = match super::rs485::settings(own, rep) {
+        Ok(rs485) => rs485,
+        Err(()) => {
+            ok = false;
+            None
+        }
+    };
 
     match &port {
         Some(p) if p.value.chars().any(char::is_control) => {
@@ -326,6 +334,7 @@ pub(super) fn adapter(
         config.line_ending = le.value.into_bytes();
     }
     config.max_line = max_line.map_or(DEFAULT_MAX_LINE, |m| m.value as usize);
+    config.rs485 = rs485;
     if let Some(t) = time_key {
         config.time_keys = vec![selector(&config.format, &t.value)];
     }
