@@ -17,8 +17,8 @@ pub fn node_name(device_id: &str) -> String {
 /// The id of the one item a node keeps: each publication replaces it.
 pub const ITEM_ID: &str = "current";
 
-/// `<pubsub><create node/><configure>form</configure></pubsub>`: creates `node` with
-/// [`node_config`].
+/// `<pubsub><create node/><configure>form</configure></pubsub>`: creates `node` with the
+/// configuration of `node_config`.
 pub fn create_node(node: &str) -> Element {
     PubSub::Create {
         create: Create {
