@@ -293,7 +293,11 @@ impl Core {
         let dev = self.devices.get(idx);
         let field = match &new.field {
             None => None,
-            Some(f) => match super::messages::numeric_field(dev, f, "alerts compare numbers") {
+            Some(f) => match crate::translator::chat::numeric_field(
+                dev.specs(),
+                f,
+                "alerts compare numbers",
+            ) {
                 Ok(spec) => Some(spec.name.to_string()),
                 Err(answer) => return answer,
             },
