@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
-use xmpp_iot_gateway::remote;
+use xmpp_iot_gateway::device_client;
 use xmpp_parsers::jid::{BareJid, Jid};
 
 #[derive(Debug, Parser)]
@@ -95,7 +95,7 @@ pub struct LoginArgs {
 impl LoginArgs {
     /// The login of `read`/`set`, or every problem with it (one line each). The password comes
     /// from --password-file, else $XMPP_PASSWORD.
-    pub fn login(&self) -> Result<remote::Login, Vec<String>> {
+    pub fn login(&self) -> Result<device_client::Login, Vec<String>> {
         let mut errors = Vec::new();
         let jid = account_jid(&self.jid).map_err(|e| errors.push(e)).ok();
         let password = match &self.password_file {
@@ -124,14 +124,16 @@ impl LoginArgs {
             errors.push("--no-tls is only allowed with a loopback --server".into());
         }
         match (jid, password, timeout) {
-            (Some(jid), Some(password), Some(timeout)) if errors.is_empty() => Ok(remote::Login {
-                jid,
-                password,
-                server: self.server.clone(),
-                ca_file: self.ca_file.clone(),
-                plaintext: self.no_tls,
-                timeout,
-            }),
+            (Some(jid), Some(password), Some(timeout)) if errors.is_empty() => {
+                Ok(device_client::Login {
+                    jid,
+                    password,
+                    server: self.server.clone(),
+                    ca_file: self.ca_file.clone(),
+                    plaintext: self.no_tls,
+                    timeout,
+                })
+            }
             _ => Err(errors),
         }
     }

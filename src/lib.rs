@@ -1,19 +1,33 @@
 //! xmpp-iot-gateway: gives every sensor and actuator on a local bus its own XMPP address.
 //!
-//! Map of the crate:
-//! - [`config`]: the configuration file, validated once into [`config::Config`].
-//! - [`adapters`]: starts the bus adapters (crates under `adapters/`), which send readings;
-//!   [`adapter_registry`] lists the adapter types this build knows.
+//! Map of the crate, every module with what it is (a module's own map, where it has parts, is
+//! at its top). Data flows adapters → core → translator → xmpp:
+//! - [`config`]: the configuration file, validated once into [`config::Config`], with every
+//!   problem and its position.
+//! - [`adapters`]: builds and starts one bus adapter (crates under `adapters/`) per
+//!   `[[adapter]]` section; adapters send readings and serve reads and writes.
+//! - [`adapter_registry`]: the adapter types this build knows, one line each.
+//! - [`supervisor`]: keeps the adapters running; on a reload restarts only those whose settings
+//!   changed.
 //! - [`core`]: the one task that owns device state and subscribers and answers XMPP.
-//! - [`devices`]: what the gateway knows about each device; [`access`]: who may do what.
+//! - [`devices`]: what the gateway knows about each device.
+//! - [`access`]: who may read and who may control, from the `[access]` lists.
 //! - [`translator`]: pure functions, readings to stanzas and chat text to commands.
-//! - [`xmpp`]: stream framing and the upstream session (component mode).
-//! - [`store`]: the embedded SQLite store (subscribers, history).
+//! - [`xmpp`]: the XMPP wire: stream framing and the upstream session (component or client
+//!   mode), stanza helpers.
+//! - [`xmlns`]: every XML namespace the gateway reads or writes, named once.
+//! - [`store`]: the embedded SQLite store (subscribers, history, alert state, audit log).
 //! - [`alerts`]: conditions on readings that message people (`[[alert]]` and chat).
-//! - [`charts`]: a field's history downsampled for `chart` (sparkline text).
-//! - [`systemd`]: readiness, status and watchdog notifications.
+//! - [`charts`]: a field's history downsampled for `chart`: sparkline text, or a picture
+//!   uploaded with HTTP upload.
+//! - [`stats`]: the counters and the summary the gateway's tasks share.
 //! - [`metrics`]: counters of the gateway and its adapters, served as Prometheus text.
-//! - [`fuzzing`]: the bodies of the fuzz targets in `fuzz/`.
+//! - [`systemd`]: readiness, status and watchdog notifications (`sd_notify`).
+//! - [`memory`]: hands freed heap memory back to the system after a burst of work.
+//! - [`device_client`]: the `read` and `set` commands, a short-lived XMPP client that asks a
+//!   device as a user's client would.
+//! - `fuzzing`: the bodies of the fuzz targets in `fuzz/` (built only with `--cfg fuzzing`, as
+//!   `scripts/fuzz.sh` and cargo-fuzz build them, and for the tests).
 //!
 //! [`run`] wires them together and returns after a graceful shutdown.
 
@@ -24,16 +38,18 @@ pub mod alerts;
 pub mod charts;
 pub mod config;
 pub mod core;
+pub mod device_client;
 pub mod devices;
+#[cfg(any(fuzzing, test))]
 pub mod fuzzing;
 pub mod memory;
 pub mod metrics;
-pub mod remote;
 pub mod stats;
 pub mod store;
 pub mod supervisor;
 pub mod systemd;
 pub mod translator;
+pub mod xmlns;
 pub mod xmpp;
 
 use std::sync::Arc;
@@ -44,9 +60,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, XmppConfig};
-use crate::core::{Core, CoreCommand, CoreParts, Summary};
+use crate::core::{Core, CoreCommand, CoreParts};
 use crate::metrics::{GatewayMetrics, Registry};
 use crate::stats::Stats;
+use crate::stats::Summary;
 use crate::store::{Store, StoreOptions};
 use crate::supervisor::Adapters;
 use crate::systemd::Notifier;
@@ -165,7 +182,7 @@ pub async fn serve(
         },
         None => None,
     };
-    let supervisor = tokio::spawn(supervise(
+    let systemd_task = tokio::spawn(notify_systemd(
         notifier.clone(),
         first_link_rx,
         summary_rx,
@@ -192,7 +209,7 @@ pub async fn serve(
     notifier.notify("STOPPING=1");
     tracing::info!("stopping");
     let _ = core_task.await;
-    supervisor.abort();
+    systemd_task.abort();
     if let Some(task) = metrics_task {
         let _ = tokio::time::timeout(Duration::from_millis(500), task).await;
     }
@@ -260,7 +277,7 @@ async fn reload(
 }
 
 /// Tells systemd when the gateway is ready, what it is doing, and that it is alive.
-async fn supervise(
+async fn notify_systemd(
     notifier: Arc<Notifier>,
     first_link: oneshot::Receiver<()>,
     mut summary: watch::Receiver<Summary>,

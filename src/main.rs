@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use xmpp_iot_gateway::config::{self, LoadMode};
-use xmpp_iot_gateway::remote;
+use xmpp_iot_gateway::device_client;
 
 use cli::{Cli, Command};
 
@@ -63,18 +63,18 @@ fn run() -> anyhow::Result<ExitCode> {
             init_logging(log.as_deref(), Some(COMMAND_LOG));
             let (from, to) = range;
             let historical = from.is_some() || to.is_some();
-            let what = remote::ReadRequest { fields, from, to };
-            let result = client_runtime()?.block_on(remote::read(&login, &target, &what));
+            let what = device_client::ReadRequest { fields, from, to };
+            let result = client_runtime()?.block_on(device_client::read(&login, &target, &what));
             match result {
                 Ok(fields) => {
                     if json {
-                        println!("{}", remote::json(&target, &fields));
+                        println!("{}", device_client::json(&target, &fields));
                     } else {
-                        print!("{}", remote::table(&fields, historical));
+                        print!("{}", device_client::table(&fields, historical));
                     }
                     // History may hold no value of a field in the range; a momentary readout
                     // lacks a field only when the device has no such field.
-                    let missing = remote::missing_fields(&what.fields, &fields);
+                    let missing = device_client::missing_fields(&what.fields, &fields);
                     if !historical && !missing.is_empty() {
                         eprintln!(
                             "error: {target} has no field {}",
@@ -105,7 +105,7 @@ fn run() -> anyhow::Result<ExitCode> {
                 (l, t, p) => return Ok(usage_errors([l.err(), t.err(), p.err()])),
             };
             init_logging(log.as_deref(), Some(COMMAND_LOG));
-            match client_runtime()?.block_on(remote::set(&login, &target, &pairs)) {
+            match client_runtime()?.block_on(device_client::set(&login, &target, &pairs)) {
                 Ok(()) => {
                     println!(
                         "OK: {} set on {target}",
@@ -188,7 +188,7 @@ fn usage_errors<const N: usize>(errors: [Option<Vec<String>>; N]) -> ExitCode {
 }
 
 /// Prints a failed `read`/`set` in one line: 2 when the command line is at fault, else 1.
-fn remote_error(e: &remote::RemoteError) -> ExitCode {
+fn remote_error(e: &device_client::RemoteError) -> ExitCode {
     eprintln!("error: {e}");
     if e.is_usage() {
         ExitCode::from(EXIT_CONFIG)

@@ -21,8 +21,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::core::Summary;
-use crate::stats::Stats;
+use crate::stats::{Stats, Summary};
 use crate::store::StoreStats;
 
 /// Prepended to every metric name on the Prometheus side.

@@ -1,5 +1,5 @@
-//! Counters shared between the gateway's tasks, read by logs, `STATUS=`, the metrics endpoint
-//! and the gateway's XEP-0323 status readout.
+//! Counters (and the core's [`Summary`]) shared between the gateway's tasks, read by logs,
+//! `STATUS=`, the metrics endpoint and the gateway's XEP-0323 status readout.
 //!
 //! The core increments them with relaxed atomics; readers take them at scrape time
 //! (`src/metrics.rs` turns them into metrics).
@@ -11,6 +11,15 @@ use std::sync::{Arc, RwLock};
 use gateway_api::DeviceId;
 
 use crate::config::Config;
+
+/// Device and upstream state in a few numbers, published by the core every second: for
+/// `STATUS=`, logs and the metrics endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub devices: usize,
+    pub online: usize,
+    pub upstream_up: bool,
+}
 
 #[derive(Debug, Default)]
 pub struct Stats {

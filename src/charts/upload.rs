@@ -9,14 +9,11 @@
 
 use std::time::Duration;
 
+use crate::xmlns::{DISCO_INFO, DISCO_ITEMS, HTTP_UPLOAD, OOB};
 use minidom::Element;
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::message::{Lang, Message, MessageType, Thread};
 
-pub const NS_UPLOAD: &str = "urn:xmpp:http:upload:0";
-pub const NS_OOB: &str = "jabber:x:oob";
-const NS_DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
-const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 /// Headers a slot may ask the PUT to carry; anything else is dropped (XEP-0363 §5).
 const ALLOWED_HEADERS: &[&str] = &["authorization", "cookie", "expires"];
 /// How long the PUT may take.
@@ -47,17 +44,17 @@ pub struct Slot {
 }
 
 pub fn disco_items() -> Element {
-    Element::builder("query", NS_DISCO_ITEMS).build()
+    Element::builder("query", DISCO_ITEMS).build()
 }
 
 pub fn disco_info() -> Element {
-    Element::builder("query", NS_DISCO_INFO).build()
+    Element::builder("query", DISCO_INFO).build()
 }
 
 /// The JIDs a disco#items answer lists.
 pub fn items(answer: Option<&Element>) -> Vec<Jid> {
     answer
-        .filter(|q| q.is("query", NS_DISCO_ITEMS))
+        .filter(|q| q.is("query", DISCO_ITEMS))
         .map(|q| {
             q.children()
                 .filter(|c| c.name() == "item")
@@ -70,15 +67,15 @@ pub fn items(answer: Option<&Element>) -> Vec<Jid> {
 /// Whether a disco#info answer lists the upload feature.
 pub fn offers_upload(answer: Option<&Element>) -> bool {
     answer.is_some_and(|q| {
-        q.is("query", NS_DISCO_INFO)
+        q.is("query", DISCO_INFO)
             && q.children()
-                .any(|c| c.name() == "feature" && c.attr("var") == Some(NS_UPLOAD))
+                .any(|c| c.name() == "feature" && c.attr("var") == Some(HTTP_UPLOAD))
     })
 }
 
 /// `<request filename size content-type/>`.
 pub fn slot_request(filename: &str, size: usize, content_type: &str) -> Element {
-    Element::builder("request", NS_UPLOAD)
+    Element::builder("request", HTTP_UPLOAD)
         .attr(rxml::xml_ncname!("filename").to_owned(), filename)
         .attr(rxml::xml_ncname!("size").to_owned(), size.to_string())
         .attr(rxml::xml_ncname!("content-type").to_owned(), content_type)
@@ -89,13 +86,13 @@ pub fn slot_request(filename: &str, size: usize, content_type: &str) -> Element 
 /// taken, and `http` ones only for a loopback host (a test or a server on the same machine).
 pub fn parse_slot(answer: Option<&Element>) -> Result<Slot, UploadError> {
     let slot = answer
-        .filter(|s| s.is("slot", NS_UPLOAD))
+        .filter(|s| s.is("slot", HTTP_UPLOAD))
         .ok_or(UploadError::BadSlot)?;
     let put = slot
-        .get_child("put", NS_UPLOAD)
+        .get_child("put", HTTP_UPLOAD)
         .ok_or(UploadError::BadSlot)?;
     let get = slot
-        .get_child("get", NS_UPLOAD)
+        .get_child("get", HTTP_UPLOAD)
         .ok_or(UploadError::BadSlot)?;
     let (put_url, get_url) = (
         put.attr("url").ok_or(UploadError::BadSlot)?,
@@ -172,8 +169,8 @@ pub fn picture_message(
     m.bodies.insert(Lang::default(), url.to_owned());
     m.thread = thread;
     m.payloads.push(
-        Element::builder("x", NS_OOB)
-            .append(Element::builder("url", NS_OOB).append(url).build())
+        Element::builder("x", OOB)
+            .append(Element::builder("url", OOB).append(url).build())
             .build(),
     );
     m.into()
@@ -190,7 +187,7 @@ mod tests {
     #[test]
     fn finds_the_service_in_disco_answers() {
         let items_answer = el(&format!(
-            "<query xmlns='{NS_DISCO_ITEMS}'><item jid='upload.example.org'/><item jid='not a jid@@'/><item/></query>"
+            "<query xmlns='{DISCO_ITEMS}'><item jid='upload.example.org'/><item jid='not a jid@@'/><item/></query>"
         ));
         assert_eq!(
             items(Some(&items_answer)),
@@ -198,11 +195,11 @@ mod tests {
         );
         assert!(items(None).is_empty());
         let info = el(&format!(
-            "<query xmlns='{NS_DISCO_INFO}'><identity category='store' type='file'/><feature var='{NS_UPLOAD}'/></query>"
+            "<query xmlns='{DISCO_INFO}'><identity category='store' type='file'/><feature var='{HTTP_UPLOAD}'/></query>"
         ));
         assert!(offers_upload(Some(&info)));
         let other = el(&format!(
-            "<query xmlns='{NS_DISCO_INFO}'><feature var='urn:xmpp:http:upload'/></query>"
+            "<query xmlns='{DISCO_INFO}'><feature var='urn:xmpp:http:upload'/></query>"
         ));
         assert!(!offers_upload(Some(&other)));
     }
@@ -210,7 +207,7 @@ mod tests {
     #[test]
     fn reads_a_slot_and_keeps_only_the_allowed_headers() {
         let answer = el(&format!(
-            "<slot xmlns='{NS_UPLOAD}'><put url='https://up.example.org/a/chart.png'>\
+            "<slot xmlns='{HTTP_UPLOAD}'><put url='https://up.example.org/a/chart.png'>\
              <header name='Authorization'>Bearer x</header><header name='Host'>evil</header>\
              <header name='Cookie'>a\nb</header></put><get url='https://up.example.org/a/chart.png'/></slot>"
         ));
@@ -224,7 +221,7 @@ mod tests {
         );
         assert_eq!(parse_slot(None), Err(UploadError::BadSlot));
         let no_get = el(&format!(
-            "<slot xmlns='{NS_UPLOAD}'><put url='https://a/'/></slot>"
+            "<slot xmlns='{HTTP_UPLOAD}'><put url='https://a/'/></slot>"
         ));
         assert_eq!(parse_slot(Some(&no_get)), Err(UploadError::BadSlot));
     }

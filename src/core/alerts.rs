@@ -25,9 +25,9 @@ use crate::stats::Stats;
 use crate::store::AuditEntry;
 use crate::translator::sensordata::format_datetime;
 use crate::translator::status::display_value;
+use crate::xmlns;
 use crate::xmpp::stanzas;
 
-const NS_DELAY: &str = "urn:xmpp:delay";
 /// Alert messages held while the upstream is down; beyond this the oldest are dropped.
 pub(super) const MAX_OUTBOX: usize = 1_000;
 /// Alerts one user may set by chat, over all devices.
@@ -254,7 +254,7 @@ impl Core {
             return self.reply(el);
         }
         // XEP-0203: the phone shows when it happened, not when the link came back.
-        let delay = Element::builder("delay", NS_DELAY)
+        let delay = Element::builder("delay", xmlns::DELAY)
             .attr(
                 rxml::xml_ncname!("from").to_owned(),
                 el.attr("from").unwrap_or(""),
@@ -293,7 +293,11 @@ impl Core {
         let dev = self.devices.get(idx);
         let field = match &new.field {
             None => None,
-            Some(f) => match super::messages::numeric_field(dev, f, "alerts compare numbers") {
+            Some(f) => match crate::translator::chat::numeric_field(
+                dev.specs(),
+                f,
+                "alerts compare numbers",
+            ) {
                 Ok(spec) => Some(spec.name.to_string()),
                 Err(answer) => return answer,
             },

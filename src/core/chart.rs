@@ -66,7 +66,7 @@ impl Core {
         let dev = self.devices.get(idx);
         let mut fields = Vec::new();
         for f in &req.fields {
-            match super::messages::numeric_field(dev, f, "it has no chart") {
+            match crate::translator::chat::numeric_field(dev.specs(), f, "it has no chart") {
                 Ok(spec) => fields.push((spec.name.to_string(), spec.unit.to_string())),
                 Err(answer) => return Some(answer),
             }

@@ -13,11 +13,11 @@ use xmpp_parsers::jid::Jid;
 use xmpp_parsers::message::{MessageType, Thread};
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 
-use super::iq::NS_CONTROL;
 use super::{Core, Deferred, WRITE_TIMEOUT};
 use crate::access::Permission;
 use crate::stats::Stats;
 use crate::store::AuditEntry;
+use crate::translator;
 use crate::xmpp::stanzas;
 
 /// Where the outcome of a write goes.
@@ -53,15 +53,7 @@ impl ParamError {
             _ => ErrorType::Cancel,
         };
         let mut e = stanzas::error(type_, self.condition.clone(), &self.text);
-        e.other = Some(
-            Element::builder("paramError", NS_CONTROL)
-                .attr(
-                    rxml::xml_ncname!("var").to_owned(),
-                    crate::translator::xml_text::clean(&self.var).into_owned(),
-                )
-                .append(crate::translator::xml_text::clean(&self.text).into_owned())
-                .build(),
-        );
+        e.other = Some(translator::control::param_error(&self.var, &self.text));
         e
     }
 }
@@ -217,9 +209,12 @@ impl Core {
                 }
             }
             let answer = match (&reply, &outcome) {
-                (ControlReply::Iq { id, from, to }, Ok(_)) => {
-                    Some(stanzas::iq_result(id, from, to, Some(set_response())))
-                }
+                (ControlReply::Iq { id, from, to }, Ok(_)) => Some(stanzas::iq_result(
+                    id,
+                    from,
+                    to,
+                    Some(translator::control::set_response()),
+                )),
                 (ControlReply::Iq { id, from, to }, Err(e)) => {
                     Some(stanzas::iq_error(id, from, to, request_error(e)))
                 }
@@ -294,13 +289,6 @@ fn write_outcome(
         Ok(_) => format!("Done: {}", summary.join(", ")),
         Err(e) => format!("Not done: {e}"),
     }
-}
-
-fn set_response() -> Element {
-    // `responseCode` is from XEP-0325 before v0.3; slixmpp and Smack read it to report success.
-    Element::builder("setResponse", NS_CONTROL)
-        .attr(rxml::xml_ncname!("responseCode").to_owned(), "OK")
-        .build()
 }
 
 fn request_error(e: &RequestError) -> StanzaError {

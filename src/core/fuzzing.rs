@@ -26,8 +26,9 @@ use crate::config::{self, Config, Env, LoadMode};
 use crate::metrics::Registry;
 use crate::stats::Stats;
 use crate::store::{Store, StoreOptions, StoreThread};
+use crate::xmlns;
 use crate::xmpp::line_ends::LineEnds;
-use crate::xmpp::wire::{self, StanzaReader, NS_CLIENT, NS_COMPONENT};
+use crate::xmpp::wire::{self, StanzaReader};
 use crate::xmpp::Inbound;
 
 /// The devices every fuzzed core serves: numbers, a writable boolean and integer, a device with
@@ -242,7 +243,11 @@ pub fn stanza(data: &[u8]) {
         setup.store.clone(),
         stream,
     ));
-    let ns = if mode == 1 { NS_CLIENT } else { NS_COMPONENT };
+    let ns = if mode == 1 {
+        xmlns::CLIENT
+    } else {
+        xmlns::COMPONENT
+    };
     for el in &sent {
         rt.block_on(check_sent(el, ns));
     }
@@ -343,13 +348,13 @@ async fn serve(config: Arc<Config>, store: Store, content: Vec<u8>) -> Vec<Eleme
     // What the link-up announced does not depend on the input; the checks are for the rest.
     sent.clear();
 
-    let mut stream = wire::stream_open(NS_COMPONENT, "fuzz").into_bytes();
+    let mut stream = wire::stream_open(xmlns::COMPONENT, "fuzz").into_bytes();
     stream.extend_from_slice(&content);
     stream.extend_from_slice(wire::STREAM_CLOSE.as_bytes());
     // Read as `component.rs` reads: line ends normalised first.
     let mut reader = StanzaReader::new(
         tokio::io::BufReader::new(LineEnds::new(&stream[..])),
-        NS_COMPONENT,
+        xmlns::COMPONENT,
         wire::DEFAULT_MAX_STANZA_BYTES,
     );
     if reader.read_header().await.is_ok() {

@@ -5,7 +5,6 @@ use minidom::Element;
 use xmpp_parsers::disco::{DiscoInfoResult, DiscoItemsResult, Identity, Item};
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::Jid;
-use xmpp_parsers::ns;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use xmpp_parsers::time::TimeResult;
 use xmpp_parsers::version::VersionResult;
@@ -14,10 +13,19 @@ use super::Core;
 use crate::access::Permission;
 use crate::stats::Stats;
 use crate::translator::xml_text::clean;
+use crate::xmlns;
 use crate::xmpp::stanzas;
 
-pub const NS_SENSORDATA: &str = "urn:xmpp:iot:sensordata";
-pub const NS_CONTROL: &str = "urn:xmpp:iot:control";
+/// What the gateway and every device answer to disco#info with (a device with writable fields
+/// adds control).
+const FEATURES: [&str; 6] = [
+    xmlns::DISCO_INFO,
+    xmlns::DISCO_ITEMS,
+    xmlns::SENSOR_DATA,
+    xmlns::PING,
+    xmlns::VERSION,
+    xmlns::TIME,
+];
 
 /// A request, with the addresses its answer goes back with.
 pub(super) struct IqRequest {
@@ -114,7 +122,7 @@ impl Core {
 
     fn gateway_iq(&mut self, req: IqRequest) {
         let requester = req.from.to_bare().to_string();
-        let answer = if req.is_get && req.is("query", ns::DISCO_INFO) {
+        let answer = if req.is_get && req.is("query", xmlns::DISCO_INFO) {
             if req.payload.attr("node").is_some() {
                 req.error(
                     ErrorType::Cancel,
@@ -130,25 +138,15 @@ impl Core {
                         "en",
                         clean(&self.config.gateway.name).into_owned(),
                     )],
-                    features: [
-                        ns::DISCO_INFO,
-                        ns::DISCO_ITEMS,
-                        // The gateway's own figures (super::readout::gateway_readout).
-                        NS_SENSORDATA,
-                        ns::PING,
-                        ns::VERSION,
-                        ns::TIME,
-                    ]
-                    .into_iter()
-                    .map(str::to_owned)
-                    .collect(),
+                    // Sensor data: the gateway's own figures (super::readout::gateway_readout).
+                    features: FEATURES.into_iter().map(str::to_owned).collect(),
                     extensions: vec![],
                 };
                 req.result(Some(info.into()))
             }
-        } else if req.is_get && req.is("req", NS_SENSORDATA) {
+        } else if req.is_get && req.is("req", xmlns::SENSOR_DATA) {
             return self.gateway_readout(req);
-        } else if req.is_get && req.is("query", ns::DISCO_ITEMS) {
+        } else if req.is_get && req.is("query", xmlns::DISCO_ITEMS) {
             if req.payload.attr("node").is_some() {
                 req.error(
                     ErrorType::Cancel,
@@ -177,14 +175,14 @@ impl Core {
             }
         } else if let Some(answer) = self.common_iq(&req) {
             answer
-        } else if req.is_get && req.is("cancel", NS_SENSORDATA) {
+        } else if req.is_get && req.is("cancel", xmlns::SENSOR_DATA) {
             // The gateway queues no readouts of its own, so there is never one to cancel.
             req.error(
                 ErrorType::Cancel,
                 DefinedCondition::ItemNotFound,
                 "no such readout",
             )
-        } else if req.payload.ns() == NS_SENSORDATA {
+        } else if req.payload.ns() == xmlns::SENSOR_DATA {
             req.error(
                 ErrorType::Cancel,
                 DefinedCondition::FeatureNotImplemented,
@@ -201,16 +199,16 @@ impl Core {
         if !req.is_get {
             return None;
         }
-        if req.is("ping", ns::PING) {
+        if req.is("ping", xmlns::PING) {
             Some(req.result(None))
-        } else if req.is("query", ns::VERSION) {
+        } else if req.is("query", xmlns::VERSION) {
             let v = VersionResult {
                 name: env!("CARGO_PKG_NAME").to_owned(),
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 os: Some(std::env::consts::OS.to_owned()),
             };
             Some(req.result(Some(v.into())))
-        } else if req.is("time", ns::TIME) {
+        } else if req.is("time", xmlns::TIME) {
             let t = TimeResult {
                 tz_offset: FixedOffset::east_opt(0).unwrap_or(Utc.fix()),
                 utc: Utc::now(),
@@ -232,7 +230,7 @@ impl Core {
             self.reply(answer);
             return;
         }
-        let answer = if req.is_get && req.is("query", ns::DISCO_INFO) {
+        let answer = if req.is_get && req.is("query", xmlns::DISCO_INFO) {
             if req.payload.attr("node").is_some() {
                 req.error(
                     ErrorType::Cancel,
@@ -241,19 +239,10 @@ impl Core {
                 )
             } else {
                 let dev = self.devices.get(idx);
-                let mut features: std::collections::BTreeSet<String> = [
-                    ns::DISCO_INFO,
-                    ns::DISCO_ITEMS,
-                    NS_SENSORDATA,
-                    ns::PING,
-                    ns::VERSION,
-                    ns::TIME,
-                ]
-                .into_iter()
-                .map(str::to_owned)
-                .collect();
+                let mut features: std::collections::BTreeSet<String> =
+                    FEATURES.into_iter().map(str::to_owned).collect();
                 if dev.has_writable_fields() {
-                    features.insert(NS_CONTROL.to_owned());
+                    features.insert(xmlns::CONTROL.to_owned());
                 }
                 let info = DiscoInfoResult {
                     node: None,
@@ -268,7 +257,7 @@ impl Core {
                 };
                 req.result(Some(info.into()))
             }
-        } else if req.is_get && req.is("query", ns::DISCO_ITEMS) {
+        } else if req.is_get && req.is("query", xmlns::DISCO_ITEMS) {
             if req.payload.attr("node").is_some() {
                 req.error(
                     ErrorType::Cancel,
@@ -285,11 +274,11 @@ impl Core {
                     .into(),
                 ))
             }
-        } else if req.is_get && req.is("req", NS_SENSORDATA) {
+        } else if req.is_get && req.is("req", xmlns::SENSOR_DATA) {
             return self.on_readout_request(idx, req);
-        } else if req.is_get && req.is("cancel", NS_SENSORDATA) {
+        } else if req.is_get && req.is("cancel", xmlns::SENSOR_DATA) {
             return self.on_readout_cancel(req);
-        } else if !req.is_get && req.is("set", NS_CONTROL) {
+        } else if !req.is_get && req.is("set", xmlns::CONTROL) {
             let reply = super::control::ControlReply::Iq {
                 id: req.id.clone(),
                 from: req.to.clone(),
@@ -299,7 +288,7 @@ impl Core {
             return self.on_control_set(idx, &payload, &req.from.clone(), reply);
         } else if let Some(answer) = self.common_iq(&req) {
             answer
-        } else if req.payload.ns() == NS_SENSORDATA || req.payload.ns() == NS_CONTROL {
+        } else if req.payload.ns() == xmlns::SENSOR_DATA || req.payload.ns() == xmlns::CONTROL {
             // A namespace we speak, but not this part of it (RFC 6120 §8.3.3.3).
             req.error(
                 ErrorType::Cancel,

@@ -6,11 +6,11 @@ use xmpp_parsers::message::{Message, MessageType};
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 use super::control::ControlReply;
-use super::iq::NS_CONTROL;
 use super::Core;
 use crate::access::Permission;
 use crate::stats::Stats;
 use crate::translator::chat::{self, ChatCommand};
+use crate::xmlns;
 use crate::xmpp::stanzas;
 
 impl Core {
@@ -47,7 +47,7 @@ impl Core {
         };
         let requester = from.to_bare().to_string();
 
-        if let Some(set) = m.payloads.iter().find(|p| p.is("set", NS_CONTROL)) {
+        if let Some(set) = m.payloads.iter().find(|p| p.is("set", xmlns::CONTROL)) {
             let set = set.clone();
             return self.on_control_set(idx, &set, &from, ControlReply::Silent);
         }
@@ -136,7 +136,7 @@ impl Core {
                         .find(|(s, _)| s.name.eq_ignore_ascii_case(&field))
                     {
                         Some(one) => chat::get_text(&[*one]),
-                        None => no_such_field(&field, dev.specs().map(|s| &*s.name)),
+                        None => chat::no_such_field(&field, dev.specs().map(|s| &*s.name)),
                     },
                 )
             }
@@ -150,7 +150,10 @@ impl Core {
                     .find(|s| s.name.eq_ignore_ascii_case(&field))
                     .map(|s| s.name.to_string())
                 else {
-                    return ChatAnswer::Text(no_such_field(&field, dev.specs().map(|s| &*s.name)));
+                    return ChatAnswer::Text(chat::no_such_field(
+                        &field,
+                        dev.specs().map(|s| &*s.name),
+                    ));
                 };
                 match self.check_param(idx, &name, &value) {
                     Ok(checked) => ChatAnswer::Write(checked),
@@ -211,26 +214,4 @@ impl Core {
         };
         self.reply(stanzas::text_message(type_, to, from, &text, thread));
     }
-}
-
-/// The numeric field `name` (case-insensitive) of `dev`, or the answer saying why not;
-/// `what_for` ends the answer about a non-numeric field ("alerts compare numbers").
-pub(super) fn numeric_field<'d>(
-    dev: &'d crate::devices::Device,
-    name: &str,
-    what_for: &str,
-) -> Result<&'d gateway_api::FieldSpec, String> {
-    let Some(spec) = dev.specs().find(|s| s.name.eq_ignore_ascii_case(name)) else {
-        let shown = crate::translator::xml_text::one_line(name);
-        return Err(no_such_field(&shown, dev.specs().map(|s| &*s.name)));
-    };
-    match spec.kind {
-        gateway_api::FieldType::Numeric | gateway_api::FieldType::Integer => Ok(spec),
-        _ => Err(format!("`{}` is not a number: {what_for}.", spec.name)),
-    }
-}
-
-fn no_such_field<'a>(field: &str, names: impl Iterator<Item = &'a str>) -> String {
-    let names: Vec<&str> = names.collect();
-    format!("No field `{field}`. Fields: {}.", names.join(", "))
 }

@@ -9,6 +9,7 @@
 mod alerts;
 mod chart;
 mod control;
+#[cfg(any(fuzzing, test))]
 pub(crate) mod fuzzing;
 mod iq;
 mod messages;
@@ -43,7 +44,7 @@ use crate::access::Permission;
 use crate::config::Config;
 use crate::devices::{Applied, Devices};
 use crate::metrics::Registry;
-use crate::stats::{DeviceStats, Stats};
+use crate::stats::{DeviceStats, Stats, Summary};
 use crate::store::{Store, Subscription};
 use crate::translator;
 use crate::xmpp::rejected::{self, Reason};
@@ -102,14 +103,6 @@ pub enum CoreCommand {
         config: Arc<Config>,
         requests: Vec<mpsc::Sender<Request>>,
     },
-}
-
-/// A one-line summary for `STATUS=` and logs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Summary {
-    pub devices: usize,
-    pub online: usize,
-    pub upstream_up: bool,
 }
 
 /// What the core needs from the rest of the gateway.

@@ -17,9 +17,6 @@ use crate::stats::Stats;
 use crate::translator;
 use crate::xmpp::stanzas;
 
-const NS_PUBSUB: &str = "http://jabber.org/protocol/pubsub";
-const NS_DATA: &str = "jabber:x:data";
-
 /// What an IQ the gateway sent itself was for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OwnIq {
@@ -142,7 +139,7 @@ impl Core {
     }
 
     fn node_name(&self, idx: usize) -> String {
-        format!("iot/{}/sensordata", self.devices.get(idx).config.id)
+        translator::pubsub::node_name(self.devices.get(idx).config.id.as_str())
     }
 
     /// The latest values as item `current` of node `iot/<id>/sensordata` (created on first use).
@@ -158,18 +155,7 @@ impl Core {
             NodeState::Creating | NodeState::Refused => return,
             NodeState::Unknown => {
                 let id = self.next_iq_id("pubsub-create");
-                let create = Element::builder("pubsub", NS_PUBSUB)
-                    .append(
-                        Element::builder("create", NS_PUBSUB)
-                            .attr(rxml::xml_ncname!("node").to_owned(), self.node_name(idx))
-                            .build(),
-                    )
-                    .append(
-                        Element::builder("configure", NS_PUBSUB)
-                            .append(node_config())
-                            .build(),
-                    )
-                    .build();
+                let create = translator::pubsub::create_node(&self.node_name(idx));
                 self.own_iqs.insert(id.clone(), OwnIq::CreateNode(idx));
                 self.pubsub_nodes[idx] = NodeState::Creating;
                 let iq = iq_set(&id, &self.gateway_jid, &service, create);
@@ -177,18 +163,7 @@ impl Core {
             }
         }
         let id = self.next_iq_id("pubsub-publish");
-        let item = Element::builder("item", NS_PUBSUB)
-            .attr(rxml::xml_ncname!("id").to_owned(), "current")
-            .append(self.current_fields(idx))
-            .build();
-        let publish = Element::builder("pubsub", NS_PUBSUB)
-            .append(
-                Element::builder("publish", NS_PUBSUB)
-                    .attr(rxml::xml_ncname!("node").to_owned(), self.node_name(idx))
-                    .append(item)
-                    .build(),
-            )
-            .build();
+        let publish = translator::pubsub::publish(&self.node_name(idx), self.current_fields(idx));
         self.own_iqs.insert(id.clone(), OwnIq::Publish(idx));
         let iq = iq_set(&id, &self.gateway_jid, &service, publish);
         self.reply(iq);
@@ -242,28 +217,4 @@ fn iq_set(id: &str, from: &Jid, to: &Jid, payload: Element) -> Element {
         payload,
     }
     .into()
-}
-
-/// Node configuration: the last value only, readable by anyone who may subscribe on the service.
-fn node_config() -> Element {
-    let field = |var: &str, value: &str, hidden: bool| {
-        let mut f =
-            Element::builder("field", NS_DATA).attr(rxml::xml_ncname!("var").to_owned(), var);
-        if hidden {
-            f = f.attr(rxml::xml_ncname!("type").to_owned(), "hidden");
-        }
-        f.append(Element::builder("value", NS_DATA).append(value).build())
-            .build()
-    };
-    Element::builder("x", NS_DATA)
-        .attr(rxml::xml_ncname!("type").to_owned(), "submit")
-        .append(field(
-            "FORM_TYPE",
-            "http://jabber.org/protocol/pubsub#node_config",
-            true,
-        ))
-        .append(field("pubsub#max_items", "1", false))
-        .append(field("pubsub#persist_items", "true", false))
-        .append(field("pubsub#access_model", "open", false))
-        .build()
 }

@@ -6,17 +6,17 @@
 //! the message was addressed to, and only for messages the gateway accepted (a bounced message
 //! gets its error instead).
 
+use crate::xmlns;
 use minidom::Element;
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::message::{Message, MessageType};
-use xmpp_parsers::ns::RECEIPTS;
 use xmpp_parsers::receipts::Received;
 
 /// The `<received/>` answer to `m` if it asks for a receipt and has an id to acknowledge.
 /// `from` is the address `m` was sent to, `to` its sender.
 pub(super) fn receipt_for(m: &Message, from: &Jid, to: &Jid) -> Option<Element> {
     let id = m.id.as_ref()?;
-    if !m.payloads.iter().any(|p| p.is("request", RECEIPTS)) {
+    if !m.payloads.iter().any(|p| p.is("request", xmlns::RECEIPTS)) {
         return None;
     }
     // Mirror the request's type: clients file a `chat` receipt in the conversation it belongs to.

@@ -17,12 +17,10 @@ use super::control::ControlReply;
 use super::messages::ChatAnswer;
 use super::{Core, Deferred};
 use crate::access::Permission;
-use crate::translator::chat;
+use crate::translator::{self, chat};
+use crate::xmlns;
 use crate::xmpp::stanzas;
 
-const NS_MUC: &str = "http://jabber.org/protocol/muc";
-const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
-const NS_MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
 /// The resource a component-mode device joins rooms from.
 const ROOM_RESOURCE: &str = "room";
 const MAX_JOIN_ATTEMPTS: u32 = 10;
@@ -69,14 +67,10 @@ impl Core {
         let Ok(to) = Jid::new(&format!("{room}/{nick}")) else {
             return;
         };
-        let history = Element::builder("history", NS_MUC)
-            .attr(rxml::xml_ncname!("maxstanzas").to_owned(), "0")
-            .build();
-        let x = Element::builder("x", NS_MUC).append(history).build();
         let mut p = Presence::available()
             .with_from(self.occupant(idx))
             .with_to(to);
-        p.payloads.push(x);
+        p.payloads.push(translator::muc::join());
         self.rooms[idx].joined = false;
         self.reply(p.into());
     }
@@ -110,7 +104,7 @@ impl Core {
         if from_nick.as_deref() != Some(nick.as_str()) {
             return;
         }
-        let Some(x) = p.payloads.iter().find(|e| e.is("x", NS_MUC_USER)) else {
+        let Some(x) = p.payloads.iter().find(|e| e.is("x", xmlns::MUC_USER)) else {
             return;
         };
         let codes: Vec<&str> = x
@@ -132,15 +126,11 @@ impl Core {
         // We created the room: Prosody keeps it locked until its owner submits a configuration.
         if codes.contains(&"201") {
             if let Some(room) = self.room() {
-                let form = Element::builder("x", "jabber:x:data")
-                    .attr(rxml::xml_ncname!("type").to_owned(), "submit")
-                    .build();
-                let query = Element::builder("query", NS_MUC_OWNER).append(form).build();
                 let iq = xmpp_parsers::iq::Iq::Set {
                     from: Some(self.occupant(idx)),
                     to: Some(room.to_bare().into()),
                     id: format!("room-unlock-{idx}"),
-                    payload: query,
+                    payload: translator::muc::instant_room_config(),
                 };
                 self.reply(iq.into());
             }
@@ -199,7 +189,7 @@ impl Core {
             return;
         };
         // Delayed history is not a command.
-        if m.payloads.iter().any(|p| p.is("delay", "urn:xmpp:delay")) {
+        if m.payloads.iter().any(|p| p.is("delay", xmlns::DELAY)) {
             return;
         }
         // The room hands every occupant its own copy of the message, so with N devices seated
@@ -281,8 +271,8 @@ impl Core {
         let real = p
             .payloads
             .iter()
-            .find(|e| e.is("x", NS_MUC_USER))
-            .and_then(|x| x.get_child("item", NS_MUC_USER))
+            .find(|e| e.is("x", xmlns::MUC_USER))
+            .and_then(|x| x.get_child("item", xmlns::MUC_USER))
             .and_then(|i| i.attr("jid"))
             .and_then(|j| Jid::new(j).ok())
             .map(|j| j.to_bare().to_string());

@@ -157,6 +157,36 @@ pub(crate) fn split_word(s: &str) -> (&str, &str) {
     }
 }
 
+/// The numeric field `name` (case-insensitive) among `specs`, or the answer saying why not;
+/// `what_for` ends the answer about a non-numeric field ("alerts compare numbers").
+pub fn numeric_field<'s>(
+    specs: impl IntoIterator<Item = &'s FieldSpec>,
+    name: &str,
+    what_for: &str,
+) -> Result<&'s FieldSpec, String> {
+    let specs: Vec<&FieldSpec> = specs.into_iter().collect();
+    let Some(spec) = specs
+        .iter()
+        .copied()
+        .find(|s| s.name.eq_ignore_ascii_case(name))
+    else {
+        return Err(no_such_field(
+            &one_line(name),
+            specs.iter().map(|s| &*s.name),
+        ));
+    };
+    match spec.kind {
+        FieldType::Numeric | FieldType::Integer => Ok(spec),
+        _ => Err(format!("`{}` is not a number: {what_for}.", spec.name)),
+    }
+}
+
+/// The answer about a field the device does not have, with the names it has.
+pub fn no_such_field<'a>(field: &str, names: impl Iterator<Item = &'a str>) -> String {
+    let names: Vec<&str> = names.collect();
+    format!("No field `{field}`. Fields: {}.", names.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,9 +14,7 @@ use minidom::Element;
 use rxml::{xml_ncname, NcNameStr};
 
 use super::xml_text::clean;
-
-/// The XEP-0323 namespace (also its disco feature).
-pub const NS: &str = "urn:xmpp:iot:sensordata";
+use crate::xmlns::SENSOR_DATA;
 
 const SEQNR: &NcNameStr = xml_ncname!("seqnr");
 const DONE: &NcNameStr = xml_ncname!("done");
@@ -88,7 +86,9 @@ impl ReadoutRequest {
 /// `modify/bad-request` error, or into the `read` command's message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReqError {
-    #[error("expected <{expected}/> in namespace {NS}, found <{found}/> in namespace {ns}")]
+    #[error(
+        "expected <{expected}/> in namespace {SENSOR_DATA}, found <{found}/> in namespace {ns}"
+    )]
     WrongElement {
         expected: &'static str,
         found: String,
@@ -122,9 +122,9 @@ pub fn parse_req(el: &Element) -> Result<ReadoutRequest, ReqError> {
     let mut node_ids = Vec::new();
     let mut field_names = Vec::new();
     for child in el.children() {
-        if child.is("node", NS) {
+        if child.is("node", SENSOR_DATA) {
             node_ids.push(required(child, "nodeId")?.to_owned());
-        } else if child.is("field", NS) {
+        } else if child.is("field", SENSOR_DATA) {
             field_names.push(required(child, "name")?.to_owned());
         }
     }
@@ -150,7 +150,7 @@ pub fn parse_cancel(el: &Element) -> Result<i32, ReqError> {
 
 /// `<accepted seqnr [queued='true']/>`: the IQ result to a `<req>`.
 pub fn accepted(seqnr: i32, queued: bool) -> Element {
-    Element::builder("accepted", NS)
+    Element::builder("accepted", SENSOR_DATA)
         .attr(SEQNR.to_owned(), seqnr)
         .attr(QUEUED.to_owned(), queued.then_some("true"))
         .build()
@@ -158,14 +158,14 @@ pub fn accepted(seqnr: i32, queued: bool) -> Element {
 
 /// `<started seqnr/>`: a queued readout begins.
 pub fn started(seqnr: i32) -> Element {
-    Element::builder("started", NS)
+    Element::builder("started", SENSOR_DATA)
         .attr(SEQNR.to_owned(), seqnr)
         .build()
 }
 
 /// `<cancelled seqnr/>`: the IQ result to a `<cancel>`.
 pub fn cancelled(seqnr: i32) -> Element {
-    Element::builder("cancelled", NS)
+    Element::builder("cancelled", SENSOR_DATA)
         .attr(SEQNR.to_owned(), seqnr)
         .build()
 }
@@ -173,7 +173,7 @@ pub fn cancelled(seqnr: i32) -> Element {
 /// `<done seqnr/>`: ends a readout whose last message did not carry `done='true'` (slixmpp
 /// ignores it, so prefer `done` on the last `fields` or `failure`).
 pub fn done(seqnr: i32) -> Element {
-    Element::builder("done", NS)
+    Element::builder("done", SENSOR_DATA)
         .attr(SEQNR.to_owned(), seqnr)
         .build()
 }
@@ -190,11 +190,11 @@ pub struct Sample<'a> {
 /// `<fields seqnr [done='true']><node nodeId><timestamp value>…</timestamp>…</node></fields>`:
 /// one `timestamp` per sample, one field element per value.
 pub fn fields(seqnr: i32, node_id: &str, samples: &[Sample<'_>], done: bool) -> Element {
-    let node = Element::builder("node", NS)
+    let node = Element::builder("node", SENSOR_DATA)
         .attr(NODE_ID.to_owned(), &*clean(node_id))
         .append_all(samples.iter().map(sample))
         .build();
-    Element::builder("fields", NS)
+    Element::builder("fields", SENSOR_DATA)
         .attr(SEQNR.to_owned(), seqnr)
         .attr(DONE.to_owned(), done.then_some("true"))
         .append(node)
@@ -209,12 +209,12 @@ pub fn failure(
     text: &str,
     done: bool,
 ) -> Element {
-    let error = Element::builder("error", NS)
+    let error = Element::builder("error", SENSOR_DATA)
         .attr(NODE_ID.to_owned(), &*clean(node_id))
         .attr(TIMESTAMP.to_owned(), format_datetime(timestamp))
         .append(clean(text).into_owned())
         .build();
-    Element::builder("failure", NS)
+    Element::builder("failure", SENSOR_DATA)
         .attr(SEQNR.to_owned(), seqnr)
         .attr(DONE.to_owned(), done.then_some("true"))
         .append(error)
@@ -222,7 +222,7 @@ pub fn failure(
 }
 
 fn sample(s: &Sample<'_>) -> Element {
-    Element::builder("timestamp", NS)
+    Element::builder("timestamp", SENSOR_DATA)
         .attr(VALUE.to_owned(), format_datetime(s.timestamp))
         .append_all(
             s.values
@@ -248,7 +248,7 @@ fn field(spec: &FieldSpec, value: &Value, quality: Quality, momentary: bool) -> 
         Quality::Uncertain => (false, true, false),
         Quality::Bad => (true, false, true),
     };
-    Element::builder(element, NS)
+    Element::builder(element, SENSOR_DATA)
         .attr(NAME.to_owned(), &*clean(&spec.name))
         .attr(VALUE.to_owned(), text)
         .attr(
@@ -315,11 +315,11 @@ pub fn parse_fields(el: &Element) -> Result<Vec<ParsedField>, ReqError> {
     expect(el, "fields")?;
     seqnr(el)?;
     let mut out = Vec::new();
-    for node in el.children().filter(|c| c.is("node", NS)) {
+    for node in el.children().filter(|c| c.is("node", SENSOR_DATA)) {
         let node_id = required(node, "nodeId")?;
-        for ts in node.children().filter(|c| c.is("timestamp", NS)) {
+        for ts in node.children().filter(|c| c.is("timestamp", SENSOR_DATA)) {
             let timestamp = datetime(ts, "value", required(ts, "value")?)?;
-            for f in ts.children().filter(|c| c.has_ns(NS)) {
+            for f in ts.children().filter(|c| c.has_ns(SENSOR_DATA)) {
                 out.push(ParsedField {
                     node_id: node_id.to_owned(),
                     timestamp,
@@ -350,7 +350,7 @@ pub fn parse_failure(el: &Element) -> Result<Vec<ParsedError>, ReqError> {
     seqnr(el)?;
     Ok(el
         .children()
-        .filter(|c| c.is("error", NS))
+        .filter(|c| c.is("error", SENSOR_DATA))
         .map(|e| ParsedError {
             node_id: e.attr("nodeId").map(str::to_owned),
             timestamp: e.attr("timestamp").and_then(parse_datetime),
@@ -362,7 +362,7 @@ pub fn parse_failure(el: &Element) -> Result<Vec<ParsedError>, ReqError> {
 /// The `seqnr` of any sensor-data element and whether it ends its readout: `done='true'` on
 /// `fields`/`failure`, or a `<done/>` element.
 pub fn seqnr_and_done(el: &Element) -> Result<(i32, bool), ReqError> {
-    if !el.has_ns(NS) {
+    if !el.has_ns(SENSOR_DATA) {
         return Err(ReqError::WrongElement {
             expected: "fields",
             found: el.name().to_owned(),
@@ -374,7 +374,7 @@ pub fn seqnr_and_done(el: &Element) -> Result<(i32, bool), ReqError> {
 }
 
 fn expect(el: &Element, name: &'static str) -> Result<(), ReqError> {
-    if el.is(name, NS) {
+    if el.is(name, SENSOR_DATA) {
         Ok(())
     } else {
         Err(ReqError::WrongElement {

@@ -92,7 +92,7 @@ mod tests {
     #[test]
     fn hostile_text_round_trips_through_minidom_once_cleaned() {
         let build = |s: &str| {
-            Element::builder("string", "urn:xmpp:iot:sensordata")
+            Element::builder("string", crate::xmlns::SENSOR_DATA)
                 .attr(rxml::xml_ncname!("value").to_owned(), s)
                 .append(s)
                 .build()

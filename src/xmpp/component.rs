@@ -24,9 +24,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::dial::{self, DialError};
 use super::line_ends::LineEnds;
-use super::wire::{self, StanzaReader, WireError, NS_CLIENT, NS_COMPONENT};
+use super::wire::{self, StanzaReader, WireError};
 use super::Inbound;
 use crate::config::{ComponentConfig, Secret};
+use crate::xmlns;
 
 /// How the session watches a quiet stream.
 #[derive(Debug, Clone, Copy)]
@@ -195,11 +196,11 @@ impl ComponentSession {
         let (read, mut write) = stream.into_split();
         let mut reader = StanzaReader::new(
             BufReader::new(LineEnds::new(read)),
-            NS_COMPONENT,
+            xmlns::COMPONENT,
             cfg.max_stanza_size,
         );
         write
-            .write_all(wire::stream_open(NS_COMPONENT, &cfg.domain).as_bytes())
+            .write_all(wire::stream_open(xmlns::COMPONENT, &cfg.domain).as_bytes())
             .await
             .map_err(WireError::Io)?;
         let header = reader.read_header().await.map_err(|e| self.refused(e))?;
@@ -214,7 +215,7 @@ impl ComponentSession {
             .await
             .map_err(WireError::Io)?;
         let reply = reader.next().await.map_err(|e| self.refused(e))?;
-        if !reply.is("handshake", NS_CLIENT) {
+        if !reply.is("handshake", xmlns::CLIENT) {
             return Err(ComponentError::Refused {
                 domain: cfg.domain.clone(),
                 reason: format!("unexpected <{}> instead of <handshake/>", reply.name()),
@@ -285,11 +286,11 @@ impl ComponentSession {
                         break End::Finished;
                     };
                     buf.clear();
-                    buf.extend_from_slice(&wire::encode(&first, NS_COMPONENT));
+                    buf.extend_from_slice(&wire::encode(&first, xmlns::COMPONENT));
                     // Everything else already queued goes out in the same write.
                     while buf.len() < 64 * 1024 {
                         match outgoing.try_recv() {
-                            Ok(el) => buf.extend_from_slice(&wire::encode(&el, NS_COMPONENT)),
+                            Ok(el) => buf.extend_from_slice(&wire::encode(&el, xmlns::COMPONENT)),
                             Err(_) => break,
                         }
                     }
@@ -303,8 +304,8 @@ impl ComponentSession {
                     }
                     ping_seq += 1;
                     let ping = format!(
-                        "<iq xmlns='{NS_COMPONENT}' type='get' id='keepalive-{ping_seq}' from='{}' to='{}'><ping xmlns='urn:xmpp:ping'/></iq>",
-                        self.config.domain, self.config.ping_target
+                        "<iq xmlns='{}' type='get' id='keepalive-{ping_seq}' from='{}' to='{}'><ping xmlns='{}'/></iq>",
+                        xmlns::COMPONENT, self.config.domain, self.config.ping_target, xmlns::PING
                     );
                     if let Err(e) = writer.write_all(ping.as_bytes()).await {
                         break End::Lost(format!("write failed: {e}"));

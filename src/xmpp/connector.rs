@@ -146,7 +146,7 @@ impl Connector {
                 .map(|v| v.and_then(|v| v.into_read_error()))
             {
                 Some(Ok(XmppStreamElement::Starttls(starttls::Nonza::Proceed(_)))) => break,
-                Some(Ok(_)) | Some(Err(ReadError::SoftTimeout)) => {}
+                Some(Ok(_) | Err(ReadError::SoftTimeout)) => {}
                 Some(Err(ReadError::HardError(e))) => return Err(e.into()),
                 Some(Err(ReadError::ParseError(e))) => {
                     return Err(io::Error::new(io::ErrorKind::InvalidData, e).into())

@@ -22,7 +22,8 @@ use tokio_xmpp::xmlstream::{
 
 use super::line_ends::LineEnds;
 use super::rejected::{self, ENVELOPE_ATTRS};
-use super::wire::{StanzaReader, NS_CLIENT, NS_COMPONENT};
+use super::wire::StanzaReader;
+use crate::xmlns;
 
 /// The smallest `max_stanza_size` the configuration accepts.
 const LIMIT: usize = 16_384;
@@ -87,7 +88,7 @@ async fn component(content: &[u8], seed: u8) {
         xmlns='jabber:component:accept' id='f' from='gw.localhost'>";
     let writer = serve(theirs, header, content, seed);
     let reader = async {
-        let mut r = StanzaReader::new(BufReader::new(LineEnds::new(ours)), NS_COMPONENT, LIMIT);
+        let mut r = StanzaReader::new(BufReader::new(LineEnds::new(ours)), xmlns::COMPONENT, LIMIT);
         if r.read_header().await.is_err() {
             return;
         }
@@ -122,7 +123,7 @@ async fn read_client(io: BufStream<LineEnds<DuplexStream>>) {
         from: None,
         id: None,
     };
-    let Ok(pending) = initiate_stream(io, NS_CLIENT, header, Timeouts::default()).await else {
+    let Ok(pending) = initiate_stream(io, xmlns::CLIENT, header, Timeouts::default()).await else {
         return;
     };
     let Ok((_, mut stream)) = pending.recv_features::<FallibleStreamElement>().await else {

@@ -122,12 +122,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_carriage_return_in_an_attribute_no_longer_ends_the_stream() {
-        use super::super::wire::{StanzaReader, DEFAULT_MAX_STANZA_BYTES, NS_COMPONENT};
+        use super::super::wire::{StanzaReader, DEFAULT_MAX_STANZA_BYTES};
+        use crate::xmlns;
         let input = "<stream:stream xmlns:stream='http://etherx.jabber.org/streams' id='x' \
             xmlns='jabber:component:accept'><iq id='q' a='\r\u{FFFD}\rx'>\r\u{e9}</iq>";
         let mut r = StanzaReader::new(
             BufReader::new(LineEnds::new(input.as_bytes())),
-            NS_COMPONENT,
+            xmlns::COMPONENT,
             DEFAULT_MAX_STANZA_BYTES,
         );
         r.read_header().await.expect("header");

@@ -9,6 +9,7 @@ pub mod client;
 pub mod component;
 pub mod connector;
 pub mod dial;
+#[cfg(any(fuzzing, test))]
 pub mod fuzzing;
 pub mod line_ends;
 pub mod rejected;

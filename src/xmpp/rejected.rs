@@ -12,13 +12,9 @@
 //! with the same namespace. A peer that sends the marker itself only gets itself the same
 //! error answer.
 
+use crate::xmlns;
 use minidom::Element;
 use rxml::{xml_ncname, NcNameStr};
-
-use super::wire::NS_CLIENT;
-
-/// Namespace of the marker child. Also spelled out in vendor/tokio-xmpp (src/xmlstream/limits.rs).
-pub const NS_REJECTED: &str = "urn:xmpp-iot-gateway:rejected";
 
 /// Elements nested below a stanza deeper than this make it rejected. Nothing the gateway is sent
 /// legitimately comes close (a sensor-data request is four levels deep); the bound keeps the
@@ -74,14 +70,14 @@ pub fn envelope<'a>(
     attrs: impl IntoIterator<Item = (&'a str, &'a str)>,
     reason: Reason,
 ) -> Element {
-    let mut b = Element::builder(name, NS_CLIENT);
+    let mut b = Element::builder(name, xmlns::CLIENT);
     for (k, v) in attrs {
         if let Some(name) = envelope_name(k) {
             b = b.attr(name.to_owned(), v);
         }
     }
     b.append(
-        Element::builder("rejected", NS_REJECTED)
+        Element::builder("rejected", xmlns::REJECTED)
             .attr(xml_ncname!("reason").to_owned(), reason.as_str())
             .build(),
     )
@@ -90,7 +86,7 @@ pub fn envelope<'a>(
 
 /// The reason, when `el` is the envelope of a rejected stanza.
 pub fn reason_of(el: &Element) -> Option<Reason> {
-    el.get_child("rejected", NS_REJECTED)
+    el.get_child("rejected", xmlns::REJECTED)
         .map(|r| Reason::parse(r.attr("reason").unwrap_or_default()))
 }
 

@@ -116,7 +116,7 @@ mod tests {
             PresenceType::None,
             "",
         );
-        assert!(el.get_child("status", "jabber:client").is_none());
+        assert!(el.get_child("status", crate::xmlns::CLIENT).is_none());
         let el = presence(
             &jid("d@gw.example.org"),
             None,
@@ -124,7 +124,8 @@ mod tests {
             "port\u{0}gone",
         );
         assert_eq!(
-            el.get_child("status", "jabber:client").map(|s| s.text()),
+            el.get_child("status", crate::xmlns::CLIENT)
+                .map(|s| s.text()),
             Some("portgone".into())
         );
         let _ = String::from(&el);
@@ -139,7 +140,8 @@ mod tests {
         assert!(xml.contains("<body>a&lt;b &amp; c</body>"), "{xml}");
         let back: Element = xml.parse().expect("well-formed");
         assert_eq!(
-            back.get_child("body", "jabber:client").map(|b| b.text()),
+            back.get_child("body", crate::xmlns::CLIENT)
+                .map(|b| b.text()),
             Some("a<b & c".into())
         );
     }

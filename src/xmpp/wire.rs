@@ -20,10 +20,7 @@ use rxml::RawEvent;
 use tokio::io::AsyncBufRead;
 
 use super::rejected::{self, Reason, MAX_DEPTH};
-
-pub const NS_CLIENT: &str = "jabber:client";
-pub const NS_COMPONENT: &str = "jabber:component:accept";
-pub const NS_STREAMS: &str = "http://etherx.jabber.org/streams";
+use crate::xmlns;
 
 /// Default of `[xmpp] max_stanza_size`: a stanza of more bytes is skipped, not built.
 pub const DEFAULT_MAX_STANZA_BYTES: usize = 1 << 20;
@@ -147,7 +144,7 @@ impl<R: AsyncBufRead + Unpin> StanzaReader<R> {
             RawEvent::Attribute(m, (None, name), value)
                 if name.as_str() == "xmlns" && value == self.stream_ns =>
             {
-                RawEvent::Attribute(m, (None, name), NS_CLIENT.to_owned())
+                RawEvent::Attribute(m, (None, name), xmlns::CLIENT.to_owned())
             }
             other => other,
         };
@@ -167,7 +164,7 @@ impl<R: AsyncBufRead + Unpin> StanzaReader<R> {
                     .tree
                     .top()
                     .ok_or_else(|| WireError::Xml("no stream header".into()))?;
-                if !root.is("stream", NS_STREAMS) {
+                if !root.is("stream", xmlns::STREAMS) {
                     return Err(WireError::Xml(format!(
                         "expected a stream header, got <{}>",
                         root.name()
@@ -240,7 +237,7 @@ impl<R: AsyncBufRead + Unpin> StanzaReader<R> {
                     .tree
                     .unshift_child()
                     .ok_or_else(|| WireError::Xml("lost a stanza".into()))?;
-                if el.is("error", NS_STREAMS) {
+                if el.is("error", xmlns::STREAMS) {
                     return Err(stream_error(&el));
                 }
                 return Ok(el);
@@ -259,14 +256,13 @@ impl<R: AsyncBufRead + Unpin> StanzaReader<R> {
 }
 
 fn stream_error(el: &Element) -> WireError {
-    const NS_STREAM_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
     let condition = el
         .children()
-        .find(|c| c.ns() == NS_STREAM_ERRORS && c.name() != "text")
+        .find(|c| c.ns() == xmlns::STREAM_ERRORS && c.name() != "text")
         .map(|c| c.name().to_owned())
         .unwrap_or_else(|| "undefined-condition".to_owned());
     let text = el
-        .get_child("text", NS_STREAM_ERRORS)
+        .get_child("text", xmlns::STREAM_ERRORS)
         .map(|t| t.text())
         .filter(|t| !t.is_empty());
     WireError::Stream { condition, text }
@@ -284,10 +280,10 @@ pub fn encode(el: &Element, stream_ns: &'static str) -> Vec<u8> {
         tracing::error!(error = %e, element = el.name(), "could not serialise a stanza; dropped it");
         return Vec::new();
     }
-    if stream_ns == NS_CLIENT || el.ns() != NS_CLIENT {
+    if stream_ns == xmlns::CLIENT || el.ns() != xmlns::CLIENT {
         return buf;
     }
-    let decl = format!(" xmlns='{NS_CLIENT}'");
+    let decl = format!(" xmlns='{}'", xmlns::CLIENT);
     let at = 1 + el.name().len();
     if buf.get(at..at + decl.len()) == Some(decl.as_bytes()) {
         let mut out = Vec::with_capacity(buf.len() + 16);
@@ -307,7 +303,8 @@ pub fn encode(el: &Element, stream_ns: &'static str) -> Vec<u8> {
 /// The opening of a stream from us to a server.
 pub fn stream_open(stream_ns: &str, to: &str) -> String {
     format!(
-        "<?xml version='1.0'?><stream:stream xmlns='{stream_ns}' xmlns:stream='{NS_STREAMS}' to='{}'>",
+        "<?xml version='1.0'?><stream:stream xmlns='{stream_ns}' xmlns:stream='{}' to='{}'>",
+        xmlns::STREAMS,
         escape_attr(to)
     )
 }
@@ -354,13 +351,13 @@ mod tests {
             xml:lang='en' id='abc' from='gw.localhost' xmlns='jabber:component:accept'> \
             <handshake/>\n <message to='a@gw.localhost' from='u@localhost/r' type='chat'><body>get</body></message>  \
             </stream:stream>";
-        let (header, els, end) = read_all(input, NS_COMPONENT).await;
+        let (header, els, end) = read_all(input, xmlns::COMPONENT).await;
         assert_eq!(header.id.as_deref(), Some("abc"));
         assert_eq!(header.from.as_deref(), Some("gw.localhost"));
         assert_eq!(els.len(), 2);
-        assert!(els[0].is("handshake", NS_CLIENT));
-        assert!(els[1].is("message", NS_CLIENT));
-        assert!(els[1].get_child("body", NS_CLIENT).is_some());
+        assert!(els[0].is("handshake", xmlns::CLIENT));
+        assert!(els[1].is("message", xmlns::CLIENT));
+        assert!(els[1].get_child("body", xmlns::CLIENT).is_some());
         assert!(matches!(end, WireError::Closed));
         let parsed = xmpp_parsers::message::Message::try_from(els[1].clone())
             .expect("parses as a client message");
@@ -375,7 +372,7 @@ mod tests {
         let input = b"<stream:stream xmlns:stream='http://etherx.jabber.org/streams' id='x' xmlns='jabber:component:accept'>\
             <stream:error><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>\
             <text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>Given token does not match</text></stream:error>";
-        let (_, els, end) = read_all(input, NS_COMPONENT).await;
+        let (_, els, end) = read_all(input, xmlns::COMPONENT).await;
         assert!(els.is_empty());
         match end {
             WireError::Stream { condition, text } => {
@@ -390,7 +387,7 @@ mod tests {
     async fn broken_xml_is_an_error_not_a_panic() {
         let input = b"<stream:stream xmlns:stream='http://etherx.jabber.org/streams' id='x' xmlns='jabber:component:accept'>\
             <message><body>a</bodyx></message>";
-        let (_, els, end) = read_all(input, NS_COMPONENT).await;
+        let (_, els, end) = read_all(input, xmlns::COMPONENT).await;
         assert!(els.is_empty());
         assert!(matches!(end, WireError::Xml(_)), "{end:?}");
     }
@@ -399,7 +396,7 @@ mod tests {
     async fn a_hang_up_mid_stream_is_a_lost_link_not_bad_xml() {
         let input = b"<stream:stream xmlns:stream='http://etherx.jabber.org/streams' id='x' xmlns='jabber:component:accept'>\
             <message><body>a</body></message>\n";
-        let (_, els, end) = read_all(input, NS_COMPONENT).await;
+        let (_, els, end) = read_all(input, xmlns::COMPONENT).await;
         assert_eq!(els.len(), 1);
         assert!(matches!(end, WireError::HungUp), "{end:?}");
     }
@@ -418,7 +415,7 @@ mod tests {
         let last = els.last().expect("the message after it");
         assert_eq!(last.attr("id"), Some("next"));
         assert_eq!(
-            last.get_child("body", NS_CLIENT).map(|b| b.text()),
+            last.get_child("body", xmlns::CLIENT).map(|b| b.text()),
             Some("next".into())
         );
     }
@@ -429,7 +426,7 @@ mod tests {
         let input = stream_with(&format!(
             "<iq type='set' id='q1' from='bob@localhost/r' to='s1@gw.localhost'><big xmlns='urn:x:big' a='{big}'>{big}</big></iq>"
         ));
-        let (_, els, end) = read_limited(&input, NS_COMPONENT, DEFAULT_MAX_STANZA_BYTES).await;
+        let (_, els, end) = read_limited(&input, xmlns::COMPONENT, DEFAULT_MAX_STANZA_BYTES).await;
         assert_next_read(&els, &end);
         let big_el = els[0].get_child("big", "urn:x:big").expect("payload");
         assert_eq!(big_el.attr("a").map(str::len), Some(big.len()));
@@ -443,7 +440,7 @@ mod tests {
         let input = stream_with(&format!(
             "<iq type='get' id='big' from='bob@localhost/r' to='s1@gw.localhost' extra='x'><q xmlns='urn:x'>{text}</q><q xmlns='urn:x'>{text}</q></iq>"
         ));
-        let (_, els, end) = read_limited(&input, NS_COMPONENT, 8192).await;
+        let (_, els, end) = read_limited(&input, xmlns::COMPONENT, 8192).await;
         assert_next_read(&els, &end);
         assert_eq!(els.len(), 2);
         assert_eq!(rejected::reason_of(&els[0]), Some(Reason::TooLarge));
@@ -464,7 +461,7 @@ mod tests {
         let input = stream_with(&format!(
             "{deep}<message id='pfx' to='s1@gw.localhost'><x:y/></message>"
         ));
-        let (_, els, end) = read_limited(&input, NS_COMPONENT, DEFAULT_MAX_STANZA_BYTES).await;
+        let (_, els, end) = read_limited(&input, xmlns::COMPONENT, DEFAULT_MAX_STANZA_BYTES).await;
         assert_next_read(&els, &end);
         assert_eq!(els.len(), 3);
         assert_eq!(rejected::reason_of(&els[0]), Some(Reason::TooDeep));
@@ -479,7 +476,7 @@ mod tests {
             "<iq type='get' id='q' to='s1@gw.localhost'><x xmlns='urn:x' a='{}'/></iq>",
             "A".repeat(200 * 1024)
         ));
-        let (_, els, end) = read_limited(&input, NS_COMPONENT, 16384).await;
+        let (_, els, end) = read_limited(&input, xmlns::COMPONENT, 16384).await;
         assert_next_read(&els, &end);
         assert_eq!(rejected::reason_of(&els[0]), Some(Reason::TooLarge));
     }
@@ -491,7 +488,7 @@ mod tests {
             "<message to='s1@gw.localhost'><x xmlns='urn:x' a='{}'/></message>",
             "A".repeat(token_limit(0) + 1)
         ));
-        let (_, els, end) = read_limited(&input, NS_COMPONENT, 16384).await;
+        let (_, els, end) = read_limited(&input, xmlns::COMPONENT, 16384).await;
         assert!(els.is_empty());
         assert!(matches!(end, WireError::Xml(_)), "{end:?}");
         assert!(UNREADABLE_STREAMS.load(Ordering::Relaxed) > before);
@@ -504,7 +501,7 @@ mod tests {
             <x xmlns='urn:example'><y/></x></message>"
                 .parse()
                 .expect("test element");
-        let out = String::from_utf8(encode(&el, NS_COMPONENT)).expect("utf-8");
+        let out = String::from_utf8(encode(&el, xmlns::COMPONENT)).expect("utf-8");
         assert!(
             out.starts_with("<message xmlns='jabber:component:accept'"),
             "{out}"
@@ -512,10 +509,10 @@ mod tests {
         assert_eq!(out.matches("jabber:client").count(), 0, "{out}");
         let back: Element = out.parse().expect("well-formed");
         assert_eq!(
-            back.get_child("body", NS_COMPONENT).map(|b| b.text()),
+            back.get_child("body", xmlns::COMPONENT).map(|b| b.text()),
             Some("a < b".to_owned())
         );
-        let same = String::from_utf8(encode(&el, NS_CLIENT)).expect("utf-8");
+        let same = String::from_utf8(encode(&el, xmlns::CLIENT)).expect("utf-8");
         assert!(same.starts_with("<message xmlns='jabber:client'"));
     }
 }

@@ -484,16 +484,15 @@ include_config_file: "{r}/gateway.yml"
                 up = wait_for_port(addr, left) => up,
                 () = self.failed() => false,
             };
-            if !up {
-                panic!(
-                    "ejabberd node {} did not listen on {addr} within {START_TIMEOUT:?}\n\
-                     --- log (tail) ---\n{}\n--- error.log ---\n{}",
-                    self.node,
-                    tail(&self.log_text(), 60),
-                    fs::read_to_string(self.dir.path().join("logs").join("error.log"))
-                        .unwrap_or_default()
-                );
-            }
+            assert!(
+                up,
+                "ejabberd node {} did not listen on {addr} within {START_TIMEOUT:?}\n\
+                 --- log (tail) ---\n{}\n--- error.log ---\n{}",
+                self.node,
+                tail(&self.log_text(), 60),
+                fs::read_to_string(self.dir.path().join("logs").join("error.log"))
+                    .unwrap_or_default()
+            );
         }
     }
 }

@@ -145,7 +145,7 @@ pub fn send_signal(pid: u32, sig: libc::c_int) {
 
 /// SIGKILL and reap, for Drop impls (a killed process exits at once, so the wait is immediate).
 pub fn kill_and_reap(child: &mut Child) {
-    if let Ok(None) = child.try_wait() {
+    if matches!(child.try_wait(), Ok(None)) {
         let _ = child.kill();
         let _ = child.wait();
     }

@@ -14,7 +14,8 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use xmpp_iot_gateway::xmpp::wire::{StanzaReader, NS_CLIENT};
+use xmpp_iot_gateway::xmlns::CLIENT as NS_CLIENT;
+use xmpp_iot_gateway::xmpp::wire::StanzaReader;
 use xmpp_parsers::minidom::Element;
 
 use super::TIMEOUT;

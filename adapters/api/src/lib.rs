@@ -11,6 +11,9 @@
 mod backoff;
 mod device;
 mod event;
+// Shared by the fuzz targets (built with `--cfg fuzzing`) and the crates' tests (which turn on
+// the `testing` feature): not part of the release build's API.
+#[cfg(any(fuzzing, test, feature = "testing"))]
 pub mod fuzzing;
 pub mod metrics;
 mod request;

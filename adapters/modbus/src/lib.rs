@@ -10,13 +10,15 @@
 //!   unit, and reopens the link with back-off;
 //! - [`stats`]: counters per bus and device, readable while the adapter runs;
 //! - [`config`]: the validated settings, and the adapter's keys and registration ([`config::keys`]);
-//! - [`fuzzing`]: the body of the `modbus_decode` fuzz target in `fuzz/`.
+//! - `fuzzing`: the body of the `modbus_decode` fuzz target in `fuzz/` (built only for the fuzz
+//!   targets and the tests).
 //!
 //! One [`ModbusAdapter`] serves one `[[adapter]]` (one serial line or one TCP address) and all
 //! the devices on it.
 
 pub mod codec;
 pub mod config;
+#[cfg(any(fuzzing, test))]
 pub mod fuzzing;
 pub mod plan;
 pub mod stats;

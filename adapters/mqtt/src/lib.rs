@@ -10,7 +10,8 @@
 //! - `link`: rumqttc's options and the poller task that drives its event loop with the shared
 //!   back-off;
 //! - `bridge`: the state machine between the link and the core (routing, presence, writes);
-//! - [`stats`] holds the counters; [`fuzzing`], the body of the `mqtt_payload` fuzz target.
+//! - [`stats`] holds the counters; `fuzzing`, the body of the `mqtt_payload`
+//!   fuzz target (built only for the fuzz targets and the tests).
 //!
 //! One task ([`MqttAdapter::run`]) moves messages between the poller, the bridge, the core's
 //! event channel and rumqttc's request channel; it never blocks on one while another waits.
@@ -20,6 +21,7 @@
 
 mod bridge;
 pub mod config;
+#[cfg(any(fuzzing, test))]
 pub mod fuzzing;
 mod link;
 pub mod payload;
@@ -227,7 +229,7 @@ fn pump(client: &AsyncClient, bridge: &mut Bridge) {
                 bridge.mqtt.pop_front();
             }
             // Full: `send` waits for room. (Disconnected: the same, until shutdown.)
-            Err(ClientError::TryRequest(_)) | Err(ClientError::Request(_)) => break,
+            Err(ClientError::TryRequest(_) | ClientError::Request(_)) => break,
         }
     }
 }

@@ -15,10 +15,12 @@
 //! (one pure parser per format), [`record`] (looking values up in a parsed line), [`time`]
 //! (device timestamps), [`route`] (records to readings), [`template`] (command templates),
 //! [`stats`] (counters, rate-limited warnings), `input` (the read pipeline), `session` (one
-//! open port: the I/O loop), [`fuzzing`] (the bodies of the fuzz targets in `fuzz/`).
+//! open port: the I/O loop), `fuzzing` (the bodies of the fuzz targets in `fuzz/`, built only for
+//! them and for the tests).
 
 pub mod config;
 pub mod framer;
+#[cfg(any(fuzzing, test))]
 pub mod fuzzing;
 mod input;
 pub mod parse;

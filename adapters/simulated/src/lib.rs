@@ -17,7 +17,7 @@ use gateway_api::{
     RequestError, RequestKind, Value, ValueError,
 };
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use tokio::time::{sleep_until, Instant};
 use tracing::{debug, trace, warn};
 
@@ -194,7 +194,7 @@ impl Sim {
     fn new(adapter: SimulatedAdapter, name: Arc<str>, now: Instant) -> Self {
         let rng = match adapter.seed {
             Some(seed) => StdRng::seed_from_u64(seed),
-            None => StdRng::from_os_rng(),
+            None => rand::make_rng(),
         };
         let devices = adapter
             .devices

@@ -19,12 +19,10 @@ use tokio_xmpp::parsers::stanza_error::StanzaError;
 use tokio_xmpp::xmlstream::Timeouts;
 
 use crate::translator::sensordata::{self, ParsedField};
+use crate::xmlns;
 use crate::xmpp::c2s::{C2sEvent, C2sStream};
 use crate::xmpp::connector::{ChurnWatch, Connector, Target};
 use crate::xmpp::tls::client_config;
-
-const NS_SD: &str = "urn:xmpp:iot:sensordata";
-const NS_CTL: &str = "urn:xmpp:iot:control";
 
 /// How the command logs in.
 #[derive(Debug, Clone)]
@@ -264,7 +262,8 @@ pub async fn read(
 ) -> Result<Vec<ParsedField>, RemoteError> {
     let mut session = Session::open(login).await?;
     let seqnr = "1";
-    let mut req = Element::builder("req", NS_SD).attr(rxml::xml_ncname!("seqnr").to_owned(), seqnr);
+    let mut req = Element::builder("req", xmlns::SENSOR_DATA)
+        .attr(rxml::xml_ncname!("seqnr").to_owned(), seqnr);
     if what.from.is_some() || what.to.is_some() {
         req = req.attr(rxml::xml_ncname!("historical").to_owned(), "true");
         if let Some(f) = what.from {
@@ -284,7 +283,7 @@ pub async fn read(
     }
     for f in &what.fields {
         req = req.append(
-            Element::builder("field", NS_SD)
+            Element::builder("field", xmlns::SENSOR_DATA)
                 .attr(rxml::xml_ncname!("name").to_owned(), f.as_str())
                 .build(),
         );
@@ -308,7 +307,7 @@ pub async fn read(
         for p in m
             .payloads
             .iter()
-            .filter(|p| p.has_ns(NS_SD) && p.attr("seqnr") == Some(seqnr))
+            .filter(|p| p.has_ns(xmlns::SENSOR_DATA) && p.attr("seqnr") == Some(seqnr))
         {
             match p.name() {
                 "fields" => match sensordata::parse_fields(p) {
@@ -354,10 +353,10 @@ pub async fn set(
     values: &[(String, String)],
 ) -> Result<(), RemoteError> {
     let mut session = Session::open(login).await?;
-    let mut set = Element::builder("set", NS_CTL);
+    let mut set = Element::builder("set", xmlns::CONTROL);
     for (name, value) in values {
         set = set.append(
-            Element::builder(control_type(value), NS_CTL)
+            Element::builder(control_type(value), xmlns::CONTROL)
                 .attr(rxml::xml_ncname!("name").to_owned(), name.as_str())
                 .attr(rxml::xml_ncname!("value").to_owned(), value.as_str())
                 .build(),
