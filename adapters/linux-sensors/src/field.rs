@@ -97,6 +97,12 @@ impl FieldReader {
         Pending { job: Some(rx) }
     }
 
+    /// The cached location, for tests that hold it to make a read hang.
+    #[cfg(test)]
+    pub(crate) fn location_for_test(&self) -> &Mutex<Option<Location>> {
+        &self.location
+    }
+
     /// The kernel's number as people read it: ABI unit converted, then the field's own
     /// `scale` and `offset`.
     pub fn convert(&self, kernel: f64) -> f64 {

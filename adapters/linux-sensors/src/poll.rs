@@ -289,6 +289,111 @@ impl Poller {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resolve::tests::put;
+    use crate::SensorField;
+    use gateway_api::FieldSpec;
+    use tokio::sync::mpsc;
+
+    fn device(id: &str, source: &str) -> Arc<DeviceState> {
+        DeviceState::new(SensorDevice {
+            id: DeviceId::new(id).unwrap(),
+            poll: Duration::from_millis(100),
+            fields: vec![SensorField {
+                spec: FieldSpec {
+                    name: "t".into(),
+                    unit: "".into(),
+                    kind: FieldType::Numeric,
+                    writable: false,
+                },
+                source: source.parse().unwrap(),
+                scale: 1.0,
+                offset: 0.0,
+            }],
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_stuck_in_the_kernel_stalls_neither_the_other_devices_nor_its_own_poll() {
+        let dir = tempfile::tempdir().unwrap();
+        put(dir.path(), "class/thermal/thermal_zone0/type", "a\n");
+        put(dir.path(), "class/thermal/thermal_zone0/temp", "1000\n");
+        put(dir.path(), "class/thermal/thermal_zone1/type", "b\n");
+        put(dir.path(), "class/thermal/thermal_zone1/temp", "2000\n");
+        let root: Arc<Path> = dir.path().into();
+        let stuck = device("stuck", "thermal:a");
+        let fine = device("fine", "thermal:b");
+        // The stuck device's read cannot finish while this thread holds its location, as a
+        // read waiting on a wedged bus would not.
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let field = Arc::clone(&stuck.fields[0]);
+            std::thread::spawn(move || {
+                let _held = field.location_for_test().lock().unwrap();
+                locked_tx.send(()).unwrap();
+                let _ = release_rx.recv();
+            })
+        };
+        locked_rx.recv().unwrap();
+        let (tx, mut rx) = mpsc::channel(64);
+        let shutdown = CancellationToken::new();
+        let stats = SensorStats::new("pi".into());
+        for device in [&stuck, &fine] {
+            let poller = Poller {
+                adapter: "pi".into(),
+                device: Arc::clone(device),
+                root: Arc::clone(&root),
+                retry: Retry::default(),
+                stats: Arc::clone(&stats),
+                events: tx.clone(),
+                shutdown: shutdown.clone(),
+            };
+            tokio::spawn(poller.run());
+        }
+        drop(tx);
+        let mut fine_readings = 0;
+        let reason = loop {
+            let event = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+                .await
+                .expect("events in time")
+                .expect("pollers running");
+            match event {
+                AdapterEvent::Readings(rs) => {
+                    assert_eq!(rs[0].device.as_str(), "fine");
+                    fine_readings += 1;
+                }
+                AdapterEvent::Offline { device, reason } => {
+                    assert_eq!(device.as_str(), "stuck");
+                    break reason;
+                }
+                // One failed poll is not enough to call the device offline.
+                AdapterEvent::Online { .. } => {}
+            }
+        };
+        // The first poll waited for its deadline (at least 2 s) while the fine device kept its
+        // 100 ms polls; the stuck read was never started twice.
+        assert!(fine_readings >= 5, "{fine_readings}");
+        assert_eq!(
+            reason,
+            "thermal zone a: the previous read has not returned yet"
+        );
+        assert_eq!(stats.faults("timeout"), 1);
+        assert!(stats.faults("stuck") >= 2);
+        release_tx.send(()).unwrap();
+        holder.join().unwrap();
+        // Once the read returns, the device is back.
+        loop {
+            let event = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            if let AdapterEvent::Online { device } = event {
+                assert_eq!(device.as_str(), "stuck");
+                break;
+            }
+        }
+        shutdown.cancel();
+    }
 
     #[test]
     fn deadlines_follow_the_poll_within_bounds() {
