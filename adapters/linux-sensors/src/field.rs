@@ -51,6 +51,8 @@ pub struct Pending {
     /// `None` when no read was started because the previous one is still running. The reading
     /// thread sends once and drops its end; a thread that could not be started drops it unsent.
     job: Option<oneshot::Receiver<(Outcome, DateTime<Utc>)>>,
+    /// When the read was started, for the message of a timeout.
+    started: Instant,
 }
 
 impl FieldReader {
@@ -71,7 +73,10 @@ impl FieldReader {
     /// Starts a read on a blocking thread, unless the previous one has not returned.
     pub fn start(self: &Arc<Self>, root: &Arc<Path>, retry: Retry) -> Pending {
         if self.busy.swap(true, Ordering::AcqRel) {
-            return Pending { job: None };
+            return Pending {
+                job: None,
+                started: Instant::now(),
+            };
         }
         let me = Arc::clone(self);
         let root = Arc::clone(root);
@@ -94,7 +99,10 @@ impl FieldReader {
             // No thread (the process is at its limit): `finish` reports the read as failed.
             self.busy.store(false, Ordering::Release);
         }
-        Pending { job: Some(rx) }
+        Pending {
+            job: Some(rx),
+            started: Instant::now(),
+        }
     }
 
     /// The cached location, for tests that hold it to make a read hang.
@@ -121,7 +129,6 @@ impl Pending {
         let Some(job) = self.job else {
             return (Err(Fault::Stuck), 0);
         };
-        let started = Instant::now();
         match tokio::time::timeout_at(deadline, job).await {
             Ok(Ok((outcome, at))) => {
                 let sample = outcome.value.and_then(|kernel| {
@@ -143,7 +150,9 @@ impl Pending {
                 0,
             ),
             Err(_) => (
-                Err(Fault::Timeout(deadline.saturating_duration_since(started))),
+                Err(Fault::Timeout(
+                    deadline.saturating_duration_since(self.started),
+                )),
                 0,
             ),
         }

@@ -226,23 +226,44 @@ fn classify(e: io::Error) -> Failure {
     }
 }
 
-/// The text of one sysfs attribute.
-fn read_attribute(path: &Path) -> Result<String, Failure> {
+/// Why [`read_page`] gave no text.
+#[derive(Debug)]
+pub(crate) enum PageError {
+    Io(io::Error),
+    /// A directory, FIFO, device node or socket.
+    NotAFile,
+    /// More than a sysfs attribute can hold; the first page and one byte.
+    TooLong(Vec<u8>),
+}
+
+/// The bytes of the regular file at `path`, at most one page. Opened with `O_NONBLOCK`, so that
+/// not even the open waits on a FIFO, and checked before anything is read.
+pub(crate) fn read_page(path: &Path) -> Result<Vec<u8>, PageError> {
     let file: File = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
-        .map_err(classify)?;
-    if !file.metadata().map_err(classify)?.is_file() {
-        return Err(Failure::Fault(Fault::NotAFile));
+        .map_err(PageError::Io)?;
+    if !file.metadata().map_err(PageError::Io)?.is_file() {
+        return Err(PageError::NotAFile);
     }
     let mut bytes = Vec::with_capacity(64);
     file.take(MAX_ATTRIBUTE + 1)
         .read_to_end(&mut bytes)
-        .map_err(classify)?;
+        .map_err(PageError::Io)?;
     if bytes.len() as u64 > MAX_ATTRIBUTE {
-        return Err(unparsable(&bytes));
+        return Err(PageError::TooLong(bytes));
     }
+    Ok(bytes)
+}
+
+/// The text of one sysfs attribute.
+fn read_attribute(path: &Path) -> Result<String, Failure> {
+    let bytes = read_page(path).map_err(|e| match e {
+        PageError::Io(e) => classify(e),
+        PageError::NotAFile => Failure::Fault(Fault::NotAFile),
+        PageError::TooLong(bytes) => unparsable(&bytes),
+    })?;
     String::from_utf8(bytes).map_err(|e| unparsable(e.as_bytes()))
 }
 

@@ -159,10 +159,11 @@ fn numbered(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     found.into_iter().map(|(_, p)| p).collect()
 }
 
-/// Reads a small identifying file (`name`, `type`), trimmed.
+/// Reads a small identifying file (`name`, `type`), trimmed; `None` if it is not a readable
+/// regular file with UTF-8 text.
 pub fn read_label(file: &Path) -> Option<String> {
-    let text = fs::read_to_string(file).ok()?;
-    Some(text.trim().to_owned())
+    let bytes = crate::read::read_page(file).ok()?;
+    Some(String::from_utf8(bytes).ok()?.trim().to_owned())
 }
 
 /// Whether a device's `name` answers to `wanted`: equal, or equal before an `@` (a driver bound
