@@ -1,14 +1,16 @@
-//! Builds and starts one adapter per `[[adapter]]` section: a closed match over the adapter
-//! types this build supports.
+//! Builds and starts one adapter per `[[adapter]]` section, through the adapter type
+//! registered for its `type` (`src/adapter_registry.rs`).
 
 use std::sync::Arc;
 
 use gateway_api::{Adapter, AdapterContext, EventSink, Metric, MetricKind, MetricsSource, Request};
+use gateway_toolkit::counters::get;
+use gateway_toolkit::{AdapterSlice, Counters, DeviceSlice, FieldSlice, StartEnv};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{AdapterKind, Config};
+use crate::config::{AdapterKind, Config, DeviceBinding, FieldBinding};
 use crate::metrics::Registry;
 
 /// Requests queued per adapter before XMPP writers wait.
@@ -39,8 +41,16 @@ pub fn spawn_all(
             shutdown: shutdown.child_token(),
         };
         match &adapter.kind {
-            AdapterKind::Simulated => {
-                tasks.spawn(simulated(config, index).run(ctx));
+            AdapterKind::Registered { type_name, .. } => {
+                let registered = crate::adapter_registry::find(type_name);
+                if let (Some((_, ty)), Some(slice)) = (registered, slice(config, index)) {
+                    let register = |source: Arc<dyn MetricsSource>| metrics.register(source);
+                    let env = StartEnv {
+                        gateway_name: &config.gateway.name,
+                        metrics: &register,
+                    };
+                    tasks.spawn(ty.start(slice, &env, ctx));
+                }
             }
             AdapterKind::Modbus(_) => {
                 if let Some(bus) = crate::config::modbus_adapter(config, index) {
@@ -137,56 +147,48 @@ pub fn spawn_all(
     (senders, tasks)
 }
 
-fn simulated(config: &Config, index: usize) -> gateway_simulated::SimulatedAdapter {
-    use crate::config::{DeviceBinding, FieldBinding, Generator};
-    use gateway_simulated::{Generator as G, SimDevice, SimField};
+/// Adapter `index` of `config` (of a registered type) and its devices, as its type starts it.
+pub(crate) fn slice(config: &Config, index: usize) -> Option<AdapterSlice<'_>> {
+    let adapter = config.adapters.get(index)?;
+    let AdapterKind::Registered {
+        type_name,
+        settings,
+    } = &adapter.kind
+    else {
+        return None;
+    };
     let devices = config
         .devices
         .iter()
         .filter(|d| d.adapter_index == index)
         .filter_map(|d| {
-            let DeviceBinding::Simulated(sim) = &d.binding else {
+            let DeviceBinding::Registered(settings) = &d.binding else {
                 return None;
             };
             let fields = d
                 .fields
                 .iter()
-                .filter_map(|f| {
-                    let FieldBinding::Simulated(g) = &f.binding else {
-                        return None;
-                    };
-                    let generator = match g.clone() {
-                        Generator::Sine { min, max, period } => G::Sine { min, max, period },
-                        Generator::Step {
-                            min,
-                            max,
-                            period,
-                            start,
-                        } => G::Step {
-                            min,
-                            max,
-                            period,
-                            start,
-                        },
-                        Generator::Random { min, max, start } => G::Random { min, max, start },
-                        Generator::Constant { value } => G::Constant { value },
-                    };
-                    Some(SimField {
-                        spec: f.spec.clone(),
-                        generator,
-                    })
+                .filter_map(|f| match &f.binding {
+                    FieldBinding::Registered(settings) => Some(FieldSlice {
+                        spec: &f.spec,
+                        settings,
+                    }),
+                    _ => None,
                 })
                 .collect();
-            Some(SimDevice {
-                id: d.id.clone(),
-                poll: sim.poll,
-                offline_every: sim.offline_every,
-                offline_for: sim.offline_for,
+            Some(DeviceSlice {
+                id: &d.id,
+                settings,
                 fields,
             })
         })
         .collect();
-    gateway_simulated::SimulatedAdapter::new(devices)
+    Some(AdapterSlice {
+        id: &adapter.id,
+        type_name,
+        settings,
+        devices,
+    })
 }
 
 /// The MQTT adapter for `[[adapter]]` number `index`: its devices, and the client id (as
@@ -269,34 +271,6 @@ fn serial(
     gateway_serial::SerialAdapter::new(port.clone(), devices)
 }
 
-fn get(counter: &std::sync::atomic::AtomicU64) -> u64 {
-    counter.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-/// An adapter crate's counters as metrics labelled with the adapter id.
-struct Counters<S: Send + Sync + 'static> {
-    adapter: Arc<str>,
-    stats: Arc<S>,
-    /// (metric name, help, value) of each counter.
-    list: fn(&S) -> Vec<(&'static str, &'static str, u64)>,
-}
-
-impl<S: Send + Sync + 'static> MetricsSource for Counters<S> {
-    fn collect(&self, out: &mut Vec<Metric>) {
-        for (name, help, value) in (self.list)(&self.stats) {
-            out.push(Metric {
-                name,
-                help,
-                kind: MetricKind::Counter,
-                samples: vec![gateway_api::MetricSample::new(
-                    vec![("adapter", self.adapter.to_string())],
-                    value as f64,
-                )],
-            });
-        }
-    }
-}
-
 /// `adapter_info{adapter, type} 1`: which adapter id is of which type.
 struct AdapterInfo {
     adapter: Arc<str>,
@@ -321,31 +295,6 @@ impl MetricsSource for AdapterInfo {
 }
 
 /// The `type = ...` names this build supports, for `version`.
-pub const SUPPORTED: &[&str] = &["mqtt", "simulated", "modbus-rtu", "modbus-tcp", "serial"];
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct Dummy {
-        seen: std::sync::atomic::AtomicU64,
-    }
-
-    #[test]
-    fn adapter_counters_are_labelled_with_the_adapter() {
-        let c = Counters {
-            adapter: "uart".into(),
-            stats: Arc::new(Dummy { seen: 7.into() }),
-            list: |d: &Dummy| vec![("dummy_seen_total", "Seen.", get(&d.seen))],
-        };
-        let mut out = Vec::new();
-        c.collect(&mut out);
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].name, "dummy_seen_total");
-        assert_eq!(out[0].samples[0].value, 7.0);
-        assert_eq!(
-            out[0].samples[0].labels,
-            vec![("adapter", "uart".to_owned())]
-        );
-    }
+pub fn supported() -> Vec<&'static str> {
+    crate::config::adapter_type_names()
 }

@@ -231,8 +231,10 @@ impl Device {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{FieldBinding, FieldConfig, Generator};
+    use crate::config::{AnySettings, FieldBinding, FieldConfig};
     use gateway_api::FieldType;
+    use gateway_simulated::config::DeviceSettings;
+    use gateway_simulated::Generator;
 
     fn device(deadband: Option<f64>) -> Devices {
         let spec = FieldSpec {
@@ -252,15 +254,15 @@ mod tests {
             fields: vec![FieldConfig {
                 spec,
                 deadband,
-                binding: FieldBinding::Simulated(Generator::Constant {
+                binding: FieldBinding::Registered(AnySettings::new(Generator::Constant {
                     value: Value::Float(0.0),
-                }),
+                })),
             }],
-            binding: crate::config::DeviceBinding::Simulated(crate::config::SimulatedDevice {
+            binding: crate::config::DeviceBinding::Registered(AnySettings::new(DeviceSettings {
                 poll: std::time::Duration::from_secs(1),
                 offline_every: None,
                 offline_for: std::time::Duration::from_secs(1),
-            }),
+            })),
         };
         let mut devices = Devices::default();
         devices.by_id.insert(cfg.id.clone(), 0);

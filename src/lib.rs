@@ -2,7 +2,8 @@
 //!
 //! Map of the crate:
 //! - [`config`]: the configuration file, validated once into [`config::Config`].
-//! - [`adapters`]: starts the bus adapters (crates under `adapters/`), which send readings.
+//! - [`adapters`]: starts the bus adapters (crates under `adapters/`), which send readings;
+//!   [`adapter_registry`] lists the adapter types this build knows.
 //! - [`core`]: the one task that owns device state and subscribers and answers XMPP.
 //! - [`devices`]: what the gateway knows about each device; [`access`]: who may do what.
 //! - [`translator`]: pure functions, readings to stanzas and chat text to commands.
@@ -17,6 +18,7 @@
 //! [`run`] wires them together and returns after a graceful shutdown.
 
 pub mod access;
+pub mod adapter_registry;
 pub mod adapters;
 pub mod alerts;
 pub mod charts;

@@ -13,11 +13,10 @@ use std::time::Duration;
 
 use gateway_api::{DeviceId, FieldType};
 
-use super::diagnostic::{list_names, suggestion, Report, Span};
 use super::jid::parse_bare_jid;
 use super::model::DeviceConfig;
 use super::raw::{Section, Spanned, StringList};
-use super::validate::check_text;
+use gateway_toolkit::{check_text, list_names, suggestion, Report, Span};
 
 pub(crate) const ALERT_KEYS: &[&str] = &[
     "id", "device", "field", "above", "below", "offline", "for", "clear", "repeat", "to", "message",

@@ -4,19 +4,17 @@
 //! Loading goes in three steps, one module each:
 //! - [`raw`] parses the TOML with `toml_edit` (which keeps spans) and walks it into a typed
 //!   mirror of the file, reporting unknown keys (with "did you mean") and wrong types;
-//! - [`validate`] applies defaults and checks meaning: cross-references, JIDs, secrets (read
-//!   through [`secret`]), durations ([`duration`]); [`simulated`], [`mqtt`], [`modbus`] and
-//!   [`serial`] hold the adapters' own keys;
-//!   [`alert`] checks `[[alert]]` against the devices;
-//! - [`diagnostic`] turns spans into `PATH:LINE:COL: message` lines.
+//! - [`validate`] applies defaults and checks meaning: cross-references, JIDs, secrets;
+//!   it hands each adapter type's own keys to that type's parser (the adapter crates,
+//!   registered in [`crate::adapter_registry`]); [`mqtt`], [`modbus`] and [`serial`] still
+//!   hold those adapters' keys here; [`alert`] checks `[[alert]]` against the devices;
+//! - the adapter toolkit (`gateway_toolkit`) turns spans into `PATH:LINE:COL: message` lines.
 //!
 //! [`device_table`] renders what `check` prints. `reference` (tests only) keeps
 //! `docs/configuration.md` listing exactly the keys [`raw`] accepts. [`resolve_path`] picks the file to load.
 //! The rest of the gateway only ever sees [`model`] types.
 
 mod alert;
-mod diagnostic;
-mod duration;
 mod jid;
 mod modbus;
 pub mod model;
@@ -24,21 +22,26 @@ mod mqtt;
 mod raw;
 #[cfg(test)]
 mod reference;
-mod secret;
 mod serial;
 mod service;
-mod simulated;
+#[cfg(test)]
+mod simulated_tests;
 mod table;
 mod validate;
 
 use std::path::{Path, PathBuf};
 
-pub use diagnostic::{did_you_mean, ConfigErrors, Diagnostic};
-pub use duration::parse as parse_duration;
+pub use gateway_toolkit::duration::parse as parse_duration;
+pub use gateway_toolkit::{did_you_mean, ConfigErrors, Diagnostic, LoadMode};
 pub(crate) use modbus::build_adapter as modbus_adapter;
 pub use model::*;
 pub use table::{device_table, upstream_line};
 pub use validate::check_log_filter;
+
+/// Every adapter `type` this build knows, in the order messages list them.
+pub fn adapter_type_names() -> Vec<&'static str> {
+    raw::all_types().iter().map(|t| t.name).collect()
+}
 
 /// The environment variable naming the configuration file when `--config` is not given.
 pub const CONFIG_ENV: &str = "XMPP_IOT_GATEWAY_CONFIG";
@@ -46,16 +49,6 @@ pub const CONFIG_ENV: &str = "XMPP_IOT_GATEWAY_CONFIG";
 pub const SYSTEM_CONFIG: &str = "/etc/xmpp-iot-gateway/gateway.toml";
 /// The configuration file looked for in the working directory.
 pub const LOCAL_CONFIG: &str = "gateway.toml";
-
-/// What the configuration is loaded for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LoadMode {
-    /// To run the gateway: every file it names must be there.
-    Run,
-    /// For `check`, maybe on another machine or as another user: a missing (or unreadable)
-    /// secret or CA file is a warning, not an error.
-    Check,
-}
 
 /// A valid configuration and what is worth a warning in it.
 #[derive(Debug, Clone)]
@@ -160,7 +153,7 @@ pub(crate) fn load_with(
     mode: LoadMode,
     env: &Env,
 ) -> Result<Loaded, ConfigErrors> {
-    let mut report = diagnostic::Report::new(path, source);
+    let mut report = gateway_toolkit::Report::new(path, source);
     let doc = match raw::parse_document(source) {
         Ok(doc) => doc,
         Err((span, message)) => {

@@ -24,32 +24,14 @@ use gateway_modbus::{
     ModbusDevice, ModbusField, Parity, Point, RegisterKind, SerialSettings, Transport,
 };
 
-use super::diagnostic::{list_names, suggestion, Report, Span};
 use super::jid::parse_host_port;
 use super::model::{AdapterKind, Config, DeviceBinding, FieldBinding};
 use super::raw::{Entry, Spanned};
+use gateway_toolkit::{duration, list_names, Report, Span};
 
 /// Whether `type = name` is one of ours.
 pub(super) fn is_modbus(name: &str) -> bool {
     matches!(name, "modbus-rtu" | "modbus-tcp")
-}
-
-/// An integer key within `min..=max`.
-fn integer(e: &Entry<'_>, rep: &mut Report<'_>, min: i64, max: i64) -> Option<Spanned<i64>> {
-    match e.item.as_integer() {
-        Some(i) if (min..=max).contains(&i) => Some(Spanned {
-            value: i,
-            key: e.key_span.clone(),
-            span: e.span(),
-        }),
-        _ => {
-            rep.error(
-                &e.span(),
-                format!("`{}` must be an integer from {min} to {max}", e.key),
-            );
-            None
-        }
-    }
 }
 
 /// A duration key that may be zero only if `zero_ok`.
@@ -60,33 +42,6 @@ fn duration(e: &Entry<'_>, rep: &mut Report<'_>, zero_ok: bool) -> Option<Durati
         return None;
     }
     Some(d.value)
-}
-
-/// A string key naming one of a few choices; `parse` knows the spellings.
-fn choice<T>(
-    e: &Entry<'_>,
-    rep: &mut Report<'_>,
-    names: &[&str],
-    parse: impl Fn(&str) -> Option<T>,
-) -> Option<T> {
-    let s = e.string(rep)?;
-    match parse(&s.value) {
-        Some(v) => Some(v),
-        None => {
-            let lower = s.value.to_ascii_lowercase();
-            let hint = suggestion(&lower, names.iter().copied());
-            rep.error(
-                &s.span,
-                format!(
-                    "unknown `{}` `{}`{hint} (use {})",
-                    e.key,
-                    s.value,
-                    list_names(names)
-                ),
-            );
-            None
-        }
-    }
 }
 
 /// Builds a Modbus `[[adapter]]`'s settings from its own keys. `header` is the adapter's
@@ -138,16 +93,16 @@ pub(super) fn adapter(
                     }
                 })
                 .is_some(),
-            "baud" => integer(e, rep, 50, 4_000_000)
+            "baud" => e.integer(rep, 50, 4_000_000)
                 .map(|b| serial.baud = b.value as u32)
                 .is_some(),
-            "data_bits" => integer(e, rep, 5, 8)
+            "data_bits" => e.integer(rep, 5, 8)
                 .map(|b| serial.data_bits = b.value as u8)
                 .is_some(),
-            "stop_bits" => integer(e, rep, 1, 2)
+            "stop_bits" => e.integer(rep, 1, 2)
                 .map(|b| serial.stop_bits = b.value as u8)
                 .is_some(),
-            "parity" => choice(e, rep, &["none", "even", "odd"], |s| {
+            "parity" => e.choice(rep, &["none", "even", "odd"], |s| {
                 match s.to_ascii_lowercase().as_str() {
                     "none" | "n" => Some(Parity::None),
                     "even" | "e" => Some(Parity::Even),
@@ -176,7 +131,7 @@ pub(super) fn adapter(
                 },
                 None => false,
             },
-            "framing" => choice(e, rep, &["tcp", "rtu"], |s| {
+            "framing" => e.choice(rep, &["tcp", "rtu"], |s| {
                 match s.to_ascii_lowercase().as_str() {
                     "tcp" | "mbap" => Some(Framing::Tcp),
                     "rtu" | "rtu-over-tcp" | "rtuovertcp" => Some(Framing::Rtu),
@@ -240,20 +195,25 @@ pub(super) fn device(
     let min_unit = if type_name == "modbus-rtu" { 1 } else { 0 };
     for e in own {
         let parsed = match e.key {
-            "unit_id" => integer(e, rep, min_unit, max_unit)
+            "unit_id" => e
+                .integer(rep, min_unit, max_unit)
                 .map(|u| s.unit = u.value as u8)
                 .is_some(),
             "poll" => duration(e, rep, false).map(|d| s.poll = d).is_some(),
-            "byte_order" => choice(e, rep, ByteOrder::NAMES, ByteOrder::parse)
+            "byte_order" => e
+                .choice(rep, ByteOrder::NAMES, ByteOrder::parse)
                 .map(|o| order = o)
                 .is_some(),
-            "max_gap" => integer(e, rep, 0, i64::from(MAX_REGISTERS))
+            "max_gap" => e
+                .integer(rep, 0, i64::from(MAX_REGISTERS))
                 .map(|g| s.max_gap = g.value as u16)
                 .is_some(),
-            "max_registers_per_request" => integer(e, rep, 1, i64::from(MAX_REGISTERS))
+            "max_registers_per_request" => e
+                .integer(rep, 1, i64::from(MAX_REGISTERS))
                 .map(|m| s.max_registers_per_request = m.value as u16)
                 .is_some(),
-            "backoff_after" => integer(e, rep, 1, 1000)
+            "backoff_after" => e
+                .integer(rep, 1, 1000)
                 .map(|n| s.backoff_after = n.value as u32)
                 .is_some(),
             _ => true,
@@ -379,23 +339,28 @@ pub(super) fn field(
     let mut decimals: Option<Spanned<i64>> = None;
     for e in own {
         let parsed = match e.key {
-            "register" => choice(e, rep, RegisterKind::NAMES, RegisterKind::parse)
+            "register" => e
+                .choice(rep, RegisterKind::NAMES, RegisterKind::parse)
                 .map(|k| register = Some((k, e.span())))
                 .is_some(),
-            "address" => integer(e, rep, 0, 65535)
+            "address" => e
+                .integer(rep, 0, 65535)
                 .map(|a| address = Some((a.value as u16, a.span)))
                 .is_some(),
-            "data_type" => choice(e, rep, DataType::NAMES, DataType::parse)
+            "data_type" => e
+                .choice(rep, DataType::NAMES, DataType::parse)
                 .map(|t| data_type = Some((t, e.span())))
                 .is_some(),
-            "byte_order" => choice(e, rep, ByteOrder::NAMES, ByteOrder::parse)
+            "byte_order" => e
+                .choice(rep, ByteOrder::NAMES, ByteOrder::parse)
                 .map(|o| order = Some((o, e.key_span.clone())))
                 .is_some(),
-            "length" => integer(e, rep, 1, i64::from(MAX_REGISTERS))
+            "length" => e
+                .integer(rep, 1, i64::from(MAX_REGISTERS))
                 .map(|l| length = Some(l))
                 .is_some(),
-            "bit" => integer(e, rep, 0, 15).map(|b| bit = Some(b)).is_some(),
-            "decimals" => integer(e, rep, 0, 15).map(|d| decimals = Some(d)).is_some(),
+            "bit" => e.integer(rep, 0, 15).map(|b| bit = Some(b)).is_some(),
+            "decimals" => e.integer(rep, 0, 15).map(|d| decimals = Some(d)).is_some(),
             "scale" => match e.number(rep) {
                 Some(s) if s.value == 0.0 => {
                     rep.error(&s.span, "`scale` must not be zero (writes divide by it)");
@@ -676,7 +641,7 @@ pub fn plan_table(config: &Config) -> String {
                 device.id.to_string(),
                 device.settings.unit.to_string(),
                 adapter.id.to_string(),
-                super::duration::format(device.settings.poll),
+                duration::format(device.settings.poll),
             ];
             if plan.is_empty() {
                 let [a, b, c, d] = head.clone();

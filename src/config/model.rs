@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway_api::{DeviceId, FieldSpec, Value};
+use gateway_api::{DeviceId, FieldSpec};
+pub use gateway_toolkit::{AnySettings, Secret};
 
 pub use super::alert::{AlertCondition, AlertConfig};
 
@@ -43,25 +44,6 @@ pub struct GatewayConfig {
     /// Readings are committed together at most this long after they arrive (default 1 s): a
     /// crash loses at most this window.
     pub commit_interval: Duration,
-}
-
-/// A secret read from a file (or, with a warning, inline). Its `Debug` never shows the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Arc<str>);
-
-impl Secret {
-    pub fn new(value: impl Into<Arc<str>>) -> Self {
-        Secret(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -167,7 +149,11 @@ pub struct AdapterConfig {
 
 #[derive(Debug, Clone)]
 pub enum AdapterKind {
-    Simulated,
+    /// A type registered in `src/adapter_registry.rs`, with the settings its crate parsed.
+    Registered {
+        type_name: &'static str,
+        settings: AnySettings,
+    },
     /// `modbus-rtu` or `modbus-tcp`: one serial line or one TCP address.
     Modbus(gateway_modbus::BusSettings),
     /// The broker and how to log in.
@@ -180,7 +166,7 @@ impl AdapterKind {
     /// The `type = ...` spelling.
     pub fn type_name(&self) -> &'static str {
         match self {
-            AdapterKind::Simulated => "simulated",
+            AdapterKind::Registered { type_name, .. } => type_name,
             AdapterKind::Modbus(bus) => bus.transport.type_name(),
             AdapterKind::Mqtt(_) => "mqtt",
             AdapterKind::Serial(_) => "serial",
@@ -209,22 +195,14 @@ pub struct DeviceConfig {
 /// Adapter-specific settings of a device, already checked against its adapter's type.
 #[derive(Debug, Clone)]
 pub enum DeviceBinding {
-    Simulated(SimulatedDevice),
+    /// Settings parsed by a registered adapter type.
+    Registered(AnySettings),
     /// Unit id, poll interval and request limits.
     Modbus(gateway_modbus::DeviceSettings),
     /// Topics, availability, commands, staleness.
     Mqtt(gateway_mqtt::DeviceConfig),
     /// Which records of the port are the device's (`match`).
     Serial(gateway_serial::SerialDeviceConfig),
-}
-
-#[derive(Debug, Clone)]
-pub struct SimulatedDevice {
-    /// Interval between readings (`poll`, default 1 s).
-    pub poll: Duration,
-    /// Optional flapping: every `offline_every` the device goes offline for `offline_for`.
-    pub offline_every: Option<Duration>,
-    pub offline_for: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -237,38 +215,12 @@ pub struct FieldConfig {
 
 #[derive(Debug, Clone)]
 pub enum FieldBinding {
-    Simulated(Generator),
+    /// Settings parsed by a registered adapter type.
+    Registered(AnySettings),
     /// Register kind, address and encoding.
     Modbus(gateway_modbus::Point),
     /// JSON pointer, own topic, scale/offset, boolean spellings, command.
     Mqtt(gateway_mqtt::FieldConfig),
     /// Where the value is in a record, and how a write is sent.
     Serial(gateway_serial::SerialFieldConfig),
-}
-
-/// How a simulated field produces values.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Generator {
-    /// min + (max-min) * (1 + sin(2πt/period)) / 2
-    Sine {
-        min: f64,
-        max: f64,
-        period: Duration,
-    },
-    /// Starts at `start` (`value`, default min), moves by (max-min)/10 each `period`, wrapping at max.
-    Step {
-        min: f64,
-        max: f64,
-        period: Duration,
-        start: f64,
-    },
-    /// Random walk starting at `start` (`value`, default the middle), bounded by min/max.
-    Random {
-        min: f64,
-        max: f64,
-        start: f64,
-    },
-    Constant {
-        value: Value,
-    },
 }

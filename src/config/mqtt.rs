@@ -27,10 +27,10 @@ use gateway_mqtt::config::{
 use gateway_mqtt::topic;
 use toml_edit::{Item, Value as TomlValue};
 
-use super::diagnostic::{Report, Span};
 use super::model::{FieldBinding, FieldConfig as ModelField};
 use super::raw::{Entry, RawDevice, Spanned};
-use super::validate::{ca_file, check_text, secret_pair, Context, Pair};
+use super::validate::Context;
+use gateway_toolkit::{check_text, Pair, Report, Span};
 
 /// The largest `max_payload` accepted: what MQTT can carry at all.
 const MAX_MAX_PAYLOAD: i64 = 268_435_455;
@@ -105,9 +105,8 @@ pub(super) fn adapter(
         Some(u) => Some(u.value.clone()),
         None => None,
     };
-    let password = secret_pair(
+    let password = ctx.files().secret(
         rep,
-        ctx,
         Pair {
             file: get("password_file"),
             file_key: "password_file",
@@ -121,7 +120,7 @@ pub(super) fn adapter(
             ok = false;
         }
     }
-    let ca = get("ca_file").and_then(|f| ca_file(rep, ctx, f));
+    let ca = get("ca_file").and_then(|f| ctx.files().ca_file(rep, f));
     if let (Some(f), Some(url)) = (get("ca_file"), &url) {
         if !url.tls {
             rep.warn(

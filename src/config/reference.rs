@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::alert::ALERT_KEYS;
 use super::raw::{
-    TypeKeys, ACCESS_KEYS, ADAPTER_COMMON, ADAPTER_TYPES, DEVICE_COMMON, FIELD_COMMON,
-    GATEWAY_KEYS, LOG_KEYS, METRICS_KEYS, PUBLISH_KEYS, TOP_KEYS, XMPP_KEYS,
+    all_types, TypeKeys, ACCESS_KEYS, ADAPTER_COMMON, DEVICE_COMMON, FIELD_COMMON, GATEWAY_KEYS,
+    LOG_KEYS, METRICS_KEYS, PUBLISH_KEYS, TOP_KEYS, XMPP_KEYS,
 };
 
 /// The keys one adapter type adds at one level (adapter, device or field).
@@ -41,7 +41,7 @@ fn sections() -> Vec<(String, Vec<&'static str>)> {
     ];
     for (level, keys_of) in levels {
         let mut groups: Vec<(Vec<&str>, &'static [&'static str])> = Vec::new();
-        for t in ADAPTER_TYPES {
+        for t in &all_types() {
             let keys = keys_of(t);
             match groups.iter_mut().find(|(_, k)| *k == keys) {
                 Some((names, _)) => names.push(t.name),

@@ -28,8 +28,8 @@ use gateway_serial::{
 };
 use toml_edit::{Item, Value as TomlValue};
 
-use super::diagnostic::{list_names, suggestion, Report, Span};
 use super::raw::{Entry, Spanned};
+use gateway_toolkit::{list_names, suggestion, Report, Span};
 
 const FORMATS: &[&str] = &["json", "kv", "xml", "regex", "csv"];
 const PARITIES: &[&str] = &["none", "even", "odd"];

@@ -175,6 +175,12 @@ fn unit_credentials(files: &[PathBuf]) -> Vec<String> {
     ids
 }
 
+impl gateway_toolkit::ServiceAccess for ServiceView {
+    fn problem(&self, key: &str, value: &str, path: &Path) -> Option<String> {
+        ServiceView::problem(self, key, value, path)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -111,6 +111,26 @@ pub fn device_table(config: &Config) -> String {
         out.push('\n');
     }
     out.push_str(&super::modbus::plan_table(config));
+    out.push_str(&registered_lines(config));
+    out
+}
+
+/// What each registered adapter type prints about its adapters, in registry order.
+fn registered_lines(config: &Config) -> String {
+    let slices: Vec<_> = (0..config.adapters.len())
+        .filter_map(|i| crate::adapters::slice(config, i))
+        .collect();
+    let mut out = String::new();
+    for ty in crate::adapter_registry::TYPES {
+        let own: Vec<_> = slices
+            .iter()
+            .filter(|s| ty.names().contains(&s.type_name))
+            .cloned()
+            .collect();
+        if !own.is_empty() {
+            out.push_str(&ty.check_lines(&own));
+        }
+    }
     out
 }
 

@@ -15,19 +15,21 @@ use std::time::Duration;
 
 use gateway_api::{DeviceId, FieldSpec, FieldType};
 
-use super::diagnostic::{list_names, suggestion, Report, Span};
+use gateway_toolkit::{
+    check_text, list_names, suggestion, AdapterCx, AdapterType, AnySettings, ConfigParser,
+    DeviceCx, FieldCx, FieldDraft, Files, FinishCx, Pair, Report, SerialPorts, Span,
+};
+
 use super::jid::{self, parse_bare_jid, parse_domain, parse_host_port, parse_jid};
 use super::modbus;
 use super::model::*;
 use super::mqtt;
 use super::raw::{
     self, unknown_key, Entry, RawAccess, RawAdapter, RawConfig, RawDevice, RawField, RawXmpp,
-    Spanned, StringList, TypeKeys, ADAPTER_COMMON, ADAPTER_TYPES, CLIENT_KEYS, COMPONENT_KEYS,
-    DEVICE_COMMON, FIELD_COMMON, SUPPORTED_TYPES,
+    Spanned, StringList, TypeKeys, ADAPTER_COMMON, CLIENT_KEYS, COMPONENT_KEYS, DEVICE_COMMON,
+    FIELD_COMMON,
 };
-use super::secret::{self, SecretError};
 use super::serial;
-use super::simulated;
 use super::{Env, LoadMode};
 use crate::xmpp::wire::DEFAULT_MAX_STANZA_BYTES;
 
@@ -53,6 +55,22 @@ pub(crate) struct Context<'e> {
     pub env: &'e Env,
 }
 
+impl Context<'_> {
+    /// Where the files the configuration names are looked up, and how.
+    pub(crate) fn files(&self) -> Files<'_> {
+        Files {
+            mode: self.mode,
+            base_dir: &self.base_dir,
+            credentials_dir: self.env.credentials_dir.as_deref(),
+            service: self
+                .env
+                .service
+                .as_ref()
+                .map(|s| s as &dyn gateway_toolkit::ServiceAccess),
+        }
+    }
+}
+
 /// Validates `raw`; `None` when any error was reported to `rep`.
 pub(crate) fn validate(
     raw: RawConfig<'_>,
@@ -74,7 +92,8 @@ pub(crate) fn validate(
     let log = LogConfig {
         level: raw.log.level.as_ref().and_then(|l| log_level(l, rep)),
     };
-    let (adapters, infos) = adapters(&raw.adapters, ctx, rep);
+    let mut parsers = Parsers::new();
+    let (adapters, infos) = adapters(&raw.adapters, ctx, &mut parsers, rep);
     // An adapter whose `id` was missing or rejected may be the one a device names: its own
     // error is the cause, and "not defined" at the device would only bury it.
     let unnamed_adapter = raw.adapters.iter().any(|a| {
@@ -92,7 +111,15 @@ pub(crate) fn validate(
         adapters: &infos,
         unnamed_adapter,
     };
-    let devices = devices(&raw_devices, &known, xmpp.as_ref(), &access, ctx, rep);
+    let devices = devices(
+        &raw_devices,
+        &known,
+        xmpp.as_ref(),
+        &access,
+        ctx,
+        &mut parsers,
+        rep,
+    );
     // Devices written but rejected (their own errors say why): an alert naming one is not
     // told again that no such device exists.
     let written: Vec<_> = raw_devices
@@ -146,22 +173,6 @@ pub(crate) fn validate(
 /// Whether `key` was present but unreadable (so already reported, not to be called missing).
 fn bad(list: &[String], key: &str) -> bool {
     list.iter().any(|k| k == key)
-}
-
-/// Non-empty (after trimming) text without control characters.
-pub(super) fn check_text(rep: &mut Report<'_>, s: &Spanned<String>, key: &str) -> bool {
-    if s.value.trim().is_empty() {
-        rep.error(&s.span, format!("`{key}` must not be empty"));
-        false
-    } else if s.value.chars().any(char::is_control) {
-        rep.error(
-            &s.span,
-            format!("`{key}` must not contain control characters (tabs, newlines...)"),
-        );
-        false
-    } else {
-        true
-    }
 }
 
 /// Why this process could not create or write the directory `dir`, if it could not: the
@@ -350,9 +361,8 @@ fn component_config(
         Some(list) => servers(rep, list, DEFAULT_COMPONENT_PORT)
             .map(|hps| hps.iter().map(ToString::to_string).collect()),
     };
-    let secret = secret_pair(
+    let secret = ctx.files().secret(
         rep,
-        ctx,
         Pair {
             file: raw.secret_file.as_ref(),
             file_key: "secret_file",
@@ -425,9 +435,8 @@ fn client_config(raw: &RawXmpp, ctx: &Context<'_>, rep: &mut Report<'_>) -> Opti
             }
         },
     };
-    let password = secret_pair(
+    let password = ctx.files().secret(
         rep,
-        ctx,
         Pair {
             file: raw.password_file.as_ref(),
             file_key: "password_file",
@@ -449,7 +458,10 @@ fn client_config(raw: &RawXmpp, ctx: &Context<'_>, rep: &mut Report<'_>) -> Opti
         .server
         .as_ref()
         .map(|list| servers(rep, list, DEFAULT_CLIENT_PORT));
-    let ca_file = raw.ca_file.as_ref().and_then(|f| ca_file(rep, ctx, f));
+    let ca_file = raw
+        .ca_file
+        .as_ref()
+        .and_then(|f| ctx.files().ca_file(rep, f));
     let tls = match &raw.tls {
         None => TlsMode::Required,
         Some(t) => match t.value.as_str() {
@@ -549,121 +561,6 @@ fn server(rep: &mut Report<'_>, s: &Spanned<String>, default_port: u16) -> Optio
             );
             None
         }
-    }
-}
-
-/// A secret given as `*_file` or inline.
-pub(super) struct Pair<'r> {
-    pub file: Option<&'r Spanned<String>>,
-    pub file_key: &'static str,
-    pub inline: Option<&'r Spanned<String>>,
-    pub inline_key: &'static str,
-}
-
-/// Reads the secret of a `*_file` / inline pair. `None` when neither is given (the caller says
-/// whether that is an error), on errors (reported), and under `check` when the file is absent
-/// (a warning).
-pub(super) fn secret_pair(
-    rep: &mut Report<'_>,
-    ctx: &Context<'_>,
-    pair: Pair<'_>,
-) -> Option<Secret> {
-    let Pair {
-        file,
-        file_key,
-        inline,
-        inline_key,
-    } = pair;
-    if let (Some(_), Some(inline)) = (file, inline) {
-        rep.error(
-            &inline.key,
-            format!("give either `{file_key}` or `{inline_key}`, not both"),
-        );
-        return None;
-    }
-    if let Some(inline) = inline {
-        // Never quote the value: it is a secret.
-        if inline.value.is_empty() {
-            rep.error(&inline.span, format!("`{inline_key}` is empty"));
-            return None;
-        }
-        rep.warn(
-            &inline.key,
-            format!("inline `{inline_key}`: store secrets in a file: use `{file_key}`"),
-        );
-        return Some(Secret::new(inline.value.as_str()));
-    }
-    let file = file?;
-    if !check_text(rep, file, file_key) {
-        return None;
-    }
-    let found = secret::resolve_file(
-        &file.value,
-        &ctx.base_dir,
-        ctx.env.credentials_dir.as_deref(),
-    );
-    match secret::read_secret(&found) {
-        Ok(secret) => {
-            service_can_read(rep, ctx, file, file_key, &found.path);
-            Some(secret)
-        }
-        Err(e) => {
-            file_problem(rep, ctx, file, file_key, &e);
-            None
-        }
-    }
-}
-
-/// A missing (or, for `check`, unreadable) file is a warning under `check`, an error otherwise.
-fn file_problem(
-    rep: &mut Report<'_>,
-    ctx: &Context<'_>,
-    file: &Spanned<String>,
-    key: &str,
-    e: &SecretError,
-) {
-    if ctx.mode == LoadMode::Check && e.is_absence() {
-        rep.warn(&file.span, format!("`{key}`: {e} (`run` needs it)"));
-    } else {
-        rep.error(&file.span, format!("`{key}`: {e}"));
-    }
-}
-
-pub(super) fn ca_file(
-    rep: &mut Report<'_>,
-    ctx: &Context<'_>,
-    f: &Spanned<String>,
-) -> Option<PathBuf> {
-    if !check_text(rep, f, "ca_file") {
-        return None;
-    }
-    let found = secret::resolve_file(&f.value, &ctx.base_dir, ctx.env.credentials_dir.as_deref());
-    match secret::check_readable(&found) {
-        Ok(()) => service_can_read(rep, ctx, f, "ca_file", &found.path),
-        Err(e) => file_problem(rep, ctx, f, "ca_file", &e),
-    }
-    Some(found.path)
-}
-
-/// Under `check` as root: a warning when the packaged service could not read a file that root
-/// could (see `service.rs`).
-fn service_can_read(
-    rep: &mut Report<'_>,
-    ctx: &Context<'_>,
-    file: &Spanned<String>,
-    key: &str,
-    path: &Path,
-) {
-    let Some(view) = ctx
-        .env
-        .service
-        .as_ref()
-        .filter(|_| ctx.mode == LoadMode::Check)
-    else {
-        return;
-    };
-    if let Some(problem) = view.problem(key, &file.value, path) {
-        rep.warn(&file.span, format!("`{key}`: {problem}"));
     }
 }
 
@@ -844,22 +741,54 @@ struct Known<'i> {
 struct AdapterInfo {
     id: String,
     /// `None` when the type is missing or unknown.
-    kind: Option<&'static TypeKeys>,
+    kind: Option<TypeKeys>,
     /// Index into `Config::adapters`, for adapters this build can run.
     index: Option<usize>,
     /// A serial adapter's settings: its devices' and fields' keys depend on its format.
     serial: Option<gateway_serial::SerialAdapterConfig>,
+    /// For a registered type: its index in [`Parsers`], and the settings its parser made
+    /// (`None` when its keys had errors).
+    registered: Option<usize>,
+    settings: Option<AnySettings>,
+}
+
+/// One parser per registered adapter type, for one load (indexed like
+/// [`crate::adapter_registry::TYPES`]).
+pub(crate) struct Parsers(Vec<Box<dyn ConfigParser>>);
+
+impl Parsers {
+    fn new() -> Self {
+        Parsers(
+            crate::adapter_registry::TYPES
+                .iter()
+                .map(|t| t.parser())
+                .collect(),
+        )
+    }
+
+    /// The registry index of the type named `name`.
+    fn index_of(name: &str) -> Option<usize> {
+        crate::adapter_registry::TYPES
+            .iter()
+            .position(|t: &&dyn AdapterType| t.names().contains(&name))
+    }
+}
+
+/// The names of every adapter type, in the order messages list them.
+fn type_names() -> Vec<&'static str> {
+    raw::all_types().iter().map(|t| t.name).collect()
 }
 
 fn adapters(
     raws: &[RawAdapter<'_>],
     ctx: &Context<'_>,
+    parsers: &mut Parsers,
     rep: &mut Report<'_>,
 ) -> (Vec<AdapterConfig>, Vec<AdapterInfo>) {
     let mut configs = Vec::new();
     let mut infos: Vec<AdapterInfo> = Vec::new();
     let mut seen: HashMap<String, Span> = HashMap::new();
-    let mut ports: HashMap<PathBuf, (String, Span)> = HashMap::new();
+    let mut ports = SerialPorts::default();
     for raw in raws {
         let id = match &raw.id {
             None if bad(&raw.bad, "id") => None,
@@ -892,35 +821,22 @@ fn adapters(
                     &raw.span,
                     format!(
                         "this [[adapter]] needs a `type` (supported: {})",
-                        SUPPORTED_TYPES.join(", ")
+                        type_names().join(", ")
                     ),
                 );
                 None
             }
             Some(t) => match raw::type_keys(&t.value) {
-                Some(keys) => {
-                    if !SUPPORTED_TYPES.contains(&keys.name) {
-                        rep.error(
-                            &t.key,
-                            format!(
-                                "adapter type `{}` is not available in this build (supported: {})",
-                                keys.name,
-                                SUPPORTED_TYPES.join(", ")
-                            ),
-                        );
-                    }
-                    Some(keys)
-                }
+                Some(keys) => Some(keys),
                 None => {
-                    let names: Vec<&str> = ADAPTER_TYPES.iter().map(|t| t.name).collect();
+                    let names = type_names();
                     let hint = suggestion(&t.value, names.iter().copied());
                     rep.error(
                         &t.span,
                         format!(
-                            "unknown adapter type `{}`{hint} (types: {}; supported in this build: {})",
+                            "unknown adapter type `{}`{hint} (types: {})",
                             t.value,
-                            names.join(", "),
-                            SUPPORTED_TYPES.join(", ")
+                            names.join(", ")
                         ),
                     );
                     None
@@ -931,13 +847,33 @@ fn adapters(
             Some(k) => format!("but this adapter's type is `{}`", k.name),
             None => String::new(),
         };
-        let own = type_entries(rep, &raw.extra, kind, Level::Adapter, &context);
+        let own = type_entries(rep, &raw.extra, kind.as_ref(), Level::Adapter, &context);
+        let registered = kind.and_then(|k| Parsers::index_of(k.name));
+        let settings = match (registered, kind) {
+            (Some(i), Some(k)) => {
+                let cx = AdapterCx {
+                    type_name: k.name,
+                    id: raw.id.as_ref().map(|id| id.value.as_str()),
+                    own: &own,
+                    header: &raw.span,
+                    files: ctx.files(),
+                    ports: &mut ports,
+                };
+                parsers.0[i].adapter(cx, rep)
+            }
+            _ => None,
+        };
         let serial = match kind {
             Some(k) if k.name == "serial" => serial::adapter(&own, &raw.span, rep),
             _ => None,
         };
         let built = match kind {
-            Some(k) if k.name == "simulated" => Some(AdapterKind::Simulated),
+            Some(k) if registered.is_some() => {
+                settings.clone().map(|settings| AdapterKind::Registered {
+                    type_name: k.name,
+                    settings,
+                })
+            }
             Some(k) if k.name == "mqtt" => {
                 mqtt::adapter(&own, &raw.span, ctx, rep).map(AdapterKind::Mqtt)
             }
@@ -945,7 +881,11 @@ fn adapters(
             Some(k) if k.name == "serial" => serial.clone().map(AdapterKind::Serial),
             _ => None,
         };
-        one_adapter_per_port(&mut ports, raw, &own, rep);
+        if registered.is_none() {
+            if let Some(entry) = own.iter().find(|e| e.key == "port") {
+                ports.claim(raw.id.as_ref().map(|id| id.value.as_str()), entry, rep);
+            }
+        }
         let Some(id) = id else { continue };
         let index = built.map(|kind| {
             configs.push(AdapterConfig {
@@ -959,46 +899,11 @@ fn adapters(
             kind,
             index,
             serial,
+            registered,
+            settings,
         });
     }
     (configs, infos)
-}
-
-/// Two adapters on one serial port would interleave their bytes on the wire and read each
-/// other's answers: an error at the second. Ports are compared after following symbolic links,
-/// so `/dev/serial/by-id/...` and `/dev/ttyUSB0` are the same port when they are.
-fn one_adapter_per_port(
-    seen: &mut HashMap<PathBuf, (String, Span)>,
-    raw: &RawAdapter<'_>,
-    own: &[Entry<'_>],
-    rep: &mut Report<'_>,
-) {
-    let Some(entry) = own.iter().find(|e| e.key == "port") else {
-        return;
-    };
-    let Some(port) = entry.item.as_str().map(str::trim).filter(|p| !p.is_empty()) else {
-        return;
-    };
-    let canonical = std::fs::canonicalize(port).unwrap_or_else(|_| PathBuf::from(port));
-    let label = raw.id.as_ref().map_or_else(
-        || "this adapter".to_owned(),
-        |id| format!("adapter `{}`", id.value),
-    );
-    match seen.get(&canonical) {
-        Some((other, first)) => {
-            let line = rep.line(first);
-            rep.error(
-                &entry.span(),
-                format!(
-                    "{label} uses the serial port `{port}`, as {other} (line {line}) does: one \
-                     port takes one adapter (several Modbus units share one `modbus-rtu` adapter)"
-                ),
-            );
-        }
-        None => {
-            seen.insert(canonical, (label, entry.span()));
-        }
-    }
 }
 
 /// Where a type-specific key sits.
@@ -1057,7 +962,8 @@ fn type_entries<'a>(
             own.push(entry.clone());
             continue;
         }
-        let owners: Vec<&str> = ADAPTER_TYPES
+        let all = raw::all_types();
+        let owners: Vec<&str> = all
             .iter()
             .filter(|t| level.keys(t).contains(&entry.key))
             .map(|t| t.name)
@@ -1067,9 +973,7 @@ fn type_entries<'a>(
                 let mut known: Vec<&str> = level.common().to_vec();
                 match kind {
                     Some(k) => known.extend(level.keys(k)),
-                    None => ADAPTER_TYPES
-                        .iter()
-                        .for_each(|t| known.extend(level.keys(t))),
+                    None => all.iter().for_each(|t| known.extend(level.keys(t))),
                 }
                 unknown_key(rep, entry, level.label(), &known);
             }
@@ -1096,12 +1000,51 @@ struct DeviceSeen {
     original: String,
 }
 
+/// Hands a registered type's device and its parsed fields to its parser's `finish_device`.
+fn finish_registered(
+    parser: &mut dyn ConfigParser,
+    device: &AnySettings,
+    id: &Spanned<String>,
+    raw: &RawDevice<'_>,
+    fields: &mut [FieldConfig],
+    label: &str,
+    rep: &mut Report<'_>,
+) {
+    let mut drafts: Vec<FieldDraft<'_>> = Vec::new();
+    for f in fields.iter_mut() {
+        let FieldBinding::Registered(settings) = &mut f.binding else {
+            continue;
+        };
+        let written = raw
+            .fields
+            .iter()
+            .find(|r| r.name.as_ref().is_some_and(|n| *n.value == *f.spec.name));
+        drafts.push(FieldDraft {
+            spec: &f.spec,
+            settings,
+            header: written.map_or(&raw.span, |r| &r.span),
+            writable: written.and_then(|r| r.writable.as_ref()),
+            extra: written.map_or(&[], |r| &r.extra),
+        });
+    }
+    let cx = FinishCx {
+        device,
+        written_id: &id.value,
+        extra: &raw.extra,
+        header: &raw.span,
+        label,
+    };
+    parser.finish_device(cx, &mut drafts, rep);
+}
+
+#[allow(clippy::too_many_arguments)]
 fn devices(
     raws: &[RawDevice<'_>],
     adapters: &Known<'_>,
     xmpp: Option<&XmppConfig>,
     access: &AccessConfig,
     ctx: &Context<'_>,
+    parsers: &mut Parsers,
     rep: &mut Report<'_>,
 ) -> Vec<DeviceConfig> {
     let mut out = Vec::new();
@@ -1123,16 +1066,26 @@ fn devices(
             }
             _ => String::new(),
         };
-        let own = type_entries(rep, &raw.extra, kind, Level::Device, &context);
+        let own = type_entries(rep, &raw.extra, kind.as_ref(), Level::Device, &context);
         // Modbus: the fields' default byte order and request size come from the device.
         let mut modbus_defaults = (
             gateway_modbus::ByteOrder::Abcd,
             gateway_modbus::config::MAX_REGISTERS,
         );
+        let registered = adapter.and_then(|a| Some((a, a.registered?)));
         let binding = match kind {
-            Some(k) if k.name == "simulated" => {
-                simulated::device(&own, rep).map(DeviceBinding::Simulated)
-            }
+            Some(k) if registered.is_some() => registered.and_then(|(a, i)| {
+                let cx = DeviceCx {
+                    type_name: k.name,
+                    adapter_id: &a.id,
+                    adapter: a.settings.as_ref(),
+                    written_id: raw.id.as_ref().map(|i| i.value.as_str()),
+                    own: &own,
+                    header: &raw.span,
+                    label: &label,
+                };
+                parsers.0[i].device(cx, rep).map(DeviceBinding::Registered)
+            }),
             Some(k) if modbus::is_modbus(k.name) => {
                 modbus::device(k.name, &own, rep).map(|(binding, order)| {
                     if let DeviceBinding::Modbus(s) = &binding {
@@ -1163,9 +1116,8 @@ fn devices(
         };
         let own_account = raw.password_file.is_some() || raw.password.is_some();
         let password = match xmpp {
-            Some(XmppConfig::Client(_)) => secret_pair(
+            Some(XmppConfig::Client(_)) => ctx.files().secret(
                 rep,
-                ctx,
                 Pair {
                     file: raw.password_file.as_ref(),
                     file_key: "password_file",
@@ -1212,9 +1164,31 @@ fn devices(
             .access
             .as_ref()
             .map(|a| device_access(&a.value, access, rep));
-        let mut fields = fields(&raw.fields, kind, adapter, &label, modbus_defaults, rep);
+        let mut fields = fields(
+            &raw.fields,
+            kind.as_ref(),
+            adapter,
+            binding.as_ref(),
+            &label,
+            modbus_defaults,
+            parsers,
+            rep,
+        );
         if let Some(DeviceBinding::Mqtt(m)) = &binding {
             mqtt::finish_device(m, &mut fields, raw, &label, rep);
+        }
+        if let (Some((_, i)), Some(DeviceBinding::Registered(device)), Some(id)) =
+            (registered, &binding, &raw.id)
+        {
+            finish_registered(
+                parsers.0[i].as_mut(),
+                device,
+                id,
+                raw,
+                &mut fields,
+                &label,
+                rep,
+            );
         }
         if raw.fields.is_empty() {
             rep.warn(&raw.span, format!("{label} has no [[device.field]]"));
@@ -1431,12 +1405,15 @@ fn device_access(raw: &RawAccess, global: &AccessConfig, rep: &mut Report<'_>) -
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn fields(
     raws: &[RawField<'_>],
     kind: Option<&TypeKeys>,
     adapter: Option<&AdapterInfo>,
+    device: Option<&DeviceBinding>,
     device_label: &str,
     modbus_defaults: (gateway_modbus::ByteOrder, u16),
+    parsers: &mut Parsers,
     rep: &mut Report<'_>,
 ) -> Vec<FieldConfig> {
     let mut out = Vec::new();
@@ -1536,15 +1513,43 @@ fn fields(
             }
             _ => String::new(),
         };
-        let own = type_entries(rep, &raw.extra, kind, Level::Field, &context);
+        let own = type_entries(
+            rep,
+            &raw.extra,
+            kind.as_ref().copied(),
+            Level::Field,
+            &context,
+        );
         let (Some(name), Some(mut field_type)) = (name, field_type) else {
             continue;
         };
+        let registered = adapter.and_then(|a| a.registered);
         let binding = match kind {
-            Some(k) if k.name == "simulated" => {
-                simulated::field(&own, field_type, &raw.span, &label, rep)
-                    .map(FieldBinding::Simulated)
-            }
+            Some(k) if registered.is_some() => registered.and_then(|i| {
+                let cx = FieldCx {
+                    type_name: k.name,
+                    adapter: adapter.and_then(|a| a.settings.as_ref()),
+                    device: match device {
+                        Some(DeviceBinding::Registered(d)) => Some(d),
+                        _ => None,
+                    },
+                    own: &own,
+                    name: &name,
+                    kind: field_type,
+                    written_type: raw.kind.as_ref(),
+                    writable: raw.writable.as_ref(),
+                    header: &raw.span,
+                    label: &label,
+                };
+                parsers.0[i].field(cx, rep).map(|parsed| {
+                    // A type the keys imply (a Modbus coil reads as a boolean) unless `type`
+                    // says otherwise.
+                    if raw.kind.is_none() {
+                        field_type = parsed.implied_type.unwrap_or(field_type);
+                    }
+                    FieldBinding::Registered(parsed.settings)
+                })
+            }),
             Some(k) if modbus::is_modbus(k.name) => {
                 let cx = modbus::FieldContext {
                     written_type: raw.kind.as_ref(),
@@ -1602,9 +1607,12 @@ pub(crate) mod tests {
     //! The helpers are shared with the tests of [`super::super::simulated`].
 
     use super::*;
-    use crate::config::simulated::{DEFAULT_OFFLINE_FOR, DEFAULT_PERIOD, DEFAULT_POLL};
     use crate::config::{load_with, ConfigErrors, Loaded};
     use gateway_api::Value;
+    use gateway_simulated::config::{
+        DeviceSettings as SimulatedDevice, DEFAULT_OFFLINE_FOR, DEFAULT_PERIOD, DEFAULT_POLL,
+    };
+    use gateway_simulated::Generator;
 
     const PATH: &str = "/etc/gw/gateway.toml";
 
@@ -1657,11 +1665,18 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn simulated(loaded: &Loaded, device: usize, field: usize) -> Generator {
-        let FieldBinding::Simulated(g) = &loaded.config.devices[device].fields[field].binding
+        let FieldBinding::Registered(s) = &loaded.config.devices[device].fields[field].binding
         else {
             panic!("not a simulated field")
         };
-        g.clone()
+        s.get::<Generator>().expect("a simulated field").clone()
+    }
+
+    fn simulated_device(device: &DeviceConfig) -> &SimulatedDevice {
+        let DeviceBinding::Registered(s) = &device.binding else {
+            panic!("simulated")
+        };
+        s.get::<SimulatedDevice>().expect("a simulated device")
     }
 
     const FULL: &str = r#"
@@ -1806,9 +1821,7 @@ adapter = "sim"
         assert_eq!(access.read, [AccessEntry::Jid("bob@example.org".into())]);
         // Not given for the device: the [access] list.
         assert_eq!(access.control, c.access.control);
-        let DeviceBinding::Simulated(sim) = &boiler.binding else {
-            panic!("simulated")
-        };
+        let sim = simulated_device(boiler);
         assert_eq!(sim.poll, Duration::from_secs(2));
         assert_eq!(sim.offline_every, Some(Duration::from_secs(300)));
         assert_eq!(sim.offline_for, Duration::from_secs(20));
@@ -1856,9 +1869,7 @@ adapter = "sim"
         assert_eq!(relay.jid, "relay-1@sensors.example.org");
         assert_eq!(relay.name, "relay");
         assert!(relay.access.is_none());
-        let DeviceBinding::Simulated(sim) = &relay.binding else {
-            panic!("simulated")
-        };
+        let sim = simulated_device(relay);
         assert_eq!(
             (sim.poll, sim.offline_every, sim.offline_for),
             (DEFAULT_POLL, None, DEFAULT_OFFLINE_FOR)
@@ -2086,7 +2097,7 @@ adapter = "sim"
         assert_eq!(
             errors(src),
             [
-                "11:8: unknown adapter type `modbus`; did you mean `modbus-tcp`? (types: mqtt, modbus-tcp, modbus-rtu, serial, simulated; supported in this build: mqtt, simulated, modbus-rtu, modbus-tcp, serial)",
+                "11:8: unknown adapter type `modbus`; did you mean `modbus-tcp`? (types: mqtt, modbus-tcp, modbus-rtu, serial, simulated)",
                 "12:1: a `modbus-rtu` adapter needs `port`, e.g. `port = \"/dev/ttyUSB0\"`",
                 "15:1: `url` is a key of `mqtt` adapters, but this adapter's type is `modbus-rtu`",
             ]

@@ -21,6 +21,9 @@ use rand::{Rng, SeedableRng};
 use tokio::time::{sleep_until, Instant};
 use tracing::{debug, trace, warn};
 
+pub mod config;
+pub use config::Simulated;
+
 /// The reason a flapping device gives when it goes offline (also the `Unreachable` text).
 pub const OUTAGE_REASON: &str = "simulated outage";
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 /// A byte range in the configuration source.
 pub type Span = Range<usize>;
 
-/// One problem (or, in [`super::Loaded::warnings`], one warning) with its position.
+/// One problem (or, in [`the gateway's list of warnings`], one warning) with its position.
 ///
 /// `line` and `col` are 1-based; `col` counts characters, not bytes. Warnings carry no prefix
 /// of their own: whoever prints them says `warning:`.
@@ -64,14 +64,14 @@ fn join_lines(diagnostics: &[Diagnostic]) -> String {
 }
 
 /// Maps byte offsets of one source text to 1-based line and column numbers.
-pub(crate) struct LineIndex<'s> {
+pub struct LineIndex<'s> {
     source: &'s str,
     /// Byte offset at which each line starts; `line_starts[0] == 0`.
     line_starts: Vec<usize>,
 }
 
 impl<'s> LineIndex<'s> {
-    pub(crate) fn new(source: &'s str) -> Self {
+    pub fn new(source: &'s str) -> Self {
         let mut line_starts = vec![0];
         line_starts.extend(source.match_indices('\n').map(|(i, _)| i + 1));
         LineIndex {
@@ -81,7 +81,7 @@ impl<'s> LineIndex<'s> {
     }
 
     /// 1-based (line, column) of a byte offset; the column counts characters.
-    pub(crate) fn position(&self, offset: usize) -> (usize, usize) {
+    pub fn position(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.source.len());
         let line = self.line_starts.partition_point(|&start| start <= offset);
         // `line >= 1` because line_starts[0] == 0 <= offset.
@@ -93,13 +93,13 @@ impl<'s> LineIndex<'s> {
         (line, col + 1)
     }
 
-    pub(crate) fn line(&self, offset: usize) -> usize {
+    pub fn line(&self, offset: usize) -> usize {
         self.position(offset).0
     }
 }
 
 /// Collects the errors and warnings of one load.
-pub(crate) struct Report<'s> {
+pub struct Report<'s> {
     file: PathBuf,
     index: LineIndex<'s>,
     errors: Vec<Diagnostic>,
@@ -107,7 +107,7 @@ pub(crate) struct Report<'s> {
 }
 
 impl<'s> Report<'s> {
-    pub(crate) fn new(file: &Path, source: &'s str) -> Self {
+    pub fn new(file: &Path, source: &'s str) -> Self {
         Report {
             file: file.to_owned(),
             index: LineIndex::new(source),
@@ -127,29 +127,29 @@ impl<'s> Report<'s> {
     }
 
     /// Records an error at the start of `span`.
-    pub(crate) fn error(&mut self, span: &Span, message: impl Into<String>) {
+    pub fn error(&mut self, span: &Span, message: impl Into<String>) {
         let d = self.diagnostic(span, message.into());
         self.errors.push(d);
     }
 
     /// Records a warning at the start of `span`.
-    pub(crate) fn warn(&mut self, span: &Span, message: impl fmt::Display) {
+    pub fn warn(&mut self, span: &Span, message: impl fmt::Display) {
         let d = self.diagnostic(span, message.to_string());
         self.warnings.push(d);
     }
 
     /// The 1-based line of a span, for messages such as "already used (line 12)".
-    pub(crate) fn line(&self, span: &Span) -> usize {
+    pub fn line(&self, span: &Span) -> usize {
         self.index.line(span.start)
     }
 
-    pub(crate) fn has_errors(&self) -> bool {
+    pub fn has_errors(&self) -> bool {
         !self.errors.is_empty()
     }
 
     /// Errors and warnings, each sorted by position (stable, so same-position messages keep
     /// the order they were found in) with exact repeats removed.
-    pub(crate) fn finish(self) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
+    pub fn finish(self) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
         (tidy(self.errors), tidy(self.warnings))
     }
 }
@@ -199,7 +199,7 @@ where
 }
 
 /// `"; did you mean `x`?"` when a candidate is close, else the empty string.
-pub(crate) fn suggestion<'c, I>(input: &str, candidates: I) -> String
+pub fn suggestion<'c, I>(input: &str, candidates: I) -> String
 where
     I: IntoIterator<Item = &'c str>,
 {
@@ -207,7 +207,7 @@ where
 }
 
 /// `a, b and c` for a list in a message.
-pub(crate) fn list_names<S: AsRef<str>>(names: &[S]) -> String {
+pub fn list_names<S: AsRef<str>>(names: &[S]) -> String {
     let quoted: Vec<String> = names.iter().map(|n| format!("`{}`", n.as_ref())).collect();
     match quoted.len() {
         0 => String::new(),

@@ -1,5 +1,7 @@
-//! The simulated adapter's keys: how a `[[device]]` and its fields are simulated.
+//! The simulated adapter's keys: how a `[[device]]` and its fields are simulated, and its
+//! registration ([`Simulated`]).
 //!
+//! An `[[adapter]]` of type `simulated` takes no keys of its own.
 //! Device keys: `poll` (default 1 s), `offline_every` (optional) and `offline_for` (default
 //! 10 s). Field keys: `generator` (`sine` | `step` | `random` | `constant`; default `sine` for
 //! numeric and integer fields, `constant` otherwise), `min` (0), `max` (100), `period` (60 s)
@@ -8,19 +10,108 @@
 
 use std::time::Duration;
 
-use gateway_api::{FieldType, Value};
+use gateway_api::{AdapterContext, FieldType, Value};
+use gateway_toolkit::{
+    duration, list_names, suggestion, AdapterCx, AdapterSlice, AdapterTask, AdapterType,
+    AnySettings, ConfigParser, DeviceCx, Entry, FieldCx, Keys, ParsedField, Report, Span, Spanned,
+    StartEnv,
+};
 
-use super::diagnostic::{list_names, suggestion, Report, Span};
-use super::duration;
-use super::model::{Generator, SimulatedDevice};
-use super::raw::{Entry, Spanned};
+use crate::{Generator, SimDevice, SimField, SimulatedAdapter};
 
-pub(crate) const DEFAULT_POLL: Duration = Duration::from_secs(1);
-pub(crate) const DEFAULT_OFFLINE_FOR: Duration = Duration::from_secs(10);
-pub(crate) const DEFAULT_PERIOD: Duration = Duration::from_secs(60);
+pub const DEFAULT_POLL: Duration = Duration::from_secs(1);
+pub const DEFAULT_OFFLINE_FOR: Duration = Duration::from_secs(10);
+pub const DEFAULT_PERIOD: Duration = Duration::from_secs(60);
 const DEFAULT_MIN: f64 = 0.0;
 const DEFAULT_MAX: f64 = 100.0;
 const GENERATORS: &[&str] = &["sine", "step", "random", "constant"];
+
+/// The simulated adapter type, registered in the gateway as `simulated`.
+pub struct Simulated;
+
+/// A simulated device's settings (its fields' are their [`Generator`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceSettings {
+    /// Interval between readings (`poll`, default 1 s).
+    pub poll: Duration,
+    /// Optional flapping: every `offline_every` the device goes offline for `offline_for`.
+    pub offline_every: Option<Duration>,
+    pub offline_for: Duration,
+}
+
+impl AdapterType for Simulated {
+    fn names(&self) -> &'static [&'static str] {
+        &["simulated"]
+    }
+
+    fn keys(&self, _type_name: &str) -> Keys {
+        Keys {
+            adapter: &[],
+            device: &["poll", "offline_every", "offline_for"],
+            field: &["generator", "min", "max", "period", "value"],
+        }
+    }
+
+    fn parser(&self) -> Box<dyn ConfigParser> {
+        Box::new(Parser)
+    }
+
+    fn start(
+        &self,
+        adapter: AdapterSlice<'_>,
+        _env: &StartEnv<'_>,
+        ctx: AdapterContext,
+    ) -> AdapterTask {
+        use gateway_api::Adapter;
+        Box::pin(SimulatedAdapter::new(devices(&adapter)).run(ctx))
+    }
+}
+
+/// The simulated devices of an adapter's slice of the configuration.
+pub fn devices(adapter: &AdapterSlice<'_>) -> Vec<SimDevice> {
+    adapter
+        .devices
+        .iter()
+        .filter_map(|d| {
+            let settings = d.settings.get::<DeviceSettings>()?;
+            let fields = d
+                .fields
+                .iter()
+                .filter_map(|f| {
+                    Some(SimField {
+                        spec: f.spec.clone(),
+                        generator: f.settings.get::<Generator>()?.clone(),
+                    })
+                })
+                .collect();
+            Some(SimDevice {
+                id: d.id.clone(),
+                poll: settings.poll,
+                offline_every: settings.offline_every,
+                offline_for: settings.offline_for,
+                fields,
+            })
+        })
+        .collect()
+}
+
+/// A simulated adapter's keys need no memory across devices.
+struct Parser;
+
+impl ConfigParser for Parser {
+    fn adapter(&mut self, _cx: AdapterCx<'_>, _rep: &mut Report<'_>) -> Option<AnySettings> {
+        Some(AnySettings::new(()))
+    }
+
+    fn device(&mut self, cx: DeviceCx<'_>, rep: &mut Report<'_>) -> Option<AnySettings> {
+        device(cx.own, rep).map(AnySettings::new)
+    }
+
+    fn field(&mut self, cx: FieldCx<'_>, rep: &mut Report<'_>) -> Option<ParsedField> {
+        field(cx.own, cx.kind, cx.header, cx.label, rep)
+            .map(|g| ParsedField::new(AnySettings::new(g)))
+    }
+}
 
 /// A duration that must not be zero.
 fn positive(rep: &mut Report<'_>, key: &str, d: Spanned<Duration>) -> Option<Spanned<Duration>> {
@@ -33,7 +124,7 @@ fn positive(rep: &mut Report<'_>, key: &str, d: Spanned<Duration>) -> Option<Spa
 }
 
 /// Builds a simulated device's settings from its `poll`, `offline_every`, `offline_for`.
-pub(super) fn device(own: &[Entry<'_>], rep: &mut Report<'_>) -> Option<SimulatedDevice> {
+fn device(own: &[Entry<'_>], rep: &mut Report<'_>) -> Option<DeviceSettings> {
     let mut ok = true;
     let (mut poll, mut every, mut offline_for) = (None, None, None);
     for e in own {
@@ -66,7 +157,7 @@ pub(super) fn device(own: &[Entry<'_>], rep: &mut Report<'_>) -> Option<Simulate
         ),
         _ => {}
     }
-    ok.then(|| SimulatedDevice {
+    ok.then(|| DeviceSettings {
         poll: poll.map_or(DEFAULT_POLL, |p| p.value),
         offline_every: every.map(|e| e.value),
         offline_for: offline_for.map_or(DEFAULT_OFFLINE_FOR, |f| f.value),
@@ -76,7 +167,7 @@ pub(super) fn device(own: &[Entry<'_>], rep: &mut Report<'_>) -> Option<Simulate
 /// Builds a simulated field's [`Generator`] from its `generator`, `min`, `max`, `period` and
 /// `value` (`own`: the field's simulated keys). `field` is the field's header, for a missing
 /// `value`; `label` names the field in messages.
-pub(super) fn field(
+fn field(
     own: &[Entry<'_>],
     kind: FieldType,
     field: &Span,
@@ -234,135 +325,5 @@ pub(super) fn field(
                 start: start.unwrap_or((lo + hi) / 2.0),
             })
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::validate::tests::{device, errors, ok, simulated, warnings};
-
-    #[test]
-    fn generator_validation() {
-        let gen = |field: &str| {
-            let loaded = ok(&device(&format!("[[device.field]]\nname = \"f\"\n{field}")));
-            simulated(&loaded, 0, 0)
-        };
-        assert_eq!(
-            gen("generator = \"step\"\nmin = -5\nmax = 5\nperiod = \"2s\"\n"),
-            Generator::Step {
-                min: -5.0,
-                max: 5.0,
-                period: Duration::from_secs(2),
-                start: -5.0
-            }
-        );
-        assert_eq!(
-            gen("generator = \"random\"\nvalue = 20\n"),
-            Generator::Random {
-                min: 0.0,
-                max: 100.0,
-                start: 20.0
-            }
-        );
-        assert_eq!(
-            gen("generator = \"constant\"\nvalue = 21.5\n"),
-            Generator::Constant {
-                value: Value::Float(21.5)
-            }
-        );
-        assert_eq!(
-            gen("type = \"integer\"\ngenerator = \"constant\"\nvalue = 4.0\n"),
-            Generator::Constant {
-                value: Value::Int(4)
-            }
-        );
-        assert_eq!(
-            gen("type = \"string\"\nvalue = 5\n"),
-            Generator::Constant {
-                value: Value::Text("5".into())
-            }
-        );
-
-        let errs =
-            |field: &str| errors(&device(&format!("[[device.field]]\nname = \"f\"\n{field}")));
-        // Lines: 10 [[device.field]], 11 name, 12.. the keys given.
-        assert_eq!(
-            errs("min = 10\nmax = 10\n"),
-            ["13:7: `min` (10) must be less than `max` (10)"]
-        );
-        assert_eq!(
-            errs("min = 200\n"),
-            ["12:7: `min` (200) must be less than `max` (100)"]
-        );
-        assert_eq!(
-            errs("type = \"boolean\"\n"),
-            ["10:1: field `f` of device `d` uses generator `constant` (a simulated boolean field is constant) and needs a `value`"]
-        );
-        assert_eq!(
-            errs("generator = \"constant\"\n"),
-            ["12:1: field `f` of device `d` uses generator `constant` and needs a `value`"]
-        );
-        assert_eq!(
-            errs("type = \"integer\"\ngenerator = \"constant\"\nvalue = 4.5\n"),
-            ["14:9: `value` does not fit the field's type `integer`: \"4.5\" is not an integer"]
-        );
-        assert_eq!(
-            errs("type = \"boolean\"\nvalue = \"maybe\"\n"),
-            ["13:9: `value` does not fit the field's type `boolean`: \"maybe\" is not a boolean (use true/false, on/off or 1/0)"]
-        );
-        assert_eq!(
-            errs("type = \"boolean\"\ngenerator = \"sine\"\n"),
-            ["13:13: generator `sine` makes numbers, but field `f` of device `d` is boolean: use `generator = \"constant\"` with a `value`"]
-        );
-        assert_eq!(
-            errs("generator = \"step\"\nvalue = 150\n"),
-            ["13:9: `value` (150) must lie between `min` (0) and `max` (100)"]
-        );
-        assert_eq!(
-            errs("generator = \"step\"\nvalue = \"x\"\n"),
-            ["13:9: `value` is the start of generator `step`: it must be a number"]
-        );
-        assert_eq!(
-            errs("generator = \"sawtooth\"\n"),
-            ["12:13: unknown generator `sawtooth` (generators: `sine`, `step`, `random` and `constant`)"]
-        );
-        assert_eq!(errs("generator = \"sin\"\n")[0], "12:13: unknown generator `sin`; did you mean `sine`? (generators: `sine`, `step`, `random` and `constant`)");
-        assert_eq!(
-            errs("value = [1]\n"),
-            ["12:9: `value` must be a number, a boolean or a string, not an array"]
-        );
-
-        let loaded = ok(&device("[[device.field]]\nname = \"f\"\ngenerator = \"constant\"\nvalue = 1\nmin = 0\nperiod = \"1s\"\n"));
-        let w = warnings(&loaded);
-        assert!(
-            w.contains(&"14:1: `min` has no effect with generator `constant`".to_owned()),
-            "{w:?}"
-        );
-        assert!(
-            w.contains(&"15:1: `period` has no effect with generator `constant`".to_owned()),
-            "{w:?}"
-        );
-        let loaded = ok(&device("[[device.field]]\nname = \"f\"\nvalue = 1\n"));
-        assert!(warnings(&loaded)
-            .contains(&"12:1: `value` has no effect with generator `sine`".to_owned()));
-    }
-
-    #[test]
-    fn device_durations() {
-        let e = errors(&device("poll = \"0\"\noffline_every = \"10s\"\noffline_for = \"10s\"\n[[device.field]]\nname = \"t\"\nperiod = \"0s\"\n"));
-        assert_eq!(
-            e,
-            [
-                "10:8: `poll` must be longer than zero",
-                "12:15: `offline_for` (10s) must be shorter than `offline_every` (10s)",
-                "15:10: `period` must be longer than zero",
-            ]
-        );
-        let loaded = ok(&device(
-            "offline_for = \"5s\"\n[[device.field]]\nname = \"t\"\n",
-        ));
-        assert!(warnings(&loaded)
-            .contains(&"10:1: `offline_for` has no effect without `offline_every`".to_owned()));
     }
 }

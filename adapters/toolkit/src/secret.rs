@@ -8,7 +8,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::model::Secret;
+use crate::Secret;
 
 /// Why a secret file could not be used.
 #[derive(Debug, thiserror::Error)]
