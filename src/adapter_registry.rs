@@ -8,7 +8,10 @@
 use gateway_toolkit::AdapterType;
 
 /// Every registered adapter type.
-pub static TYPES: &[&dyn AdapterType] = &[&gateway_simulated::Simulated];
+pub static TYPES: &[&dyn AdapterType] = &[
+    &gateway_simulated::Simulated,
+    &gateway_linux_sensors::LinuxSensors,
+];
 
 /// The registered type answering to `type = "name"`, with the name as it is spelled there.
 pub fn find(name: &str) -> Option<(&'static str, &'static dyn AdapterType)> {

@@ -16,6 +16,8 @@
 
 mod alert;
 mod jid;
+#[cfg(test)]
+mod linux_sensors_tests;
 mod modbus;
 pub mod model;
 mod mqtt;

@@ -12,7 +12,7 @@
 //! they are counted, logged (rate-limited), and a sensor that is gone takes its device offline
 //! until it is back.
 //!
-//! Modules: [`source`] (the `source` syntax), [`resolve`] (finding a source's files, hints for
+//! Modules: [`config`] (the keys and the registration with the gateway), [`source`] (the `source` syntax), [`resolve`] (finding a source's files, hints for
 //! `check`), [`read`] (one blocking read with its faults and retries), [`units`] (ABI units),
 //! `field` (a field's read on its own thread, with a deadline), `poll` (a device's poll loop and
 //! availability), [`stats`] (metrics).
@@ -27,6 +27,7 @@ use gateway_api::{
 use tokio::task::JoinSet;
 use tracing::debug;
 
+pub mod config;
 mod field;
 mod poll;
 pub mod read;
@@ -35,6 +36,7 @@ pub mod source;
 pub mod stats;
 pub mod units;
 
+pub use config::LinuxSensors;
 pub use read::{Fault, Retry};
 pub use source::{Source, SourceError};
 pub use stats::SensorStats;
