@@ -431,7 +431,7 @@ async fn check_lists_each_fields_file_and_warns_about_what_is_missing() {
     assert!(line_of("boiler.flow").ends_with("-> w1:28-0000075a2a2b (not present now)"));
     // Missing now: warnings with what to enable, not errors.
     assert!(
-        all.contains("1-Wire sensor 28-0000075a2a2b not present"),
+        all.contains("1-Wire sensor 28-0000075a2a2b does not exist (yet)"),
         "{all}"
     );
     assert!(all.contains("dtoverlay=w1-gpio"), "{all}");

@@ -190,15 +190,15 @@ fn a_source_missing_now_is_a_warning_with_what_to_enable() {
         .collect();
     assert_eq!(warned.len(), 2, "{warned:?}");
     assert!(
-        warned[0].starts_with("14:10: 1-Wire sensor 28-0000075a2a2b not present (")
+        warned[0].starts_with("14:10: 1-Wire sensor 28-0000075a2a2b does not exist (yet): the 1-Wire bus is not enabled")
             && warned[0]
                 .contains("add `dtoverlay=w1-gpio` (data on GPIO 4) to /boot/firmware/config.txt"),
         "{warned:?}"
     );
     assert!(
-        warned[1]
-            .starts_with("17:10: IIO sensor bme280/temp not present (no IIO device is present")
-            && warned[1].contains("`dtoverlay=i2c-sensor,bme280`"),
+        warned[1].starts_with(
+            "17:10: IIO sensor bme280/temp does not exist (yet): no IIO device is present"
+        ) && warned[1].contains("`dtoverlay=i2c-sensor,bme280`"),
         "{warned:?}"
     );
 }

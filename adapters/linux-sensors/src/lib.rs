@@ -109,7 +109,7 @@ pub fn describe(root: &Path, source: &Source) -> Result<PathBuf, String> {
     match resolve::resolve(root, source) {
         Some(location) => Ok(location.file),
         None => Err(format!(
-            "{} not present ({})",
+            "{} does not exist (yet): {}; the gateway keeps looking for it",
             source.describe(),
             resolve::hint(root, source)
         )),
@@ -494,7 +494,7 @@ mod tests {
         assert_eq!(found, dir.path().join(W1).join("temperature"));
         let missing = describe(dir.path(), &"iio:bme280/temp".parse().unwrap()).unwrap_err();
         assert!(
-            missing.starts_with("IIO sensor bme280/temp not present ("),
+            missing.starts_with("IIO sensor bme280/temp does not exist (yet): no IIO device"),
             "{missing}"
         );
     }

@@ -245,8 +245,8 @@ pub fn hint(root: &Path, source: &Source) -> String {
         Source::W1 { .. } => {
             if !root.join("bus/w1").exists() {
                 format!(
-                    "{} does not exist: the 1-Wire bus is not enabled; add `dtoverlay=w1-gpio` \
-                     (data on GPIO 4) to {CONFIG} and reboot",
+                    "the 1-Wire bus is not enabled (no {}): add `dtoverlay=w1-gpio` (data on \
+                     GPIO 4) to {CONFIG} and reboot",
                     root.join("bus/w1").display()
                 )
             } else {
