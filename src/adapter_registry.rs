@@ -8,7 +8,10 @@
 use gateway_toolkit::AdapterType;
 
 /// Every registered adapter type.
+#[rustfmt::skip] // One adapter per line, so that adding one is adding a line.
 pub static TYPES: &[&dyn AdapterType] = &[
+    &gateway_mqtt::Mqtt,
+    &gateway_serial::Serial,
     &gateway_simulated::Simulated,
     &gateway_linux_sensors::LinuxSensors,
 ];

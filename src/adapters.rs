@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use gateway_api::{Adapter, AdapterContext, EventSink, Metric, MetricKind, MetricsSource, Request};
-use gateway_toolkit::counters::get;
-use gateway_toolkit::{AdapterSlice, Counters, DeviceSlice, FieldSlice, StartEnv};
+use gateway_toolkit::{AdapterSlice, DeviceSlice, FieldSlice, StartEnv};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -57,85 +56,6 @@ pub fn spawn_all(
                     metrics.register(bus.stats());
                     tasks.spawn(bus.run(ctx));
                 }
-            }
-            AdapterKind::Mqtt(broker) => {
-                let a = mqtt(config, index, &adapter.id, broker);
-                metrics.register(Arc::new(Counters {
-                    adapter: adapter.id.clone(),
-                    stats: a.stats(),
-                    list: |s: &gateway_mqtt::MqttStats| {
-                        vec![
-                            (
-                                "mqtt_messages_total",
-                                "MQTT messages received.",
-                                get(&s.messages),
-                            ),
-                            (
-                                "mqtt_bad_payloads_total",
-                                "MQTT messages with a problem (logged).",
-                                get(&s.bad_payloads),
-                            ),
-                            (
-                                "mqtt_unrouted_total",
-                                "MQTT messages on a topic no device uses.",
-                                get(&s.unrouted),
-                            ),
-                            (
-                                "mqtt_commands_total",
-                                "Commands the broker acknowledged.",
-                                get(&s.commands),
-                            ),
-                            (
-                                "mqtt_connects_total",
-                                "Connections to the broker (first and reconnects).",
-                                get(&s.connects),
-                            ),
-                        ]
-                    },
-                }));
-                tasks.spawn(a.run(ctx));
-            }
-            AdapterKind::Serial(port) => {
-                let a = serial(config, index, port);
-                metrics.register(Arc::new(Counters {
-                    adapter: adapter.id.clone(),
-                    stats: a.stats(),
-                    list: |s: &gateway_serial::SerialStats| {
-                        vec![
-                            (
-                                "serial_lines_total",
-                                "Lines read from the port.",
-                                get(&s.lines),
-                            ),
-                            (
-                                "serial_records_total",
-                                "Lines that parsed into a record.",
-                                get(&s.records),
-                            ),
-                            (
-                                "serial_too_long_total",
-                                "Lines over max_line, dropped.",
-                                get(&s.too_long),
-                            ),
-                            (
-                                "serial_not_utf8_total",
-                                "Lines that were not UTF-8, dropped.",
-                                get(&s.not_utf8),
-                            ),
-                            (
-                                "serial_unparsable_total",
-                                "Lines not in the configured format, dropped.",
-                                get(&s.unparsable),
-                            ),
-                            (
-                                "serial_unmatched_total",
-                                "Records that matched no device, dropped.",
-                                get(&s.unmatched),
-                            ),
-                        ]
-                    },
-                }));
-                tasks.spawn(a.run(ctx));
             }
         }
         metrics.register(Arc::new(AdapterInfo {
@@ -189,86 +109,6 @@ pub(crate) fn slice(config: &Config, index: usize) -> Option<AdapterSlice<'_>> {
         settings,
         devices,
     })
-}
-
-/// The MQTT adapter for `[[adapter]]` number `index`: its devices, and the client id (as
-/// configured, else derived from the gateway's name and the adapter id).
-fn mqtt(
-    config: &Config,
-    index: usize,
-    adapter_id: &str,
-    broker: &gateway_mqtt::BrokerConfig,
-) -> gateway_mqtt::MqttAdapter {
-    use crate::config::{DeviceBinding, FieldBinding};
-    use gateway_mqtt::{MqttDevice, MqttField};
-    let devices = config
-        .devices
-        .iter()
-        .filter(|d| d.adapter_index == index)
-        .filter_map(|d| {
-            let DeviceBinding::Mqtt(binding) = &d.binding else {
-                return None;
-            };
-            let fields = d
-                .fields
-                .iter()
-                .filter_map(|f| match &f.binding {
-                    FieldBinding::Mqtt(c) => Some(MqttField {
-                        spec: f.spec.clone(),
-                        config: c.clone(),
-                    }),
-                    _ => None,
-                })
-                .collect();
-            Some(MqttDevice {
-                id: d.id.clone(),
-                config: binding.clone(),
-                fields,
-            })
-        })
-        .collect();
-    let client_id = broker
-        .client_id
-        .clone()
-        .unwrap_or_else(|| gateway_mqtt::default_client_id(&config.gateway.name, adapter_id));
-    gateway_mqtt::MqttAdapter::new(broker.clone(), client_id, devices)
-}
-
-fn serial(
-    config: &Config,
-    index: usize,
-    port: &gateway_serial::SerialAdapterConfig,
-) -> gateway_serial::SerialAdapter {
-    use crate::config::{DeviceBinding, FieldBinding};
-    use gateway_serial::{SerialDevice, SerialField};
-    let devices = config
-        .devices
-        .iter()
-        .filter(|d| d.adapter_index == index)
-        .filter_map(|d| {
-            // The loader gives every device of a serial adapter a serial binding.
-            let DeviceBinding::Serial(binding) = &d.binding else {
-                return None;
-            };
-            let fields = d
-                .fields
-                .iter()
-                .filter_map(|f| match &f.binding {
-                    FieldBinding::Serial(b) => Some(SerialField {
-                        spec: f.spec.clone(),
-                        config: b.clone(),
-                    }),
-                    _ => None,
-                })
-                .collect();
-            Some(SerialDevice {
-                id: d.id.clone(),
-                config: binding.clone(),
-                fields,
-            })
-        })
-        .collect();
-    gateway_serial::SerialAdapter::new(port.clone(), devices)
 }
 
 /// `adapter_info{adapter, type} 1`: which adapter id is of which type.

@@ -13,13 +13,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapters;
-use crate::config::Config;
+use crate::config::{AdapterConfig, Config, DeviceConfig};
 use crate::metrics::Registry;
 
 struct Running {
     id: Arc<str>,
     /// What the adapter was started with; a reload compares it to decide on a restart.
-    fingerprint: String,
+    started_with: Slice,
     /// Cancelled to stop this adapter alone.
     stop: CancellationToken,
     tasks: JoinSet<()>,
@@ -51,12 +51,24 @@ fn slice(config: &Config, index: usize) -> Config {
     one
 }
 
-fn fingerprint(config: &Config) -> String {
-    // Debug hides secrets, so a changed password alone does not restart an adapter.
-    format!(
-        "{:?}{:?}{}",
-        config.adapters, config.devices, config.gateway.name
-    )
+/// What an adapter is started with and restarted on a change of: its settings, its devices
+/// (settings, fields, common keys) and the gateway's name (an MQTT client id derives from it).
+/// Compared by value, secrets included.
+#[derive(Debug, PartialEq)]
+struct Slice {
+    adapters: Vec<AdapterConfig>,
+    devices: Vec<DeviceConfig>,
+    gateway_name: String,
+}
+
+impl Slice {
+    fn of(config: &Config) -> Slice {
+        Slice {
+            adapters: config.adapters.clone(),
+            devices: config.devices.clone(),
+            gateway_name: config.gateway.name.clone(),
+        }
+    }
 }
 
 impl Adapters {
@@ -82,7 +94,7 @@ impl Adapters {
         let requests = senders.remove(0);
         Running {
             id: config.adapters[index].id.clone(),
-            fingerprint: fingerprint(&one),
+            started_with: Slice::of(&one),
             stop,
             tasks,
             requests,
@@ -100,9 +112,12 @@ impl Adapters {
         let mut old: Vec<Running> = std::mem::take(&mut self.running);
         let mut started = Vec::new();
         for index in 0..config.adapters.len() {
-            let fp = fingerprint(&slice(config, index));
+            let now = Slice::of(&slice(config, index));
             let id = &config.adapters[index].id;
-            match old.iter().position(|r| &r.id == id && r.fingerprint == fp) {
+            match old
+                .iter()
+                .position(|r| &r.id == id && r.started_with == now)
+            {
                 Some(pos) => self.running.push(old.swap_remove(pos)),
                 None => {
                     if let Some(pos) = old.iter().position(|r| &r.id == id) {

@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Gateway, Prosody, ProsodyOpts, TestClient, TIMEOUT};
+use support::{Gateway, GatewayOpts, Mosquitto, Prosody, ProsodyOpts, TestClient, TIMEOUT};
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::presence::Type as PresenceType;
@@ -149,5 +149,103 @@ async fn an_added_device_comes_online_and_the_others_do_not_flap() {
     assert_eq!(
         err.defined_condition,
         xmpp_parsers::stanza_error::DefinedCondition::Forbidden
+    );
+}
+
+/// A simulated adapter and an MQTT adapter that logs in with a password from a file.
+fn with_broker(prosody: &Prosody, domain: &str, mosquitto: &Mosquitto) -> String {
+    format!(
+        r#"
+[gateway]
+name = "reloading gateway"
+
+{xmpp}
+[[adapter]]
+id = "sim"
+type = "simulated"
+
+[[adapter]]
+id = "broker"
+type = "mqtt"
+url = "{url}"
+client_id = "reload-test"
+username = "gw"
+password_file = "mqtt.pass"
+
+[[device]]
+id = "thermo"
+adapter = "sim"
+  [[device.field]]
+  name = "temperature"
+
+[[device]]
+id = "boiler"
+adapter = "broker"
+topic = "plant/boiler/state"
+  [[device.field]]
+  name = "temperature"
+  json = "/temp"
+"#,
+        xmpp = prosody.component_toml(domain),
+        url = mosquitto.url(),
+    )
+}
+
+/// Waits until `needle` appears `n` times in `text()`.
+async fn wait_count(text: impl Fn() -> String, needle: &str, n: usize) -> bool {
+    tokio::time::timeout(TIMEOUT, async {
+        while text().matches(needle).count() < n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test]
+async fn a_changed_password_file_restarts_the_adapter_that_uses_it() {
+    let prosody = Prosody::start(ProsodyOpts::new().random_component()).await;
+    let mosquitto = Mosquitto::start().await;
+    let domain = prosody.component_domain().to_owned();
+    let toml = with_broker(&prosody, &domain, &mosquitto);
+    let mut gw = Gateway::spawn_with(&toml, GatewayOpts::new().file("mqtt.pass", "first\n"));
+    assert!(
+        gw.wait_upstream(TIMEOUT).await,
+        "gateway connected upstream"
+    );
+    // The broker logs each login with its client id and user.
+    let login = "as reload-test (";
+    assert!(
+        wait_count(|| mosquitto.log_text(), login, 1).await,
+        "{}",
+        mosquitto.log_text()
+    );
+
+    // The same file and the same password: nothing restarts.
+    gw.reload(&toml);
+    assert!(
+        wait_count(|| gw.log_text(), "configuration reloaded", 1).await,
+        "{}",
+        gw.log_text()
+    );
+    assert!(!gw.log_text().contains("(re)started"), "{}", gw.log_text());
+
+    // Only the password file's content changes: the MQTT adapter restarts and logs in again,
+    // the simulated one keeps running.
+    std::fs::write(gw.dir().join("mqtt.pass"), "second\n").expect("write the new password");
+    gw.reload(&toml);
+    assert!(
+        wait_count(|| gw.log_text(), "configuration reloaded", 2).await,
+        "{}",
+        gw.log_text()
+    );
+    let log = gw.log_text();
+    let restarted: Vec<&str> = log.lines().filter(|l| l.contains("(re)started")).collect();
+    assert_eq!(restarted.len(), 1, "{log}");
+    assert!(restarted[0].contains("adapter=broker"), "{log}");
+    assert!(
+        wait_count(|| mosquitto.log_text(), login, 2).await,
+        "{}",
+        mosquitto.log_text()
     );
 }

@@ -6,8 +6,8 @@
 //!   mirror of the file, reporting unknown keys (with "did you mean") and wrong types;
 //! - [`validate`] applies defaults and checks meaning: cross-references, JIDs, secrets;
 //!   it hands each adapter type's own keys to that type's parser (the adapter crates,
-//!   registered in [`crate::adapter_registry`]); [`mqtt`], [`modbus`] and [`serial`] still
-//!   hold those adapters' keys here; [`alert`] checks `[[alert]]` against the devices;
+//!   registered in [`crate::adapter_registry`]); [`modbus`] still holds that adapter's keys
+//!   here; [`alert`] checks `[[alert]]` against the devices;
 //! - the adapter toolkit (`gateway_toolkit`) turns spans into `PATH:LINE:COL: message` lines.
 //!
 //! [`device_table`] renders what `check` prints. `reference` (tests only) keeps
@@ -20,11 +20,13 @@ mod jid;
 mod linux_sensors_tests;
 mod modbus;
 pub mod model;
-mod mqtt;
+#[cfg(test)]
+mod mqtt_tests;
 mod raw;
 #[cfg(test)]
 mod reference;
-mod serial;
+#[cfg(test)]
+mod serial_tests;
 mod service;
 #[cfg(test)]
 mod simulated_tests;

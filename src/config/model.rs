@@ -108,7 +108,7 @@ pub enum AccessEntry {
     Domain(String),
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct AccessConfig {
     /// May subscribe to presence, read, query.
     pub read: Vec<AccessEntry>,
@@ -141,13 +141,13 @@ pub struct LogConfig {
     pub level: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AdapterConfig {
     pub id: Arc<str>,
     pub kind: AdapterKind,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum AdapterKind {
     /// A type registered in `src/adapter_registry.rs`, with the settings its crate parsed.
     Registered {
@@ -156,10 +156,6 @@ pub enum AdapterKind {
     },
     /// `modbus-rtu` or `modbus-tcp`: one serial line or one TCP address.
     Modbus(gateway_modbus::BusSettings),
-    /// The broker and how to log in.
-    Mqtt(gateway_mqtt::BrokerConfig),
-    /// The port, its line format and how records are parsed.
-    Serial(gateway_serial::SerialAdapterConfig),
 }
 
 impl AdapterKind {
@@ -168,13 +164,11 @@ impl AdapterKind {
         match self {
             AdapterKind::Registered { type_name, .. } => type_name,
             AdapterKind::Modbus(bus) => bus.transport.type_name(),
-            AdapterKind::Mqtt(_) => "mqtt",
-            AdapterKind::Serial(_) => "serial",
         }
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DeviceConfig {
     pub id: DeviceId,
     /// The device's JID as text: `id@domain` (component), `<xmpp.jid>/<id>` (client), or as configured.
@@ -193,19 +187,15 @@ pub struct DeviceConfig {
 }
 
 /// Adapter-specific settings of a device, already checked against its adapter's type.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum DeviceBinding {
     /// Settings parsed by a registered adapter type.
     Registered(AnySettings),
     /// Unit id, poll interval and request limits.
     Modbus(gateway_modbus::DeviceSettings),
-    /// Topics, availability, commands, staleness.
-    Mqtt(gateway_mqtt::DeviceConfig),
-    /// Which records of the port are the device's (`match`).
-    Serial(gateway_serial::SerialDeviceConfig),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FieldConfig {
     pub spec: FieldSpec,
     /// Per-field override of `[publish] deadband`.
@@ -213,14 +203,10 @@ pub struct FieldConfig {
     pub binding: FieldBinding,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum FieldBinding {
     /// Settings parsed by a registered adapter type.
     Registered(AnySettings),
     /// Register kind, address and encoding.
     Modbus(gateway_modbus::Point),
-    /// JSON pointer, own topic, scale/offset, boolean spellings, command.
-    Mqtt(gateway_mqtt::FieldConfig),
-    /// Where the value is in a record, and how a write is sent.
-    Serial(gateway_serial::SerialFieldConfig),
 }

@@ -53,39 +53,6 @@ const MODBUS_DEVICE: &[&str] = &[
 
 const ADAPTER_TYPES: &[TypeKeys] = &[
     TypeKeys {
-        name: "mqtt",
-        adapter: &[
-            "url",
-            "username",
-            "password_file",
-            "password",
-            "ca_file",
-            "client_id",
-            "keep_alive",
-            "max_payload",
-        ],
-        device: &[
-            "topic",
-            "availability_topic",
-            "availability_online",
-            "availability_offline",
-            "command_topic",
-            "command_template",
-            "stale_after",
-            "fleet",
-        ],
-        field: &[
-            "json",
-            "topic",
-            "scale",
-            "offset",
-            "payload_on",
-            "payload_off",
-            "command_topic",
-            "command_template",
-        ],
-    },
-    TypeKeys {
         name: "modbus-tcp",
         adapter: &["address", "timeout", "delay_between_requests", "framing"],
         device: MODBUS_DEVICE,
@@ -105,39 +72,17 @@ const ADAPTER_TYPES: &[TypeKeys] = &[
         device: MODBUS_DEVICE,
         field: MODBUS_FIELD,
     },
-    TypeKeys {
-        name: "serial",
-        adapter: &[
-            "port",
-            "baud",
-            "data_bits",
-            "parity",
-            "stop_bits",
-            "format",
-            "pattern",
-            "line_ending",
-            "max_line",
-            "separator",
-            "kv_separator",
-            "columns",
-            "time_key",
-        ],
-        device: &["match"],
-        field: &[
-            "json",
-            "key",
-            "command_template",
-            "ack_pattern",
-            "ack_timeout",
-        ],
-    },
 ];
 
 /// Every adapter type this build knows, in the order messages name them: the types whose
 /// keys are still read here, then the registered ones.
 pub(crate) fn all_types() -> Vec<TypeKeys> {
-    let mut all: Vec<TypeKeys> = ADAPTER_TYPES.to_vec();
-    for t in crate::adapter_registry::TYPES {
+    let mut all: Vec<TypeKeys> = Vec::new();
+    for (i, t) in crate::adapter_registry::TYPES.iter().enumerate() {
+        // The types still read here are listed where their registration line will be.
+        if i == 1 {
+            all.extend(ADAPTER_TYPES);
+        }
         for name in t.names() {
             let keys = t.keys(name);
             all.push(TypeKeys {

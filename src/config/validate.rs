@@ -17,19 +17,18 @@ use gateway_api::{DeviceId, FieldSpec, FieldType};
 
 use gateway_toolkit::{
     check_text, list_names, suggestion, AdapterCx, AdapterType, AnySettings, ConfigParser,
-    DeviceCx, FieldCx, FieldDraft, Files, FinishCx, Pair, Report, SerialPorts, Span,
+    DeviceCx, DeviceDraft, Expansion, FieldCx, FieldDraft, Files, FinishCx, Pair, Report,
+    SerialPorts, Span,
 };
 
 use super::jid::{self, parse_bare_jid, parse_domain, parse_host_port, parse_jid};
 use super::modbus;
 use super::model::*;
-use super::mqtt;
 use super::raw::{
     self, unknown_key, Entry, RawAccess, RawAdapter, RawConfig, RawDevice, RawField, RawXmpp,
     Spanned, StringList, TypeKeys, ADAPTER_COMMON, CLIENT_KEYS, COMPONENT_KEYS, DEVICE_COMMON,
     FIELD_COMMON,
 };
-use super::serial;
 use super::{Env, LoadMode};
 use crate::xmpp::wire::DEFAULT_MAX_STANZA_BYTES;
 
@@ -100,13 +99,9 @@ pub(crate) fn validate(
         a.id.as_ref()
             .is_none_or(|id| !infos.iter().any(|i| i.id == id.value))
     });
-    // An mqtt `fleet` stands for one device per member: from here on they are devices like any.
-    let is_mqtt = |id: &str| {
-        infos
-            .iter()
-            .any(|a| a.id == id && a.kind.is_some_and(|k| k.name == "mqtt"))
-    };
-    let raw_devices = mqtt::expand_fleets(raw.devices, is_mqtt, rep);
+    // A `[[device]]` may stand for several (an MQTT fleet): from here on they are devices
+    // like any.
+    let raw_devices = expand(raw.devices, &infos, &mut parsers, rep);
     let known = Known {
         adapters: &infos,
         unnamed_adapter,
@@ -744,8 +739,6 @@ struct AdapterInfo {
     kind: Option<TypeKeys>,
     /// Index into `Config::adapters`, for adapters this build can run.
     index: Option<usize>,
-    /// A serial adapter's settings: its devices' and fields' keys depend on its format.
-    serial: Option<gateway_serial::SerialAdapterConfig>,
     /// For a registered type: its index in [`Parsers`], and the settings its parser made
     /// (`None` when its keys had errors).
     registered: Option<usize>,
@@ -863,10 +856,6 @@ fn adapters(
             }
             _ => None,
         };
-        let serial = match kind {
-            Some(k) if k.name == "serial" => serial::adapter(&own, &raw.span, rep),
-            _ => None,
-        };
         let built = match kind {
             Some(k) if registered.is_some() => {
                 settings.clone().map(|settings| AdapterKind::Registered {
@@ -874,11 +863,7 @@ fn adapters(
                     settings,
                 })
             }
-            Some(k) if k.name == "mqtt" => {
-                mqtt::adapter(&own, &raw.span, ctx, rep).map(AdapterKind::Mqtt)
-            }
             Some(k) if modbus::is_modbus(k.name) => modbus::adapter(k.name, &own, &raw.span, rep),
-            Some(k) if k.name == "serial" => serial.clone().map(AdapterKind::Serial),
             _ => None,
         };
         if registered.is_none() {
@@ -898,7 +883,6 @@ fn adapters(
             id,
             kind,
             index,
-            serial,
             registered,
             settings,
         });
@@ -1000,6 +984,48 @@ struct DeviceSeen {
     original: String,
 }
 
+/// Asks each device's adapter type what the device stands for, and makes the copies: each
+/// member becomes the device's `id`, and `{id}` in its `name` the member.
+fn expand<'a>(
+    raws: Vec<RawDevice<'a>>,
+    infos: &[AdapterInfo],
+    parsers: &mut Parsers,
+    rep: &mut Report<'_>,
+) -> Vec<RawDevice<'a>> {
+    let mut out = Vec::with_capacity(raws.len());
+    for raw in raws {
+        let parser = raw
+            .adapter
+            .as_ref()
+            .and_then(|a| infos.iter().find(|i| i.id == a.value))
+            .and_then(|i| i.registered);
+        let Some(parser) = parser else {
+            out.push(raw);
+            continue;
+        };
+        let draft = DeviceDraft {
+            id: raw.id.as_ref(),
+            extra: &raw.extra,
+            field_extras: raw.fields.iter().map(|f| f.extra.as_slice()).collect(),
+        };
+        match parsers.0[parser].expand(draft, rep) {
+            Expansion::One => out.push(raw),
+            Expansion::Nothing => {}
+            Expansion::Members(members) => {
+                for m in members {
+                    let mut copy = raw.clone();
+                    if let Some(name) = &mut copy.name {
+                        name.value = name.value.replace("{id}", &m.value);
+                    }
+                    copy.id = Some(m);
+                    out.push(copy);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Hands a registered type's device and its parsed fields to its parser's `finish_device`.
 fn finish_registered(
     parser: &mut dyn ConfigParser,
@@ -1099,14 +1125,6 @@ fn devices(
                     binding
                 })
             }
-            Some(k) if k.name == "mqtt" => {
-                let written = raw.id.as_ref().map(|i| i.value.as_str());
-                mqtt::device(&own, written, rep).map(DeviceBinding::Mqtt)
-            }
-            Some(k) if k.name == "serial" => {
-                serial::device(&own, adapter.and_then(|a| a.serial.as_ref()), rep)
-                    .map(DeviceBinding::Serial)
-            }
             _ => None,
         };
 
@@ -1174,9 +1192,6 @@ fn devices(
             parsers,
             rep,
         );
-        if let Some(DeviceBinding::Mqtt(m)) = &binding {
-            mqtt::finish_device(m, &mut fields, raw, &label, rep);
-        }
         if let (Some((_, i)), Some(DeviceBinding::Registered(device)), Some(id)) =
             (registered, &binding, &raw.id)
         {
@@ -1567,19 +1582,6 @@ fn fields(
                     }
                     binding
                 })
-            }
-            Some(k) if k.name == "mqtt" => {
-                mqtt::field(&own, field_type, &label, rep).map(FieldBinding::Mqtt)
-            }
-            Some(k) if k.name == "serial" => {
-                let info = serial::FieldInfo {
-                    name: &name,
-                    writable: raw.writable.as_ref().is_some_and(|w| w.value),
-                    span: &raw.span,
-                    label: &label,
-                };
-                serial::field(&own, info, adapter.and_then(|a| a.serial.as_ref()), rep)
-                    .map(FieldBinding::Serial)
             }
             _ => None,
         };

@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
 
 pub use config::{
-    default_client_id, Availability, BrokerConfig, BrokerUrl, DeviceConfig, FieldConfig,
+    default_client_id, Availability, BrokerConfig, BrokerUrl, DeviceConfig, FieldConfig, Mqtt,
     MqttDevice, MqttField, Password, Template, TopicBinding,
 };
 pub use stats::MqttStats;

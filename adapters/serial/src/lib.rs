@@ -37,8 +37,8 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 pub use config::{
-    Command, Format, Parity, SerialAdapterConfig, SerialDevice, SerialDeviceConfig, SerialField,
-    SerialFieldConfig,
+    Command, Format, Parity, Serial, SerialAdapterConfig, SerialDevice, SerialDeviceConfig,
+    SerialField, SerialFieldConfig,
 };
 pub use record::Selector;
 /// The regex crate this adapter compiles `pattern` and `ack_pattern` with.

@@ -35,6 +35,8 @@ pub use diagnostic::{
 pub use entry::{unknown_key, Entry, Section, Spanned, StringList};
 pub use files::{check_text, Files, LoadMode, Pair, ServiceAccess};
 pub use settings::{AnySettings, Settings};
+/// The TOML parser whose items [`Entry`] holds, for adapters that read a table value.
+pub use toml_edit;
 
 use std::sync::Arc;
 

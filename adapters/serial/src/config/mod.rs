@@ -1,7 +1,7 @@
 //! What one serial adapter, device and field are configured with, already validated.
 //!
-//! The gateway's configuration loader (`src/config/serial.rs`) builds these from `gateway.toml`
-//! and reports every mistake with its position; the adapter takes them as they are.
+//! [`keys`] builds these from the adapter's keys in `gateway.toml` and reports every mistake
+//! with its position; the adapter takes them as they are.
 
 use std::time::Duration;
 
@@ -11,6 +11,9 @@ use crate::parse::csv::CsvSyntax;
 use crate::parse::kv::KvSyntax;
 use crate::record::Selector;
 use crate::template::Template;
+
+pub mod keys;
+pub use keys::Serial;
 
 /// Default `max_line`: 4 KiB.
 pub const DEFAULT_MAX_LINE: usize = 4096;
@@ -31,7 +34,7 @@ pub enum Parity {
 }
 
 /// One `[[adapter]]` of `type = "serial"`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SerialAdapterConfig {
     /// The device path, e.g. `/dev/ttyACM0` or `/dev/serial/by-id/usb-...`.
     pub port: String,
@@ -81,6 +84,19 @@ pub enum Format {
     Csv(CsvSyntax),
 }
 
+/// Equal formats parse every line alike: a `pattern` is compared by its text.
+impl PartialEq for Format {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Format::Json, Format::Json) | (Format::Xml, Format::Xml) => true,
+            (Format::Kv(a), Format::Kv(b)) => a == b,
+            (Format::Regex(a), Format::Regex(b)) => a.as_str() == b.as_str(),
+            (Format::Csv(a), Format::Csv(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
 impl Format {
     /// The `format = ...` spelling.
     pub fn name(&self) -> &'static str {
@@ -103,7 +119,7 @@ pub struct SerialDeviceConfig {
 }
 
 /// The serial settings of one `[[device.field]]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SerialFieldConfig {
     /// Where the field's value is in a record (`json` pointer, or `key`; default: the name).
     pub source: Selector,
@@ -120,6 +136,17 @@ pub struct Command {
     pub ack: Option<regex::Regex>,
     /// How long to wait for the acknowledgement.
     pub ack_timeout: Duration,
+}
+
+/// Equal commands send the same line and wait for the same answer: an `ack_pattern` is
+/// compared by its text.
+impl PartialEq for Command {
+    fn eq(&self, other: &Self) -> bool {
+        self.template == other.template
+            && self.ack.as_ref().map(regex::Regex::as_str)
+                == other.ack.as_ref().map(regex::Regex::as_str)
+            && self.ack_timeout == other.ack_timeout
+    }
 }
 
 /// One device of the adapter, as the adapter runs it.

@@ -1,5 +1,6 @@
 //! The MQTT adapter's keys: the broker of an `[[adapter]]`, the topics of a `[[device]]`, the
-//! payload part and command of a `[[device.field]]`, and fleets.
+//! payload part and command of a `[[device.field]]`, and fleets; and its registration
+//! ([`Mqtt`]).
 //!
 //! Adapter keys: `url` (required, `mqtt://` or `mqtts://`), `client_id` (default derived from
 //! `[gateway] name` and the adapter id when the adapter starts), `username`,
@@ -18,19 +19,22 @@
 
 use std::time::Duration;
 
-use gateway_api::FieldType;
-use gateway_mqtt::config::{
+use std::sync::Arc;
+
+use gateway_api::{AdapterContext, FieldType};
+use gateway_toolkit::counters::get as count;
+use gateway_toolkit::{
+    check_text, AdapterCx, AdapterSlice, AdapterTask, AdapterType, AnySettings, ConfigParser,
+    Counters, DeviceCx, DeviceDraft, Entry, Expansion, FieldCx, FieldDraft, Files, FinishCx, Keys,
+    Pair, ParsedField, Report, Span, Spanned, StartEnv,
+};
+
+use super::{
     check_pointer, Availability, BrokerConfig, BrokerUrl, DeviceConfig, FieldConfig, Password,
     Template, TopicBinding, DEFAULT_KEEP_ALIVE, DEFAULT_MAX_PAYLOAD, DEFAULT_OFFLINE,
     DEFAULT_ONLINE,
 };
-use gateway_mqtt::topic;
-use toml_edit::{Item, Value as TomlValue};
-
-use super::model::{FieldBinding, FieldConfig as ModelField};
-use super::raw::{Entry, RawDevice, Spanned};
-use super::validate::Context;
-use gateway_toolkit::{check_text, Pair, Report, Span};
+use crate::{topic, MqttAdapter, MqttDevice, MqttField, MqttStats};
 
 /// The largest `max_payload` accepted: what MQTT can carry at all.
 const MAX_MAX_PAYLOAD: i64 = 268_435_455;
@@ -39,10 +43,10 @@ const PROBE_ID: &str = "x";
 
 /// Builds the broker settings of an `[[adapter]]` of type `mqtt` (`own`: its mqtt keys;
 /// `header`: the `[[adapter]]` header, for a missing `url`).
-pub(super) fn adapter(
+fn adapter(
     own: &[Entry<'_>],
     header: &Span,
-    ctx: &Context<'_>,
+    files: &Files<'_>,
     rep: &mut Report<'_>,
 ) -> Option<BrokerConfig> {
     let mut ok = true;
@@ -105,7 +109,7 @@ pub(super) fn adapter(
         Some(u) => Some(u.value.clone()),
         None => None,
     };
-    let password = ctx.files().secret(
+    let password = files.secret(
         rep,
         Pair {
             file: get("password_file"),
@@ -120,7 +124,7 @@ pub(super) fn adapter(
             ok = false;
         }
     }
-    let ca = get("ca_file").and_then(|f| ctx.files().ca_file(rep, f));
+    let ca = get("ca_file").and_then(|f| files.ca_file(rep, f));
     if let (Some(f), Some(url)) = (get("ca_file"), &url) {
         if !url.tls {
             rep.warn(
@@ -168,13 +172,9 @@ pub(super) fn adapter(
 
 /// An integer value.
 fn integer(e: &Entry<'_>, rep: &mut Report<'_>) -> Option<Spanned<i64>> {
-    match e.item {
-        Item::Value(TomlValue::Integer(i)) => Some(Spanned {
-            value: *i.value(),
-            key: e.key_span.clone(),
-            span: e.span(),
-        }),
-        _ => {
+    match e.item.as_integer() {
+        Some(i) => Some(e.spanned(i)),
+        None => {
             rep.error(
                 &e.span(),
                 format!("`{}` must be an integer (a number of bytes)", e.key),
@@ -199,91 +199,69 @@ fn topic_level_problem(member: &str) -> Option<&'static str> {
     }
 }
 
-/// Replaces every `[[device]]` with `fleet = [...]` on an mqtt adapter (`is_mqtt` tells which
-/// adapter ids are mqtt) by one copy per member, with the member as `id` and `{id}` in `name`
-/// filled in. The `fleet` key stays on the copies: [`device`] reads it as "this is a fleet
-/// member". A fleet with problems is reported and left out.
-pub(super) fn expand_fleets<'a>(
-    raws: Vec<RawDevice<'a>>,
-    is_mqtt: impl Fn(&str) -> bool,
-    rep: &mut Report<'_>,
-) -> Vec<RawDevice<'a>> {
-    let mut out = Vec::with_capacity(raws.len());
-    for raw in raws {
-        let fleet = raw.extra.iter().find(|e| e.key == "fleet").cloned();
-        let on_mqtt = raw.adapter.as_ref().is_some_and(|a| is_mqtt(&a.value));
-        let Some(fleet) = fleet.filter(|_| on_mqtt) else {
-            out.push(raw);
-            continue;
-        };
-        let Some(members) = fleet.strings(rep) else {
-            continue;
-        };
-        if let Some(id) = &raw.id {
+/// What a `[[device]]` with `fleet = [...]` stands for: one device per member, whose `id` is
+/// the member (and `{id}` in its `name` the member too). The `fleet` key stays on the copies:
+/// [`device`] reads it as "this is a fleet member". A fleet with problems is reported and
+/// stands for nothing.
+fn expand_fleet(draft: DeviceDraft<'_>, rep: &mut Report<'_>) -> Expansion {
+    let Some(fleet) = draft.extra.iter().find(|e| e.key == "fleet") else {
+        return Expansion::One;
+    };
+    let Some(members) = fleet.strings(rep) else {
+        return Expansion::Nothing;
+    };
+    if let Some(id) = draft.id {
+        rep.error(
+            &id.key,
+            "a [[device]] with `fleet` takes its ids from that list: remove `id`",
+        );
+        return Expansion::Nothing;
+    }
+    if members.value.is_empty() {
+        rep.error(
+            &members.span,
+            "`fleet` must list at least one device, e.g. `fleet = [\"kitchen\", \"hall\"]`",
+        );
+        return Expansion::Nothing;
+    }
+    let mut ok = true;
+    for m in &members.value {
+        if let Some(why) = topic_level_problem(&m.value) {
             rep.error(
-                &id.key,
-                "a [[device]] with `fleet` takes its ids from that list: remove `id`",
+                &m.span,
+                format!(
+                    "fleet member `{}` cannot stand for `{{id}}` in a topic: {why}",
+                    m.value
+                ),
             );
-            continue;
-        }
-        if members.value.is_empty() {
-            rep.error(
-                &members.span,
-                "`fleet` must list at least one device, e.g. `fleet = [\"kitchen\", \"hall\"]`",
-            );
-            continue;
-        }
-        let mut ok = true;
-        for m in &members.value {
-            if let Some(why) = topic_level_problem(&m.value) {
-                rep.error(
-                    &m.span,
-                    format!(
-                        "fleet member `{}` cannot stand for `{{id}}` in a topic: {why}",
-                        m.value
-                    ),
-                );
-                ok = false;
-            }
-        }
-        if !ok {
-            continue;
-        }
-        // The members differ only where `{id}` is: without it in a topic they read, every
-        // member would be the same device under another name.
-        let reads_own_topic = raw
-            .extra
-            .iter()
-            .chain(raw.fields.iter().flat_map(|f| f.extra.iter()))
-            .filter(|e| e.key == "topic")
-            .any(|e| e.item.as_str().is_some_and(|t| t.contains("{id}")));
-        if !reads_own_topic {
-            rep.error(
-                &fleet.key_span,
-                "every member of this fleet would read the same topic: put `{id}` where the \
-                 member's name goes in `topic`, e.g. `topic = \"zigbee2mqtt/{id}\"`",
-            );
-            continue;
-        }
-        for m in members.value {
-            let mut copy = raw.clone();
-            if let Some(name) = &mut copy.name {
-                name.value = name.value.replace("{id}", &m.value);
-            }
-            copy.id = Some(m);
-            out.push(copy);
+            ok = false;
         }
     }
-    out
+    if !ok {
+        return Expansion::Nothing;
+    }
+    // The members differ only where `{id}` is: without it in a topic they read, every
+    // member would be the same device under another name.
+    let reads_own_topic = draft
+        .extra
+        .iter()
+        .chain(draft.field_extras.iter().flat_map(|f| f.iter()))
+        .filter(|e| e.key == "topic")
+        .any(|e| e.item.as_str().is_some_and(|t| t.contains("{id}")));
+    if !reads_own_topic {
+        rep.error(
+            &fleet.key_span,
+            "every member of this fleet would read the same topic: put `{id}` where the \
+             member's name goes in `topic`, e.g. `topic = \"zigbee2mqtt/{id}\"`",
+        );
+        return Expansion::Nothing;
+    }
+    Expansion::Members(members.value)
 }
 
 /// Builds an mqtt device's settings. `id` is the device id as written (a fleet member's text),
 /// for `{id}` in its topics; a `fleet` key among `own` marks a fleet member.
-pub(super) fn device(
-    own: &[Entry<'_>],
-    id: Option<&str>,
-    rep: &mut Report<'_>,
-) -> Option<DeviceConfig> {
+fn device(own: &[Entry<'_>], id: Option<&str>, rep: &mut Report<'_>) -> Option<DeviceConfig> {
     let mut ok = true;
     let mut strings: Vec<(&str, Spanned<String>)> = Vec::new();
     let mut stale_after = None;
@@ -407,7 +385,7 @@ fn template(t: Option<&Spanned<String>>, rep: &mut Report<'_>) -> Option<Templat
 
 /// Builds an mqtt field's settings. Its `topic` and `command_topic` keep `{id}` until
 /// [`finish_device`] knows the device (their shape is checked here). `label` names the field.
-pub(super) fn field(
+fn field(
     own: &[Entry<'_>],
     kind: FieldType,
     label: &str,
@@ -524,33 +502,23 @@ pub(super) fn field(
 
 /// Fills `{id}` into the fields' topics and commands and checks the device and its fields
 /// together: a field reads from its own topic or the device's (a writable field may have neither:
-/// it then only knows what was written), and a writable field needs a command topic. `raw` is
-/// the device as written (its id, fleet marker and field positions); `label` names it.
-pub(super) fn finish_device(
-    device: &DeviceConfig,
-    fields: &mut [ModelField],
-    raw: &RawDevice<'_>,
-    label: &str,
-    rep: &mut Report<'_>,
-) {
-    let Some(id) = raw.id.as_ref().map(|i| i.value.as_str()) else {
+/// it then only knows what was written), and a writable field needs a command topic.
+fn finish_device(cx: &FinishCx<'_>, fields: &mut [FieldDraft<'_>], rep: &mut Report<'_>) {
+    let Some(device) = cx.device.get::<DeviceConfig>() else {
         return;
     };
-    let fleet = raw.extra.iter().any(|e| e.key == "fleet");
-    let (raws, header) = (&raw.fields, &raw.span);
+    let (id, label) = (cx.written_id, cx.label);
+    let fleet = cx.extra.iter().any(|e| e.key == "fleet");
     for f in fields.iter_mut() {
-        let FieldBinding::Mqtt(m) = &mut f.binding else {
+        let Some(mut m) = f.settings.get::<FieldConfig>().cloned() else {
             continue;
         };
-        let raw = raws
-            .iter()
-            .find(|r| r.name.as_ref().is_some_and(|n| *n.value == *f.spec.name));
-        let at = raw.map_or(header.clone(), |r| r.span.clone());
+        let at = f.header;
         let name = &f.spec.name;
         if let Some(t) = m.topic.take() {
             match TopicBinding::new(&t.filter, id, fleet) {
                 Ok(b) => m.topic = Some(b),
-                Err(e) => rep.error(&at, format!("`topic` of field `{name}` of {label}: {e}")),
+                Err(e) => rep.error(at, format!("`topic` of field `{name}` of {label}: {e}")),
             }
         }
         if let Some(t) = m.command_topic.take() {
@@ -558,18 +526,16 @@ pub(super) fn finish_device(
         }
         if m.topic.is_none() && device.topic.is_none() && !f.spec.writable {
             rep.error(
-                &at,
+                at,
                 format!(
                     "field `{name}` of {label} has no topic to read: give the device a `topic` or the field its own"
                 ),
             );
         }
         if f.spec.writable && m.command_topic.is_none() && device.command_topic.is_none() {
-            let at = raw
-                .and_then(|r| r.writable.as_ref())
-                .map_or(at.clone(), |w| w.key.clone());
+            let at = f.writable.map_or(at, |w| &w.key);
             rep.error(
-                &at,
+                at,
                 format!(
                     "field `{name}` of {label} is writable, but neither it nor the device has a `command_topic`"
                 ),
@@ -577,306 +543,175 @@ pub(super) fn finish_device(
         }
         if !f.spec.writable {
             let keys = ["command_topic", "command_template"];
-            if let Some(r) = raw {
-                for e in r.extra.iter().filter(|e| keys.contains(&e.key)) {
-                    rep.warn(
-                        &e.key_span,
-                        format!("`{}` has no effect: field `{name}` is not writable", e.key),
-                    );
-                }
+            for e in f.extra.iter().filter(|e| keys.contains(&e.key)) {
+                rep.warn(
+                    &e.key_span,
+                    format!("`{}` has no effect: field `{name}` is not writable", e.key),
+                );
             }
         }
+        *f.settings = AnySettings::new(m);
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use crate::config::validate::tests::{errors, ok, warnings, HEAD};
-    use crate::config::{AdapterKind, DeviceBinding, FieldBinding, Loaded};
-    use gateway_mqtt::config::{BrokerConfig, DeviceConfig, FieldConfig};
-    use std::time::Duration;
+/// The MQTT adapter type, registered in the gateway as `mqtt`.
+pub struct Mqtt;
 
-    /// `[xmpp]` and an mqtt adapter `bus`; tests' own lines start at line 8.
-    fn mqtt(rest: &str) -> String {
-        format!(
-            "[xmpp]\ndomain = \"sensors.example.org\"\nsecret = \"s\"\n[[adapter]]\nid = \"bus\"\ntype = \"mqtt\"\nurl = \"mqtt://127.0.0.1:1883\"\n{rest}"
-        )
+impl AdapterType for Mqtt {
+    fn names(&self) -> &'static [&'static str] {
+        &["mqtt"]
     }
 
-    fn broker(loaded: &Loaded) -> BrokerConfig {
-        match &loaded.config.adapters[0].kind {
-            AdapterKind::Mqtt(b) => b.clone(),
-            other => panic!("not mqtt: {other:?}"),
+    fn keys(&self, _type_name: &str) -> Keys {
+        Keys {
+            adapter: &[
+                "url",
+                "username",
+                "password_file",
+                "password",
+                "ca_file",
+                "client_id",
+                "keep_alive",
+                "max_payload",
+            ],
+            device: &[
+                "topic",
+                "availability_topic",
+                "availability_online",
+                "availability_offline",
+                "command_topic",
+                "command_template",
+                "stale_after",
+                "fleet",
+            ],
+            field: &[
+                "json",
+                "topic",
+                "scale",
+                "offset",
+                "payload_on",
+                "payload_off",
+                "command_topic",
+                "command_template",
+            ],
         }
     }
 
-    fn dev(loaded: &Loaded, i: usize) -> DeviceConfig {
-        match &loaded.config.devices[i].binding {
-            DeviceBinding::Mqtt(d) => d.clone(),
-            other => panic!("not mqtt: {other:?}"),
-        }
+    fn parser(&self) -> Box<dyn ConfigParser> {
+        Box::new(Parser)
     }
 
-    fn fld(loaded: &Loaded, d: usize, f: usize) -> FieldConfig {
-        match &loaded.config.devices[d].fields[f].binding {
-            FieldBinding::Mqtt(c) => c.clone(),
-            other => panic!("not mqtt: {other:?}"),
-        }
+    fn start(
+        &self,
+        adapter: AdapterSlice<'_>,
+        env: &StartEnv<'_>,
+        ctx: AdapterContext,
+    ) -> AdapterTask {
+        use gateway_api::Adapter;
+        let Some(a) = build(&adapter, env.gateway_name) else {
+            // The gateway starts an adapter only with the settings this type's parser made.
+            tracing::error!(adapter = %adapter.id, "MQTT adapter started without its settings");
+            return Box::pin(async {});
+        };
+        (env.metrics)(Arc::new(Counters {
+            adapter: adapter.id.clone(),
+            stats: a.stats(),
+            list: metrics,
+        }));
+        Box::pin(a.run(ctx))
+    }
+}
+
+/// The adapter of `adapter`'s slice: its devices, and the client id (as configured, else
+/// derived from the gateway's name and the adapter id).
+pub fn build(adapter: &AdapterSlice<'_>, gateway_name: &str) -> Option<MqttAdapter> {
+    let devices = adapter
+        .devices
+        .iter()
+        .filter_map(|d| {
+            let config = d.settings.get::<DeviceConfig>()?.clone();
+            let fields = d
+                .fields
+                .iter()
+                .filter_map(|f| {
+                    Some(MqttField {
+                        spec: f.spec.clone(),
+                        config: f.settings.get::<FieldConfig>()?.clone(),
+                    })
+                })
+                .collect();
+            Some(MqttDevice {
+                id: d.id.clone(),
+                config,
+                fields,
+            })
+        })
+        .collect();
+    let broker = adapter.settings.get::<BrokerConfig>()?.clone();
+    let client_id = broker
+        .client_id
+        .clone()
+        .unwrap_or_else(|| crate::default_client_id(gateway_name, adapter.id));
+    Some(MqttAdapter::new(broker, client_id, devices))
+}
+
+/// The adapter's counters on `/metrics`: (name, help, value).
+fn metrics(s: &MqttStats) -> Vec<(&'static str, &'static str, u64)> {
+    vec![
+        (
+            "mqtt_messages_total",
+            "MQTT messages received.",
+            count(&s.messages),
+        ),
+        (
+            "mqtt_bad_payloads_total",
+            "MQTT messages with a problem (logged).",
+            count(&s.bad_payloads),
+        ),
+        (
+            "mqtt_unrouted_total",
+            "MQTT messages on a topic no device uses.",
+            count(&s.unrouted),
+        ),
+        (
+            "mqtt_commands_total",
+            "Commands the broker acknowledged.",
+            count(&s.commands),
+        ),
+        (
+            "mqtt_connects_total",
+            "Connections to the broker (first and reconnects).",
+            count(&s.connects),
+        ),
+    ]
+}
+
+/// MQTT keys need no memory across devices: fleets and fields are checked per device.
+struct Parser;
+
+impl ConfigParser for Parser {
+    fn adapter(&mut self, cx: AdapterCx<'_>, rep: &mut Report<'_>) -> Option<AnySettings> {
+        adapter(cx.own, cx.header, &cx.files, rep).map(AnySettings::new)
     }
 
-    #[test]
-    fn adapter_keys_and_defaults() {
-        let loaded = ok(&mqtt(""));
-        let b = broker(&loaded);
-        assert_eq!(b.url.to_string(), "mqtt://127.0.0.1:1883");
-        assert_eq!(b.client_id, None);
-        assert_eq!(b.keep_alive, Duration::from_secs(30));
-        assert_eq!(b.max_payload, 65_536);
-        let loaded = ok(&mqtt(
-            "client_id = \"gw-1\"\nusername = \"gw\"\npassword = \"pw\"\nkeep_alive = \"10s\"\nmax_payload = 1024\n",
-        ));
-        let b = broker(&loaded);
-        assert_eq!(
-            (
-                b.client_id.as_deref(),
-                b.username.as_deref(),
-                b.password.as_ref().map(|p| p.expose()),
-                b.keep_alive,
-                b.max_payload
-            ),
-            (
-                Some("gw-1"),
-                Some("gw"),
-                Some("pw"),
-                Duration::from_secs(10),
-                1024
-            )
-        );
-        assert!(warnings(&loaded)
-            .iter()
-            .any(|w| w.contains("inline `password`")));
-
-        let e = errors(
-            "[xmpp]\ndomain = \"sensors.example.org\"\nsecret = \"s\"\n[[adapter]]\nid = \"bus\"\ntype = \"mqtt\"\n",
-        );
-        assert_eq!(e, ["4:1: an `mqtt` adapter needs `url`, e.g. `url = \"mqtt://127.0.0.1:1883\"` (or `mqtts://` for TLS)"]);
-        let e = errors(&mqtt(
-            "keep_alive = \"500ms\"\nmax_payload = 0\npassword = \"x\"\nclient_id = \"\"\n",
-        ));
-        assert_eq!(
-            e,
-            [
-                "8:14: `keep_alive` must be between 1 s and 65535 s (about 18 h)",
-                "9:15: `max_payload` is a size in bytes from 1 to 268435455",
-                "10:1: a broker password needs a `username` too",
-                "11:13: `client_id` must not be empty",
-            ]
-        );
-        let e = errors(
-            "[xmpp]\ndomain = \"sensors.example.org\"\nsecret = \"s\"\n[[adapter]]\nid = \"bus\"\ntype = \"mqtt\"\nurl = \"tcp://h\"\nmax_payload = \"64KiB\"\n",
-        );
-        assert_eq!(
-            e,
-            [
-                "7:7: `url` `tcp://h`: the URL must start with `mqtt://` or `mqtts://` (TLS)",
-                "8:15: `max_payload` must be an integer (a number of bytes)",
-            ]
-        );
-        let loaded = ok(&mqtt("ca_file = \"/nonexistent/ca.pem\"\n"));
-        let w = warnings(&loaded);
-        assert!(
-            w.iter()
-                .any(|w| w.contains("`ca_file` has no effect with `mqtt://`")),
-            "{w:?}"
-        );
+    fn expand(&mut self, draft: DeviceDraft<'_>, rep: &mut Report<'_>) -> Expansion {
+        expand_fleet(draft, rep)
     }
 
-    #[test]
-    fn devices_and_fields() {
-        let loaded = ok(&mqtt(
-            r#"[[device]]
-id = "Boiler"
-adapter = "bus"
-topic = "plant/{id}/state"
-availability_topic = "plant/{id}/status"
-availability_online = "Online"
-availability_offline = "Offline"
-command_topic = "plant/{id}/set"
-stale_after = "1m"
-  [[device.field]]
-  name = "temperature"
-  json = "/temp"
-  scale = 0.1
-  offset = -5
-  [[device.field]]
-  name = "pump"
-  type = "boolean"
-  json = "/pump"
-  payload_on = "ON"
-  payload_off = "OFF"
-  writable = true
-  [[device.field]]
-  name = "power"
-  type = "boolean"
-  topic = "stat/{id}/POWER"
-  command_topic = "cmnd/{id}/POWER"
-  command_template = "{value}"
-  payload_on = "ON"
-  payload_off = "OFF"
-  writable = true
-"#,
-        ));
-        let d = dev(&loaded, 0);
-        assert_eq!(d.topic.as_ref().unwrap().filter, "plant/Boiler/state");
-        let a = d.availability.as_ref().unwrap();
-        assert_eq!(
-            (
-                a.topic.filter.as_str(),
-                a.online.as_str(),
-                a.offline.as_str()
-            ),
-            ("plant/Boiler/status", "Online", "Offline")
-        );
-        assert_eq!(d.command_topic.as_deref(), Some("plant/Boiler/set"));
-        assert_eq!(d.stale_after, Some(Duration::from_secs(60)));
-        let t = fld(&loaded, 0, 0);
-        assert_eq!(
-            (t.json.as_deref(), t.scale, t.offset),
-            (Some("/temp"), 0.1, -5.0)
-        );
-        let p = fld(&loaded, 0, 2);
-        assert_eq!(p.topic.as_ref().unwrap().filter, "stat/Boiler/POWER");
-        assert_eq!(p.command_topic.as_deref(), Some("cmnd/Boiler/POWER"));
-        assert_eq!(p.payload_on.as_deref(), Some("ON"));
+    fn device(&mut self, cx: DeviceCx<'_>, rep: &mut Report<'_>) -> Option<AnySettings> {
+        device(cx.own, cx.written_id, rep).map(AnySettings::new)
     }
 
-    #[test]
-    fn device_and_field_errors() {
-        let e = errors(&mqtt(
-            r#"[[device]]
-id = "d"
-adapter = "bus"
-topic = "a/#/b"
-command_topic = "a/+"
-stale_after = "0s"
-command_template = "{valeu}"
-availability_online = "up"
-  [[device.field]]
-  name = "t"
-  json = "temp"
-  payload_on = "1"
-  scale = 0
-  [[device.field]]
-  name = "s"
-  type = "string"
-  scale = 2
-"#,
-        ));
-        assert_eq!(
-            e,
-            [
-                "11:9: `topic` `a/#/b`: `#` must be the whole last level of a filter, as in `home/#`",
-                "12:17: `command_topic` `a/+`: wildcards (`+`, `#`) are only allowed where the gateway subscribes, not where it publishes",
-                "13:15: `stale_after` must be longer than zero",
-                "14:20: `command_template`: unknown placeholder `{valeu}` (placeholders: `{value}`, `{json}`, `{field}`)",
-                "18:10: `json` `temp`: a JSON pointer starts with `/` (RFC 6901), e.g. `/temperature` or `/sensors/0/value`; `\"\"` is the whole document",
-                "19:3: `payload_on` applies to boolean fields, but field `t` of device `d` is numeric",
-                "20:11: `scale` must not be zero (writes divide by it)",
-                "24:3: `scale` and `offset` apply to numbers, but field `s` of device `d` is string",
-            ]
-        );
-        let loaded = ok(&mqtt("[[device]]\nid = \"d\"\nadapter = \"bus\"\ntopic = \"t\"\navailability_online = \"up\"\n[[device.field]]\nname = \"t\"\n"));
-        assert!(warnings(&loaded)
-            .contains(&"12:1: has no effect without `availability_topic`".to_owned()));
-        let e = errors(&mqtt(
-            "[[device]]\nid = \"d\"\nadapter = \"bus\"\n[[device.field]]\nname = \"t\"\n[[device.field]]\nname = \"w\"\nwritable = true\n",
-        ));
-        assert_eq!(
-            e,
-            [
-                "11:1: field `t` of device `d` has no topic to read: give the device a `topic` or the field its own",
-                "15:1: field `w` of device `d` is writable, but neither it nor the device has a `command_topic`",
-            ]
-        );
-        let e = errors(&mqtt(
-            "[[device]]\nid = \"d\"\nadapter = \"bus\"\ntopic = \"t\"\navailability_topic = \"a\"\navailability_offline = \"ONLINE\"\n",
-        ));
-        assert_eq!(e, ["13:24: `availability_online` and `availability_offline` must be different and not empty"]);
+    fn field(&mut self, cx: FieldCx<'_>, rep: &mut Report<'_>) -> Option<ParsedField> {
+        field(cx.own, cx.kind, cx.label, rep).map(|f| ParsedField::new(AnySettings::new(f)))
     }
 
-    #[test]
-    fn fleets_expand_into_one_device_per_member() {
-        let loaded = ok(&mqtt(
-            r#"[[device]]
-fleet = ["Kitchen", "hall"]
-name = "Plug {id}"
-adapter = "bus"
-topic = "tele/{id}/SENSOR"
-availability_topic = "tele/{id}/LWT"
-command_topic = "cmnd/{id}/POWER"
-  [[device.field]]
-  name = "power"
-  json = "/ENERGY/Power"
-  [[device.field]]
-  name = "relay"
-  type = "boolean"
-  topic = "stat/{id}/POWER"
-  command_template = "{value}"
-  writable = true
-"#,
-        ));
-        let devices = &loaded.config.devices;
-        assert_eq!(devices.len(), 2);
-        assert_eq!(
-            (devices[0].id.as_str(), devices[0].name.as_str()),
-            ("kitchen", "Plug Kitchen")
-        );
-        assert_eq!(devices[1].jid, "hall@sensors.example.org");
-        let k = dev(&loaded, 0);
-        let t = k.topic.unwrap();
-        assert_eq!(
-            (t.filter.as_str(), t.subscribe.as_str()),
-            ("tele/Kitchen/SENSOR", "tele/+/SENSOR")
-        );
-        assert_eq!(k.command_topic.as_deref(), Some("cmnd/Kitchen/POWER"));
-        let relay = fld(&loaded, 1, 1).topic.unwrap();
-        assert_eq!(
-            (relay.filter.as_str(), relay.subscribe.as_str()),
-            ("stat/hall/POWER", "stat/+/POWER")
-        );
-
-        let e = errors(&mqtt(
-            "[[device]]\nfleet = [\"a/b\", \"ok\", \"OK\"]\nadapter = \"bus\"\ntopic = \"t/{id}\"\n[[device.field]]\nname = \"v\"\n",
-        ));
-        assert_eq!(
-            e,
-            ["9:10: fleet member `a/b` cannot stand for `{id}` in a topic: it contains `/`"]
-        );
-        let e = errors(&mqtt(
-            "[[device]]\nfleet = [\"ok\", \"OK\", \"no way\"]\nadapter = \"bus\"\ntopic = \"t/{id}\"\n[[device.field]]\nname = \"v\"\n",
-        ));
-        assert_eq!(
-            e,
-            [
-                "9:16: device id `OK` is the same as `ok` (line 9) once lower-cased, as the XMPP server folds it",
-                "9:22: device id `no way` is not valid: a device id may only contain a-z, 0-9, '.', '_' and '-' (found ' ')",
-            ]
-        );
-        let e = errors(&mqtt(
-            "[[device]]\nid = \"x\"\nfleet = []\nadapter = \"bus\"\n",
-        ));
-        assert_eq!(
-            e,
-            ["9:1: a [[device]] with `fleet` takes its ids from that list: remove `id`"]
-        );
-        // `fleet` belongs to mqtt devices.
-        let e = errors(&format!(
-            "{HEAD}[[device]]\nfleet = [\"a\"]\nadapter = \"sim\"\n"
-        ));
-        assert!(
-            e.iter()
-                .any(|l| l.contains("`fleet` is a key of `mqtt` devices")),
-            "{e:?}"
-        );
+    fn finish_device(
+        &mut self,
+        cx: FinishCx<'_>,
+        fields: &mut [FieldDraft<'_>],
+        rep: &mut Report<'_>,
+    ) {
+        finish_device(&cx, fields, rep);
     }
 }

@@ -1,8 +1,8 @@
 //! What the MQTT adapter is told: the broker to use, and for each device and field which topics
 //! and payload parts carry its values and where commands go.
 //!
-//! The gateway's configuration loader builds these from `gateway.toml` (the keys are listed in
-//! this crate's README) with the checks here ([`BrokerUrl::parse`], [`TopicBinding::new`],
+//! [`keys`] builds these from the adapter's keys in `gateway.toml` (listed in this crate's
+//! README) with the checks here ([`BrokerUrl::parse`], [`TopicBinding::new`],
 //! [`check_pointer`], [`Template::new`]), so that the adapter never meets an invalid topic,
 //! pointer or template at run time.
 
@@ -14,6 +14,9 @@ use std::time::Duration;
 use gateway_api::{DeviceId, FieldSpec};
 
 use crate::topic::{self, TopicError};
+
+pub mod keys;
+pub use keys::Mqtt;
 
 /// The port of `mqtt://` when the URL gives none.
 pub const DEFAULT_PORT: u16 = 1883;

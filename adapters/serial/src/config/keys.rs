@@ -1,5 +1,5 @@
 //! The serial adapter's keys: the port and its line format, a device's `match`, a field's key
-//! and command.
+//! and command; and its registration ([`Serial`]).
 //!
 //! Adapter keys: `port` (required), `baud` (9600), `data_bits` (8), `parity` (`none`),
 //! `stop_bits` (1), `format` (required: `json` | `kv` | `xml` | `regex` | `csv`), `pattern`
@@ -18,18 +18,25 @@
 use std::path::Path;
 use std::time::Duration;
 
-use gateway_serial::config::{DEFAULT_ACK_TIMEOUT, DEFAULT_BAUD, DEFAULT_MAX_LINE};
-use gateway_serial::parse::csv::CsvSyntax;
-use gateway_serial::parse::kv::KvSyntax;
-use gateway_serial::regex::Regex;
-use gateway_serial::{
-    Command, Format, Parity, Selector, SerialAdapterConfig, SerialDeviceConfig, SerialFieldConfig,
-    Template,
-};
-use toml_edit::{Item, Value as TomlValue};
+use std::sync::Arc;
 
-use super::raw::{Entry, Spanned};
-use gateway_toolkit::{list_names, suggestion, Report, Span};
+use gateway_api::AdapterContext;
+use gateway_toolkit::counters::get as count;
+use gateway_toolkit::toml_edit::{Item, Value as TomlValue};
+use gateway_toolkit::{
+    list_names, suggestion, AdapterCx, AdapterSlice, AdapterTask, AdapterType, AnySettings,
+    ConfigParser, Counters, DeviceCx, Entry, FieldCx, Keys, ParsedField, Report, Span, Spanned,
+    StartEnv,
+};
+use regex::Regex;
+
+use super::{
+    Command, Format, Parity, SerialAdapterConfig, SerialDeviceConfig, SerialFieldConfig,
+    DEFAULT_ACK_TIMEOUT, DEFAULT_BAUD, DEFAULT_MAX_LINE,
+};
+use crate::parse::csv::CsvSyntax;
+use crate::parse::kv::KvSyntax;
+use crate::{Selector, SerialAdapter, SerialDevice, SerialField, SerialStats, Template};
 
 const FORMATS: &[&str] = &["json", "kv", "xml", "regex", "csv"];
 const PARITIES: &[&str] = &["none", "even", "odd"];
@@ -95,11 +102,7 @@ fn compile(s: &Spanned<String>, key: &str, rep: &mut Report<'_>) -> Option<Regex
 }
 
 /// Builds a serial adapter's settings from its own keys; `header` is the `[[adapter]]` span.
-pub(super) fn adapter(
-    own: &[Entry<'_>],
-    header: &Span,
-    rep: &mut Report<'_>,
-) -> Option<SerialAdapterConfig> {
+fn adapter(own: &[Entry<'_>], header: &Span, rep: &mut Report<'_>) -> Option<SerialAdapterConfig> {
     let mut ok = true;
     let mut port = None;
     let mut baud = None;
@@ -344,7 +347,7 @@ fn selector(format: &Format, key: &str) -> Selector {
 fn known_keys(format: &Format) -> Option<(Vec<String>, &'static str)> {
     match format {
         Format::Regex(re) => Some((
-            gateway_serial::parse::regex::group_names(re),
+            crate::parse::regex::group_names(re),
             "a named group of the adapter's `pattern`",
         )),
         Format::Csv(CsvSyntax {
@@ -376,7 +379,7 @@ fn check_known(format: &Format, key: &Spanned<String>, what: &str, rep: &mut Rep
 
 /// Builds a serial device's settings from its `match`. `adapter` is `None` when the adapter's
 /// own settings were wrong (already reported): the keys are still checked.
-pub(super) fn device(
+fn device(
     own: &[Entry<'_>],
     adapter: Option<&SerialAdapterConfig>,
     rep: &mut Report<'_>,
@@ -437,9 +440,9 @@ pub(super) fn device(
 }
 
 /// What [`field`] needs to know about the field besides its serial keys.
-pub(super) struct FieldInfo<'a> {
-    pub name: &'a str,
-    pub writable: bool,
+struct FieldInfo<'a> {
+    name: &'a str,
+    writable: bool,
     /// The `[[device.field]]` header.
     pub span: &'a Span,
     /// `field `x` of device `d``, for messages.
@@ -447,7 +450,7 @@ pub(super) struct FieldInfo<'a> {
 }
 
 /// Builds a serial field's settings from its `json` or `key` and its command keys.
-pub(super) fn field(
+fn field(
     own: &[Entry<'_>],
     info: FieldInfo<'_>,
     adapter: Option<&SerialAdapterConfig>,
@@ -625,342 +628,154 @@ pub(super) fn field(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::model::{AdapterKind, DeviceBinding, FieldBinding};
-    use crate::config::validate::tests::{errors, ok, warnings};
+/// The serial adapter type, registered in the gateway as `serial`.
+pub struct Serial;
 
-    /// A valid head with one serial adapter `uart` (keys `adapter_keys`) and one device `d` on
-    /// it (keys `device`); the device's keys start on line 9 + lines of `adapter_keys`.
-    fn config(adapter_keys: &str, device: &str) -> String {
-        format!(
-            "[xmpp]\ndomain = \"sensors.example.org\"\nsecret = \"s\"\n\
-             [[adapter]]\nid = \"uart\"\ntype = \"serial\"\nport = \"/dev/null\"\n{adapter_keys}\
-             [[device]]\nid = \"d\"\nadapter = \"uart\"\n{device}"
-        )
+impl AdapterType for Serial {
+    fn names(&self) -> &'static [&'static str] {
+        &["serial"]
     }
 
-    fn adapter_of(src: &str) -> SerialAdapterConfig {
-        let loaded = ok(src);
-        let AdapterKind::Serial(c) = &loaded.config.adapters[0].kind else {
-            panic!("a serial adapter")
-        };
-        c.clone()
-    }
-
-    fn field_of(src: &str, i: usize) -> SerialFieldConfig {
-        let loaded = ok(src);
-        let FieldBinding::Serial(f) = &loaded.config.devices[0].fields[i].binding else {
-            panic!("a serial field")
-        };
-        f.clone()
-    }
-
-    #[test]
-    fn adapter_defaults_and_keys() {
-        let c = adapter_of(&config(
-            "format = \"json\"\n",
-            "[[device.field]]\nname = \"t\"\njson = \"/t\"\n",
-        ));
-        assert_eq!(c.port, "/dev/null");
-        assert_eq!(
-            (c.baud, c.data_bits, c.stop_bits, c.parity),
-            (9600, 8, 1, Parity::None)
-        );
-        assert_eq!((c.line_ending.as_slice(), c.max_line), (&b"\n"[..], 4096));
-        assert_eq!(c.format.name(), "json");
-        assert_eq!(c.time_keys.len(), 4);
-
-        let c = adapter_of(&config(
-            "baud = 115200\ndata_bits = 7\nparity = \"even\"\nstop_bits = 2\nformat = \"kv\"\n\
-             separator = \",\"\nkv_separator = \":\"\nline_ending = \"\\r\\n\"\nmax_line = 128\ntime_key = \"ts\"\n",
-            "",
-        ));
-        assert_eq!(
-            (c.baud, c.data_bits, c.stop_bits, c.parity),
-            (115200, 7, 2, Parity::Even)
-        );
-        assert_eq!((c.line_ending.as_slice(), c.max_line), (&b"\r\n"[..], 128));
-        let Format::Kv(kv) = &c.format else {
-            panic!("kv")
-        };
-        assert_eq!(
-            (kv.separator.as_deref(), kv.kv_separator.as_str()),
-            (Some(","), ":")
-        );
-        assert_eq!(c.time_keys, [Selector::Key("ts".into())]);
-
-        let c = adapter_of(&config(
-            "format = \"csv\"\ncolumns = [\"id\", \"temp\"]\nseparator = \";\"\n",
-            "",
-        ));
-        let Format::Csv(csv) = &c.format else {
-            panic!("csv")
-        };
-        assert_eq!(
-            csv.columns.as_deref(),
-            Some(&["id".to_string(), "temp".to_string()][..])
-        );
-        assert_eq!(csv.separator, ";");
-    }
-
-    #[test]
-    fn adapter_errors() {
-        let head = "[xmpp]\ndomain = \"sensors.example.org\"\nsecret = \"s\"\n[[adapter]]\nid = \"uart\"\ntype = \"serial\"\n";
-        assert_eq!(
-            errors(&format!("{head}format = \"json\"\n")),
-            ["4:1: a serial adapter needs `port`, e.g. `port = \"/dev/ttyACM0\"`"]
-        );
-        assert_eq!(
-            errors(&format!("{head}port = \"/dev/null\"\n")),
-            ["4:1: a serial adapter needs `format`, how each line is written: `json`, `kv`, `xml`, `regex` and `csv`"]
-        );
-        let e = errors(&format!(
-            "{head}port = \"/dev/null\"\nformat = \"jsno\"\nbaud = 0\ndata_bits = 9\nparity = \"evn\"\nstop_bits = 1.5\nmax_line = 0\n"
-        ));
-        assert_eq!(
-            e,
-            [
-                "8:10: unknown format `jsno`; did you mean `json`? (formats: `json`, `kv`, `xml`, `regex` and `csv`)",
-                "9:8: `baud` must be between 1 and 4000000, not 0",
-                "10:13: `data_bits` must be between 5 and 8, not 9",
-                "11:10: unknown parity `evn`; did you mean `even`? (parities: `none`, `even` and `odd`)",
-                "12:13: `stop_bits` must be a whole number",
-                "13:12: `max_line` must be between 1 and 1048576, not 0",
-            ]
-        );
-        let e = errors(&format!(
-            "{head}port = \"/dev/null\"\nformat = \"json\"\nline_ending = \"{}\"\n",
-            "x".repeat(17)
-        ));
-        assert_eq!(e, ["9:15: `line_ending` must be at most 16 bytes"]);
-        let loaded = ok(&format!(
-            "{head}port = \"/dev/null\"\nformat = \"json\"\npattern = \"(?P<a>x)\"\nkv_separator = \":\"\ncolumns = [\"a\"]\nseparator = \",\"\n"
-        ));
-        assert_eq!(
-            warnings(&loaded)[2..],
-            [
-                "9:1: `pattern` has no effect with `format = \"json\"` (it applies to format `regex`)",
-                "10:1: `kv_separator` has no effect with `format = \"json\"` (it applies to format `kv`)",
-                "11:1: `columns` has no effect with `format = \"json\"` (it applies to format `csv`)",
-                "12:1: `separator` has no effect with `format = \"json\"` (it applies to format `kv` and `csv`)",
-            ]
-        );
-        assert_eq!(
-            errors(&format!("{head}port = \"/dev/null\"\nformat = \"regex\"\n"))[0],
-            "8:10: `format = \"regex\"` needs a `pattern` whose named groups become keys, e.g. `pattern = '^(?P<id>\\w+) (?P<temp>[-\\d.]+)$'`"
-        );
-        assert_eq!(
-            errors(&format!(
-                "{head}port = \"/dev/null\"\nformat = \"regex\"\npattern = '(?P<a'\n"
-            )),
-            ["9:11: `pattern` is not a valid regex: unclosed capture group name"]
-        );
-        assert_eq!(
-            errors(&format!(
-                "{head}port = \"/dev/null\"\nformat = \"regex\"\npattern = '(\\d+)'\n"
-            )),
-            ["9:11: `pattern` has no named group: write `(?P<name>...)` for each value"]
-        );
-        assert_eq!(
-            errors(&format!("{head}port = \"/dev/null\"\nformat = \"kv\"\nseparator = \":\"\nkv_separator = \":\"\n")),
-            ["10:16: `kv_separator` must differ from `separator`"]
-        );
-        assert_eq!(
-            errors(&format!(
-                "{head}port = \"/dev/null\"\nformat = \"csv\"\ncolumns = [\"a\", \" a \", \"\"]\n"
-            )),
-            [
-                "9:17: column `a` is listed twice",
-                "9:24: a column name must not be empty"
-            ]
-        );
-    }
-
-    #[test]
-    fn the_example_configuration_loads() {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/gateway.example.toml");
-        let source = std::fs::read_to_string(&path).unwrap();
-        let loaded = crate::config::load_with(
-            &path,
-            &source,
-            crate::config::LoadMode::Check,
-            &crate::config::Env::default(),
-        )
-        .unwrap_or_else(|e| panic!("{} does not load:\n{e}", path.display()));
-        let serial = loaded
-            .config
-            .adapters
-            .iter()
-            .filter(|a| matches!(a.kind, AdapterKind::Serial(_)))
-            .count();
-        assert_eq!(serial, 2);
-        for w in &loaded.warnings {
-            // Only what a machine without the hardware and the secret lacks.
-            assert!(
-                w.message.contains("does not exist"),
-                "unexpected warning: {w}"
-            );
+    fn keys(&self, _type_name: &str) -> Keys {
+        Keys {
+            adapter: &[
+                "port",
+                "baud",
+                "data_bits",
+                "parity",
+                "stop_bits",
+                "format",
+                "pattern",
+                "line_ending",
+                "max_line",
+                "separator",
+                "kv_separator",
+                "columns",
+                "time_key",
+            ],
+            device: &["match"],
+            field: &[
+                "json",
+                "key",
+                "command_template",
+                "ack_pattern",
+                "ack_timeout",
+            ],
         }
     }
 
-    #[test]
-    fn a_missing_port_is_only_a_warning() {
-        let src = "[xmpp]\ndomain = \"sensors.example.org\"\nsecret = \"s\"\n[[adapter]]\nid = \"uart\"\ntype = \"serial\"\nport = \"/dev/ttyNOPE9\"\nformat = \"xml\"\n";
-        let loaded = ok(src);
-        assert_eq!(
-            warnings(&loaded)[2],
-            "7:8: serial port `/dev/ttyNOPE9` does not exist (yet): the gateway will keep trying to open it"
-        );
+    fn parser(&self) -> Box<dyn ConfigParser> {
+        Box::new(Parser)
     }
 
-    #[test]
-    fn device_match() {
-        let loaded = ok(&config(
-            "format = \"xml\"\n",
-            "match = { id = \"250715\", bus = 2 }\n[[device.field]]\nname = \"SensorTemp\"\n",
-        ));
-        let DeviceBinding::Serial(d) = &loaded.config.devices[0].binding else {
-            panic!("serial")
+    fn start(
+        &self,
+        adapter: AdapterSlice<'_>,
+        env: &StartEnv<'_>,
+        ctx: AdapterContext,
+    ) -> AdapterTask {
+        use gateway_api::Adapter;
+        let Some(a) = build(&adapter) else {
+            // The gateway starts an adapter only with the settings this type's parser made.
+            tracing::error!(adapter = %adapter.id, "serial adapter started without its settings");
+            return Box::pin(async {});
         };
-        assert_eq!(
-            d.matcher,
-            [
-                (Selector::Key("id".into()), "250715".into()),
-                (Selector::Key("bus".into()), "2".into())
-            ]
-        );
-        // JSON pointers in match keys.
-        let loaded = ok(&config(
-            "format = \"json\"\n",
-            "match = { \"/meta/id\" = \"a\" }\n",
-        ));
-        let DeviceBinding::Serial(d) = &loaded.config.devices[0].binding else {
-            panic!("serial")
+        (env.metrics)(Arc::new(Counters {
+            adapter: adapter.id.clone(),
+            stats: a.stats(),
+            list: metrics,
+        }));
+        Box::pin(a.run(ctx))
+    }
+}
+
+/// The adapter of `adapter`'s slice, with its devices.
+pub fn build(adapter: &AdapterSlice<'_>) -> Option<SerialAdapter> {
+    let port = adapter.settings.get::<SerialAdapterConfig>()?.clone();
+    let devices = adapter
+        .devices
+        .iter()
+        .filter_map(|d| {
+            let config = d.settings.get::<SerialDeviceConfig>()?.clone();
+            let fields = d
+                .fields
+                .iter()
+                .filter_map(|f| {
+                    Some(SerialField {
+                        spec: f.spec.clone(),
+                        config: f.settings.get::<SerialFieldConfig>()?.clone(),
+                    })
+                })
+                .collect();
+            Some(SerialDevice {
+                id: d.id.clone(),
+                config,
+                fields,
+            })
+        })
+        .collect();
+    Some(SerialAdapter::new(port, devices))
+}
+
+/// The adapter's counters on `/metrics`: (name, help, value).
+fn metrics(s: &SerialStats) -> Vec<(&'static str, &'static str, u64)> {
+    vec![
+        (
+            "serial_lines_total",
+            "Lines read from the port.",
+            count(&s.lines),
+        ),
+        (
+            "serial_records_total",
+            "Lines that parsed into a record.",
+            count(&s.records),
+        ),
+        (
+            "serial_too_long_total",
+            "Lines over max_line, dropped.",
+            count(&s.too_long),
+        ),
+        (
+            "serial_not_utf8_total",
+            "Lines that were not UTF-8, dropped.",
+            count(&s.not_utf8),
+        ),
+        (
+            "serial_unparsable_total",
+            "Lines not in the configured format, dropped.",
+            count(&s.unparsable),
+        ),
+        (
+            "serial_unmatched_total",
+            "Records that matched no device, dropped.",
+            count(&s.unmatched),
+        ),
+    ]
+}
+
+/// A serial device's and field's keys depend on its adapter's format only.
+struct Parser;
+
+impl ConfigParser for Parser {
+    fn adapter(&mut self, mut cx: AdapterCx<'_>, rep: &mut Report<'_>) -> Option<AnySettings> {
+        let settings = adapter(cx.own, cx.header, rep);
+        cx.claim_port(rep);
+        settings.map(AnySettings::new)
+    }
+
+    fn device(&mut self, cx: DeviceCx<'_>, rep: &mut Report<'_>) -> Option<AnySettings> {
+        let port = cx.adapter.and_then(|a| a.get::<SerialAdapterConfig>());
+        device(cx.own, port, rep).map(AnySettings::new)
+    }
+
+    fn field(&mut self, cx: FieldCx<'_>, rep: &mut Report<'_>) -> Option<ParsedField> {
+        let info = FieldInfo {
+            name: cx.name,
+            writable: cx.is_writable(),
+            span: cx.header,
+            label: cx.label,
         };
-        assert_eq!(
-            d.matcher,
-            [(Selector::Pointer("/meta/id".into()), "a".into())]
-        );
-
-        let e = errors(&config("format = \"xml\"\n", "match = \"250715\"\n"));
-        assert_eq!(
-            e,
-            ["12:9: `match` must be a table, e.g. `match = { id = \"250715\" }`"]
-        );
-        let e = errors(&config("format = \"xml\"\n", "match = { id = [1] }\n"));
-        assert_eq!(
-            e,
-            ["12:16: `match` value of `id` must be a string or a number"]
-        );
-        let e = errors(&config("format = \"xml\"\n", "match = {}\n"));
-        assert_eq!(e, ["12:9: `match` must name at least one key"]);
-        let e = errors(&config(
-            "format = \"regex\"\npattern = '(?P<id>\\w+) (?P<t>\\d+)'\n",
-            "match = { idx = \"1\" }\n",
-        ));
-        assert_eq!(e, ["13:11: `match` key `idx` is not a named group of the adapter's `pattern`; did you mean `id`? (keys: `id` and `t`)"]);
-    }
-
-    #[test]
-    fn field_sources() {
-        let src = config(
-            "format = \"json\"\n",
-            "[[device.field]]\nname = \"t\"\njson = \"/a/0\"\n[[device.field]]\nname = \"all\"\n\
-             [[device.field]]\nname = \"member\"\nkey = \"Temp\"\n",
-        );
-        assert_eq!(field_of(&src, 0).source, Selector::Pointer("/a/0".into()));
-        assert_eq!(field_of(&src, 1).source, Selector::Whole);
-        assert_eq!(field_of(&src, 2).source, Selector::Key("Temp".into()));
-        let src = config("format = \"xml\"\n", "[[device.field]]\nname = \"temp\"\nkey = \"SensorTemp\"\n[[device.field]]\nname = \"ID\"\ntype = \"string\"\n");
-        assert_eq!(field_of(&src, 0).source, Selector::Key("SensorTemp".into()));
-        assert_eq!(field_of(&src, 1).source, Selector::Key("ID".into()));
-
-        let e = errors(&config(
-            "format = \"kv\"\n",
-            "[[device.field]]\nname = \"t\"\njson = \"/t\"\n",
-        ));
-        assert_eq!(e, ["14:1: `json` only applies to `format = \"json\"`, but this adapter's format is `kv`: use `key`"]);
-        let e = errors(&config(
-            "format = \"json\"\n",
-            "[[device.field]]\nname = \"t\"\njson = \"t\"\nkey = \"t\"\n",
-        ));
-        assert_eq!(
-            e,
-            ["15:1: give either `json` (a pointer) or `key`, not both"]
-        );
-        let e = errors(&config(
-            "format = \"json\"\n",
-            "[[device.field]]\nname = \"t\"\njson = \"t\"\n",
-        ));
-        assert_eq!(
-            e,
-            ["14:8: `json` must be an RFC 6901 pointer starting with `/`, e.g. `\"/t\"`"]
-        );
-        let e = errors(&config(
-            "format = \"csv\"\ncolumns = [\"id\", \"temp\"]\n",
-            "[[device.field]]\nname = \"tmp\"\n[[device.field]]\nname = \"x\"\nkey = \"TEMP\"\n[[device.field]]\nname = \"y\"\nkey = \"hum\"\n",
-        ));
-        assert_eq!(e, [
-            "13:1: the field name (its default `key`) `tmp` is not one of the adapter's `columns`; did you mean `temp`? (keys: `id` and `temp`)",
-            "20:7: `key` `hum` is not one of the adapter's `columns` (keys: `id` and `temp`)",
-        ]);
-    }
-
-    #[test]
-    fn field_commands() {
-        let src = config(
-            "format = \"kv\"\n",
-            "[[device.field]]\nname = \"relay\"\ntype = \"boolean\"\nwritable = true\n\
-             command_template = \"SET {field} {value}\\n\"\nack_pattern = \"^OK\"\nack_timeout = \"500ms\"\n\
-             [[device.field]]\nname = \"label\"\ntype = \"string\"\nwritable = true\ncommand_template = \"L {value}\\n\"\n",
-        );
-        let f = field_of(&src, 0);
-        let c = f.command.unwrap();
-        assert_eq!(c.template.to_string(), "SET {field} {value}\\n");
-        assert_eq!(c.ack.unwrap().as_str(), "^OK");
-        assert_eq!(c.ack_timeout, Duration::from_millis(500));
-        let c = field_of(&src, 1).command.unwrap();
-        assert!(c.ack.is_none());
-        assert_eq!(c.ack_timeout, DEFAULT_ACK_TIMEOUT);
-
-        let e = errors(&config(
-            "format = \"kv\"\n",
-            "[[device.field]]\nname = \"r\"\nwritable = true\n",
-        ));
-        assert_eq!(e, ["12:1: field `r` of device `d` is writable, so it needs a `command_template`: the line written to the port, e.g. `command_template = \"SET {field} {value}\\n\"`"]);
-        let e = errors(&config(
-            "format = \"kv\"\n",
-            "[[device.field]]\nname = \"r\"\nwritable = true\ncommand_template = \"SET {name}\"\nack_pattern = \"(\"\nack_timeout = \"0s\"\n",
-        ));
-        assert_eq!(e.len(), 3, "{e:?}");
-        assert!(
-            e[0].starts_with("15:20: `command_template`: unknown placeholder `{name}`"),
-            "{e:?}"
-        );
-        assert!(
-            e[1].starts_with("16:15: `ack_pattern` is not a valid regex: "),
-            "{e:?}"
-        );
-        assert_eq!(e[2], "17:15: `ack_timeout` must be longer than zero");
-
-        let loaded = ok(&config(
-            "format = \"kv\"\n",
-            "[[device.field]]\nname = \"r\"\ncommand_template = \"X\"\nack_timeout = \"1s\"\n",
-        ));
-        let w = warnings(&loaded);
-        assert!(
-            w.contains(
-                &"14:1: `command_template` has no effect unless the field is `writable = true`"
-                    .to_owned()
-            ),
-            "{w:?}"
-        );
-        assert!(
-            w.contains(&"15:1: `ack_timeout` has no effect without `ack_pattern`".to_owned()),
-            "{w:?}"
-        );
+        let port = cx.adapter.and_then(|a| a.get::<SerialAdapterConfig>());
+        field(cx.own, info, port, rep).map(|f| ParsedField::new(AnySettings::new(f)))
     }
 }
