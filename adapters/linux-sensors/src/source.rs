@@ -303,7 +303,7 @@ mod tests {
             assert!(
                 matches!(
                     parse(&format!("hwmon:x/{bad}")),
-                    Err(SourceError::BadAttribute(_)) | Err(SourceError::MissingPart { .. })
+                    Err(SourceError::BadAttribute(_) | SourceError::MissingPart { .. })
                 ),
                 "{bad}"
             );
