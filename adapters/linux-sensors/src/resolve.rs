@@ -229,16 +229,35 @@ fn overlay_for(name: &str) -> Option<&'static str> {
     })
 }
 
+/// ` (did you mean `x`?)` when one of `candidates` is close to `input`, else nothing.
+fn close_to<'c>(input: &str, candidates: impl IntoIterator<Item = &'c str>) -> String {
+    gateway_toolkit::did_you_mean(input, candidates)
+        .map_or_else(String::new, |c| format!(" (did you mean `{c}`?)"))
+}
+
 /// What to tell someone whose `source` is not there: which kernel support is missing and how to
 /// turn it on, or which devices are there instead. For `check`.
 pub fn hint(root: &Path, source: &Source) -> String {
     const CONFIG: &str = "/boot/firmware/config.txt";
     let present = present(root, source);
+    // 1-Wire ids are serial numbers: one that looks like another is not a typo of it.
+    let wanted = match source {
+        Source::W1 { .. } => None,
+        Source::Iio { device, .. } | Source::Hwmon { device, .. } => Some(device),
+        Source::Thermal { zone } => Some(zone),
+    };
     let listed = |what: &str| {
         if present.is_empty() {
             format!("no {what} is present")
         } else {
-            format!("present: {}", present.join(", "))
+            format!(
+                "present: {}{}",
+                present.join(", "),
+                wanted.map_or_else(String::new, |w| close_to(
+                    w,
+                    present.iter().map(String::as_str)
+                ))
+            )
         }
     };
     match source {
@@ -258,9 +277,11 @@ pub fn hint(root: &Path, source: &Source) -> String {
         }
         Source::Iio { device, channel } => {
             if let Some(dir) = find_named(&iio_devices(root), "iio:device", "name", device) {
+                let channels = iio_channels(&dir.0);
                 return format!(
-                    "{device} has no channel {channel}; its channels: {}",
-                    iio_channels(&dir.0).join(", ")
+                    "{device} has no channel {channel}{}; its channels: {}",
+                    close_to(channel, channels.iter().map(String::as_str)),
+                    channels.join(", ")
                 );
             }
             let mut out = listed("IIO device");
@@ -452,7 +473,21 @@ pub(crate) mod tests {
             hint(root, &src("iio:bme280/humidityrelative")),
             "bme280 has no channel humidityrelative; its channels: pressure, temp"
         );
+        put(
+            root,
+            "bus/iio/devices/iio:device0/in_humidityrelative_input",
+            "1",
+        );
+        assert_eq!(
+            hint(root, &src("iio:bme280/humidity")),
+            "bme280 has no channel humidity (did you mean `humidityrelative`?); its channels: \
+             humidityrelative, pressure, temp"
+        );
         put(root, "class/thermal/thermal_zone0/type", "cpu-thermal\n");
         assert_eq!(hint(root, &src("thermal:soc")), "present: cpu-thermal");
+        assert_eq!(
+            hint(root, &src("thermal:cpu_thermal")),
+            "present: cpu-thermal (did you mean `cpu-thermal`?)"
+        );
     }
 }
