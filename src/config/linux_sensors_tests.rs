@@ -111,6 +111,18 @@ fn keys_parse_with_their_defaults() {
         d.get::<DeviceSettings>().expect("device settings").poll,
         Duration::from_secs(60)
     );
+
+    // Faster than the adapter polls: said so, not refused.
+    let loaded = ok(&config(
+        "/nonexistent",
+        "poll = \"10ms\"\n[[device.field]]\nname = \"t\"\nsource = \"thermal:x\"\n",
+    ));
+    assert!(
+        warnings(&loaded)
+            .contains(&"12:8: `poll` is raised to the shortest honoured, 100 ms".to_owned()),
+        "{:?}",
+        warnings(&loaded)
+    );
 }
 
 #[test]

@@ -19,7 +19,7 @@ use gateway_toolkit::{
 use crate::source::{Source, KINDS};
 use crate::{
     describe, LinuxSensorsAdapter, SensorDevice, SensorField, SensorSettings, DEFAULT_POLL,
-    DEFAULT_SYSFS_ROOT,
+    DEFAULT_SYSFS_ROOT, MIN_POLL,
 };
 
 /// The adapter type, registered in the gateway as `linux-sensors`.
@@ -181,6 +181,15 @@ impl ConfigParser for Parser {
                 if d.value.is_zero() {
                     rep.error(&d.span, "`poll` must be longer than zero");
                     return None;
+                }
+                if d.value < MIN_POLL {
+                    rep.warn(
+                        &d.span,
+                        format!(
+                            "`poll` is raised to the shortest honoured, {} ms",
+                            MIN_POLL.as_millis()
+                        ),
+                    );
                 }
                 d.value
             }

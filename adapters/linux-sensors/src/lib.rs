@@ -44,6 +44,8 @@ pub use stats::SensorStats;
 /// The `poll` of a device that does not set one.
 pub const DEFAULT_POLL: Duration = Duration::from_secs(10);
 
+pub use poll::MIN_POLL;
+
 /// The `sysfs_root` of an adapter that does not set one.
 pub const DEFAULT_SYSFS_ROOT: &str = "/sys";
 

@@ -26,8 +26,8 @@ use crate::SensorDevice;
 /// offline: one bad read is noise, three are a broken sensor.
 pub const FAILS_BEFORE_OFFLINE: u32 = 3;
 
-/// The shortest poll honoured: a zero `poll` would otherwise spin.
-const MIN_POLL: Duration = Duration::from_millis(100);
+/// The shortest poll honoured: sysfs reads wake sensors and buses, and a zero `poll` would spin.
+pub const MIN_POLL: Duration = Duration::from_millis(100);
 
 /// How long a poll waits for its reads: the poll interval (a read slower than that is late
 /// for the next poll anyway), but at least long enough for a few 1-Wire conversions one after
