@@ -128,6 +128,7 @@ fn run() -> anyhow::Result<ExitCode> {
                         eprintln!("warning: {w}");
                     }
                     print!("{}", config::upstream_line(&loaded.config));
+                    print!("{}", config::port_lines(&loaded.config));
                     print!("{}", config::device_table(&loaded.config));
                     Ok(ExitCode::SUCCESS)
                 }

@@ -723,13 +723,16 @@ async fn rtu_over_a_pty_decodes_every_type_and_a_dead_unit_does_not_stall_the_bu
     );
 }
 
+/// Also with `rs485 = true`, which a pseudo-terminal refuses (ENOTTY, as a USB adapter's
+/// driver does): the port is used as it is, and the refusal is warned about once, not at
+/// every reopen.
 #[tokio::test]
 async fn rtu_serial_port_that_vanishes_is_reopened_with_back_off() {
     let mut pty = PtyPair::new().await;
     let b = pty.device_path().to_string_lossy().into_owned();
     let mut server = ModbusServer::start(&["--serial", &b, "--units", "1"]).await;
     let body = format!(
-        "[[adapter]]\nid = \"rs485\"\ntype = \"modbus-rtu\"\nport = \"{}\"\ntimeout = \"300ms\"\n\n\
+        "[[adapter]]\nid = \"rs485\"\ntype = \"modbus-rtu\"\nport = \"{}\"\ntimeout = \"300ms\"\nrs485 = true\n\n\
          [[device]]\nid = \"meter\"\nadapter = \"rs485\"\npoll = \"300ms\"\n\
          [[device.field]]\nname = \"temp\"\nregister = \"holding\"\naddress = 14\ndata_type = \"float32\"\n",
         pty.port().display()
@@ -768,4 +771,15 @@ async fn rtu_serial_port_that_vanishes_is_reopened_with_back_off() {
         .expect("available again once the port is back");
     assert_eq!(rig.gateway.pid(), pid, "the same gateway process");
     readout_until(&mut alice, &meter, |f| has_all(f, &[("temp", "21.5")])).await;
+    let log = rig.gateway.log_text();
+    let warns: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("RS-485"))
+        .collect();
+    assert_eq!(warns.len(), 1, "one RS-485 warning:\n{log}");
+    assert!(
+        warns[0].contains("the port's driver has no RS-485 mode"),
+        "{}",
+        warns[0]
+    );
 }

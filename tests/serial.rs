@@ -714,3 +714,89 @@ adapter = "uart"
     assert!(log.contains(&format!("serial port {}", pty.port().display())));
     gateway.terminate().await;
 }
+
+/// `rs485 = true` on a port whose driver has no RS-485 mode (a pseudo-terminal answers the
+/// ioctl with ENOTTY, like a USB adapter's driver): the port is used as it is, the refusal is
+/// counted at every open and said once in a WARN, and the line keeps working across a reopen.
+#[tokio::test]
+async fn rs485_on_a_port_without_it_is_warned_once_counted_and_the_line_works() {
+    let (prosody, domain) = prosody().await;
+    let mut pty = PtyPair::new().await;
+    let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", support::free_port())
+        .parse()
+        .expect("metrics address");
+    let rest = format!(
+        r#"
+[metrics]
+listen = "{metrics}"
+
+[[adapter]]
+id = "uart"
+type = "serial"
+port = "{port}"
+format = "kv"
+rs485 = true
+rts_on_send = "high"
+delay_after_send = "1ms"
+
+[[device]]
+id = "meter"
+adapter = "uart"
+  [[device.field]]
+  name = "temp"
+"#,
+        port = pty.port().display()
+    );
+    let mut gateway = Gateway::spawn(&config(&prosody, &domain, &rest));
+    assert!(
+        gateway.wait_upstream(TIMEOUT * 2).await,
+        "gateway connected upstream"
+    );
+    let mut bob = TestClient::connect(&prosody, "bob", "pw").await;
+    let meter = jid("meter", &domain);
+    subscribe(&mut bob, &meter).await;
+    let mut dev = pty.open_device();
+    dev.send(b"\ntemp=1.5\n").await;
+    wait_status(&mut bob, &meter, "1.5").await;
+    let failures = "xmpp_iot_gateway_serial_rs485_failures_total{adapter=\"uart\"}";
+    let (_, text) = support::metrics::http_get(metrics, "/metrics").await;
+    assert_eq!(
+        support::metrics::sample(&text, failures),
+        Some(1.0),
+        "{text}"
+    );
+
+    // Unplugged and back: the new open is refused again and counted, but not warned about.
+    drop(dev);
+    pty.kill().await;
+    bob.recv_presence_from(&meter, PresenceType::Unavailable, TIMEOUT)
+        .await
+        .expect("unavailable while the port is gone");
+    bob.drain();
+    pty.start().await;
+    bob.recv_presence_from(&meter, PresenceType::None, TIMEOUT * 3)
+        .await
+        .expect("back once the port is");
+    let mut dev = pty.open_device();
+    dev.send(b"\ntemp=2.5\n").await;
+    wait_status(&mut bob, &meter, "2.5").await;
+    let (_, text) = support::metrics::http_get(metrics, "/metrics").await;
+    assert_eq!(
+        support::metrics::sample(&text, failures),
+        Some(2.0),
+        "{text}"
+    );
+    let log = gateway.log_text();
+    let warns: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("RS-485"))
+        .collect();
+    assert_eq!(warns.len(), 1, "one warning:\n{}", support::tail(&log, 40));
+    assert!(
+        warns[0].contains("without RS-485 direction control")
+            && warns[0].contains("the port's driver has no RS-485 mode"),
+        "{}",
+        warns[0]
+    );
+    gateway.terminate().await;
+}

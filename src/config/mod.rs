@@ -26,6 +26,8 @@ mod raw;
 #[cfg(test)]
 mod reference;
 #[cfg(test)]
+mod rs485_tests;
+#[cfg(test)]
 mod serial_tests;
 mod service;
 #[cfg(test)]
@@ -39,7 +41,7 @@ pub use gateway_toolkit::duration::parse as parse_duration;
 pub use gateway_toolkit::{did_you_mean, ConfigErrors, Diagnostic, LoadMode};
 pub(crate) use modbus::build_adapter as modbus_adapter;
 pub use model::*;
-pub use table::{device_table, upstream_line};
+pub use table::{device_table, port_lines, upstream_line};
 pub use validate::check_log_filter;
 
 /// Every adapter `type` this build knows, in the order messages list them.

@@ -1,7 +1,7 @@
 //! The Modbus adapters' keys (`modbus-rtu`, `modbus-tcp`): bus, device and field settings.
 //!
 //! Adapter keys: RTU `port` (required), `baud` (9600), `data_bits` (8), `parity` (`none`),
-//! `stop_bits` (1); TCP `address` (required, `host:port`, port 502 by default) and `framing`
+//! `stop_bits` (1), the RS-485 keys (`gateway_toolkit::rs485`); TCP `address` (required, `host:port`, port 502 by default) and `framing`
 //! (`tcp`, or `rtu` for RTU over TCP); both `timeout` (1 s) and `delay_between_requests` (0).
 //! Device keys: `unit_id` (1), `poll` (1 s), `byte_order` (the fields' default, `ABCD`),
 //! `max_gap` (10), `max_registers_per_request` (125), `backoff_after` (3). Field keys:
@@ -62,6 +62,7 @@ pub(super) fn adapter(
         data_bits: 8,
         parity: Parity::None,
         stop_bits: 1,
+        rs485: None,
     };
     let mut framing = Framing::Tcp;
     for e in own {
@@ -143,6 +144,10 @@ pub(super) fn adapter(
             _ => true,
         };
         ok &= parsed;
+    }
+    match gateway_toolkit::rs485::settings(own, rep) {
+        Ok(rs485) => serial.rs485 = rs485,
+        Err(_) => ok = false,
     }
     let transport = if type_name == "modbus-rtu" {
         let Some(port) = port else {
@@ -728,7 +733,8 @@ mod tests {
                 baud: 9600,
                 data_bits: 8,
                 parity: Parity::None,
-                stop_bits: 1
+                stop_bits: 1,
+                rs485: None
             })
         );
         assert_eq!(rtu.timeout, Duration::from_secs(1));
@@ -750,7 +756,8 @@ mod tests {
                 baud: 19200,
                 data_bits: 7,
                 parity: Parity::Even,
-                stop_bits: 2
+                stop_bits: 2,
+                rs485: None
             })
         );
         assert_eq!(a.timeout, Duration::from_millis(250));

@@ -1,9 +1,17 @@
-//! What `check` prints on stdout: the upstream line, then the device table.
+//! What `check` prints on stdout: the upstream line, a line per serial port, then the device
+//! table.
 //!
 //! The upstream line names the mode, the gateway's address and the servers it tries, in order:
 //!
 //! ```text
 //! upstream: component sensors.example.org via 127.0.0.1:5347
+//! ```
+//!
+//! A serial port's line (a `serial` or `modbus-rtu` adapter) gives its framing, and its RS-485
+//! direction control when `rs485 = true`:
+//!
+//! ```text
+//! port: meters /dev/ttyAMA0 9600 8N1, RS-485: RTS high on send, low after, delays 0 ms before and 0 ms after
 //! ```
 //!
 //! One row per field, the device's id, JID and adapter on its first row only, in columns
@@ -18,7 +26,7 @@
 //! A field without unit shows `-`; a device without fields shows `-` in the field columns.
 //! Modbus devices' request plans follow in a table of their own.
 
-use super::model::{Config, XmppConfig};
+use super::model::{AdapterKind, Config, XmppConfig};
 
 /// The mode, the gateway's XMPP address and the servers tried in turn, ending with a newline.
 pub fn upstream_line(config: &Config) -> String {
@@ -36,6 +44,40 @@ pub fn upstream_line(config: &Config) -> String {
             format!("upstream: client {} via {}\n", c.jid, c.servers.join(", "))
         }
     }
+}
+
+/// One line per serial port: the adapter, the device, `baud` and the framing (`8N1`), and the
+/// RS-485 settings when `rs485 = true`. Empty when no adapter has a serial port.
+pub fn port_lines(config: &Config) -> String {
+    let mut out = String::new();
+    for (index, adapter) in config.adapters.iter().enumerate() {
+        match &adapter.kind {
+            AdapterKind::Registered { type_name, .. } => {
+                let ty = crate::adapter_registry::find(type_name);
+                if let (Some((_, ty)), Some(slice)) = (ty, crate::adapters::slice(config, index)) {
+                    out.push_str(&ty.check_summary(&slice));
+                }
+            }
+            AdapterKind::Modbus(bus) => {
+                let gateway_modbus::Transport::Rtu(c) = &bus.transport else {
+                    continue;
+                };
+                let parity = match c.parity {
+                    gateway_modbus::Parity::None => 'N',
+                    gateway_modbus::Parity::Even => 'E',
+                    gateway_modbus::Parity::Odd => 'O',
+                };
+                out.push_str(&gateway_toolkit::rs485::port_line(
+                    &adapter.id,
+                    &c.port,
+                    c.baud,
+                    (c.data_bits, parity, c.stop_bits),
+                    c.rs485,
+                ));
+            }
+        }
+    }
+    out
 }
 
 const HEADER: [&str; 7] = [
@@ -216,5 +258,22 @@ empty   empty@sensors.example.org   sim      -            -     -        -
         let src = "[xmpp]\ndomain = \"s.example.org\"\nsecret = \"x\"\n";
         let loaded = load_str(Path::new("g.toml"), src, LoadMode::Check).unwrap();
         assert_eq!(device_table(&loaded.config), "no devices configured\n");
+    }
+
+    #[test]
+    fn a_line_per_serial_port_with_its_rs485_settings() {
+        let src = "[xmpp]\ndomain = \"s.example.org\"\nsecret = \"x\"\n\
+            [[adapter]]\nid = \"meters\"\ntype = \"modbus-rtu\"\nport = \"/dev/null\"\nparity = \"even\"\n\
+            rs485 = true\ndelay_after_send = \"2ms\"\n\
+            [[adapter]]\nid = \"plc\"\ntype = \"modbus-tcp\"\naddress = \"127.0.0.1\"\n\
+            [[adapter]]\nid = \"uart\"\ntype = \"serial\"\nport = \"/dev/zero\"\nbaud = 115200\nformat = \"kv\"\n";
+        let loaded = load_str(Path::new("g.toml"), src, LoadMode::Check).unwrap();
+        assert_eq!(
+            port_lines(&loaded.config),
+            "port: meters /dev/null 9600 8E1, RS-485: RTS high on send, low after, delays 0 ms before and 2 ms after\n\
+             port: uart /dev/zero 115200 8N1\n"
+        );
+        let loaded = load_str(Path::new("g.toml"), CONFIG, LoadMode::Check).unwrap();
+        assert_eq!(port_lines(&loaded.config), "");
     }
 }

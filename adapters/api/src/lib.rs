@@ -5,7 +5,8 @@
 //! bounded channel (so back-pressure reaches the bus, never the XMPP side), and serves
 //! [`Request`]s (reads and writes that come from XMPP) through the request channel.
 //!
-//! This crate has no I/O of its own: adapters and the core both build on it.
+//! This crate has no I/O of its own (but for [`rs485::enable`], the one ioctl that the serial
+//! and Modbus RTU adapters both need): adapters and the core both build on it.
 
 mod backoff;
 mod device;
@@ -13,6 +14,7 @@ mod event;
 pub mod fuzzing;
 pub mod metrics;
 mod request;
+pub mod rs485;
 mod value;
 
 pub use backoff::Backoff;

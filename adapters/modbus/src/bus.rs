@@ -1125,6 +1125,7 @@ mod tests {
                 data_bits: 8,
                 parity: Parity::None,
                 stop_bits: 1,
+                rs485: None,
             }),
             timeout: Duration::from_millis(500),
             delay_between_requests: Duration::ZERO,

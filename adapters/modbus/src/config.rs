@@ -4,6 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use gateway_api::rs485::Rs485;
 use gateway_api::{DeviceId, FieldSpec};
 
 use crate::codec::Encoding;
@@ -101,6 +102,9 @@ pub struct SerialSettings {
     pub parity: Parity,
     /// 1 or 2.
     pub stop_bits: u8,
+    /// `rs485 = true`: the kernel drives RTS around every request (`None`: the port is left as
+    /// it is).
+    pub rs485: Option<Rs485>,
 }
 
 /// How requests are framed on a TCP connection.

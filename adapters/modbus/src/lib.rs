@@ -81,9 +81,11 @@ impl ModbusAdapter {
 
 impl Adapter for ModbusAdapter {
     async fn run(self, ctx: AdapterContext) {
-        let connector = link::RealConnector {
-            transport: self.settings.transport.clone(),
-        };
+        let connector = link::RealConnector::new(
+            self.settings.transport.clone(),
+            ctx.adapter.clone(),
+            self.stats.clone(),
+        );
         bus::Bus::new(self.settings, connector, self.devices, self.stats, ctx)
             .run()
             .await;

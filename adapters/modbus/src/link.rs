@@ -24,7 +24,10 @@ use tokio_modbus::prelude::SlaveContext;
 use tokio_modbus::{ExceptionCode, ProtocolError, Request, Response, Slave};
 use tokio_serial::{SerialPort, SerialStream};
 
+use tracing::{debug, warn};
+
 use crate::config::{Framing, Parity, SerialSettings, Transport};
+use crate::stats::BusStats;
 
 /// An open connection to a bus.
 pub(crate) trait Link: Send + 'static {
@@ -107,6 +110,42 @@ pub fn exception_name(code: ExceptionCode) -> String {
 #[derive(Debug, Clone)]
 pub(crate) struct RealConnector {
     pub transport: Transport,
+    /// The adapter id, for the RS-485 warning.
+    adapter: Arc<str>,
+    /// Where a port's refusal of RS-485 mode is counted.
+    stats: Arc<BusStats>,
+    /// The port refused RS-485 mode once already: later opens say so at DEBUG only.
+    rs485_warned: bool,
+}
+
+impl RealConnector {
+    pub fn new(transport: Transport, adapter: Arc<str>, stats: Arc<BusStats>) -> Self {
+        RealConnector {
+            transport,
+            adapter,
+            stats,
+            rs485_warned: false,
+        }
+    }
+
+    /// Puts the just-opened port into RS-485 mode when `rs485 = true`. A driver without it
+    /// will not grow one on a retry, and an adapter that switches direction itself (USB) works
+    /// without it: the link goes on with the port as it is, and the refusal is said once.
+    fn rs485(&mut self, port: &SerialStream, serial: &SerialSettings) {
+        let Some(settings) = &serial.rs485 else {
+            return;
+        };
+        if let Err(e) = gateway_api::rs485::enable(port, settings) {
+            self.stats.rs485_failures.fetch_add(1, Ordering::Relaxed);
+            if self.rs485_warned {
+                debug!(adapter = %self.adapter, port = %serial.port, error = %e, "Serial port still without RS-485 mode");
+            } else {
+                warn!(adapter = %self.adapter, port = %serial.port, error = %e,
+                    "Serial port is used without RS-485 direction control (`rs485 = true`): a transceiver that needs RTS to send will not transmit");
+                self.rs485_warned = true;
+            }
+        }
+    }
 }
 
 /// A tokio-modbus client context, and whether its TCP server closed the connection.
@@ -186,7 +225,9 @@ impl Connector for RealConnector {
     async fn connect(&mut self) -> io::Result<ContextLink> {
         match &self.transport {
             Transport::Rtu(serial) => {
-                let port = open_serial(serial)?;
+                let serial = serial.clone();
+                let port = open_serial(&serial)?;
+                self.rs485(&port, &serial);
                 Ok(ContextLink(
                     tokio_modbus::client::rtu::attach_slave(FreshInput(port), Slave(1)),
                     None,
@@ -313,6 +354,14 @@ impl AsyncWrite for FreshInput {
 mod tests {
     use super::*;
 
+    fn connector(transport: Transport) -> RealConnector {
+        RealConnector::new(
+            transport,
+            "bus".into(),
+            Arc::new(BusStats::new("bus".into(), [])),
+        )
+    }
+
     #[test]
     fn classifies_results() {
         let ok: Result<tokio_modbus::Result<u8>, Elapsed> = Ok(Ok(Ok(1)));
@@ -358,6 +407,7 @@ mod tests {
             data_bits: 8,
             parity,
             stop_bits: 1,
+            rs485: None,
         };
         // 10 bits per character at 9600 baud: 3.5 × 10 / 9600 s.
         assert_eq!(
@@ -382,12 +432,10 @@ mod tests {
             let (socket, _) = listener.accept().await.unwrap();
             drop(socket);
         });
-        let mut c = RealConnector {
-            transport: Transport::Tcp {
-                address,
-                framing: Framing::Tcp,
-            },
-        };
+        let mut c = connector(Transport::Tcp {
+            address,
+            framing: Framing::Tcp,
+        });
         let mut link = c.connect().await.expect("connect");
         server.await.unwrap();
         let r = classify(Ok(link.call(1, Request::ReadHoldingRegisters(0, 1)).await));
@@ -399,15 +447,14 @@ mod tests {
 
     #[tokio::test]
     async fn connect_errors_are_io_errors() {
-        let mut c = RealConnector {
-            transport: Transport::Rtu(SerialSettings {
-                port: "/dev/does-not-exist-modbus".into(),
-                baud: 9600,
-                data_bits: 8,
-                parity: Parity::None,
-                stop_bits: 1,
-            }),
-        };
+        let mut c = connector(Transport::Rtu(SerialSettings {
+            port: "/dev/does-not-exist-modbus".into(),
+            baud: 9600,
+            data_bits: 8,
+            parity: Parity::None,
+            stop_bits: 1,
+            rs485: None,
+        }));
         assert!(c.connect().await.is_err());
         assert!(!c.resync_after_timeout());
         // A port nobody listens on (bound, then closed) refuses the connection.
@@ -415,12 +462,10 @@ mod tests {
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .unwrap();
-        let mut c = RealConnector {
-            transport: Transport::Tcp {
-                address: format!("127.0.0.1:{port}"),
-                framing: Framing::Tcp,
-            },
-        };
+        let mut c = connector(Transport::Tcp {
+            address: format!("127.0.0.1:{port}"),
+            framing: Framing::Tcp,
+        });
         assert!(c.connect().await.is_err());
         assert!(c.resync_after_timeout());
     }

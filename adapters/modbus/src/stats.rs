@@ -75,6 +75,9 @@ pub struct BusStats {
     pub devices: Vec<(DeviceId, Counters)>,
     /// Times the link was (re)established.
     pub connects: AtomicU64,
+    /// Opens after which the serial port could not be put into RS-485 mode (`rs485 = true`);
+    /// the bus goes on without it.
+    pub rs485_failures: AtomicU64,
 }
 
 /// Which counter an event bumps.
@@ -100,6 +103,7 @@ impl BusStats {
                 .map(|d| (d, Counters::default()))
                 .collect(),
             connects: AtomicU64::new(0),
+            rs485_failures: AtomicU64::new(0),
         }
     }
 
@@ -244,6 +248,17 @@ impl gateway_api::MetricsSource for BusStats {
                 self.connects.load(std::sync::atomic::Ordering::Relaxed) as f64,
             )],
         });
+        out.push(Metric {
+            name: "modbus_rs485_failures_total",
+            help:
+                "Opens of the serial port that could not switch it to RS-485 mode (rs485 = true).",
+            kind: MetricKind::Counter,
+            samples: vec![MetricSample::new(
+                vec![("adapter", self.bus.to_string())],
+                self.rs485_failures
+                    .load(std::sync::atomic::Ordering::Relaxed) as f64,
+            )],
+        });
     }
 }
 
@@ -278,5 +293,6 @@ mod metrics_tests {
         );
         assert_eq!(find("modbus_timeouts_total").samples[0].value, 1.0);
         assert_eq!(find("modbus_connects_total").samples.len(), 1);
+        assert_eq!(find("modbus_rs485_failures_total").samples.len(), 1);
     }
 }

@@ -32,6 +32,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use gateway_api::rs485::{Rs485, Rs485Error};
 use gateway_api::{Adapter, AdapterContext, AdapterEvent, Backoff, RequestError};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -55,6 +56,8 @@ pub trait Opener: Send + 'static {
     type Port: Port;
     /// Opens the port; an error is shown to people as the reason the devices are offline.
     fn open(&mut self, config: &SerialAdapterConfig) -> std::io::Result<Self::Port>;
+    /// Puts the just-opened `port` into RS-485 mode (`rs485 = true`).
+    fn rs485(&mut self, port: &Self::Port, settings: &Rs485) -> Result<(), Rs485Error>;
 }
 
 /// Real serial ports, through tokio-serial.
@@ -93,6 +96,14 @@ impl Opener for SystemPorts {
         // pseudo-terminal may not support it).
         let _ = port.clear(tokio_serial::ClearBuffer::Input);
         Ok(port)
+    }
+
+    fn rs485(
+        &mut self,
+        port: &tokio_serial::SerialStream,
+        settings: &Rs485,
+    ) -> Result<(), Rs485Error> {
+        gateway_api::rs485::enable(port, settings)
     }
 }
 
@@ -166,6 +177,8 @@ impl<O: Opener> Adapter for SerialAdapter<O> {
         let mut down: Option<String> = None;
         // A warning was logged for the current outage: further failures are logged at DEBUG.
         let mut warned = false;
+        // The port refused RS-485 mode once already: later opens say so at DEBUG only.
+        let mut rs485_warned = false;
         loop {
             if link.shutdown.is_cancelled() {
                 break;
@@ -174,6 +187,21 @@ impl<O: Opener> Adapter for SerialAdapter<O> {
                 Ok(p) => {
                     backoff.connected();
                     SerialStats::inc(&st.stats.opens);
+                    if let Some(rs485) = &config.rs485 {
+                        // A driver without RS-485 mode will not grow one on a retry, and an
+                        // adapter that switches direction itself (USB) works without it: go on
+                        // with the port as it is, and say so once.
+                        if let Err(e) = opener.rs485(&p, rs485) {
+                            SerialStats::inc(&st.stats.rs485_failures);
+                            if rs485_warned {
+                                debug!(adapter = %adapter, port = %port, error = %e, "Serial port still without RS-485 mode");
+                            } else {
+                                warn!(adapter = %adapter, port = %port, error = %e,
+                                    "Serial port is used without RS-485 direction control (`rs485 = true`): a transceiver that needs RTS to send will not transmit");
+                                rs485_warned = true;
+                            }
+                        }
+                    }
                     if warned {
                         info!(adapter = %adapter, port = %port, "Serial port is back");
                     } else {
@@ -301,6 +329,11 @@ mod tests {
                 .pop_front()
                 .unwrap_or_else(|| Err(std::io::Error::from(std::io::ErrorKind::NotFound)))
         }
+        fn rs485(&mut self, _: &DuplexStream, _: &Rs485) -> Result<(), Rs485Error> {
+            Err(Rs485Error::Unsupported(std::io::Error::from_raw_os_error(
+                25, // ENOTTY, as a pseudo-terminal answers
+            )))
+        }
     }
 
     struct Harness {
@@ -391,7 +424,12 @@ mod tests {
     }
 
     fn start(ports: &MockPorts) -> Harness {
-        let config = SerialAdapterConfig::new("/dev/ttyMOCK", Format::Kv(KvSyntax::default()));
+        start_with(ports, None)
+    }
+
+    fn start_with(ports: &MockPorts, rs485: Option<Rs485>) -> Harness {
+        let mut config = SerialAdapterConfig::new("/dev/ttyMOCK", Format::Kv(KvSyntax::default()));
+        config.rs485 = rs485;
         let devices = vec![
             SerialDevice {
                 id: DeviceId::new("meter").unwrap(),
@@ -535,6 +573,32 @@ mod tests {
         assert_eq!((s.opens, s.losses), (2, 1));
         h.shutdown.cancel();
         h.task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_port_without_rs485_mode_is_counted_and_used_as_it_is() {
+        let ports = MockPorts::default();
+        let mut dev = ports.plug();
+        let mut h = start_with(&ports, Some(Rs485::default()));
+        online(&mut h).await;
+        settle().await;
+        dev.write_all(b"temp=4\n").await.unwrap();
+        assert_eq!(h.reading().await.value, Value::Float(4.0));
+        assert_eq!(h.stats.snapshot().rs485_failures, 1);
+        // Each open tries again (and counts again): the port may have been swapped for one
+        // that can.
+        drop(dev);
+        offline(&mut h).await;
+        let _dev = ports.plug();
+        online(&mut h).await;
+        let s = h.stats.snapshot();
+        assert_eq!((s.opens, s.rs485_failures), (2, 2));
+        // Without `rs485`, nothing is tried.
+        let ports = MockPorts::default();
+        let _dev = ports.plug();
+        let mut h = start(&ports);
+        online(&mut h).await;
+        assert_eq!(h.stats.snapshot().rs485_failures, 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -41,6 +41,9 @@ pub struct SerialStats {
     pub opens: AtomicU64,
     /// Times an open port was lost.
     pub losses: AtomicU64,
+    /// Opens after which the port could not be put into RS-485 mode (`rs485 = true`); the
+    /// adapter goes on without it.
+    pub rs485_failures: AtomicU64,
     /// Writes confirmed / failed.
     pub writes: AtomicU64,
     pub write_failures: AtomicU64,
@@ -60,6 +63,7 @@ pub struct StatsSnapshot {
     pub bad_values: u64,
     pub opens: u64,
     pub losses: u64,
+    pub rs485_failures: u64,
     pub writes: u64,
     pub write_failures: u64,
 }
@@ -83,6 +87,7 @@ impl SerialStats {
             bad_values: get(&self.bad_values),
             opens: get(&self.opens),
             losses: get(&self.losses),
+            rs485_failures: get(&self.rs485_failures),
             writes: get(&self.writes),
             write_failures: get(&self.write_failures),
         }

@@ -49,6 +49,13 @@ pub trait AdapterType: Send + Sync + 'static {
     /// A parser for one load of the configuration.
     fn parser(&self) -> Box<dyn ConfigParser>;
 
+    /// What `check` prints about one adapter of this type before the device table (a serial
+    /// port's device and framing: [`crate::rs485::port_line`]), ending with a newline; empty
+    /// when there is nothing to say.
+    fn check_summary(&self, _adapter: &AdapterSlice<'_>) -> String {
+        String::new()
+    }
+
     /// What `check` prints after the device table about this type's adapters (all of them,
     /// in file order), starting with an empty line; empty when there is nothing to say.
     fn check_lines(&self, _adapters: &[AdapterSlice<'_>]) -> String {

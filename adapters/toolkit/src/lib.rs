@@ -10,6 +10,7 @@
 //! - [`entry`]: a table's keys with their spans, and typed readers (strings, numbers, integers
 //!   in a range, durations, choices, lists);
 //! - [`files`]: secrets and CA files named by `*_file` keys, looked up as everywhere else;
+//! - [`rs485`]: the RS-485 direction keys of adapters on a serial port, and their `check` line;
 //! - [`settings`]: [`AnySettings`], parsed settings compared by value on a reload;
 //! - [`adapter_type`]: the registration trait and what its methods are given;
 //! - [`counters`]: an adapter's counters as metrics.
@@ -20,6 +21,7 @@ pub mod diagnostic;
 pub mod duration;
 pub mod entry;
 pub mod files;
+pub mod rs485;
 pub mod secret;
 pub mod settings;
 

@@ -2,10 +2,11 @@
 //! and command; and its registration ([`Serial`]).
 //!
 //! Adapter keys: `port` (required), `baud` (9600), `data_bits` (8), `parity` (`none`),
-//! `stop_bits` (1), `format` (required: `json` | `kv` | `xml` | `regex` | `csv`), `pattern`
-//! (regex: required, named groups become keys), `line_ending` (`"\n"`; `"\r\n"` or any string
-//! of up to 16 bytes), `max_line` (4096 bytes), `separator` (kv: between pairs, default
-//! whitespace; csv: between cells, default `,`), `kv_separator` (kv: `=`), `columns` (csv: the
+//! `stop_bits` (1), the RS-485 keys (`rs485`, `rts_on_send`, `rts_after_send`,
+//! `delay_before_send`, `delay_after_send`: [`gateway_toolkit::rs485`]), `format` (required: `json` |
+//! `kv` | `xml` | `regex` | `csv`), `pattern` (regex: required, named groups become keys),
+//! `line_ending` (`"\n"`; `"\r\n"` or any string of up to 16 bytes), `max_line` (4096 bytes),
+//! `separator` (kv: between pairs, default whitespace; csv: between cells, default `,`), `kv_separator` (kv: `=`), `columns` (csv: the
 //! column names, else learned from a header line), `time_key` (where a record's timestamp is;
 //! default `TimeDate`, `Timestamp`, `Time`, `DateTime`). Device key: `match = { key = "value" }`.
 //! Field keys: `json` (format json: an RFC 6901 pointer; absent = the whole line) or `key`
@@ -141,6 +142,13 @@ fn adapter(own: &[Entry<'_>], header: &Span, rep: &mut Report<'_>) -> Option<Ser
         ok &= good;
     }
     let present = |key: &str| own.iter().any(|e| e.key == key);
+    let rs485 = match gateway_toolkit::rs485::settings(own, rep) {
+        Ok(rs485) => rs485,
+        Err(_) => {
+            ok = false;
+            None
+        }
+    };
 
     match &port {
         Some(p) if p.value.chars().any(char::is_control) => {
@@ -329,6 +337,7 @@ fn adapter(own: &[Entry<'_>], header: &Span, rep: &mut Report<'_>) -> Option<Ser
         config.line_ending = le.value.into_bytes();
     }
     config.max_line = max_line.map_or(DEFAULT_MAX_LINE, |m| m.value as usize);
+    config.rs485 = rs485;
     if let Some(t) = time_key {
         config.time_keys = vec![selector(&config.format, &t.value)];
     }
@@ -644,6 +653,11 @@ impl AdapterType for Serial {
                 "data_bits",
                 "parity",
                 "stop_bits",
+                "rs485",
+                "rts_on_send",
+                "rts_after_send",
+                "delay_before_send",
+                "delay_after_send",
                 "format",
                 "pattern",
                 "line_ending",
@@ -666,6 +680,24 @@ impl AdapterType for Serial {
 
     fn parser(&self) -> Box<dyn ConfigParser> {
         Box::new(Parser)
+    }
+
+    fn check_summary(&self, adapter: &AdapterSlice<'_>) -> String {
+        let Some(c) = adapter.settings.get::<SerialAdapterConfig>() else {
+            return String::new();
+        };
+        let parity = match c.parity {
+            Parity::None => 'N',
+            Parity::Even => 'E',
+            Parity::Odd => 'O',
+        };
+        gateway_toolkit::rs485::port_line(
+            adapter.id,
+            &c.port,
+            c.baud,
+            (c.data_bits, parity, c.stop_bits),
+            c.rs485,
+        )
     }
 
     fn start(
@@ -749,6 +781,11 @@ fn metrics(s: &SerialStats) -> Vec<(&'static str, &'static str, u64)> {
             "serial_unmatched_total",
             "Records that matched no device, dropped.",
             count(&s.unmatched),
+        ),
+        (
+            "serial_rs485_failures_total",
+            "Opens of the port that could not switch it to RS-485 mode (rs485 = true).",
+            count(&s.rs485_failures),
         ),
     ]
 }

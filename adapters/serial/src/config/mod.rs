@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use gateway_api::rs485::Rs485;
 use gateway_api::{DeviceId, FieldSpec};
 
 use crate::parse::csv::CsvSyntax;
@@ -51,6 +52,9 @@ pub struct SerialAdapterConfig {
     pub format: Format,
     /// Where a record's timestamp is looked for, in order; the first that parses wins.
     pub time_keys: Vec<Selector>,
+    /// `rs485 = true`: the kernel drives RTS around every write (`None`: the port is left as
+    /// it is).
+    pub rs485: Option<Rs485>,
 }
 
 impl SerialAdapterConfig {
@@ -69,6 +73,7 @@ impl SerialAdapterConfig {
                 .iter()
                 .map(|k| Selector::Key((*k).to_owned()))
                 .collect(),
+            rs485: None,
         }
     }
 }
