@@ -442,3 +442,43 @@ async fn check_lists_each_fields_file_and_warns_about_what_is_missing() {
     );
     assert!(!all.contains("error"), "{all}");
 }
+
+#[tokio::test]
+async fn a_reload_with_another_source_or_scale_takes_effect_without_a_restart() {
+    let mut r = rig().await;
+    let root = r.sys.path().to_owned();
+    let room = jid("room", &r.domain);
+    let board = jid("board", &r.domain);
+    r.bob
+        .wait_status(&room, PresenceType::None, "pressure 1013.25 hPa")
+        .await;
+    r.bob
+        .wait_status(&board, PresenceType::None, "cpu 48.312 °C")
+        .await;
+    // The CPU's temperature from its hwmon attribute instead of the thermal zone, and the
+    // pressure in kPa: the adapter's settings changed, so it restarts with them.
+    let changed = r
+        .gateway
+        .config_text()
+        .replace(
+            "source = \"thermal:cpu-thermal\"",
+            "source = \"hwmon:cpu_thermal/temp1\"",
+        )
+        .replace("scale = 10.0", "scale = 1.0");
+    assert_ne!(changed, r.gateway.config_text());
+    let pid = r.gateway.pid();
+    r.gateway.reload(&changed);
+    r.bob
+        .wait_status(&board, PresenceType::None, "cpu 47 °C")
+        .await;
+    r.bob
+        .wait_status(&room, PresenceType::None, "pressure 101.325 hPa")
+        .await;
+    // And it reads the files as they change after the reload.
+    put(&root, &format!("{HWMON}/temp1_input"), "46500\n");
+    r.bob
+        .wait_status(&board, PresenceType::None, "cpu 46.5 °C")
+        .await;
+    assert_eq!(r.gateway.pid(), pid, "the same process");
+    r.gateway.terminate().await;
+}
