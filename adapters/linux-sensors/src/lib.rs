@@ -12,10 +12,11 @@
 //! they are counted, logged (rate-limited), and a sensor that is gone takes its device offline
 //! until it is back.
 //!
-//! Modules: [`config`] (the keys and the registration with the gateway), [`source`] (the `source` syntax), [`resolve`] (finding a source's files, hints for
-//! `check`), [`read`] (one blocking read with its faults and retries), [`units`] (ABI units),
-//! `field` (a field's read on its own thread, with a deadline), `poll` (a device's poll loop and
-//! availability), [`stats`] (metrics).
+//! Modules: [`config`] (the keys and the registration with the gateway), [`source`] (the
+//! `source` syntax), [`resolve`] (finding a source's files, hints for `check`), [`read`] (one
+//! blocking read with its faults and retries), [`units`] (ABI units), `field` (a field's read on
+//! its own thread, with a deadline), `poll` (a device's poll loop and availability), [`stats`]
+//! (metrics).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,14 +38,13 @@ pub mod stats;
 pub mod units;
 
 pub use config::LinuxSensors;
+pub use poll::MIN_POLL;
 pub use read::{Fault, Retry};
 pub use source::{Source, SourceError};
 pub use stats::SensorStats;
 
 /// The `poll` of a device that does not set one.
 pub const DEFAULT_POLL: Duration = Duration::from_secs(10);
-
-pub use poll::MIN_POLL;
 
 /// The `sysfs_root` of an adapter that does not set one.
 pub const DEFAULT_SYSFS_ROOT: &str = "/sys";
@@ -67,7 +67,7 @@ pub struct SensorDevice {
     pub fields: Vec<SensorField>,
 }
 
-/// Everything the adapter is configured with; equal settings mean nothing to restart.
+/// Everything the adapter is started with (built from its slice of the configuration).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SensorSettings {
     /// Where sysfs is mounted: `/sys`, or a directory with the same layout (tests).
