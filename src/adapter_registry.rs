@@ -11,6 +11,7 @@ use gateway_toolkit::AdapterType;
 #[rustfmt::skip] // One adapter per line, so that adding one is adding a line.
 pub static TYPES: &[&dyn AdapterType] = &[
     &gateway_mqtt::Mqtt,
+    &gateway_modbus::Modbus,
     &gateway_serial::Serial,
     &gateway_simulated::Simulated,
     &gateway_linux_sensors::LinuxSensors,

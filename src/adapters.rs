@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use gateway_api::{Adapter, AdapterContext, EventSink, Metric, MetricKind, MetricsSource, Request};
+use gateway_api::{AdapterContext, EventSink, Metric, MetricKind, MetricsSource, Request};
 use gateway_toolkit::{AdapterSlice, DeviceSlice, FieldSlice, StartEnv};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{AdapterKind, Config, DeviceBinding, FieldBinding};
+use crate::config::Config;
 use crate::metrics::Registry;
 
 /// Requests queued per adapter before XMPP writers wait.
@@ -18,10 +18,8 @@ const REQUEST_QUEUE: usize = 64;
 /// Starts every adapter. Returns the request sender of each (indexed like `config.adapters`)
 /// and the tasks, which end once `shutdown` is cancelled.
 ///
-/// An adapter that counts its bus traffic registers its counters in `metrics` here, e.g.
-/// `let bus = gateway_api::BusStats::new(adapter.id.clone()); metrics.register(bus.clone());`
-/// and hands `bus` to the adapter it builds; they then appear on `/metrics` and in the
-/// gateway's XEP-0323 status readout.
+/// Each adapter type's `start` builds its adapter and hands the counters it keeps to
+/// `metrics`; they then appear on `/metrics` and in the gateway's XEP-0323 status readout.
 pub fn spawn_all(
     config: &Config,
     events: EventSink,
@@ -39,76 +37,53 @@ pub fn spawn_all(
             requests: rx,
             shutdown: shutdown.child_token(),
         };
-        match &adapter.kind {
-            AdapterKind::Registered { type_name, .. } => {
-                let registered = crate::adapter_registry::find(type_name);
-                if let (Some((_, ty)), Some(slice)) = (registered, slice(config, index)) {
-                    let register = |source: Arc<dyn MetricsSource>| metrics.register(source);
-                    let env = StartEnv {
-                        gateway_name: &config.gateway.name,
-                        metrics: &register,
-                    };
-                    tasks.spawn(ty.start(slice, &env, ctx));
-                }
-            }
-            AdapterKind::Modbus(_) => {
-                if let Some(bus) = crate::config::modbus_adapter(config, index) {
-                    metrics.register(bus.stats());
-                    tasks.spawn(bus.run(ctx));
-                }
-            }
+        // The loader only accepts registered types.
+        if let Some((_, ty)) = crate::adapter_registry::find(adapter.type_name) {
+            let register = |source: Arc<dyn MetricsSource>| metrics.register(source);
+            let env = StartEnv {
+                gateway_name: &config.gateway.name,
+                metrics: &register,
+            };
+            tasks.spawn(ty.start(slice(config, index), &env, ctx));
         }
         metrics.register(Arc::new(AdapterInfo {
             adapter: adapter.id.clone(),
-            kind: adapter.kind.type_name(),
+            kind: adapter.type_name,
         }));
-        tracing::debug!(adapter = %adapter.id, kind = adapter.kind.type_name(), "adapter started");
+        tracing::debug!(adapter = %adapter.id, kind = adapter.type_name, "adapter started");
     }
     (senders, tasks)
 }
 
-/// Adapter `index` of `config` (of a registered type) and its devices, as its type starts it.
-pub(crate) fn slice(config: &Config, index: usize) -> Option<AdapterSlice<'_>> {
-    let adapter = config.adapters.get(index)?;
-    let AdapterKind::Registered {
-        type_name,
-        settings,
-    } = &adapter.kind
-    else {
-        return None;
-    };
+/// Adapter `index` of `config` and its devices, as its type starts it.
+///
+/// # Panics
+/// When `index` is not an adapter of `config`.
+pub(crate) fn slice(config: &Config, index: usize) -> AdapterSlice<'_> {
+    let adapter = &config.adapters[index];
     let devices = config
         .devices
         .iter()
         .filter(|d| d.adapter_index == index)
-        .filter_map(|d| {
-            let DeviceBinding::Registered(settings) = &d.binding else {
-                return None;
-            };
-            let fields = d
+        .map(|d| DeviceSlice {
+            id: &d.id,
+            settings: &d.settings,
+            fields: d
                 .fields
                 .iter()
-                .filter_map(|f| match &f.binding {
-                    FieldBinding::Registered(settings) => Some(FieldSlice {
-                        spec: &f.spec,
-                        settings,
-                    }),
-                    _ => None,
+                .map(|f| FieldSlice {
+                    spec: &f.spec,
+                    settings: &f.settings,
                 })
-                .collect();
-            Some(DeviceSlice {
-                id: &d.id,
-                settings,
-                fields,
-            })
+                .collect(),
         })
         .collect();
-    Some(AdapterSlice {
+    AdapterSlice {
         id: &adapter.id,
-        type_name,
-        settings,
+        type_name: adapter.type_name,
+        settings: &adapter.settings,
         devices,
-    })
+    }
 }
 
 /// `adapter_info{adapter, type} 1`: which adapter id is of which type.

@@ -231,7 +231,7 @@ impl Device {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{AnySettings, FieldBinding, FieldConfig};
+    use crate::config::{AnySettings, FieldConfig};
     use gateway_api::FieldType;
     use gateway_simulated::config::DeviceSettings;
     use gateway_simulated::Generator;
@@ -254,15 +254,15 @@ mod tests {
             fields: vec![FieldConfig {
                 spec,
                 deadband,
-                binding: FieldBinding::Registered(AnySettings::new(Generator::Constant {
+                settings: AnySettings::new(Generator::Constant {
                     value: Value::Float(0.0),
-                })),
+                }),
             }],
-            binding: crate::config::DeviceBinding::Registered(AnySettings::new(DeviceSettings {
+            settings: AnySettings::new(DeviceSettings {
                 poll: std::time::Duration::from_secs(1),
                 offline_every: None,
                 offline_for: std::time::Duration::from_secs(1),
-            })),
+            }),
         };
         let mut devices = Devices::default();
         devices.by_id.insert(cfg.id.clone(), 0);

@@ -6,8 +6,7 @@
 //!   mirror of the file, reporting unknown keys (with "did you mean") and wrong types;
 //! - [`validate`] applies defaults and checks meaning: cross-references, JIDs, secrets;
 //!   it hands each adapter type's own keys to that type's parser (the adapter crates,
-//!   registered in [`crate::adapter_registry`]); [`modbus`] still holds that adapter's keys
-//!   here; [`alert`] checks `[[alert]]` against the devices;
+//!   registered in [`crate::adapter_registry`]); [`alert`] checks `[[alert]]` against the devices;
 //! - the adapter toolkit (`gateway_toolkit`) turns spans into `PATH:LINE:COL: message` lines.
 //!
 //! [`device_table`] renders what `check` prints. `reference` (tests only) keeps
@@ -18,7 +17,8 @@ mod alert;
 mod jid;
 #[cfg(test)]
 mod linux_sensors_tests;
-mod modbus;
+#[cfg(test)]
+mod modbus_tests;
 pub mod model;
 #[cfg(test)]
 mod mqtt_tests;
@@ -39,7 +39,6 @@ use std::path::{Path, PathBuf};
 
 pub use gateway_toolkit::duration::parse as parse_duration;
 pub use gateway_toolkit::{did_you_mean, ConfigErrors, Diagnostic, LoadMode};
-pub(crate) use modbus::build_adapter as modbus_adapter;
 pub use model::*;
 pub use table::{device_table, port_lines, upstream_line};
 pub use validate::check_log_filter;

@@ -141,31 +141,14 @@ pub struct LogConfig {
     pub level: Option<String>,
 }
 
+/// One `[[adapter]]`: its id, its type and what the type's parser made of its keys.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdapterConfig {
     pub id: Arc<str>,
-    pub kind: AdapterKind,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum AdapterKind {
-    /// A type registered in `src/adapter_registry.rs`, with the settings its crate parsed.
-    Registered {
-        type_name: &'static str,
-        settings: AnySettings,
-    },
-    /// `modbus-rtu` or `modbus-tcp`: one serial line or one TCP address.
-    Modbus(gateway_modbus::BusSettings),
-}
-
-impl AdapterKind {
-    /// The `type = ...` spelling.
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            AdapterKind::Registered { type_name, .. } => type_name,
-            AdapterKind::Modbus(bus) => bus.transport.type_name(),
-        }
-    }
+    /// The `type = ...` as written: a name of a type in `src/adapter_registry.rs`.
+    pub type_name: &'static str,
+    /// The adapter type's own settings (the broker, the port, the bus...).
+    pub settings: AnySettings,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -183,16 +166,8 @@ pub struct DeviceConfig {
     /// Per-device access lists; `None` means the `[access]` lists apply.
     pub access: Option<AccessConfig>,
     pub fields: Vec<FieldConfig>,
-    pub binding: DeviceBinding,
-}
-
-/// Adapter-specific settings of a device, already checked against its adapter's type.
-#[derive(Debug, Clone, PartialEq)]
-pub enum DeviceBinding {
-    /// Settings parsed by a registered adapter type.
-    Registered(AnySettings),
-    /// Unit id, poll interval and request limits.
-    Modbus(gateway_modbus::DeviceSettings),
+    /// The device's keys of its adapter's type, as that type parsed them.
+    pub settings: AnySettings,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -200,13 +175,6 @@ pub struct FieldConfig {
     pub spec: FieldSpec,
     /// Per-field override of `[publish] deadband`.
     pub deadband: Option<f64>,
-    pub binding: FieldBinding,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum FieldBinding {
-    /// Settings parsed by a registered adapter type.
-    Registered(AnySettings),
-    /// Register kind, address and encoding.
-    Modbus(gateway_modbus::Point),
+    /// The field's keys of its adapter's type, as that type parsed them.
+    pub settings: AnySettings,
 }

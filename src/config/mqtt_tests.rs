@@ -2,7 +2,7 @@
 //! values parsed, fleets expanded, and every message at its position.
 
 use crate::config::validate::tests::{errors, ok, warnings, HEAD};
-use crate::config::{AdapterKind, DeviceBinding, FieldBinding, Loaded};
+use crate::config::Loaded;
 use gateway_mqtt::config::{BrokerConfig, DeviceConfig, FieldConfig};
 use std::time::Duration;
 
@@ -14,26 +14,18 @@ fn mqtt(rest: &str) -> String {
 }
 
 fn broker(loaded: &Loaded) -> BrokerConfig {
-    match &loaded.config.adapters[0].kind {
-        AdapterKind::Registered { settings, .. } => {
-            settings.get::<BrokerConfig>().expect("mqtt").clone()
-        }
-        other => panic!("not mqtt: {other:?}"),
-    }
+    let settings = &loaded.config.adapters[0].settings;
+    settings.get::<BrokerConfig>().expect("mqtt").clone()
 }
 
 fn dev(loaded: &Loaded, i: usize) -> DeviceConfig {
-    match &loaded.config.devices[i].binding {
-        DeviceBinding::Registered(d) => d.get::<DeviceConfig>().expect("mqtt").clone(),
-        other => panic!("not mqtt: {other:?}"),
-    }
+    let settings = &loaded.config.devices[i].settings;
+    settings.get::<DeviceConfig>().expect("mqtt").clone()
 }
 
 fn fld(loaded: &Loaded, d: usize, f: usize) -> FieldConfig {
-    match &loaded.config.devices[d].fields[f].binding {
-        FieldBinding::Registered(c) => c.get::<FieldConfig>().expect("mqtt").clone(),
-        other => panic!("not mqtt: {other:?}"),
-    }
+    let settings = &loaded.config.devices[d].fields[f].settings;
+    settings.get::<FieldConfig>().expect("mqtt").clone()
 }
 
 #[test]

@@ -9,7 +9,7 @@
 //!
 //! The keys of `[[adapter]]`, `[[device]]` and `[[device.field]]` that depend on the adapter
 //! type are kept as raw [`Entry`]s: which of them are allowed is only known once the device's
-//! adapter is, so `validate` checks them against [`ADAPTER_TYPES`].
+//! adapter is, so `validate` checks them against [`all_types`] and hands them to the type.
 
 use std::time::Duration;
 
@@ -19,9 +19,6 @@ use toml_edit::ImDocument;
 pub(crate) use gateway_toolkit::{unknown_key, Entry, Section, Spanned, StringList};
 
 /// The keys one adapter type adds to `[[adapter]]`, `[[device]]` and `[[device.field]]`.
-///
-/// Every documented adapter type is listed, so that its keys parse (and are reported as
-/// belonging to that type) even in a build where the type is not available.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TypeKeys {
     pub name: &'static str,
@@ -30,64 +27,11 @@ pub(crate) struct TypeKeys {
     pub field: &'static [&'static str],
 }
 
-const MODBUS_FIELD: &[&str] = &[
-    "register",
-    "address",
-    "data_type",
-    "byte_order",
-    "length",
-    "scale",
-    "offset",
-    "bit",
-    "decimals",
-];
-
-const MODBUS_DEVICE: &[&str] = &[
-    "unit_id",
-    "poll",
-    "byte_order",
-    "max_gap",
-    "max_registers_per_request",
-    "backoff_after",
-];
-
-const ADAPTER_TYPES: &[TypeKeys] = &[
-    TypeKeys {
-        name: "modbus-tcp",
-        adapter: &["address", "timeout", "delay_between_requests", "framing"],
-        device: MODBUS_DEVICE,
-        field: MODBUS_FIELD,
-    },
-    TypeKeys {
-        name: "modbus-rtu",
-        adapter: &[
-            "port",
-            "baud",
-            "data_bits",
-            "parity",
-            "stop_bits",
-            "rs485",
-            "rts_on_send",
-            "rts_after_send",
-            "delay_before_send",
-            "delay_after_send",
-            "timeout",
-            "delay_between_requests",
-        ],
-        device: MODBUS_DEVICE,
-        field: MODBUS_FIELD,
-    },
-];
-
-/// Every adapter type this build knows, in the order messages name them: the types whose
-/// keys are still read here, then the registered ones.
+/// Every adapter type this build knows, by `type = ...` name, in the order messages name them
+/// (the order of `src/adapter_registry.rs`).
 pub(crate) fn all_types() -> Vec<TypeKeys> {
     let mut all: Vec<TypeKeys> = Vec::new();
-    for (i, t) in crate::adapter_registry::TYPES.iter().enumerate() {
-        // The types still read here are listed where their registration line will be.
-        if i == 1 {
-            all.extend(ADAPTER_TYPES);
-        }
+    for t in crate::adapter_registry::TYPES {
         for name in t.names() {
             let keys = t.keys(name);
             all.push(TypeKeys {

@@ -2,7 +2,6 @@
 //! whole configurations.
 
 use crate::config::validate::tests::{errors, ok, warnings};
-use crate::config::AdapterKind;
 use gateway_api::rs485::{Rs485, RtsLevel};
 use std::time::Duration;
 
@@ -18,9 +17,10 @@ fn serial(keys: &str) -> String {
 
 fn of_rtu(src: &str) -> Option<Rs485> {
     let loaded = ok(src);
-    let AdapterKind::Modbus(bus) = &loaded.config.adapters[0].kind else {
-        panic!("modbus")
-    };
+    let bus = loaded.config.adapters[0]
+        .settings
+        .get::<gateway_modbus::BusSettings>()
+        .expect("modbus");
     match &bus.transport {
         gateway_modbus::Transport::Rtu(s) => s.rs485,
         other => panic!("{other:?}"),
@@ -29,10 +29,8 @@ fn of_rtu(src: &str) -> Option<Rs485> {
 
 fn of_serial(src: &str) -> Option<Rs485> {
     let loaded = ok(src);
-    let AdapterKind::Registered { settings, .. } = &loaded.config.adapters[0].kind else {
-        panic!("serial")
-    };
-    let port = settings
+    let port = loaded.config.adapters[0]
+        .settings
         .get::<gateway_serial::SerialAdapterConfig>()
         .expect("serial");
     port.rs485

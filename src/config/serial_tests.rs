@@ -1,7 +1,6 @@
 //! The serial adapter's keys (`adapters/serial/src/config/keys.rs`) in whole configurations:
 //! values parsed, and every message at its position.
 
-use crate::config::model::{AdapterKind, DeviceBinding, FieldBinding};
 use crate::config::validate::tests::{errors, ok, warnings};
 use std::time::Duration;
 
@@ -22,28 +21,26 @@ fn config(adapter_keys: &str, device: &str) -> String {
 
 fn adapter_of(src: &str) -> SerialAdapterConfig {
     let loaded = ok(src);
-    let AdapterKind::Registered { settings, .. } = &loaded.config.adapters[0].kind else {
-        panic!("a serial adapter")
-    };
-    settings
+    loaded.config.adapters[0]
+        .settings
         .get::<SerialAdapterConfig>()
         .expect("a serial adapter")
         .clone()
 }
 
 fn serial_device(loaded: &crate::config::Loaded) -> SerialDeviceConfig {
-    let DeviceBinding::Registered(d) = &loaded.config.devices[0].binding else {
-        panic!("serial")
-    };
-    d.get::<SerialDeviceConfig>().expect("serial").clone()
+    loaded.config.devices[0]
+        .settings
+        .get::<SerialDeviceConfig>()
+        .expect("serial")
+        .clone()
 }
 
 fn field_of(src: &str, i: usize) -> SerialFieldConfig {
     let loaded = ok(src);
-    let FieldBinding::Registered(f) = &loaded.config.devices[0].fields[i].binding else {
-        panic!("a serial field")
-    };
-    f.get::<SerialFieldConfig>()
+    loaded.config.devices[0].fields[i]
+        .settings
+        .get::<SerialFieldConfig>()
         .expect("a serial field")
         .clone()
 }
@@ -184,7 +181,7 @@ fn the_example_configuration_loads() {
         .config
         .adapters
         .iter()
-        .filter(|a| a.kind.type_name() == "serial")
+        .filter(|a| a.type_name == "serial")
         .count();
     assert_eq!(serial, 2);
     for w in &loaded.warnings {

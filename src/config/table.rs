@@ -1,5 +1,5 @@
-//! What `check` prints on stdout: the upstream line, a line per serial port, then the device
-//! table.
+//! What `check` prints on stdout: the upstream line, each adapter's summary line, then the
+//! device table and what each adapter type adds after it.
 //!
 //! The upstream line names the mode, the gateway's address and the servers it tries, in order:
 //!
@@ -7,8 +7,8 @@
 //! upstream: component sensors.example.org via 127.0.0.1:5347
 //! ```
 //!
-//! A serial port's line (a `serial` or `modbus-rtu` adapter) gives its framing, and its RS-485
-//! direction control when `rs485 = true`:
+//! An adapter type may print a line per adapter (`AdapterType::check_summary`): an adapter on a
+//! serial port gives the port's framing, and its RS-485 direction control when `rs485 = true`:
 //!
 //! ```text
 //! port: meters /dev/ttyAMA0 9600 8N1, RS-485: RTS high on send, low after, delays 0 ms before and 0 ms after
@@ -24,9 +24,10 @@
 //! ```
 //!
 //! A field without unit shows `-`; a device without fields shows `-` in the field columns.
-//! Modbus devices' request plans follow in a table of their own.
+//! Each adapter type may add its own tables after it (`AdapterType::check_lines`: the Modbus
+//! request plans).
 
-use super::model::{AdapterKind, Config, XmppConfig};
+use super::model::{Config, XmppConfig};
 
 /// The mode, the gateway's XMPP address and the servers tried in turn, ending with a newline.
 pub fn upstream_line(config: &Config) -> String {
@@ -46,35 +47,13 @@ pub fn upstream_line(config: &Config) -> String {
     }
 }
 
-/// One line per serial port: the adapter, the device, `baud` and the framing (`8N1`), and the
-/// RS-485 settings when `rs485 = true`. Empty when no adapter has a serial port.
+/// Each adapter's summary line, as its type writes it (an adapter on a serial port: the
+/// device, `baud`, the framing and the RS-485 settings), in file order.
 pub fn port_lines(config: &Config) -> String {
     let mut out = String::new();
     for (index, adapter) in config.adapters.iter().enumerate() {
-        match &adapter.kind {
-            AdapterKind::Registered { type_name, .. } => {
-                let ty = crate::adapter_registry::find(type_name);
-                if let (Some((_, ty)), Some(slice)) = (ty, crate::adapters::slice(config, index)) {
-                    out.push_str(&ty.check_summary(&slice));
-                }
-            }
-            AdapterKind::Modbus(bus) => {
-                let gateway_modbus::Transport::Rtu(c) = &bus.transport else {
-                    continue;
-                };
-                let parity = match c.parity {
-                    gateway_modbus::Parity::None => 'N',
-                    gateway_modbus::Parity::Even => 'E',
-                    gateway_modbus::Parity::Odd => 'O',
-                };
-                out.push_str(&gateway_toolkit::rs485::port_line(
-                    &adapter.id,
-                    &c.port,
-                    c.baud,
-                    (c.data_bits, parity, c.stop_bits),
-                    c.rs485,
-                ));
-            }
+        if let Some((_, ty)) = crate::adapter_registry::find(adapter.type_name) {
+            out.push_str(&ty.check_summary(&crate::adapters::slice(config, index)));
         }
     }
     out
@@ -152,7 +131,6 @@ pub fn device_table(config: &Config) -> String {
         out.push_str(line.trim_end());
         out.push('\n');
     }
-    out.push_str(&super::modbus::plan_table(config));
     out.push_str(&registered_lines(config));
     out
 }
@@ -160,7 +138,7 @@ pub fn device_table(config: &Config) -> String {
 /// What each registered adapter type prints about its adapters, in registry order.
 fn registered_lines(config: &Config) -> String {
     let slices: Vec<_> = (0..config.adapters.len())
-        .filter_map(|i| crate::adapters::slice(config, i))
+        .map(|i| crate::adapters::slice(config, i))
         .collect();
     let mut out = String::new();
     for ty in crate::adapter_registry::TYPES {

@@ -2,8 +2,8 @@
 //!
 //! Here live the rules that need more than one key to check: defaults, JIDs and domains,
 //! secrets read from their files, device ids unique once lower-cased, each device's adapter
-//! defined, the keys of an adapter type used only with that type, the simulated generators'
-//! bounds. Every problem is reported with the position of the key or value at fault and the
+//! defined, the keys of an adapter type used only with that type. The keys of each adapter type
+//! go to that type's parser (`src/adapter_registry.rs` lists the types). Every problem is reported with the position of the key or value at fault and the
 //! walk goes on, so that one run lists them all; a [`Config`] is only returned when none was
 //! found.
 
@@ -22,7 +22,6 @@ use gateway_toolkit::{
 };
 
 use super::jid::{self, parse_bare_jid, parse_domain, parse_host_port, parse_jid};
-use super::modbus;
 use super::model::*;
 use super::raw::{
     self, unknown_key, Entry, RawAccess, RawAdapter, RawConfig, RawDevice, RawField, RawXmpp,
@@ -99,8 +98,8 @@ pub(crate) fn validate(
         a.id.as_ref()
             .is_none_or(|id| !infos.iter().any(|i| i.id == id.value))
     });
-    // A `[[device]]` may stand for several (an MQTT fleet): from here on they are devices
-    // like any.
+    // A `[[device]]` may stand for several (its adapter type says): from here on they are
+    // devices like any.
     let raw_devices = expand(raw.devices, &infos, &mut parsers, rep);
     let known = Known {
         adapters: &infos,
@@ -856,29 +855,18 @@ fn adapters(
             }
             _ => None,
         };
-        let built = match kind {
-            Some(k) if registered.is_some() => {
-                settings.clone().map(|settings| AdapterKind::Registered {
+        let Some(id) = id else { continue };
+        let index = match (kind, &settings) {
+            (Some(k), Some(settings)) => {
+                configs.push(AdapterConfig {
+                    id: Arc::from(id.as_str()),
                     type_name: k.name,
-                    settings,
-                })
+                    settings: settings.clone(),
+                });
+                Some(configs.len() - 1)
             }
-            Some(k) if modbus::is_modbus(k.name) => modbus::adapter(k.name, &own, &raw.span, rep),
             _ => None,
         };
-        if registered.is_none() {
-            if let Some(entry) = own.iter().find(|e| e.key == "port") {
-                ports.claim(raw.id.as_ref().map(|id| id.value.as_str()), entry, rep);
-            }
-        }
-        let Some(id) = id else { continue };
-        let index = built.map(|kind| {
-            configs.push(AdapterConfig {
-                id: Arc::from(id.as_str()),
-                kind,
-            });
-            configs.len() - 1
-        });
         infos.push(AdapterInfo {
             id,
             kind,
@@ -1038,16 +1026,13 @@ fn finish_registered(
 ) {
     let mut drafts: Vec<FieldDraft<'_>> = Vec::new();
     for f in fields.iter_mut() {
-        let FieldBinding::Registered(settings) = &mut f.binding else {
-            continue;
-        };
         let written = raw
             .fields
             .iter()
             .find(|r| r.name.as_ref().is_some_and(|n| *n.value == *f.spec.name));
         drafts.push(FieldDraft {
             spec: &f.spec,
-            settings,
+            settings: &mut f.settings,
             header: written.map_or(&raw.span, |r| &r.span),
             writable: written.and_then(|r| r.writable.as_ref()),
             extra: written.map_or(&[], |r| &r.extra),
@@ -1076,7 +1061,6 @@ fn devices(
     let mut out = Vec::new();
     let mut ids: HashMap<String, DeviceSeen> = HashMap::new();
     let mut jids: HashMap<String, (String, Span)> = HashMap::new();
-    let mut units = modbus::UnitsSeen::new();
     for raw in raws {
         let id = device_id(raw, &mut ids, rep);
         // Messages name the device as written, even when its id is invalid or a duplicate.
@@ -1093,14 +1077,9 @@ fn devices(
             _ => String::new(),
         };
         let own = type_entries(rep, &raw.extra, kind.as_ref(), Level::Device, &context);
-        // Modbus: the fields' default byte order and request size come from the device.
-        let mut modbus_defaults = (
-            gateway_modbus::ByteOrder::Abcd,
-            gateway_modbus::config::MAX_REGISTERS,
-        );
         let registered = adapter.and_then(|a| Some((a, a.registered?)));
-        let binding = match kind {
-            Some(k) if registered.is_some() => registered.and_then(|(a, i)| {
+        let settings = match kind {
+            Some(k) => registered.and_then(|(a, i)| {
                 let cx = DeviceCx {
                     type_name: k.name,
                     adapter_id: &a.id,
@@ -1110,22 +1089,9 @@ fn devices(
                     header: &raw.span,
                     label: &label,
                 };
-                parsers.0[i].device(cx, rep).map(DeviceBinding::Registered)
+                parsers.0[i].device(cx, rep)
             }),
-            Some(k) if modbus::is_modbus(k.name) => {
-                modbus::device(k.name, &own, rep).map(|(binding, order)| {
-                    if let DeviceBinding::Modbus(s) = &binding {
-                        modbus_defaults = (order, s.max_registers_per_request);
-                    }
-                    if let Some(a) = adapter {
-                        modbus::shared_unit(
-                            &mut units, &a.id, &binding, &own, &raw.span, &label, rep,
-                        );
-                    }
-                    binding
-                })
-            }
-            _ => None,
+            None => None,
         };
 
         let name = match &raw.name {
@@ -1186,15 +1152,12 @@ fn devices(
             &raw.fields,
             kind.as_ref(),
             adapter,
-            binding.as_ref(),
+            settings.as_ref(),
             &label,
-            modbus_defaults,
             parsers,
             rep,
         );
-        if let (Some((_, i)), Some(DeviceBinding::Registered(device)), Some(id)) =
-            (registered, &binding, &raw.id)
-        {
+        if let (Some((_, i)), Some(device), Some(id)) = (registered, &settings, &raw.id) {
             finish_registered(
                 parsers.0[i].as_mut(),
                 device,
@@ -1209,8 +1172,8 @@ fn devices(
             rep.warn(&raw.span, format!("{label} has no [[device.field]]"));
         }
 
-        let (Some(id), Some(adapter), Some(binding), Some(name), Some(jid)) =
-            (id, adapter, binding, name, jid)
+        let (Some(id), Some(adapter), Some(settings), Some(name), Some(jid)) =
+            (id, adapter, settings, name, jid)
         else {
             continue;
         };
@@ -1226,7 +1189,7 @@ fn devices(
             adapter_index,
             access: device_access,
             fields,
-            binding,
+            settings,
         });
     }
     out
@@ -1425,15 +1388,13 @@ fn fields(
     raws: &[RawField<'_>],
     kind: Option<&TypeKeys>,
     adapter: Option<&AdapterInfo>,
-    device: Option<&DeviceBinding>,
+    device: Option<&AnySettings>,
     device_label: &str,
-    modbus_defaults: (gateway_modbus::ByteOrder, u16),
     parsers: &mut Parsers,
     rep: &mut Report<'_>,
 ) -> Vec<FieldConfig> {
     let mut out = Vec::new();
     let mut names: HashMap<String, Span> = HashMap::new();
-    let mut points = Vec::new();
     for raw in raws {
         let name = match &raw.name {
             None if bad(&raw.bad, "name") => None,
@@ -1539,15 +1500,12 @@ fn fields(
             continue;
         };
         let registered = adapter.and_then(|a| a.registered);
-        let binding = match kind {
-            Some(k) if registered.is_some() => registered.and_then(|i| {
+        let settings = match kind {
+            Some(k) => registered.and_then(|i| {
                 let cx = FieldCx {
                     type_name: k.name,
                     adapter: adapter.and_then(|a| a.settings.as_ref()),
-                    device: match device {
-                        Some(DeviceBinding::Registered(d)) => Some(d),
-                        _ => None,
-                    },
+                    device,
                     own: &own,
                     name: &name,
                     kind: field_type,
@@ -1557,38 +1515,17 @@ fn fields(
                     label: &label,
                 };
                 parsers.0[i].field(cx, rep).map(|parsed| {
-                    // A type the keys imply (a Modbus coil reads as a boolean) unless `type`
-                    // says otherwise.
+                    // A type the keys imply (a bit reads as a boolean) unless `type` says
+                    // otherwise.
                     if raw.kind.is_none() {
                         field_type = parsed.implied_type.unwrap_or(field_type);
                     }
-                    FieldBinding::Registered(parsed.settings)
+                    parsed.settings
                 })
             }),
-            Some(k) if modbus::is_modbus(k.name) => {
-                let cx = modbus::FieldContext {
-                    written_type: raw.kind.as_ref(),
-                    kind: field_type,
-                    writable: raw.writable.as_ref(),
-                    order: modbus_defaults.0,
-                    max_registers: modbus_defaults.1,
-                    header: &raw.span,
-                    label: &label,
-                };
-                modbus::field(&own, &cx, rep).map(|(binding, implied)| {
-                    // Bits read as booleans and strings as text unless `type` says otherwise.
-                    if raw.kind.is_none() {
-                        field_type = implied.unwrap_or(field_type);
-                    }
-                    binding
-                })
-            }
-            _ => None,
+            None => None,
         };
-        let Some(binding) = binding else { continue };
-        if let FieldBinding::Modbus(point) = &binding {
-            modbus::overlapping_registers(&mut points, point, &raw.span, &label, rep);
-        }
+        let Some(settings) = settings else { continue };
         out.push(FieldConfig {
             spec: FieldSpec {
                 name: Arc::from(name.as_str()),
@@ -1597,7 +1534,7 @@ fn fields(
                 writable: raw.writable.as_ref().is_some_and(|w| w.value),
             },
             deadband,
-            binding,
+            settings,
         });
     }
     out
@@ -1667,17 +1604,12 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn simulated(loaded: &Loaded, device: usize, field: usize) -> Generator {
-        let FieldBinding::Registered(s) = &loaded.config.devices[device].fields[field].binding
-        else {
-            panic!("not a simulated field")
-        };
+        let s = &loaded.config.devices[device].fields[field].settings;
         s.get::<Generator>().expect("a simulated field").clone()
     }
 
     fn simulated_device(device: &DeviceConfig) -> &SimulatedDevice {
-        let DeviceBinding::Registered(s) = &device.binding else {
-            panic!("simulated")
-        };
+        let s = &device.settings;
         s.get::<SimulatedDevice>().expect("a simulated device")
     }
 
@@ -1810,7 +1742,7 @@ adapter = "sim"
         assert_eq!(c.log.level.as_deref(), Some("debug"));
         assert_eq!(c.adapters.len(), 1);
         assert_eq!(&*c.adapters[0].id, "sim");
-        assert_eq!(c.adapters[0].kind.type_name(), "simulated");
+        assert_eq!(c.adapters[0].type_name, "simulated");
 
         assert_eq!(c.devices.len(), 2);
         let boiler = &c.devices[0];

@@ -9,7 +9,7 @@
 //! - `bus`: the one task per bus that polls, serves writes ahead of polls, isolates a dead
 //!   unit, and reopens the link with back-off;
 //! - [`stats`]: counters per bus and device, readable while the adapter runs;
-//! - [`config`]: the validated settings the gateway's loader builds;
+//! - [`config`]: the validated settings, and the adapter's keys and registration ([`config::keys`]);
 //! - [`fuzzing`]: the body of the `modbus_decode` fuzz target in `fuzz/`.
 //!
 //! One [`ModbusAdapter`] serves one `[[adapter]]` (one serial line or one TCP address) and all
@@ -30,8 +30,8 @@ use gateway_api::{Adapter, AdapterContext};
 
 pub use codec::{ByteOrder, DataType, Encoding};
 pub use config::{
-    BusSettings, DeviceSettings, Framing, ModbusDevice, ModbusField, Parity, Point, RegisterKind,
-    SerialSettings, Transport,
+    BusSettings, DeviceSettings, Framing, Modbus, ModbusDevice, ModbusField, Parity, Point,
+    RegisterKind, SerialSettings, Transport,
 };
 pub use link::exception_name;
 pub use plan::{plan, Limits, ReadRequest};

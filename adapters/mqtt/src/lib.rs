@@ -3,7 +3,7 @@
 //!
 //! Map of the crate:
 //! - [`config`]: what the adapter is told (broker, per device and field topics, pointers,
-//!   templates) and the checks the configuration loader uses;
+//!   templates) and the checks its keys go through ([`config::keys`]);
 //! - [`topic`]: topic filters, wildcard matching, reducing many filters to few subscriptions;
 //! - [`payload`]: payloads to values (JSON pointers, bare values, availability) and writes to
 //!   command messages;

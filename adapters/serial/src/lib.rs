@@ -10,7 +10,8 @@
 //! and the port is reopened with the shared [`gateway_api::Backoff`]; requests are answered
 //! meanwhile.
 //!
-//! Modules: [`config`] (validated settings), [`framer`] (bytes to bounded lines), [`parse`]
+//! Modules: [`config`] (validated settings; its keys and registration in [`config::keys`]),
+//! [`framer`] (bytes to bounded lines), [`parse`]
 //! (one pure parser per format), [`record`] (looking values up in a parsed line), [`time`]
 //! (device timestamps), [`route`] (records to readings), [`template`] (command templates),
 //! [`stats`] (counters, rate-limited warnings), `input` (the read pipeline), `session` (one

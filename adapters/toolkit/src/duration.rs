@@ -1,7 +1,7 @@
 //! Durations as written in `gateway.toml`: `"500ms"`, `"5s"`, `"1h 30m"`, `"7d"`, or `"0"`.
 //!
 //! Parsing is [`humantime`]'s, plus a bare `0` (with no unit), which reads naturally for
-//! "off" (`history = "0"`). [`format`] prints a duration back in the same spelling.
+//! "off" (`history = "0"`). [`format()`] prints a duration back in the same spelling.
 
 use std::time::Duration;
 

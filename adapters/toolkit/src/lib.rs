@@ -9,6 +9,7 @@
 //!   message`), and [`did_you_mean`];
 //! - [`entry`]: a table's keys with their spans, and typed readers (strings, numbers, integers
 //!   in a range, durations, choices, lists);
+//! - [`host_port`]: domains and `host:port` addresses;
 //! - [`files`]: secrets and CA files named by `*_file` keys, looked up as everywhere else;
 //! - [`rs485`]: the RS-485 direction keys of adapters on a serial port, and their `check` line;
 //! - [`settings`]: [`AnySettings`], parsed settings compared by value on a reload;
@@ -21,6 +22,7 @@ pub mod diagnostic;
 pub mod duration;
 pub mod entry;
 pub mod files;
+pub mod host_port;
 pub mod rs485;
 pub mod secret;
 pub mod settings;

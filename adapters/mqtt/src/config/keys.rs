@@ -11,9 +11,9 @@
 //!
 //! A fleet is one `[[device]]` with `fleet = ["kitchen", "hall", ...]` instead of `id`: it stands
 //! for one device per member, whose id is the member, and `{id}` in its topics (and `name`)
-//! is replaced by the member as written. [`expand_fleets`] does that before the devices are
+//! is replaced by the member as written. `expand_fleet` does that before the devices are
 //! validated, so every member is checked (id, JID, duplicates) like any device. Field topics and
-//! commands may use `{id}` too; [`finish_device`] fills them in once the device is known and
+//! commands may use `{id}` too; `finish_device` fills them in once the device is known and
 //! checks what needs the device and its fields together (a writable field needs a command topic,
 //! a field needs a topic to read).
 

@@ -1,38 +1,33 @@
-//! The Modbus adapters' keys (`modbus-rtu`, `modbus-tcp`): bus, device and field settings.
+//! The Modbus adapters' keys (`modbus-rtu`, `modbus-tcp`): bus, device and field settings; and
+//! their registration ([`Modbus`]).
 //!
 //! Adapter keys: RTU `port` (required), `baud` (9600), `data_bits` (8), `parity` (`none`),
-//! `stop_bits` (1), the RS-485 keys (`gateway_toolkit::rs485`); TCP `address` (required, `host:port`, port 502 by default) and `framing`
-//! (`tcp`, or `rtu` for RTU over TCP); both `timeout` (1 s) and `delay_between_requests` (0).
+//! `stop_bits` (1), the RS-485 keys (`gateway_toolkit::rs485`); TCP `address` (required,
+//! `host:port`, port 502 by default) and `framing` (`tcp`, or `rtu` for RTU over TCP); both `timeout` (1 s) and `delay_between_requests` (0).
 //! Device keys: `unit_id` (1), `poll` (1 s), `byte_order` (the fields' default, `ABCD`),
 //! `max_gap` (10), `max_registers_per_request` (125), `backoff_after` (3). Field keys:
 //! `register`, `address` (both required), `data_type`, `byte_order`, `length`, `bit`, `scale`,
 //! `offset`, `decimals`. Spellings of data types, byte orders and register kinds are the ones
-//! [`gateway_modbus`] accepts (Telegraf's and Home Assistant's included). Keys that have no
+//! this crate accepts (Telegraf's and Home Assistant's included). Keys that have no
 //! effect on a point are warned about; values that cannot work are errors at their position.
 //! [`plan_table`] renders each device's request plan for `check`.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use gateway_api::FieldType;
-use gateway_modbus::config::{
+use gateway_api::{AdapterContext, FieldType};
+use gateway_toolkit::host_port::parse_host_port;
+use gateway_toolkit::{
+    duration, list_names, AdapterCx, AdapterSlice, AdapterTask, AdapterType, AnySettings,
+    ConfigParser, DeviceCx, Entry, FieldCx, Keys, ParsedField, Report, Span, Spanned, StartEnv,
+};
+
+use super::{
+    BusSettings, DeviceSettings, Framing, Parity, Point, RegisterKind, SerialSettings, Transport,
     DEFAULT_BACKOFF_AFTER, DEFAULT_BAUD, DEFAULT_MAX_GAP, DEFAULT_POLL, DEFAULT_TCP_PORT,
     DEFAULT_TIMEOUT, DEFAULT_UNIT, MAX_REGISTERS,
 };
-use gateway_modbus::{
-    BusSettings, ByteOrder, DataType, DeviceSettings, Encoding, Framing, ModbusAdapter,
-    ModbusDevice, ModbusField, Parity, Point, RegisterKind, SerialSettings, Transport,
-};
-
-use super::jid::parse_host_port;
-use super::model::{AdapterKind, Config, DeviceBinding, FieldBinding};
-use super::raw::{Entry, Spanned};
-use gateway_toolkit::{duration, list_names, Report, Span};
-
-/// Whether `type = name` is one of ours.
-pub(super) fn is_modbus(name: &str) -> bool {
-    matches!(name, "modbus-rtu" | "modbus-tcp")
-}
+use crate::{ByteOrder, DataType, Encoding, ModbusAdapter, ModbusDevice, ModbusField};
 
 /// A duration key that may be zero only if `zero_ok`.
 fn duration(e: &Entry<'_>, rep: &mut Report<'_>, zero_ok: bool) -> Option<Duration> {
@@ -46,12 +41,12 @@ fn duration(e: &Entry<'_>, rep: &mut Report<'_>, zero_ok: bool) -> Option<Durati
 
 /// Builds a Modbus `[[adapter]]`'s settings from its own keys. `header` is the adapter's
 /// header, for a missing required key.
-pub(super) fn adapter(
+fn adapter(
     type_name: &str,
     own: &[Entry<'_>],
     header: &Span,
     rep: &mut Report<'_>,
-) -> Option<AdapterKind> {
+) -> Option<BusSettings> {
     let mut ok = true;
     let mut timeout = DEFAULT_TIMEOUT;
     let mut delay = Duration::ZERO;
@@ -173,19 +168,19 @@ pub(super) fn adapter(
         };
         Transport::Tcp { address, framing }
     };
-    ok.then_some(AdapterKind::Modbus(BusSettings {
+    ok.then_some(BusSettings {
         transport,
         timeout,
         delay_between_requests: delay,
-    }))
+    })
 }
 
 /// A Modbus device's settings, and its fields' default byte order.
-pub(super) fn device(
+fn device(
     type_name: &str,
     own: &[Entry<'_>],
     rep: &mut Report<'_>,
-) -> Option<(DeviceBinding, ByteOrder)> {
+) -> Option<(DeviceSettings, ByteOrder)> {
     let mut ok = true;
     let mut s = DeviceSettings {
         unit: DEFAULT_UNIT,
@@ -225,27 +220,24 @@ pub(super) fn device(
         };
         ok &= parsed;
     }
-    ok.then_some((DeviceBinding::Modbus(s), order))
+    ok.then_some((s, order))
 }
 
 /// The first device seen at each (adapter, unit id): one bus address is one physical device.
-pub(super) type UnitsSeen = HashMap<(String, u8), (String, Span)>;
+type UnitsSeen = HashMap<(String, u8), (String, Span)>;
 
 /// Warns when a device takes a unit id another device on the same adapter already has: both
 /// read one physical device. A warning, not an error: splitting one meter's registers into two
 /// XMPP devices is legitimate; two meters left at the factory address 1 is the usual mistake.
-pub(super) fn shared_unit(
+fn shared_unit(
     seen: &mut UnitsSeen,
     adapter: &str,
-    binding: &DeviceBinding,
+    settings: &DeviceSettings,
     own: &[Entry<'_>],
     header: &Span,
     label: &str,
     rep: &mut Report<'_>,
 ) {
-    let DeviceBinding::Modbus(settings) = binding else {
-        return;
-    };
     let span = own
         .iter()
         .find(|e| e.key == "unit_id")
@@ -272,13 +264,13 @@ pub(super) fn shared_unit(
 }
 
 /// A device's Modbus fields seen so far: their point, label and header.
-pub(super) type PointsSeen = Vec<(Point, String, Span)>;
+type PointsSeen = Vec<(Point, String, Span)>;
 
 /// Warns when a field reads registers another field of the device already reads: usually an
 /// address copied wrong from a datasheet (a `float32` takes two registers). Fields that take
 /// single bits of a register (`bit`), and bit registers, may share on purpose and are left
 /// alone. A warning: two views of one register (raw and scaled) are legitimate.
-pub(super) fn overlapping_registers(
+fn overlapping_registers(
     seen: &mut PointsSeen,
     point: &Point,
     header: &Span,
@@ -309,29 +301,29 @@ pub(super) fn overlapping_registers(
 }
 
 /// What a Modbus field needs from its device and its common keys.
-pub(super) struct FieldContext<'a> {
+struct FieldContext<'a> {
     /// The field's `type`, if written.
-    pub written_type: Option<&'a Spanned<String>>,
+    written_type: Option<&'a Spanned<String>>,
     /// The field's type (written or the default).
-    pub kind: FieldType,
-    pub writable: Option<&'a Spanned<bool>>,
+    kind: FieldType,
+    writable: Option<&'a Spanned<bool>>,
     /// The device's default byte order.
-    pub order: ByteOrder,
+    order: ByteOrder,
     /// The device's `max_registers_per_request`.
-    pub max_registers: u16,
+    max_registers: u16,
     /// The field's header, for a missing key.
-    pub header: &'a Span,
+    header: &'a Span,
     /// "field `x` of device `y`", for messages.
-    pub label: &'a str,
+    label: &'a str,
 }
 
 /// A Modbus field's point, and the field type it implies when `type` is not written
 /// (`boolean` for bits, `string` for strings).
-pub(super) fn field(
+fn field(
     own: &[Entry<'_>],
     cx: &FieldContext<'_>,
     rep: &mut Report<'_>,
-) -> Option<(FieldBinding, Option<FieldType>)> {
+) -> Option<(Point, Option<FieldType>)> {
     let mut ok = true;
     let mut register: Option<(RegisterKind, Span)> = None;
     let mut address: Option<(u16, Span)> = None;
@@ -543,7 +535,7 @@ pub(super) fn field(
         DataType::String => Some(FieldType::String),
         _ => None,
     };
-    Some((FieldBinding::Modbus(point), implied))
+    Some((point, implied))
 }
 
 /// Datasheets number registers from 1 with the kind as a leading digit: 30001 is the first
@@ -583,42 +575,26 @@ fn datasheet_number(
     }
 }
 
-/// The Modbus adapter for `config.adapters[index]`, with its devices.
-pub(crate) fn build_adapter(config: &Config, index: usize) -> Option<ModbusAdapter> {
-    let adapter = config.adapters.get(index)?;
-    let AdapterKind::Modbus(settings) = &adapter.kind else {
-        return None;
-    };
-    Some(ModbusAdapter::new(
-        &adapter.id,
-        settings.clone(),
-        devices_of(config, index),
-    ))
-}
-
-fn devices_of(config: &Config, index: usize) -> Vec<ModbusDevice> {
-    config
+/// The Modbus devices of an adapter's slice of the configuration.
+fn devices_of(adapter: &AdapterSlice<'_>) -> Vec<ModbusDevice> {
+    adapter
         .devices
         .iter()
-        .filter(|d| d.adapter_index == index)
         .filter_map(|d| {
-            let DeviceBinding::Modbus(settings) = &d.binding else {
-                return None;
-            };
+            let settings = d.settings.get::<DeviceSettings>()?.clone();
             let fields = d
                 .fields
                 .iter()
-                .filter_map(|f| match &f.binding {
-                    FieldBinding::Modbus(point) => Some(ModbusField {
+                .filter_map(|f| {
+                    Some(ModbusField {
                         spec: f.spec.clone(),
-                        point: point.clone(),
-                    }),
-                    _ => None,
+                        point: f.settings.get::<Point>()?.clone(),
+                    })
                 })
                 .collect();
             Some(ModbusDevice {
                 id: d.id.clone(),
-                settings: settings.clone(),
+                settings,
                 fields,
             })
         })
@@ -634,13 +610,10 @@ fn devices_of(config: &Config, index: usize) -> Vec<ModbusDevice> {
 /// ```
 ///
 /// Empty when no device is on a Modbus adapter.
-pub fn plan_table(config: &Config) -> String {
+pub fn plan_table(adapters: &[AdapterSlice<'_>]) -> String {
     let mut rows: Vec<[String; 5]> = Vec::new();
-    for (index, adapter) in config.adapters.iter().enumerate() {
-        if !matches!(adapter.kind, AdapterKind::Modbus(_)) {
-            continue;
-        }
-        for device in devices_of(config, index) {
+    for adapter in adapters {
+        for device in devices_of(adapter) {
             let plan = ModbusAdapter::request_plan(&device);
             let head = [
                 device.id.to_string(),
@@ -688,343 +661,166 @@ pub fn plan_table(config: &Config) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::validate::tests::{errors, ok, warnings};
-    use crate::config::{device_table, XmppConfig};
+/// The Modbus adapter types, registered in the gateway as `modbus-tcp` and `modbus-rtu`.
+pub struct Modbus;
 
-    const HEAD: &str = "[xmpp]\ndomain = \"sensors.example.org\"\nsecret = \"s\"\n\
-        [[adapter]]\nid = \"rs485\"\ntype = \"modbus-rtu\"\nport = \"/dev/ttyUSB0\"\n\
-        [[adapter]]\nid = \"plc\"\ntype = \"modbus-tcp\"\naddress = \"127.0.0.1:5020\"\n";
-    // Lines 1-11 are HEAD; a test's own text starts on line 12.
+const DEVICE_KEYS: &[&str] = &[
+    "unit_id",
+    "poll",
+    "byte_order",
+    "max_gap",
+    "max_registers_per_request",
+    "backoff_after",
+];
 
-    fn with(rest: &str) -> String {
-        format!("{HEAD}{rest}")
+const FIELD_KEYS: &[&str] = &[
+    "register",
+    "address",
+    "data_type",
+    "byte_order",
+    "length",
+    "scale",
+    "offset",
+    "bit",
+    "decimals",
+];
+
+impl AdapterType for Modbus {
+    fn names(&self) -> &'static [&'static str] {
+        &["modbus-tcp", "modbus-rtu"]
     }
 
-    /// The warnings, without the ones about HEAD's inline secret and its RTU port (which this
-    /// machine does not have).
-    fn own_warnings(loaded: &crate::config::Loaded) -> Vec<String> {
-        warnings(loaded)
-            .into_iter()
-            .filter(|w| !w.contains("inline `secret`") && !w.contains("does not exist"))
-            .collect()
-    }
-
-    fn point(src: &str) -> Point {
-        let loaded = ok(&with(src));
-        let FieldBinding::Modbus(p) = &loaded.config.devices[0].fields[0].binding else {
-            panic!("a modbus field");
-        };
-        p.clone()
-    }
-
-    #[test]
-    fn adapters_with_defaults_and_every_key() {
-        let loaded = ok(HEAD);
-        let AdapterKind::Modbus(rtu) = &loaded.config.adapters[0].kind else {
-            panic!("modbus")
-        };
-        assert_eq!(
-            rtu.transport,
-            Transport::Rtu(SerialSettings {
-                port: "/dev/ttyUSB0".into(),
-                baud: 9600,
-                data_bits: 8,
-                parity: Parity::None,
-                stop_bits: 1,
-                rs485: None
-            })
-        );
-        assert_eq!(rtu.timeout, Duration::from_secs(1));
-        assert_eq!(loaded.config.adapters[0].kind.type_name(), "modbus-rtu");
-        assert_eq!(loaded.config.adapters[1].kind.type_name(), "modbus-tcp");
-
-        let src = "[xmpp]\ndomain = \"s.example.org\"\nsecret = \"s\"\n\
-            [[adapter]]\nid = \"a\"\ntype = \"modbus-rtu\"\nport = \"/dev/ttyAMA0\"\nbaud = 19200\n\
-            data_bits = 7\nparity = \"Even\"\nstop_bits = 2\ntimeout = \"250ms\"\ndelay_between_requests = \"20ms\"\n\
-            [[adapter]]\nid = \"b\"\ntype = \"modbus-tcp\"\naddress = \"plc.local\"\nframing = \"rtu\"\n";
-        let loaded = ok(src);
-        let AdapterKind::Modbus(a) = &loaded.config.adapters[0].kind else {
-            panic!()
-        };
-        assert_eq!(
-            a.transport,
-            Transport::Rtu(SerialSettings {
-                port: "/dev/ttyAMA0".into(),
-                baud: 19200,
-                data_bits: 7,
-                parity: Parity::Even,
-                stop_bits: 2,
-                rs485: None
-            })
-        );
-        assert_eq!(a.timeout, Duration::from_millis(250));
-        assert_eq!(a.delay_between_requests, Duration::from_millis(20));
-        let AdapterKind::Modbus(b) = &loaded.config.adapters[1].kind else {
-            panic!()
-        };
-        assert_eq!(
-            b.transport,
-            Transport::Tcp {
-                address: "plc.local:502".into(),
-                framing: Framing::Rtu
-            }
-        );
-        assert!(matches!(loaded.config.xmpp, XmppConfig::Component(_)));
-    }
-
-    #[test]
-    fn adapter_errors() {
-        let e = errors("[xmpp]\ndomain = \"s.example.org\"\nsecret = \"s\"\n[[adapter]]\nid = \"a\"\ntype = \"modbus-rtu\"\nbaud = 9601.5\nparity = \"evn\"\nstop_bits = 3\ntimeout = \"0s\"\n[[adapter]]\nid = \"b\"\ntype = \"modbus-tcp\"\n[[adapter]]\nid = \"c\"\ntype = \"modbus-tcp\"\naddress = \"host:port\"\nport = \"/dev/x\"\n");
-        assert_eq!(
-            e,
-            [
-                "7:8: `baud` must be an integer from 50 to 4000000",
-                "8:10: unknown `parity` `evn`; did you mean `even`? (use `none`, `even` and `odd`)",
-                "9:13: `stop_bits` must be an integer from 1 to 2",
-                "10:11: `timeout` must be longer than zero",
-                "11:1: a `modbus-tcp` adapter needs `address`, e.g. `address = \"192.168.1.20:502\"`",
-                "17:11: `address` `host:port` is not `host:port` (e.g. \"192.168.1.20:502\"): `port` is not a port number (1 to 65535)",
-                "18:1: `port` is a key of `modbus-rtu` and `serial` adapters, but this adapter's type is `modbus-tcp`",
+    fn keys(&self, type_name: &str) -> Keys {
+        let adapter: &'static [&'static str] = if type_name == "modbus-rtu" {
+            &[
+                "port",
+                "baud",
+                "data_bits",
+                "parity",
+                "stop_bits",
+                "rs485",
+                "rts_on_send",
+                "rts_after_send",
+                "delay_before_send",
+                "delay_after_send",
+                "timeout",
+                "delay_between_requests",
             ]
-        );
-        let e = errors("[xmpp]\ndomain = \"s.example.org\"\nsecret = \"s\"\n[[adapter]]\nid = \"a\"\ntype = \"modbus-rtu\"\n");
-        assert_eq!(
-            e,
-            ["4:1: a `modbus-rtu` adapter needs `port`, e.g. `port = \"/dev/ttyUSB0\"`"]
-        );
+        } else {
+            &["address", "timeout", "delay_between_requests", "framing"]
+        };
+        Keys {
+            adapter,
+            device: DEVICE_KEYS,
+            field: FIELD_KEYS,
+        }
     }
 
-    #[test]
-    fn devices_and_fields_with_defaults() {
-        let src = with(
-            "[[device]]\nid = \"meter\"\nadapter = \"rs485\"\n\
-             [[device.field]]\nname = \"v\"\nregister = \"holding\"\naddress = 3\n\
-             [[device.field]]\nname = \"relay\"\nregister = \"coil\"\naddress = 0\nwritable = true\n\
-             [[device.field]]\nname = \"serial\"\nregister = \"input\"\naddress = 10\ndata_type = \"STRING\"\nlength = 4\n",
-        );
-        let loaded = ok(&src);
-        let d = &loaded.config.devices[0];
-        let DeviceBinding::Modbus(s) = &d.binding else {
-            panic!()
-        };
-        assert_eq!(*s, DeviceSettings::default());
-        let FieldBinding::Modbus(v) = &d.fields[0].binding else {
-            panic!()
-        };
-        assert_eq!(v.encoding, Encoding::plain(DataType::Int16));
-        assert_eq!(d.fields[0].spec.kind, FieldType::Numeric);
-        // Bits and strings get the matching field type unless `type` says otherwise.
-        assert_eq!(d.fields[1].spec.kind, FieldType::Boolean);
-        assert!(d.fields[1].spec.writable);
-        assert_eq!(d.fields[2].spec.kind, FieldType::String);
-        let FieldBinding::Modbus(serial) = &d.fields[2].binding else {
-            panic!()
-        };
-        assert_eq!(serial.encoding.length, 4);
-        assert!(own_warnings(&loaded).is_empty(), "{:?}", warnings(&loaded));
+    fn parser(&self) -> Box<dyn ConfigParser> {
+        Box::new(Parser::default())
     }
 
-    #[test]
-    fn every_device_and_field_key() {
-        let src = with(
-            "[[device]]\nid = \"m\"\nadapter = \"plc\"\nunit_id = 0\npoll = \"250ms\"\nbyte_order = \"word\"\n\
-             max_gap = 0\nmax_registers_per_request = 60\nbackoff_after = 5\n\
-             [[device.field]]\nname = \"p\"\nregister = \"holding_register\"\naddress = 65534\n\
-             data_type = \"FLOAT32-IEEE\"\nscale = -0.5\noffset = 2\ndecimals = 1\n\
-             [[device.field]]\nname = \"q\"\nregister = \"input\"\naddress = 7\ndata_type = \"int32\"\nbyte_order = \"ABCD\"\n\
-             [[device.field]]\nname = \"b\"\nregister = \"holding\"\naddress = 7\nbit = 15\nwritable = true\n",
-        );
-        let loaded = ok(&src);
-        let d = &loaded.config.devices[0];
-        let DeviceBinding::Modbus(s) = &d.binding else {
-            panic!()
+    fn check_summary(&self, adapter: &AdapterSlice<'_>) -> String {
+        let Some(Transport::Rtu(c)) = adapter.settings.get::<BusSettings>().map(|b| &b.transport)
+        else {
+            return String::new();
         };
-        assert_eq!(
-            *s,
-            DeviceSettings {
-                unit: 0,
-                poll: Duration::from_millis(250),
-                max_gap: 0,
-                max_registers_per_request: 60,
-                backoff_after: 5
-            }
-        );
-        let p = |i: usize| match &d.fields[i].binding {
-            FieldBinding::Modbus(p) => p.clone(),
-            _ => panic!(),
+        let parity = match c.parity {
+            Parity::None => 'N',
+            Parity::Even => 'E',
+            Parity::Odd => 'O',
         };
-        assert_eq!(
-            p(0),
-            Point {
-                kind: RegisterKind::Holding,
-                address: 65534,
-                encoding: Encoding {
-                    data_type: DataType::Float32,
-                    byte_order: ByteOrder::Cdab,
-                    length: 1,
-                    bit: None,
-                    scale: -0.5,
-                    offset: 2.0,
-                    decimals: Some(1)
-                }
-            }
-        );
-        assert_eq!(p(1).encoding.byte_order, ByteOrder::Abcd);
-        assert_eq!(p(2).encoding.bit, Some(15));
-        assert_eq!(p(2).encoding.data_type, DataType::Bool);
-        assert_eq!(d.fields[2].spec.kind, FieldType::Boolean);
-        assert_eq!(
-            point("[[device]]\nid = \"m\"\nadapter = \"plc\"\n[[device.field]]\nname = \"x\"\nregister = \"discrete_input\"\naddress = 1\n").kind,
-            RegisterKind::Discrete
-        );
+        gateway_toolkit::rs485::port_line(
+            adapter.id,
+            &c.port,
+            c.baud,
+            (c.data_bits, parity, c.stop_bits),
+            c.rs485,
+        )
     }
 
-    #[test]
-    fn field_errors_name_the_key() {
-        let dev = "[[device]]\nid = \"m\"\nadapter = \"rs485\"\n";
-        // Lines: 12 [[device]], 13 id, 14 adapter, 15 [[device.field]], 16 name, 17.. keys.
-        let errs = |field: &str| {
-            errors(&with(&format!(
-                "{dev}[[device.field]]\nname = \"f\"\n{field}"
-            )))
+    fn check_lines(&self, adapters: &[AdapterSlice<'_>]) -> String {
+        plan_table(adapters)
+    }
+
+    fn start(
+        &self,
+        adapter: AdapterSlice<'_>,
+        env: &StartEnv<'_>,
+        ctx: AdapterContext,
+    ) -> AdapterTask {
+        use gateway_api::Adapter;
+        let Some(settings) = adapter.settings.get::<BusSettings>() else {
+            // The gateway starts an adapter only with the settings this type's parser made.
+            tracing::error!(adapter = %adapter.id, "Modbus adapter started without its settings");
+            return Box::pin(async {});
         };
-        assert_eq!(
-            errs("address = 1\n"),
-            ["15:1: field `f` of device `m` needs `register` (`coil`, `discrete`, `holding` and `input`)"]
-        );
-        assert_eq!(
-            errs("register = \"holding\"\n"),
-            ["15:1: field `f` of device `m` needs `address`, the 0-based number of its first register"]
-        );
-        assert_eq!(
-            errs("register = \"holdng\"\naddress = 1\n"),
-            ["17:12: unknown `register` `holdng`; did you mean `holding`? (use `coil`, `discrete`, `holding` and `input`)"]
-        );
-        assert_eq!(
-            errs("register = \"holding\"\naddress = 70000\n"),
-            ["18:11: `address` must be an integer from 0 to 65535"]
-        );
-        assert_eq!(
-            errs("register = \"holding\"\naddress = 1\ndata_type = \"float16\"\n"),
-            ["19:13: unknown `data_type` `float16`; did you mean `float64`? (use `bool`, `int16`, `uint16`, `int32`, `uint32`, `int64`, `uint64`, `float32`, `float64` and `string`)"]
-        );
-        assert_eq!(
-            errs("register = \"holding\"\naddress = 1\nbyte_order = \"ACBD\"\n"),
-            ["19:14: unknown `byte_order` `ACBD`; did you mean `ABCD`? (use `ABCD`, `DCBA`, `BADC` and `CDAB`)"]
-        );
-        assert_eq!(
-            errs("register = \"input\"\naddress = 1\nwritable = true\n"),
-            ["19:12: field `f` of device `m` is an input, which Modbus cannot write; use a coil or a holding register, or drop `writable`"]
-        );
-        assert_eq!(
-            errs("register = \"coil\"\naddress = 1\ndata_type = \"int16\"\n"),
-            ["19:13: a coil is a single bit: `data_type` must be `bool`, not `int16`"]
-        );
-        assert_eq!(
-            errs("register = \"holding\"\naddress = 1\ndata_type = \"string\"\n"),
-            ["19:13: field `f` of device `m` is a string: give its `length` in registers (2 characters each)"]
-        );
-        assert_eq!(
-            errs("type = \"numeric\"\nregister = \"holding\"\naddress = 1\ndata_type = \"string\"\nlength = 2\n"),
-            ["17:8: field `f` of device `m` has `data_type = \"string\"`, so its `type` must be `string`"]
-        );
-        assert_eq!(
-            errs("register = \"holding\"\naddress = 1\nbit = 16\n"),
-            ["19:7: `bit` must be an integer from 0 to 15"]
-        );
-        assert_eq!(
-            errs("register = \"holding\"\naddress = 1\nbit = 3\ndata_type = \"int16\"\n"),
-            ["20:13: with `bit` the field is one bit: `data_type` must be `bool`, not `int16`"]
-        );
-        assert_eq!(
-            errs("register = \"holding\"\naddress = 1\nscale = 0\n"),
-            ["19:9: `scale` must not be zero (writes divide by it)"]
-        );
-        assert_eq!(
-            errs("register = \"holding\"\naddress = 65535\ndata_type = \"uint32\"\n"),
-            ["17:12: field `f` of device `m` starts at 65535 and takes 2 registers: past the last address, 65535"]
-        );
-        assert_eq!(
-            errs("register = \"holding\"\naddress = 1\nvalue = 3\n"),
-            ["19:1: `value` is a key of `simulated` fields, but field `f` of device `m` uses adapter `rs485` of type `modbus-rtu`"]
-        );
-        // Unit ids: RTU 1-247.
-        let e = errors(&with("[[device]]\nid = \"m\"\nadapter = \"rs485\"\nunit_id = 0\nmax_registers_per_request = 126\n"));
-        assert_eq!(
-            e,
-            [
-                "15:11: `unit_id` must be an integer from 1 to 247",
-                "16:29: `max_registers_per_request` must be an integer from 1 to 125",
-            ]
-        );
-        let e = errors(&with("[[device]]\nid = \"m\"\nadapter = \"rs485\"\nmax_registers_per_request = 3\n[[device.field]]\nname = \"f\"\nregister = \"holding\"\naddress = 0\ndata_type = \"int64\"\n"));
-        assert_eq!(
-            e,
-            ["18:12: field `f` of device `m` takes 4 registers, more than one request may read (`max_registers_per_request` = 3)"]
-        );
+        let bus = ModbusAdapter::new(adapter.id, settings.clone(), devices_of(&adapter));
+        (env.metrics)(bus.stats());
+        Box::pin(bus.run(ctx))
+    }
+}
+
+/// What the parser remembers during one load.
+struct Parser {
+    /// Unit ids taken on each adapter, for the shared-unit warning.
+    units: UnitsSeen,
+    /// The current device's default byte order and `max_registers_per_request`, for its
+    /// fields (the defaults when the device's keys had errors).
+    defaults: (ByteOrder, u16),
+    /// The current device's fields' points, for the overlap warning.
+    points: PointsSeen,
+}
+
+impl Default for Parser {
+    fn default() -> Self {
+        Parser {
+            units: UnitsSeen::new(),
+            defaults: (ByteOrder::Abcd, MAX_REGISTERS),
+            points: PointsSeen::new(),
+        }
+    }
+}
+
+impl ConfigParser for Parser {
+    fn adapter(&mut self, mut cx: AdapterCx<'_>, rep: &mut Report<'_>) -> Option<AnySettings> {
+        let settings = adapter(cx.type_name, cx.own, cx.header, rep);
+        cx.claim_port(rep);
+        settings.map(AnySettings::new)
     }
 
-    #[test]
-    fn keys_without_effect_are_warned_about() {
-        let loaded = ok(&with(
-            "[[device]]\nid = \"m\"\nadapter = \"rs485\"\n[[device.field]]\nname = \"f\"\nregister = \"coil\"\naddress = 1\nscale = 2\n\
-             [[device.field]]\nname = \"g\"\nregister = \"holding\"\naddress = 1\nlength = 3\n",
-        ));
-        assert_eq!(
-            own_warnings(&loaded),
-            [
-                "19:1: `scale` has no effect on a coil",
-                "24:1: `length` has no effect unless `data_type = \"string\"`",
-            ]
+    fn device(&mut self, cx: DeviceCx<'_>, rep: &mut Report<'_>) -> Option<AnySettings> {
+        self.defaults = (ByteOrder::Abcd, MAX_REGISTERS);
+        self.points.clear();
+        let (settings, order) = device(cx.type_name, cx.own, rep)?;
+        self.defaults = (order, settings.max_registers_per_request);
+        shared_unit(
+            &mut self.units,
+            cx.adapter_id,
+            &settings,
+            cx.own,
+            cx.header,
+            cx.label,
+            rep,
         );
+        Some(AnySettings::new(settings))
     }
 
-    #[test]
-    fn the_example_configuration_section_is_valid() {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/gateway.example.toml");
-        let example = std::fs::read_to_string(&path).expect("deploy/gateway.example.toml");
-        let loaded = ok(&example);
-        // Files and ports of a real installation are absent here; nothing else may be off.
-        let warnings: Vec<String> = own_warnings(&loaded)
-            .into_iter()
-            .filter(|w| !w.contains("does not exist"))
-            .collect();
-        assert!(warnings.is_empty(), "{warnings:?}");
-        let modbus = loaded
-            .config
-            .devices
-            .iter()
-            .filter(|d| matches!(d.binding, DeviceBinding::Modbus(_)))
-            .count();
-        assert!(modbus >= 2);
-        assert!(device_table(&loaded.config).contains("input start 0 count 12"));
-    }
-
-    #[test]
-    fn check_prints_the_request_plan() {
-        let loaded = ok(&with(
-            "[[device]]\nid = \"meter\"\nadapter = \"rs485\"\npoll = \"2s\"\nunit_id = 3\n\
-             [[device.field]]\nname = \"a\"\nregister = \"holding\"\naddress = 0\ndata_type = \"float32\"\n\
-             [[device.field]]\nname = \"b\"\nregister = \"holding\"\naddress = 10\ndata_type = \"uint64\"\n\
-             [[device.field]]\nname = \"c\"\nregister = \"input\"\naddress = 100\ndata_type = \"int32\"\n\
-             [[device]]\nid = \"plc\"\nadapter = \"plc\"\n\
-             [[device.field]]\nname = \"on\"\nregister = \"coil\"\naddress = 4\n",
-        ));
-        let table = device_table(&loaded.config);
-        assert!(
-            table.ends_with(
-                "\n\
-MODBUS DEVICE  UNIT  ADAPTER  POLL  REQUEST
-meter          3     rs485    2s    holding start 0 count 14
-                                    input start 100 count 2
-plc            1     plc      1s    coil start 4 count 1
-"
-            ),
-            "{table}"
-        );
+    fn field(&mut self, cx: FieldCx<'_>, rep: &mut Report<'_>) -> Option<ParsedField> {
+        let fc = FieldContext {
+            written_type: cx.written_type,
+            kind: cx.kind,
+            writable: cx.writable,
+            order: self.defaults.0,
+            max_registers: self.defaults.1,
+            header: cx.header,
+            label: cx.label,
+        };
+        let (point, implied) = field(cx.own, &fc, rep)?;
+        overlapping_registers(&mut self.points, &point, cx.header, cx.label, rep);
+        Some(ParsedField {
+            settings: AnySettings::new(point),
+            implied_type: implied,
+        })
     }
 }

@@ -1,5 +1,5 @@
 //! What one Modbus bus, its devices and their points need: the adapter's own configuration
-//! types, already validated by the gateway's loader (so the adapter never re-checks them).
+//! types, already validated by [`keys`] (so the adapter never re-checks them).
 
 use std::fmt;
 use std::time::Duration;
@@ -9,7 +9,10 @@ use gateway_api::{DeviceId, FieldSpec};
 
 use crate::codec::Encoding;
 
-/// Defaults, shared with the configuration loader and the README.
+pub mod keys;
+pub use keys::Modbus;
+
+/// Defaults, shared with the keys ([`keys`]) and the README.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_POLL: Duration = Duration::from_secs(1);
 pub const DEFAULT_BAUD: u32 = 9600;
