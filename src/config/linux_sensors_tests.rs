@@ -6,7 +6,6 @@ use std::time::Duration;
 use gateway_linux_sensors::config::{AdapterSettings, DeviceSettings, FieldSettings};
 use gateway_linux_sensors::Source;
 
-use crate::config::model::{AdapterKind, DeviceBinding, FieldBinding};
 use crate::config::validate::tests::{errors, ok, warnings};
 
 /// A component head and a `linux-sensors` adapter reading `root`; the lines after it start at
@@ -40,34 +39,29 @@ fn keys_parse_with_their_defaults() {
         .filter(|w| !w.contains("secret"))
         .collect();
     assert_eq!(warned, Vec::<String>::new());
-    let AdapterKind::Registered {
-        type_name,
-        settings,
-    } = &loaded.config.adapters[0].kind
-    else {
-        panic!("a registered type");
-    };
-    assert_eq!(*type_name, "linux-sensors");
-    assert_eq!(
-        settings
+    let adapter = &loaded.config.adapters[0];
+    assert_eq!(adapter.type_name, "linux-sensors");
+    let adapter_settings = |a: &crate::config::AdapterConfig| {
+        a.settings
             .get::<AdapterSettings>()
             .expect("its settings")
-            .sysfs_root,
-        dir.path()
-    );
-    let device = &loaded.config.devices[0];
-    let DeviceBinding::Registered(d) = &device.binding else {
-        panic!("registered")
+            .clone()
     };
-    assert_eq!(
-        d.get::<DeviceSettings>().expect("device settings").poll,
-        Duration::from_secs(10)
-    );
+    assert_eq!(adapter_settings(adapter).sysfs_root, dir.path());
+    let poll = |d: &crate::config::DeviceConfig| {
+        d.settings
+            .get::<DeviceSettings>()
+            .expect("device settings")
+            .poll
+    };
+    let device = &loaded.config.devices[0];
+    assert_eq!(poll(device), Duration::from_secs(10));
     let field = |i: usize| {
-        let FieldBinding::Registered(f) = &device.fields[i].binding else {
-            panic!("registered")
-        };
-        f.get::<FieldSettings>().expect("field settings").clone()
+        device.fields[i]
+            .settings
+            .get::<FieldSettings>()
+            .expect("field settings")
+            .clone()
     };
     let w1: Source = "w1:28-0000075a2a2b".parse().expect("source");
     assert_eq!(
@@ -94,23 +88,11 @@ fn keys_parse_with_their_defaults() {
          [[device]]\nid = \"d\"\nadapter = \"pi\"\npoll = \"1m\"\n\
          [[device.field]]\nname = \"cpu\"\nsource = \"thermal:cpu-thermal\"\n",
     );
-    let AdapterKind::Registered { settings, .. } = &loaded.config.adapters[0].kind else {
-        panic!("a registered type");
-    };
     assert_eq!(
-        settings
-            .get::<AdapterSettings>()
-            .expect("its settings")
-            .sysfs_root,
+        adapter_settings(&loaded.config.adapters[0]).sysfs_root,
         std::path::Path::new("/sys")
     );
-    let DeviceBinding::Registered(d) = &loaded.config.devices[0].binding else {
-        panic!("registered")
-    };
-    assert_eq!(
-        d.get::<DeviceSettings>().expect("device settings").poll,
-        Duration::from_secs(60)
-    );
+    assert_eq!(poll(&loaded.config.devices[0]), Duration::from_secs(60));
 
     // Faster than the adapter polls: said so, not refused.
     let loaded = ok(&config(
