@@ -14,6 +14,7 @@ pub static TYPES: &[&dyn AdapterType] = &[
     &gateway_modbus::Modbus,
     &gateway_serial::Serial,
     &gateway_simulated::Simulated,
+    &gateway_linux_sensors::LinuxSensors,
 ];
 
 /// The registered type answering to `type = "name"`, with the name as it is spelled there.

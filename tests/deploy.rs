@@ -252,7 +252,7 @@ fn the_debian_package_metadata_names_existing_files() {
         doc("examples/gateway.example.toml"),
         doc("deploy/raspberry-pi.md"),
     ];
-    for adapter in ["mqtt", "modbus", "serial", "simulated"] {
+    for adapter in ["mqtt", "modbus", "serial", "simulated", "linux-sensors"] {
         wanted.push(doc(&format!("adapters/{adapter}/README.md")));
     }
     for page in asset_files("docs/*.md") {

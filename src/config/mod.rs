@@ -16,6 +16,8 @@
 mod alert;
 mod jid;
 #[cfg(test)]
+mod linux_sensors_tests;
+#[cfg(test)]
 mod modbus_tests;
 pub mod model;
 #[cfg(test)]

@@ -2035,7 +2035,7 @@ adapter = "sim"
         assert_eq!(
             errors(src),
             [
-                "11:8: unknown adapter type `modbus`; did you mean `modbus-tcp`? (types: mqtt, modbus-tcp, modbus-rtu, serial, simulated)",
+                "11:8: unknown adapter type `modbus`; did you mean `modbus-tcp`? (types: mqtt, modbus-tcp, modbus-rtu, serial, simulated, linux-sensors)",
                 "12:1: a `modbus-rtu` adapter needs `port`, e.g. `port = \"/dev/ttyUSB0\"`",
                 "15:1: `url` is a key of `mqtt` adapters, but this adapter's type is `modbus-rtu`",
             ]

@@ -358,6 +358,40 @@ impl TestClient {
             .await;
     }
 
+    /// Subscribes to `jid` and waits for the approval.
+    pub async fn subscribe_approved(&mut self, jid: impl IntoJid) {
+        let jid = jid.into_jid();
+        self.subscribe(&jid).await;
+        self.recv_presence_from(&jid, PresenceType::Subscribed, TIMEOUT)
+            .await
+            .unwrap_or_else(|| panic!("subscription to {jid} approved"));
+    }
+
+    /// Waits for a presence from `jid` (a bare JID matches any resource) of type `type_` whose
+    /// status contains `needle`, and returns the status.
+    pub async fn wait_status(
+        &mut self,
+        jid: impl IntoJid,
+        type_: PresenceType,
+        needle: &str,
+    ) -> String {
+        let jid = jid.into_jid();
+        let p = self
+            .recv_presence(TIMEOUT, |p| {
+                p.type_ == type_
+                    && p.from.as_ref().is_some_and(|f| jid_matches(&jid, f))
+                    && presence_status(p).is_some_and(|s| s.contains(needle))
+            })
+            .await;
+        match p {
+            Some(p) => presence_status(&p).unwrap_or_default(),
+            None => panic!(
+                "no {type_:?} presence of {jid} with {needle:?}; buffered: {}",
+                self.dump_buffer()
+            ),
+        }
+    }
+
     /// IQ get to `to`: the reply's payload, or its error.
     /// Panics if no reply with the same id from `to` arrives within [`TIMEOUT`].
     pub async fn iq_get(

@@ -18,6 +18,7 @@
 //! * [`mqtt_rig`]: Prosody, Mosquitto and a gateway connected to both, for MQTT tests.
 //! * [`modbus`]: the pymodbus simulator with its request log.
 //! * [`pty`]: a `socat` pty pair that can be unplugged and plugged in again.
+//! * [`readout`]: an XEP-0323 momentary readout, flattened to its fields.
 //! * [`stranger`]: a user who writes raw XML (hostile input) and collects the answers by id.
 //!
 //! Every wait here has a deadline ([`TIMEOUT`] unless a test says otherwise); nothing sleeps to wait
@@ -38,6 +39,7 @@ pub mod mosquitto;
 pub mod mqtt_rig;
 pub mod prosody;
 pub mod pty;
+pub mod readout;
 pub mod server;
 pub mod stranger;
 
