@@ -233,6 +233,40 @@ def raw_bytes(to, sent, seq):
     ).encode()
 
 
+def fields_bytes(sent, seq, flags):
+    """An XEP-0323 `<fields>` with the reading's two fields, each carrying `flags`."""
+    return (
+        f"<fields xmlns='urn:xmpp:iot:sensordata' seqnr='0' done='true'><node nodeId='d0'>"
+        f"<timestamp value='2026-12-03T08:00:00.000Z'><numeric name='temp' value='{temperature(seq)}' unit=''{flags}/>"
+        f"<string name='tag' value='seq={seq};ts={sent}'{flags}/></timestamp></node></fields>"
+    )
+
+
+MOMENTARY = " momentary='true'"
+AUTOMATIC_READOUT = " automaticReadout='true'"
+
+# Stanza shapes for --shapes: what each part of a push costs the server, sent by the raw client
+# so that only the stanza differs. Each carries the reading in its body as the receiver expects.
+SHAPES = {
+    "chat body": lambda to, sent, seq: raw_bytes(to, sent, seq),
+    "headline body": lambda to, sent, seq: (
+        f"<message type='headline' to='{to}'><body>temp {temperature(seq)}, tag seq={seq};ts={sent}</body></message>"
+    ).encode(),
+    "+ fields, no flags": lambda to, sent, seq: (
+        f"<message type='headline' to='{to}'><body>temp {temperature(seq)}, tag seq={seq};ts={sent}</body>"
+        f"{fields_bytes(sent, seq, '')}</message>"
+    ).encode(),
+    "+ fields, compact": lambda to, sent, seq: (
+        f"<message type='headline' to='{to}'><body>temp {temperature(seq)}, tag seq={seq};ts={sent}</body>"
+        f"{fields_bytes(sent, seq, MOMENTARY)}</message>"
+    ).encode(),
+    "+ fields, full": lambda to, sent, seq: (
+        f"<message type='headline' to='{to}'><body>temp {temperature(seq)}, tag seq={seq};ts={sent}</body>"
+        f"{fields_bytes(sent, seq, MOMENTARY + AUTOMATIC_READOUT)}</message>"
+    ).encode(),
+}
+
+
 def reading_json(sent, seq):
     """The MQTT payload of one reading: a number and a string field."""
     return json.dumps({"temp": temperature(seq), "tag": f"seq={seq};ts={sent}"}).encode()
@@ -404,6 +438,8 @@ async def main():
     ap.add_argument("--flood", type=int, default=20000, help="messages of each flat-out phase")
     ap.add_argument("--floods", type=int, default=2, help="flat-out phases per path")
     ap.add_argument("--qos", type=int, choices=(0, 1), default=0, help="of the MQTT publishes")
+    ap.add_argument("--shapes", type=int, default=0,
+                    help="then this many readings at --rates' first rate per stanza shape, sent by the raw client")
     ap.add_argument("--json", help="write the rows here too")
     a = ap.parse_args()
 
@@ -462,6 +498,16 @@ async def main():
     for i in range(1, a.floods + 1):
         rows.append(await run_phase(f"flood {i}", "raw", 0, a.flood, raw_send, sender.writer, receiver, None, server))
         rows.append(await run_phase(f"flood {i}", "gateway", 0, a.flood, mqtt_send, mqtt.writer, receiver, gw, server))
+    shape_rows = []
+    if a.shapes:
+        rate = int(a.rates.split(",")[0])
+        for name, shape in SHAPES.items():
+            def shape_send(seq, shape=shape):
+                sender.writer.write(shape(to, now_us(), seq))
+
+            shape_rows.append(await run_phase(name[:12], "raw", rate, a.shapes, shape_send, sender.writer, receiver, None, server))
+            shape_rows[-1]["shape"] = name
+            shape_rows[-1]["bytes"] = len(shape_rows[-1]["sample"].encode())
     # The gateway hands free heap back every 5 s: 10 s covers one such turn whatever the phase.
     await asyncio.sleep(10)
     rss_after = gw.rss_mib()
@@ -488,6 +534,8 @@ async def main():
             f"{g['server_ms_per_1k'] / d['server_ms_per_1k']:.2f}x); gateway {g['cpu_ms_per_1k']:.0f} ms CPU per 1k"
         )
     peak = max(r["rss_peak_mib"] for r in rows if r["rss_peak_mib"] is not None)
+    for r in shape_rows:
+        print(f"  shape {r['shape']:<20} {r['bytes']:>4} bytes as received: server {r['server_ms_per_1k']:.0f} ms per 1k")
     for path in ("raw", "gateway"):
         sample = next((r["sample"] for r in rows if r["path"] == path and r["sample"]), "")
         print(f"  a {path} stanza as received ({len(sample.encode())} bytes): {sample}")

@@ -4,7 +4,7 @@
 # Prosody to the same receiver ("raw").
 #
 #   bench/e2e.sh [--mode component|client] [--devices N] [--rates 1000] [--seconds 10]
-#                [--flood 20000] [--floods 2] [--qos 0|1] [--out FILE]
+#                [--flood 20000] [--floods 2] [--qos 0|1] [--shapes N] [--out FILE]
 #
 # Starts a private Prosody (mod_limits off, Nagle off) and Mosquitto on free loopback ports, a
 # release build of the gateway with its defaults (history on) and N MQTT devices of two fields
@@ -12,8 +12,11 @@
 # `min_interval = "0s"`, then runs bench/e2e.py. For each rate it sends rate x seconds readings
 # paced, then --floods times --flood readings flat out, each on the raw path and then through the
 # gateway, and prints delivered msg/s, loss, latency p50/p99/max, the CPU Prosody spent per 1,000
-# messages on each path, the gateway's CPU per 1,000 and its RSS peak, and the load average. The
-# defaults are the bench of docs/performance.md. In component mode (the default) the gateway is
+# messages on each path, the gateway's CPU per 1,000 and its RSS peak, and the load average.
+# --shapes N then sends N readings at the first rate for each of a few stanza shapes (a chat body,
+# a headline body, plus XEP-0323 fields without flags, compact, full) through the raw client:
+# what each part of a push costs the server, with nothing else different. The defaults are the
+# bench of docs/performance.md. In component mode (the default) the gateway is
 # one XEP-0114 stream; in client mode every device is a c2s session of the account gw@localhost
 # (plaintext, which the gateway allows only on loopback) plus the account's own session.
 # Everything it started is stopped (by pid) on exit. Needs prosody, mosquitto and python3
@@ -29,6 +32,7 @@ SECONDS_PER_RATE=10
 FLOOD=20000
 FLOODS=2
 QOS=0
+SHAPES=0
 OUT=""
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -39,8 +43,9 @@ while [ $# -gt 0 ]; do
         --flood) FLOOD="$2"; shift 2 ;;
         --floods) FLOODS="$2"; shift 2 ;;
         --qos) QOS="$2"; shift 2 ;;
+        --shapes) SHAPES="$2"; shift 2 ;;
         --out) OUT="$2"; shift 2 ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -96,7 +101,7 @@ gateway_start
     python3 "$ROOT/bench/e2e.py" --xmpp-port "$C2S" --mqtt-port "$MQTT" --ping-jid "$PING_JID" \
         --gateway-pid "$GATEWAY_PID" --server-pid "$PROSODY_PID" --receiver sink \
         --devices "$DEVICES" --rates "$RATES" --seconds "$SECONDS_PER_RATE" --flood "$FLOOD" \
-        --floods "$FLOODS" --qos "$QOS"
+        --floods "$FLOODS" --qos "$QOS" --shapes "$SHAPES"
     echo "uptime after the run: $(uptime)"
     echo
     echo "gateway binary: $(stat -c %s "$GATEWAY" | awk '{printf "%.1f MB", $1/1e6}') (release profile, stripped)"

@@ -756,6 +756,21 @@ fn publish(raw: &RawConfig<'_>, rep: &mut Report<'_>) -> PublishConfig {
                 None
             }
         });
+    let format = p
+        .format
+        .as_ref()
+        .map_or(PushFormat::Compact, |f| match f.value.as_str() {
+            "compact" => PushFormat::Compact,
+            "full" => PushFormat::Full,
+            other => {
+                let hint = suggestion(other, ["compact", "full"]);
+                rep.error(
+                    &f.span,
+                    format!("unknown `format` `{other}`{hint} (formats: `compact`, `full`)"),
+                );
+                PushFormat::Compact
+            }
+        });
     PublishConfig {
         presence: p.presence.as_ref().is_none_or(|b| b.value),
         min_interval: p
@@ -764,6 +779,7 @@ fn publish(raw: &RawConfig<'_>, rep: &mut Report<'_>) -> PublishConfig {
             .map_or(DEFAULT_MIN_INTERVAL, |d| d.value),
         deadband,
         notify,
+        format,
         pubsub,
         room,
     }
@@ -1685,6 +1701,7 @@ presence = false
 min_interval = "500ms"
 deadband = 0.5
 notify = ["ops@example.org"]
+format = "full"
 pubsub = "pubsub.example.org"
 room = "plant@rooms.example.org"
 
@@ -1784,6 +1801,7 @@ adapter = "sim"
         assert_eq!(c.publish.min_interval, Duration::from_millis(500));
         assert_eq!(c.publish.deadband, Some(0.5));
         assert_eq!(c.publish.notify, ["ops@example.org"]);
+        assert_eq!(c.publish.format, PushFormat::Full);
         assert_eq!(c.publish.pubsub.as_deref(), Some("pubsub.example.org"));
         assert_eq!(c.publish.room.as_deref(), Some("plant@rooms.example.org"));
         assert_eq!(
@@ -1889,6 +1907,7 @@ adapter = "sim"
         assert!(c.publish.presence);
         assert_eq!(c.publish.min_interval, Duration::from_secs(2));
         assert_eq!(c.publish.deadband, None);
+        assert_eq!(c.publish.format, PushFormat::Compact);
         assert!(c.metrics.is_none());
         assert!(c.log.level.is_none());
         assert!(c.access.read.is_empty() && c.access.control.is_empty());
@@ -2432,6 +2451,22 @@ name = "t"
         ok("[xmpp]\nmode = \"client\"\njid = \"gw@localhost\"\npassword = \"x\"\ntls = \"none\"\n");
         let e = errors("[xmpp]\nmode = \"client\"\njid = \"gw@example.org\"\npassword = \"x\"\ntls = \"off\"\n");
         assert!(e[0].starts_with("5:7: unknown `tls` mode `off`"), "{e:?}");
+    }
+
+    #[test]
+    fn push_format_is_compact_or_full() {
+        let e = errors(&with_head("[publish]\nformat = \"compat\"\n"));
+        assert_eq!(
+            e,
+            ["8:10: unknown `format` `compat`; did you mean `compact`? (formats: `compact`, `full`)"]
+        );
+        let e = errors(&with_head("[publish]\nformat = \"xml\"\n"));
+        assert_eq!(
+            e,
+            ["8:10: unknown `format` `xml` (formats: `compact`, `full`)"]
+        );
+        let c = ok(&with_head("[publish]\nformat = \"compact\"\n"));
+        assert_eq!(c.config.publish.format, PushFormat::Compact);
     }
 
     #[test]

@@ -13,8 +13,10 @@ use xmpp_parsers::message::MessageType;
 use xmpp_parsers::stanza_error::{DefinedCondition, StanzaError};
 
 use super::Core;
+use crate::config::PushFormat;
 use crate::stats::Stats;
 use crate::translator;
+use crate::translator::sensordata::{Sample, Style};
 use crate::xmpp::stanzas;
 
 const NS_PUBSUB: &str = "http://jabber.org/protocol/pubsub";
@@ -113,6 +115,28 @@ impl Core {
             .unwrap_or_else(|| translator::sensordata::fields(0, dev.config.id.as_str(), &[], true))
     }
 
+    /// The current values of device `idx` as a push carries them, in the `[publish] format`.
+    fn push_fields(&self, idx: usize) -> Element {
+        let style = match self.config.publish.format {
+            PushFormat::Compact => Style::Compact,
+            PushFormat::Full => return self.current_fields(idx),
+        };
+        let dev = self.devices.get(idx);
+        let readings = dev.readings();
+        let samples: Vec<Sample<'_>> = readings
+            .iter()
+            .filter_map(|rd| {
+                let spec = dev.specs().find(|s| *s.name == *rd.field)?;
+                Some(Sample {
+                    timestamp: rd.timestamp,
+                    values: vec![(spec, &rd.value, rd.quality)],
+                    momentary: true,
+                })
+            })
+            .collect();
+        translator::sensordata::fields_styled(0, dev.config.id.as_str(), &samples, true, style)
+    }
+
     /// A headline per change to every `[publish] notify` JID: the values as text and as fields.
     fn push(&mut self, idx: usize) {
         if self.config.publish.notify.is_empty() {
@@ -120,7 +144,7 @@ impl Core {
         }
         let dev = self.devices.get(idx);
         let body = translator::status::status_line(&dev.current());
-        let fields = self.current_fields(idx);
+        let fields = self.push_fields(idx);
         let from = dev.jid.clone();
         let targets: Vec<Jid> = self
             .config
