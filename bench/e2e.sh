@@ -13,9 +13,9 @@
 # paced, then --floods times --flood readings flat out, each on the raw path and then through the
 # gateway, and prints delivered msg/s, loss, latency p50/p99/max, the CPU Prosody spent per 1,000
 # messages on each path, the gateway's CPU per 1,000 and its RSS peak, and the load average.
-# --shapes N then sends N readings at the first rate for each of a few stanza shapes (a chat body,
-# a headline body, plus XEP-0323 fields without flags, compact, full) through the raw client:
-# what each part of a push costs the server, with nothing else different. The defaults are the
+# --shapes N then sends N readings flat out for each of a few stanza shapes (a chat body, a
+# headline body, plus XEP-0323 fields without flags, compact, full) through the raw client: what
+# each part of a push costs the server, with nothing else different. The defaults are the
 # bench of docs/performance.md. In component mode (the default) the gateway is
 # one XEP-0114 stream; in client mode every device is a c2s session of the account gw@localhost
 # (plaintext, which the gateway allows only on loopback) plus the account's own session.
