@@ -4,7 +4,8 @@
 # Prosody to the same receiver ("raw").
 #
 #   bench/e2e.sh [--mode component|client] [--devices N] [--rates 1000] [--seconds 10]
-#                [--flood 20000] [--floods 2] [--qos 0|1] [--shapes N] [--out FILE]
+#                [--flood 20000] [--floods 2] [--qos 0|1] [--format compact|full|text]
+#                [--shapes N] [--out FILE]
 #
 # Starts a private Prosody (mod_limits off, Nagle off) and Mosquitto on free loopback ports, a
 # release build of the gateway with its defaults (history on) and N MQTT devices of two fields
@@ -13,10 +14,11 @@
 # paced, then --floods times --flood readings flat out, each on the raw path and then through the
 # gateway, and prints delivered msg/s, loss, latency p50/p99/max, the CPU Prosody spent per 1,000
 # messages on each path, the gateway's CPU per 1,000 and its RSS peak, and the load average.
-# --shapes N then sends N readings flat out for each of a few stanza shapes (a chat body, a
-# headline body, plus XEP-0323 fields without flags, compact, full) through the raw client: what
-# each part of a push costs the server, with nothing else different. The defaults are the
-# bench of docs/performance.md. In component mode (the default) the gateway is
+# --format sets the gateway's `[publish] format` (default: the gateway's default). --shapes N
+# then sends N readings flat out for each of a few stanza shapes (a chat body, a headline body,
+# plus XEP-0323 fields without flags, compact, full) through the raw client: what each part of a
+# push costs the server, with nothing else different. The defaults are the bench of
+# docs/performance.md. In component mode (the default) the gateway is
 # one XEP-0114 stream; in client mode every device is a c2s session of the account gw@localhost
 # (plaintext, which the gateway allows only on loopback) plus the account's own session.
 # Everything it started is stopped (by pid) on exit. Needs prosody, mosquitto and python3
@@ -33,6 +35,7 @@ FLOOD=20000
 FLOODS=2
 QOS=0
 SHAPES=0
+FORMAT=""
 OUT=""
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -44,6 +47,7 @@ while [ $# -gt 0 ]; do
         --floods) FLOODS="$2"; shift 2 ;;
         --qos) QOS="$2"; shift 2 ;;
         --shapes) SHAPES="$2"; shift 2 ;;
+        --format) FORMAT="$2"; shift 2 ;;
         --out) OUT="$2"; shift 2 ;;
         -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
@@ -67,7 +71,7 @@ wait_port "$C2S"; wait_port "$COMP"; wait_port "$MQTT"
 
 # ---- the gateway: release build, N devices on one MQTT fleet
 gateway_build
-NOTIFY_JID="sink@localhost" gateway_config_head bench "$MODE"
+NOTIFY_JID="sink@localhost" PUSH_FORMAT="$FORMAT" gateway_config_head bench "$MODE"
 if [ "$MODE" = component ]; then PING_JID="d0@$DOMAIN"; else PING_JID="gw@localhost/d0"; fi
 cat >>"$RUN/gateway.toml" <<EOF
 
@@ -91,7 +95,7 @@ gateway_start
     machine_lines
     echo "servers: $(package_versions prosody mosquitto)"
     if [ "$MODE" = component ]; then
-        echo "gateway: release build, component mode, $DEVICES MQTT devices, notify with min_interval 0s"
+        echo "gateway: release build, component mode, $DEVICES MQTT devices, notify with min_interval 0s, push format ${FORMAT:-default}"
     else
         echo "gateway: release build, client mode ($DEVICES device sessions + 1 account session, c2s without TLS on loopback), $DEVICES MQTT devices, notify with min_interval 0s"
     fi

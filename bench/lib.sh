@@ -160,10 +160,12 @@ gateway_build() {
 
 # gateway_config_head NAME [component|client]: writes $RUN/gateway.toml up to its devices: read
 # access for @localhost, a headline for every change to NOTIFY_JID (receiver@localhost unless set),
-# the MQTT adapter `broker` on MQTT. Component mode (the default) is on COMP for DOMAIN; client mode logs in as
-# gw@localhost on C2S without TLS (loopback only; prosody_setup must have registered gw).
+# in PUSH_FORMAT (`[publish] format`) if set, the MQTT adapter `broker` on MQTT. Component mode
+# (the default) is on COMP for DOMAIN; client mode logs in as gw@localhost on C2S without TLS
+# (loopback only; prosody_setup must have registered gw).
 gateway_config_head() {
-    local xmpp
+    local xmpp format=""
+    if [ -n "${PUSH_FORMAT:-}" ]; then format="format = \"$PUSH_FORMAT\""; fi
     if [ "${2:-component}" = client ]; then
         printf gw >"$RUN/gw.pass"
         xmpp="mode = \"client\"
@@ -191,6 +193,7 @@ read = ["@localhost"]
 [publish]
 min_interval = "0s"
 notify = ["${NOTIFY_JID:-receiver@localhost}"]
+$format
 
 [log]
 level = "warn"

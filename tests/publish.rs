@@ -50,22 +50,29 @@ poll = "200ms"
     )
 }
 
-#[tokio::test]
-async fn every_change_is_pushed_as_a_headline() {
+/// Prosody, carol@localhost connected to it, a gateway whose `[publish]` section has `publish`
+/// and pushes to carol, and its device's JID. Keep the server and gateway alive for the test.
+async fn carol_and_gateway(publish: &str) -> (Server, TestClient, Gateway, Jid) {
     let prosody = Server::start(Kind::Prosody, ServerOpts::new().random_component()).await;
     prosody.register("carol", "pw").await;
     let domain = prosody.component_domain().to_owned();
-    let mut carol = TestClient::connect(&prosody, "carol", "pw").await;
+    let carol = TestClient::connect(&prosody, "carol", "pw").await;
     let mut gw = Gateway::spawn(&config(
         &prosody,
         &domain,
-        r#"notify = ["carol@localhost"]"#,
+        &format!("notify = [\"carol@localhost\"]\n{publish}"),
     ));
     assert!(
         gw.wait_upstream(TIMEOUT).await,
         "gateway connected upstream"
     );
     let thermo = Jid::new(&format!("thermo@{domain}")).expect("jid");
+    (prosody, carol, gw, thermo)
+}
+
+#[tokio::test]
+async fn every_change_is_pushed_as_a_headline() {
+    let (_prosody, mut carol, _gw, thermo) = carol_and_gateway("").await;
     let mut bodies = Vec::new();
     while bodies.len() < 4 {
         let m = carol
@@ -89,6 +96,25 @@ async fn every_change_is_pushed_as_a_headline() {
     }
     // Each headline is a change: consecutive ones differ.
     assert!(bodies.windows(2).all(|w| w[0] != w[1]), "{bodies:?}");
+}
+
+#[tokio::test]
+async fn a_text_push_is_the_body_alone() {
+    let (_prosody, mut carol, _gw, thermo) = carol_and_gateway(r#"format = "text""#).await;
+    for _ in 0..2 {
+        let m = carol
+            .recv_message(TIMEOUT, |m| {
+                m.type_ == MessageType::Headline && m.from.as_ref() == Some(&thermo)
+            })
+            .await
+            .expect("a headline per change");
+        assert!(m.payloads.is_empty(), "{:?}", m.payloads);
+        let body = message_body(&m).expect("a readable body");
+        assert!(
+            body.starts_with("temperature ") && body.ends_with(" °C"),
+            "{body}"
+        );
+    }
 }
 
 async fn readings_are_published_to_pubsub(kind: Kind) {

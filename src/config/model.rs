@@ -158,6 +158,9 @@ pub enum PushFormat {
     Compact,
     /// Every flag spelled out, as in a readout answer.
     Full,
+    /// The body alone, no `<fields>`: what costs the server least, for readers that see pushes
+    /// as text and read values by XEP-0323 readout or PubSub.
+    Text,
 }
 
 #[derive(Debug, Clone)]

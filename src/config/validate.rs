@@ -762,11 +762,14 @@ fn publish(raw: &RawConfig<'_>, rep: &mut Report<'_>) -> PublishConfig {
         .map_or(PushFormat::Compact, |f| match f.value.as_str() {
             "compact" => PushFormat::Compact,
             "full" => PushFormat::Full,
+            "text" => PushFormat::Text,
             other => {
-                let hint = suggestion(other, ["compact", "full"]);
+                let hint = suggestion(other, ["compact", "full", "text"]);
                 rep.error(
                     &f.span,
-                    format!("unknown `format` `{other}`{hint} (formats: `compact`, `full`)"),
+                    format!(
+                        "unknown `format` `{other}`{hint} (formats: `compact`, `full`, `text`)"
+                    ),
                 );
                 PushFormat::Compact
             }
@@ -2458,15 +2461,17 @@ name = "t"
         let e = errors(&with_head("[publish]\nformat = \"compat\"\n"));
         assert_eq!(
             e,
-            ["8:10: unknown `format` `compat`; did you mean `compact`? (formats: `compact`, `full`)"]
+            ["8:10: unknown `format` `compat`; did you mean `compact`? (formats: `compact`, `full`, `text`)"]
         );
         let e = errors(&with_head("[publish]\nformat = \"xml\"\n"));
         assert_eq!(
             e,
-            ["8:10: unknown `format` `xml` (formats: `compact`, `full`)"]
+            ["8:10: unknown `format` `xml` (formats: `compact`, `full`, `text`)"]
         );
         let c = ok(&with_head("[publish]\nformat = \"compact\"\n"));
         assert_eq!(c.config.publish.format, PushFormat::Compact);
+        let c = ok(&with_head("[publish]\nformat = \"text\"\n"));
+        assert_eq!(c.config.publish.format, PushFormat::Text);
     }
 
     #[test]

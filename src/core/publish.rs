@@ -115,12 +115,8 @@ impl Core {
             .unwrap_or_else(|| translator::sensordata::fields(0, dev.config.id.as_str(), &[], true))
     }
 
-    /// The current values of device `idx` as a push carries them, in the `[publish] format`.
-    fn push_fields(&self, idx: usize) -> Element {
-        let style = match self.config.publish.format {
-            PushFormat::Compact => Style::Compact,
-            PushFormat::Full => return self.current_fields(idx),
-        };
+    /// The current values of device `idx` as a compact push carries them.
+    fn compact_fields(&self, idx: usize) -> Element {
         let dev = self.devices.get(idx);
         let readings = dev.readings();
         let samples: Vec<Sample<'_>> = readings
@@ -134,17 +130,28 @@ impl Core {
                 })
             })
             .collect();
-        translator::sensordata::fields_styled(0, dev.config.id.as_str(), &samples, true, style)
+        translator::sensordata::fields_styled(
+            0,
+            dev.config.id.as_str(),
+            &samples,
+            true,
+            Style::Compact,
+        )
     }
 
-    /// A headline per change to every `[publish] notify` JID: the values as text and as fields.
+    /// A headline per change to every `[publish] notify` JID: the values as text, and as fields
+    /// unless `[publish] format = "text"`.
     fn push(&mut self, idx: usize) {
         if self.config.publish.notify.is_empty() {
             return;
         }
         let dev = self.devices.get(idx);
         let body = translator::status::status_line(&dev.current());
-        let fields = self.push_fields(idx);
+        let fields = match self.config.publish.format {
+            PushFormat::Compact => Some(self.compact_fields(idx)),
+            PushFormat::Full => Some(self.current_fields(idx)),
+            PushFormat::Text => None,
+        };
         let from = dev.jid.clone();
         let targets: Vec<Jid> = self
             .config
@@ -155,7 +162,9 @@ impl Core {
             .collect();
         for to in targets {
             let mut el = stanzas::text_message(MessageType::Headline, &from, &to, &body, None);
-            el.append_child(fields.clone());
+            if let Some(fields) = &fields {
+                el.append_child(fields.clone());
+            }
             self.reply(el);
         }
     }
