@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
-"""Load driver for bench/e2e.sh: publishes timestamped MQTT messages, receives the gateway's
-headline messages over XMPP, and measures the same traffic sent straight through the XMPP server.
+"""Load driver for bench/e2e.sh: publishes timestamped MQTT readings, receives the gateway's
+headline messages over XMPP, and measures the same readings sent straight through the XMPP server
+as plain chat messages (the "raw" ceiling).
 
 Python standard library only (asyncio, raw sockets): a minimal MQTT 3.1.1 publisher and a minimal
 plaintext c2s client (SASL PLAIN, bind) that counts messages with a regular expression instead of
 parsing XML, so that the measuring side stays cheap next to what it measures.
 
-Every payload carries its send time in microseconds; the receiver subtracts it from its own clock
-(same machine). Numbers are printed as a table; nothing is asserted.
+Every reading is `{"temp": 21.5, "tag": "seq=N;ts=T"}`: T is its send time in microseconds, which
+the receiver subtracts from its own clock (same machine). The raw path sends the same reading as a
+chat message `<body>temp 21.5;seq=N;ts=T</body>` (about 150 bytes as delivered). For each phase
+it reports, besides throughput and latency, the CPU the XMPP server (and the gateway) spent per
+1,000 messages delivered, from /proc/PID/stat. Numbers are printed as a table; nothing is
+asserted.
 """
 
 import argparse
@@ -23,7 +28,9 @@ import time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
-BODY_RE = re.compile(rb"<body[^>]*>sent (-?\d+), seq (-?\d+)</body>")
+# The reading's sequence number and send time, taken from the body only: the gateway's headline
+# carries the tag a second time in its XEP-0323 fields.
+BODY_RE = re.compile(rb"<body[^>]*>[^<]*?seq=(-?\d+);ts=(\d+)[^<]*</body>")
 STANZA_END = b"</message>"
 
 
@@ -179,6 +186,8 @@ class Receiver(Xmpp):
         self.extra = 0
         self.latencies = []
         self.first = self.last = None
+        # The first stanza counted, as the receiver got it.
+        self.sample = None
 
     async def _run(self):
         while True:
@@ -192,7 +201,7 @@ class Receiver(Xmpp):
                 continue
             done, self.buf = self.buf[: cut + len(STANZA_END)], self.buf[cut + len(STANZA_END):]
             for m in BODY_RE.finditer(done):
-                sent, seq = int(m.group(1)), int(m.group(2))
+                seq, sent = int(m.group(1)), int(m.group(2))
                 if seq < 0:
                     self.warm = True  # warm-up traffic, not counted
                     continue
@@ -200,6 +209,9 @@ class Receiver(Xmpp):
                     self.extra += 1
                     continue
                 self.seen.add(sent)
+                if self.sample is None:
+                    start = done.rfind(b"<message", 0, m.start())
+                    self.sample = done[start : done.find(STANZA_END, m.end()) + len(STANZA_END)]
                 self.count += 1
                 self.latencies.append(t - sent)
                 self.first = self.first or t
@@ -209,15 +221,55 @@ class Receiver(Xmpp):
         self.task = asyncio.ensure_future(self._run())
 
 
-def headline_bytes(to, sent, seq):
-    """What the direct path sends: about the size and shape of the gateway's headline."""
+def temperature(seq):
+    """A plausible temperature that changes with every reading: 20.0 .. 29.9."""
+    return 20 + (seq % 100) / 10
+
+
+def raw_bytes(to, sent, seq):
+    """What the raw path sends: the reading as the text of a plain chat message."""
     return (
-        f"<message type='headline' to='{to}'><body>sent {sent}, seq {seq}</body>"
-        f"<fields xmlns='urn:xmpp:iot:sensordata' seqnr='0' done='true'><node nodeId='d0'>"
-        f"<timestamp value='2026-01-01T00:00:00Z'><numeric name='sent' value='{sent}' "
-        f"momentary='true' automaticReadout='true'/><numeric name='seq' value='{seq}' "
-        f"momentary='true' automaticReadout='true'/></timestamp></node></fields></message>"
+        f"<message type='chat' to='{to}'><body>temp {temperature(seq)};seq={seq};ts={sent}</body></message>"
     ).encode()
+
+
+def fields_bytes(sent, seq, flags):
+    """An XEP-0323 `<fields>` with the reading's two fields, each carrying `flags`."""
+    return (
+        f"<fields xmlns='urn:xmpp:iot:sensordata' seqnr='0' done='true'><node nodeId='d0'>"
+        f"<timestamp value='2026-12-03T08:00:00.000Z'><numeric name='temp' value='{temperature(seq)}' unit=''{flags}/>"
+        f"<string name='tag' value='seq={seq};ts={sent}'{flags}/></timestamp></node></fields>"
+    )
+
+
+MOMENTARY = " momentary='true'"
+AUTOMATIC_READOUT = " automaticReadout='true'"
+
+# Stanza shapes for --shapes: what each part of a push costs the server, sent by the raw client
+# so that only the stanza differs. Each carries the reading in its body as the receiver expects.
+SHAPES = {
+    "chat body": lambda to, sent, seq: raw_bytes(to, sent, seq),
+    "headline body": lambda to, sent, seq: (
+        f"<message type='headline' to='{to}'><body>temp {temperature(seq)}, tag seq={seq};ts={sent}</body></message>"
+    ).encode(),
+    "+ fields, no flags": lambda to, sent, seq: (
+        f"<message type='headline' to='{to}'><body>temp {temperature(seq)}, tag seq={seq};ts={sent}</body>"
+        f"{fields_bytes(sent, seq, '')}</message>"
+    ).encode(),
+    "+ fields, compact": lambda to, sent, seq: (
+        f"<message type='headline' to='{to}'><body>temp {temperature(seq)}, tag seq={seq};ts={sent}</body>"
+        f"{fields_bytes(sent, seq, MOMENTARY)}</message>"
+    ).encode(),
+    "+ fields, full": lambda to, sent, seq: (
+        f"<message type='headline' to='{to}'><body>temp {temperature(seq)}, tag seq={seq};ts={sent}</body>"
+        f"{fields_bytes(sent, seq, MOMENTARY + AUTOMATIC_READOUT)}</message>"
+    ).encode(),
+}
+
+
+def reading_json(sent, seq):
+    """The MQTT payload of one reading: a number and a string field."""
+    return json.dumps({"temp": temperature(seq), "tag": f"seq={seq};ts={sent}"}).encode()
 
 
 # ---------------------------------------------------------------- MQTT 3.1.1 publisher
@@ -257,8 +309,12 @@ class Mqtt:
         while await self.reader.read(65536):
             pass
 
-    def publish(self, topic, payload):
-        """QoS 1, as a device that wants its readings delivered would publish."""
+    def publish(self, topic, payload, qos=1):
+        """QoS 1 (a device that wants its readings delivered) or 0 (most sensors)."""
+        if qos == 0:
+            body = mqtt_str(topic) + payload
+            self.writer.write(bytes([0x30]) + varint(len(body)) + body)
+            return
         self.pid = self.pid % 65535 + 1
         body = mqtt_str(topic) + self.pid.to_bytes(2, "big") + payload
         self.writer.write(bytes([0x32]) + varint(len(body)) + body)
@@ -306,16 +362,21 @@ async def drain(receiver, total, quiet_s, max_s):
             break
 
 
-async def run_phase(name, path, rate, total, send_one, writer, receiver, gw):
+async def run_phase(name, path, rate, total, send_one, writer, receiver, gw, server):
+    """One phase on one path. `gw` is the gateway (None on the raw path), `server` the XMPP
+    server; both are measured over the same span: from the first send until the last message
+    arrived (or nothing arrived for 5 s)."""
     receiver.reset()
     sampler = RssSampler(gw)
     cpu0 = gw.cpu_s() if gw else 0.0
+    srv0 = server.cpu_s()
     sampler.start()
     t_first_send = now_us()
     await paced(total, rate, send_one, writer)
     await drain(receiver, total, quiet_s=5, max_s=120)
     sampler.stop()
     cpu1 = gw.cpu_s() if gw else 0.0
+    srv1 = server.cpu_s()
     lat = sorted(receiver.latencies)
     got = receiver.count
     span_s = ((receiver.last or t_first_send) - t_first_send) / 1e6
@@ -331,8 +392,11 @@ async def run_phase(name, path, rate, total, send_one, writer, receiver, gw):
         "p50_ms": pct(lat, 50) / 1000,
         "p99_ms": pct(lat, 99) / 1000,
         "max_ms": (lat[-1] / 1000) if lat else float("nan"),
-        "cpu_s_per_1k": ((cpu1 - cpu0) / got * 1000) if (gw and got) else None,
+        "server_ms_per_1k": ((srv1 - srv0) / got * 1e6) if got else None,
+        "cpu_ms_per_1k": ((cpu1 - cpu0) / got * 1e6) if (gw and got) else None,
         "rss_peak_mib": sampler.peak if gw else None,
+        "load": os.getloadavg()[0],
+        "sample": receiver.sample.decode(errors="replace") if receiver.sample else "",
     }
     print_row(row)
     return row
@@ -340,18 +404,22 @@ async def run_phase(name, path, rate, total, send_one, writer, receiver, gw):
 
 def print_header():
     print(
-        f"{'phase':<14}{'path':<9}{'rate/s':>7}{'sent':>8}{'recv':>8}{'loss':>6}{'extra':>7}"
-        f"{'msg/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'cpu s/1k':>10}{'RSS MiB':>9}",
+        f"{'phase':<12}{'path':<9}{'rate/s':>7}{'sent':>7}{'recv':>7}{'loss':>6}{'extra':>6}"
+        f"{'msg/s':>7}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'srv ms/1k':>10}{'gw ms/1k':>9}"
+        f"{'RSS MiB':>8}{'load':>6}",
         flush=True,
     )
 
 
 def print_row(r):
-    cpu = f"{r['cpu_s_per_1k']:.4f}" if r["cpu_s_per_1k"] is not None else "-"
+    def ms(v):
+        return f"{v:.0f}" if v is not None else "-"
+
     rss = f"{r['rss_peak_mib']:.1f}" if r["rss_peak_mib"] is not None else "-"
     print(
-        f"{r['phase']:<14}{r['path']:<9}{str(r['rate']):>7}{r['sent']:>8}{r['received']:>8}{r['loss']:>6}{r['extra']:>7}"
-        f"{r['msg_s']:>9.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['max_ms']:>9.2f}{cpu:>10}{rss:>9}",
+        f"{r['phase']:<12}{r['path']:<9}{str(r['rate']):>7}{r['sent']:>7}{r['received']:>7}{r['loss']:>6}"
+        f"{r['extra']:>6}{r['msg_s']:>7.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['max_ms']:>9.2f}"
+        f"{ms(r['server_ms_per_1k']):>10}{ms(r['cpu_ms_per_1k']):>9}{rss:>8}{r['load']:>6.1f}",
         flush=True,
     )
 
@@ -362,15 +430,23 @@ async def main():
     ap.add_argument("--mqtt-port", type=int, required=True)
     ap.add_argument("--ping-jid", required=True, help="a device of the gateway (d0), pinged until it answers")
     ap.add_argument("--gateway-pid", type=int, required=True)
+    ap.add_argument("--server-pid", type=int, required=True, help="the XMPP server (Prosody)")
+    ap.add_argument("--receiver", default="sink", help="the receiving account (localhost)")
     ap.add_argument("--devices", type=int, default=10)
-    ap.add_argument("--rates", default="200,1000,5000")
+    ap.add_argument("--rates", default="1000")
     ap.add_argument("--seconds", type=float, default=10)
-    ap.add_argument("--flood", type=int, default=50000, help="messages of the flat-out phase")
+    ap.add_argument("--flood", type=int, default=20000, help="messages of each flat-out phase")
+    ap.add_argument("--floods", type=int, default=2, help="flat-out phases per path")
+    ap.add_argument("--qos", type=int, choices=(0, 1), default=0, help="of the MQTT publishes")
+    ap.add_argument("--shapes", type=int, default=0,
+                    help="then this many readings flat out per stanza shape, sent by the raw client")
     ap.add_argument("--json", help="write the rows here too")
     a = ap.parse_args()
 
     gw = Proc(a.gateway_pid)
-    receiver = Receiver("127.0.0.1", a.xmpp_port, "receiver", "receiver", "bench")
+    server = Proc(a.server_pid)
+    to = f"{a.receiver}@localhost"
+    receiver = Receiver("127.0.0.1", a.xmpp_port, a.receiver, a.receiver, "bench")
     await receiver.connect()
     # The gateway is up when one of its devices answers a ping.
     for _ in range(100):
@@ -391,15 +467,15 @@ async def main():
     devices = [f"d{i}" for i in range(a.devices)]
 
     def mqtt_send(seq):
-        mqtt.publish(f"bench/{devices[seq % len(devices)]}", json.dumps({"sent": now_us(), "seq": seq}).encode())
+        mqtt.publish(f"bench/{devices[seq % len(devices)]}", reading_json(now_us(), seq), a.qos)
 
-    def direct_send(seq):
-        sender.writer.write(headline_bytes("receiver@localhost", now_us(), seq))
+    def raw_send(seq):
+        sender.writer.write(raw_bytes(to, now_us(), seq))
 
     # Warm-up: until the gateway's MQTT subscription delivers (seq < 0 is not counted).
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        mqtt.publish("bench/d0", json.dumps({"sent": now_us(), "seq": -1}).encode())
+        mqtt.publish("bench/d0", reading_json(now_us(), -1), a.qos)
         await mqtt.writer.drain()
         await asyncio.sleep(0.2)
         if receiver.warm:
@@ -417,32 +493,57 @@ async def main():
     rows = []
     for rate in [int(r) for r in a.rates.split(",") if r]:
         total = int(rate * a.seconds)
-        rows.append(await run_phase(f"rate {rate}", "direct", rate, total, direct_send, sender.writer, receiver, None))
-        rows.append(await run_phase(f"rate {rate}", "gateway", rate, total, mqtt_send, mqtt.writer, receiver, gw))
-    rows.append(await run_phase("flood", "direct", 0, a.flood, direct_send, sender.writer, receiver, None))
-    rows.append(await run_phase("flood", "gateway", 0, a.flood, mqtt_send, mqtt.writer, receiver, gw))
+        rows.append(await run_phase(f"rate {rate}", "raw", rate, total, raw_send, sender.writer, receiver, None, server))
+        rows.append(await run_phase(f"rate {rate}", "gateway", rate, total, mqtt_send, mqtt.writer, receiver, gw, server))
+    for i in range(1, a.floods + 1):
+        rows.append(await run_phase(f"flood {i}", "raw", 0, a.flood, raw_send, sender.writer, receiver, None, server))
+        rows.append(await run_phase(f"flood {i}", "gateway", 0, a.flood, mqtt_send, mqtt.writer, receiver, gw, server))
+    shape_rows = []
+    if a.shapes:
+        # Flat out: the server then parses stanzas in large reads, whatever the load on the
+        # machine, so that the stanza's own cost is what differs.
+        rate = 0
+        for i, (name, shape) in enumerate(SHAPES.items(), 1):
+            def shape_send(seq, shape=shape):
+                sender.writer.write(shape(to, now_us(), seq))
+
+            shape_rows.append(await run_phase(f"shape {i}", "raw", rate, a.shapes, shape_send, sender.writer, receiver, None, server))
+            shape_rows[-1]["shape"] = name
+            shape_rows[-1]["bytes"] = len(shape_rows[-1]["sample"].encode())
     # The gateway hands free heap back every 5 s: 10 s covers one such turn whatever the phase.
     await asyncio.sleep(10)
     rss_after = gw.rss_mib()
     print(f"gateway after the run (10 s idle): RSS {rss_after:.1f} MiB", flush=True)
 
     print()
-    print("summary")
+    print("summary (gateway against the raw ceiling; server = the XMPP server's CPU)")
     for rate in [int(r) for r in a.rates.split(",") if r]:
-        d = next(r for r in rows if r["rate"] == rate and r["path"] == "direct")
+        d = next(r for r in rows if r["rate"] == rate and r["path"] == "raw")
         g = next(r for r in rows if r["rate"] == rate and r["path"] == "gateway")
         print(
-            f"  {rate:>5} msg/s: gateway adds p50 {g['p50_ms'] - d['p50_ms']:+.2f} ms, "
-            f"p99 {g['p99_ms'] - d['p99_ms']:+.2f} ms; loss {g['loss']}; extra headlines {g['extra']}; "
-            f"{g['cpu_s_per_1k']:.4f} CPU s per 1k messages"
+            f"  {rate:>5} msg/s: p99 {g['p99_ms']:.2f} ms (raw {d['p99_ms']:.2f}, {g['p99_ms'] - d['p99_ms']:+.2f}); "
+            f"loss {g['loss']}; extra {g['extra']}; gateway {g['cpu_ms_per_1k']:.0f} ms CPU per 1k; "
+            f"server {g['server_ms_per_1k']:.0f} ms per 1k (raw {d['server_ms_per_1k']:.0f}, "
+            f"{g['server_ms_per_1k'] / d['server_ms_per_1k']:.2f}x)"
         )
-    d = next(r for r in rows if r["rate"] == "max" and r["path"] == "direct")
-    g = next(r for r in rows if r["rate"] == "max" and r["path"] == "gateway")
-    print(
-        f"  flood: gateway {g['msg_s']:.0f} msg/s, ceiling (direct) {d['msg_s']:.0f} msg/s = "
-        f"{100 * g['msg_s'] / d['msg_s']:.0f} % of the ceiling; loss {g['loss']} of {g['sent']}"
-    )
+    for i in range(1, a.floods + 1):
+        d = next(r for r in rows if r["phase"] == f"flood {i}" and r["path"] == "raw")
+        g = next(r for r in rows if r["phase"] == f"flood {i}" and r["path"] == "gateway")
+        print(
+            f"  flood {i}: gateway {g['msg_s']:.0f} msg/s, raw {d['msg_s']:.0f} msg/s = "
+            f"{100 * g['msg_s'] / d['msg_s']:.0f} % of the ceiling; loss {g['loss']} of {g['sent']} (raw {d['loss']}); "
+            f"server {g['server_ms_per_1k']:.0f} ms per 1k (raw {d['server_ms_per_1k']:.0f}, "
+            f"{g['server_ms_per_1k'] / d['server_ms_per_1k']:.2f}x); gateway {g['cpu_ms_per_1k']:.0f} ms CPU per 1k"
+        )
     peak = max(r["rss_peak_mib"] for r in rows if r["rss_peak_mib"] is not None)
+    for i, r in enumerate(shape_rows, 1):
+        print(
+            f"  shape {i} ({r['shape']}): {r['bytes']} bytes as received, server {r['server_ms_per_1k']:.0f} ms per 1k "
+            f"({r['server_ms_per_1k'] / shape_rows[0]['server_ms_per_1k']:.2f}x shape 1)"
+        )
+    for path in ("raw", "gateway"):
+        sample = next((r["sample"] for r in rows if r["path"] == path and r["sample"]), "")
+        print(f"  a {path} stanza as received ({len(sample.encode())} bytes): {sample}")
     print(f"  gateway RSS: idle {rss_idle:.1f} MiB, peak under load {peak:.1f} MiB, after {rss_after:.1f} MiB")
     if a.json:
         with open(a.json, "w") as f:

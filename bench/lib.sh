@@ -146,19 +146,26 @@ mosquitto_start() {
     PIDS+=("$MOSQUITTO_PID")
 }
 
-# Builds the release gateway; sets GATEWAY.
+# Builds the release gateway; sets GATEWAY. GATEWAY_BIN in the environment names a binary to run
+# instead (e.g. a copy of an earlier build, to compare two builds on the same machine).
 gateway_build() {
+    if [ -n "${GATEWAY_BIN:-}" ]; then
+        GATEWAY="$GATEWAY_BIN"
+        return
+    fi
     export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
     (cd "$ROOT" && cargo build --release --quiet --bin xmpp-iot-gateway)
     GATEWAY="$CARGO_TARGET_DIR/release/xmpp-iot-gateway"
 }
 
 # gateway_config_head NAME [component|client]: writes $RUN/gateway.toml up to its devices: read
-# access for @localhost, a headline to receiver@localhost for every change, the MQTT adapter
-# `broker` on MQTT. Component mode (the default) is on COMP for DOMAIN; client mode logs in as
-# gw@localhost on C2S without TLS (loopback only; prosody_setup must have registered gw).
+# access for @localhost, a headline for every change to NOTIFY_JID (receiver@localhost unless set),
+# in PUSH_FORMAT (`[publish] format`) if set, the MQTT adapter `broker` on MQTT. Component mode
+# (the default) is on COMP for DOMAIN; client mode logs in as gw@localhost on C2S without TLS
+# (loopback only; prosody_setup must have registered gw).
 gateway_config_head() {
-    local xmpp
+    local xmpp format=""
+    if [ -n "${PUSH_FORMAT:-}" ]; then format="format = \"$PUSH_FORMAT\""; fi
     if [ "${2:-component}" = client ]; then
         printf gw >"$RUN/gw.pass"
         xmpp="mode = \"client\"
@@ -185,7 +192,8 @@ read = ["@localhost"]
 
 [publish]
 min_interval = "0s"
-notify = ["receiver@localhost"]
+notify = ["${NOTIFY_JID:-receiver@localhost}"]
+$format
 
 [log]
 level = "warn"

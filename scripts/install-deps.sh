@@ -3,8 +3,9 @@
 # (Prosody, ejabberd, Mosquitto, socat, openssl) or call (systemd-analyze, from the `systemd` package, which
 # checks the unit file without systemd running), but only those whose program is missing: on a
 # machine that has them this does nothing and needs no network. Then the PyPI packages the tests
-# use (pymodbus, the independent Modbus simulator of tests/modbus.rs) into the git-ignored venv
-# .venv-test/, again only if missing. Used by scripts/test.sh, scripts/demo.sh and .ci/run.
+# use (pymodbus, the independent Modbus simulator of tests/modbus.rs; slixmpp, the XEP-0323 client
+# that reads the push headlines in tests/publish.rs) into the git-ignored venv .venv-test/, again
+# only if missing. Used by scripts/test.sh, scripts/demo.sh and .ci/run.
 #
 # Usage: scripts/install-deps.sh [--demo]
 #   --demo   accepted for the demo script; `python3 -m venv` is now always made to work, since
@@ -61,14 +62,16 @@ install_python_test_packages() {
     root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
     venv="$root/.venv-test"
     want="3.16.1"
+    slix="1.17.0"
     if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c \
-        "import pymodbus, serial, sys; sys.exit(pymodbus.__version__ != '$want')" >/dev/null 2>&1; then
+        "import pymodbus, serial, slixmpp, sys; sys.exit(pymodbus.__version__ != '$want' or slixmpp.__version__ != '$slix')" \
+        >/dev/null 2>&1; then
         return 0
     fi
-    echo "install-deps: installing pymodbus $want into $venv" >&2
+    echo "install-deps: installing pymodbus $want and slixmpp $slix into $venv" >&2
     python3 -m venv "$venv"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-        "pymodbus[serial]==$want"
+        "pymodbus[serial]==$want" "slixmpp==$slix"
 }
 
 if [ "${#need[@]}" -eq 0 ]; then

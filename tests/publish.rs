@@ -50,22 +50,29 @@ poll = "200ms"
     )
 }
 
-#[tokio::test]
-async fn every_change_is_pushed_as_a_headline() {
+/// Prosody, carol@localhost connected to it, a gateway whose `[publish]` section has `publish`
+/// and pushes to carol, and its device's JID. Keep the server and gateway alive for the test.
+async fn carol_and_gateway(publish: &str) -> (Server, TestClient, Gateway, Jid) {
     let prosody = Server::start(Kind::Prosody, ServerOpts::new().random_component()).await;
     prosody.register("carol", "pw").await;
     let domain = prosody.component_domain().to_owned();
-    let mut carol = TestClient::connect(&prosody, "carol", "pw").await;
+    let carol = TestClient::connect(&prosody, "carol", "pw").await;
     let mut gw = Gateway::spawn(&config(
         &prosody,
         &domain,
-        r#"notify = ["carol@localhost"]"#,
+        &format!("notify = [\"carol@localhost\"]\n{publish}"),
     ));
     assert!(
         gw.wait_upstream(TIMEOUT).await,
         "gateway connected upstream"
     );
     let thermo = Jid::new(&format!("thermo@{domain}")).expect("jid");
+    (prosody, carol, gw, thermo)
+}
+
+#[tokio::test]
+async fn every_change_is_pushed_as_a_headline() {
+    let (_prosody, mut carol, _gw, thermo) = carol_and_gateway("").await;
     let mut bodies = Vec::new();
     while bodies.len() < 4 {
         let m = carol
@@ -89,6 +96,25 @@ async fn every_change_is_pushed_as_a_headline() {
     }
     // Each headline is a change: consecutive ones differ.
     assert!(bodies.windows(2).all(|w| w[0] != w[1]), "{bodies:?}");
+}
+
+#[tokio::test]
+async fn a_text_push_is_the_body_alone() {
+    let (_prosody, mut carol, _gw, thermo) = carol_and_gateway(r#"format = "text""#).await;
+    for _ in 0..2 {
+        let m = carol
+            .recv_message(TIMEOUT, |m| {
+                m.type_ == MessageType::Headline && m.from.as_ref() == Some(&thermo)
+            })
+            .await
+            .expect("a headline per change");
+        assert!(m.payloads.is_empty(), "{:?}", m.payloads);
+        let body = message_body(&m).expect("a readable body");
+        assert!(
+            body.starts_with("temperature ") && body.ends_with(" °C"),
+            "{body}"
+        );
+    }
 }
 
 async fn readings_are_published_to_pubsub(kind: Kind) {
@@ -153,3 +179,126 @@ async fn readings_are_published_to_pubsub(kind: Kind) {
 }
 
 per_server!(readings_are_published_to_pubsub);
+
+/// [`config`] with a second field, a constant string, read together with the temperature, and
+/// push headlines to sink@localhost.
+fn two_field_config(prosody: &Server, domain: &str, publish: &str) -> String {
+    let head = config(
+        prosody,
+        domain,
+        &format!("notify = [\"sink@localhost\"]\n{publish}"),
+    );
+    format!(
+        r#"{head}
+  [[device.field]]
+  name = "label"
+  type = "string"
+  generator = "constant"
+  value = "north wall"
+"#
+    )
+}
+
+/// Three pushes as slixmpp's XEP-0323 client reads them: (body, timestamps), where each timestamp
+/// is the list of its fields as slixmpp reports them.
+async fn pushes_read_by_slixmpp(publish: &str) -> Vec<(String, Vec<Vec<serde_json::Value>>)> {
+    let prosody = Server::start(Kind::Prosody, ServerOpts::new().random_component()).await;
+    prosody.register("sink", "pw").await;
+    let domain = prosody.component_domain().to_owned();
+    let mut gw = Gateway::spawn(&two_field_config(&prosody, &domain, publish));
+    assert!(
+        gw.wait_upstream(TIMEOUT).await,
+        "gateway connected upstream:\n{}",
+        gw.log_text()
+    );
+    let out = support::run_command(
+        std::process::Command::new(support::modbus::python())
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/push_reader.py"
+            ))
+            .args(["--jid", "sink@localhost/slixmpp", "--password", "pw"])
+            .args(["--server", &prosody.c2s_addr().to_string()])
+            .arg("--ca")
+            .arg(prosody.ca_path())
+            .args(["--from", &format!("thermo@{domain}"), "--count", "3"]),
+        prosody.dir(),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "the slixmpp reader failed:\n{}\n{}\ngateway log:\n{}",
+        out.stdout,
+        out.stderr,
+        gw.log_text()
+    );
+    out.stdout
+        .lines()
+        .map(|line| {
+            let push: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+            let body = push["body"].as_str().expect("a body").to_owned();
+            let timestamps = push["timestamps"]
+                .as_array()
+                .expect("timestamps")
+                .iter()
+                .map(|t| {
+                    assert_eq!(t["nodeId"], "thermo", "{line}");
+                    t["fields"].as_array().expect("fields").clone()
+                })
+                .collect();
+            (body, timestamps)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_compact_push_reads_in_slixmpp_and_in_a_chat_client() {
+    let pushes = pushes_read_by_slixmpp("").await;
+    assert_eq!(pushes.len(), 3);
+    for (body, timestamps) in &pushes {
+        // Both fields were read at one time: one <timestamp> holds them.
+        assert_eq!(timestamps.len(), 1, "{body}: {timestamps:?}");
+        let fields = &timestamps[0];
+        let temperature = fields
+            .iter()
+            .find(|f| f["name"] == "temperature")
+            .expect("temperature");
+        let label = fields.iter().find(|f| f["name"] == "label").expect("label");
+        assert_eq!(temperature["typename"], "numeric");
+        assert_eq!(temperature["unit"], "°C");
+        assert_eq!(label["typename"], "string");
+        // Current values; the quality flag XEP-0323 assumes when none is set is not written.
+        for f in [temperature, label] {
+            assert_eq!(f["flags"], serde_json::json!({"momentary": "true"}), "{f}");
+        }
+        // The body is the same reading as one line of text.
+        let value = temperature["value"].as_str().expect("a value");
+        value.parse::<f64>().expect("a number");
+        assert_eq!(
+            *body,
+            format!(
+                "temperature {value} °C, label {}",
+                label["value"].as_str().expect("a value")
+            )
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_full_push_format_spells_out_every_flag() {
+    let pushes = pushes_read_by_slixmpp(r#"format = "full""#).await;
+    assert_eq!(pushes.len(), 3);
+    for (body, timestamps) in &pushes {
+        let fields: Vec<_> = timestamps.iter().flatten().collect();
+        assert_eq!(fields.len(), 2, "{body}: {timestamps:?}");
+        for f in fields {
+            assert_eq!(
+                f["flags"],
+                serde_json::json!({"momentary": "true", "automaticReadout": "true"}),
+                "{f}"
+            );
+        }
+        assert!(body.starts_with("temperature "), "{body}");
+    }
+}

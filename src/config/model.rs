@@ -126,8 +126,23 @@ pub struct PublishConfig {
     pub deadband: Option<f64>,
     /// Bare JIDs that get a headline message per published change.
     pub notify: Vec<String>,
+    /// How the `<fields>` of those headlines are written. Default compact.
+    pub format: PushFormat,
     pub pubsub: Option<String>,
     pub room: Option<String>,
+}
+
+/// `[publish] format`: how much a push headline's XEP-0323 `<fields>` spells out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PushFormat {
+    /// One `<timestamp>` per distinct time, no flag that restates the XEP's default.
+    #[default]
+    Compact,
+    /// Every flag spelled out, as in a readout answer.
+    Full,
+    /// The body alone, no `<fields>`: what costs the server least, for readers that see pushes
+    /// as text and read values by XEP-0323 readout or PubSub.
+    Text,
 }
 
 #[derive(Debug, Clone)]

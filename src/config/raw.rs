@@ -89,6 +89,7 @@ pub(crate) const PUBLISH_KEYS: &[&str] = &[
     "min_interval",
     "deadband",
     "notify",
+    "format",
     "pubsub",
     "room",
 ];
@@ -175,6 +176,7 @@ pub(crate) struct RawPublish {
     pub min_interval: Option<Spanned<Duration>>,
     pub deadband: Option<Spanned<f64>>,
     pub notify: Option<StringList>,
+    pub format: Option<Spanned<String>>,
     pub pubsub: Option<Spanned<String>>,
     pub room: Option<Spanned<String>>,
 }
@@ -312,6 +314,7 @@ pub(crate) fn walk<'a>(doc: &'a ImDocument<&'a str>, rep: &mut Report<'_>) -> Ra
             min_interval: s.duration(rep, "min_interval"),
             deadband: s.number(rep, "deadband"),
             notify: s.strings(rep, "notify"),
+            format: s.string(rep, "format"),
             pubsub: s.string(rep, "pubsub"),
             room: s.string(rep, "room"),
         };

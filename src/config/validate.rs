@@ -647,6 +647,24 @@ fn publish(raw: &RawConfig<'_>, rep: &mut Report<'_>) -> PublishConfig {
                 None
             }
         });
+    let format = p
+        .format
+        .as_ref()
+        .map_or(PushFormat::Compact, |f| match f.value.as_str() {
+            "compact" => PushFormat::Compact,
+            "full" => PushFormat::Full,
+            "text" => PushFormat::Text,
+            other => {
+                let hint = suggestion(other, ["compact", "full", "text"]);
+                rep.error(
+                    &f.span,
+                    format!(
+                        "unknown `format` `{other}`{hint} (formats: `compact`, `full`, `text`)"
+                    ),
+                );
+                PushFormat::Compact
+            }
+        });
     PublishConfig {
         presence: p.presence.as_ref().is_none_or(|b| b.value),
         min_interval: p
@@ -655,6 +673,7 @@ fn publish(raw: &RawConfig<'_>, rep: &mut Report<'_>) -> PublishConfig {
             .map_or(DEFAULT_MIN_INTERVAL, |d| d.value),
         deadband,
         notify,
+        format,
         pubsub,
         room,
     }
@@ -1638,6 +1657,7 @@ presence = false
 min_interval = "500ms"
 deadband = 0.5
 notify = ["ops@example.org"]
+format = "full"
 pubsub = "pubsub.example.org"
 room = "plant@rooms.example.org"
 
@@ -1737,6 +1757,7 @@ adapter = "sim"
         assert_eq!(c.publish.min_interval, Duration::from_millis(500));
         assert_eq!(c.publish.deadband, Some(0.5));
         assert_eq!(c.publish.notify, ["ops@example.org"]);
+        assert_eq!(c.publish.format, PushFormat::Full);
         assert_eq!(c.publish.pubsub.as_deref(), Some("pubsub.example.org"));
         assert_eq!(c.publish.room.as_deref(), Some("plant@rooms.example.org"));
         assert_eq!(
@@ -1838,6 +1859,7 @@ adapter = "sim"
         assert!(c.publish.presence);
         assert_eq!(c.publish.min_interval, Duration::from_secs(2));
         assert_eq!(c.publish.deadband, None);
+        assert_eq!(c.publish.format, PushFormat::Compact);
         assert!(c.metrics.is_none());
         assert!(c.log.level.is_none());
         assert!(c.access.read.is_empty() && c.access.control.is_empty());
@@ -2381,6 +2403,24 @@ name = "t"
         ok("[xmpp]\nmode = \"client\"\njid = \"gw@localhost\"\npassword = \"x\"\ntls = \"none\"\n");
         let e = errors("[xmpp]\nmode = \"client\"\njid = \"gw@example.org\"\npassword = \"x\"\ntls = \"off\"\n");
         assert!(e[0].starts_with("5:7: unknown `tls` mode `off`"), "{e:?}");
+    }
+
+    #[test]
+    fn push_format_is_compact_or_full() {
+        let e = errors(&with_head("[publish]\nformat = \"compat\"\n"));
+        assert_eq!(
+            e,
+            ["8:10: unknown `format` `compat`; did you mean `compact`? (formats: `compact`, `full`, `text`)"]
+        );
+        let e = errors(&with_head("[publish]\nformat = \"xml\"\n"));
+        assert_eq!(
+            e,
+            ["8:10: unknown `format` `xml` (formats: `compact`, `full`, `text`)"]
+        );
+        let c = ok(&with_head("[publish]\nformat = \"compact\"\n"));
+        assert_eq!(c.config.publish.format, PushFormat::Compact);
+        let c = ok(&with_head("[publish]\nformat = \"text\"\n"));
+        assert_eq!(c.config.publish.format, PushFormat::Text);
     }
 
     #[test]

@@ -13,8 +13,10 @@ use xmpp_parsers::message::MessageType;
 use xmpp_parsers::stanza_error::{DefinedCondition, StanzaError};
 
 use super::Core;
+use crate::config::PushFormat;
 use crate::stats::Stats;
 use crate::translator;
+use crate::translator::sensordata::{Sample, Style};
 use crate::xmpp::stanzas;
 
 /// What an IQ the gateway sent itself was for.
@@ -110,14 +112,43 @@ impl Core {
             .unwrap_or_else(|| translator::sensordata::fields(0, dev.config.id.as_str(), &[], true))
     }
 
-    /// A headline per change to every `[publish] notify` JID: the values as text and as fields.
+    /// The current values of device `idx` as a compact push carries them.
+    fn compact_fields(&self, idx: usize) -> Element {
+        let dev = self.devices.get(idx);
+        let readings = dev.readings();
+        let samples: Vec<Sample<'_>> = readings
+            .iter()
+            .filter_map(|rd| {
+                let spec = dev.specs().find(|s| *s.name == *rd.field)?;
+                Some(Sample {
+                    timestamp: rd.timestamp,
+                    values: vec![(spec, &rd.value, rd.quality)],
+                    momentary: true,
+                })
+            })
+            .collect();
+        translator::sensordata::fields_styled(
+            0,
+            dev.config.id.as_str(),
+            &samples,
+            true,
+            Style::Compact,
+        )
+    }
+
+    /// A headline per change to every `[publish] notify` JID: the values as text, and as fields
+    /// unless `[publish] format = "text"`.
     fn push(&mut self, idx: usize) {
         if self.config.publish.notify.is_empty() {
             return;
         }
         let dev = self.devices.get(idx);
         let body = translator::status::status_line(&dev.current());
-        let fields = self.current_fields(idx);
+        let fields = match self.config.publish.format {
+            PushFormat::Compact => Some(self.compact_fields(idx)),
+            PushFormat::Full => Some(self.current_fields(idx)),
+            PushFormat::Text => None,
+        };
         let from = dev.jid.clone();
         let targets: Vec<Jid> = self
             .config
@@ -128,7 +159,9 @@ impl Core {
             .collect();
         for to in targets {
             let mut el = stanzas::text_message(MessageType::Headline, &from, &to, &body, None);
-            el.append_child(fields.clone());
+            if let Some(fields) = &fields {
+                el.append_child(fields.clone());
+            }
             self.reply(el);
         }
     }

@@ -190,15 +190,76 @@ pub struct Sample<'a> {
 /// `<fields seqnr [done='true']><node nodeId><timestamp value>…</timestamp>…</node></fields>`:
 /// one `timestamp` per sample, one field element per value.
 pub fn fields(seqnr: i32, node_id: &str, samples: &[Sample<'_>], done: bool) -> Element {
+    fields_of_node(seqnr, node_id, done, samples.iter().map(sample))
+}
+
+/// `<fields seqnr [done='true']><node nodeId>timestamps</node></fields>`.
+fn fields_of_node(
+    seqnr: i32,
+    node_id: &str,
+    done: bool,
+    timestamps: impl IntoIterator<Item = Element>,
+) -> Element {
     let node = Element::builder("node", SENSOR_DATA)
         .attr(NODE_ID.to_owned(), &*clean(node_id))
-        .append_all(samples.iter().map(sample))
+        .append_all(timestamps)
         .build();
     Element::builder("fields", SENSOR_DATA)
         .attr(SEQNR.to_owned(), seqnr)
         .attr(DONE.to_owned(), done.then_some("true"))
         .append(node)
         .build()
+}
+
+/// How much a `<fields>` payload spells out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Style {
+    /// What a push carries by default: one `<timestamp>` per distinct time as written (to the
+    /// millisecond), and no `automaticReadout='true'`, which XEP-0323 assumes for a field that
+    /// sets none of its quality flags. Every push passes through the server, and the server's
+    /// cost grows with every element and attribute it parses and writes again.
+    #[default]
+    Compact,
+    /// Every flag spelled out and one `<timestamp>` per run of readings taken at the same instant:
+    /// the form of readout answers, for readers that want the flags explicit.
+    Full,
+}
+
+/// [`fields`] in the given [`Style`]: a push's `<fields seqnr='0' done='true'>`.
+pub fn fields_styled(
+    seqnr: i32,
+    node_id: &str,
+    samples: &[Sample<'_>],
+    done: bool,
+    style: Style,
+) -> Element {
+    if style == Style::Full {
+        return fields(seqnr, node_id, samples, done);
+    }
+    // Readings of one batch may differ below the millisecond, which the timestamp does not
+    // show: group by the time as written, so that one `<timestamp>` holds them all.
+    let mut groups: Vec<(String, bool, Vec<Element>)> = Vec::new();
+    for s in samples {
+        let time = format_datetime(s.timestamp);
+        let elements = s
+            .values
+            .iter()
+            .map(|(spec, value, quality)| field(spec, value, *quality, s.momentary, style));
+        match groups
+            .iter_mut()
+            .find(|(t, momentary, _)| *t == time && *momentary == s.momentary)
+        {
+            Some((_, _, children)) => children.extend(elements),
+            None => groups.push((time, s.momentary, elements.collect())),
+        }
+    }
+    let timestamps = groups.into_iter().map(|(time, _, children)| {
+        Element::builder("timestamp", SENSOR_DATA)
+            .attr(VALUE.to_owned(), time)
+            .append_all(children)
+            .build()
+    });
+    fields_of_node(seqnr, node_id, done, timestamps)
 }
 
 /// `<failure seqnr [done='true']><error nodeId timestamp>text</error></failure>`.
@@ -225,17 +286,24 @@ fn sample(s: &Sample<'_>) -> Element {
     Element::builder("timestamp", SENSOR_DATA)
         .attr(VALUE.to_owned(), format_datetime(s.timestamp))
         .append_all(
-            s.values
-                .iter()
-                .map(|(spec, value, quality)| field(spec, value, *quality, s.momentary)),
+            s.values.iter().map(|(spec, value, quality)| {
+                field(spec, value, *quality, s.momentary, Style::Full)
+            }),
         )
         .build()
 }
 
 /// One field element: `numeric` (with `unit`), `boolean` or `string`, chosen by the field's
 /// configured type. A value that does not convert to that type goes out as what it is, rather
-/// than being lost.
-fn field(spec: &FieldSpec, value: &Value, quality: Quality, momentary: bool) -> Element {
+/// than being lost. A compact field leaves out `automaticReadout='true'` when it is the only
+/// quality flag (the XEP's assumption when none is set).
+fn field(
+    spec: &FieldSpec,
+    value: &Value,
+    quality: Quality,
+    momentary: bool,
+    style: Style,
+) -> Element {
     let converted = value.clone().coerce(spec.kind);
     let (element, text, numeric) = match converted.as_ref().unwrap_or(value) {
         Value::Bool(b) => ("boolean", b.to_string(), false),
@@ -248,6 +316,7 @@ fn field(spec: &FieldSpec, value: &Value, quality: Quality, momentary: bool) -> 
         Quality::Uncertain => (false, true, false),
         Quality::Bad => (true, false, true),
     };
+    let readout = readout && !(style == Style::Compact && quality == Quality::Good);
     Element::builder(element, SENSOR_DATA)
         .attr(NAME.to_owned(), &*clean(&spec.name))
         .attr(VALUE.to_owned(), text)
@@ -702,6 +771,61 @@ mod tests {
             xml(&fields(2, "d", &[], true)),
             "<fields xmlns='urn:xmpp:iot:sensordata' done='true' seqnr='2'><node nodeId='d'/></fields>"
         );
+    }
+
+    #[test]
+    fn compact_fields_share_a_timestamp_and_leave_out_the_assumed_flag() {
+        let temp = spec("temp", "°C", FieldType::Numeric, false);
+        let tag = spec("tag", "", FieldType::String, false);
+        let heater = spec("heater", "", FieldType::Boolean, true);
+        let (a, b, c) = (
+            Value::Float(21.5),
+            Value::Text("x".into()),
+            Value::Bool(false),
+        );
+        // One batch whose readings differ below the millisecond, and an older reading.
+        let at = |us| t0() + chrono::Duration::microseconds(us);
+        let one = |t, spec, value, quality| Sample {
+            timestamp: t,
+            values: vec![(spec, value, quality)],
+            momentary: true,
+        };
+        let samples = [
+            one(at(250_100), &temp, &a, Quality::Good),
+            one(at(-5_000_000), &heater, &c, Quality::Good),
+            one(at(250_900), &tag, &b, Quality::Uncertain),
+        ];
+        let el = fields_styled(0, "d0", &samples, true, Style::Compact);
+        assert_eq!(
+            xml(&el),
+            concat!(
+                "<fields xmlns='urn:xmpp:iot:sensordata' done='true' seqnr='0'><node nodeId='d0'>",
+                "<timestamp value='2026-03-07T16:24:30.250Z'>",
+                "<numeric momentary='true' name='temp' unit='°C' value='21.5'/>",
+                "<string automaticEstimate='true' momentary='true' name='tag' value='x'/>",
+                "</timestamp><timestamp value='2026-03-07T16:24:25Z'>",
+                "<boolean momentary='true' name='heater' value='false' writable='true'/>",
+                "</timestamp></node></fields>",
+            )
+        );
+        // A bad value keeps both its flags: with one quality flag set, none is assumed.
+        let bad = [one(t0(), &temp, &a, Quality::Bad)];
+        let s = xml(&fields_styled(0, "d0", &bad, true, Style::Compact));
+        assert!(s.contains("automaticReadout='true' error='true'"), "{s}");
+        // The full form is the readout form.
+        assert_eq!(
+            fields_styled(3, "d0", &samples, false, Style::Full),
+            fields(3, "d0", &samples, false)
+        );
+        // Either reads back as the same fields.
+        let compact = parse_fields(&el).unwrap();
+        let full = parse_fields(&fields(0, "d0", &samples, true)).unwrap();
+        let key = |f: &ParsedField| (f.name.clone(), f.value.clone(), f.kind.clone());
+        let mut a: Vec<_> = compact.iter().map(key).collect();
+        let mut b: Vec<_> = full.iter().map(key).collect();
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
     }
 
     #[test]

@@ -11,12 +11,12 @@ use tempfile::TempDir;
 
 use super::{eventually, kill_and_reap, run_command, send_signal, tail, wait_child};
 
-/// The test venv's Python, with pymodbus.
+/// The test venv's Python, with pymodbus and slixmpp.
 pub fn python() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-test/bin/python");
     assert!(
         p.exists(),
-        "{} is missing: run scripts/install-deps.sh (it creates the venv with pymodbus)",
+        "{} is missing: run scripts/install-deps.sh (it creates the venv with pymodbus and slixmpp)",
         p.display()
     );
     p
