@@ -365,6 +365,11 @@ impl Core {
                 None => return,
             },
             AdapterEvent::Online { device } | AdapterEvent::Offline { device, .. } => device,
+            AdapterEvent::DeviceFound(found) => {
+                tracing::warn!(device = %found.id, adapter = %found.adapter, "discovered devices are not hosted yet; ignored");
+                return;
+            }
+            AdapterEvent::DeviceGone { .. } => return,
         };
         if self.devices.index_of(device).is_none() {
             // A restarted adapter can report a device added by a reload a moment before the core
@@ -406,6 +411,7 @@ impl Core {
                 }
                 self.alert_availability(&device, false);
             }
+            AdapterEvent::DeviceFound(_) | AdapterEvent::DeviceGone { .. } => {}
         }
     }
 

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{DeviceId, Request, Value};
+use crate::{DeviceId, DiscoveredDevice, Request, Value};
 
 /// How far a reading can be trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -53,6 +53,12 @@ pub enum AdapterEvent {
     Online { device: DeviceId },
     /// The adapter cannot reach the device; `reason` is shown to people in the presence status.
     Offline { device: DeviceId, reason: String },
+    /// The adapter found a device on its bus (discovery), or what it knows of one changed.
+    /// Sent before any other event about that device.
+    DeviceFound(DiscoveredDevice),
+    /// A device the adapter found earlier no longer exists on the bus (its announcement was
+    /// withdrawn): it says goodbye and leaves the gateway.
+    DeviceGone { device: DeviceId },
 }
 
 impl AdapterEvent {

@@ -10,6 +10,7 @@
 
 mod backoff;
 mod device;
+mod discovery;
 mod event;
 // Shared by the fuzz targets (built with `--cfg fuzzing`) and the crates' tests (which turn on
 // the `testing` feature): not part of the release build's API.
@@ -22,6 +23,7 @@ mod value;
 
 pub use backoff::Backoff;
 pub use device::{DeviceId, DeviceIdError, FieldSpec, FieldType};
+pub use discovery::DiscoveredDevice;
 pub use event::{AdapterContext, AdapterEvent, EventSink, Quality, Reading};
 pub use metrics::{BusStats, Metric, MetricKind, MetricSample, MetricsSource};
 pub use request::{Request, RequestError, RequestKind};

@@ -443,6 +443,7 @@ mod tests {
                     assert!(reason.contains("85 °C power-on value"), "{reason}");
                 }
                 AdapterEvent::Online { .. } => {}
+                other => panic!("a configured-only adapter found a device: {other:?}"),
             }
         }
         assert!(room_without_temperature);

@@ -368,6 +368,7 @@ mod tests {
                 }
                 // One failed poll is not enough to call the device offline.
                 AdapterEvent::Online { .. } => {}
+                other => panic!("a configured-only adapter found a device: {other:?}"),
             }
         };
         // The first poll waited for its deadline (at least 2 s) while the fine device kept its

@@ -1197,6 +1197,9 @@ mod tests {
                     AdapterEvent::Offline { device, reason } => {
                         out.push(format!("{t} {device} offline: {reason}"))
                     }
+                    other @ (AdapterEvent::DeviceFound(_) | AdapterEvent::DeviceGone { .. }) => {
+                        panic!("Modbus has no discovery, yet: {other:?}")
+                    }
                     AdapterEvent::Readings(rs) => {
                         for r in rs {
                             if r.device.as_str() == device {

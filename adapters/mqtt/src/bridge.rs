@@ -956,6 +956,8 @@ mod tests {
                 AdapterEvent::Offline { device, reason } => {
                     out.push(format!("{device} offline: {reason}"))
                 }
+                AdapterEvent::DeviceFound(d) => out.push(format!("{} found", d.id)),
+                AdapterEvent::DeviceGone { device } => out.push(format!("{device} gone")),
             }
         }
         out

@@ -250,6 +250,7 @@ fn bridge(devices: Vec<MqttDevice>, topic_name: String, body: &[u8]) {
                     "presence of {device} changed by another topic"
                 );
             }
+            other => panic!("discovery is off, yet the bridge reported {other:?}"),
         }
     }
     assert!(readings <= wanted.len());

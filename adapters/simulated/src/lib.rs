@@ -718,6 +718,7 @@ mod tests {
                     format!("{} {}={}", rs[0].device, rs[0].field, rs[0].value)
                 }
                 AdapterEvent::Offline { device, .. } => format!("offline {device}"),
+                other => panic!("the simulator has no discovery, yet: {other:?}"),
             })
             .collect();
         assert_eq!(ids, ["online a", "a x=1", "a y=true", "online b", "b z=hi"]);
@@ -930,6 +931,7 @@ mod tests {
                 AdapterEvent::Online { .. } => format!("{t} online"),
                 AdapterEvent::Offline { reason, .. } => format!("{t} offline: {reason}"),
                 AdapterEvent::Readings(_) => format!("{t} reading"),
+                other => panic!("the simulator has no discovery, yet: {other:?}"),
             });
         }
         assert_eq!(
@@ -978,6 +980,7 @@ mod tests {
                 AdapterEvent::Online { .. } => format!("{t} online"),
                 AdapterEvent::Offline { .. } => format!("{t} offline"),
                 AdapterEvent::Readings(_) => format!("{t} reading"),
+                other => panic!("the simulator has no discovery, yet: {other:?}"),
             });
         }
         assert_eq!(
