@@ -3,8 +3,8 @@
 # (Prosody, ejabberd, Mosquitto, socat, openssl) or call (systemd-analyze, from the `systemd` package, which
 # checks the unit file without systemd running), but only those whose program is missing: on a
 # machine that has them this does nothing and needs no network. Then the PyPI packages the tests
-# use (pymodbus, the independent Modbus simulator of tests/modbus.rs; slixmpp, the XEP-0323 client
-# that reads the push headlines in tests/publish.rs) into the git-ignored venv .venv-test/, again
+# use (pymodbus, the independent Modbus simulator of tests/it/modbus.rs; slixmpp, the XEP-0323 client
+# that reads the push headlines in tests/it/publish.rs) into the git-ignored venv .venv-test/, again
 # only if missing. Used by scripts/test.sh, scripts/demo.sh and .ci/run.
 #
 # Usage: scripts/install-deps.sh [--demo]
@@ -15,7 +15,7 @@
 # demo run their own instances on their own ports and never talk to the system ones. The
 # packaged ejabberd service is stopped and disabled right after its install, though: it would
 # hold ports 5222/5269/5280 and an Erlang node named ejabberd@localhost for nothing, and the
-# tests run their own nodes (tests/support/ejabberd.rs).
+# tests run their own nodes (tests/it/support/ejabberd.rs).
 set -euo pipefail
 
 for arg in "$@"; do
@@ -42,12 +42,12 @@ add() {
 have mosquitto || add mosquitto
 have mosquitto_pub || add mosquitto-clients
 have mosquitto_sub || add mosquitto-clients
-# tests/support/ejabberd.rs copies /usr/sbin/ejabberdctl (Debian's) to run private nodes.
+# tests/it/support/ejabberd.rs copies /usr/sbin/ejabberdctl (Debian's) to run private nodes.
 new_ejabberd=false
 [ -x /usr/sbin/ejabberdctl ] || { add ejabberd; new_ejabberd=true; }
 have socat || add socat
 have openssl || add openssl
-# tests/deploy.rs: `systemd-analyze verify` and `security --offline` on deploy/*.service.
+# tests/it/deploy.rs: `systemd-analyze verify` and `security --offline` on deploy/*.service.
 have systemd-analyze || add systemd
 # The demo viewer and the Modbus tests' simulator run in venvs (python3 -m venv needs ensurepip).
 if ! command -v python3 >/dev/null 2>&1; then

@@ -16,7 +16,7 @@
 # (start returns once the gateway reports ready, as with Type=notify), `journalctl` shows the
 # gateway's log, `prosodyctl` uses the private Prosody configuration and types the account's
 # password. The .deb itself is not built: a release build for packaging would double CI time,
-# and tests/deploy.rs checks the package's metadata, unit and file list.
+# and tests/it/deploy.rs checks the package's metadata, unit and file list.
 #
 # Usage: scripts/pi-guide.sh   (GATEWAY_BIN=path: the binary to install; default: a debug build)
 # Needs prosody, mosquitto, mosquitto-clients, openssl, socat (scripts/install-deps.sh) and the

@@ -2,7 +2,7 @@
 # THE test command: installs what the integration tests need (Debian packages, only if missing),
 # then runs every test of the workspace. Extra arguments go to `cargo test`, e.g.
 #   scripts/test.sh                       # everything
-#   scripts/test.sh --test rig            # one integration test file
+#   scripts/test.sh --test it rig::       # one module of the integration tests (tests/it/)
 #   scripts/test.sh -- --nocapture        # show output
 # The exit code is the tests' exit code.
 #

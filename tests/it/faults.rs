@@ -9,18 +9,17 @@
 //! Needs Prosody, Mosquitto, `socat` and the test venv with pymodbus
 //! (`scripts/install-deps.sh`).
 
-mod support;
-
+use crate::support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
-use support::client::presence_status;
-use support::mosquitto::{Load, LoadReport};
-use support::{
+use crate::support::client::presence_status;
+use crate::support::mosquitto::{Load, LoadReport};
+use crate::support::{
     eventually, free_port, Gateway, ModbusServer, Mosquitto, MqttRig, Prosody, PtyPair, TestClient,
     TIMEOUT,
 };
+use rusqlite::{Connection, OpenFlags};
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::presence::Type as PresenceType;
 

@@ -1,4 +1,4 @@
-//! Test rig shared by the integration tests in `tests/*.rs` (each does `mod support;`).
+//! Test rig shared by the integration tests (the modules of `tests/it/`).
 //!
 //! * [`prosody`]: a private Prosody 0.12 per test (own ports, config, data, certificates),
 //!   hosting the gateway's XEP-0114 component domain and optionally a MUC and a pubsub service.
@@ -25,8 +25,9 @@
 //! for something that can be awaited. Where only polling is possible (a port that starts to
 //! accept, a process that exits, a line in a log file), the loop polls with a deadline.
 //!
-//! Not every test file uses every helper, hence the `allow` below.
-#![allow(dead_code, unused_imports)]
+//! The rig is a toolbox: some of its helpers (a gateway restart, extra Prosody configuration)
+//! are there for the next test rather than a current one, hence the `allow` below.
+#![allow(dead_code)]
 
 pub mod certs;
 pub mod client;
@@ -218,6 +219,16 @@ pub fn have_program(program: impl AsRef<OsStr>) -> bool {
     std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
         .unwrap_or(false)
+}
+
+/// Fails the test unless `program` is installed, naming the Debian `package` that brings it: a
+/// test never passes without the tool it needs.
+pub fn require_program(program: &str, package: &str) {
+    assert!(
+        have_program(program),
+        "{program} is not installed: install the Debian package `{package}` \
+         (scripts/install-deps.sh installs everything the tests need)"
+    );
 }
 
 /// The last `n` lines of `text`, for failure reports.

@@ -1,12 +1,12 @@
 //! Publishing beyond presence: push headlines to `[publish] notify` and PubSub items, against a
 //! real server with a pubsub service (Prosody and ejabberd).
 
-mod support;
-
+use crate::per_server;
+use crate::support;
 use std::time::Duration;
 
-use support::client::message_body;
-use support::{Gateway, Kind, Server, ServerOpts, TestClient, TIMEOUT};
+use crate::support::client::message_body;
+use crate::support::{Gateway, Kind, Server, ServerOpts, TestClient, TIMEOUT};
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::message::MessageType;
 use xmpp_parsers::minidom::Element;

@@ -5,12 +5,10 @@
 //!
 //! Needs `socat` and the test venv with pymodbus (`scripts/install-deps.sh` installs both).
 
-mod support;
-
 use std::time::Duration;
 
-use support::client::presence_status;
-use support::{
+use crate::support::client::presence_status;
+use crate::support::{
     eventually, free_port, Gateway, ModbusServer, Prosody, ProsodyOpts, PtyPair, TestClient,
     TIMEOUT,
 };

@@ -1,10 +1,8 @@
 //! SIGHUP: the configuration is re-read without dropping the upstream session.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{Gateway, GatewayOpts, Mosquitto, Prosody, ProsodyOpts, TestClient, TIMEOUT};
+use crate::support::{Gateway, GatewayOpts, Mosquitto, Prosody, ProsodyOpts, TestClient, TIMEOUT};
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::presence::Type as PresenceType;

@@ -1,11 +1,10 @@
 //! The store: exact historical readouts, the audit trail of writes, and a kill -9 in the middle
 //! of a flow of readings.
 
-mod support;
-
+use crate::support;
 use std::time::Duration;
 
-use support::{Gateway, Prosody, ProsodyOpts, TestClient, TIMEOUT};
+use crate::support::{Gateway, Prosody, ProsodyOpts, TestClient, TIMEOUT};
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::minidom::Element;
 

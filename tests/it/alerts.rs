@@ -4,12 +4,11 @@
 //! The watched value is a writable simulated field (a written value sticks), so a test moves
 //! it across thresholds by chatting `set`, instead of waiting for a generator to get there.
 
-mod support;
-
+use crate::support;
 use std::time::Duration;
 
-use support::client::message_body;
-use support::{Gateway, Prosody, ProsodyOpts, TestClient, TIMEOUT};
+use crate::support::client::message_body;
+use crate::support::{Gateway, Prosody, ProsodyOpts, TestClient, TIMEOUT};
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::message::{Id, Lang, Message, MessageType, Thread};
 use xmpp_parsers::minidom::Element;

@@ -3,12 +3,12 @@
 //! interoperability tests run against Prosody and ejabberd.
 //! Also the `read` and `set` commands, which use the same client.
 
-mod support;
-
+use crate::per_server;
+use crate::support;
 use std::time::Duration;
 
-use support::client::presence_status;
-use support::{
+use crate::support::client::presence_status;
+use crate::support::{
     tail, Ejabberd, EjabberdOpts, Gateway, GatewayOpts, Kind, Server, ServerOpts, TestClient,
     TIMEOUT,
 };

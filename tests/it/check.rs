@@ -13,11 +13,9 @@
 //! the case's scratch folder. Adding a case is adding a file; every case runs, and the test
 //! lists every case that failed.
 
-mod support;
-
 use std::path::Path;
 
-use support::Gateway;
+use crate::support::Gateway;
 
 /// What a case expects, from its leading comments.
 #[derive(Debug, Default)]

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_serial::{SerialPortBuilderExt, SerialStream};
 
-use super::{eventually, have_program, kill_and_reap, send_signal, wait_child, TIMEOUT};
+use super::{eventually, kill_and_reap, require_program, send_signal, wait_child, TIMEOUT};
 
 /// A `socat` pty pair: `device` is the test's end, `port` the gateway's (both symlinks).
 pub struct PtyPair {
@@ -23,10 +23,7 @@ pub struct PtyPair {
 
 impl PtyPair {
     pub async fn new() -> PtyPair {
-        assert!(
-            have_program("socat"),
-            "socat is missing: scripts/install-deps.sh installs it"
-        );
+        require_program("socat", "socat");
         let dir = tempfile::Builder::new()
             .prefix("pty-")
             .tempdir()
@@ -59,7 +56,7 @@ impl PtyPair {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("start socat");
+            .unwrap_or_else(|e| panic!("cannot start socat: {e} (Debian package `socat`)"));
         self.child = Some(child);
         let (device, port) = (self.device.clone(), self.port.clone());
         assert!(

@@ -9,14 +9,13 @@
 //! Prosody's 256 KiB c2s limit lets through) exercise the path above the limit, and the
 //! 9 KiB and 64 KiB ones the path below it.
 
-mod support;
-
+use crate::support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use support::metrics::metric;
-use support::stranger::condition;
-use support::{
+use crate::support::metrics::metric;
+use crate::support::stranger::condition;
+use crate::support::{
     free_port, Gateway, GatewayOpts, Prosody, ProsodyOpts, Stranger, TestClient, TIMEOUT,
 };
 use xmpp_parsers::iq::Iq;

@@ -2,12 +2,11 @@
 //! post their changes there and answer commands addressed to their nick. Each test runs against
 //! Prosody and ejabberd.
 
-mod support;
-
 use std::time::Duration;
 
-use support::client::message_body;
-use support::{Gateway, Kind, Server, ServerOpts, TestClient, TIMEOUT};
+use crate::per_server;
+use crate::support::client::message_body;
+use crate::support::{Gateway, Kind, Server, ServerOpts, TestClient, TIMEOUT};
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::message::{Message, MessageType};
 use xmpp_parsers::minidom::Element;

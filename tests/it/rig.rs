@@ -1,12 +1,10 @@
 //! Checks the test rig itself (tests/support): a private Prosody starts, accounts register, two
 //! test clients talk through it, IQs are matched, and a restart keeps the ports. No gateway here.
 
-mod support;
-
 use std::net::TcpStream;
 
-use support::client::{message_body, TestClient};
-use support::{Ejabberd, EjabberdOpts, Prosody, ProsodyOpts, TIMEOUT};
+use crate::support::client::{message_body, TestClient};
+use crate::support::{Ejabberd, EjabberdOpts, Prosody, ProsodyOpts, TIMEOUT};
 use xmpp_parsers::message::MessageType;
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::presence::Type as PresenceType;

@@ -6,15 +6,13 @@
 //! a directory or a FIFO where a file should be); the metrics endpoint shows that each was
 //! counted, and the readouts that none published a value.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::Path;
 
-use support::client::show;
-use support::metrics::{http_get, sample};
-use support::readout::{field, momentary};
-use support::{free_port, Gateway, Prosody, ProsodyOpts, TestClient, TIMEOUT};
+use crate::support::client::show;
+use crate::support::metrics::{http_get, sample};
+use crate::support::readout::{field, momentary};
+use crate::support::{free_port, Gateway, Prosody, ProsodyOpts, TestClient, TIMEOUT};
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::presence::Type as PresenceType;
 

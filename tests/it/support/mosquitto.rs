@@ -142,7 +142,12 @@ impl Mosquitto {
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start mosquitto: {e}"));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {}: {e} (Debian package `mosquitto`)",
+                    mosquitto_bin()
+                )
+            });
         self.child = Some(child);
         for port in [Some(self.port), self.tls_port].into_iter().flatten() {
             let addr: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -232,7 +237,9 @@ impl Mosquitto {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start mosquitto_pub: {e}"))
+            .unwrap_or_else(|e| {
+                panic!("cannot start mosquitto_pub: {e} (Debian package `mosquitto-clients`)")
+            })
     }
 
     /// Publishes one message per line of `lines` at QoS 1 with one `mosquitto_pub -l`.

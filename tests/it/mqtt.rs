@@ -3,13 +3,14 @@
 //! (XEP-0325, chat). Messages are published with `mosquitto_pub`; commands are watched with an
 //! MQTT subscriber.
 
-mod support;
-
+use crate::support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use support::client::presence_status;
-use support::{Gateway, Mosquitto, MqttRig as Rig, Prosody, ProsodyOpts, TestClient, TIMEOUT};
+use crate::support::client::presence_status;
+use crate::support::{
+    Gateway, Mosquitto, MqttRig as Rig, Prosody, ProsodyOpts, TestClient, TIMEOUT,
+};
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::presence::{Presence, Type as PresenceType};

@@ -4,12 +4,10 @@
 //! node first. Users on either node reach either gateway; when a node stops, its gateway moves
 //! to the other node and its devices' presence comes back.
 
-mod support;
-
 use std::time::Duration;
 
-use support::client::is_from;
-use support::{random_secret, Ejabberd, EjabberdOpts, Gateway, TestClient, TIMEOUT};
+use crate::support::client::is_from;
+use crate::support::{random_secret, Ejabberd, EjabberdOpts, Gateway, TestClient, TIMEOUT};
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::presence::Type as PresenceType;

@@ -344,7 +344,7 @@ impl Prosody {
             .stdout(console)
             .stderr(console_err)
             .spawn()
-            .expect("start prosody");
+            .unwrap_or_else(|e| panic!("cannot start {PROSODY}: {e} (Debian package `prosody`)"));
         self.child = Some(child);
 
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;

@@ -2,12 +2,12 @@
 //! log in over c2s and talk to the devices as any XMPP client would. The interoperability tests
 //! run against Prosody and ejabberd (`per_server!`).
 
-mod support;
-
+use crate::per_server;
+use crate::support;
 use std::time::Duration;
 
-use support::client::{message_body, presence_status};
-use support::{Gateway, Kind, Server, ServerOpts, TestClient, TIMEOUT};
+use crate::support::client::{message_body, presence_status};
+use crate::support::{Gateway, Kind, Server, ServerOpts, TestClient, TIMEOUT};
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::message::MessageType;

@@ -3,10 +3,9 @@
 //! lines a microcontroller would print; the gateway reads the other end. An XMPP user checks what
 //! arrives: presence, XEP-0323 readouts (momentary and historical), XEP-0325 control.
 
-mod support;
-
-use support::client::presence_status;
-use support::{Gateway, Prosody, ProsodyOpts, PtyPair, TestClient, TIMEOUT};
+use crate::support;
+use crate::support::client::presence_status;
+use crate::support::{Gateway, Prosody, ProsodyOpts, PtyPair, TestClient, TIMEOUT};
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::presence::Type as PresenceType;
