@@ -8,7 +8,8 @@ use crate::support;
 use std::time::Duration;
 
 use crate::support::client::message_body;
-use crate::support::{Gateway, Prosody, ProsodyOpts, TestClient, TIMEOUT};
+use crate::support::gateway_toml::{device, field, sim_adapter, Section};
+use crate::support::{Gateway, GatewayToml, Prosody, ProsodyOpts, TestClient, TIMEOUT};
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::message::{Id, Lang, Message, MessageType, Thread};
 use xmpp_parsers::minidom::Element;
@@ -21,70 +22,53 @@ const NS_OOB: &str = "jabber:x:oob";
 const RESTART: Duration = Duration::from_secs(30);
 
 fn config(prosody: &Prosody, domain: &str) -> String {
-    format!(
-        r#"
-[gateway]
-name = "alert gateway"
-history = "1h"
-commit_interval = "100ms"
-
-{xmpp}
-[access]
-read = ["bob@localhost"]
-control = ["alice@localhost"]
-
-[publish]
-min_interval = "0s"
-
-[[adapter]]
-id = "sim"
-type = "simulated"
-
-[[device]]
-id = "freezer"
-name = "Freezer"
-adapter = "sim"
-poll = "200ms"
-
-  [[device.field]]
-  name = "temperature"
-  unit = "°C"
-  generator = "constant"
-  value = -10.0
-  writable = true
-
-[[device]]
-id = "pump"
-name = "Pump"
-adapter = "sim"
-poll = "200ms"
-offline_every = "2s"
-offline_for = "1s"
-
-  [[device.field]]
-  name = "flow"
-  generator = "constant"
-  value = 1.0
-
-[[alert]]
-id = "warm"
-device = "freezer"
-field = "temperature"
-above = -12.0
-for = "1s"
-clear = -15.0
-repeat = "3s"
-to = ["bob@localhost"]
-
-[[alert]]
-id = "pump-gone"
-device = "pump"
-offline = true
-to = ["alice@localhost"]
-message = "{{device}} stopped answering ({{id}})"
-"#,
-        xmpp = prosody.component_toml(domain)
-    )
+    GatewayToml::new("alert gateway", prosody.component_toml(domain))
+        .gateway("history", "1h")
+        .gateway("commit_interval", "100ms")
+        .access("read", &["bob@localhost"])
+        .access("control", &["alice@localhost"])
+        .publish_every_reading()
+        .adapter(sim_adapter())
+        .device(
+            device("freezer", "sim")
+                .set("name", "Freezer")
+                .set("poll", "200ms")
+                .field(
+                    field("temperature")
+                        .set("unit", "°C")
+                        .set("generator", "constant")
+                        .set("value", -10.0)
+                        .set("writable", true),
+                ),
+        )
+        .device(
+            device("pump", "sim")
+                .set("name", "Pump")
+                .set("poll", "200ms")
+                .set("offline_every", "2s")
+                .set("offline_for", "1s")
+                .field(field("flow").set("generator", "constant").set("value", 1.0)),
+        )
+        .alert(
+            Section::new()
+                .set("id", "warm")
+                .set("device", "freezer")
+                .set("field", "temperature")
+                .set("above", -12.0)
+                .set("for", "1s")
+                .set("clear", -15.0)
+                .set("repeat", "3s")
+                .list("to", &["bob@localhost"]),
+        )
+        .alert(
+            Section::new()
+                .set("id", "pump-gone")
+                .set("device", "pump")
+                .set("offline", true)
+                .list("to", &["alice@localhost"])
+                .set("message", "{device} stopped answering ({id})"),
+        )
+        .build()
 }
 
 struct Rig {

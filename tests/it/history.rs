@@ -4,7 +4,8 @@
 use crate::support;
 use std::time::Duration;
 
-use crate::support::{Gateway, Prosody, ProsodyOpts, TestClient, TIMEOUT};
+use crate::support::gateway_toml::{device, field, sim_adapter};
+use crate::support::{Gateway, GatewayToml, Prosody, ProsodyOpts, TestClient, TIMEOUT};
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::minidom::Element;
 
@@ -12,47 +13,30 @@ const NS_SD: &str = "urn:xmpp:iot:sensordata";
 const NS_CTL: &str = "urn:xmpp:iot:control";
 
 fn config(prosody: &Prosody, domain: &str) -> String {
-    format!(
-        r#"
-[gateway]
-name = "store gateway"
-history = "1h"
-commit_interval = "100ms"
-
-{xmpp}
-[access]
-control = ["alice@localhost"]
-
-[[adapter]]
-id = "sim"
-type = "simulated"
-
-[[device]]
-id = "thermo"
-adapter = "sim"
-poll = "50ms"
-
-  [[device.field]]
-  name = "temperature"
-  unit = "°C"
-  generator = "random"
-  min = 10.0
-  max = 20.0
-
-[[device]]
-id = "relay"
-adapter = "sim"
-poll = "1s"
-
-  [[device.field]]
-  name = "level"
-  type = "integer"
-  generator = "constant"
-  value = 5
-  writable = true
-"#,
-        xmpp = prosody.component_toml(domain)
-    )
+    GatewayToml::new("store gateway", prosody.component_toml(domain))
+        .gateway("history", "1h")
+        .gateway("commit_interval", "100ms")
+        .access("control", &["alice@localhost"])
+        .adapter(sim_adapter())
+        .device(
+            device("thermo", "sim").set("poll", "50ms").field(
+                field("temperature")
+                    .set("unit", "°C")
+                    .set("generator", "random")
+                    .set("min", 10.0)
+                    .set("max", 20.0),
+            ),
+        )
+        .device(
+            device("relay", "sim").set("poll", "1s").field(
+                field("level")
+                    .set("type", "integer")
+                    .set("generator", "constant")
+                    .set("value", 5_i64)
+                    .set("writable", true),
+            ),
+        )
+        .build()
 }
 
 fn db(gw: &Gateway) -> rusqlite::Connection {

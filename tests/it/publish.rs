@@ -6,7 +6,8 @@ use crate::support;
 use std::time::Duration;
 
 use crate::support::client::message_body;
-use crate::support::{Gateway, Kind, Server, ServerOpts, TestClient, TIMEOUT};
+use crate::support::gateway_toml::{field, sim_adapter, stepping_thermo, Section};
+use crate::support::{Gateway, GatewayToml, Kind, Server, ServerOpts, TestClient, TIMEOUT};
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::message::MessageType;
 use xmpp_parsers::minidom::Element;
@@ -15,44 +16,30 @@ const NS_SD: &str = "urn:xmpp:iot:sensordata";
 const NS_PUBSUB: &str = "http://jabber.org/protocol/pubsub";
 const NS_EVENT: &str = "http://jabber.org/protocol/pubsub#event";
 
-fn config(prosody: &Server, domain: &str, publish: &str) -> String {
-    format!(
-        r#"
-[gateway]
-name = "publishing gateway"
-
-{xmpp}
-[access]
-read = ["@localhost"]
-
-[publish]
-min_interval = "0s"
-{publish}
-
-[[adapter]]
-id = "sim"
-type = "simulated"
-
-[[device]]
-id = "thermo"
-adapter = "sim"
-poll = "200ms"
-
-  [[device.field]]
-  name = "temperature"
-  unit = "°C"
-  generator = "step"
-  min = 10.0
-  max = 20.0
-  period = "200ms"
-"#,
-        xmpp = prosody.component_toml(domain)
-    )
+/// A gateway with the stepping thermometer `thermo`, every reading published, and the keys of
+/// `publish` added to `[publish]`.
+fn config(prosody: &Server, domain: &str, publish: Section, thermo: Section) -> String {
+    GatewayToml::new("publishing gateway", prosody.component_toml(domain))
+        .access("read", &["@localhost"])
+        .publish_every_reading()
+        .section("publish", publish)
+        .adapter(sim_adapter())
+        .device(thermo)
+        .build()
 }
 
-/// Prosody, carol@localhost connected to it, a gateway whose `[publish]` section has `publish`
-/// and pushes to carol, and its device's JID. Keep the server and gateway alive for the test.
-async fn carol_and_gateway(publish: &str) -> (Server, TestClient, Gateway, Jid) {
+/// `[publish]` keys: push headlines to `to`, in `format` if given.
+fn notify(to: &str, format: Option<&str>) -> Section {
+    let publish = Section::new().list("notify", &[to]);
+    match format {
+        Some(format) => publish.set("format", format),
+        None => publish,
+    }
+}
+
+/// Prosody, carol@localhost connected to it, a gateway that pushes to carol (in `format` if
+/// given), and its device's JID. Keep the server and gateway alive for the test.
+async fn carol_and_gateway(format: Option<&str>) -> (Server, TestClient, Gateway, Jid) {
     let prosody = Server::start(Kind::Prosody, ServerOpts::new().random_component()).await;
     prosody.register("carol", "pw").await;
     let domain = prosody.component_domain().to_owned();
@@ -60,7 +47,8 @@ async fn carol_and_gateway(publish: &str) -> (Server, TestClient, Gateway, Jid) 
     let mut gw = Gateway::spawn(&config(
         &prosody,
         &domain,
-        &format!("notify = [\"carol@localhost\"]\n{publish}"),
+        notify("carol@localhost", format),
+        stepping_thermo("200ms"),
     ));
     assert!(
         gw.wait_upstream(TIMEOUT).await,
@@ -72,7 +60,7 @@ async fn carol_and_gateway(publish: &str) -> (Server, TestClient, Gateway, Jid) 
 
 #[tokio::test]
 async fn every_change_is_pushed_as_a_headline() {
-    let (_prosody, mut carol, _gw, thermo) = carol_and_gateway("").await;
+    let (_prosody, mut carol, _gw, thermo) = carol_and_gateway(None).await;
     let mut bodies = Vec::new();
     while bodies.len() < 4 {
         let m = carol
@@ -100,7 +88,7 @@ async fn every_change_is_pushed_as_a_headline() {
 
 #[tokio::test]
 async fn a_text_push_is_the_body_alone() {
-    let (_prosody, mut carol, _gw, thermo) = carol_and_gateway(r#"format = "text""#).await;
+    let (_prosody, mut carol, _gw, thermo) = carol_and_gateway(Some("text")).await;
     for _ in 0..2 {
         let m = carol
             .recv_message(TIMEOUT, |m| {
@@ -125,7 +113,8 @@ async fn readings_are_published_to_pubsub(kind: Kind) {
     let mut gw = Gateway::spawn(&config(
         &prosody,
         &domain,
-        &format!("pubsub = \"{service}\""),
+        Section::new().set("pubsub", service.to_string()),
+        stepping_thermo("200ms"),
     ));
     assert!(
         gw.wait_upstream(TIMEOUT).await,
@@ -181,31 +170,26 @@ async fn readings_are_published_to_pubsub(kind: Kind) {
 per_server!(readings_are_published_to_pubsub);
 
 /// [`config`] with a second field, a constant string, read together with the temperature, and
-/// push headlines to sink@localhost.
-fn two_field_config(prosody: &Server, domain: &str, publish: &str) -> String {
-    let head = config(
-        prosody,
-        domain,
-        &format!("notify = [\"sink@localhost\"]\n{publish}"),
+/// push headlines to sink@localhost (in `format` if given).
+fn two_field_config(prosody: &Server, domain: &str, format: Option<&str>) -> String {
+    let thermo = stepping_thermo("200ms").field(
+        field("label")
+            .set("type", "string")
+            .set("generator", "constant")
+            .set("value", "north wall"),
     );
-    format!(
-        r#"{head}
-  [[device.field]]
-  name = "label"
-  type = "string"
-  generator = "constant"
-  value = "north wall"
-"#
-    )
+    config(prosody, domain, notify("sink@localhost", format), thermo)
 }
 
 /// Three pushes as slixmpp's XEP-0323 client reads them: (body, timestamps), where each timestamp
 /// is the list of its fields as slixmpp reports them.
-async fn pushes_read_by_slixmpp(publish: &str) -> Vec<(String, Vec<Vec<serde_json::Value>>)> {
+async fn pushes_read_by_slixmpp(
+    format: Option<&str>,
+) -> Vec<(String, Vec<Vec<serde_json::Value>>)> {
     let prosody = Server::start(Kind::Prosody, ServerOpts::new().random_component()).await;
     prosody.register("sink", "pw").await;
     let domain = prosody.component_domain().to_owned();
-    let mut gw = Gateway::spawn(&two_field_config(&prosody, &domain, publish));
+    let mut gw = Gateway::spawn(&two_field_config(&prosody, &domain, format));
     assert!(
         gw.wait_upstream(TIMEOUT).await,
         "gateway connected upstream:\n{}",
@@ -254,7 +238,7 @@ async fn pushes_read_by_slixmpp(publish: &str) -> Vec<(String, Vec<Vec<serde_jso
 
 #[tokio::test]
 async fn a_compact_push_reads_in_slixmpp_and_in_a_chat_client() {
-    let pushes = pushes_read_by_slixmpp("").await;
+    let pushes = pushes_read_by_slixmpp(None).await;
     assert_eq!(pushes.len(), 3);
     for (body, timestamps) in &pushes {
         // Both fields were read at one time: one <timestamp> holds them.
@@ -287,7 +271,7 @@ async fn a_compact_push_reads_in_slixmpp_and_in_a_chat_client() {
 
 #[tokio::test]
 async fn the_full_push_format_spells_out_every_flag() {
-    let pushes = pushes_read_by_slixmpp(r#"format = "full""#).await;
+    let pushes = pushes_read_by_slixmpp(Some("full")).await;
     assert_eq!(pushes.len(), 3);
     for (body, timestamps) in &pushes {
         let fields: Vec<_> = timestamps.iter().flatten().collect();

@@ -2,57 +2,35 @@
 
 use std::time::Duration;
 
-use crate::support::{Gateway, GatewayOpts, Mosquitto, Prosody, ProsodyOpts, TestClient, TIMEOUT};
+use crate::support::gateway_toml::{device, field, sim_adapter, stepping_thermo};
+use crate::support::{
+    Gateway, GatewayOpts, GatewayToml, Mosquitto, Prosody, ProsodyOpts, TestClient, TIMEOUT,
+};
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::presence::Type as PresenceType;
 
-fn config(prosody: &Prosody, domain: &str, extra_device: &str, read: &str) -> String {
-    format!(
-        r#"
-[gateway]
-name = "reloading gateway"
-
-{xmpp}
-[access]
-read = [{read}]
-
-[publish]
-min_interval = "0s"
-
-[[adapter]]
-id = "sim"
-type = "simulated"
-
-[[device]]
-id = "thermo"
-adapter = "sim"
-poll = "200ms"
-
-  [[device.field]]
-  name = "temperature"
-  unit = "°C"
-  generator = "step"
-  min = 10.0
-  max = 20.0
-  period = "200ms"
-{extra_device}
-"#,
-        xmpp = prosody.component_toml(domain)
-    )
+/// The stepping thermometer, and the door too when `with_door`; `read` may read them.
+fn config(prosody: &Prosody, domain: &str, with_door: bool, read: &[&str]) -> String {
+    let toml = GatewayToml::new("reloading gateway", prosody.component_toml(domain))
+        .access("read", read)
+        .publish_every_reading()
+        .adapter(sim_adapter())
+        .device(stepping_thermo("200ms"));
+    let toml = if with_door {
+        toml.device(
+            device("door", "sim").field(
+                field("open")
+                    .set("type", "boolean")
+                    .set("generator", "constant")
+                    .set("value", false),
+            ),
+        )
+    } else {
+        toml
+    };
+    toml.build()
 }
-
-const DOOR: &str = r#"
-[[device]]
-id = "door"
-adapter = "sim"
-
-  [[device.field]]
-  name = "open"
-  type = "boolean"
-  generator = "constant"
-  value = false
-"#;
 
 #[tokio::test]
 async fn an_added_device_comes_online_and_the_others_do_not_flap() {
@@ -60,8 +38,8 @@ async fn an_added_device_comes_online_and_the_others_do_not_flap() {
     prosody.register("alice", "pw").await;
     prosody.register("bob", "pw").await;
     let domain = prosody.component_domain().to_owned();
-    let both = r#""alice@localhost", "bob@localhost""#;
-    let mut gw = Gateway::spawn(&config(&prosody, &domain, "", both));
+    let both = ["alice@localhost", "bob@localhost"];
+    let mut gw = Gateway::spawn(&config(&prosody, &domain, false, &both));
     assert!(
         gw.wait_upstream(TIMEOUT).await,
         "gateway connected upstream"
@@ -96,7 +74,7 @@ async fn an_added_device_comes_online_and_the_others_do_not_flap() {
 
     // Add a device, and take bob off the read list.
     alice.drain();
-    gw.reload(&config(&prosody, &domain, DOOR, r#""alice@localhost""#));
+    gw.reload(&config(&prosody, &domain, true, &["alice@localhost"]));
     assert!(
         gw.wait_log("configuration reloaded", TIMEOUT).await,
         "{}",

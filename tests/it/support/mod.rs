@@ -10,6 +10,8 @@
 //!   component domains and secrets they host.
 //! * [`client`]: [`TestClient`], an XMPP user on tokio-xmpp that keeps every stanza it receives
 //!   so that a test can look for one that arrived earlier.
+//! * [`gateway_toml`]: the gateway's configuration file built in code, a test adding only the
+//!   keys it is about.
 //! * [`gateway`]: the gateway binary run as a child process with its own config, state dir and
 //!   log file.
 //! * [`metrics`]: reads the gateway's metrics endpoint.
@@ -34,6 +36,7 @@ pub mod client;
 pub mod components;
 pub mod ejabberd;
 pub mod gateway;
+pub mod gateway_toml;
 pub mod metrics;
 pub mod modbus;
 pub mod mosquitto;
@@ -47,6 +50,7 @@ pub mod stranger;
 pub use client::TestClient;
 pub use ejabberd::{Ejabberd, EjabberdOpts};
 pub use gateway::{Gateway, GatewayOpts};
+pub use gateway_toml::GatewayToml;
 pub use modbus::ModbusServer;
 pub use mosquitto::Mosquitto;
 pub use mqtt_rig::MqttRig;
