@@ -19,6 +19,9 @@ pub mod fuzzing;
 pub mod metrics;
 mod request;
 pub mod rs485;
+// The harness the adapter crates' own tests run their adapter in (the `testing` feature).
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod value;
 
 pub use backoff::Backoff;

@@ -200,10 +200,9 @@ fn answer(devices: &[Arc<poll::DeviceState>], req: Request) {
 mod tests {
     use super::*;
     use crate::resolve::tests::put;
-    use gateway_api::{AdapterEvent, FieldType, Reading, Value};
-    use tokio::sync::{mpsc, oneshot};
+    use gateway_api::testing::AdapterHarness;
+    use gateway_api::{AdapterEvent, FieldType, Value};
     use tokio::time::timeout;
-    use tokio_util::sync::CancellationToken;
 
     const W1: &str = "bus/w1/devices/28-0000075a2a2b";
 
@@ -221,43 +220,9 @@ mod tests {
         }
     }
 
-    struct Harness {
-        events: mpsc::Receiver<AdapterEvent>,
-        requests: mpsc::Sender<Request>,
-        shutdown: CancellationToken,
-        task: tokio::task::JoinHandle<()>,
-        _dir: tempfile::TempDir,
-    }
-
-    impl Harness {
-        async fn next(&mut self) -> AdapterEvent {
-            timeout(Duration::from_secs(10), self.events.recv())
-                .await
-                .expect("an event in time")
-                .expect("the adapter is running")
-        }
-
-        async fn request(
-            &self,
-            device: &str,
-            kind: RequestKind,
-        ) -> Result<Vec<Reading>, RequestError> {
-            let (tx, rx) = oneshot::channel();
-            self.requests
-                .send(Request {
-                    device: DeviceId::new(device).unwrap(),
-                    kind,
-                    reply: tx,
-                })
-                .await
-                .unwrap();
-            timeout(Duration::from_secs(10), rx).await.unwrap().unwrap()
-        }
-    }
-
     /// A tree with a 1-Wire sensor, a BME280 on IIO and the CPU's thermal zone; devices
-    /// `boiler` (the 1-Wire sensor) and `room` (the rest).
-    fn start() -> Harness {
+    /// `boiler` (the 1-Wire sensor) and `room` (the rest); the tree is in the returned folder.
+    fn start() -> (AdapterHarness, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         put(root, &format!("{W1}/temperature"), "61250\n");
@@ -300,26 +265,11 @@ mod tests {
             attempts: 3,
             pause: Duration::ZERO,
         });
-        let (events_tx, events) = mpsc::channel(16);
-        let (requests, requests_rx) = mpsc::channel(4);
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(adapter.run(AdapterContext {
-            adapter: "pi".into(),
-            events: events_tx,
-            requests: requests_rx,
-            shutdown: shutdown.clone(),
-        }));
-        Harness {
-            events,
-            requests,
-            shutdown,
-            task,
-            _dir: dir,
-        }
+        (AdapterHarness::start("pi", 16, |ctx| adapter.run(ctx)), dir)
     }
 
     /// Readings of `device` only, skipping the other device's events.
-    async fn readings_of(h: &mut Harness, device: &str) -> Vec<(String, Value)> {
+    async fn readings_of(h: &mut AdapterHarness, device: &str) -> Vec<(String, Value)> {
         loop {
             match h.next().await {
                 AdapterEvent::Readings(rs) if rs[0].device.as_str() == device => {
@@ -334,7 +284,7 @@ mod tests {
     }
 
     /// The next availability event of `device`.
-    async fn availability_of(h: &mut Harness, device: &str) -> Result<(), String> {
+    async fn availability_of(h: &mut AdapterHarness, device: &str) -> Result<(), String> {
         loop {
             match h.next().await {
                 AdapterEvent::Online { device: d } if d.as_str() == device => return Ok(()),
@@ -348,7 +298,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_event_per_device_per_poll_with_every_field_in_its_unit() {
-        let mut h = start();
+        let (mut h, dir) = start();
         assert_eq!(availability_of(&mut h, "room").await, Ok(()));
         let room = readings_of(&mut h, "room").await;
         assert_eq!(
@@ -365,7 +315,7 @@ mod tests {
             [("flow".to_owned(), Value::Float(61.25))]
         );
         // A change in the file is the next poll's value.
-        put(h._dir.path(), &format!("{W1}/temperature"), "-1062\n");
+        put(dir.path(), &format!("{W1}/temperature"), "-1062\n");
         loop {
             let r = readings_of(&mut h, "boiler").await;
             if r[0].1 == Value::Float(-1.062) {
@@ -403,18 +353,14 @@ mod tests {
             .await,
             Err(RequestError::UnknownField("nope".into()))
         );
-        h.shutdown.cancel();
-        timeout(Duration::from_secs(5), h.task)
-            .await
-            .unwrap()
-            .unwrap();
+        h.stop().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn faults_publish_no_value_and_a_vanished_sensor_takes_its_device_offline_until_it_returns(
     ) {
-        let mut h = start();
-        let root = h._dir.path().to_owned();
+        let (mut h, dir) = start();
+        let root = dir.path().to_owned();
         assert_eq!(availability_of(&mut h, "boiler").await, Ok(()));
         readings_of(&mut h, "boiler").await;
 
@@ -472,16 +418,12 @@ mod tests {
             readings_of(&mut h, "boiler").await,
             [("flow".to_owned(), Value::Float(60.0))]
         );
-        h.shutdown.cancel();
-        timeout(Duration::from_secs(5), h.task)
-            .await
-            .unwrap()
-            .unwrap();
+        h.stop().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn stops_when_the_core_closes_the_event_channel() {
-        let h = start();
+        let (h, _dir) = start();
         drop(h.events);
         timeout(Duration::from_secs(5), h.task)
             .await
