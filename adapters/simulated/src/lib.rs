@@ -532,11 +532,8 @@ fn step(min: f64, max: f64, period: Duration, start: f64, elapsed: Duration) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gateway_api::Request;
-    use tokio::sync::{mpsc, oneshot};
-    use tokio::task::JoinHandle;
+    use gateway_api::testing::AdapterHarness;
     use tokio::time::timeout;
-    use tokio_util::sync::CancellationToken;
 
     fn spec(name: &str, kind: FieldType, writable: bool) -> FieldSpec {
         FieldSpec {
@@ -568,63 +565,37 @@ mod tests {
         Generator::Constant { value: v }
     }
 
-    struct Harness {
-        events: mpsc::Receiver<AdapterEvent>,
-        pending: VecDeque<AdapterEvent>,
-        requests: Option<mpsc::Sender<Request>>,
-        shutdown: CancellationToken,
-        task: JoinHandle<()>,
-        start: Instant,
+    /// The shared harness, with the time checks and shorthands of these tests.
+    struct Harness(AdapterHarness);
+
+    impl std::ops::Deref for Harness {
+        type Target = AdapterHarness;
+        fn deref(&self) -> &AdapterHarness {
+            &self.0
+        }
+    }
+
+    impl std::ops::DerefMut for Harness {
+        fn deref_mut(&mut self) -> &mut AdapterHarness {
+            &mut self.0
+        }
     }
 
     fn spawn(devices: Vec<SimDevice>) -> Harness {
         spawn_with(devices, 64)
     }
 
+    /// Under paused time, so a wait may be long: time jumps to the next timer.
     fn spawn_with(devices: Vec<SimDevice>, capacity: usize) -> Harness {
-        let (etx, erx) = mpsc::channel(capacity);
-        let (rtx, rrx) = mpsc::channel(8);
-        let shutdown = CancellationToken::new();
-        let ctx = AdapterContext {
-            adapter: "sim".into(),
-            events: etx,
-            requests: rrx,
-            shutdown: shutdown.clone(),
-        };
-        let start = Instant::now();
-        let task = tokio::spawn(SimulatedAdapter::new(devices).with_seed(7).run(ctx));
-        Harness {
-            events: erx,
-            pending: VecDeque::new(),
-            requests: Some(rtx),
-            shutdown,
-            task,
-            start,
-        }
+        let adapter = SimulatedAdapter::new(devices).with_seed(7);
+        Harness(
+            AdapterHarness::start("sim", capacity, |ctx| adapter.run(ctx))
+                .with_deadline(Duration::from_secs(3600))
+                .split_batches(),
+        )
     }
 
     impl Harness {
-        /// The next event; a batch of readings comes as one event per reading.
-        async fn next(&mut self) -> AdapterEvent {
-            if let Some(e) = self.pending.pop_front() {
-                return e;
-            }
-            let e = timeout(Duration::from_secs(3600), self.events.recv())
-                .await
-                .expect("an event within an hour")
-                .expect("the adapter is running");
-            assert_ne!(e, AdapterEvent::Readings(Vec::new()), "an empty batch");
-            self.pending.extend(e.split());
-            self.pending.pop_front().expect("one event at least")
-        }
-
-        async fn reading(&mut self) -> Reading {
-            match self.next().await {
-                AdapterEvent::Readings(mut rs) => rs.remove(0),
-                other => panic!("expected a reading, got {other:?}"),
-            }
-        }
-
         /// The next reading and the seconds since start it came at.
         async fn timed(&mut self) -> (u64, Value) {
             let r = self.reading().await;
@@ -642,33 +613,6 @@ mod tests {
                 AdapterEvent::Online { .. } => {}
                 other => panic!("expected online, got {other:?}"),
             }
-        }
-
-        async fn request(
-            &self,
-            dev: &str,
-            kind: RequestKind,
-        ) -> Result<Vec<Reading>, RequestError> {
-            let (tx, rx) = oneshot::channel();
-            let req = Request {
-                device: DeviceId::new(dev).unwrap(),
-                kind,
-                reply: tx,
-            };
-            self.requests.as_ref().unwrap().send(req).await.unwrap();
-            timeout(Duration::from_secs(1), rx).await.unwrap().unwrap()
-        }
-
-        async fn write(
-            &self,
-            dev: &str,
-            values: &[(&str, Value)],
-        ) -> Result<Vec<Reading>, RequestError> {
-            let values = values
-                .iter()
-                .map(|(n, v)| (Arc::from(*n), v.clone()))
-                .collect();
-            self.request(dev, RequestKind::Write { values }).await
         }
 
         async fn read(&self, dev: &str, fields: &[&str]) -> Result<Vec<Reading>, RequestError> {
@@ -1206,7 +1150,7 @@ mod tests {
         let mut h = spawn(vec![actuator()]);
         h.online().await;
         h.shutdown.cancel();
-        timeout(Duration::from_millis(1), h.task)
+        timeout(Duration::from_millis(1), h.0.task)
             .await
             .expect("stops without waiting for the next poll")
             .unwrap();
@@ -1219,7 +1163,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert!(!h.task.is_finished());
         h.shutdown.cancel();
-        timeout(Duration::from_millis(1), h.task)
+        timeout(Duration::from_millis(1), h.0.task)
             .await
             .unwrap()
             .unwrap();
@@ -1258,8 +1202,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn stops_when_the_core_closes_the_event_channel() {
         let h = spawn(vec![actuator()]);
-        drop(h.events);
-        timeout(Duration::from_secs(2), h.task)
+        drop(h.0.events);
+        timeout(Duration::from_secs(2), h.0.task)
             .await
             .unwrap()
             .unwrap();
