@@ -304,11 +304,11 @@ async fn idle(link: &mut Link, delay: Duration, reason: &str) -> bool {
 mod tests {
     use super::*;
     use crate::parse::kv::KvSyntax;
+    use gateway_api::testing::AdapterHarness;
     use gateway_api::{DeviceId, FieldSpec, FieldType, Reading, Request, RequestKind, Value};
     use std::sync::Mutex;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-    use tokio::sync::{mpsc, oneshot};
-    use tokio_util::sync::CancellationToken;
+    use tokio::sync::oneshot;
 
     /// Hands out the ports a test queued; an empty queue is "no such file".
     #[derive(Clone, Default)]
@@ -339,67 +339,33 @@ mod tests {
         }
     }
 
+    /// The shared harness, with the adapter's counters.
     struct Harness {
-        events: mpsc::Receiver<AdapterEvent>,
-        pending: std::collections::VecDeque<AdapterEvent>,
-        requests: mpsc::Sender<Request>,
-        shutdown: CancellationToken,
-        task: tokio::task::JoinHandle<()>,
+        adapter: AdapterHarness,
         stats: Arc<SerialStats>,
     }
 
+    impl std::ops::Deref for Harness {
+        type Target = AdapterHarness;
+        fn deref(&self) -> &AdapterHarness {
+            &self.adapter
+        }
+    }
+
+    impl std::ops::DerefMut for Harness {
+        fn deref_mut(&mut self) -> &mut AdapterHarness {
+            &mut self.adapter
+        }
+    }
+
     impl Harness {
-        /// The next event; a batch of readings comes as one event per reading.
-        async fn next(&mut self) -> AdapterEvent {
-            if let Some(e) = self.pending.pop_front() {
-                return e;
-            }
-            let e = tokio::time::timeout(Duration::from_secs(600), self.events.recv())
-                .await
-                .expect("an event in time")
-                .expect("the adapter is running");
-            assert_ne!(e, AdapterEvent::Readings(Vec::new()), "an empty batch");
-            self.pending.extend(e.split());
-            self.pending.pop_front().expect("one event at least")
-        }
-
-        async fn reading(&mut self) -> Reading {
-            match self.next().await {
-                AdapterEvent::Readings(mut rs) => rs.remove(0),
-                other => panic!("expected a reading, got {other:?}"),
-            }
-        }
-
-        async fn request(
-            &self,
-            device: &str,
-            kind: RequestKind,
-        ) -> Result<Vec<Reading>, RequestError> {
-            let (reply, rx) = oneshot::channel();
-            self.requests
-                .send(Request {
-                    device: DeviceId::new(device).unwrap(),
-                    kind,
-                    reply,
-                })
-                .await
-                .unwrap();
-            rx.await.expect("answered")
-        }
-
         async fn write(
             &self,
             device: &str,
             field: &str,
             value: Value,
         ) -> Result<Vec<Reading>, RequestError> {
-            self.request(
-                device,
-                RequestKind::Write {
-                    values: vec![(field.into(), value)],
-                },
-            )
-            .await
+            self.adapter.write(device, &[(field, value)]).await
         }
     }
 
@@ -461,23 +427,11 @@ mod tests {
         ];
         let adapter = SerialAdapter::with_opener(config, devices, ports.clone());
         let stats = adapter.stats();
-        let (events_tx, events) = mpsc::channel(16);
-        let (requests, requests_rx) = mpsc::channel(4);
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(adapter.run(AdapterContext {
-            adapter: "uart".into(),
-            events: events_tx,
-            requests: requests_rx,
-            shutdown: shutdown.clone(),
-        }));
-        Harness {
-            events,
-            pending: Default::default(),
-            requests,
-            shutdown,
-            task,
-            stats,
-        }
+        // Under paused time, so a wait may be long: time jumps to the next timer.
+        let adapter = AdapterHarness::start("uart", 16, |ctx| adapter.run(ctx))
+            .with_deadline(Duration::from_secs(600))
+            .split_batches();
+        Harness { adapter, stats }
     }
 
     async fn online(h: &mut Harness) {
@@ -575,7 +529,7 @@ mod tests {
         let s = h.stats.snapshot();
         assert_eq!((s.opens, s.losses), (2, 1));
         h.shutdown.cancel();
-        h.task.await.unwrap();
+        h.adapter.task.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
@@ -640,7 +594,7 @@ mod tests {
         let mut h = start(&ports);
         online(&mut h).await;
         settle().await;
-        let requests = h.requests.clone();
+        let requests = h.requests.clone().expect("the request channel");
         let write = tokio::spawn(async move {
             let (reply, rx) = oneshot::channel();
             requests
@@ -722,7 +676,7 @@ mod tests {
             .is_ok());
         assert_eq!(read_line(&mut dev).await, "L ok\r\n");
         h.shutdown.cancel();
-        tokio::time::timeout(Duration::from_millis(1), h.task)
+        tokio::time::timeout(Duration::from_millis(1), h.adapter.task)
             .await
             .unwrap()
             .unwrap();
@@ -734,7 +688,7 @@ mod tests {
         let dev = ports.plug();
         let mut h = start(&ports);
         online(&mut h).await;
-        let requests = h.requests.clone();
+        let requests = h.requests.clone().expect("the request channel");
         let write = tokio::spawn(async move {
             let (reply, rx) = oneshot::channel();
             let values = vec![("relay".into(), Value::Bool(true))];
@@ -769,7 +723,7 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(!h.task.is_finished());
         h.shutdown.cancel();
-        tokio::time::timeout(Duration::from_millis(1), h.task)
+        tokio::time::timeout(Duration::from_millis(1), h.adapter.task)
             .await
             .unwrap()
             .unwrap();
