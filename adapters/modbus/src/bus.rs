@@ -907,12 +907,11 @@ mod tests {
     use super::*;
     use crate::codec::{ByteOrder, DataType, Encoding};
     use crate::config::{DeviceSettings, ModbusField, Parity, SerialSettings};
+    use gateway_api::testing::AdapterHarness;
     use gateway_api::{FieldSpec, FieldType};
     use std::collections::HashMap;
     use std::future::Future;
     use std::sync::Mutex;
-    use tokio::sync::oneshot;
-    use tokio::task::JoinHandle;
     use tokio::time::timeout;
 
     /// One simulated unit.
@@ -1132,57 +1131,52 @@ mod tests {
         }
     }
 
+    /// The shared harness, with the fake units' state and the bus counters.
     struct Harness {
+        adapter: AdapterHarness,
         state: Shared,
-        events: mpsc::Receiver<AdapterEvent>,
-        requests: mpsc::Sender<Request>,
-        shutdown: CancellationToken,
-        task: JoinHandle<()>,
         stats: Arc<BusStats>,
-        start: Instant,
     }
 
+    impl std::ops::Deref for Harness {
+        type Target = AdapterHarness;
+        fn deref(&self) -> &AdapterHarness {
+            &self.adapter
+        }
+    }
+
+    impl std::ops::DerefMut for Harness {
+        fn deref_mut(&mut self) -> &mut AdapterHarness {
+            &mut self.adapter
+        }
+    }
+
+    /// Under paused time, so a wait may be long: time jumps to the next timer.
     fn spawn(state: State, devices: Vec<ModbusDevice>, resync: bool) -> Harness {
         let state = Arc::new(Mutex::new(state));
-        let (etx, erx) = mpsc::channel(256);
-        let (rtx, rrx) = mpsc::channel(8);
-        let shutdown = CancellationToken::new();
         let stats = Arc::new(BusStats::new(
             "rs485".into(),
             devices.iter().map(|d| d.id.clone()),
         ));
-        let ctx = AdapterContext {
-            adapter: "rs485".into(),
-            events: etx,
-            requests: rrx,
-            shutdown: shutdown.clone(),
-        };
         let connector = FakeConnector {
             state: state.clone(),
             resync,
         };
-        let bus = Bus::new(settings(), connector, devices, stats.clone(), ctx);
+        let bus_stats = stats.clone();
+        let adapter = AdapterHarness::start("rs485", 256, |ctx| {
+            Bus::new(settings(), connector, devices, bus_stats, ctx).run()
+        })
+        .with_deadline(Duration::from_secs(3600));
         Harness {
+            adapter,
             state,
-            events: erx,
-            requests: rtx,
-            shutdown,
-            task: tokio::spawn(bus.run()),
             stats,
-            start: Instant::now(),
         }
     }
 
     impl Harness {
-        async fn next(&mut self) -> AdapterEvent {
-            timeout(Duration::from_secs(3600), self.events.recv())
-                .await
-                .expect("an event within an hour")
-                .expect("the bus is running")
-        }
-
         fn ms(&self) -> u128 {
-            self.start.elapsed().as_millis()
+            self.elapsed().as_millis()
         }
 
         /// Events until `n` readings of `device` have come, as text with their time.
@@ -1216,35 +1210,6 @@ mod tests {
                 }
             }
             out
-        }
-
-        async fn request(
-            &self,
-            dev: &str,
-            kind: RequestKind,
-        ) -> Result<Vec<Reading>, RequestError> {
-            let (tx, rx) = oneshot::channel();
-            self.requests
-                .send(Request {
-                    device: DeviceId::new(dev).unwrap(),
-                    kind,
-                    reply: tx,
-                })
-                .await
-                .unwrap();
-            timeout(Duration::from_secs(60), rx).await.unwrap().unwrap()
-        }
-
-        async fn write(
-            &self,
-            dev: &str,
-            values: &[(&str, Value)],
-        ) -> Result<Vec<Reading>, RequestError> {
-            let values = values
-                .iter()
-                .map(|(n, v)| (Arc::from(*n), v.clone()))
-                .collect();
-            self.request(dev, RequestKind::Write { values }).await
         }
 
         fn log(&self) -> Vec<(u8, String)> {
@@ -1323,7 +1288,7 @@ mod tests {
         let s = h.stats.total.snapshot();
         assert_eq!((s.requests, s.responses, s.timeouts), (8, 8, 0));
         h.shutdown.cancel();
-        timeout(Duration::from_millis(1), h.task)
+        timeout(Duration::from_millis(1), h.adapter.task)
             .await
             .unwrap()
             .unwrap();
@@ -1823,7 +1788,7 @@ mod tests {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
         h.shutdown.cancel();
-        timeout(Duration::from_millis(1), h.task)
+        timeout(Duration::from_millis(1), h.adapter.task)
             .await
             .unwrap()
             .unwrap();
@@ -1836,8 +1801,8 @@ mod tests {
             vec![device("meter", 1, 1000, meter_fields())],
             false,
         );
-        drop(h.events);
-        timeout(Duration::from_secs(2), h.task)
+        drop(h.adapter.events);
+        timeout(Duration::from_secs(2), h.adapter.task)
             .await
             .unwrap()
             .unwrap();
