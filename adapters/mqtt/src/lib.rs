@@ -260,10 +260,8 @@ fn filters_of(filters: &[String]) -> Vec<SubscribeFilter> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gateway_api::{
-        AdapterEvent, DeviceId, FieldSpec, FieldType, Request, RequestError, RequestKind, Value,
-    };
-    use tokio::sync::oneshot;
+    use gateway_api::testing::AdapterHarness;
+    use gateway_api::{AdapterEvent, DeviceId, FieldSpec, FieldType, RequestError, Value};
 
     /// A loopback port nothing listens on (bound, then released).
     fn closed_port() -> u16 {
@@ -291,35 +289,14 @@ mod tests {
         }
     }
 
-    struct Running {
-        events: mpsc::Receiver<AdapterEvent>,
-        requests: mpsc::Sender<Request>,
-        shutdown: CancellationToken,
-        task: tokio::task::JoinHandle<()>,
-    }
-
-    fn start(broker: BrokerConfig) -> Running {
-        let (events_tx, events) = mpsc::channel(16);
-        let (requests, requests_rx) = mpsc::channel(4);
-        let shutdown = CancellationToken::new();
-        let ctx = AdapterContext {
-            adapter: "broker".into(),
-            events: events_tx,
-            requests: requests_rx,
-            shutdown: shutdown.clone(),
-        };
+    fn start(broker: BrokerConfig) -> AdapterHarness {
         let adapter = MqttAdapter::new(broker, "test".into(), vec![device()]);
-        Running {
-            events,
-            requests,
-            shutdown,
-            task: tokio::spawn(adapter.run(ctx)),
-        }
+        AdapterHarness::start("broker", 16, |ctx| adapter.run(ctx))
     }
 
-    async fn offline_reason(r: &mut Running) -> String {
-        match tokio::time::timeout(Duration::from_secs(10), r.events.recv()).await {
-            Ok(Some(AdapterEvent::Offline { reason, .. })) => reason,
+    async fn offline_reason(r: &mut AdapterHarness) -> String {
+        match r.next().await {
+            AdapterEvent::Offline { reason, .. } => reason,
             other => panic!("expected the device to go offline, got {other:?}"),
         }
     }
@@ -334,21 +311,7 @@ mod tests {
             reason.starts_with(&format!("MQTT broker 127.0.0.1:{port} unreachable: ")),
             "{reason}"
         );
-        let (tx, rx) = oneshot::channel();
-        r.requests
-            .send(Request {
-                device: DeviceId::new("d").unwrap(),
-                kind: RequestKind::Write {
-                    values: vec![("v".into(), Value::Float(1.0))],
-                },
-                reply: tx,
-            })
-            .await
-            .unwrap();
-        let answer = tokio::time::timeout(Duration::from_secs(10), rx)
-            .await
-            .unwrap()
-            .unwrap();
+        let answer = r.write("d", &[("v", Value::Float(1.0))]).await;
         assert!(
             matches!(answer, Err(RequestError::Unreachable(_))),
             "{answer:?}"
