@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use crate::per_server;
 use crate::support::client::message_body;
-use crate::support::{Gateway, Kind, Server, ServerOpts, TestClient, TIMEOUT};
+use crate::support::gateway_toml::{device, field, sim_adapter, stepping_thermo, Section};
+use crate::support::{Gateway, GatewayToml, Kind, Server, ServerOpts, TestClient, TIMEOUT};
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::message::{Message, MessageType};
 use xmpp_parsers::minidom::Element;
@@ -19,50 +20,23 @@ async fn devices_join_post_changes_and_answer_their_nick(kind: Kind) {
     server.register("alice", "pw").await;
     let domain = server.component_domain().to_owned();
     let room = format!("plant@{}", server.muc_domain());
-    let config = format!(
-        r#"
-[gateway]
-name = "room gateway"
-
-{xmpp}
-[access]
-read = ["@localhost"]
-control = ["alice@localhost"]
-
-[publish]
-min_interval = "0s"
-room = "{room}"
-
-[[adapter]]
-id = "sim"
-type = "simulated"
-
-[[device]]
-id = "thermo"
-adapter = "sim"
-poll = "300ms"
-
-  [[device.field]]
-  name = "temperature"
-  unit = "°C"
-  generator = "step"
-  min = 10.0
-  max = 20.0
-  period = "300ms"
-
-[[device]]
-id = "relay"
-adapter = "sim"
-
-  [[device.field]]
-  name = "level"
-  type = "integer"
-  generator = "constant"
-  value = 1
-  writable = true
-"#,
-        xmpp = server.component_toml(&domain)
-    );
+    let config = GatewayToml::new("room gateway", server.component_toml(&domain))
+        .access("read", &["@localhost"])
+        .access("control", &["alice@localhost"])
+        .publish_every_reading()
+        .section("publish", Section::new().set("room", room.as_str()))
+        .adapter(sim_adapter())
+        .device(stepping_thermo("300ms"))
+        .device(
+            device("relay", "sim").field(
+                field("level")
+                    .set("type", "integer")
+                    .set("generator", "constant")
+                    .set("value", 1_i64)
+                    .set("writable", true),
+            ),
+        )
+        .build();
     let mut gw = Gateway::spawn(&config);
     assert!(
         gw.wait_upstream(TIMEOUT).await,
