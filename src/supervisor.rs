@@ -52,7 +52,8 @@ fn slice(config: &Config, index: usize) -> Config {
 }
 
 /// What an adapter is started with and restarted on a change of: its settings, its devices
-/// (settings, fields, common keys) and the gateway's name (an MQTT client id derives from it).
+/// (settings, fields, common keys) and the gateway's name (an adapter may derive names from it,
+/// as a client id on its bus).
 /// Compared by value, secrets included.
 #[derive(Debug, PartialEq)]
 struct Slice {

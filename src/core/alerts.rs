@@ -345,8 +345,8 @@ impl Core {
     }
 
     /// Shows a device that just got a chat alert its current values and availability, so that
-    /// a condition already holding counts from now rather than from the next reading (an MQTT
-    /// device may report only on change).
+    /// a condition already holding counts from now rather than from the next reading (a device
+    /// behind a broker may report only on change).
     pub(super) fn check_fresh_alert(&mut self) {
         let Some(idx) = self.alert_book.fresh.take() else {
             return;

@@ -53,7 +53,7 @@ use crate::xmpp::{stanzas, Inbound};
 /// Replies waiting for room upstream; beyond this the oldest are dropped (and counted).
 const MAX_URGENT: usize = 10_000;
 /// With this many stanzas waiting for upstream, adapter events wait: the wait reaches the buses
-/// (an MQTT broker holds its queue, a poll comes later) instead of stanzas being dropped here.
+/// (a broker holds its queue, a poll comes later) instead of stanzas being dropped here.
 const URGENT_HIGH_WATER: usize = 256;
 /// How long a write may take from request to the device's confirmation.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -920,8 +920,8 @@ impl Core {
     async fn shut_down(mut self, mut inputs: CoreInputs) {
         inputs.inbound.close();
         // What adapters already handed over is kept (stored, flushed at exit): an adapter that
-        // acknowledges its bus once the core accepted a reading (MQTT) must not lose it. Closing
-        // first tells the adapters to stop handing over (their sends now fail).
+        // acknowledges its bus once the core accepted a reading (as to a broker) must not lose
+        // it. Closing first tells the adapters to stop handing over (their sends now fail).
         // `recv` returns `None` once the buffer is empty and no adapter holds a send permit any
         // more (one taken before the close may still be used); bounded in case one never is.
         inputs.events.close();
