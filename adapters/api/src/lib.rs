@@ -19,6 +19,7 @@ pub mod fuzzing;
 pub mod metrics;
 mod request;
 pub mod rs485;
+pub mod serial_port;
 mod value;
 
 pub use backoff::Backoff;
