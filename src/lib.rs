@@ -4,11 +4,11 @@
 //! at its top). Data flows adapters → core → translator → xmpp:
 //! - [`config`]: the configuration file, validated once into [`config::Config`], with every
 //!   problem and its position.
-//! - [`adapters`]: builds and starts one bus adapter (crates under `adapters/`) per
+//! - [`adapter_start`]: builds and starts one bus adapter (crates under `adapters/`) per
 //!   `[[adapter]]` section; adapters send readings and serve reads and writes.
 //! - [`adapter_registry`]: the adapter types this build knows, one line each.
-//! - [`supervisor`]: keeps the adapters running; on a reload restarts only those whose settings
-//!   changed.
+//! - [`adapter_supervisor`]: keeps the adapters running; on a reload restarts only those whose
+//!   settings changed.
 //! - [`core`]: the one task that owns device state and subscribers and answers XMPP.
 //! - [`devices`]: what the gateway knows about each device.
 //! - [`access`]: who may read and who may control, from the `[access]` lists.
@@ -33,7 +33,8 @@
 
 pub mod access;
 pub mod adapter_registry;
-pub mod adapters;
+pub mod adapter_start;
+pub mod adapter_supervisor;
 pub mod alerts;
 pub mod charts;
 pub mod config;
@@ -46,7 +47,6 @@ pub mod memory;
 pub mod metrics;
 pub mod stats;
 pub mod store;
-pub mod supervisor;
 pub mod systemd;
 pub mod translator;
 pub mod xmlns;
@@ -59,13 +59,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::adapter_supervisor::Adapters;
 use crate::config::{Config, XmppConfig};
 use crate::core::{Core, CoreCommand, CoreParts};
 use crate::metrics::{GatewayMetrics, Registry};
 use crate::stats::Stats;
 use crate::stats::Summary;
 use crate::store::{Store, StoreOptions};
-use crate::supervisor::Adapters;
 use crate::systemd::Notifier;
 use crate::xmpp::client::ClientSessions;
 use crate::xmpp::component::{ComponentSession, Timeouts};

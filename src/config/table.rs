@@ -53,7 +53,7 @@ pub fn port_lines(config: &Config) -> String {
     let mut out = String::new();
     for (index, adapter) in config.adapters.iter().enumerate() {
         if let Some((_, ty)) = crate::adapter_registry::find(adapter.type_name) {
-            out.push_str(&ty.check_summary(&crate::adapters::slice(config, index)));
+            out.push_str(&ty.check_summary(&crate::adapter_start::slice(config, index)));
         }
     }
     out
@@ -138,7 +138,7 @@ pub fn device_table(config: &Config) -> String {
 /// What each registered adapter type prints about its adapters, in registry order.
 fn registered_lines(config: &Config) -> String {
     let slices: Vec<_> = (0..config.adapters.len())
-        .map(|i| crate::adapters::slice(config, i))
+        .map(|i| crate::adapter_start::slice(config, i))
         .collect();
     let mut out = String::new();
     for ty in crate::adapter_registry::TYPES {

@@ -249,7 +249,8 @@ async fn serve(config: Arc<Config>, store: Store, content: Vec<u8>) -> Vec<Eleme
     let shutdown = CancellationToken::new();
     let metrics = Arc::new(Registry::new());
     let (events_tx, events_rx) = mpsc::channel(1024);
-    let (requests, _adapters) = crate::adapters::spawn_all(&config, events_tx, &shutdown, &metrics);
+    let (requests, _adapters) =
+        crate::adapter_start::spawn_all(&config, events_tx, &shutdown, &metrics);
     let (_inbound_tx, inbound_rx) = mpsc::channel(1);
     let (outbound_tx, _outbound_rx) = mpsc::channel(1);
     let (_commands_tx, commands_rx) = mpsc::channel(1);

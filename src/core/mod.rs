@@ -95,7 +95,7 @@ enum Deferred {
     },
 }
 
-/// What the supervisor asks of the core.
+/// What the main loop (`run`, on a reload) asks of the core.
 #[derive(Debug)]
 pub enum CoreCommand {
     /// Take this configuration; `requests` are the adapters' request senders for it.
@@ -119,7 +119,7 @@ pub struct CoreParts {
     /// Per adapter (indexed like `config.adapters`): where reads and writes go.
     pub requests: Vec<mpsc::Sender<Request>>,
     pub stats: Arc<Stats>,
-    /// Commands from the supervisor (reload).
+    /// Commands from the main loop (reload).
     pub commands: mpsc::Receiver<CoreCommand>,
     /// Every metrics source (the gateway's own, the adapters'): the gateway's status readout.
     pub metrics: Arc<Registry>,

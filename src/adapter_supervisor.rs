@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::adapters;
+use crate::adapter_start;
 use crate::config::{AdapterConfig, Config, DeviceConfig};
 use crate::metrics::Registry;
 
@@ -90,7 +90,7 @@ impl Adapters {
         let one = slice(config, index);
         let stop = CancellationToken::new();
         let (mut senders, tasks) =
-            adapters::spawn_all(&one, self.events.clone(), &stop, &self.metrics);
+            adapter_start::spawn_all(&one, self.events.clone(), &stop, &self.metrics);
         // `spawn_all` returns one sender per adapter of the slice: exactly one.
         let requests = senders.remove(0);
         Running {
