@@ -17,12 +17,12 @@ use xmpp_parsers::message::MessageType;
 
 use super::Core;
 use crate::access::Permission;
-use crate::alerts::command::{self, AlertCommand, NewAlert};
 use crate::alerts::persist::{self, AlertOp, UserAlertRow};
 use crate::alerts::{text, Observation, Transition};
 use crate::config::{AlertCondition, AlertConfig};
 use crate::stats::Stats;
 use crate::store::AuditEntry;
+use crate::translator::alert_command::{self as command, AlertCommand, NewAlert};
 use crate::translator::sensordata::format_datetime;
 use crate::translator::status::display_value;
 use crate::xmlns;
