@@ -13,6 +13,7 @@ mod control;
 pub(crate) mod fuzzing;
 mod iq;
 mod messages;
+mod outbox;
 pub mod presence;
 mod publish;
 mod readout;
@@ -22,7 +23,7 @@ mod room;
 mod shedding;
 mod task_iq;
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,8 +51,6 @@ use crate::translator;
 use crate::xmpp::rejected::{self, Reason};
 use crate::xmpp::{stanzas, Inbound};
 
-/// Replies waiting for room upstream; beyond this the oldest are dropped (and counted).
-const MAX_URGENT: usize = 10_000;
 /// With this many stanzas waiting for upstream, adapter events wait: the wait reaches the buses
 /// (a broker holds its queue, a poll comes later) instead of stanzas being dropped here.
 const URGENT_HIGH_WATER: usize = 256;
@@ -141,12 +140,8 @@ pub struct Core {
     /// Client mode: the server keeps rosters and fans presence out; devices broadcast.
     client_mode: bool,
     link_up: bool,
-    out: mpsc::Sender<Element>,
-    /// Replies, in order; sent before presence.
-    urgent: VecDeque<Element>,
-    /// Presence owed: (device index, recipient or `None` for a broadcast), each pair at most once.
-    presence_queue: VecDeque<(usize, Option<String>)>,
-    presence_queued: HashSet<(usize, Option<String>)>,
+    /// What is owed upstream (replies, then presence) and the channel it goes out on.
+    outbox: outbox::Outbox,
     /// Devices whose presence update waits for `min_interval` to pass.
     timers: DelayQueue<usize>,
     requests: Vec<mpsc::Sender<Request>>,
@@ -242,10 +237,7 @@ impl Core {
             gateway_jid,
             client_mode,
             link_up: false,
-            out: parts.outbound,
-            urgent: VecDeque::new(),
-            presence_queue: VecDeque::new(),
-            presence_queued: HashSet::new(),
+            outbox: outbox::Outbox::new(parts.outbound),
             timers: DelayQueue::new(),
             requests: parts.requests,
             deferred_tx,
@@ -303,10 +295,9 @@ impl Core {
                     store_timer.as_mut().reset(at);
                 }
             }
-            let has_output =
-                self.link_up && (!self.urgent.is_empty() || !self.presence_queue.is_empty());
+            let has_output = self.link_up && !self.outbox.is_empty();
             let store_room = self.store.has_room();
-            let take_events = self.urgent.len() < URGENT_HIGH_WATER && store_room;
+            let take_events = self.outbox.replies() < URGENT_HIGH_WATER && store_room;
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -317,7 +308,7 @@ impl Core {
                     self.on_adapter_event(ev);
                     // Take what else is already queued without another turn of the loop.
                     for _ in 0..EVENT_BURST {
-                        if self.urgent.len() >= URGENT_HIGH_WATER || !self.store.has_room() {
+                        if self.outbox.replies() >= URGENT_HIGH_WATER || !self.store.has_room() {
                             break;
                         }
                         match inputs.events.try_recv() {
@@ -327,7 +318,7 @@ impl Core {
                     }
                 }
                 Some(exp) = self.timers.next(), if !self.timers.is_empty() => self.on_timer(exp.into_inner()),
-                Ok(permit) = self.out.clone().reserve_owned(), if has_output => self.send_queued(permit),
+                Ok(permit) = self.outbox.out.clone().reserve_owned(), if has_output => self.send_queued(permit),
                 _ = housekeeping.tick() => self.housekeeping(),
                 () = &mut store_timer, if store_timer_at.is_some() => self.flush_store(),
                 // Nothing wakes the loop when the store catches up: look again shortly.
@@ -483,9 +474,7 @@ impl Core {
         if !self.link_up {
             return;
         }
-        if self.presence_queued.insert((idx, to.clone())) {
-            self.presence_queue.push_back((idx, to));
-        } else {
+        if !self.outbox.push_presence(idx, to) {
             Stats::inc(&self.stats.presence_coalesced);
         }
     }
@@ -495,11 +484,9 @@ impl Core {
         if !self.link_up {
             return;
         }
-        if self.urgent.len() >= MAX_URGENT {
-            self.urgent.pop_front();
+        if !self.outbox.push_reply(el) {
             Stats::inc(&self.stats.replies_dropped);
         }
-        self.urgent.push_back(el);
     }
 
     /// The current presence of device `idx`, addressed to `to` (or broadcast).
@@ -519,11 +506,10 @@ impl Core {
     }
 
     fn next_output(&mut self) -> Option<Element> {
-        if let Some(el) = self.urgent.pop_front() {
-            return Some(el);
-        }
-        let (idx, to) = self.presence_queue.pop_front()?;
-        self.presence_queued.remove(&(idx, to.clone()));
+        let (idx, to) = match self.outbox.pop()? {
+            outbox::Next::Reply(el) => return Some(el),
+            outbox::Next::Presence(owed) => owed,
+        };
         let to = match to {
             Some(t) => Some(Jid::new(&t).ok()?),
             None => None,
@@ -596,9 +582,7 @@ impl Core {
                     tracing::debug!(reason = %reason, "upstream down; holding presence until it returns");
                 }
                 self.link_up = false;
-                self.urgent.clear();
-                self.presence_queue.clear();
-                self.presence_queued.clear();
+                self.outbox.clear();
                 self.housekeeping();
             }
             Inbound::Stanza(el) => self.on_stanza(el),
@@ -936,7 +920,7 @@ impl Core {
             handle.abort();
         }
         if self.link_up {
-            let mut goodbye: Vec<Element> = self.urgent.drain(..).collect();
+            let mut goodbye: Vec<Element> = self.outbox.take_replies();
             goodbye.extend(self.room_goodbyes());
             for (idx, dev) in self.devices.iter() {
                 for jid in &self.subscribers[idx] {
@@ -953,7 +937,7 @@ impl Core {
             let n = goodbye.len();
             let send_all = async {
                 for el in goodbye {
-                    if self.out.send(el).await.is_err() {
+                    if self.outbox.out.send(el).await.is_err() {
                         break;
                     }
                 }
@@ -968,7 +952,7 @@ impl Core {
                 );
             }
         }
-        // Dropping `self.out` lets the session close the stream after what is queued.
+        // Dropping `self.outbox.out` lets the session close the stream after what is queued.
     }
 }
 
