@@ -21,6 +21,7 @@ mod receipts;
 mod reload;
 mod room;
 mod shedding;
+mod store_batch;
 mod task_iq;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -61,11 +62,6 @@ const MAX_EARLY_EVENTS: usize = 10_000;
 /// Housekeeping ticks (seconds) between returning free heap memory to the system (cheap: a walk
 /// of the allocator's free lists).
 const TRIM_EVERY_TICKS: u64 = 5;
-/// Readings are handed to the store thread in batches: waking it for every reading would cost
-/// more than the reading (two futex calls and a context switch each).
-const STORE_BATCH: usize = 512;
-/// How long a reading may wait for its batch to fill.
-const STORE_DELAY: Duration = Duration::from_millis(50);
 /// How often to look whether the store has caught up while adapter events wait for it.
 const STORE_RECHECK: Duration = Duration::from_millis(10);
 /// Adapter events taken in one turn of the loop (each is published on its own).
@@ -175,9 +171,8 @@ pub struct Core {
     heartbeat: watch::Sender<Instant>,
     /// Housekeeping ticks so far.
     ticks: u64,
-    /// Readings not yet handed to the store (see `STORE_BATCH`), and when they must go.
-    store_pending: Vec<Reading>,
-    store_due: Option<Instant>,
+    /// Readings not yet handed to the store, and when they must go.
+    store_batch: store_batch::StoreBatch,
     /// Whether a stanza for a domain the gateway does not serve has been reported yet.
     misrouted_reported: bool,
     /// Alerts: the engine, users' alerts, messages waiting for the upstream.
@@ -257,8 +252,7 @@ impl Core {
             summary: parts.summary,
             heartbeat: parts.heartbeat,
             ticks: 0,
-            store_pending: Vec::new(),
-            store_due: None,
+            store_batch: store_batch::StoreBatch::default(),
             misrouted_reported: false,
             alert_book: alerts::AlertBook::default(),
             task_iqs: HashMap::new(),
@@ -285,12 +279,12 @@ impl Core {
     pub async fn run(mut self, mut inputs: CoreInputs, shutdown: CancellationToken) {
         self.load_alerts().await;
         let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
-        let store_timer = tokio::time::sleep(STORE_DELAY);
+        let store_timer = tokio::time::sleep(store_batch::STORE_DELAY);
         tokio::pin!(store_timer);
         let mut store_timer_at = None;
         loop {
-            if self.store_due != store_timer_at {
-                store_timer_at = self.store_due;
+            if self.store_batch.due() != store_timer_at {
+                store_timer_at = self.store_batch.due();
                 if let Some(at) = store_timer_at {
                     store_timer.as_mut().reset(at);
                 }
@@ -417,11 +411,8 @@ impl Core {
     fn on_readings(&mut self, rs: &[Reading]) {
         let mut changed: Vec<usize> = Vec::new();
         if self.store.history_enabled() {
-            self.store_pending.extend_from_slice(rs);
-            if self.store_pending.len() >= STORE_BATCH {
+            if self.store_batch.add(rs) {
                 self.flush_store();
-            } else if self.store_due.is_none() {
-                self.store_due = Some(Instant::now() + STORE_DELAY);
             }
         }
         for r in rs {
@@ -446,9 +437,9 @@ impl Core {
 
     /// Hands the readings waiting for the store to its thread.
     fn flush_store(&mut self) {
-        self.store_due = None;
-        if !self.store_pending.is_empty() {
-            self.store.record(std::mem::take(&mut self.store_pending));
+        let batch = self.store_batch.take();
+        if !batch.is_empty() {
+            self.store.record(batch);
         }
     }
 
