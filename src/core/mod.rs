@@ -410,10 +410,8 @@ impl Core {
     /// Records readings taken together and publishes each device they changed, once.
     fn on_readings(&mut self, rs: &[Reading]) {
         let mut changed: Vec<usize> = Vec::new();
-        if self.store.history_enabled() {
-            if self.store_batch.add(rs) {
-                self.flush_store();
-            }
+        if self.store.history_enabled() && self.store_batch.add(rs) {
+            self.flush_store();
         }
         for r in rs {
             Stats::inc(&self.stats.readings);
