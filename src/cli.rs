@@ -15,7 +15,7 @@ use xmpp_parsers::jid::{BareJid, Jid};
 #[command(
     name = "xmpp-iot-gateway",
     version,
-    about = "Gives every sensor and actuator on serial, Modbus and MQTT buses its own XMPP address"
+    about = "Gives every sensor and actuator on the local buses its own XMPP address"
 )]
 pub struct Cli {
     /// Configuration file. Default: $XMPP_IOT_GATEWAY_CONFIG, else ./gateway.toml, else /etc/xmpp-iot-gateway/gateway.toml.

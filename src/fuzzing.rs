@@ -1,6 +1,6 @@
-//! Entry points of the gateway's fuzz targets in `fuzz/` (the serial line parsers have theirs in
-//! `gateway_serial::fuzzing`, the MQTT payload mapping in `gateway_mqtt::fuzzing`), kept in the
-//! crate so that the normal test suite runs them too: on the seed corpus and on mutations of it.
+//! Entry points of the gateway's fuzz targets in `fuzz/` (what an adapter crate parses has its
+//! targets' entry points in that crate's own `fuzzing` module), kept in the crate so that the
+//! normal test suite runs them too: on the seed corpus and on mutations of it.
 //!
 //! - [`config`]: arbitrary bytes as `gateway.toml` through the loader and validator.
 //! - [`stanza`]: arbitrary XML read off a component stream and handed to the core, which answers

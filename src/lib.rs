@@ -4,11 +4,11 @@
 //! at its top). Data flows adapters → core → translator → xmpp:
 //! - [`config`]: the configuration file, validated once into [`config::Config`], with every
 //!   problem and its position.
-//! - [`adapters`]: builds and starts one bus adapter (crates under `adapters/`) per
+//! - [`adapter_start`]: builds and starts one bus adapter (crates under `adapters/`) per
 //!   `[[adapter]]` section; adapters send readings and serve reads and writes.
 //! - [`adapter_registry`]: the adapter types this build knows, one line each.
-//! - [`supervisor`]: keeps the adapters running; on a reload restarts only those whose settings
-//!   changed.
+//! - [`adapter_supervisor`]: keeps the adapters running; on a reload restarts only those whose
+//!   settings changed.
 //! - [`core`]: the one task that owns device state and subscribers and answers XMPP.
 //! - [`devices`]: what the gateway knows about each device.
 //! - [`access`]: who may read and who may control, from the `[access]` lists.
@@ -33,7 +33,8 @@
 
 pub mod access;
 pub mod adapter_registry;
-pub mod adapters;
+pub mod adapter_start;
+pub mod adapter_supervisor;
 pub mod alerts;
 pub mod charts;
 pub mod config;
@@ -46,7 +47,6 @@ pub mod memory;
 pub mod metrics;
 pub mod stats;
 pub mod store;
-pub mod supervisor;
 pub mod systemd;
 pub mod translator;
 pub mod xmlns;
@@ -59,13 +59,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::adapter_supervisor::Adapters;
 use crate::config::{Config, XmppConfig};
 use crate::core::{Core, CoreCommand, CoreParts};
 use crate::metrics::{GatewayMetrics, Registry};
 use crate::stats::Stats;
 use crate::stats::Summary;
 use crate::store::{Store, StoreOptions};
-use crate::supervisor::Adapters;
 use crate::systemd::Notifier;
 use crate::xmpp::client::ClientSessions;
 use crate::xmpp::component::{ComponentSession, Timeouts};
@@ -235,6 +235,12 @@ pub async fn serve(
     Ok(())
 }
 
+/// Whether `new` changes what a reload cannot apply: the upstream session (`[xmpp]`, compared
+/// by value, so a changed secret or password counts) and the store (`state_dir`).
+fn needs_restart(current: &Config, new: &Config) -> bool {
+    new.xmpp != current.xmpp || new.gateway.state_dir != current.gateway.state_dir
+}
+
 /// Re-reads the configuration file; returns the new configuration if it was taken.
 async fn reload(
     current: &Arc<Config>,
@@ -253,10 +259,7 @@ async fn reload(
         }
     };
     let new = Arc::new(loaded.config);
-    // The upstream session and the store stay as they are: changing them needs a restart.
-    if format!("{:?}", new.xmpp) != format!("{:?}", current.xmpp)
-        || new.gateway.state_dir != current.gateway.state_dir
-    {
+    if needs_restart(current, &new) {
         tracing::error!("[xmpp] or state_dir changed: restart the gateway to apply them; keeping the configuration that runs");
         return None;
     }
@@ -317,5 +320,46 @@ async fn notify_systemd(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::needs_restart;
+    use crate::config::testing::ok;
+
+    fn component(secret: &str, rest: &str) -> crate::config::Config {
+        ok(&format!(
+            "[xmpp]\ndomain = \"sensors.example.org\"\nsecret = \"{secret}\"\n{rest}"
+        ))
+        .config
+    }
+
+    fn client(password: &str) -> crate::config::Config {
+        ok(&format!(
+            "[xmpp]\nmode = \"client\"\njid = \"gw@example.org\"\npassword = \"{password}\"\n"
+        ))
+        .config
+    }
+
+    #[test]
+    fn a_changed_secret_or_password_needs_a_restart() {
+        let now = component("s", "");
+        assert!(!needs_restart(&now, &component("s", "")));
+        assert!(needs_restart(&now, &component("t", "")));
+        assert!(!needs_restart(&client("p"), &client("p")));
+        assert!(needs_restart(&client("p"), &client("q")));
+        assert!(needs_restart(&now, &client("s")));
+    }
+
+    #[test]
+    fn a_changed_state_dir_needs_a_restart() {
+        let now = component("s", "");
+        let moved = component("s", "[gateway]\nstate_dir = \"/tmp/elsewhere\"\n");
+        assert!(needs_restart(&now, &moved));
+        assert!(!needs_restart(
+            &now,
+            &component("s", "[publish]\nmin_interval = \"5s\"\n")
+        ));
     }
 }

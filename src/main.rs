@@ -40,7 +40,7 @@ fn run() -> anyhow::Result<ExitCode> {
             println!("{} {}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"));
             println!(
                 "adapters: {}",
-                xmpp_iot_gateway::adapters::supported().join(", ")
+                xmpp_iot_gateway::adapter_start::supported().join(", ")
             );
             Ok(ExitCode::SUCCESS)
         }

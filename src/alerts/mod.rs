@@ -2,11 +2,10 @@
 //! while they hold (`repeat`) and when they clear.
 //!
 //! [`tracker`] is the state of one alert (pure, driven by the caller's clock), [`text`] the
-//! words of the messages, [`command`] the chat syntax, [`persist`] the rows that keep alerts
-//! and their state across restarts. [`Engine`] holds every alert, from the configuration and
+//! words of the messages, [`persist`] the rows that keep alerts and their state across
+//! restarts; the chat syntax that sets them is the translator's (`translator::alert_command`). [`Engine`] holds every alert, from the configuration and
 //! from chat, and routes observations to those they concern. The core sends the messages.
 
-pub mod command;
 pub mod persist;
 pub mod text;
 pub mod tracker;

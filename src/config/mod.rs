@@ -10,29 +10,20 @@
 //! - the adapter toolkit (`gateway_toolkit`) turns spans into `PATH:LINE:COL: message` lines.
 //!
 //! [`device_table`] renders what `check` prints. `reference` (tests only) keeps
-//! `docs/configuration.md` listing exactly the keys [`raw`] accepts. [`resolve_path`] picks the file to load.
-//! The rest of the gateway only ever sees [`model`] types.
+//! `docs/configuration.md` listing exactly the keys [`raw`] accepts. `testing` (tests and the
+//! `testing` feature) loads whole configurations for the tests of keys, the adapter crates' too.
+//! [`resolve_path`] picks the file to load. The rest of the gateway only ever sees [`model`] types.
 
 mod alert;
 mod jid;
-#[cfg(test)]
-mod linux_sensors_tests;
-#[cfg(test)]
-mod modbus_tests;
 pub mod model;
-#[cfg(test)]
-mod mqtt_tests;
 mod raw;
 #[cfg(test)]
 mod reference;
-#[cfg(test)]
-mod rs485_tests;
-#[cfg(test)]
-mod serial_tests;
 mod service;
-#[cfg(test)]
-mod simulated_tests;
 mod table;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod validate;
 
 use std::path::{Path, PathBuf};

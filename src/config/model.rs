@@ -46,14 +46,15 @@ pub struct GatewayConfig {
     pub commit_interval: Duration,
 }
 
-#[derive(Debug, Clone)]
+/// Compared by value on a reload, secrets included: a change needs a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum XmppConfig {
     Component(ComponentConfig),
     Client(ClientConfig),
 }
 
 /// XEP-0114: one plaintext connection, the gateway owns every JID of `domain`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ComponentConfig {
     /// Lower-cased component domain, e.g. `sensors.example.org`.
     pub domain: String,
@@ -88,7 +89,7 @@ pub enum TlsMode {
 }
 
 /// Each device is a client session on `jid` (resource = device id) unless it has an account of its own.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConfig {
     /// Bare JID of the gateway account, e.g. `gateway@example.org`.
     pub jid: String,

@@ -2,7 +2,8 @@
 //! keys the loader accepts in its section, and every section must have its table.
 //!
 //! A table belongs to the heading above it; the heading's text without backticks names the
-//! section (`[gateway]`, `[[adapter]] mqtt`, `[[device.field]] modbus-tcp and modbus-rtu`). The
+//! section (`[gateway]`, `[[adapter]] TYPE`, or `[[device.field]] TYPE1 and TYPE2` for two
+//! adapter types with the same field keys). The
 //! keys of a row are the backticked names in its first cell (`` `secret_file` / `secret` ``).
 //! A new section, or an adapter type, is one line in [`sections`]; a new key in a key list
 //! of `raw.rs` needs only its row in the document.
@@ -19,8 +20,8 @@ use super::raw::{
 type KeysOf = fn(&TypeKeys) -> &'static [&'static str];
 
 /// Every section and the keys the loader accepts there, named as the document's headings name
-/// them. Adapter types with the same keys at a level share a table ("modbus-tcp and
-/// modbus-rtu"); a type without keys at a level has none.
+/// them. Adapter types with the same keys at a level share a table ("TYPE1 and TYPE2", as two
+/// transports of one adapter crate); a type without keys at a level has none.
 fn sections() -> Vec<(String, Vec<&'static str>)> {
     let mut out: Vec<(String, Vec<&'static str>)> = vec![
         ("[gateway]".into(), GATEWAY_KEYS.to_vec()),

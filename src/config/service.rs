@@ -26,7 +26,7 @@ pub const SERVICE_UNIT: &str = "xmpp-iot-gateway.service";
 pub(crate) struct ServiceView {
     pub uid: u32,
     /// The primary group and every group listing the user (the unit's `SupplementaryGroups=`
-    /// adds `dialout`, which guards serial ports, not secrets).
+    /// adds `dialout`, which guards the UART devices, not secrets).
     pub gids: Vec<u32>,
     /// The credential ids of the unit's `LoadCredential=` lines, in effect after its drop-ins.
     pub credentials: Vec<String>,

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! An adapter type may print a line per adapter (`AdapterType::check_summary`): an adapter on a
-//! serial port gives the port's framing, and its RS-485 direction control when `rs485 = true`:
+//! UART gives the port's framing, and its RS-485 direction control when `rs485 = true`:
 //!
 //! ```text
 //! port: meters /dev/ttyAMA0 9600 8N1, RS-485: RTS high on send, low after, delays 0 ms before and 0 ms after
@@ -24,8 +24,8 @@
 //! ```
 //!
 //! A field without unit shows `-`; a device without fields shows `-` in the field columns.
-//! Each adapter type may add its own tables after it (`AdapterType::check_lines`: the Modbus
-//! request plans).
+//! Each adapter type may add its own tables after it (`AdapterType::check_lines`: a polling
+//! adapter's request plans).
 
 use super::model::{Config, XmppConfig};
 
@@ -47,13 +47,13 @@ pub fn upstream_line(config: &Config) -> String {
     }
 }
 
-/// Each adapter's summary line, as its type writes it (an adapter on a serial port: the
-/// device, `baud`, the framing and the RS-485 settings), in file order.
+/// Each adapter's summary line, as its type writes it (an adapter on a UART: the device,
+/// `baud`, the framing and the RS-485 settings), in file order.
 pub fn port_lines(config: &Config) -> String {
     let mut out = String::new();
     for (index, adapter) in config.adapters.iter().enumerate() {
         if let Some((_, ty)) = crate::adapter_registry::find(adapter.type_name) {
-            out.push_str(&ty.check_summary(&crate::adapters::slice(config, index)));
+            out.push_str(&ty.check_summary(&crate::adapter_start::slice(config, index)));
         }
     }
     out
@@ -138,7 +138,7 @@ pub fn device_table(config: &Config) -> String {
 /// What each registered adapter type prints about its adapters, in registry order.
 fn registered_lines(config: &Config) -> String {
     let slices: Vec<_> = (0..config.adapters.len())
-        .map(|i| crate::adapters::slice(config, i))
+        .map(|i| crate::adapter_start::slice(config, i))
         .collect();
     let mut out = String::new();
     for ty in crate::adapter_registry::TYPES {

@@ -1566,58 +1566,15 @@ fn fields(
 #[cfg(test)]
 pub(crate) mod tests {
     //! Loader-level tests: whole configurations in, a `Config` or positioned messages out.
-    //! The helpers are shared with the tests of [`super::super::simulated`].
 
     use super::*;
-    use crate::config::{load_with, ConfigErrors, Loaded};
+    pub(crate) use crate::config::testing::{check, env, errors, ok, warnings, PATH};
+    use crate::config::{load_with, Loaded};
     use gateway_api::Value;
     use gateway_simulated::config::{
         DeviceSettings as SimulatedDevice, DEFAULT_OFFLINE_FOR, DEFAULT_PERIOD, DEFAULT_POLL,
     };
     use gateway_simulated::Generator;
-
-    const PATH: &str = "/etc/gw/gateway.toml";
-
-    pub(crate) fn env() -> Env {
-        Env {
-            credentials_dir: None,
-            hostname: Some("testhost".into()),
-            state_directory: None,
-            probe_state_dir: false,
-            service: None,
-        }
-    }
-
-    pub(crate) fn check(src: &str) -> Result<Loaded, ConfigErrors> {
-        load_with(Path::new(PATH), src, LoadMode::Check, &env())
-    }
-
-    pub(crate) fn ok(src: &str) -> Loaded {
-        match check(src) {
-            Ok(loaded) => loaded,
-            Err(e) => panic!("expected a valid config, got:\n{e}"),
-        }
-    }
-
-    /// The error lines, without the path.
-    pub(crate) fn errors(src: &str) -> Vec<String> {
-        match check(src) {
-            Ok(_) => panic!("expected errors"),
-            Err(e) => {
-                e.0.iter()
-                    .map(|d| format!("{}:{}: {}", d.line, d.col, d.message))
-                    .collect()
-            }
-        }
-    }
-
-    pub(crate) fn warnings(loaded: &Loaded) -> Vec<String> {
-        loaded
-            .warnings
-            .iter()
-            .map(|d| format!("{}:{}: {}", d.line, d.col, d.message))
-            .collect()
-    }
 
     /// A minimal valid component head; line numbers in tests count from the line after it (5).
     pub(crate) const HEAD: &str = "[xmpp]\ndomain = \"sensors.example.org\"\nsecret = \"s\"\n[[adapter]]\nid = \"sim\"\ntype = \"simulated\"\n";

@@ -17,12 +17,12 @@ use xmpp_parsers::message::MessageType;
 
 use super::Core;
 use crate::access::Permission;
-use crate::alerts::command::{self, AlertCommand, NewAlert};
 use crate::alerts::persist::{self, AlertOp, UserAlertRow};
 use crate::alerts::{text, Observation, Transition};
 use crate::config::{AlertCondition, AlertConfig};
 use crate::stats::Stats;
 use crate::store::AuditEntry;
+use crate::translator::alert_command::{self as command, AlertCommand, NewAlert};
 use crate::translator::sensordata::format_datetime;
 use crate::translator::status::display_value;
 use crate::xmlns;
@@ -345,8 +345,8 @@ impl Core {
     }
 
     /// Shows a device that just got a chat alert its current values and availability, so that
-    /// a condition already holding counts from now rather than from the next reading (an MQTT
-    /// device may report only on change).
+    /// a condition already holding counts from now rather than from the next reading (a device
+    /// behind a broker may report only on change).
     pub(super) fn check_fresh_alert(&mut self) {
         let Some(idx) = self.alert_book.fresh.take() else {
             return;

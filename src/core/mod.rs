@@ -13,6 +13,7 @@ mod control;
 pub(crate) mod fuzzing;
 mod iq;
 mod messages;
+mod outbox;
 pub mod presence;
 mod publish;
 mod readout;
@@ -20,9 +21,10 @@ mod receipts;
 mod reload;
 mod room;
 mod shedding;
+mod store_batch;
 mod task_iq;
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,10 +52,8 @@ use crate::translator;
 use crate::xmpp::rejected::{self, Reason};
 use crate::xmpp::{stanzas, Inbound};
 
-/// Replies waiting for room upstream; beyond this the oldest are dropped (and counted).
-const MAX_URGENT: usize = 10_000;
 /// With this many stanzas waiting for upstream, adapter events wait: the wait reaches the buses
-/// (an MQTT broker holds its queue, a poll comes later) instead of stanzas being dropped here.
+/// (a broker holds its queue, a poll comes later) instead of stanzas being dropped here.
 const URGENT_HIGH_WATER: usize = 256;
 /// How long a write may take from request to the device's confirmation.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,11 +62,6 @@ const MAX_EARLY_EVENTS: usize = 10_000;
 /// Housekeeping ticks (seconds) between returning free heap memory to the system (cheap: a walk
 /// of the allocator's free lists).
 const TRIM_EVERY_TICKS: u64 = 5;
-/// Readings are handed to the store thread in batches: waking it for every reading would cost
-/// more than the reading (two futex calls and a context switch each).
-const STORE_BATCH: usize = 512;
-/// How long a reading may wait for its batch to fill.
-const STORE_DELAY: Duration = Duration::from_millis(50);
 /// How often to look whether the store has caught up while adapter events wait for it.
 const STORE_RECHECK: Duration = Duration::from_millis(10);
 /// Adapter events taken in one turn of the loop (each is published on its own).
@@ -95,7 +90,7 @@ enum Deferred {
     },
 }
 
-/// What the supervisor asks of the core.
+/// What the main loop (`run`, on a reload) asks of the core.
 #[derive(Debug)]
 pub enum CoreCommand {
     /// Take this configuration; `requests` are the adapters' request senders for it.
@@ -119,7 +114,7 @@ pub struct CoreParts {
     /// Per adapter (indexed like `config.adapters`): where reads and writes go.
     pub requests: Vec<mpsc::Sender<Request>>,
     pub stats: Arc<Stats>,
-    /// Commands from the supervisor (reload).
+    /// Commands from the main loop (reload).
     pub commands: mpsc::Receiver<CoreCommand>,
     /// Every metrics source (the gateway's own, the adapters'): the gateway's status readout.
     pub metrics: Arc<Registry>,
@@ -141,12 +136,8 @@ pub struct Core {
     /// Client mode: the server keeps rosters and fans presence out; devices broadcast.
     client_mode: bool,
     link_up: bool,
-    out: mpsc::Sender<Element>,
-    /// Replies, in order; sent before presence.
-    urgent: VecDeque<Element>,
-    /// Presence owed: (device index, recipient or `None` for a broadcast), each pair at most once.
-    presence_queue: VecDeque<(usize, Option<String>)>,
-    presence_queued: HashSet<(usize, Option<String>)>,
+    /// What is owed upstream (replies, then presence) and the channel it goes out on.
+    outbox: outbox::Outbox,
     /// Devices whose presence update waits for `min_interval` to pass.
     timers: DelayQueue<usize>,
     requests: Vec<mpsc::Sender<Request>>,
@@ -180,9 +171,8 @@ pub struct Core {
     heartbeat: watch::Sender<Instant>,
     /// Housekeeping ticks so far.
     ticks: u64,
-    /// Readings not yet handed to the store (see `STORE_BATCH`), and when they must go.
-    store_pending: Vec<Reading>,
-    store_due: Option<Instant>,
+    /// Readings not yet handed to the store, and when they must go.
+    store_batch: store_batch::StoreBatch,
     /// Whether a stanza for a domain the gateway does not serve has been reported yet.
     misrouted_reported: bool,
     /// Alerts: the engine, users' alerts, messages waiting for the upstream.
@@ -242,10 +232,7 @@ impl Core {
             gateway_jid,
             client_mode,
             link_up: false,
-            out: parts.outbound,
-            urgent: VecDeque::new(),
-            presence_queue: VecDeque::new(),
-            presence_queued: HashSet::new(),
+            outbox: outbox::Outbox::new(parts.outbound),
             timers: DelayQueue::new(),
             requests: parts.requests,
             deferred_tx,
@@ -265,8 +252,7 @@ impl Core {
             summary: parts.summary,
             heartbeat: parts.heartbeat,
             ticks: 0,
-            store_pending: Vec::new(),
-            store_due: None,
+            store_batch: store_batch::StoreBatch::default(),
             misrouted_reported: false,
             alert_book: alerts::AlertBook::default(),
             task_iqs: HashMap::new(),
@@ -293,20 +279,19 @@ impl Core {
     pub async fn run(mut self, mut inputs: CoreInputs, shutdown: CancellationToken) {
         self.load_alerts().await;
         let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
-        let store_timer = tokio::time::sleep(STORE_DELAY);
+        let store_timer = tokio::time::sleep(store_batch::STORE_DELAY);
         tokio::pin!(store_timer);
         let mut store_timer_at = None;
         loop {
-            if self.store_due != store_timer_at {
-                store_timer_at = self.store_due;
+            if self.store_batch.due() != store_timer_at {
+                store_timer_at = self.store_batch.due();
                 if let Some(at) = store_timer_at {
                     store_timer.as_mut().reset(at);
                 }
             }
-            let has_output =
-                self.link_up && (!self.urgent.is_empty() || !self.presence_queue.is_empty());
+            let has_output = self.link_up && !self.outbox.is_empty();
             let store_room = self.store.has_room();
-            let take_events = self.urgent.len() < URGENT_HIGH_WATER && store_room;
+            let take_events = self.outbox.replies() < URGENT_HIGH_WATER && store_room;
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -317,7 +302,7 @@ impl Core {
                     self.on_adapter_event(ev);
                     // Take what else is already queued without another turn of the loop.
                     for _ in 0..EVENT_BURST {
-                        if self.urgent.len() >= URGENT_HIGH_WATER || !self.store.has_room() {
+                        if self.outbox.replies() >= URGENT_HIGH_WATER || !self.store.has_room() {
                             break;
                         }
                         match inputs.events.try_recv() {
@@ -327,7 +312,7 @@ impl Core {
                     }
                 }
                 Some(exp) = self.timers.next(), if !self.timers.is_empty() => self.on_timer(exp.into_inner()),
-                Ok(permit) = self.out.clone().reserve_owned(), if has_output => self.send_queued(permit),
+                Ok(permit) = self.outbox.out.clone().reserve_owned(), if has_output => self.send_queued(permit),
                 _ = housekeeping.tick() => self.housekeeping(),
                 () = &mut store_timer, if store_timer_at.is_some() => self.flush_store(),
                 // Nothing wakes the loop when the store catches up: look again shortly.
@@ -425,13 +410,8 @@ impl Core {
     /// Records readings taken together and publishes each device they changed, once.
     fn on_readings(&mut self, rs: &[Reading]) {
         let mut changed: Vec<usize> = Vec::new();
-        if self.store.history_enabled() {
-            self.store_pending.extend_from_slice(rs);
-            if self.store_pending.len() >= STORE_BATCH {
-                self.flush_store();
-            } else if self.store_due.is_none() {
-                self.store_due = Some(Instant::now() + STORE_DELAY);
-            }
+        if self.store.history_enabled() && self.store_batch.add(rs) {
+            self.flush_store();
         }
         for r in rs {
             Stats::inc(&self.stats.readings);
@@ -455,9 +435,9 @@ impl Core {
 
     /// Hands the readings waiting for the store to its thread.
     fn flush_store(&mut self) {
-        self.store_due = None;
-        if !self.store_pending.is_empty() {
-            self.store.record(std::mem::take(&mut self.store_pending));
+        let batch = self.store_batch.take();
+        if !batch.is_empty() {
+            self.store.record(batch);
         }
     }
 
@@ -483,9 +463,7 @@ impl Core {
         if !self.link_up {
             return;
         }
-        if self.presence_queued.insert((idx, to.clone())) {
-            self.presence_queue.push_back((idx, to));
-        } else {
+        if !self.outbox.push_presence(idx, to) {
             Stats::inc(&self.stats.presence_coalesced);
         }
     }
@@ -495,11 +473,9 @@ impl Core {
         if !self.link_up {
             return;
         }
-        if self.urgent.len() >= MAX_URGENT {
-            self.urgent.pop_front();
+        if !self.outbox.push_reply(el) {
             Stats::inc(&self.stats.replies_dropped);
         }
-        self.urgent.push_back(el);
     }
 
     /// The current presence of device `idx`, addressed to `to` (or broadcast).
@@ -519,11 +495,10 @@ impl Core {
     }
 
     fn next_output(&mut self) -> Option<Element> {
-        if let Some(el) = self.urgent.pop_front() {
-            return Some(el);
-        }
-        let (idx, to) = self.presence_queue.pop_front()?;
-        self.presence_queued.remove(&(idx, to.clone()));
+        let (idx, to) = match self.outbox.pop()? {
+            outbox::Next::Reply(el) => return Some(el),
+            outbox::Next::Presence(owed) => owed,
+        };
         let to = match to {
             Some(t) => Some(Jid::new(&t).ok()?),
             None => None,
@@ -596,9 +571,7 @@ impl Core {
                     tracing::debug!(reason = %reason, "upstream down; holding presence until it returns");
                 }
                 self.link_up = false;
-                self.urgent.clear();
-                self.presence_queue.clear();
-                self.presence_queued.clear();
+                self.outbox.clear();
                 self.housekeeping();
             }
             Inbound::Stanza(el) => self.on_stanza(el),
@@ -920,8 +893,8 @@ impl Core {
     async fn shut_down(mut self, mut inputs: CoreInputs) {
         inputs.inbound.close();
         // What adapters already handed over is kept (stored, flushed at exit): an adapter that
-        // acknowledges its bus once the core accepted a reading (MQTT) must not lose it. Closing
-        // first tells the adapters to stop handing over (their sends now fail).
+        // acknowledges its bus once the core accepted a reading (as to a broker) must not lose
+        // it. Closing first tells the adapters to stop handing over (their sends now fail).
         // `recv` returns `None` once the buffer is empty and no adapter holds a send permit any
         // more (one taken before the close may still be used); bounded in case one never is.
         inputs.events.close();
@@ -936,7 +909,7 @@ impl Core {
             handle.abort();
         }
         if self.link_up {
-            let mut goodbye: Vec<Element> = self.urgent.drain(..).collect();
+            let mut goodbye: Vec<Element> = self.outbox.take_replies();
             goodbye.extend(self.room_goodbyes());
             for (idx, dev) in self.devices.iter() {
                 for jid in &self.subscribers[idx] {
@@ -953,7 +926,7 @@ impl Core {
             let n = goodbye.len();
             let send_all = async {
                 for el in goodbye {
-                    if self.out.send(el).await.is_err() {
+                    if self.outbox.out.send(el).await.is_err() {
                         break;
                     }
                 }
@@ -968,7 +941,7 @@ impl Core {
                 );
             }
         }
-        // Dropping `self.out` lets the session close the stream after what is queued.
+        // Dropping `self.outbox.out` lets the session close the stream after what is queued.
     }
 }
 

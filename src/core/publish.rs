@@ -1,8 +1,8 @@
 //! Publishing changes: presence (throttled by `min_interval`), push headlines to `[publish]
 //! notify`, and PubSub items on `[publish] pubsub`.
 //!
-//! A device's changes are considered once per batch of readings taken together (one MQTT message,
-//! one poll, one serial record); when its `min_interval` has passed they go out at once, otherwise
+//! A device's changes are considered once per batch of readings taken together (one message
+//! from a broker, one poll, one record read off a line); when its `min_interval` has passed they go out at once, otherwise
 //! a timer brings them out later with the latest values.
 //! Availability changes are never held back.
 

@@ -5,7 +5,7 @@
 //! device says goodbye; a new one is announced. Subscribers the new access lists no longer allow
 //! are told `unsubscribed` and forgotten.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use gateway_api::Request;
@@ -93,11 +93,11 @@ impl Core {
         }
         // Queued presence refers to old indices: carry it over by id.
         let queued: Vec<(gateway_api::DeviceId, Option<String>)> = self
-            .presence_queue
-            .drain(..)
+            .outbox
+            .take_presence()
+            .into_iter()
             .map(|(idx, to)| (self.devices.get(idx).config.id.clone(), to))
             .collect();
-        self.presence_queued.clear();
         self.timers.clear();
         self.own_iqs.clear();
 
@@ -108,7 +108,6 @@ impl Core {
         self.pubsub_nodes = nodes;
         self.requests = requests;
         self.config = config;
-        self.presence_queue = VecDeque::new();
         for el in goodbyes {
             self.reply(el);
         }

@@ -1,7 +1,7 @@
 //! Plain-text commands in chat messages to a device, and the text it answers with.
 //!
 //! `help` (or `?`), `get`, `get <field>`, `set <field> <value>`, and the alert commands
-//! (`alert …`, `alerts`, whose syntax is [`crate::alerts::command`]'s): for people using an
+//! (`alert …`, `alerts`, whose syntax is [`super::alert_command`]'s): for people using an
 //! ordinary XMPP client. The command word is case-insensitive; field names and values are passed on as
 //! typed (the caller looks fields up and parses values with `Value::parse`). In a MUC room the
 //! device answers lines addressed to it (`<id>: get`); [`addressed_to`] strips the address.
@@ -25,7 +25,7 @@ pub enum ChatCommand {
     Get(Option<String>),
     /// `set <field> <value>`: the value is the rest of the line (it may contain spaces).
     Set { field: String, value: String },
-    /// `alert …`: the rest of the line (read by [`crate::alerts::command::parse`]).
+    /// `alert …`: the rest of the line (read by [`super::alert_command::parse`]).
     Alert(String),
     /// `alerts`: the sender's alerts on this device.
     Alerts,
@@ -89,7 +89,7 @@ pub fn help_text(device_name: &str, fields: &[&FieldSpec], can_set: bool) -> Str
     }
     s.push_str("  chart <field> [<field>…] [24h|7d…]: its history, with min/max/mean\n");
     // Writing to a String cannot fail.
-    let _ = writeln!(s, "  {}", crate::alerts::command::USAGE);
+    let _ = writeln!(s, "  {}", super::alert_command::USAGE);
     if fields.is_empty() {
         s.push_str("It has no fields.");
         return s;
@@ -285,7 +285,7 @@ mod tests {
              set <field> <value>: change a writable field\n  \
              chart <field> [<field>…] [24h|7d…]: its history, with min/max/mean\n  {}\n\
              Fields:\n  temperature (number, °C)\n  heater (on/off, writable)\n  count (integer)",
-                crate::alerts::command::USAGE
+                crate::translator::alert_command::USAGE
             )
         );
         // A user who may not set sees neither the command nor the writable marks.

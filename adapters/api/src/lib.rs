@@ -22,6 +22,7 @@ pub mod rs485;
 // The harness the adapter crates' own tests run their adapter in (the `testing` feature).
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod serial_port;
 mod value;
 
 pub use backoff::Backoff;

@@ -5,7 +5,7 @@
 //! no registry lock on the hot path: sources keep atomics and read them in
 //! [`collect`](MetricsSource::collect)). An adapter that counts bus traffic either uses the
 //! ready-made [`BusStats`] or implements [`MetricsSource`] on its own counters, and hands an
-//! `Arc` of it to the gateway when it is built (see `src/adapters.rs`).
+//! `Arc` of it to the gateway when it is built (see `src/adapter_start.rs`).
 //!
 //! Names carry no prefix: the gateway prepends `xmpp_iot_gateway_` on the Prometheus side.
 //! Follow Prometheus conventions (`_total` for counters, base units such as `_seconds`), and

@@ -741,16 +741,11 @@ impl AdapterType for Modbus {
         else {
             return String::new();
         };
-        let parity = match c.parity {
-            Parity::None => 'N',
-            Parity::Even => 'E',
-            Parity::Odd => 'O',
-        };
         gateway_toolkit::rs485::port_line(
             adapter.id,
             &c.port,
             c.baud,
-            (c.data_bits, parity, c.stop_bits),
+            (c.data_bits, c.parity.letter(), c.stop_bits),
             c.rs485,
         )
     }

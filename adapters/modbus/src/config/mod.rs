@@ -85,14 +85,7 @@ impl fmt::Display for RegisterKind {
     }
 }
 
-/// Serial parity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Parity {
-    #[default]
-    None,
-    Even,
-    Odd,
-}
+pub use gateway_api::serial_port::Parity;
 
 /// An RS-485 (or RS-232) line.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,13 +26,7 @@ pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_TIME_KEYS: &[&str] = &["TimeDate", "Timestamp", "Time", "DateTime"];
 
 /// Parity, as `parity = "none" | "even" | "odd"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Parity {
-    #[default]
-    None,
-    Even,
-    Odd,
-}
+pub use gateway_api::serial_port::Parity;
 
 /// One `[[adapter]]` of `type = "serial"`.
 #[derive(Debug, Clone, PartialEq)]

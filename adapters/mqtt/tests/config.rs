@@ -1,10 +1,10 @@
 //! The MQTT adapter's keys (`adapters/mqtt/src/config/keys.rs`) in whole configurations:
 //! values parsed, fleets expanded, and every message at its position.
 
-use crate::config::validate::tests::{errors, ok, warnings, HEAD};
-use crate::config::Loaded;
-use gateway_mqtt::config::{BrokerConfig, DeviceConfig, FieldConfig};
 use std::time::Duration;
+use xmpp_iot_gateway::config::testing::{errors, ok, warnings};
+use xmpp_iot_gateway::config::Loaded;
+use xmpp_iot_gateway_mqtt::config::{BrokerConfig, DeviceConfig, FieldConfig};
 
 /// `[xmpp]` and an mqtt adapter `bus`; tests' own lines start at line 8.
 fn mqtt(rest: &str) -> String {
@@ -275,9 +275,11 @@ command_topic = "cmnd/{id}/POWER"
         ["9:1: a [[device]] with `fleet` takes its ids from that list: remove `id`"]
     );
     // `fleet` belongs to mqtt devices.
-    let e = errors(&format!(
-        "{HEAD}[[device]]\nfleet = [\"a\"]\nadapter = \"sim\"\n"
-    ));
+    let e = errors(
+        "[xmpp]\ndomain = \"sensors.example.org\"\nsecret = \"s\"\n\
+         [[adapter]]\nid = \"sim\"\ntype = \"simulated\"\n\
+         [[device]]\nfleet = [\"a\"]\nadapter = \"sim\"\n",
+    );
     assert!(
         e.iter()
             .any(|l| l.contains("`fleet` is a key of `mqtt` devices")),

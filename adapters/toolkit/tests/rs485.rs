@@ -1,9 +1,9 @@
 //! The RS-485 keys (`adapters/toolkit/src/rs485.rs`) of `serial` and `modbus-rtu` adapters in
 //! whole configurations.
 
-use crate::config::validate::tests::{errors, ok, warnings};
 use gateway_api::rs485::{Rs485, RtsLevel};
 use std::time::Duration;
+use xmpp_iot_gateway::config::testing::{errors, ok, warnings};
 
 const XMPP: &str = "[xmpp]\ndomain = \"s.example.org\"\nsecret = \"s\"\n";
 

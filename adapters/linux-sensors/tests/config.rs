@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use gateway_linux_sensors::config::{AdapterSettings, DeviceSettings, FieldSettings};
-use gateway_linux_sensors::Source;
+use xmpp_iot_gateway_linux_sensors::config::{AdapterSettings, DeviceSettings, FieldSettings};
+use xmpp_iot_gateway_linux_sensors::Source;
 
-use crate::config::validate::tests::{errors, ok, warnings};
+use xmpp_iot_gateway::config::testing::{errors, ok, warnings};
 
 /// A component head and a `linux-sensors` adapter reading `root`; the lines after it start at
 /// 9 (`[[device]]`), 10 `id`, 11 `adapter`, then `device` as given.
@@ -41,14 +41,14 @@ fn keys_parse_with_their_defaults() {
     assert_eq!(warned, Vec::<String>::new());
     let adapter = &loaded.config.adapters[0];
     assert_eq!(adapter.type_name, "linux-sensors");
-    let adapter_settings = |a: &crate::config::AdapterConfig| {
+    let adapter_settings = |a: &xmpp_iot_gateway::config::AdapterConfig| {
         a.settings
             .get::<AdapterSettings>()
             .expect("its settings")
             .clone()
     };
     assert_eq!(adapter_settings(adapter).sysfs_root, dir.path());
-    let poll = |d: &crate::config::DeviceConfig| {
+    let poll = |d: &xmpp_iot_gateway::config::DeviceConfig| {
         d.settings
             .get::<DeviceSettings>()
             .expect("device settings")

@@ -1,11 +1,11 @@
 //! The serial adapter's keys (`adapters/serial/src/config/keys.rs`) in whole configurations:
 //! values parsed, and every message at its position.
 
-use crate::config::validate::tests::{errors, ok, warnings};
 use std::time::Duration;
+use xmpp_iot_gateway::config::testing::{errors, ok, warnings};
 
-use gateway_serial::config::DEFAULT_ACK_TIMEOUT;
-use gateway_serial::{
+use xmpp_iot_gateway_serial::config::DEFAULT_ACK_TIMEOUT;
+use xmpp_iot_gateway_serial::{
     Format, Parity, Selector, SerialAdapterConfig, SerialDeviceConfig, SerialFieldConfig,
 };
 
@@ -28,7 +28,7 @@ fn adapter_of(src: &str) -> SerialAdapterConfig {
         .clone()
 }
 
-fn serial_device(loaded: &crate::config::Loaded) -> SerialDeviceConfig {
+fn serial_device(loaded: &xmpp_iot_gateway::config::Loaded) -> SerialDeviceConfig {
     loaded.config.devices[0]
         .settings
         .get::<SerialDeviceConfig>()
@@ -168,15 +168,11 @@ fn adapter_errors() {
 
 #[test]
 fn the_example_configuration_loads() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/gateway.example.toml");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/gateway.example.toml");
     let source = std::fs::read_to_string(&path).unwrap();
-    let loaded = crate::config::load_with(
-        &path,
-        &source,
-        crate::config::LoadMode::Check,
-        &crate::config::Env::default(),
-    )
-    .unwrap_or_else(|e| panic!("{} does not load:\n{e}", path.display()));
+    let loaded = xmpp_iot_gateway::config::testing::check(&source)
+        .unwrap_or_else(|e| panic!("{} does not load:\n{e}", path.display()));
     let serial = loaded
         .config
         .adapters

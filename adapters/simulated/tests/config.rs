@@ -4,9 +4,25 @@
 use std::time::Duration;
 
 use gateway_api::Value;
-use gateway_simulated::Generator;
+use xmpp_iot_gateway_simulated::Generator;
 
-use crate::config::validate::tests::{device, errors, ok, simulated, warnings};
+use xmpp_iot_gateway::config::testing::{errors, ok, warnings};
+use xmpp_iot_gateway::config::Loaded;
+
+/// A component head and a simulated adapter `sim`; a test's own lines start at line 7.
+const HEAD: &str = "[xmpp]\ndomain = \"sensors.example.org\"\nsecret = \"s\"\n\
+    [[adapter]]\nid = \"sim\"\ntype = \"simulated\"\n";
+
+/// HEAD and a device `d` on `sim` with `fields`, which start at line 10.
+fn device(fields: &str) -> String {
+    format!("{HEAD}[[device]]\nid = \"d\"\nadapter = \"sim\"\n{fields}")
+}
+
+/// The generator of field `field` of device `device`.
+fn simulated(loaded: &Loaded, device: usize, field: usize) -> Generator {
+    let s = &loaded.config.devices[device].fields[field].settings;
+    s.get::<Generator>().expect("a simulated field").clone()
+}
 
 #[test]
 fn generator_validation() {

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::adapters;
+use crate::adapter_start;
 use crate::config::{AdapterConfig, Config, DeviceConfig};
 use crate::metrics::Registry;
 
@@ -52,7 +52,8 @@ fn slice(config: &Config, index: usize) -> Config {
 }
 
 /// What an adapter is started with and restarted on a change of: its settings, its devices
-/// (settings, fields, common keys) and the gateway's name (an MQTT client id derives from it).
+/// (settings, fields, common keys) and the gateway's name (an adapter may derive names from it,
+/// as a client id on its bus).
 /// Compared by value, secrets included.
 #[derive(Debug, PartialEq)]
 struct Slice {
@@ -89,7 +90,7 @@ impl Adapters {
         let one = slice(config, index);
         let stop = CancellationToken::new();
         let (mut senders, tasks) =
-            adapters::spawn_all(&one, self.events.clone(), &stop, &self.metrics);
+            adapter_start::spawn_all(&one, self.events.clone(), &stop, &self.metrics);
         // `spawn_all` returns one sender per adapter of the slice: exactly one.
         let requests = senders.remove(0);
         Running {

@@ -4,13 +4,15 @@
 use std::time::Duration;
 
 use gateway_api::FieldType;
-use gateway_modbus::{
+use xmpp_iot_gateway_modbus::{
     BusSettings, ByteOrder, DataType, DeviceSettings, Encoding, Framing, Parity, Point,
     RegisterKind, SerialSettings, Transport,
 };
 
-use crate::config::validate::tests::{errors, ok, warnings};
-use crate::config::{device_table, AdapterConfig, DeviceConfig, FieldConfig, XmppConfig};
+use xmpp_iot_gateway::config::testing::{errors, ok, warnings};
+use xmpp_iot_gateway::config::{
+    device_table, AdapterConfig, DeviceConfig, FieldConfig, XmppConfig,
+};
 
 const HEAD: &str = "[xmpp]\ndomain = \"sensors.example.org\"\nsecret = \"s\"\n\
     [[adapter]]\nid = \"rs485\"\ntype = \"modbus-rtu\"\nport = \"/dev/ttyUSB0\"\n\
@@ -23,7 +25,7 @@ fn with(rest: &str) -> String {
 
 /// The warnings, without the ones about HEAD's inline secret and its RTU port (which this
 /// machine does not have).
-fn own_warnings(loaded: &crate::config::Loaded) -> Vec<String> {
+fn own_warnings(loaded: &xmpp_iot_gateway::config::Loaded) -> Vec<String> {
     warnings(loaded)
         .into_iter()
         .filter(|w| !w.contains("inline `secret`") && !w.contains("does not exist"))
@@ -294,7 +296,8 @@ fn keys_without_effect_are_warned_about() {
 
 #[test]
 fn the_example_configuration_section_is_valid() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/gateway.example.toml");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/gateway.example.toml");
     let example = std::fs::read_to_string(&path).expect("deploy/gateway.example.toml");
     let loaded = ok(&example);
     // Files and ports of a real installation are absent here; nothing else may be off.

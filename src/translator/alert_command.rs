@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use super::chat::split_word;
 use crate::config::AlertCondition;
-use crate::translator::chat::split_word;
 
 /// The usage lines, for `help` and for an `alert` the parser cannot read.
 pub const USAGE: &str = "alert <field> > <number> [for 10m]: tell me when it holds\n  \
