@@ -271,6 +271,7 @@ async fn reload(
         .send(CoreCommand::Reload {
             config: new.clone(),
             requests: adapters.senders(),
+            restarted,
         })
         .await;
     Some(new)
