@@ -532,3 +532,412 @@ pub(super) fn event_device(ev: &AdapterEvent) -> Option<&DeviceId> {
         AdapterEvent::DeviceFound(found) => Some(&found.id),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use gateway_api::{
+        AdapterEvent, DeviceId, DiscoveredDevice, FieldSpec, FieldType, Reading, Request,
+        RequestKind, Value,
+    };
+    use minidom::Element;
+    use tokio::sync::{mpsc, oneshot, watch};
+    use tokio::time::Instant;
+
+    use super::super::fuzzing::{settle, setup};
+    use super::super::{Core, CoreInputs, CoreParts};
+    use crate::metrics::Registry;
+    use crate::stats::Stats;
+    use crate::xmlns;
+    use crate::xmpp::wire::{self, StanzaReader};
+    use crate::xmpp::Inbound;
+
+    /// A component-mode core (the fuzzing configuration: devices `greenhouse`, `pump`, `vault`
+    /// on adapter `sim`, readers `@localhost`, controller alice) with the link up; the adapter's
+    /// requests come to `requests`.
+    struct Rig {
+        core: Core,
+        inputs: CoreInputs,
+        requests: mpsc::Receiver<Request>,
+        metrics: Arc<Registry>,
+        sent: Vec<Element>,
+    }
+
+    impl Rig {
+        async fn new() -> Rig {
+            let s = setup();
+            let metrics = Arc::new(Registry::new());
+            let (_events_tx, events_rx) = mpsc::channel(16);
+            let (req_tx, requests) = mpsc::channel(16);
+            let (_inbound_tx, inbound_rx) = mpsc::channel(1);
+            let (outbound_tx, _outbound_rx) = mpsc::channel(1);
+            let (_commands_tx, commands_rx) = mpsc::channel(1);
+            let (first_link, _) = oneshot::channel();
+            let (mut core, inputs) = Core::new(CoreParts {
+                config: s.configs[0].clone(),
+                store: s.store.clone(),
+                subscriptions: Vec::new(),
+                events: events_rx,
+                inbound: inbound_rx,
+                outbound: outbound_tx,
+                requests: vec![req_tx],
+                stats: Arc::new(Stats::default()),
+                commands: commands_rx,
+                metrics: metrics.clone(),
+                first_link,
+                summary: watch::channel(Default::default()).0,
+                heartbeat: watch::channel(Instant::now()).0,
+            })
+            .expect("a core");
+            core.on_inbound(Inbound::Up);
+            let mut rig = Rig {
+                core,
+                inputs,
+                requests,
+                metrics,
+                sent: Vec::new(),
+            };
+            rig.settle().await;
+            rig.sent.clear();
+            rig
+        }
+
+        /// Adapter events as one turn of the core's loop takes them.
+        async fn events(&mut self, evs: impl IntoIterator<Item = AdapterEvent>) {
+            for ev in evs {
+                self.core.on_adapter_event(ev);
+            }
+            self.core.finish_discovery();
+            self.settle().await;
+        }
+
+        async fn settle(&mut self) {
+            settle(&mut self.core, &mut self.inputs, &mut self.sent).await;
+        }
+
+        /// Hands the core one stanza from the server and returns what it sent in answer.
+        async fn stanza(&mut self, xml: &str) -> Vec<String> {
+            let mut stream = wire::stream_open(xmlns::COMPONENT, "t").into_bytes();
+            stream.extend_from_slice(xml.as_bytes());
+            stream.extend_from_slice(wire::STREAM_CLOSE.as_bytes());
+            let mut reader = StanzaReader::new(
+                &stream[..],
+                xmlns::COMPONENT,
+                wire::DEFAULT_MAX_STANZA_BYTES,
+            );
+            reader.read_header().await.expect("header");
+            let el = reader.next().await.expect("a stanza");
+            self.core.on_inbound(Inbound::Stanza(el));
+            self.settle().await;
+            self.take_sent()
+        }
+
+        fn take_sent(&mut self) -> Vec<String> {
+            self.sent.drain(..).map(|el| String::from(&el)).collect()
+        }
+
+        async fn disco_items(&mut self) -> String {
+            let sent = self
+                .stanza("<iq type='get' id='items' from='bob@localhost/x' to='sensors.localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>")
+                .await;
+            sent.into_iter()
+                .find(|s| s.contains("id=\"items\"") || s.contains("id='items'"))
+                .expect("a disco#items answer")
+        }
+
+        fn metric(&self, name: &str) -> f64 {
+            self.metrics
+                .collect()
+                .into_iter()
+                .find(|m| m.name == name)
+                .map_or(0.0, |m| m.samples.iter().map(|s| s.value).sum())
+        }
+    }
+
+    fn field(name: &str, kind: FieldType, writable: bool) -> FieldSpec {
+        FieldSpec {
+            name: name.into(),
+            unit: "".into(),
+            kind,
+            writable,
+        }
+    }
+
+    fn found(id: &str, fields: Vec<FieldSpec>) -> AdapterEvent {
+        AdapterEvent::DeviceFound(DiscoveredDevice {
+            id: DeviceId::new(id).expect("id"),
+            adapter: "sim".into(),
+            name: format!("Discovered {id}"),
+            fields,
+            source: "homeassistant".into(),
+            manufacturer: None,
+            model: None,
+        })
+    }
+
+    fn lamp() -> AdapterEvent {
+        found(
+            "lamp",
+            vec![
+                field("state", FieldType::Boolean, true),
+                field("brightness", FieldType::Integer, true),
+            ],
+        )
+    }
+
+    fn reading(id: &str, f: &str, v: Value) -> AdapterEvent {
+        AdapterEvent::Readings(vec![Reading::now(
+            DeviceId::new(id).expect("id"),
+            f.into(),
+            v,
+        )])
+    }
+
+    #[tokio::test]
+    async fn a_found_device_is_listed_read_and_written_through_its_adapter() {
+        let mut rig = Rig::new().await;
+        let online = AdapterEvent::Online {
+            device: DeviceId::new("lamp").expect("id"),
+        };
+        rig.events([
+            lamp(),
+            online,
+            reading("lamp", "brightness", Value::Int(40)),
+        ])
+        .await;
+        let items = rig.disco_items().await;
+        assert!(items.contains("lamp@sensors.localhost"), "{items}");
+        assert!(items.contains("greenhouse@sensors.localhost"), "{items}");
+        assert_eq!(rig.metric("discovered_devices"), 1.0);
+        assert_eq!(rig.metric("discovery_found_total"), 1.0);
+
+        let info = rig
+            .stanza("<iq type='get' id='info' from='bob@localhost/x' to='lamp@sensors.localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+            .await;
+        assert!(
+            info.iter()
+                .any(|s| s.contains("Discovered lamp") && s.contains(xmlns::CONTROL)),
+            "{info:?}"
+        );
+
+        let readout = rig
+            .stanza("<iq type='get' id='r1' from='bob@localhost/x' to='lamp@sensors.localhost'><req xmlns='urn:xmpp:iot:sensordata' seqnr='7' momentary='true'/></iq>")
+            .await;
+        assert!(
+            readout
+                .iter()
+                .any(|s| s.contains("brightness") && s.contains("40")),
+            "{readout:?}"
+        );
+
+        let sent = rig
+            .stanza("<iq type='set' id='w1' from='alice@localhost/phone' to='lamp@sensors.localhost'><set xmlns='urn:xmpp:iot:control'><int name='brightness' value='80'/></set></iq>")
+            .await;
+        assert!(sent.is_empty(), "answered before the adapter: {sent:?}");
+        let req = rig.requests.recv().await.expect("a request to the adapter");
+        assert_eq!(req.device.as_str(), "lamp");
+        let RequestKind::Write { values } = &req.kind else {
+            panic!("not a write: {:?}", req.kind);
+        };
+        assert_eq!(values, &vec![(Arc::from("brightness"), Value::Int(80))]);
+        let confirmed = Reading::now(req.device.clone(), "brightness".into(), Value::Int(80));
+        req.reply.send(Ok(vec![confirmed])).expect("the core waits");
+        // The write's task answers through the deferred channel.
+        let deferred = rig.inputs.deferred.recv().await.expect("deferred");
+        rig.core.on_deferred(deferred);
+        rig.settle().await;
+        let answer = rig.take_sent();
+        assert!(
+            answer
+                .iter()
+                .any(|s| s.contains("w1") && s.contains("result")),
+            "{answer:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_second_announcement_keeps_the_values_of_fields_that_stay() {
+        let mut rig = Rig::new().await;
+        rig.events([lamp(), reading("lamp", "brightness", Value::Int(40))])
+            .await;
+        // The adapter learns of one more entity of the lamp.
+        rig.events([found(
+            "lamp",
+            vec![
+                field("brightness", FieldType::Integer, true),
+                field("power", FieldType::Numeric, false),
+            ],
+        )])
+        .await;
+        let idx = rig
+            .core
+            .devices
+            .index_of(&DeviceId::new("lamp").expect("id"))
+            .expect("still hosted");
+        let dev = rig.core.devices.get(idx);
+        assert_eq!(dev.config.fields.len(), 2);
+        assert_eq!(
+            dev.values[0].as_ref().map(|s| s.value.clone()),
+            Some(Value::Int(40))
+        );
+        assert!(dev.values[1].is_none());
+        assert_eq!(rig.core.devices.len(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_gone_device_says_goodbye_and_keeps_its_subscribers_for_its_return() {
+        let mut rig = Rig::new().await;
+        rig.events([lamp(), reading("pump", "speed", Value::Int(1200))])
+            .await;
+        rig.stanza(
+            "<presence type='subscribe' from='bob@localhost/x' to='lamp@sensors.localhost'/>",
+        )
+        .await;
+        rig.events([AdapterEvent::DeviceGone {
+            device: DeviceId::new("lamp").expect("id"),
+        }])
+        .await;
+        let sent = rig.take_sent();
+        assert!(
+            sent.iter().any(|s| s.contains("unavailable")
+                && s.contains("lamp@sensors.localhost")
+                && s.contains("bob@localhost")),
+            "{sent:?}"
+        );
+        let items = rig.disco_items().await;
+        assert!(!items.contains("lamp@"), "{items}");
+        assert_eq!(rig.metric("discovery_gone_total"), 1.0);
+        // Everything still works for the devices that stay, renumbered or not.
+        let answer = rig
+            .stanza("<message type='chat' id='c' from='bob@localhost/x' to='pump@sensors.localhost'><body>get speed</body></message>")
+            .await;
+        assert!(answer.iter().any(|s| s.contains("1200")), "{answer:?}");
+        // Back again: its subscriber sees it.
+        rig.events([lamp()]).await;
+        let idx = rig
+            .core
+            .devices
+            .index_of(&DeviceId::new("lamp").expect("id"))
+            .expect("hosted again");
+        assert!(rig.core.subscribers[idx].contains("bob@localhost"));
+    }
+
+    #[tokio::test]
+    async fn a_configured_device_wins_over_a_discovered_one() {
+        let mut rig = Rig::new().await;
+        rig.events([found("pump", vec![field("x", FieldType::Numeric, false)])])
+            .await;
+        let idx = rig
+            .core
+            .devices
+            .index_of(&DeviceId::new("pump").expect("id"))
+            .expect("pump");
+        let dev = rig.core.devices.get(idx);
+        assert!(dev.field_index("speed").is_some() && dev.field_index("x").is_none());
+        assert_eq!(rig.metric("discovery_ignored_total"), 1.0);
+        assert_eq!(rig.metric("discovered_devices"), 0.0);
+        // Withdrawing it does not remove the configured device.
+        rig.events([AdapterEvent::DeviceGone {
+            device: DeviceId::new("pump").expect("id"),
+        }])
+        .await;
+        assert!(rig
+            .core
+            .devices
+            .index_of(&DeviceId::new("pump").expect("id"))
+            .is_some());
+    }
+
+    #[tokio::test]
+    async fn readings_before_the_announcement_are_held_until_it() {
+        let mut rig = Rig::new().await;
+        rig.events([reading("lamp", "brightness", Value::Int(12))])
+            .await;
+        rig.events([lamp()]).await;
+        let idx = rig
+            .core
+            .devices
+            .index_of(&DeviceId::new("lamp").expect("id"))
+            .expect("hosted");
+        assert_eq!(
+            rig.core.devices.get(idx).values[1]
+                .as_ref()
+                .map(|s| s.value.clone()),
+            Some(Value::Int(12))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_storm_of_announcements_is_taken_in_one_turn_and_others_still_read() {
+        const STORM: usize = 2_000;
+        let mut rig = Rig::new().await;
+        let mut evs: Vec<AdapterEvent> = (0..STORM)
+            .map(|i| {
+                found(
+                    &format!("sensor-{i}"),
+                    vec![field("t", FieldType::Numeric, false)],
+                )
+            })
+            .collect();
+        evs.push(reading("greenhouse", "temperature", Value::Float(19.5)));
+        rig.events(evs).await;
+        assert_eq!(rig.core.devices.len(), 3 + STORM);
+        assert_eq!(rig.metric("discovered_devices"), STORM as f64);
+        assert_eq!(rig.core.stats.devices().len(), 3 + STORM);
+        let idx = rig
+            .core
+            .devices
+            .index_of(&DeviceId::new("greenhouse").expect("id"))
+            .expect("configured");
+        assert_eq!(
+            rig.core.devices.get(idx).values[0]
+                .as_ref()
+                .map(|s| s.value.clone()),
+            Some(Value::Float(19.5))
+        );
+        // Half of them leave in one turn: one renumbering, the rest keep answering.
+        rig.events((0..STORM).step_by(2).map(|i| AdapterEvent::DeviceGone {
+            device: DeviceId::new(&format!("sensor-{i}")).expect("id"),
+        }))
+        .await;
+        assert_eq!(rig.core.devices.len(), 3 + STORM / 2);
+        assert_eq!(rig.core.subscribers.len(), rig.core.devices.len());
+        assert_eq!(rig.core.device_stats.len(), rig.core.devices.len());
+        assert_eq!(rig.metric("discovered_devices"), (STORM / 2) as f64);
+        let items = rig.disco_items().await;
+        assert!(items.contains("sensor-1@") && !items.contains("sensor-0@"));
+    }
+
+    #[tokio::test]
+    async fn a_reload_keeps_discovered_devices_unless_configured_or_their_adapter_left() {
+        let mut rig = Rig::new().await;
+        rig.events([lamp(), reading("lamp", "brightness", Value::Int(40))])
+            .await;
+        let config = rig.core.config.clone();
+        let requests = rig.core.requests.clone();
+        rig.core.reload(config.clone(), requests.clone(), &[]);
+        let idx = rig
+            .core
+            .devices
+            .index_of(&DeviceId::new("lamp").expect("id"))
+            .expect("kept");
+        assert_eq!(
+            rig.core.devices.get(idx).values[1]
+                .as_ref()
+                .map(|s| s.value.clone()),
+            Some(Value::Int(40))
+        );
+        // The adapter is gone from the configuration: so are its discovered devices.
+        let mut without = (*config).clone();
+        without.adapters.clear();
+        without.devices.clear();
+        without.alerts.clear();
+        rig.core.reload(Arc::new(without), Vec::new(), &[]);
+        assert!(rig
+            .core
+            .devices
+            .index_of(&DeviceId::new("lamp").expect("id"))
+            .is_none());
+    }
+}
