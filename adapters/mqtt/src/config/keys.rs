@@ -24,9 +24,9 @@ use std::sync::Arc;
 use gateway_api::{AdapterContext, FieldType};
 use gateway_toolkit::counters::get as count;
 use gateway_toolkit::{
-    check_text, AdapterCx, AdapterSlice, AdapterTask, AdapterType, AnySettings, ConfigParser,
-    Counters, DeviceCx, DeviceDraft, Entry, Expansion, FieldCx, FieldDraft, Files, FinishCx, Keys,
-    Pair, ParsedField, Report, Span, Spanned, StartEnv,
+    check_text, suggestion, AdapterCx, AdapterSlice, AdapterTask, AdapterType, AnySettings,
+    ConfigParser, Counters, DeviceCx, DeviceDraft, Entry, Expansion, FieldCx, FieldDraft, Files,
+    FinishCx, Keys, Pair, ParsedField, Report, Span, Spanned, StartEnv,
 };
 
 use super::{
@@ -34,6 +34,7 @@ use super::{
     Template, TopicBinding, DEFAULT_KEEP_ALIVE, DEFAULT_MAX_PAYLOAD, DEFAULT_OFFLINE,
     DEFAULT_ONLINE,
 };
+use crate::discovery::{DiscoveryConfig, DEFAULT_MAX_DEVICES};
 use crate::{topic, MqttAdapter, MqttDevice, MqttField, MqttStats};
 
 /// The largest `max_payload` accepted: what MQTT can carry at all.
@@ -53,8 +54,12 @@ fn adapter(
     let mut strings: Vec<(&str, Spanned<String>)> = Vec::new();
     let mut keep_alive = None;
     let mut max_payload = None;
+    let mut discovery = DiscoveryConfig::default();
     for e in own {
         match e.key {
+            "discovery" | "discover_include" | "discover_exclude" | "discover_max_devices" => {
+                ok &= discovery_key(e, &mut discovery, rep);
+            }
             "keep_alive" => match e.duration(rep) {
                 Some(d) => keep_alive = Some(d),
                 None => ok = false,
@@ -158,6 +163,28 @@ fn adapter(
         // In range, so it fits a usize.
         Some(n) => usize::try_from(n.value).unwrap_or(DEFAULT_MAX_PAYLOAD),
     };
+    for (key, slot) in [
+        ("discovery_prefix", &mut discovery.prefix),
+        ("zigbee2mqtt_base", &mut discovery.base),
+    ] {
+        let Some(v) = get(key) else { continue };
+        let t = v.value.trim().trim_end_matches('/');
+        if topic::check_topic(t).is_err() || t.is_empty() {
+            rep.error(
+                &v.span,
+                format!("`{key}` must be a topic without wildcards, e.g. `{slot}`"),
+            );
+            ok = false;
+        } else {
+            *slot = t.to_owned();
+        }
+        if !discovery.homeassistant && !discovery.zigbee2mqtt {
+            rep.warn(
+                &v.key,
+                "has no effect without `discovery = [\"homeassistant\", \"zigbee2mqtt\"]`",
+            );
+        }
+    }
     let url = url?;
     ok.then(|| BrokerConfig {
         url,
@@ -167,7 +194,77 @@ fn adapter(
         ca_file: ca,
         keep_alive,
         max_payload,
+        discovery,
     })
+}
+
+/// The sources discovery follows.
+const DISCOVERY_SOURCES: &[&str] = &["homeassistant", "zigbee2mqtt"];
+
+/// Reads one of `discovery`, `discover_include`, `discover_exclude`, `discover_max_devices`
+/// into `d`; `false` when it is wrong (reported).
+fn discovery_key(e: &Entry<'_>, d: &mut DiscoveryConfig, rep: &mut Report<'_>) -> bool {
+    match e.key {
+        "discovery" => {
+            let Some(list) = e.strings(rep) else {
+                return false;
+            };
+            let mut ok = true;
+            for s in &list.value {
+                match s.value.as_str() {
+                    "homeassistant" => d.homeassistant = true,
+                    "zigbee2mqtt" => d.zigbee2mqtt = true,
+                    other => {
+                        rep.error(
+                            &s.span,
+                            format!(
+                                "unknown discovery source `{other}`{} (sources: `homeassistant`, `zigbee2mqtt`)",
+                                suggestion(other, DISCOVERY_SOURCES.iter().copied())
+                            ),
+                        );
+                        ok = false;
+                    }
+                }
+            }
+            ok
+        }
+        "discover_include" | "discover_exclude" => {
+            let Some(list) = e.strings(rep) else {
+                return false;
+            };
+            let mut ok = true;
+            for s in &list.value {
+                if let Err(err) = globset::Glob::new(&s.value) {
+                    rep.error(
+                        &s.span,
+                        format!("`{}` pattern `{}`: {}", e.key, s.value, err.kind()),
+                    );
+                    ok = false;
+                }
+            }
+            let patterns = list.value.into_iter().map(|s| s.value).collect();
+            if e.key == "discover_include" {
+                d.include = patterns;
+            } else {
+                d.exclude = patterns;
+            }
+            ok
+        }
+        _ => match integer(e, rep) {
+            Some(n) if n.value < 0 || n.value > 100_000 => {
+                rep.error(
+                    &n.span,
+                    "`discover_max_devices` is a number of devices from 0 to 100000",
+                );
+                false
+            }
+            Some(n) => {
+                d.max_devices = usize::try_from(n.value).unwrap_or(DEFAULT_MAX_DEVICES);
+                true
+            }
+            None => false,
+        },
+    }
 }
 
 /// An integer value.
@@ -573,6 +670,12 @@ impl AdapterType for Mqtt {
                 "client_id",
                 "keep_alive",
                 "max_payload",
+                "discovery",
+                "discovery_prefix",
+                "zigbee2mqtt_base",
+                "discover_include",
+                "discover_exclude",
+                "discover_max_devices",
             ],
             device: &[
                 "topic",

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use gateway_api::{DeviceId, FieldSpec};
 
+use crate::discovery::DiscoveryConfig;
 use crate::topic::{self, TopicError};
 
 pub mod keys;
@@ -169,6 +170,9 @@ pub struct BrokerConfig {
     pub keep_alive: Duration,
     /// Larger payloads are refused as bad input.
     pub max_payload: usize,
+    /// Devices that announce themselves (`discovery`, `discovery_prefix`, `zigbee2mqtt_base`,
+    /// `discover_include`, `discover_exclude`, `discover_max_devices`); off by default.
+    pub discovery: DiscoveryConfig,
 }
 
 impl BrokerConfig {
@@ -182,6 +186,7 @@ impl BrokerConfig {
             ca_file: None,
             keep_alive: DEFAULT_KEEP_ALIVE,
             max_payload: DEFAULT_MAX_PAYLOAD,
+            discovery: DiscoveryConfig::default(),
         }
     }
 }
