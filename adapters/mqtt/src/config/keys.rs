@@ -25,8 +25,8 @@ use gateway_api::{AdapterContext, FieldType};
 use gateway_toolkit::counters::get as count;
 use gateway_toolkit::{
     check_text, suggestion, AdapterCx, AdapterSlice, AdapterTask, AdapterType, AnySettings,
-    ConfigParser, Counters, DeviceCx, DeviceDraft, Entry, Expansion, FieldCx, FieldDraft, Files,
-    FinishCx, Keys, Pair, ParsedField, Report, Span, Spanned, StartEnv,
+    ConfigParser, Counters, DeviceCx, DeviceDraft, DiscoverEnv, DiscoverTask, Entry, Expansion,
+    FieldCx, FieldDraft, Files, FinishCx, Keys, Pair, ParsedField, Report, Span, Spanned, StartEnv,
 };
 
 use super::{
@@ -34,6 +34,7 @@ use super::{
     Template, TopicBinding, DEFAULT_KEEP_ALIVE, DEFAULT_MAX_PAYLOAD, DEFAULT_OFFLINE,
     DEFAULT_ONLINE,
 };
+use crate::discovery::template::Jinja;
 use crate::discovery::{DiscoveryConfig, DEFAULT_MAX_DEVICES};
 use crate::{topic, MqttAdapter, MqttDevice, MqttField, MqttStats};
 
@@ -178,10 +179,22 @@ fn adapter(
         } else {
             *slot = t.to_owned();
         }
-        if !discovery.homeassistant && !discovery.zigbee2mqtt {
+        let on = if key == "discovery_prefix" {
+            discovery.homeassistant
+        } else {
+            discovery.zigbee2mqtt
+        };
+        if !on {
             rep.warn(
                 &v.key,
-                "has no effect without `discovery = [\"homeassistant\", \"zigbee2mqtt\"]`",
+                format!(
+                    "has no effect unless `discovery` lists `{}`",
+                    if key == "discovery_prefix" {
+                        "homeassistant"
+                    } else {
+                        "zigbee2mqtt"
+                    }
+                ),
             );
         }
     }
@@ -546,6 +559,24 @@ fn field(
     if get("command_template").is_some() && command_template.is_none() {
         ok = false;
     }
+    let value_template = match get("value_template") {
+        None => None,
+        Some(t) => match Jinja::new(&t.value) {
+            Ok(j) => Some(j),
+            Err(e) => {
+                rep.error(&t.span, format!("`value_template` does not compile: {e}"));
+                ok = false;
+                None
+            }
+        },
+    };
+    if let (Some(_), Some(j)) = (get("json"), get("value_template")) {
+        rep.error(
+            &j.key,
+            "give `json` or `value_template`, not both (`value_json` in the template is the parsed payload)",
+        );
+        ok = false;
+    }
     let numeric = matches!(kind, FieldType::Numeric | FieldType::Integer);
     let scale = num("scale");
     let offset = num("offset");
@@ -588,6 +619,7 @@ fn field(
     ok.then(|| FieldConfig {
         topic,
         json,
+        value_template,
         scale: scale.map_or(1.0, |s| s.value),
         offset: offset.map_or(0.0, |s| s.value),
         payload_on: on.map(|s| s.value.trim().to_owned()),
@@ -689,6 +721,7 @@ impl AdapterType for Mqtt {
             ],
             field: &[
                 "json",
+                "value_template",
                 "topic",
                 "scale",
                 "offset",
@@ -703,7 +736,6 @@ impl AdapterType for Mqtt {
     fn peer_names(&self) -> &'static [(&'static str, &'static str)] {
         &[
             ("state_topic", "topic"),
-            ("value_template", "json"),
             ("payload_available", "availability_online"),
             ("payload_not_available", "availability_offline"),
             ("expire_after", "stale_after"),
@@ -712,6 +744,27 @@ impl AdapterType for Mqtt {
 
     fn parser(&self) -> Box<dyn ConfigParser> {
         Box::new(Parser)
+    }
+
+    fn discover(&self, adapter: &AdapterSlice<'_>, env: &DiscoverEnv<'_>) -> Option<DiscoverTask> {
+        let broker = adapter.settings.get::<BrokerConfig>()?.clone();
+        if !broker.discovery.enabled() {
+            return None;
+        }
+        let id = adapter.id.to_string();
+        let client_id = broker
+            .client_id
+            .clone()
+            .unwrap_or_else(|| crate::default_client_id(env.gateway_name, &id));
+        let configured = adapter
+            .devices
+            .iter()
+            .map(|d| d.id.as_str().to_owned())
+            .collect();
+        let wait = env.wait;
+        Some(Box::pin(async move {
+            crate::discovery::listen::listen(&id, &broker, &client_id, configured, wait).await
+        }))
     }
 
     fn start(
@@ -795,6 +848,26 @@ fn metrics(s: &MqttStats) -> Vec<(&'static str, &'static str, u64)> {
             "mqtt_connects_total",
             "Connections to the broker (first and reconnects).",
             count(&s.connects),
+        ),
+        (
+            "mqtt_discovery_configs_total",
+            "Announcements taken (new or changed).",
+            count(&s.discovery_configs),
+        ),
+        (
+            "mqtt_discovery_bad_configs_total",
+            "Announcements refused as malformed (logged).",
+            count(&s.discovery_bad_configs),
+        ),
+        (
+            "mqtt_discovery_template_errors_total",
+            "Discovery templates that did not compile or failed (logged).",
+            count(&s.discovery_template_errors),
+        ),
+        (
+            "mqtt_discovery_skipped_total",
+            "Discovered devices left out: configured, excluded or over the limit.",
+            count(&s.discovery_skipped),
         ),
     ]
 }

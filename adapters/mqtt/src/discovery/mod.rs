@@ -17,7 +17,9 @@
 
 pub mod entity;
 pub mod homeassistant;
+pub mod listen;
 pub mod naming;
+pub mod pin;
 pub mod template;
 pub mod zigbee2mqtt;
 

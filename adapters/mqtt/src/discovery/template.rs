@@ -152,10 +152,62 @@ impl Templates {
     }
 }
 
-/// A template compiled on its own, to check it (the `discover` command, configuration).
+/// A template compiled on its own, to check it.
 pub fn check(source: &str) -> Result<(), TemplateError> {
-    let mut t = Templates::new();
-    t.add("check", source)
+    Jinja::new(source).map(|_| ())
+}
+
+/// Whether a configured template is Jinja (`{{ ... }}` or `{% ... %}`) rather than the
+/// `{value}` placeholders of a command template.
+pub fn is_jinja(text: &str) -> bool {
+    text.contains("{{") || text.contains("{%")
+}
+
+/// One template compiled once (a configured field's `value_template` or Jinja
+/// `command_template`), shared by the clones of its configuration.
+#[derive(Clone)]
+pub struct Jinja {
+    source: std::sync::Arc<str>,
+    env: std::sync::Arc<Templates>,
+}
+
+impl Jinja {
+    pub fn new(source: &str) -> Result<Jinja, TemplateError> {
+        let mut env = Templates::new();
+        env.add("t", source)?;
+        Ok(Jinja {
+            source: source.into(),
+            env: std::sync::Arc::new(env),
+        })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Renders it for a received payload (`value`, `value_json`).
+    pub fn render_payload(&self, payload: &str) -> Result<String, TemplateError> {
+        self.env.render_payload("t", payload)
+    }
+
+    /// Renders it for a write (`value`).
+    pub fn render_command(&self, value: JValue) -> Result<String, TemplateError> {
+        self.env.render_command("t", value)
+    }
+}
+
+impl PartialEq for Jinja {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Eq for Jinja {}
+
+impl std::fmt::Debug for Jinja {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Jinja({:?})", self.source)
+    }
 }
 
 /// A number from a number or a numeric string.
