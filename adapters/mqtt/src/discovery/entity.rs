@@ -128,9 +128,7 @@ impl EntityField {
             J::Null => Ok(None),
             J::Bool(b) => match self.kind {
                 FieldType::String => Ok(Some(Value::Text(b.to_string()))),
-                _ => Ok(Some(Value::Bool(*b))
-                    .map(|v| v.coerce(self.kind).ok())
-                    .flatten()),
+                _ => Ok(Value::Bool(*b).coerce(self.kind).ok()),
             },
             J::Number(n) => {
                 let f = n.as_f64().filter(|f| f.is_finite());
@@ -177,7 +175,7 @@ impl EntityField {
             }
             Limits::Options(options) => {
                 let text = value.to_string();
-                if options.iter().any(|o| *o == text) {
+                if options.contains(&text) {
                     Ok(value)
                 } else {
                     Err(format!("{text:?} is not one of {}", options.join(", ")))

@@ -53,7 +53,7 @@ pub fn parse(base: &str, payload: &[u8]) -> Result<Devices, String> {
                 let who = dev
                     .get("friendly_name")
                     .and_then(Json::as_str)
-                    .map_or_else(|| format!("device #{i}"), |n| short(n));
+                    .map_or_else(|| format!("device #{i}"), short);
                 out.problems.push((who, why));
             }
         }
