@@ -167,3 +167,63 @@ url = "mqtt://127.0.0.1:1883"
     let out = Gateway::cli(Some(without), &["discover", "--wait", "0s"]).await;
     assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
 }
+
+#[tokio::test]
+async fn check_reports_bad_discovery_keys_where_they_are() {
+    let bad = r#"
+[xmpp]
+domain = "sensors.localhost"
+secret = "component-secret"
+
+[[adapter]]
+id = "broker"
+type = "mqtt"
+url = "mqtt://127.0.0.1:1883"
+discovery = ["homeasistant"]
+discover_include = ["[kitchen"]
+discover_max_devices = -1
+discovry_prefix = "ha"
+
+[[device]]
+id = "plant"
+adapter = "broker"
+topic = "plant/state"
+
+  [[device.field]]
+  name = "moisture"
+  value_template = "{{ value_json.m | round(1 }}"
+"#;
+    let out = Gateway::cli(Some(bad), &["check"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    // Each at its place: `PATH:LINE:COL: message`, the column at the value at fault.
+    for (col, want) in [
+        (
+            14,
+            "unknown discovery source `homeasistant`; did you mean `homeassistant`?",
+        ),
+        (21, "`discover_include` pattern `[kitchen`"),
+        (24, "`discover_max_devices` is a number of devices"),
+        (
+            1,
+            "unknown key `discovry_prefix` in [[adapter]]; did you mean `discovery_prefix`?",
+        ),
+        (20, "`value_template` does not compile"),
+    ] {
+        let line = out
+            .stderr
+            .lines()
+            .find(|l| l.contains(want))
+            .unwrap_or_else(|| panic!("{want:?} missing from:\n{}", out.stderr));
+        let (place, _) = line.split_once(": ").expect("PATH:LINE:COL: message");
+        let mut parts = place.rsplitn(3, ':');
+        assert_eq!(parts.next(), Some(col.to_string().as_str()), "{line}");
+        assert!(
+            parts.next().is_some_and(|l| l.parse::<u32>().is_ok()),
+            "{line}"
+        );
+        assert!(
+            parts.next().is_some_and(|p| p.ends_with("gateway.toml")),
+            "{line}"
+        );
+    }
+}

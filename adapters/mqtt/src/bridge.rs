@@ -1507,6 +1507,82 @@ mod tests {
         ));
     }
 
+    /// Discovery through the bridge: announcements are acknowledged, the device is found once
+    /// the burst settles, its state topic subscribed, its values read and its writes published;
+    /// configured devices are unaffected and a configured id is never reported.
+    #[tokio::test(start_paused = true)]
+    async fn discovered_devices_live_next_to_configured_ones() {
+        let mut broker = BrokerConfig::new(BrokerUrl::parse("mqtt://127.0.0.1:1883").unwrap());
+        broker.discovery.homeassistant = true;
+        let mut b = Bridge::new("broker".into(), &broker, devices(), Arc::default());
+        assert!(b
+            .subscriptions()
+            .contains(&"homeassistant/+/+/config".to_owned()));
+        let t0 = Instant::now();
+        connect(&mut b, t0);
+        drain(&mut b);
+        b.mqtt.clear();
+        let pump = r#"{"name":"Pump","stat_t":"garden/pump","cmd_t":"garden/pump/set","dev":{"ids":"p1","name":"Garden Pump"}}"#;
+        b.on_link(
+            Link::Publish(publish("homeassistant/switch/p1/pump/config", pump, 1)),
+            t0,
+        );
+        // Named like a configured device: left to the configuration.
+        let outdoor = r#"{"stat_t":"x/t","dev":{"ids":"o","name":"Outdoor"}}"#;
+        b.on_link(
+            Link::Publish(publish("homeassistant/sensor/o/t/config", outdoor, 2)),
+            t0,
+        );
+        assert!(drain(&mut b).is_empty(), "nothing before the burst settles");
+        assert_eq!(acks(&mut b), [1, 2]);
+        assert_eq!(MqttStats::get(&b.stats.unrouted), 0);
+        assert_eq!(b.next_deadline(), Some(t0 + discovery::QUIET));
+        b.on_tick(t0 + discovery::QUIET);
+        assert_eq!(drain(&mut b), ["garden-pump found", "garden-pump online"]);
+        assert_eq!(
+            b.mqtt.pop_front(),
+            Some(MqttRequest::Subscribe(vec!["garden/pump".into()]))
+        );
+        b.on_link(Link::Subscribed(5), t0);
+        b.on_link(
+            Link::SubAck(SubAck::new(
+                5,
+                vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)],
+            )),
+            t0,
+        );
+        b.on_link(Link::Publish(publish("garden/pump", "ON", 3)), t0);
+        b.on_link(Link::Publish(publish("weather/outdoor/temp", "9", 4)), t0);
+        assert_eq!(drain(&mut b), ["garden-pump pump=true", "outdoor temp=9"]);
+        acks(&mut b);
+
+        let mut rx = write(&mut b, "garden-pump", &[("pump", Value::Bool(false))]);
+        assert_eq!(
+            b.mqtt.pop_front(),
+            Some(MqttRequest::Publish {
+                topic: "garden/pump/set".into(),
+                payload: b"OFF".to_vec()
+            })
+        );
+        b.on_link(Link::Published(9), t0);
+        b.on_link(Link::PubAck(9), t0);
+        let r = rx.try_recv().unwrap().unwrap();
+        assert_eq!(r[0].value, Value::Bool(false));
+
+        // Withdrawn: it says goodbye; a lost broker no longer concerns it.
+        b.on_link(
+            Link::Publish(publish("homeassistant/switch/p1/pump/config", "", 5)),
+            t0,
+        );
+        b.on_tick(t0 + discovery::QUIET * 2);
+        assert_eq!(drain(&mut b), ["garden-pump gone"]);
+        let mut rx = write(&mut b, "garden-pump", &[("pump", Value::Bool(true))]);
+        assert!(matches!(
+            rx.try_recv().unwrap(),
+            Err(RequestError::Refused(_))
+        ));
+    }
+
     #[test]
     fn durations_for_people() {
         assert_eq!(seconds(Duration::from_secs(30)), "30 s");
