@@ -48,6 +48,9 @@ pub const QUIET: Duration = Duration::from_millis(500);
 pub const MAX_DELAY: Duration = Duration::from_secs(5);
 /// The default of `discover_max_devices`.
 pub const DEFAULT_MAX_DEVICES: usize = 1000;
+/// Entities kept per allowed device: announcements beyond `discover_max_devices` times this are
+/// refused, so that a broker full of configs cannot fill the gateway's memory.
+const ENTITIES_PER_DEVICE: usize = 64;
 /// Rate limiters kept for bad announcements; beyond this many keys they start afresh (a broker
 /// full of hostile topics cannot grow the map without end).
 const MAX_LIMITERS: usize = 4096;
@@ -428,6 +431,17 @@ impl Discovery {
     /// An entity announced (again).
     fn put(&mut self, e: Entity, now: Instant) {
         if self.entities.get(&e.key) == Some(&e) {
+            return;
+        }
+        let cap = self
+            .cfg
+            .max_devices
+            .max(1)
+            .saturating_mul(ENTITIES_PER_DEVICE);
+        if !self.entities.contains_key(&e.key) && self.entities.len() >= cap {
+            MqttStats::inc(&self.stats.discovery_skipped);
+            let why = format!("{cap} announced entities are kept at most");
+            self.problem(&e.key, "Discovery announcement left out", &why, now);
             return;
         }
         if let Some(old) = self.entities.get(&e.key).cloned() {

@@ -415,3 +415,26 @@ async fn bad_templates_and_payloads_are_counted_and_harm_nothing_else() {
     d.flush(&mut out);
     assert!(d.has(&id("x")));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_broker_full_of_configs_cannot_fill_memory() {
+    let t0 = Instant::now();
+    let mut d = discovery(
+        DiscoveryConfig {
+            max_devices: 1,
+            ..both()
+        },
+        &[],
+    );
+    let mut out = Output::default();
+    for i in 0..200 {
+        let topic = format!("homeassistant/sensor/n{i}/t/config");
+        let cfg = format!(r#"{{"stat_t":"s/{i}","dev":{{"ids":"d{i}","name":"D{i}"}}}}"#);
+        d.on_message(&topic, cfg.as_bytes(), 65536, t0, &mut out);
+    }
+    d.flush(&mut out);
+    assert_eq!(d.entities.len(), 64);
+    assert_eq!(d.by_id.len(), 1);
+    // 136 announcements refused, 63 devices over the cap.
+    assert_eq!(MqttStats::get(&d.stats.discovery_skipped), 136 + 63);
+}
