@@ -522,7 +522,12 @@ impl Discovery {
         }
         self.rebuild_routes(out);
         self.statuses(out);
-        MqttStats::set(&self.stats.discovery_devices, self.by_id.len() as u64);
+        // One line per settled burst rather than one per device (a broker may hold thousands).
+        let now = self.by_id.len() as u64;
+        if now != MqttStats::get(&self.stats.discovery_devices) {
+            info!(adapter = %self.adapter, devices = now, "Discovered devices");
+        }
+        MqttStats::set(&self.stats.discovery_devices, now);
     }
 
     /// Says goodbye for a reported device (it stays known, unreported).
@@ -532,7 +537,7 @@ impl Discovery {
         };
         if let Some(id) = d.id.take() {
             self.by_id.remove(&id);
-            info!(adapter = %self.adapter, device = %id, "Discovered device gone");
+            debug!(adapter = %self.adapter, device = %id, "Discovered device gone");
             out.events.push(AdapterEvent::DeviceGone { device: id });
         }
         d.reported = None;
@@ -675,7 +680,7 @@ impl Discovery {
         d.id = Some(id.clone());
         self.by_id.insert(id.clone(), key.to_owned());
         if d.reported.as_ref() != Some(&spec) {
-            info!(adapter = %self.adapter, device = %id, source = source.as_str(), fields = spec.fields.len(), "Discovered device");
+            debug!(adapter = %self.adapter, device = %id, source = source.as_str(), fields = spec.fields.len(), "Discovered device");
             d.reported = Some(spec.clone());
             out.events.push(AdapterEvent::DeviceFound(spec));
             let known: Vec<Reading> = d
