@@ -40,6 +40,7 @@ pub mod config;
 pub mod core;
 pub mod device_client;
 pub mod devices;
+pub mod discover;
 #[cfg(any(fuzzing, test))]
 pub mod fuzzing;
 pub mod memory;
