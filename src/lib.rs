@@ -61,7 +61,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, XmppConfig};
-use crate::core::{Core, CoreCommand, CoreParts};
+use crate::core::{Core, CoreCommand, CoreParts, Restarted};
 use crate::metrics::{GatewayMetrics, Registry};
 use crate::stats::Stats;
 use crate::stats::Summary;
@@ -264,6 +264,7 @@ async fn reload(
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
+    let since = tokio::time::Instant::now();
     let restarted = adapters.apply(&new).await;
     for id in &restarted {
         tracing::info!(adapter = %id, "adapter (re)started with its new settings");
@@ -272,7 +273,10 @@ async fn reload(
         .send(CoreCommand::Reload {
             config: new.clone(),
             requests: adapters.senders(),
-            restarted,
+            restarted: Restarted {
+                adapters: restarted,
+                since,
+            },
         })
         .await;
     Some(new)

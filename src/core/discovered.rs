@@ -46,10 +46,30 @@ pub struct DiscoveredSettings {
     pub source: Arc<str>,
 }
 
+/// The adapters a reload restarted, and when their restart began: devices they announced
+/// since then need not be announced again.
+#[derive(Debug, Clone)]
+pub struct Restarted {
+    pub adapters: Vec<Arc<str>>,
+    pub since: Instant,
+}
+
+impl Restarted {
+    /// A reload that restarted no adapter.
+    pub fn none() -> Restarted {
+        Restarted {
+            adapters: Vec::new(),
+            since: Instant::now(),
+        }
+    }
+}
+
 /// The core's record of the discovered devices it hosts.
 pub(super) struct Discovery {
     /// What the adapters last said of each discovered device in the table.
     hosted: HashMap<DeviceId, DiscoveredDevice>,
+    /// When each hosted discovered device was last announced.
+    announced: HashMap<DeviceId, Instant>,
     /// Discovered devices gone in this turn: removed from the table at its end.
     leaving: HashSet<DeviceId>,
     /// The table gained or lost discovered devices in this turn.
@@ -74,6 +94,7 @@ impl Discovery {
         metrics.register(stats.clone());
         Discovery {
             hosted: HashMap::new(),
+            announced: HashMap::new(),
             leaving: HashSet::new(),
             changed: false,
             unconfirmed: HashSet::new(),
@@ -278,6 +299,7 @@ impl Core {
         self.device_stats
             .push(self.stats.add_device(id.clone(), found.adapter.clone()));
         tracing::debug!(device = %id, adapter = %found.adapter, source = %found.source, "discovered device hosted");
+        self.discovery.announced.insert(id.clone(), Instant::now());
         self.discovery.hosted.insert(id.clone(), found);
         self.discovery.changed = true;
         self.discovery.added_since += 1;
@@ -302,6 +324,9 @@ impl Core {
     fn replace_discovered(&mut self, idx: usize, found: DiscoveredDevice, adapter_index: usize) {
         self.discovery.leaving.remove(&found.id);
         self.discovery.unconfirmed.remove(&found.id);
+        self.discovery
+            .announced
+            .insert(found.id.clone(), Instant::now());
         if self.discovery.hosted.get(&found.id) == Some(&found) {
             // A re-announcement (a restarted adapter, a retained message read again).
             return;
@@ -402,6 +427,7 @@ impl Core {
                 continue;
             };
             self.discovery.hosted.remove(id);
+            self.discovery.announced.remove(id);
             keep[idx] = false;
             goodbyes.extend(self.goodbyes_of(idx));
             // Subscribers are remembered: the device may be announced again.
@@ -477,13 +503,13 @@ impl Core {
     /// A reload: the discovered devices whose adapter remains go into the new table `devices`
     /// (after the configured ones); those whose id is now configured, or whose adapter was
     /// removed, are left out (the reload says goodbye for them). Devices of adapters the reload
-    /// restarted (`restarted`) must be reported again by the new adapter within
-    /// [`REDISCOVERY_GRACE`], or they leave.
+    /// restarted (`restarted`) and not announced since must be reported again by the new adapter
+    /// within [`REDISCOVERY_GRACE`], or they leave.
     pub(super) fn keep_discovered(
         &mut self,
         config: &Config,
         devices: &mut Devices,
-        restarted: &[Arc<str>],
+        restarted: &Restarted,
     ) {
         let mut kept = HashMap::new();
         for (_, dev) in self.devices.iter() {
@@ -503,7 +529,10 @@ impl Core {
                 continue;
             };
             devices.push(dc, jid);
-            if restarted.contains(&found.adapter) {
+            let announced = self.discovery.announced.get(&found.id).copied();
+            if restarted.adapters.contains(&found.adapter)
+                && announced.is_none_or(|at| at < restarted.since)
+            {
                 self.discovery.unconfirmed.insert(found.id.clone());
             }
             kept.insert(found.id.clone(), found);
@@ -511,6 +540,10 @@ impl Core {
         let dropped = self.discovery.hosted.len();
         DiscoveryStats::add(&self.discovery.stats.gone, dropped);
         self.discovery.hosted = kept;
+        let hosted = &self.discovery.hosted;
+        self.discovery
+            .announced
+            .retain(|id, _| hosted.contains_key(id));
         self.discovery.leaving.clear();
         self.discovery
             .unconfirmed
@@ -536,6 +569,7 @@ pub(super) fn event_device(ev: &AdapterEvent) -> Option<&DeviceId> {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::time::Duration;
 
     use gateway_api::{
         AdapterEvent, DeviceId, DiscoveredDevice, FieldSpec, FieldType, Reading, Request,
@@ -547,6 +581,7 @@ mod tests {
 
     use super::super::fuzzing::{settle, setup};
     use super::super::{Core, CoreInputs, CoreParts};
+    use super::Restarted;
     use crate::metrics::Registry;
     use crate::stats::Stats;
     use crate::xmlns;
@@ -916,7 +951,8 @@ mod tests {
             .await;
         let config = rig.core.config.clone();
         let requests = rig.core.requests.clone();
-        rig.core.reload(config.clone(), requests.clone(), &[]);
+        rig.core
+            .reload(config.clone(), requests.clone(), &Restarted::none());
         let idx = rig
             .core
             .devices
@@ -933,11 +969,41 @@ mod tests {
         without.adapters.clear();
         without.devices.clear();
         without.alerts.clear();
-        rig.core.reload(Arc::new(without), Vec::new(), &[]);
+        rig.core
+            .reload(Arc::new(without), Vec::new(), &Restarted::none());
         assert!(rig
             .core
             .devices
             .index_of(&DeviceId::new("lamp").expect("id"))
             .is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn devices_a_restarted_adapter_does_not_report_again_leave_after_the_grace() {
+        let mut rig = Rig::new().await;
+        let fan = found("fan", vec![field("speed", FieldType::Integer, true)]);
+        rig.events([lamp(), fan]).await;
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let restarted = Restarted {
+            adapters: vec!["sim".into()],
+            since: Instant::now(),
+        };
+        let (config, requests) = (rig.core.config.clone(), rig.core.requests.clone());
+        rig.core.reload(config, requests, &restarted);
+        // The new adapter reports the lamp again, not the fan.
+        rig.events([lamp()]).await;
+        tokio::time::advance(super::REDISCOVERY_GRACE / 2).await;
+        rig.events([]).await;
+        assert_eq!(rig.core.devices.len(), 5, "both wait for the grace");
+        tokio::time::advance(super::REDISCOVERY_GRACE).await;
+        rig.events([]).await;
+        let has = |rig: &Rig, id: &str| {
+            rig.core
+                .devices
+                .index_of(&DeviceId::new(id).expect("id"))
+                .is_some()
+        };
+        assert!(has(&rig, "lamp"));
+        assert!(!has(&rig, "fan"));
     }
 }

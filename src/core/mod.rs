@@ -10,6 +10,7 @@ mod alerts;
 mod chart;
 mod control;
 mod discovered;
+pub use discovered::Restarted;
 #[cfg(any(fuzzing, test))]
 pub(crate) mod fuzzing;
 mod iq;
@@ -104,7 +105,7 @@ pub enum CoreCommand {
         config: Arc<Config>,
         requests: Vec<mpsc::Sender<Request>>,
         /// Adapters the reload (re)started: they report their discovered devices again.
-        restarted: Vec<Arc<str>>,
+        restarted: Restarted,
     },
 }
 

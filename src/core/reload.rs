@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::presence::Type as PresenceType;
 
-use super::{publish, room, Core};
+use super::{publish, room, Core, Restarted};
 use crate::access::Permission;
 use crate::config::Config;
 use crate::devices::Devices;
@@ -24,7 +24,7 @@ impl Core {
         &mut self,
         config: Arc<Config>,
         requests: Vec<mpsc::Sender<Request>>,
-        restarted: &[Arc<str>],
+        restarted: &Restarted,
     ) {
         let mut devices = match Devices::from_config(&config) {
             Ok(d) => d,
