@@ -681,6 +681,18 @@ mod tests {
                 .expect("a disco#items answer")
         }
 
+        fn index(&self, id: &str) -> Option<usize> {
+            self.core.devices.index_of(&DeviceId::new(id).expect("id"))
+        }
+
+        /// The value of field `fi` of device `id`.
+        fn value(&self, id: &str, fi: usize) -> Option<Value> {
+            let idx = self.index(id).expect("hosted");
+            self.core.devices.get(idx).values[fi]
+                .as_ref()
+                .map(|s| s.value.clone())
+        }
+
         fn metric(&self, name: &str) -> f64 {
             self.metrics
                 .collect()
@@ -805,11 +817,7 @@ mod tests {
             ],
         )])
         .await;
-        let idx = rig
-            .core
-            .devices
-            .index_of(&DeviceId::new("lamp").expect("id"))
-            .expect("still hosted");
+        let idx = rig.index("lamp").expect("still hosted");
         let dev = rig.core.devices.get(idx);
         assert_eq!(dev.config.fields.len(), 2);
         assert_eq!(
@@ -850,11 +858,7 @@ mod tests {
         assert!(answer.iter().any(|s| s.contains("1200")), "{answer:?}");
         // Back again: its subscriber sees it.
         rig.events([lamp()]).await;
-        let idx = rig
-            .core
-            .devices
-            .index_of(&DeviceId::new("lamp").expect("id"))
-            .expect("hosted again");
+        let idx = rig.index("lamp").expect("hosted again");
         assert!(rig.core.subscribers[idx].contains("bob@localhost"));
     }
 
@@ -863,11 +867,7 @@ mod tests {
         let mut rig = Rig::new().await;
         rig.events([found("pump", vec![field("x", FieldType::Numeric, false)])])
             .await;
-        let idx = rig
-            .core
-            .devices
-            .index_of(&DeviceId::new("pump").expect("id"))
-            .expect("pump");
+        let idx = rig.index("pump").expect("pump");
         let dev = rig.core.devices.get(idx);
         assert!(dev.field_index("speed").is_some() && dev.field_index("x").is_none());
         assert_eq!(rig.metric("discovery_ignored_total"), 1.0);
@@ -877,11 +877,7 @@ mod tests {
             device: DeviceId::new("pump").expect("id"),
         }])
         .await;
-        assert!(rig
-            .core
-            .devices
-            .index_of(&DeviceId::new("pump").expect("id"))
-            .is_some());
+        assert!(rig.index("pump").is_some());
     }
 
     #[tokio::test]
@@ -890,17 +886,7 @@ mod tests {
         rig.events([reading("lamp", "brightness", Value::Int(12))])
             .await;
         rig.events([lamp()]).await;
-        let idx = rig
-            .core
-            .devices
-            .index_of(&DeviceId::new("lamp").expect("id"))
-            .expect("hosted");
-        assert_eq!(
-            rig.core.devices.get(idx).values[1]
-                .as_ref()
-                .map(|s| s.value.clone()),
-            Some(Value::Int(12))
-        );
+        assert_eq!(rig.value("lamp", 1), Some(Value::Int(12)));
     }
 
     #[tokio::test]
@@ -920,17 +906,7 @@ mod tests {
         assert_eq!(rig.core.devices.len(), 3 + STORM);
         assert_eq!(rig.metric("discovered_devices"), STORM as f64);
         assert_eq!(rig.core.stats.devices().len(), 3 + STORM);
-        let idx = rig
-            .core
-            .devices
-            .index_of(&DeviceId::new("greenhouse").expect("id"))
-            .expect("configured");
-        assert_eq!(
-            rig.core.devices.get(idx).values[0]
-                .as_ref()
-                .map(|s| s.value.clone()),
-            Some(Value::Float(19.5))
-        );
+        assert_eq!(rig.value("greenhouse", 0), Some(Value::Float(19.5)));
         // Half of them leave in one turn: one renumbering, the rest keep answering.
         rig.events((0..STORM).step_by(2).map(|i| AdapterEvent::DeviceGone {
             device: DeviceId::new(&format!("sensor-{i}")).expect("id"),
@@ -953,17 +929,7 @@ mod tests {
         let requests = rig.core.requests.clone();
         rig.core
             .reload(config.clone(), requests.clone(), &Restarted::none());
-        let idx = rig
-            .core
-            .devices
-            .index_of(&DeviceId::new("lamp").expect("id"))
-            .expect("kept");
-        assert_eq!(
-            rig.core.devices.get(idx).values[1]
-                .as_ref()
-                .map(|s| s.value.clone()),
-            Some(Value::Int(40))
-        );
+        assert_eq!(rig.value("lamp", 1), Some(Value::Int(40)));
         // The adapter is gone from the configuration: so are its discovered devices.
         let mut without = (*config).clone();
         without.adapters.clear();
@@ -971,11 +937,7 @@ mod tests {
         without.alerts.clear();
         rig.core
             .reload(Arc::new(without), Vec::new(), &Restarted::none());
-        assert!(rig
-            .core
-            .devices
-            .index_of(&DeviceId::new("lamp").expect("id"))
-            .is_none());
+        assert!(rig.index("lamp").is_none());
     }
 
     #[tokio::test(start_paused = true)]
@@ -997,13 +959,7 @@ mod tests {
         assert_eq!(rig.core.devices.len(), 5, "both wait for the grace");
         tokio::time::advance(super::REDISCOVERY_GRACE).await;
         rig.events([]).await;
-        let has = |rig: &Rig, id: &str| {
-            rig.core
-                .devices
-                .index_of(&DeviceId::new(id).expect("id"))
-                .is_some()
-        };
-        assert!(has(&rig, "lamp"));
-        assert!(!has(&rig, "fan"));
+        assert!(rig.index("lamp").is_some());
+        assert!(rig.index("fan").is_none());
     }
 }
