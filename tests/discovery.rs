@@ -200,3 +200,68 @@ async fn discovered_devices_are_hosted_read_written_and_removed() {
     let fields = momentary(&mut alice, &sensor, 3).await;
     assert_eq!(field(&fields, "temperature").value, "21.35");
 }
+
+/// A SIGHUP reload keeps discovered devices (the adapter, restarted because its devices
+/// changed, reports them again), and a `[[device]]` added with a discovered id takes it over.
+#[tokio::test]
+async fn a_reload_keeps_discovered_devices_and_a_configured_id_takes_over() {
+    let mut rig = Rig::start(&["alice"], config).await;
+    for (topic, payload) in retained() {
+        rig.mosquitto.publish(&topic, &payload, true).await;
+    }
+    let domain = rig.domain.clone();
+    let mut alice = rig.user("alice").await;
+    let jid = |d: &str| format!("{d}@{domain}");
+    let all: Vec<String> = DISCOVERED.iter().map(|d| jid(d)).collect();
+    items_until(&mut alice, &domain, TIMEOUT, |jids| {
+        all.iter().all(|j| jids.contains(j))
+    })
+    .await;
+    let plug = rig.jid("desk-plug");
+    let switch_on = || {
+        el(&format!(
+            "<set xmlns='{NS_CTL}'><boolean name='state' value='true'/></set>"
+        ))
+    };
+    alice
+        .iq_set(&plug, switch_on())
+        .await
+        .expect("the discovered plug takes a write");
+
+    let text = rig.gateway.config_text();
+    rig.gateway.reload(&format!(
+        r#"{text}
+[[device]]
+id = "desk-plug"
+adapter = "broker"
+topic = "custom/plug/state"
+  [[device.field]]
+  name = "watts"
+  unit = "W"
+  json = "/power"
+"#
+    ));
+    assert!(
+        rig.gateway
+            .wait_log("configuration reloaded", TIMEOUT)
+            .await,
+        "the reload was applied"
+    );
+    // Every device is still listed; the configured plug has no `state` to write.
+    let listed = items(&mut alice, &domain).await;
+    for j in &all {
+        assert!(listed.contains(j), "{j} after the reload: {listed:?}");
+    }
+    let err = alice
+        .iq_set(&plug, switch_on())
+        .await
+        .expect_err("the configured plug has no field `state`");
+    assert_ne!(
+        err.defined_condition,
+        xmpp_parsers::stanza_error::DefinedCondition::ServiceUnavailable,
+        "the plug is still hosted"
+    );
+    let sensor = rig.jid("living-room-sensor");
+    let fields = momentary(&mut alice, &sensor, 1).await;
+    assert_eq!(field(&fields, "temperature").value, "21.35");
+}
