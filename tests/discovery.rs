@@ -127,20 +127,44 @@ async fn items_until(
     }
 }
 
-#[tokio::test]
-async fn discovered_devices_are_hosted_read_written_and_removed() {
-    let rig = Rig::start(&["alice", "bob"], config).await;
+/// The rig with the fixtures retained on its broker, `users[0]` connected, and the disco#items
+/// list once every discovered device is in it.
+async fn hosted(users: &[&str]) -> (Rig, TestClient, Vec<String>) {
+    let rig = Rig::start(users, config).await;
     for (topic, payload) in retained() {
         rig.mosquitto.publish(&topic, &payload, true).await;
     }
-    let domain = rig.domain.clone();
-    let mut alice = rig.user("alice").await;
-    let jid = |d: &str| format!("{d}@{domain}");
-    let all: Vec<String> = DISCOVERED.iter().map(|d| jid(d)).collect();
-    let listed = items_until(&mut alice, &domain, TIMEOUT, |jids| {
+    let mut client = rig.user(users[0]).await;
+    let all: Vec<String> = DISCOVERED
+        .iter()
+        .map(|d| format!("{d}@{}", rig.domain))
+        .collect();
+    let listed = items_until(&mut client, &rig.domain, TIMEOUT, |jids| {
         all.iter().all(|j| jids.contains(j))
     })
     .await;
+    (rig, client, listed)
+}
+
+/// Subscribes `client` to `device` and waits until it is available: its adapter has its state
+/// (a readout before that is answered with a failure).
+async fn wait_online(client: &mut TestClient, device: &Jid) {
+    client.subscribe(device).await;
+    client
+        .recv_presence_from(device, PresenceType::Subscribed, TIMEOUT)
+        .await
+        .unwrap_or_else(|| panic!("subscription to {device} approved"));
+    client
+        .recv_presence_from(device, PresenceType::None, TIMEOUT)
+        .await
+        .unwrap_or_else(|| panic!("{device} available"));
+}
+
+#[tokio::test]
+async fn discovered_devices_are_hosted_read_written_and_removed() {
+    let (rig, mut alice, listed) = hosted(&["alice", "bob"]).await;
+    let domain = rig.domain.clone();
+    let jid = |d: &str| format!("{d}@{domain}");
     // The configured device is there too; the broken config made nothing.
     assert!(listed.contains(&jid("boiler")), "{listed:?}");
     assert!(
@@ -150,10 +174,13 @@ async fn discovered_devices_are_hosted_read_written_and_removed() {
 
     // Readouts: the values the value templates compute from the retained states.
     let kitchen = rig.jid("kitchen");
+    let sensor = rig.jid("living-room-sensor");
+    for device in [&kitchen, &sensor, &rig.jid("study")] {
+        wait_online(&mut alice, device).await;
+    }
     let fields = momentary(&mut alice, &kitchen, 1).await;
     assert_eq!(field(&fields, "temperature").value, "21.6");
     assert_eq!(field(&fields, "temperature").unit, "°C");
-    let sensor = rig.jid("living-room-sensor");
     let fields = momentary(&mut alice, &sensor, 2).await;
     assert_eq!(field(&fields, "temperature").value, "21.35");
 
@@ -205,19 +232,12 @@ async fn discovered_devices_are_hosted_read_written_and_removed() {
 /// changed, reports them again), and a `[[device]]` added with a discovered id takes it over.
 #[tokio::test]
 async fn a_reload_keeps_discovered_devices_and_a_configured_id_takes_over() {
-    let mut rig = Rig::start(&["alice"], config).await;
-    for (topic, payload) in retained() {
-        rig.mosquitto.publish(&topic, &payload, true).await;
-    }
+    let (mut rig, mut alice, _) = hosted(&["alice"]).await;
     let domain = rig.domain.clone();
-    let mut alice = rig.user("alice").await;
-    let jid = |d: &str| format!("{d}@{domain}");
-    let all: Vec<String> = DISCOVERED.iter().map(|d| jid(d)).collect();
-    items_until(&mut alice, &domain, TIMEOUT, |jids| {
-        all.iter().all(|j| jids.contains(j))
-    })
-    .await;
+    let all: Vec<String> = DISCOVERED.iter().map(|d| format!("{d}@{domain}")).collect();
     let plug = rig.jid("desk-plug");
+    let sensor = rig.jid("living-room-sensor");
+    wait_online(&mut alice, &sensor).await;
     let switch_on = || {
         el(&format!(
             "<set xmlns='{NS_CTL}'><boolean name='state' value='true'/></set>"
@@ -261,7 +281,6 @@ topic = "custom/plug/state"
         xmpp_parsers::stanza_error::DefinedCondition::ServiceUnavailable,
         "the plug is still hosted"
     );
-    let sensor = rig.jid("living-room-sensor");
     let fields = momentary(&mut alice, &sensor, 1).await;
     assert_eq!(field(&fields, "temperature").value, "21.35");
 }
