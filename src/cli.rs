@@ -36,6 +36,13 @@ pub enum Command {
     Check,
     /// Print name, version and the adapters this build supports.
     Version,
+    /// Listen for devices that announce themselves (adapters with `discovery` on) and print
+    /// them as `[[device]]` blocks to paste into the configuration.
+    Discover {
+        /// How long to listen on each broker.
+        #[arg(long, value_name = "DURATION", default_value = "5s")]
+        wait: String,
+    },
     /// Read a device over XMPP (XEP-0323) and print its fields.
     Read {
         /// The device's JID, e.g. boiler@sensors.example.org or gateway@example.org/boiler.
@@ -179,7 +186,7 @@ fn is_loopback(server: &str) -> bool {
         || server.starts_with("localhost:")
 }
 
-fn positive_duration(option: &str, s: &str) -> Result<Duration, String> {
+pub fn positive_duration(option: &str, s: &str) -> Result<Duration, String> {
     match humantime::parse_duration(s) {
         Ok(d) if !d.is_zero() => Ok(d),
         Ok(_) => Err(format!("{option} {s:?} must be longer than zero")),

@@ -123,23 +123,83 @@ impl Devices {
         for d in &config.devices {
             let jid = Jid::new(&d.jid)
                 .map_err(|e| format!("device {}: JID {:?} is not valid: {e}", d.id, d.jid))?;
-            let idx = devices.list.len();
-            devices.by_id.insert(d.id.clone(), idx);
-            devices.by_jid.insert(jid.clone(), idx);
-            devices.list.push(Device {
-                values: vec![None; d.fields.len()],
-                published: vec![None; d.fields.len()],
-                config: d.clone(),
-                jid,
-                online: None,
-                offline_reason: None,
-                presence_dirty: false,
-                values_dirty: false,
-                quiet_until: None,
-                timer_pending: false,
-            });
+            devices.push(d.clone(), jid);
         }
         Ok(devices)
+    }
+
+    /// Adds a device after the others (its index is the old length; no other index changes).
+    pub fn push(&mut self, config: DeviceConfig, jid: Jid) -> usize {
+        let idx = self.list.len();
+        self.by_id.insert(config.id.clone(), idx);
+        self.by_jid.insert(jid.clone(), idx);
+        self.list.push(Device {
+            values: vec![None; config.fields.len()],
+            published: vec![None; config.fields.len()],
+            config,
+            jid,
+            online: None,
+            offline_reason: None,
+            presence_dirty: false,
+            values_dirty: false,
+            quiet_until: None,
+            timer_pending: false,
+        });
+        idx
+    }
+
+    /// Gives device `idx` a new description under the same id and JID: values of fields that
+    /// stay are kept (by name), new fields start empty.
+    pub fn replace(&mut self, idx: usize, config: DeviceConfig) {
+        let dev = &mut self.list[idx];
+        let mut values = vec![None; config.fields.len()];
+        let mut published = vec![None; config.fields.len()];
+        for (fi, f) in config.fields.iter().enumerate() {
+            if let Some(old) = dev.field_index(&f.spec.name) {
+                values[fi] = dev.values[old].take();
+                published[fi] = dev.published[old].take();
+            }
+        }
+        dev.config = config;
+        dev.values = values;
+        dev.published = published;
+    }
+
+    /// Keeps the devices whose `keep` entry is true, in order, and renumbers them. Returns each
+    /// old index's new one (`None`: removed). Work in proportion to the table: callers batch.
+    pub fn retain(&mut self, keep: &[bool]) -> Vec<Option<usize>> {
+        let mut map = Vec::with_capacity(self.list.len());
+        let mut next = 0;
+        for k in keep
+            .iter()
+            .copied()
+            .chain(std::iter::repeat(true))
+            .take(self.list.len())
+        {
+            map.push(k.then(|| {
+                next += 1;
+                next - 1
+            }));
+        }
+        let old = std::mem::take(&mut self.list);
+        self.list = old
+            .into_iter()
+            .zip(&map)
+            .filter_map(|(d, m)| m.map(|_| d))
+            .collect();
+        self.by_id = self
+            .list
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.config.id.clone(), i))
+            .collect();
+        self.by_jid = self
+            .list
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.jid.clone(), i))
+            .collect();
+        map
     }
 
     pub fn len(&self) -> usize {

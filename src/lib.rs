@@ -41,6 +41,7 @@ pub mod config;
 pub mod core;
 pub mod device_client;
 pub mod devices;
+pub mod discover;
 #[cfg(any(fuzzing, test))]
 pub mod fuzzing;
 pub mod memory;
@@ -61,7 +62,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::adapter_supervisor::Adapters;
 use crate::config::{Config, XmppConfig};
-use crate::core::{Core, CoreCommand, CoreParts};
+use crate::core::{Core, CoreCommand, CoreParts, Restarted};
 use crate::metrics::{GatewayMetrics, Registry};
 use crate::stats::Stats;
 use crate::stats::Summary;
@@ -266,6 +267,7 @@ async fn reload(
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
+    let since = tokio::time::Instant::now();
     let restarted = adapters.apply(&new).await;
     for id in &restarted {
         tracing::info!(adapter = %id, "adapter (re)started with its new settings");
@@ -274,6 +276,10 @@ async fn reload(
         .send(CoreCommand::Reload {
             config: new.clone(),
             requests: adapters.senders(),
+            restarted: Restarted {
+                adapters: restarted,
+                since,
+            },
         })
         .await;
     Some(new)

@@ -120,6 +120,47 @@ fn run() -> anyhow::Result<ExitCode> {
                 Err(e) => Ok(remote_error(&e)),
             }
         }
+        Command::Discover { wait } => {
+            let wait = match cli::positive_duration("--wait", &wait) {
+                Ok(w) => w,
+                Err(e) => return Ok(usage_errors([Some(vec![e])])),
+            };
+            let path = config::resolve_path(cli.config.as_deref());
+            let loaded = match config::load(&path, LoadMode::Check) {
+                Ok(l) => l,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    return Ok(ExitCode::from(EXIT_CONFIG));
+                }
+            };
+            // Announcements that are refused are worth seeing next to what was found.
+            init_logging(log.as_deref(), Some("warn"));
+            let found = client_runtime()?.block_on(xmpp_iot_gateway::discover::discover_all(
+                &loaded.config,
+                wait,
+            ));
+            if found.is_empty() {
+                eprintln!(
+                    "error: no adapter has discovery on (e.g. `discovery = [\"homeassistant\", \"zigbee2mqtt\"]` on an mqtt adapter)"
+                );
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
+            let mut failed = false;
+            for f in found {
+                match f.result {
+                    Ok(text) => print!("{text}"),
+                    Err(e) => {
+                        eprintln!("error: adapter `{}`: {e}", f.adapter);
+                        failed = true;
+                    }
+                }
+            }
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
         Command::Check => {
             let path = config::resolve_path(cli.config.as_deref());
             match config::load(&path, LoadMode::Check) {

@@ -198,7 +198,7 @@ impl MetricsSource for GatewayMetrics {
         ));
         out.push(Metric::single(
             "devices",
-            "Devices configured.",
+            "Devices hosted (configured and discovered).",
             Gauge,
             summary.devices as f64,
         ));

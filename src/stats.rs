@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use gateway_api::DeviceId;
 
-use crate::config::Config;
+use crate::config::{Config, DeviceConfig};
 
 /// Device and upstream state in a few numbers, published by the core every second: for
 /// `STATUS=`, logs and the metrics endpoint.
@@ -76,15 +76,23 @@ impl Stats {
     /// (the core's device index). A device that was already listed keeps its counters, so a
     /// configuration reload does not reset them; devices no longer configured are dropped.
     pub fn set_devices(&self, config: &Config) -> Vec<Arc<DeviceStats>> {
+        self.set_device_list(&config.devices)
+    }
+
+    /// [`set_devices`](Self::set_devices) for a device table that also holds devices the
+    /// configuration does not list (discovered ones), in the core's index order.
+    pub fn set_device_list<'a>(
+        &self,
+        devices: impl IntoIterator<Item = &'a DeviceConfig>,
+    ) -> Vec<Arc<DeviceStats>> {
         // A poisoned lock only means a reader panicked mid-read; the list itself is intact.
         let mut list = self.devices.write().unwrap_or_else(|e| e.into_inner());
         let mut old: HashMap<(DeviceId, Arc<str>), Arc<DeviceStats>> = list
             .drain(..)
             .map(|s| ((s.device.clone(), s.adapter.clone()), s))
             .collect();
-        let fresh: Vec<Arc<DeviceStats>> = config
-            .devices
-            .iter()
+        let fresh: Vec<Arc<DeviceStats>> = devices
+            .into_iter()
             .map(|d| {
                 old.remove(&(d.id.clone(), d.adapter.clone()))
                     .unwrap_or_else(|| {
@@ -99,6 +107,22 @@ impl Stats {
             .collect();
         *list = fresh.clone();
         fresh
+    }
+
+    /// Counters for a device added after the others (a discovered one): appended to the list,
+    /// whose order stays the core's index order.
+    pub fn add_device(&self, device: DeviceId, adapter: Arc<str>) -> Arc<DeviceStats> {
+        let stats = Arc::new(DeviceStats {
+            device,
+            adapter,
+            readings: AtomicU64::new(0),
+            online: AtomicBool::new(false),
+        });
+        self.devices
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(stats.clone());
+        stats
     }
 
     /// The per-device counters, in configuration order.

@@ -103,14 +103,16 @@ const TO: [[&str; 6]; 2] = [
     ],
 ];
 
-struct Setup {
+pub(super) struct Setup {
     /// Component mode, client mode.
-    configs: [Arc<Config>; 2],
-    store: Store,
+    pub(super) configs: [Arc<Config>; 2],
+    pub(super) store: Store,
     _store_thread: StoreThread,
 }
 
-fn setup() -> &'static Setup {
+/// The configurations and the store every core of this process shares (other tests of the
+/// core use them too).
+pub(super) fn setup() -> &'static Setup {
     static SETUP: OnceLock<Setup> = OnceLock::new();
     SETUP.get_or_init(|| {
         let load = |text: &str| {
@@ -313,7 +315,7 @@ async fn serve(config: Arc<Config>, store: Store, content: Vec<u8>) -> Vec<Eleme
 
 /// Lets spawned work (reads, writes, history queries) run, feeding what comes back to the core
 /// as its loop would, until a few turns pass with nothing new; collects what the core sends.
-async fn settle(core: &mut Core, inputs: &mut CoreInputs, sent: &mut Vec<Element>) {
+pub(super) async fn settle(core: &mut Core, inputs: &mut CoreInputs, sent: &mut Vec<Element>) {
     let mut quiet = 0;
     while quiet < 4 {
         tokio::task::yield_now().await;

@@ -9,6 +9,8 @@
 mod alerts;
 mod chart;
 mod control;
+mod discovered;
+pub use discovered::Restarted;
 #[cfg(any(fuzzing, test))]
 pub(crate) mod fuzzing;
 mod iq;
@@ -97,6 +99,8 @@ pub enum CoreCommand {
     Reload {
         config: Arc<Config>,
         requests: Vec<mpsc::Sender<Request>>,
+        /// Adapters the reload (re)started: they report their discovered devices again.
+        restarted: Restarted,
     },
 }
 
@@ -186,6 +190,8 @@ pub struct Core {
     shed_log: shedding::LogLimit,
     rejected_log: shedding::LogLimit,
     refused_log: shedding::LogLimit,
+    /// The devices adapters discovered (see `discovered.rs`).
+    discovery: discovered::Discovery,
 }
 
 impl Core {
@@ -224,6 +230,7 @@ impl Core {
         let (deferred_tx, deferred_rx) = mpsc::channel(1024);
         let n_devices = devices.len();
         let device_stats = parts.stats.set_devices(&parts.config);
+        let discovery = discovered::Discovery::new(&parts.metrics);
         let mut core = Core {
             config: parts.config,
             devices,
@@ -260,6 +267,7 @@ impl Core {
             shed_log: shedding::LogLimit::new(HOSTILE_LOG_EVERY),
             rejected_log: shedding::LogLimit::new(HOSTILE_LOG_EVERY),
             refused_log: shedding::LogLimit::new(HOSTILE_LOG_EVERY),
+            discovery,
         };
         core.pubsub_nodes = vec![publish::NodeState::Unknown; n_devices];
         core.orphans = orphans;
@@ -295,7 +303,7 @@ impl Core {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                Some(CoreCommand::Reload { config, requests }) = inputs.commands.recv() => self.reload(config, requests),
+                Some(CoreCommand::Reload { config, requests, restarted }) = inputs.commands.recv() => self.reload(config, requests, &restarted),
                 Some(d) = inputs.deferred.recv() => self.on_deferred(d),
                 Some(inb) = inputs.inbound.recv() => self.on_inbound(inb),
                 Some(ev) = inputs.events.recv(), if take_events => {
@@ -318,6 +326,7 @@ impl Core {
                 // Nothing wakes the loop when the store catches up: look again shortly.
                 () = tokio::time::sleep(STORE_RECHECK), if !store_room => {}
             }
+            self.finish_discovery();
         }
         self.shut_down(inputs).await;
     }
@@ -344,21 +353,18 @@ impl Core {
     }
 
     fn on_adapter_event(&mut self, ev: AdapterEvent) {
-        let device = match &ev {
-            AdapterEvent::Readings(rs) => match rs.first() {
-                Some(r) => &r.device,
-                None => return,
-            },
-            AdapterEvent::Online { device } | AdapterEvent::Offline { device, .. } => device,
-            AdapterEvent::DeviceFound(found) => {
-                tracing::warn!(device = %found.id, adapter = %found.adapter, "discovered devices are not hosted yet; ignored");
-                return;
-            }
-            AdapterEvent::DeviceGone { .. } => return,
+        let ev = match ev {
+            AdapterEvent::DeviceFound(found) => return self.on_device_found(found),
+            AdapterEvent::DeviceGone { device } => return self.on_device_gone(device),
+            other => other,
+        };
+        let Some(device) = discovered::event_device(&ev) else {
+            return;
         };
         if self.devices.index_of(device).is_none() {
             // A restarted adapter can report a device added by a reload a moment before the core
-            // takes the new configuration: hold its events until then.
+            // takes the new configuration, and an adapter may report a discovered device before
+            // its `DeviceFound` is taken: hold its events until then.
             if self.early_events.len() < MAX_EARLY_EVENTS {
                 self.early_events.push(ev);
             }

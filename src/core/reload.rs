@@ -13,14 +13,19 @@ use tokio::sync::mpsc;
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::presence::Type as PresenceType;
 
-use super::{publish, room, Core};
+use super::{publish, room, Core, Restarted};
 use crate::access::Permission;
 use crate::config::Config;
 use crate::devices::Devices;
 use crate::xmpp::stanzas;
 
 impl Core {
-    pub(super) fn reload(&mut self, config: Arc<Config>, requests: Vec<mpsc::Sender<Request>>) {
+    pub(super) fn reload(
+        &mut self,
+        config: Arc<Config>,
+        requests: Vec<mpsc::Sender<Request>>,
+        restarted: &Restarted,
+    ) {
         let mut devices = match Devices::from_config(&config) {
             Ok(d) => d,
             Err(e) => {
@@ -28,6 +33,7 @@ impl Core {
                 return;
             }
         };
+        self.keep_discovered(&config, &mut devices, restarted);
         let n = devices.len();
         let mut subscribers = vec![BTreeSet::new(); n];
         let mut rooms = vec![room::RoomState::default(); n];
@@ -101,7 +107,9 @@ impl Core {
         self.timers.clear();
         self.own_iqs.clear();
 
-        self.device_stats = self.stats.set_devices(&config);
+        self.device_stats = self
+            .stats
+            .set_device_list(devices.iter().map(|(_, d)| &d.config));
         self.devices = devices;
         self.subscribers = subscribers;
         self.rooms = rooms;

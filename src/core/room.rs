@@ -47,7 +47,7 @@ impl Core {
     }
 
     /// The full JID device `idx` is an occupant with.
-    fn occupant(&self, idx: usize) -> Jid {
+    pub(super) fn occupant(&self, idx: usize) -> Jid {
         let jid = &self.devices.get(idx).jid;
         if jid.resource().is_some() {
             return jid.clone();

@@ -24,13 +24,13 @@ use tokio::time::Instant;
 use tracing::{debug, info, trace, warn};
 
 use crate::config::{BrokerConfig, MqttDevice, TopicBinding};
+use crate::discovery::{self, Discovery, LinkView};
 use crate::link::Link;
 use crate::payload::{self, Problem};
+use crate::rate_limit::RateLimit;
 use crate::stats::MqttStats;
 use crate::topic;
 
-/// At most one WARN per device per this period for bad payloads; the rest go to debug.
-pub const WARN_EVERY: Duration = Duration::from_secs(60);
 /// Filters per SUBSCRIBE packet.
 const SUBSCRIBE_BATCH: usize = 64;
 /// Above this many queued events the adapter stops taking messages from the link (back-pressure
@@ -140,26 +140,6 @@ impl Routes {
     }
 }
 
-/// "Warn once a minute, count always" for one device.
-#[derive(Debug, Default)]
-struct RateLimit {
-    last: Option<Instant>,
-    /// Problems logged at debug since the last warning.
-    suppressed: u64,
-}
-
-impl RateLimit {
-    /// `Some(suppressed since last time)` when a warning may be logged now.
-    fn allow(&mut self, now: Instant) -> Option<u64> {
-        if self.last.is_some_and(|t| now < t + WARN_EVERY) {
-            self.suppressed += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.suppressed))
-    }
-}
-
 #[derive(Debug, Default)]
 struct DeviceState {
     /// What the core was last told; `None` before the first word.
@@ -228,6 +208,8 @@ pub struct Bridge {
     /// Subscribe batches in the order queued, until they get a packet id; then by packet id.
     sub_awaiting_pkid: VecDeque<Vec<String>>,
     sub_inflight: HashMap<u16, Vec<String>>,
+    /// Devices that announce themselves, when `discovery` is on.
+    discovery: Option<Discovery>,
     stats: Arc<MqttStats>,
 }
 
@@ -249,6 +231,17 @@ impl Bridge {
             if let Some(a) = &dev.config.availability {
                 wanted.push(a.topic.subscribe.clone());
             }
+        }
+        let discovery = broker.discovery.enabled().then(|| {
+            Discovery::new(
+                adapter.clone(),
+                broker.discovery.clone(),
+                devices.iter().map(|d| d.id.as_str().to_owned()),
+                stats.clone(),
+            )
+        });
+        if let Some(d) = &discovery {
+            wanted.extend(d.topics());
         }
         let subscriptions = topic::reduce(&wanted);
         let state = devices
@@ -283,8 +276,49 @@ impl Bridge {
             inflight: HashMap::new(),
             sub_awaiting_pkid: VecDeque::new(),
             sub_inflight: HashMap::new(),
+            discovery,
             stats,
         }
+    }
+
+    /// The link as discovered devices see it.
+    fn link_view(&self) -> LinkView {
+        match &self.link {
+            LinkState::Starting => LinkView::Unknown,
+            LinkState::Down { reason } => LinkView::Down(reason.clone()),
+            LinkState::Up { .. } if !self.subscribed => LinkView::Unknown,
+            LinkState::Up { .. } => LinkView::Up,
+        }
+    }
+
+    /// Tells discovery how the link is, and passes on what it says.
+    fn discovery_link(&mut self) {
+        let view = self.link_view();
+        let mut out = discovery::Output::default();
+        if let Some(d) = &mut self.discovery {
+            d.set_link(view, &mut out);
+        }
+        self.absorb(out);
+    }
+
+    /// Discovery's events go to the core; the topics of newly found devices are subscribed
+    /// (now when connected, else with everything on the next connection).
+    fn absorb(&mut self, out: discovery::Output) {
+        for ev in out.events {
+            self.out.push_back(Out::Event(ev));
+        }
+        if out.subscribe.is_empty() {
+            return;
+        }
+        self.subscriptions.extend(out.subscribe.iter().cloned());
+        if matches!(self.link, LinkState::Up { .. }) {
+            for batch in out.subscribe.chunks(SUBSCRIBE_BATCH) {
+                self.mqtt.push_back(MqttRequest::Subscribe(batch.to_vec()));
+                self.sub_awaiting_pkid.push_back(batch.to_vec());
+            }
+        }
+        // Until the broker confirms them, a resumed session may lack them.
+        self.subscribed = false;
     }
 
     /// The filters this adapter subscribes to.
@@ -370,6 +404,7 @@ impl Bridge {
             self.state[d].stale = false;
             self.update_status(d);
         }
+        self.discovery_link();
     }
 
     fn subscribe_all(&mut self) {
@@ -413,6 +448,7 @@ impl Bridge {
         for d in 0..self.devices.len() {
             self.update_status(d);
         }
+        self.discovery_link();
     }
 
     /// Answers every pending write with `err`.
@@ -436,12 +472,19 @@ impl Bridge {
         for d in 0..self.devices.len() {
             self.update_status(d);
         }
+        self.discovery_link();
     }
 
     fn on_publish(&mut self, p: Publish, now: Instant) {
         MqttStats::inc(&self.stats.messages);
+        let mut used = false;
+        if let Some(d) = &mut self.discovery {
+            let mut out = discovery::Output::default();
+            used = d.on_message(&p.topic, &p.payload, self.max_payload, now, &mut out);
+            self.absorb(out);
+        }
         let hits = self.routes.lookup(&p.topic);
-        if hits.is_empty() {
+        if hits.is_empty() && !used {
             MqttStats::inc(&self.stats.unrouted);
             debug!(adapter = %self.adapter, topic = %p.topic, "Message on a topic no device uses");
         }
@@ -574,6 +617,7 @@ impl Bridge {
         for d in 0..self.devices.len() {
             self.update_status(d);
         }
+        self.discovery_link();
     }
 
     /// What presence should say about device `d` now; `None` while nothing is known.
@@ -636,10 +680,12 @@ impl Bridge {
 
     /// When the next device may go stale.
     pub fn next_deadline(&self) -> Option<Instant> {
+        let discovery = self.discovery.as_ref().and_then(Discovery::next_deadline);
         let LinkState::Up { since } = self.link else {
-            return None;
+            return discovery;
         };
-        self.devices
+        let stale = self
+            .devices
             .iter()
             .zip(&self.state)
             .filter(|(_, st)| !st.stale)
@@ -648,11 +694,20 @@ impl Bridge {
                 let base = st.last_data.map_or(since, |t| t.max(since));
                 Some(base + after)
             })
-            .min()
+            .min();
+        match (stale, discovery) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Marks devices stale whose `stale_after` has passed.
     pub fn on_tick(&mut self, now: Instant) {
+        if let Some(d) = &mut self.discovery {
+            let mut out = discovery::Output::default();
+            d.on_tick(now, &mut out);
+            self.absorb(out);
+        }
         let LinkState::Up { since } = self.link else {
             return;
         };
@@ -689,9 +744,26 @@ impl Bridge {
             reply,
         } = req;
         let Some(&d) = self.by_id.get(&device) else {
-            let _ = reply.send(Err(RequestError::Refused(format!(
-                "no device {device} on this adapter"
-            ))));
+            match (&mut self.discovery, kind) {
+                (Some(disc), RequestKind::Read { fields }) if disc.has(&device) => {
+                    let _ = reply.send(disc.read(&device, &fields));
+                }
+                (Some(disc), RequestKind::Write { values }) if disc.has(&device) => {
+                    match disc.write(&device, values) {
+                        Ok((commands, readings)) => {
+                            self.publish_write(&device, commands, readings, reply)
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    }
+                }
+                _ => {
+                    let _ = reply.send(Err(RequestError::Refused(format!(
+                        "no device {device} on this adapter"
+                    ))));
+                }
+            }
             return;
         };
         match kind {
@@ -785,6 +857,26 @@ impl Bridge {
                 return;
             }
         };
+        let readings: Vec<Reading> = checked
+            .iter()
+            .map(|(i, v)| Reading::now(dev.id.clone(), dev.fields[*i].spec.name.clone(), v.clone()))
+            .collect();
+        for (i, v) in &checked {
+            self.state[d].last[*i] = Some(v.clone());
+        }
+        let id = self.devices[d].id.clone();
+        self.publish_write(&id, commands, readings, reply);
+    }
+
+    /// Publishes a write's command messages; `reply` gets `readings` once the broker has
+    /// acknowledged all of them (at once when there are none).
+    fn publish_write(
+        &mut self,
+        device: &DeviceId,
+        commands: Vec<payload::Command>,
+        readings: Vec<Reading>,
+        reply: oneshot::Sender<Result<Vec<Reading>, RequestError>>,
+    ) {
         if let Some(big) = commands.iter().find(|c| c.payload.len() > self.max_payload) {
             let _ = reply.send(Err(RequestError::Refused(format!(
                 "the command payload ({} bytes) exceeds the limit of {} bytes",
@@ -793,20 +885,13 @@ impl Bridge {
             ))));
             return;
         }
-        let readings: Vec<Reading> = checked
-            .iter()
-            .map(|(i, v)| Reading::now(dev.id.clone(), dev.fields[*i].spec.name.clone(), v.clone()))
-            .collect();
         if commands.is_empty() {
             let _ = reply.send(Ok(readings));
             return;
         }
-        for (i, v) in &checked {
-            self.state[d].last[*i] = Some(v.clone());
-        }
         let w = self.next_write;
         self.next_write += 1;
-        debug!(adapter = %self.adapter, device = %dev.id, messages = commands.len(), "Publishing a command");
+        debug!(adapter = %self.adapter, device = %device, messages = commands.len(), "Publishing a command");
         for c in &commands {
             self.awaiting_pkid.push_back(w);
             self.mqtt.push_back(MqttRequest::Publish {
@@ -843,6 +928,7 @@ mod tests {
         Availability, BrokerUrl, DeviceConfig, FieldConfig, MqttField, DEFAULT_OFFLINE,
         DEFAULT_ONLINE,
     };
+    use crate::rate_limit::WARN_EVERY;
     use gateway_api::{FieldSpec, FieldType};
     use rumqttc::QoS;
 
@@ -1415,6 +1501,82 @@ mod tests {
             kind: RequestKind::Read { fields: vec![] },
             reply: tx,
         });
+        assert!(matches!(
+            rx.try_recv().unwrap(),
+            Err(RequestError::Refused(_))
+        ));
+    }
+
+    /// Discovery through the bridge: announcements are acknowledged, the device is found once
+    /// the burst settles, its state topic subscribed, its values read and its writes published;
+    /// configured devices are unaffected and a configured id is never reported.
+    #[tokio::test(start_paused = true)]
+    async fn discovered_devices_live_next_to_configured_ones() {
+        let mut broker = BrokerConfig::new(BrokerUrl::parse("mqtt://127.0.0.1:1883").unwrap());
+        broker.discovery.homeassistant = true;
+        let mut b = Bridge::new("broker".into(), &broker, devices(), Arc::default());
+        assert!(b
+            .subscriptions()
+            .contains(&"homeassistant/+/+/config".to_owned()));
+        let t0 = Instant::now();
+        connect(&mut b, t0);
+        drain(&mut b);
+        b.mqtt.clear();
+        let pump = r#"{"name":"Pump","stat_t":"garden/pump","cmd_t":"garden/pump/set","dev":{"ids":"p1","name":"Garden Pump"}}"#;
+        b.on_link(
+            Link::Publish(publish("homeassistant/switch/p1/pump/config", pump, 1)),
+            t0,
+        );
+        // Named like a configured device: left to the configuration.
+        let outdoor = r#"{"stat_t":"x/t","dev":{"ids":"o","name":"Outdoor"}}"#;
+        b.on_link(
+            Link::Publish(publish("homeassistant/sensor/o/t/config", outdoor, 2)),
+            t0,
+        );
+        assert!(drain(&mut b).is_empty(), "nothing before the burst settles");
+        assert_eq!(acks(&mut b), [1, 2]);
+        assert_eq!(MqttStats::get(&b.stats.unrouted), 0);
+        assert_eq!(b.next_deadline(), Some(t0 + discovery::QUIET));
+        b.on_tick(t0 + discovery::QUIET);
+        assert_eq!(drain(&mut b), ["garden-pump found", "garden-pump online"]);
+        assert_eq!(
+            b.mqtt.pop_front(),
+            Some(MqttRequest::Subscribe(vec!["garden/pump".into()]))
+        );
+        b.on_link(Link::Subscribed(5), t0);
+        b.on_link(
+            Link::SubAck(SubAck::new(
+                5,
+                vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)],
+            )),
+            t0,
+        );
+        b.on_link(Link::Publish(publish("garden/pump", "ON", 3)), t0);
+        b.on_link(Link::Publish(publish("weather/outdoor/temp", "9", 4)), t0);
+        assert_eq!(drain(&mut b), ["garden-pump pump=true", "outdoor temp=9"]);
+        acks(&mut b);
+
+        let mut rx = write(&mut b, "garden-pump", &[("pump", Value::Bool(false))]);
+        assert_eq!(
+            b.mqtt.pop_front(),
+            Some(MqttRequest::Publish {
+                topic: "garden/pump/set".into(),
+                payload: b"OFF".to_vec()
+            })
+        );
+        b.on_link(Link::Published(9), t0);
+        b.on_link(Link::PubAck(9), t0);
+        let r = rx.try_recv().unwrap().unwrap();
+        assert_eq!(r[0].value, Value::Bool(false));
+
+        // Withdrawn: it says goodbye; a lost broker no longer concerns it.
+        b.on_link(
+            Link::Publish(publish("homeassistant/switch/p1/pump/config", "", 5)),
+            t0,
+        );
+        b.on_tick(t0 + discovery::QUIET * 2);
+        assert_eq!(drain(&mut b), ["garden-pump gone"]);
+        let mut rx = write(&mut b, "garden-pump", &[("pump", Value::Bool(true))]);
         assert!(matches!(
             rx.try_recv().unwrap(),
             Err(RequestError::Refused(_))

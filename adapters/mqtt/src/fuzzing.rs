@@ -4,7 +4,9 @@
 //! One input is a field configuration, a JSON pointer, a topic and a payload. They go through
 //! the topic checks and matcher, the payload decoder and availability reader, the command
 //! encoder, and the bridge (routing to fleet members whose id is a topic level, readings,
-//! presence, acknowledgements). It asserts what must hold for any input; a panic is a bug.
+//! presence, acknowledgements), and discovery: the payload as a Home Assistant config (at the
+//! topic given and at one of each component), as a zigbee2mqtt devices document, and as a state
+//! of what that discovered. It asserts what must hold for any input; a panic is a bug.
 //!
 //! Input: byte 0 picks the field (bits 0-1: its type; bit 2: read through the pointer, else the
 //! whole payload; bit 3: scaled; bit 4: booleans spelt `ON`/`OFF`; bits 5-7: the topic template
@@ -86,7 +88,78 @@ pub fn mqtt_payload(data: &[u8]) {
 
     topics(&topic_name, &devices);
     decoding(&devices[0], body);
-    bridge(devices, topic_name, body);
+    bridge(devices, topic_name.clone(), body);
+    discovery(pick, &topic_name, body);
+}
+
+/// Discovery takes any announcement: devices it reports have fields and valid ids, are found
+/// before any reading of them, and reads and writes of them are answered without a panic.
+fn discovery(pick: u8, topic_name: &str, body: &[u8]) {
+    use crate::discovery::{homeassistant, Discovery, DiscoveryConfig, LinkView, Output};
+    let cfg = DiscoveryConfig {
+        homeassistant: true,
+        zigbee2mqtt: true,
+        max_devices: 4,
+        ..DiscoveryConfig::default()
+    };
+    let mut d = Discovery::new(
+        "broker".into(),
+        cfg,
+        ["configured".to_owned()],
+        Arc::default(),
+    );
+    let now = Instant::now();
+    let mut out = Output::default();
+    d.set_link(LinkView::Up, &mut out);
+    let component = homeassistant::COMPONENTS[usize::from(pick) % homeassistant::COMPONENTS.len()];
+    d.on_message(topic_name, body, 65536, now, &mut out);
+    d.on_message(
+        &format!("homeassistant/{component}/n/o/config"),
+        body,
+        65536,
+        now,
+        &mut out,
+    );
+    d.on_message("zigbee2mqtt/bridge/devices", body, 65536, now, &mut out);
+    d.flush(&mut out);
+    // What was discovered hears the payload on its topics.
+    for t in out.subscribe.clone() {
+        d.on_message(&t, body, 65536, now, &mut out);
+    }
+    let mut found: Vec<DeviceId> = Vec::new();
+    for ev in &out.events {
+        match ev {
+            AdapterEvent::DeviceFound(dev) => {
+                assert!(!dev.fields.is_empty(), "a device without fields");
+                assert_ne!(dev.id.as_str(), "configured", "a configured id reported");
+                found.push(dev.id.clone());
+            }
+            AdapterEvent::Readings(rs) => {
+                for r in rs {
+                    assert!(found.contains(&r.device), "a reading before DeviceFound");
+                }
+            }
+            AdapterEvent::Online { device } | AdapterEvent::Offline { device, .. } => {
+                assert!(found.contains(device), "presence before DeviceFound");
+            }
+            AdapterEvent::DeviceGone { .. } => {}
+        }
+    }
+    assert!(found.len() <= 4, "over discover_max_devices");
+    let text = String::from_utf8_lossy(body).into_owned();
+    for id in &found {
+        let _ = d.read(id, &[]);
+        for v in [
+            Value::Bool(true),
+            Value::Float(1.5),
+            Value::Text(text.clone()),
+        ] {
+            for f in ["state", "o", "brightness", "o_brightness"] {
+                let _ = d.write(id, vec![(f.into(), v.clone())]);
+            }
+        }
+    }
+    let _ = crate::discovery::pin::blocks("broker", &d.snapshot());
 }
 
 fn device(id: &str, template: &str, field: &MqttField) -> MqttDevice {

@@ -21,10 +21,12 @@
 
 mod bridge;
 pub mod config;
+pub mod discovery;
 #[cfg(any(fuzzing, test))]
 pub mod fuzzing;
 mod link;
 pub mod payload;
+mod rate_limit;
 pub mod stats;
 pub mod topic;
 

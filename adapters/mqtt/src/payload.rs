@@ -83,8 +83,21 @@ pub fn decode(device: &MqttDevice, wanted: &[usize], payload: &[u8], max: usize)
         let Some(field) = device.fields.get(i) else {
             continue;
         };
-        let result = match &field.config.json {
-            Some(pointer) => {
+        let result = match (&field.config.value_template, &field.config.json) {
+            (Some(t), _) => match std::str::from_utf8(payload) {
+                Err(_) => Err(Problem::NotText),
+                Ok(text) => match t.render_payload(text) {
+                    Ok(v) => from_text(&v, field).map_err(|reason| Problem::BadValue {
+                        place: "the value template's result".to_owned(),
+                        reason,
+                    }),
+                    Err(e) => Err(Problem::BadValue {
+                        place: "the value template".to_owned(),
+                        reason: e.to_string(),
+                    }),
+                },
+            },
+            (None, Some(pointer)) => {
                 let doc = json.get_or_insert_with(|| {
                     serde_json::from_slice::<Json>(payload)
                         .map_err(|e| Problem::NotJson(e.to_string()))
@@ -112,7 +125,7 @@ pub fn decode(device: &MqttDevice, wanted: &[usize], payload: &[u8], max: usize)
                     },
                 }
             }
-            None => match std::str::from_utf8(payload) {
+            (None, None) => match std::str::from_utf8(payload) {
                 Err(_) => Err(Problem::NotText),
                 Ok(text) => from_text(text, field).map_err(|reason| Problem::BadValue {
                     place: "the payload".to_owned(),
@@ -296,6 +309,8 @@ pub struct Command {
 pub enum EncodeError {
     #[error("field {0:?} has no command topic")]
     NoTopic(String),
+    #[error("the command template of field {0:?} failed: {1}")]
+    Template(String, String),
 }
 
 /// The command messages for `values` (field index, value already of the field's type), in
@@ -324,7 +339,9 @@ pub fn encode(device: &MqttDevice, values: &[(usize, Value)]) -> Result<Vec<Comm
         match template {
             Some(t) => out.push(Command {
                 topic: topic.clone(),
-                payload: render(t, &field.spec.name, &raw, field).into_bytes(),
+                payload: render(t, &field.spec.name, &raw, field)
+                    .map_err(|e| EncodeError::Template(field.spec.name.to_string(), e))?
+                    .into_bytes(),
             }),
             None => {
                 let entry = objects.entry(topic.clone()).or_insert_with(|| {
@@ -397,11 +414,21 @@ fn text_of(v: &Value, field: &MqttField) -> String {
     }
 }
 
-fn render(t: &Template, field_name: &str, v: &Value, field: &MqttField) -> String {
-    t.as_str()
+fn render(t: &Template, field_name: &str, v: &Value, field: &MqttField) -> Result<String, String> {
+    if let Some(j) = t.jinja() {
+        // As Home Assistant passes it: a boolean as its payload, a number as a number.
+        let value = match v {
+            Value::Bool(_) => minijinja::Value::from(text_of(v, field)),
+            Value::Int(i) => minijinja::Value::from(*i),
+            Value::Float(f) => minijinja::Value::from(*f),
+            Value::Text(s) => minijinja::Value::from(s.clone()),
+        };
+        return j.render_command(value).map_err(|e| e.to_string());
+    }
+    Ok(t.as_str()
         .replace("{value}", &text_of(v, field))
         .replace("{json}", &json_of(v, field).to_string())
-        .replace("{field}", field_name)
+        .replace("{field}", field_name))
 }
 
 #[cfg(test)]

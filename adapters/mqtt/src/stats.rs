@@ -21,6 +21,16 @@ pub struct MqttStats {
     pub connects: AtomicU64,
     /// Failed connection attempts and lost connections.
     pub connection_failures: AtomicU64,
+    /// Devices discovery reports now (a gauge).
+    pub discovery_devices: AtomicU64,
+    /// Announcements taken (a discovery config, a zigbee2mqtt device), new or changed.
+    pub discovery_configs: AtomicU64,
+    /// Announcements refused: not JSON, missing or invalid keys, over `max_payload`.
+    pub discovery_bad_configs: AtomicU64,
+    /// Discovery templates that did not compile or failed when rendered.
+    pub discovery_template_errors: AtomicU64,
+    /// Discovered devices not reported: excluded, over `discover_max_devices`, or configured.
+    pub discovery_skipped: AtomicU64,
 }
 
 impl MqttStats {
@@ -30,5 +40,13 @@ impl MqttStats {
 
     pub(crate) fn inc(counter: &AtomicU64) -> u64 {
         counter.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set(counter: &AtomicU64, n: u64) {
+        counter.store(n, Ordering::Relaxed);
     }
 }

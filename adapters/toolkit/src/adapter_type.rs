@@ -69,6 +69,18 @@ pub trait AdapterType: Send + Sync + 'static {
         String::new()
     }
 
+    /// For `xmpp-iot-gateway discover`: listens on the bus of `adapter` for `env.wait` and
+    /// returns what would be discovered there as configuration a user can paste (TOML
+    /// `[[device]]` blocks for this adapter). `None`: this type discovers nothing, or
+    /// discovery is off for this adapter (the default).
+    fn discover(
+        &self,
+        _adapter: &AdapterSlice<'_>,
+        _env: &DiscoverEnv<'_>,
+    ) -> Option<DiscoverTask> {
+        None
+    }
+
     /// Builds the adapter of `adapter` and returns its task, which ends once
     /// `ctx.shutdown` is cancelled. Counters it keeps are handed to `env.metrics`.
     fn start(
@@ -81,6 +93,17 @@ pub trait AdapterType: Send + Sync + 'static {
 
 /// A running adapter's task.
 pub type AdapterTask = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// What `discover` found on one adapter's bus: pastable configuration, or why it could not look.
+pub type DiscoverTask = Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'static>>;
+
+/// What discovery from the command line needs from the gateway.
+pub struct DiscoverEnv<'a> {
+    /// `[gateway] name` (a client id for the look).
+    pub gateway_name: &'a str,
+    /// How long to listen for announcements.
+    pub wait: std::time::Duration,
+}
 
 /// What an adapter may need from the gateway when it starts.
 pub struct StartEnv<'a> {

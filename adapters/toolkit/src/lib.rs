@@ -29,8 +29,8 @@ pub mod settings;
 
 pub use adapter_type::{
     AdapterCx, AdapterSlice, AdapterTask, AdapterType, ConfigParser, DeviceCx, DeviceDraft,
-    DeviceSlice, Expansion, FieldCx, FieldDraft, FieldSlice, FinishCx, Keys, ParsedField,
-    SerialPorts, StartEnv,
+    DeviceSlice, DiscoverEnv, DiscoverTask, Expansion, FieldCx, FieldDraft, FieldSlice, FinishCx,
+    Keys, ParsedField, SerialPorts, StartEnv,
 };
 pub use counters::Counters;
 pub use diagnostic::{

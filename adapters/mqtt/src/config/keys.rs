@@ -24,9 +24,9 @@ use std::sync::Arc;
 use gateway_api::{AdapterContext, FieldType};
 use gateway_toolkit::counters::get as count;
 use gateway_toolkit::{
-    check_text, AdapterCx, AdapterSlice, AdapterTask, AdapterType, AnySettings, ConfigParser,
-    Counters, DeviceCx, DeviceDraft, Entry, Expansion, FieldCx, FieldDraft, Files, FinishCx, Keys,
-    Pair, ParsedField, Report, Span, Spanned, StartEnv,
+    check_text, suggestion, AdapterCx, AdapterSlice, AdapterTask, AdapterType, AnySettings,
+    ConfigParser, Counters, DeviceCx, DeviceDraft, DiscoverEnv, DiscoverTask, Entry, Expansion,
+    FieldCx, FieldDraft, Files, FinishCx, Keys, Pair, ParsedField, Report, Span, Spanned, StartEnv,
 };
 
 use super::{
@@ -34,6 +34,8 @@ use super::{
     Template, TopicBinding, DEFAULT_KEEP_ALIVE, DEFAULT_MAX_PAYLOAD, DEFAULT_OFFLINE,
     DEFAULT_ONLINE,
 };
+use crate::discovery::template::Jinja;
+use crate::discovery::{DiscoveryConfig, DEFAULT_MAX_DEVICES};
 use crate::{topic, MqttAdapter, MqttDevice, MqttField, MqttStats};
 
 /// The largest `max_payload` accepted: what MQTT can carry at all.
@@ -53,8 +55,12 @@ fn adapter(
     let mut strings: Vec<(&str, Spanned<String>)> = Vec::new();
     let mut keep_alive = None;
     let mut max_payload = None;
+    let mut discovery = DiscoveryConfig::default();
     for e in own {
         match e.key {
+            "discovery" | "discover_include" | "discover_exclude" | "discover_max_devices" => {
+                ok &= discovery_key(e, &mut discovery, rep);
+            }
             "keep_alive" => match e.duration(rep) {
                 Some(d) => keep_alive = Some(d),
                 None => ok = false,
@@ -158,6 +164,40 @@ fn adapter(
         // In range, so it fits a usize.
         Some(n) => usize::try_from(n.value).unwrap_or(DEFAULT_MAX_PAYLOAD),
     };
+    for (key, slot) in [
+        ("discovery_prefix", &mut discovery.prefix),
+        ("zigbee2mqtt_base", &mut discovery.base),
+    ] {
+        let Some(v) = get(key) else { continue };
+        let t = v.value.trim().trim_end_matches('/');
+        if topic::check_topic(t).is_err() || t.is_empty() {
+            rep.error(
+                &v.span,
+                format!("`{key}` must be a topic without wildcards, e.g. `{slot}`"),
+            );
+            ok = false;
+        } else {
+            *slot = t.to_owned();
+        }
+        let on = if key == "discovery_prefix" {
+            discovery.homeassistant
+        } else {
+            discovery.zigbee2mqtt
+        };
+        if !on {
+            rep.warn(
+                &v.key,
+                format!(
+                    "has no effect unless `discovery` lists `{}`",
+                    if key == "discovery_prefix" {
+                        "homeassistant"
+                    } else {
+                        "zigbee2mqtt"
+                    }
+                ),
+            );
+        }
+    }
     let url = url?;
     ok.then(|| BrokerConfig {
         url,
@@ -167,7 +207,77 @@ fn adapter(
         ca_file: ca,
         keep_alive,
         max_payload,
+        discovery,
     })
+}
+
+/// The sources discovery follows.
+const DISCOVERY_SOURCES: &[&str] = &["homeassistant", "zigbee2mqtt"];
+
+/// Reads one of `discovery`, `discover_include`, `discover_exclude`, `discover_max_devices`
+/// into `d`; `false` when it is wrong (reported).
+fn discovery_key(e: &Entry<'_>, d: &mut DiscoveryConfig, rep: &mut Report<'_>) -> bool {
+    match e.key {
+        "discovery" => {
+            let Some(list) = e.strings(rep) else {
+                return false;
+            };
+            let mut ok = true;
+            for s in &list.value {
+                match s.value.as_str() {
+                    "homeassistant" => d.homeassistant = true,
+                    "zigbee2mqtt" => d.zigbee2mqtt = true,
+                    other => {
+                        rep.error(
+                            &s.span,
+                            format!(
+                                "unknown discovery source `{other}`{} (sources: `homeassistant`, `zigbee2mqtt`)",
+                                suggestion(other, DISCOVERY_SOURCES.iter().copied())
+                            ),
+                        );
+                        ok = false;
+                    }
+                }
+            }
+            ok
+        }
+        "discover_include" | "discover_exclude" => {
+            let Some(list) = e.strings(rep) else {
+                return false;
+            };
+            let mut ok = true;
+            for s in &list.value {
+                if let Err(err) = globset::Glob::new(&s.value) {
+                    rep.error(
+                        &s.span,
+                        format!("`{}` pattern `{}`: {}", e.key, s.value, err.kind()),
+                    );
+                    ok = false;
+                }
+            }
+            let patterns = list.value.into_iter().map(|s| s.value).collect();
+            if e.key == "discover_include" {
+                d.include = patterns;
+            } else {
+                d.exclude = patterns;
+            }
+            ok
+        }
+        _ => match integer(e, rep) {
+            Some(n) if n.value < 0 || n.value > 100_000 => {
+                rep.error(
+                    &n.span,
+                    "`discover_max_devices` is a number of devices from 0 to 100000",
+                );
+                false
+            }
+            Some(n) => {
+                d.max_devices = usize::try_from(n.value).unwrap_or(DEFAULT_MAX_DEVICES);
+                true
+            }
+            None => false,
+        },
+    }
 }
 
 /// An integer value.
@@ -449,6 +559,24 @@ fn field(
     if get("command_template").is_some() && command_template.is_none() {
         ok = false;
     }
+    let value_template = match get("value_template") {
+        None => None,
+        Some(t) => match Jinja::new(&t.value) {
+            Ok(j) => Some(j),
+            Err(e) => {
+                rep.error(&t.span, format!("`value_template` does not compile: {e}"));
+                ok = false;
+                None
+            }
+        },
+    };
+    if let (Some(_), Some(j)) = (get("json"), get("value_template")) {
+        rep.error(
+            &j.key,
+            "give `json` or `value_template`, not both (`value_json` in the template is the parsed payload)",
+        );
+        ok = false;
+    }
     let numeric = matches!(kind, FieldType::Numeric | FieldType::Integer);
     let scale = num("scale");
     let offset = num("offset");
@@ -491,6 +619,7 @@ fn field(
     ok.then(|| FieldConfig {
         topic,
         json,
+        value_template,
         scale: scale.map_or(1.0, |s| s.value),
         offset: offset.map_or(0.0, |s| s.value),
         payload_on: on.map(|s| s.value.trim().to_owned()),
@@ -573,6 +702,12 @@ impl AdapterType for Mqtt {
                 "client_id",
                 "keep_alive",
                 "max_payload",
+                "discovery",
+                "discovery_prefix",
+                "zigbee2mqtt_base",
+                "discover_include",
+                "discover_exclude",
+                "discover_max_devices",
             ],
             device: &[
                 "topic",
@@ -586,6 +721,7 @@ impl AdapterType for Mqtt {
             ],
             field: &[
                 "json",
+                "value_template",
                 "topic",
                 "scale",
                 "offset",
@@ -600,7 +736,6 @@ impl AdapterType for Mqtt {
     fn peer_names(&self) -> &'static [(&'static str, &'static str)] {
         &[
             ("state_topic", "topic"),
-            ("value_template", "json"),
             ("payload_available", "availability_online"),
             ("payload_not_available", "availability_offline"),
             ("expire_after", "stale_after"),
@@ -609,6 +744,27 @@ impl AdapterType for Mqtt {
 
     fn parser(&self) -> Box<dyn ConfigParser> {
         Box::new(Parser)
+    }
+
+    fn discover(&self, adapter: &AdapterSlice<'_>, env: &DiscoverEnv<'_>) -> Option<DiscoverTask> {
+        let broker = adapter.settings.get::<BrokerConfig>()?.clone();
+        if !broker.discovery.enabled() {
+            return None;
+        }
+        let id = adapter.id.to_string();
+        let client_id = broker
+            .client_id
+            .clone()
+            .unwrap_or_else(|| crate::default_client_id(env.gateway_name, &id));
+        let configured = adapter
+            .devices
+            .iter()
+            .map(|d| d.id.as_str().to_owned())
+            .collect();
+        let wait = env.wait;
+        Some(Box::pin(async move {
+            crate::discovery::listen::listen(&id, &broker, &client_id, configured, wait).await
+        }))
     }
 
     fn start(
@@ -692,6 +848,26 @@ fn metrics(s: &MqttStats) -> Vec<(&'static str, &'static str, u64)> {
             "mqtt_connects_total",
             "Connections to the broker (first and reconnects).",
             count(&s.connects),
+        ),
+        (
+            "mqtt_discovery_configs_total",
+            "Announcements taken (new or changed).",
+            count(&s.discovery_configs),
+        ),
+        (
+            "mqtt_discovery_bad_configs_total",
+            "Announcements refused as malformed (logged).",
+            count(&s.discovery_bad_configs),
+        ),
+        (
+            "mqtt_discovery_template_errors_total",
+            "Discovery templates that did not compile or failed (logged).",
+            count(&s.discovery_template_errors),
+        ),
+        (
+            "mqtt_discovery_skipped_total",
+            "Discovered devices left out: configured, excluded or over the limit.",
+            count(&s.discovery_skipped),
         ),
     ]
 }

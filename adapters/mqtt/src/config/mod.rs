@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use gateway_api::{DeviceId, FieldSpec};
 
+use crate::discovery::template::{self, Jinja};
+use crate::discovery::DiscoveryConfig;
 use crate::topic::{self, TopicError};
 
 pub mod keys;
@@ -169,6 +171,9 @@ pub struct BrokerConfig {
     pub keep_alive: Duration,
     /// Larger payloads are refused as bad input.
     pub max_payload: usize,
+    /// Devices that announce themselves (`discovery`, `discovery_prefix`, `zigbee2mqtt_base`,
+    /// `discover_include`, `discover_exclude`, `discover_max_devices`); off by default.
+    pub discovery: DiscoveryConfig,
 }
 
 impl BrokerConfig {
@@ -182,6 +187,7 @@ impl BrokerConfig {
             ca_file: None,
             keep_alive: DEFAULT_KEEP_ALIVE,
             max_payload: DEFAULT_MAX_PAYLOAD,
+            discovery: DiscoveryConfig::default(),
         }
     }
 }
@@ -245,9 +251,14 @@ pub struct Availability {
     pub offline: String,
 }
 
-/// A command payload template: `{value}`, `{json}` and `{field}` are replaced (see the README).
+/// A command payload template: `{value}`, `{json}` and `{field}` are replaced (see the README);
+/// or, when it has `{{ ... }}` or `{% ... %}`, a Jinja template over `value` as Home Assistant
+/// discovery payloads write them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Template(String);
+pub struct Template {
+    text: String,
+    jinja: Option<Jinja>,
+}
 
 /// The placeholders a template may use.
 pub const PLACEHOLDERS: &[&str] = &["value", "json", "field"];
@@ -257,22 +268,39 @@ pub const PLACEHOLDERS: &[&str] = &["value", "json", "field"];
 pub enum TemplateError {
     #[error("unknown placeholder `{{{0}}}` (placeholders: `{{value}}`, `{{json}}`, `{{field}}`)")]
     Unknown(String),
+    #[error("the Jinja template does not compile: {0}")]
+    Jinja(String),
 }
 
 impl Template {
     /// Accepts any text; a `{name}` made of lower-case letters and `_` must be a known placeholder
     /// (other braces, as in JSON, are text).
     pub fn new(text: &str) -> Result<Template, TemplateError> {
+        if template::is_jinja(text) {
+            let jinja = Jinja::new(text).map_err(|e| TemplateError::Jinja(e.0))?;
+            return Ok(Template {
+                text: text.to_owned(),
+                jinja: Some(jinja),
+            });
+        }
         for name in placeholder_names(text) {
             if !PLACEHOLDERS.contains(&name) {
                 return Err(TemplateError::Unknown(name.to_owned()));
             }
         }
-        Ok(Template(text.to_owned()))
+        Ok(Template {
+            text: text.to_owned(),
+            jinja: None,
+        })
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
+    }
+
+    /// The compiled Jinja template, when it is one.
+    pub fn jinja(&self) -> Option<&Jinja> {
+        self.jinja.as_ref()
     }
 }
 
@@ -334,6 +362,9 @@ pub struct FieldConfig {
     pub topic: Option<TopicBinding>,
     /// RFC 6901 pointer into a JSON payload; `None`: the whole payload is the value.
     pub json: Option<String>,
+    /// A Jinja template over `value` and `value_json` whose result is the value (instead of
+    /// `json`), as Home Assistant discovery payloads give it.
+    pub value_template: Option<Jinja>,
     /// value = raw * scale + offset (numeric and integer fields; the inverse is applied on writes).
     pub scale: f64,
     pub offset: f64,
@@ -349,6 +380,7 @@ impl Default for FieldConfig {
         FieldConfig {
             topic: None,
             json: None,
+            value_template: None,
             scale: 1.0,
             offset: 0.0,
             payload_on: None,
