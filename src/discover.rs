@@ -27,7 +27,7 @@ pub async fn discover_all(config: &Config, wait: Duration) -> Vec<Found> {
         let Some((_, ty)) = crate::adapter_registry::find(adapter.type_name) else {
             continue;
         };
-        if let Some(task) = ty.discover(&crate::adapters::slice(config, index), &env) {
+        if let Some(task) = ty.discover(&crate::adapter_start::slice(config, index), &env) {
             tasks.push((adapter.id.clone(), tokio::spawn(task)));
         }
     }

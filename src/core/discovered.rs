@@ -446,12 +446,9 @@ impl Core {
         retain_mapped(&mut self.pubsub_nodes, &map);
         retain_mapped(&mut self.device_stats, &map);
         // Everything else that names devices by index is renumbered.
-        let queued = std::mem::take(&mut self.presence_queue);
-        self.presence_queued.clear();
-        for (idx, to) in queued {
+        for (idx, to) in self.outbox.take_presence() {
             if let Some(new) = map[idx] {
-                self.presence_queued.insert((new, to.clone()));
-                self.presence_queue.push_back((new, to));
+                self.outbox.push_presence(new, to);
             }
         }
         self.own_iqs.retain(|_, what| match what {

@@ -13,6 +13,8 @@ mod client;
 mod cluster;
 mod component;
 mod deploy;
+mod discover;
+mod discovery;
 mod faults;
 mod history;
 mod hostile;

@@ -20,9 +20,9 @@ pub mod metrics;
 mod request;
 pub mod rs485;
 // The harness the adapter crates' own tests run their adapter in (the `testing` feature).
+pub mod serial_port;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
-pub mod serial_port;
 mod value;
 
 pub use backoff::Backoff;

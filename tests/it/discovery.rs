@@ -5,7 +5,7 @@
 //! their templates compute, take writes that publish what their command templates make, and
 //! leave (unavailable presence, gone from disco#items) when their config is deleted.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::Duration;

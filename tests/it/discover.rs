@@ -4,7 +4,7 @@
 //! `check` when appended to the configuration, and once pinned a device is left out of what is
 //! discovered.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 
