@@ -4,11 +4,12 @@
 #   bench/config-memory.sh [--devices 1000,10000] [--fields 10] [--heaptrack]
 #
 # Writes a configuration of N simulated devices of --fields fields each (the file bench/scale.sh
-# runs), then runs `xmpp-iot-gateway check` on it under /usr/bin/time and prints the file's size,
-# the peak RSS, and the peak RSS of `check` on a configuration without devices (the binary and
-# its libraries), so that the difference is what loading the devices cost. --heaptrack also runs
-# each under heaptrack (if installed) and prints its peak heap, in bytes per byte of TOML.
-# Uses the release build (or GATEWAY_BIN). Nothing is started that outlives the script.
+# runs, from bench/scale.py), then runs `xmpp-iot-gateway check` on it under /usr/bin/time and
+# prints the file's size, the peak RSS, and the peak RSS of `check` on a configuration without
+# devices (the binary and its libraries), so that the difference is what loading the devices
+# cost. --heaptrack also runs each under heaptrack (if installed) and prints its peak heap, in
+# bytes per byte of TOML. Uses the release build (or GATEWAY_BIN). Nothing is started that
+# outlives the script.
 set -euo pipefail
 
 # shellcheck source=bench/lib.sh
@@ -29,21 +30,15 @@ done
 bench_init config-memory
 gateway_build
 
-write_config() { # devices, file
-    python3 - "$1" "$FIELDS" "$RUN/state" "$RUN/secret" >"$2" <<'EOF'
+write_config() { # devices, file: the configuration bench/scale.sh runs (bench/scale.py)
+    python3 - "$ROOT/bench" "$1" "$FIELDS" "$RUN/state" "$RUN/secret" >"$2" <<'EOF'
 import sys
-n, fields, state, secret = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-out = [f'[gateway]\nname = "scale"\nstate_dir = "{state}"\nhistory = "0"\n\n',
-       f'[xmpp]\nmode = "component"\ndomain = "bench.localhost"\nserver = "127.0.0.1:5347"\n'
-       f'secret_file = "{secret}"\n\n[access]\nread = ["@localhost"]\n\n',
-       '[[adapter]]\nid = "sim"\ntype = "simulated"\n\n']
-field = "".join(
-    f'  [[device.field]]\n  name = "f{j}"\n  unit = "°C"\n  min = {j}.0\n  max = {j + 10}.0\n'
-    f'  period = "{60 + j}s"\n'
-    for j in range(fields))
-for i in range(n):
-    out.append(f'[[device]]\nid = "d{i}"\nadapter = "sim"\npoll = "1s"\n{field}\n')
-sys.stdout.write("".join(out))
+from types import SimpleNamespace
+sys.path.insert(0, sys.argv[1])
+from scale import sim_config
+n, fields, state, secret = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+a = SimpleNamespace(domain="bench.localhost", comp_port=5347, secret_file=secret, fields=fields, poll="1s")
+sys.stdout.write(sim_config(a, n, state))
 EOF
 }
 
