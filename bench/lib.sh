@@ -1,8 +1,8 @@
 # shellcheck shell=bash
-# Shell functions shared by bench/e2e.sh, bench/scale.sh and bench/soak.sh (sourced, not run): a
-# run directory, free loopback ports, a private Prosody and Mosquitto that can be stopped and
-# started again on the same ports and data, the release gateway and the head of its
-# configuration, the machine description, and a trap that stops everything started, by pid.
+# Shell functions shared by bench/e2e.sh, bench/scale.sh, bench/soak.sh and bench/config-memory.sh
+# (sourced, not run): a run directory, free loopback ports, a private Prosody and Mosquitto that
+# can be stopped and started again on the same ports and data, the release gateway and the head of
+# its configuration, the machine description, and a trap that stops everything started, by pid.
 #
 # After `bench_init NAME`: RUN (the run directory), ROOT (the repository), PIDS (what cleanup
 # stops). A driver that starts processes of its own lists their pids, one a line, in
