@@ -10,6 +10,9 @@
 //! - `link`: rumqttc's options and the poller task that drives its event loop with the shared
 //!   back-off;
 //! - `bridge`: the state machine between the link and the core (routing, presence, writes);
+//! - [`discovery`]: devices that announce themselves (Home Assistant MQTT discovery,
+//!   zigbee2mqtt), a state machine the bridge hands messages, reads and writes to, and the
+//!   `discover` command's look at the broker;
 //! - [`stats`] holds the counters; `fuzzing`, the body of the `mqtt_payload`
 //!   fuzz target (built only for the fuzz targets and the tests).
 //!

@@ -4,10 +4,13 @@
 //!
 //! Adapter keys: `url` (required, `mqtt://` or `mqtts://`), `client_id` (default derived from
 //! `[gateway] name` and the adapter id when the adapter starts), `username`,
-//! `password_file`/`password`, `ca_file`, `keep_alive` (30 s), `max_payload` (65536 bytes).
+//! `password_file`/`password`, `ca_file`, `keep_alive` (30 s), `max_payload` (65536 bytes), and
+//! discovery: `discovery` (sources), `discovery_prefix`, `zigbee2mqtt_base`, `discover_include`,
+//! `discover_exclude` (globs), `discover_max_devices` (1000).
 //! Device keys: `topic`, `availability_topic` with `availability_online`/`availability_offline`,
-//! `command_topic`, `command_template`, `stale_after`, `fleet`. Field keys: `json`, `topic`,
-//! `scale`, `offset`, `payload_on`, `payload_off`, `command_topic`, `command_template`.
+//! `command_topic`, `command_template`, `stale_after`, `fleet`. Field keys: `json`,
+//! `value_template` (Jinja), `topic`, `scale`, `offset`, `payload_on`, `payload_off`,
+//! `command_topic`, `command_template`.
 //!
 //! A fleet is one `[[device]]` with `fleet = ["kitchen", "hall", ...]` instead of `id`: it stands
 //! for one device per member, whose id is the member, and `{id}` in its topics (and `name`)
