@@ -11,7 +11,9 @@ use std::path::Path;
 use support::{Gateway, Mosquitto};
 
 /// The retained messages of the fixtures: (topic, payload).
-fn retained() -> Vec<(String, String)> {
+/// The fixtures' retained messages as (topic, payload), from `retained.txt` (also used by the
+/// end-to-end discovery tests).
+pub(crate) fn retained() -> Vec<(String, String)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/discovery");
     let list = std::fs::read_to_string(dir.join("retained.txt")).expect("read retained.txt");
     list.lines()

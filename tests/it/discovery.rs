@@ -5,9 +5,9 @@
 //! their templates compute, take writes that publish what their command templates make, and
 //! leave (unavailable presence, gone from disco#items) when their config is deleted.
 
+use super::discover::retained;
 use crate::support;
 
-use std::path::Path;
 use std::time::Duration;
 
 use support::readout::{field, momentary};
@@ -31,25 +31,6 @@ const DISCOVERED: [&str; 7] = [
 ];
 
 /// The retained messages of the fixtures: (topic, payload).
-fn retained() -> Vec<(String, String)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/discovery");
-    let list = std::fs::read_to_string(dir.join("retained.txt")).expect("read retained.txt");
-    list.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| {
-            let (topic, what) = l.rsplit_once(' ').expect("`<topic> <file>`");
-            let payload = match what.strip_prefix('=') {
-                Some(text) => text.to_owned(),
-                None => std::fs::read_to_string(dir.join(what))
-                    .expect("read fixture")
-                    .trim_end_matches('\n')
-                    .to_owned(),
-            };
-            (topic.to_owned(), payload)
-        })
-        .collect()
-}
-
 fn config(prosody: &Prosody, domain: &str, mosquitto: &Mosquitto) -> String {
     format!(
         r#"
