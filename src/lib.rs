@@ -130,6 +130,7 @@ pub async fn serve(
     let requests = adapters.senders();
 
     let session_stop = CancellationToken::new();
+    let (sessions_tx, sessions_rx) = mpsc::unbounded_channel();
     let session = match &config.xmpp {
         XmppConfig::Component(c) => {
             let s = ComponentSession {
@@ -141,7 +142,7 @@ pub async fn serve(
         XmppConfig::Client(_) => {
             let sessions =
                 ClientSessions::from_config(&config).map_err(|e| RunError::Setup(e.to_string()))?;
-            tokio::spawn(sessions.run(outbound_rx, inbound_tx, session_stop.clone()))
+            tokio::spawn(sessions.run(outbound_rx, sessions_rx, inbound_tx, session_stop.clone()))
         }
     };
 
@@ -162,6 +163,7 @@ pub async fn serve(
         first_link: first_link_tx,
         summary: summary_tx,
         heartbeat: heartbeat_tx,
+        sessions: matches!(config.xmpp, XmppConfig::Client(_)).then_some(sessions_tx),
     })
     .map_err(RunError::Setup)?;
     let core_task = tokio::spawn(core.run(inputs, shutdown.clone()));

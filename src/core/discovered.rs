@@ -29,6 +29,7 @@ use crate::access::Permission;
 use crate::config::{AnySettings, Config, DeviceConfig, FieldConfig, XmppConfig};
 use crate::devices::Devices;
 use crate::metrics::Registry;
+use crate::xmpp::client::GATEWAY_RESOURCE;
 use crate::xmpp::stanzas;
 
 /// Devices hosted in all (configured and discovered) beyond which no more discovered ones are
@@ -116,7 +117,7 @@ pub struct DiscoveryStats {
     /// Discovered devices that left (withdrawn, or not reported again after a restart).
     gone: AtomicU64,
     /// `DeviceFound` events not hosted: a configured id, an adapter that is not configured,
-    /// client mode, a JID that cannot be made.
+    /// a JID that cannot be made.
     ignored: AtomicU64,
     /// `DeviceFound` events refused because the gateway hosts `MAX_HOSTED` devices.
     refused: AtomicU64,
@@ -165,7 +166,7 @@ impl MetricsSource for DiscoveryStats {
             ),
             (
                 "discovery_ignored_total",
-                "Found devices not hosted: configured ids (the configured device wins), unknown adapters, client mode.",
+                "Found devices not hosted: configured ids (the configured device wins), unknown adapters, ids that make no JID.",
                 &self.ignored,
             ),
             (
@@ -191,11 +192,13 @@ fn device_config(
     found: &DiscoveredDevice,
     adapter_index: usize,
 ) -> Option<(DeviceConfig, Jid)> {
-    // Client mode would need a session of its own per device (see docs/devices.md).
-    let XmppConfig::Component(c) = &config.xmpp else {
-        return None;
+    let jid_text = match &config.xmpp {
+        XmppConfig::Component(c) => format!("{}@{}", found.id, c.domain),
+        // A resource of the shared account, as a configured device of that id gets; the
+        // gateway's own resource is taken.
+        XmppConfig::Client(_) if found.id.as_str() == GATEWAY_RESOURCE => return None,
+        XmppConfig::Client(c) => format!("{}/{}", c.jid, found.id),
     };
-    let jid_text = format!("{}@{}", found.id, c.domain);
     let jid = Jid::new(&jid_text).ok()?;
     let settings = AnySettings::new(DiscoveredSettings {
         source: found.source.clone(),
@@ -250,12 +253,6 @@ impl Core {
         else {
             return self.ignore_found(&found, "its adapter is not configured");
         };
-        if self.client_mode {
-            return self.ignore_found(
-                &found,
-                "discovered devices are hosted in component mode only",
-            );
-        }
         if let Some(idx) = self.devices.index_of(&found.id) {
             let Some(known) = self.discovery.hosted.get(&found.id) else {
                 // A configured device of that id: it wins.
@@ -314,7 +311,10 @@ impl Core {
                 self.replay(ev);
             }
         }
-        if self.link_up {
+        if self.client_mode {
+            // Announced once its session is online.
+            self.open_session(idx);
+        } else if self.link_up {
             self.announce(idx);
         }
     }
@@ -429,7 +429,13 @@ impl Core {
             self.discovery.hosted.remove(id);
             self.discovery.announced.remove(id);
             keep[idx] = false;
-            goodbyes.extend(self.goodbyes_of(idx));
+            if self.client_mode {
+                // Closing the session is the goodbye: the server sends it to the account's
+                // subscribers and to the room.
+                self.close_session(&self.devices.get(idx).jid);
+            } else {
+                goodbyes.extend(self.goodbyes_of(idx));
+            }
             // Subscribers are remembered: the device may be announced again.
             let subs = std::mem::take(&mut self.subscribers[idx]);
             if !subs.is_empty() {
@@ -620,6 +626,7 @@ mod tests {
                 first_link,
                 summary: watch::channel(Default::default()).0,
                 heartbeat: watch::channel(Instant::now()).0,
+                sessions: None,
             })
             .expect("a core");
             core.on_inbound(Inbound::Up);

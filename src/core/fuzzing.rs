@@ -272,6 +272,7 @@ async fn serve(config: Arc<Config>, store: Store, content: Vec<u8>) -> Vec<Eleme
         first_link,
         summary: watch::channel(Default::default()).0,
         heartbeat: watch::channel(Instant::now()).0,
+        sessions: None,
     })
     .expect("the fuzz configuration makes a core");
 

@@ -22,6 +22,7 @@ mod readout;
 mod receipts;
 mod reload;
 mod room;
+mod sessions;
 mod shedding;
 mod store_batch;
 mod task_iq;
@@ -51,6 +52,7 @@ use crate::metrics::Registry;
 use crate::stats::{DeviceStats, Stats, Summary};
 use crate::store::{Store, Subscription};
 use crate::translator;
+use crate::xmpp::client::SessionChange;
 use crate::xmpp::rejected::{self, Reason};
 use crate::xmpp::{stanzas, Inbound};
 
@@ -127,6 +129,9 @@ pub struct CoreParts {
     pub summary: watch::Sender<Summary>,
     /// Bumped on every loop turn of the housekeeping tick; the watchdog reads it.
     pub heartbeat: watch::Sender<Instant>,
+    /// Client mode: opens and closes device sessions as devices come and go while the
+    /// gateway runs (a reload, discovery). `None` in component mode.
+    pub sessions: Option<mpsc::UnboundedSender<SessionChange>>,
 }
 
 pub struct Core {
@@ -139,6 +144,8 @@ pub struct Core {
     gateway_jid: Jid,
     /// Client mode: the server keeps rosters and fans presence out; devices broadcast.
     client_mode: bool,
+    /// Client mode: where device sessions are opened and closed.
+    sessions: Option<mpsc::UnboundedSender<SessionChange>>,
     link_up: bool,
     /// What is owed upstream (replies, then presence) and the channel it goes out on.
     outbox: outbox::Outbox,
@@ -238,6 +245,7 @@ impl Core {
             store: parts.store,
             gateway_jid,
             client_mode,
+            sessions: parts.sessions,
             link_up: false,
             outbox: outbox::Outbox::new(parts.outbound),
             timers: DelayQueue::new(),

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::presence::Type as PresenceType;
 
-use super::{publish, room, Core, Restarted};
+use super::{publish, room, sessions, Core, Restarted};
 use crate::access::Permission;
 use crate::config::Config;
 use crate::devices::Devices;
@@ -87,15 +87,29 @@ impl Core {
                     ));
                 }
             }
-            if self.client_mode {
-                goodbyes.push(stanzas::presence(
-                    &dev.jid,
-                    None,
-                    PresenceType::Unavailable,
-                    "removed from the gateway",
-                ));
-            }
             self.orphans.insert(dev.config.id.to_string(), subs);
+        }
+        // Client mode: a device that left, or logs in differently now, has its session closed
+        // (the server says its goodbye); a new one, or one with a new login, gets a session.
+        let mut opened = Vec::new();
+        if self.client_mode {
+            for (_, old) in self.devices.iter() {
+                let stays = devices
+                    .index_of(&old.config.id)
+                    .is_some_and(|i| sessions::same_login(devices.get(i), old));
+                if !stays {
+                    self.close_session(&old.jid);
+                }
+            }
+            for (idx, new) in devices.iter() {
+                let had = self
+                    .devices
+                    .index_of(&new.config.id)
+                    .is_some_and(|i| sessions::same_login(self.devices.get(i), new));
+                if !had {
+                    opened.push(idx);
+                }
+            }
         }
         // Queued presence refers to old indices: carry it over by id.
         let queued: Vec<(gateway_api::DeviceId, Option<String>)> = self
@@ -157,9 +171,13 @@ impl Core {
                 self.publish_change(idx, false);
             }
         }
+        for &idx in &opened {
+            self.open_session(idx);
+        }
         for idx in added {
             tracing::info!(device = %self.devices.get(idx).config.id, "device added");
-            if self.link_up {
+            // A device with a new session is announced once that session is online.
+            if self.link_up && !opened.contains(&idx) {
                 self.announce(idx);
             }
         }

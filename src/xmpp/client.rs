@@ -13,7 +13,7 @@
 //! their `from`.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_xmpp::parsers::iq::Iq;
-use tokio_xmpp::parsers::jid::{FullJid, Jid};
+use tokio_xmpp::parsers::jid::{BareJid, FullJid, Jid};
 use tokio_xmpp::parsers::presence::Presence;
 use tokio_xmpp::parsers::roster::Roster;
 use tokio_xmpp::parsers::stanza::Stanza;
@@ -69,11 +69,55 @@ struct SessionSpec {
 pub struct ClientSessions {
     specs: Vec<SessionSpec>,
     connector: Connector,
+    /// The shared account's password, for device sessions opened while the gateway runs.
+    password: Secret,
+}
+
+/// A change to the set of sessions while the gateway runs: a device that a reload added or an
+/// adapter discovered gets a session of its own, and a device that left has its session closed
+/// (the server then tells the account's subscribers it is unavailable).
+#[derive(Debug, Clone)]
+pub enum SessionChange {
+    /// A session for the device with this JID: `<account>/<id>` on the shared account, or a
+    /// bare JID with `password` for a device with an account of its own.
+    Open {
+        device: Jid,
+        password: Option<Secret>,
+    },
+    /// Close the session of the device with this JID, after what it was already given.
+    Close { device: Jid },
 }
 
 /// The gateway's own JID in client mode.
 pub fn gateway_jid(c: &ClientConfig) -> Result<Jid, String> {
     Jid::new(&format!("{}/{GATEWAY_RESOURCE}", c.jid)).map_err(|e| e.to_string())
+}
+
+/// The login of a device with JID `device`: a resource of the shared account, or (with a
+/// password of its own) its own account.
+fn device_spec(
+    device: &str,
+    own: Option<&Secret>,
+    shared: &Secret,
+) -> Result<SessionSpec, ClientSetupError> {
+    let full = |s: &str| {
+        FullJid::new(s)
+            .map_err(|e| ClientSetupError::Config(format!("{s:?} is not a full JID: {e}")))
+    };
+    Ok(match own {
+        Some(own) => SessionSpec {
+            jid: full(&format!("{device}/{DEVICE_RESOURCE}"))?,
+            password: own.clone(),
+            roster: true,
+            priority: 0,
+        },
+        None => SessionSpec {
+            jid: full(device)?,
+            password: shared.clone(),
+            roster: false,
+            priority: 0,
+        },
+    })
 }
 
 impl ClientSessions {
@@ -88,32 +132,15 @@ impl ClientSessions {
         let password = c.password.clone().ok_or_else(|| {
             ClientSetupError::Config("no password for the gateway account".into())
         })?;
-        let full = |s: &str| {
-            FullJid::new(s)
-                .map_err(|e| ClientSetupError::Config(format!("{s:?} is not a full JID: {e}")))
-        };
         let mut specs = vec![SessionSpec {
-            jid: full(&format!("{}/{GATEWAY_RESOURCE}", c.jid))?,
+            jid: FullJid::new(&format!("{}/{GATEWAY_RESOURCE}", c.jid))
+                .map_err(|e| ClientSetupError::Config(format!("{:?}: {e}", c.jid)))?,
             password: password.clone(),
             roster: true,
             priority: 1,
         }];
         for d in &config.devices {
-            let spec = match &d.password {
-                Some(own) => SessionSpec {
-                    jid: full(&format!("{}/{DEVICE_RESOURCE}", d.jid))?,
-                    password: own.clone(),
-                    roster: true,
-                    priority: 0,
-                },
-                None => SessionSpec {
-                    jid: full(&d.jid)?,
-                    password: password.clone(),
-                    roster: false,
-                    priority: 0,
-                },
-            };
-            specs.push(spec);
+            specs.push(device_spec(&d.jid, d.password.as_ref(), &password)?);
         }
         // Process-wide in the patched tokio-xmpp (vendor/tokio-xmpp/PATCHED.md): one limit for
         // every session's reader, as in component mode.
@@ -132,117 +159,248 @@ impl ClientSessions {
                 failures: Arc::new(AtomicU32::new(0)),
                 churn: ChurnWatch::default(),
             },
+            password,
         })
     }
 
-    /// Runs every session until the core closes `outgoing`.
+    /// Runs every session until the core closes `outgoing`; `changes` opens and closes device
+    /// sessions on the way.
     pub async fn run(
         self,
         mut outgoing: mpsc::Receiver<Element>,
+        mut changes: mpsc::UnboundedReceiver<SessionChange>,
         inbound: mpsc::Sender<Inbound>,
         shutdown: CancellationToken,
     ) {
-        let mut exact: HashMap<Jid, usize> = HashMap::new();
-        let mut by_account: HashMap<Jid, usize> = HashMap::new();
-        let mut senders = Vec::with_capacity(self.specs.len());
-        let mut tasks = JoinSet::new();
-        // What the sessions of one account share: one warning about replaced sessions.
-        let mut accounts: HashMap<_, ChurnWatch> = HashMap::new();
-        for spec in &self.specs {
-            accounts
-                .entry(spec.jid.to_bare())
-                .or_insert_with(|| ChurnWatch {
-                    sessions_on_account: 0,
-                    ..ChurnWatch::default()
-                })
-                .sessions_on_account += 1;
+        let mut router = Router {
+            slots: Vec::with_capacity(self.specs.len()),
+            exact: HashMap::new(),
+            by_account: HashMap::new(),
+            accounts: HashMap::new(),
+            tasks: JoinSet::new(),
+            connector: self.connector,
+            inbound,
+            shutdown,
+        };
+        for spec in self.specs {
+            router.open(spec);
         }
-        for (i, spec) in self.specs.into_iter().enumerate() {
-            exact.insert(spec.jid.clone().into(), i);
-            if spec.roster {
-                by_account.entry(spec.jid.to_bare().into()).or_insert(i);
-            }
-            let (tx, rx) = mpsc::channel(SESSION_QUEUE);
-            senders.push(tx);
-            let connector = Connector {
-                label: spec.jid.to_string().into(),
-                failures: Arc::new(AtomicU32::new(0)),
-                churn: ChurnWatch {
-                    state: Arc::default(),
-                    ..accounts[&spec.jid.to_bare()].clone()
-                },
-                ..self.connector.clone()
-            };
-            tasks.spawn(session(
-                spec,
-                connector,
-                rx,
-                inbound.clone(),
-                shutdown.clone(),
-            ));
-        }
-        // A session's queue can be full for a while (a burst of answers to a flood, a link
-        // that is down): what does not fit waits here, in order, without holding up the
-        // other sessions, so that no answer is lost to a burst.
-        let mut backlog: Vec<VecDeque<Element>> = vec![VecDeque::new(); senders.len()];
+        let mut changes_open = true;
         loop {
-            let waiting: Vec<usize> = (0..senders.len())
-                .filter(|&i| !backlog[i].is_empty())
-                .collect();
-            let queues = &senders;
-            let room = async {
+            let waiting = router.waiting();
+            let any_waiting = !waiting.is_empty();
+            let room = async move {
                 let reserves = waiting
-                    .iter()
-                    .map(|&i| Box::pin(async move { (i, queues[i].reserve().await) }));
+                    .into_iter()
+                    .map(|(i, tx)| Box::pin(async move { (i, tx.reserve_owned().await) }));
                 futures::future::select_all(reserves).await.0
             };
             tokio::select! {
-                el = outgoing.recv() => {
-                    let Some(el) = el else { break };
-                    let Some(from) = el.attr("from").and_then(|f| Jid::new(f).ok()) else {
-                        tracing::debug!(
-                            element = el.name(),
-                            "a stanza without `from` has no session to go out on"
-                        );
-                        continue;
-                    };
-                    let route = exact
-                        .get(&from)
-                        .or_else(|| by_account.get(&Jid::from(from.to_bare())));
-                    let Some(&i) = route else {
-                        tracing::debug!(from = %from, "no session for this address; dropped a stanza");
-                        continue;
-                    };
-                    if !backlog[i].is_empty() {
-                        hold(&mut backlog[i], el, &from);
-                    } else if let Err(mpsc::error::TrySendError::Full(el)) = senders[i].try_send(el) {
-                        hold(&mut backlog[i], el, &from);
-                    }
-                }
-                (i, permit) = room, if !waiting.is_empty() => {
-                    // A closed session (shutdown) takes nothing more.
-                    let Ok(permit) = permit else {
-                        backlog[i].clear();
-                        continue;
-                    };
-                    if let Some(el) = backlog[i].pop_front() {
-                        permit.send(el);
-                    }
-                    while let Some(el) = backlog[i].pop_front() {
-                        if let Err(mpsc::error::TrySendError::Full(el)) = senders[i].try_send(el) {
-                            backlog[i].push_front(el);
-                            break;
+                // Changes first: a session opened for a device must exist before the stanzas
+                // the core sent after opening it are routed.
+                biased;
+                change = changes.recv(), if changes_open => match change {
+                    Some(SessionChange::Open { device, password }) => {
+                        match device_spec(&device.to_string(), password.as_ref(), &self.password) {
+                            Ok(spec) => router.open_if_new(spec),
+                            Err(e) => tracing::warn!(device = %device, error = %e, "cannot open a session for a device"),
                         }
                     }
+                    Some(SessionChange::Close { device }) => router.close(&device),
+                    None => changes_open = false,
+                },
+                el = outgoing.recv() => {
+                    let Some(el) = el else { break };
+                    router.route(el);
                 }
+                (i, permit) = room, if any_waiting => {
+                    // A closed session (shutdown) takes nothing more.
+                    let Ok(permit) = permit else {
+                        router.slots[i] = None;
+                        continue;
+                    };
+                    router.refill(i, permit);
+                }
+                Some(_) = router.tasks.join_next(), if !router.tasks.is_empty() => {}
             }
         }
         // The core is done: every session closes its stream after what it was given.
-        drop(senders);
+        router.slots.clear();
+        let mut tasks = router.tasks;
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             while tasks.join_next().await.is_some() {}
         })
         .await;
+    }
+}
+
+/// One running session, as the router sees it.
+struct Slot {
+    jid: FullJid,
+    roster: bool,
+    tx: mpsc::Sender<Element>,
+    /// What did not fit in the session's queue (a burst of answers to a flood, a link that is
+    /// down) waits here, in order, without holding up the other sessions, so that no answer is
+    /// lost to a burst.
+    backlog: VecDeque<Element>,
+}
+
+/// The sessions and the routing of the core's stanzas to them, by their `from`.
+struct Router {
+    /// Indexed by session number; `None` once closed (numbers are not reused).
+    slots: Vec<Option<Slot>>,
+    exact: HashMap<Jid, usize>,
+    /// Per account with a roster session: where stanzas from the bare account go.
+    by_account: HashMap<Jid, usize>,
+    /// What the sessions of one account share: one warning about replaced sessions.
+    accounts: HashMap<BareJid, ChurnWatch>,
+    tasks: JoinSet<()>,
+    connector: Connector,
+    inbound: mpsc::Sender<Inbound>,
+    shutdown: CancellationToken,
+}
+
+impl Router {
+    fn open_if_new(&mut self, spec: SessionSpec) {
+        let jid: Jid = spec.jid.clone().into();
+        if let Some(&i) = self.exact.get(&jid) {
+            match &self.slots[i] {
+                Some(slot) if slot.roster == spec.roster => return,
+                // The same JID with another kind of login (a reload gave the device an account
+                // of its own, or took it away): log in anew.
+                _ => self.close(&jid),
+            }
+        }
+        tracing::debug!(session = %spec.jid, "opening a session");
+        self.open(spec);
+    }
+
+    fn open(&mut self, spec: SessionSpec) {
+        let i = self.slots.len();
+        let bare = spec.jid.to_bare();
+        self.exact.insert(spec.jid.clone().into(), i);
+        if spec.roster {
+            self.by_account.entry(bare.clone().into()).or_insert(i);
+        }
+        let account = self.accounts.entry(bare).or_insert_with(|| ChurnWatch {
+            sessions_on_account: Arc::new(AtomicUsize::new(0)),
+            ..ChurnWatch::default()
+        });
+        account.sessions_on_account.fetch_add(1, Ordering::Relaxed);
+        let connector = Connector {
+            label: spec.jid.to_string().into(),
+            failures: Arc::new(AtomicU32::new(0)),
+            churn: ChurnWatch {
+                state: Arc::default(),
+                ..account.clone()
+            },
+            ..self.connector.clone()
+        };
+        let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+        self.slots.push(Some(Slot {
+            jid: spec.jid.clone(),
+            roster: spec.roster,
+            tx,
+            backlog: VecDeque::new(),
+        }));
+        self.tasks.spawn(session(
+            spec,
+            connector,
+            rx,
+            self.inbound.clone(),
+            self.shutdown.clone(),
+        ));
+    }
+
+    /// Ends the session of `device` (its JID as the core knows it: full on the shared account,
+    /// bare for an account of its own) once it has written what it was given.
+    fn close(&mut self, device: &Jid) {
+        let found = self.exact.get(device).copied().or_else(|| {
+            let own = Jid::new(&format!("{device}/{DEVICE_RESOURCE}")).ok()?;
+            self.exact.get(&own).copied()
+        });
+        let Some(i) = found else {
+            return;
+        };
+        let Some(slot) = self.slots[i].take() else {
+            return;
+        };
+        tracing::debug!(session = %slot.jid, held = slot.backlog.len(), "closing a session");
+        self.exact.remove(&Jid::from(slot.jid.clone()));
+        let bare = slot.jid.to_bare();
+        if self.by_account.get(&Jid::from(bare.clone())) == Some(&i) {
+            self.by_account.remove(&Jid::from(bare.clone()));
+        }
+        if let Some(account) = self.accounts.get(&bare) {
+            if account.sessions_on_account.fetch_sub(1, Ordering::Relaxed) <= 1 {
+                self.accounts.remove(&bare);
+            }
+        }
+        // Dropping the sender lets the session drain its queue, then close its stream.
+    }
+
+    /// Sessions with stanzas waiting for room in their queue, with their queue.
+    fn waiting(&self) -> Vec<(usize, mpsc::Sender<Element>)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                Some(s) if !s.backlog.is_empty() => Some((i, s.tx.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Hands `el` to the session its `from` names.
+    fn route(&mut self, el: Element) {
+        let Some(from) = el.attr("from").and_then(|f| Jid::new(f).ok()) else {
+            tracing::debug!(
+                element = el.name(),
+                "a stanza without `from` has no session to go out on"
+            );
+            return;
+        };
+        let Some(i) = self.session_of(&from) else {
+            tracing::debug!(from = %from, "no session for this address; dropped a stanza");
+            return;
+        };
+        let Some(slot) = self.slots[i].as_mut() else {
+            return;
+        };
+        if !slot.backlog.is_empty() {
+            hold(&mut slot.backlog, el, &from);
+        } else if let Err(mpsc::error::TrySendError::Full(el)) = slot.tx.try_send(el) {
+            hold(&mut slot.backlog, el, &from);
+        }
+    }
+
+    /// A full JID goes out on its own session only: a device whose session was closed must
+    /// not speak through another one (the gateway's, on the same account). A bare JID goes out
+    /// on its account's roster session.
+    fn session_of(&self, from: &Jid) -> Option<usize> {
+        if let Some(&i) = self.exact.get(from) {
+            return Some(i);
+        }
+        if from.resource().is_some() {
+            return None;
+        }
+        self.by_account.get(from).copied()
+    }
+
+    /// Moves session `i`'s backlog into its queue, starting with `permit`, as far as it fits.
+    fn refill(&mut self, i: usize, permit: mpsc::OwnedPermit<Element>) {
+        let Some(slot) = self.slots[i].as_mut() else {
+            return;
+        };
+        if let Some(el) = slot.backlog.pop_front() {
+            permit.send(el);
+        }
+        while let Some(el) = slot.backlog.pop_front() {
+            if let Err(mpsc::error::TrySendError::Full(el)) = slot.tx.try_send(el) {
+                slot.backlog.push_front(el);
+                break;
+            }
+        }
     }
 }
 

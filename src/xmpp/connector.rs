@@ -15,7 +15,7 @@
 use std::borrow::Cow;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -69,8 +69,9 @@ pub struct ChurnWatch {
     pub state: Arc<Mutex<Churn>>,
     /// Set once the account's sessions have been reported as replaced, until one lasts.
     pub account_warned: Arc<AtomicBool>,
-    /// How many sessions the gateway opens on the account (for the warning).
-    pub sessions_on_account: usize,
+    /// How many sessions the gateway has open on the account (for the warning); devices come
+    /// and go while it runs.
+    pub sessions_on_account: Arc<AtomicUsize>,
 }
 
 impl Default for ChurnWatch {
@@ -79,7 +80,7 @@ impl Default for ChurnWatch {
         ChurnWatch {
             state: Arc::default(),
             account_warned: Arc::default(),
-            sessions_on_account: 1,
+            sessions_on_account: Arc::new(AtomicUsize::new(1)),
         }
     }
 }
@@ -224,7 +225,7 @@ impl Connector {
         if warn && !self.churn.account_warned.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 session = %self.label,
-                sessions_on_account = self.churn.sessions_on_account,
+                sessions_on_account = self.churn.sessions_on_account.load(Ordering::Relaxed),
                 "the server keeps ending this XMPP session within seconds of login (usually a `conflict`: \
                  another login replaced it); backing off up to {}s. If the account has more sessions \
                  than the server allows, raise the limit (ejabberd: `max_user_sessions`, default 10; \

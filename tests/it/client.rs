@@ -105,7 +105,7 @@ fn from_is(p: &Presence, want: &str) -> bool {
 
 /// alice subscribes to `account`, approves the gateway's ask-back, and waits for the presence of
 /// `resource` (a full JID) with a status.
-async fn subscribe(alice: &mut TestClient, account: &str, full: &str) -> Presence {
+pub(crate) async fn subscribe(alice: &mut TestClient, account: &str, full: &str) -> Presence {
     alice.subscribe(jid(account)).await;
     alice
         .recv_presence_from(jid(account), PresenceType::Subscribed, TIMEOUT)

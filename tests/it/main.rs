@@ -15,6 +15,7 @@ mod component;
 mod deploy;
 mod discover;
 mod discovery;
+mod discovery_client;
 mod faults;
 mod history;
 mod hostile;
