@@ -2,6 +2,8 @@
 //! config, or one zigbee2mqtt device) with the fields they add to a device, where each field's
 //! value arrives and how it is written.
 
+use std::time::Duration;
+
 use gateway_api::{FieldType, Value};
 
 /// Which announcement an entity came from.
@@ -271,6 +273,9 @@ pub struct Entity {
     pub device: DeviceInfo,
     pub fields: Vec<EntityField>,
     pub availability: Availability,
+    /// Home Assistant's `expire_after` (sensors): a value not renewed for this long has
+    /// expired: it is no longer reported, and a device whose every value expired is offline.
+    pub expire_after: Option<Duration>,
 }
 
 /// A short, single-line rendering of a payload part, for messages.

@@ -7,6 +7,8 @@
 //! (its `default` and `json` schemas); other components are skipped. An empty payload withdraws
 //! the entity.
 
+use std::time::Duration;
+
 use gateway_api::FieldType;
 use serde_json::{Map, Value as Json};
 
@@ -684,13 +686,30 @@ pub fn parse(t: &ConfigTopic<'_>, payload: &[u8]) -> Result<Config, String> {
         "light" => light(&keys, base, command_topic)?,
         _ => return Ok(Config::Unsupported),
     };
+    let expire_after = match t.component {
+        "sensor" | "binary_sensor" => expire_after(&keys)?,
+        _ => None,
+    };
     Ok(Config::Entity(Entity {
         device: device_info(&keys, t, &key),
         key,
         source: Source::HomeAssistant,
         fields,
         availability: availability(&keys)?,
+        expire_after,
     }))
+}
+
+/// `expire_after`, in seconds; 0 (Home Assistant's default) never expires. More than a year is
+/// taken as a year, which is as good as never on a device that announces itself.
+fn expire_after(keys: &Keys<'_>) -> Result<Option<Duration>, String> {
+    const MAX_SECS: f64 = 366.0 * 24.0 * 3600.0;
+    match keys.number("expire_after")? {
+        None => Ok(None),
+        Some(s) if s < 0.0 => Err(format!("`expire_after` {s} is negative")),
+        Some(0.0) => Ok(None),
+        Some(s) => Ok(Some(Duration::from_secs_f64(s.min(MAX_SECS)))),
+    }
 }
 
 /// A light: its on/off as the field named after the object id and, when it dims, its

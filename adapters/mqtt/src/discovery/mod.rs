@@ -168,6 +168,13 @@ struct Device {
     latest: Option<(bool, usize)>,
     status: Option<Status>,
     held: Option<Held>,
+    /// When every entity of the device has an `expire_after`: the longest of them. A device
+    /// none of whose values was renewed within it is offline, as Home Assistant shows its
+    /// entities unavailable.
+    expire_after: Option<Duration>,
+    /// When its values will all have expired, counted from the last renewal of each.
+    expires_at: Option<Instant>,
+    expired: bool,
 }
 
 pub struct Discovery {
@@ -195,6 +202,8 @@ pub struct Discovery {
     limiters: HashMap<String, RateLimit>,
     link: LinkView,
     stats: Arc<MqttStats>,
+    /// The earliest `expires_at` of a device not yet expired.
+    next_expiry: Option<Instant>,
 }
 
 impl std::fmt::Debug for Discovery {
@@ -249,6 +258,7 @@ impl Discovery {
             limiters: HashMap::new(),
             link: LinkView::Unknown,
             stats,
+            next_expiry: None,
         }
     }
 
@@ -270,11 +280,16 @@ impl Discovery {
         self.by_id.contains_key(id)
     }
 
-    /// When pending announcements are due to be reported.
+    /// When pending announcements are due to be reported, or a device's values expire.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let first = self.first_dirty?;
-        let last = self.last_change.unwrap_or(first);
-        Some((last + QUIET).min(first + MAX_DELAY))
+        let report = self.first_dirty.map(|first| {
+            let last = self.last_change.unwrap_or(first);
+            (last + QUIET).min(first + MAX_DELAY)
+        });
+        match (report, self.next_expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Logs a problem with an announcement or a device: WARN once a minute per `key`.
@@ -494,9 +509,47 @@ impl Discovery {
 
     /// Reports what changed once announcements have been quiet.
     pub fn on_tick(&mut self, now: Instant, out: &mut Output) {
+        if self.next_expiry.is_some_and(|at| now >= at) {
+            self.expire(now, out);
+        }
         if self.next_deadline().is_some_and(|d| now >= d) {
             self.flush(out);
         }
+    }
+
+    /// Marks the devices whose values all expired, and says so in their presence.
+    fn expire(&mut self, now: Instant, out: &mut Output) {
+        let mut next = None;
+        let mut changed = false;
+        for d in self.devices.values_mut() {
+            let Some(at) = d.expires_at.filter(|_| !d.expired) else {
+                continue;
+            };
+            if at <= now {
+                d.expired = true;
+                changed = true;
+            } else {
+                next = Some(next.map_or(at, |n: Instant| n.min(at)));
+            }
+        }
+        self.next_expiry = next;
+        if changed {
+            self.statuses(out);
+        }
+    }
+
+    /// Device `key`'s values were renewed at `now`; true if that ends its expiry.
+    fn renew(&mut self, key: &str, now: Instant) -> bool {
+        let Some(d) = self.devices.get_mut(key) else {
+            return false;
+        };
+        let Some(after) = d.expire_after else {
+            return false;
+        };
+        let at = now + after;
+        d.expires_at = Some(d.expires_at.map_or(at, |old| old.max(at)));
+        self.next_expiry = Some(self.next_expiry.map_or(at, |n| n.min(at)));
+        std::mem::take(&mut d.expired)
     }
 
     /// Reports every pending device now.
@@ -599,6 +652,11 @@ impl Discovery {
             .find(|e| !e.availability.topics.is_empty())
             .map(|e| e.availability.clone())
             .unwrap_or_default();
+        let expire_after = entities
+            .iter()
+            .map(|e| e.expire_after)
+            .collect::<Option<Vec<Duration>>>()
+            .and_then(|all| all.into_iter().max());
 
         let held = if self.configured.contains(&base) {
             Some(Held::Configured)
@@ -677,6 +735,11 @@ impl Discovery {
             d.latest = None;
         }
         d.mode = avail.mode;
+        if d.expire_after != expire_after {
+            d.expire_after = expire_after;
+            d.expires_at = None;
+            d.expired = false;
+        }
         d.id = Some(id.clone());
         self.by_id.insert(id.clone(), key.to_owned());
         if d.reported.as_ref() != Some(&spec) {
@@ -833,6 +896,7 @@ impl Discovery {
                 now,
             );
         }
+        let mut back = false;
         for (dev, readings) in batches {
             if let Some(d) = self.devices.get_mut(&dev) {
                 for r in &readings {
@@ -841,8 +905,12 @@ impl Discovery {
                     }
                 }
             }
+            back |= self.renew(&dev, now);
             MqttStats::add(&self.stats.readings, readings.len() as u64);
             out.events.push(AdapterEvent::Readings(readings));
+        }
+        if back {
+            self.statuses(out);
         }
     }
 
@@ -908,14 +976,26 @@ impl Discovery {
             LinkView::Down(reason) => return Some(Status::Offline(reason.clone())),
             LinkView::Up => {}
         }
+        let status = self.availability_of(d);
+        match (status, d.expire_after) {
+            (Status::Online, Some(after)) if d.expired => Some(Status::Offline(format!(
+                "no new value for {}s (expire_after)",
+                after.as_secs()
+            ))),
+            (status, _) => Some(status),
+        }
+    }
+
+    /// What the device's availability topics say (online when it has none).
+    fn availability_of(&self, d: &Device) -> Status {
         if d.avail.is_empty() {
-            return Some(Status::Online);
+            return Status::Online;
         }
         let offline = |(a, _, said): &(AvailabilityTopic, Option<bool>, String)| {
             Status::Offline(format!("{} says {}", a.topic, entity::short(said)))
         };
         let silent = |a: &AvailabilityTopic| Status::Offline(format!("no word yet on {}", a.topic));
-        Some(match d.mode {
+        match d.mode {
             AvailabilityMode::Latest => match d.latest {
                 Some((true, _)) => Status::Online,
                 Some((false, i)) => offline(&d.avail[i]),
@@ -939,7 +1019,7 @@ impl Discovery {
                     silent(&d.avail[0].0)
                 }
             }
-        })
+        }
     }
 
     /// Presence events for reported devices whose status changed.

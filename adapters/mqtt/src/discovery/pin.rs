@@ -92,6 +92,20 @@ fn device_block(out: &mut String, adapter: &str, device: &DiscoveredDevice, enti
             let _ = writeln!(out, "# also announced: availability on {}", other.topic);
         }
     }
+    // Every value expires (Home Assistant's `expire_after`): the device is offline once none
+    // came for the longest of them, which is what `stale_after` says of a configured device.
+    let expire_after = entities
+        .iter()
+        .map(|e| e.expire_after)
+        .collect::<Option<Vec<_>>>()
+        .and_then(|all| all.into_iter().max());
+    if let Some(after) = expire_after {
+        let _ = writeln!(
+            out,
+            "stale_after = {}",
+            quote(&format!("{}s", after.as_secs().max(1)))
+        );
+    }
     for (spec, f) in device.fields.iter().zip(sources(device, entities)) {
         let _ = writeln!(out, "\n[[device.field]]");
         let _ = writeln!(out, "name = {}", quote(&spec.name));

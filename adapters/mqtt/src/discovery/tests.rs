@@ -438,3 +438,75 @@ async fn a_broker_full_of_configs_cannot_fill_memory() {
     // 136 announcements refused, 63 devices over the cap.
     assert_eq!(MqttStats::get(&d.stats.discovery_skipped), 136 + 63);
 }
+
+#[tokio::test(start_paused = true)]
+async fn values_not_renewed_within_expire_after_take_the_device_offline() {
+    let t0 = Instant::now();
+    let mut d = discovery(both(), &[]);
+    let mut out = Output::default();
+    d.set_link(LinkView::Up, &mut out);
+    // Two sensors of one device, both expiring (the longer one counts); a third device's
+    // sensor has no expire_after and never expires.
+    for (topic, cfg) in [
+        (
+            "homeassistant/sensor/meter/power/config",
+            r#"{"stat_t":"meter/power","exp_aft":60,"unit_of_meas":"W","dev":{"ids":"m","name":"Meter"}}"#,
+        ),
+        (
+            "homeassistant/sensor/meter/volts/config",
+            r#"{"stat_t":"meter/volts","expire_after":"90","unit_of_meas":"V","dev":{"ids":"m","name":"Meter"}}"#,
+        ),
+        (
+            "homeassistant/sensor/probe/t/config",
+            r#"{"stat_t":"probe/t","unit_of_meas":"°C","dev":{"ids":"p","name":"Probe"}}"#,
+        ),
+        (
+            "homeassistant/sensor/bad/t/config",
+            r#"{"stat_t":"bad/t","exp_aft":-5,"dev":{"ids":"b","name":"Bad"}}"#,
+        ),
+    ] {
+        d.on_message(topic, cfg.as_bytes(), 65536, t0, &mut out);
+    }
+    d.on_tick(t0 + QUIET, &mut out);
+    let at = |s: u64| t0 + QUIET + Duration::from_secs(s);
+    // Online until its values have had the time to expire.
+    assert!(
+        lines(&out).contains(&"meter online".to_owned()),
+        "{:?}",
+        lines(&out)
+    );
+    assert_eq!(
+        d.next_deadline(),
+        None,
+        "nothing expires before a first value"
+    );
+    for topic in ["meter/power", "meter/volts", "probe/t"] {
+        d.on_message(topic, b"1", 65536, at(0), &mut out);
+    }
+    assert!(
+        !lines(&out).iter().any(|l| l.starts_with("bad")),
+        "a negative expire_after is refused"
+    );
+    // Renewed at 0, then only the power at 50: the device stays online until 50 + 60.
+    assert_eq!(d.next_deadline(), Some(at(90)));
+    d.on_message("meter/power", b"2", 65536, at(50), &mut out);
+    out.events.clear();
+    d.on_tick(at(90), &mut out);
+    assert!(lines(&out).is_empty(), "{:?}", lines(&out));
+    assert_eq!(d.next_deadline(), Some(at(140)));
+    d.on_tick(at(140), &mut out);
+    assert_eq!(
+        lines(&out),
+        ["meter offline: no new value for 90s (expire_after)"]
+    );
+    assert!(matches!(
+        d.read(&id("meter"), &[]),
+        Err(RequestError::Unreachable(_))
+    ));
+    assert_eq!(d.next_deadline(), None, "nothing else expires");
+    // A new value brings it back.
+    out.events.clear();
+    d.on_message("meter/volts", b"230", 65536, at(200), &mut out);
+    assert_eq!(lines(&out), ["meter volts=230", "meter online"]);
+    assert_eq!(d.next_deadline(), Some(at(290)));
+}

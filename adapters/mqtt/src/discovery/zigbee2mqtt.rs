@@ -104,6 +104,8 @@ fn device(base: &str, dev: &Json) -> Result<Option<Entity>, String> {
             model: text(definition.and_then(|d| d.get("model"))),
         },
         fields,
+        // zigbee2mqtt says when a device is gone through its availability topic.
+        expire_after: None,
         availability: Availability {
             topics: vec![AvailabilityTopic {
                 topic: format!("{state}/availability"),
