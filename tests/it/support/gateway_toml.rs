@@ -14,8 +14,16 @@
 //! Values are TOML values (`"1h"` is a string, `5_i64` an integer, `10.0` a float), so the
 //! gateway reads exactly what a hand-written file with the same keys would give it. Text the
 //! builder does not model (a section a test reloads in and out) goes in with [`GatewayToml::raw`].
+//!
+//! The adapters the tests run on real buses have their own starting points: [`mqtt_adapter`],
+//! [`modbus_tcp_adapter`], [`modbus_rtu_adapter`] and [`serial_adapter`], with
+//! [`register_field`] for a Modbus point; [`client_xmpp`] is the client-mode `[xmpp]` of the
+//! gateway's account `gw@localhost`.
 
-use toml_edit::{Array, ArrayOfTables, DocumentMut, Item, Table, Value};
+use std::net::SocketAddr;
+use std::path::Path;
+
+use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, Value};
 
 /// The keys of one `[section]`, `[[adapter]]`, `[[device]]`, `[[device.field]]` or `[[alert]]`,
 /// in the order they are set.
@@ -38,6 +46,18 @@ impl Section {
         self.set(key, values.iter().copied().collect::<Array>())
     }
 
+    /// `key = { … }`, an inline table (a device's `match`, say).
+    pub fn inline(self, key: &str, table: Section) -> Self {
+        let mut inline = InlineTable::new();
+        for (k, item) in table.0 {
+            let value = item
+                .into_value()
+                .expect("an inline table holds values only");
+            inline.insert(&k, value);
+        }
+        self.set(key, inline)
+    }
+
     /// A `[[device.field]]` of this device.
     pub fn field(mut self, field: Section) -> Self {
         self.0
@@ -55,6 +75,28 @@ pub fn adapter(id: &str, kind: &str) -> Section {
     Section::new().set("id", id).set("type", kind)
 }
 
+/// An MQTT adapter on the broker at `url` (e.g. [`super::Mosquitto::url`]).
+pub fn mqtt_adapter(id: &str, url: &str) -> Section {
+    adapter(id, "mqtt").set("url", url)
+}
+
+/// A Modbus TCP adapter on the server at `address` (`host:port`).
+pub fn modbus_tcp_adapter(id: &str, address: &str) -> Section {
+    adapter(id, "modbus-tcp").set("address", address)
+}
+
+/// A Modbus RTU adapter on the serial `port` (e.g. one end of a [`super::PtyPair`]).
+pub fn modbus_rtu_adapter(id: &str, port: &Path) -> Section {
+    adapter(id, "modbus-rtu").set("port", port.display().to_string())
+}
+
+/// A serial adapter on `port` reading lines in `format` (`json`, `kv`, `xml`, …).
+pub fn serial_adapter(id: &str, port: &Path, format: &str) -> Section {
+    adapter(id, "serial")
+        .set("port", port.display().to_string())
+        .set("format", format)
+}
+
 /// The simulated adapter `sim` most tests take their devices from.
 pub fn sim_adapter() -> Section {
     adapter("sim", "simulated")
@@ -68,6 +110,35 @@ pub fn device(id: &str, adapter: &str) -> Section {
 /// `[[device.field]]` with its `name`.
 pub fn field(name: &str) -> Section {
     Section::new().set("name", name)
+}
+
+/// A Modbus `[[device.field]]`: `name` at `address` in the `register` table (`holding`,
+/// `input`, `coil`, `discrete`).
+pub fn register_field(name: &str, register: &str, address: u16) -> Section {
+    field(name)
+        .set("register", register)
+        .set("address", i64::from(address))
+}
+
+/// `[xmpp]` with `keys`, as text for [`GatewayToml::new`].
+pub fn xmpp(keys: Section) -> String {
+    let mut doc = DocumentMut::new();
+    doc.insert("xmpp", Item::Table(keys.0));
+    doc.to_string()
+}
+
+/// Client mode as the gateway's account `gw@localhost` (its password in the file `gw.pass`,
+/// which the test writes with [`super::GatewayOpts::file`]), on the server's c2s listener
+/// `server`, trusting only `ca_file`.
+pub fn client_xmpp(server: SocketAddr, ca_file: impl AsRef<Path>) -> String {
+    xmpp(
+        Section::new()
+            .set("mode", "client")
+            .set("jid", "gw@localhost")
+            .set("password_file", "gw.pass")
+            .set("server", server.to_string())
+            .set("ca_file", ca_file.as_ref().display().to_string()),
+    )
 }
 
 /// Device `thermo` of adapter `sim`, polled every `period`: its `temperature` (°C) steps
@@ -88,7 +159,7 @@ pub fn stepping_thermo(period: &str) -> Section {
 #[derive(Clone, Debug)]
 pub struct GatewayToml {
     gateway: DocumentMut,
-    xmpp: String,
+    xmpp: DocumentMut,
     rest: DocumentMut,
     raw: String,
 }
@@ -96,12 +167,18 @@ pub struct GatewayToml {
 impl GatewayToml {
     /// `[gateway]` with `name`, and `xmpp` (e.g. [`super::Prosody::component_toml`]) as it is.
     pub fn new(name: &str, xmpp: impl Into<String>) -> Self {
-        let mut gateway = DocumentMut::new();
-        gateway["gateway"] = Item::Table(Table::new());
-        gateway["gateway"]["name"] = toml_edit::value(name);
+        Self::upstream(xmpp).gateway("name", name)
+    }
+
+    /// Only `xmpp` as it is, with no `[gateway]` section until a key is set in it: for a test of
+    /// what the gateway does with its defaults.
+    pub fn upstream(xmpp: impl Into<String>) -> Self {
+        let xmpp: String = xmpp.into();
         Self {
-            gateway,
-            xmpp: xmpp.into(),
+            gateway: DocumentMut::new(),
+            xmpp: xmpp
+                .parse()
+                .unwrap_or_else(|e| panic!("the [xmpp] text is TOML: {e}\n{xmpp}")),
             rest: DocumentMut::new(),
             raw: String::new(),
         }
@@ -109,8 +186,29 @@ impl GatewayToml {
 
     /// `key = value` under `[gateway]`.
     pub fn gateway(mut self, key: &str, value: impl Into<Value>) -> Self {
-        self.gateway["gateway"][key] = Item::Value(value.into());
+        self.gateway
+            .entry("gateway")
+            .or_insert_with(|| Item::Table(Table::new()))
+            .as_table_mut()
+            .expect("a plain table")
+            .insert(key, Item::Value(value.into()));
         self
+    }
+
+    /// `key = value` added to `[xmpp]`.
+    pub fn xmpp(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.xmpp
+            .entry("xmpp")
+            .or_insert_with(|| Item::Table(Table::new()))
+            .as_table_mut()
+            .expect("a plain table")
+            .insert(key, Item::Value(value.into()));
+        self
+    }
+
+    /// `[metrics]` with `listen = "addr"`.
+    pub fn metrics(self, listen: SocketAddr) -> Self {
+        self.section("metrics", Section::new().set("listen", listen.to_string()))
     }
 
     /// `role = [jids…]` under `[access]` (`read`, `control`, …).
@@ -144,6 +242,10 @@ impl GatewayToml {
 
     pub fn device(self, device: Section) -> Self {
         self.push("device", device)
+    }
+
+    pub fn devices(self, devices: impl IntoIterator<Item = Section>) -> Self {
+        devices.into_iter().fold(self, Self::device)
     }
 
     pub fn alert(self, alert: Section) -> Self {
