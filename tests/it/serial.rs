@@ -5,7 +5,8 @@
 
 use crate::support;
 use crate::support::client::presence_status;
-use crate::support::{Gateway, Prosody, ProsodyOpts, PtyPair, TestClient, TIMEOUT};
+use crate::support::gateway_toml::{device, field, serial_adapter, Section};
+use crate::support::{Gateway, GatewayToml, Prosody, ProsodyOpts, PtyPair, TestClient, TIMEOUT};
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::presence::Type as PresenceType;
@@ -24,14 +25,21 @@ async fn prosody() -> (Prosody, String) {
     (prosody, domain)
 }
 
-/// The gateway's config: head (XMPP, access) and then `rest` (adapters and devices).
-fn config(prosody: &Prosody, domain: &str, rest: &str) -> String {
-    format!(
-        "[gateway]\nname = \"serial test\"\nhistory = \"1h\"\n\n{}\n\
-         [access]\nread = [\"bob@localhost\"]\ncontrol = [\"alice@localhost\"]\n\n\
-         [publish]\nmin_interval = \"0s\"\n\n{rest}",
-        prosody.component_toml(domain)
+/// The gateway's config: head (XMPP, access; alice may control, bob may read) and then what
+/// `rest` adds (adapters and devices).
+fn config(
+    prosody: &Prosody,
+    domain: &str,
+    rest: impl FnOnce(GatewayToml) -> GatewayToml,
+) -> String {
+    rest(
+        GatewayToml::new("serial test", prosody.component_toml(domain))
+            .gateway("history", "1h")
+            .access("read", &["bob@localhost"])
+            .access("control", &["alice@localhost"])
+            .publish_every_reading(),
     )
+    .build()
 }
 
 fn jid(device: &str, domain: &str) -> Jid {
@@ -164,111 +172,51 @@ async fn every_format_reaches_its_device_with_types_and_units() {
     let xml = PtyPair::new().await;
     let re = PtyPair::new().await;
     let csv = PtyPair::new().await;
-    let rest = format!(
-        r#"
-[[adapter]]
-id = "json-port"
-type = "serial"
-port = "{json}"
-format = "json"
-
-[[adapter]]
-id = "kv-port"
-type = "serial"
-port = "{kv}"
-baud = 115200
-format = "kv"
-line_ending = "\r\n"
-
-[[adapter]]
-id = "xml-port"
-type = "serial"
-port = "{xml}"
-format = "xml"
-
-[[adapter]]
-id = "regex-port"
-type = "serial"
-port = "{re}"
-format = "regex"
-pattern = '^(?P<id>\w+) (?P<temp>[-\d.]+) (?P<state>\w+)$'
-
-[[adapter]]
-id = "csv-port"
-type = "serial"
-port = "{csv}"
-format = "csv"
-
-[[device]]
-id = "jdev"
-adapter = "json-port"
-  [[device.field]]
-  name = "temperature"
-  unit = "°C"
-  json = "/t"
-  [[device.field]]
-  name = "count"
-  type = "integer"
-  json = "/n/0"
-  [[device.field]]
-  name = "on"
-  type = "boolean"
-  json = "/on"
-  [[device.field]]
-  name = "label"
-  type = "string"
-  json = "/label"
-
-[[device]]
-id = "kdev"
-adapter = "kv-port"
-  [[device.field]]
-  name = "temp"
-  unit = "°C"
-  [[device.field]]
-  name = "humidity"
-  unit = "%"
-  key = "hum"
-  [[device.field]]
-  name = "door"
-  type = "boolean"
-
-[[device]]
-id = "xdev"
-adapter = "xml-port"
-  [[device.field]]
-  name = "temperature"
-  unit = "°C"
-  key = "SensorTemp"
-
-[[device]]
-id = "rdev"
-adapter = "regex-port"
-  [[device.field]]
-  name = "temp"
-  unit = "K"
-  [[device.field]]
-  name = "state"
-  type = "string"
-
-[[device]]
-id = "cdev"
-adapter = "csv-port"
-  [[device.field]]
-  name = "temp"
-  unit = "°F"
-  [[device.field]]
-  name = "hum"
-  type = "integer"
-  unit = "%"
-"#,
-        json = json.port().display(),
-        kv = kv.port().display(),
-        xml = xml.port().display(),
-        re = re.port().display(),
-        csv = csv.port().display(),
-    );
-    let mut gateway = Gateway::spawn(&config(&prosody, &domain, &rest));
+    let rest = |toml: GatewayToml| {
+        toml.adapter(serial_adapter("json-port", json.port(), "json"))
+            .adapter(
+                serial_adapter("kv-port", kv.port(), "kv")
+                    .set("baud", 115200_i64)
+                    .set("line_ending", "\r\n"),
+            )
+            .adapter(serial_adapter("xml-port", xml.port(), "xml"))
+            .adapter(
+                serial_adapter("regex-port", re.port(), "regex")
+                    .set("pattern", r"^(?P<id>\w+) (?P<temp>[-\d.]+) (?P<state>\w+)$"),
+            )
+            .adapter(serial_adapter("csv-port", csv.port(), "csv"))
+            .device(
+                device("jdev", "json-port")
+                    .field(field("temperature").set("unit", "°C").set("json", "/t"))
+                    .field(field("count").set("type", "integer").set("json", "/n/0"))
+                    .field(field("on").set("type", "boolean").set("json", "/on"))
+                    .field(field("label").set("type", "string").set("json", "/label")),
+            )
+            .device(
+                device("kdev", "kv-port")
+                    .field(field("temp").set("unit", "°C"))
+                    .field(field("humidity").set("unit", "%").set("key", "hum"))
+                    .field(field("door").set("type", "boolean")),
+            )
+            .device(
+                device("xdev", "xml-port").field(
+                    field("temperature")
+                        .set("unit", "°C")
+                        .set("key", "SensorTemp"),
+                ),
+            )
+            .device(
+                device("rdev", "regex-port")
+                    .field(field("temp").set("unit", "K"))
+                    .field(field("state").set("type", "string")),
+            )
+            .device(
+                device("cdev", "csv-port")
+                    .field(field("temp").set("unit", "°F"))
+                    .field(field("hum").set("type", "integer").set("unit", "%")),
+            )
+    };
+    let mut gateway = Gateway::spawn(&config(&prosody, &domain, rest));
     assert!(
         gateway.wait_upstream(TIMEOUT * 2).await,
         "gateway connected upstream"
@@ -332,73 +280,46 @@ async fn xml_records_and_json_objects_are_routed_by_match() {
     let (prosody, domain) = prosody().await;
     let xml = PtyPair::new().await;
     let json = PtyPair::new().await;
-    let rest = format!(
-        r#"
-[[adapter]]
-id = "rf"
-type = "serial"
-port = "{xml}"
-format = "xml"
-
-[[adapter]]
-id = "hub"
-type = "serial"
-port = "{json}"
-format = "json"
-
-[[device]]
-id = "boiler"
-adapter = "rf"
-match = {{ id = "250715" }}
-  [[device.field]]
-  name = "temperature"
-  unit = "°C"
-  key = "SensorTemp"
-
-[[device]]
-id = "attic"
-adapter = "rf"
-match = {{ ID = "250716" }}
-  [[device.field]]
-  name = "temperature"
-  type = "integer"
-  unit = "°C"
-  key = "sensortemp"
-  [[device.field]]
-  name = "note"
-  type = "string"
-  key = "Note"
-
-[[device]]
-id = "door"
-adapter = "rf"
-match = {{ id = 7 }}
-  [[device.field]]
-  name = "open"
-  type = "boolean"
-
-[[device]]
-id = "left"
-adapter = "hub"
-match = {{ id = "L" }}
-  [[device.field]]
-  name = "power"
-  unit = "W"
-  json = "/p"
-
-[[device]]
-id = "right"
-adapter = "hub"
-match = {{ "/meta/id" = 2 }}
-  [[device.field]]
-  name = "power"
-  unit = "W"
-  json = "/p"
-"#,
-        xml = xml.port().display(),
-        json = json.port().display(),
-    );
-    let mut gateway = Gateway::spawn(&config(&prosody, &domain, &rest));
+    let rest = |toml: GatewayToml| {
+        toml.adapter(serial_adapter("rf", xml.port(), "xml"))
+            .adapter(serial_adapter("hub", json.port(), "json"))
+            .device(
+                device("boiler", "rf")
+                    .inline("match", Section::new().set("id", "250715"))
+                    .field(
+                        field("temperature")
+                            .set("unit", "°C")
+                            .set("key", "SensorTemp"),
+                    ),
+            )
+            .device(
+                device("attic", "rf")
+                    .inline("match", Section::new().set("ID", "250716"))
+                    .field(
+                        field("temperature")
+                            .set("type", "integer")
+                            .set("unit", "°C")
+                            .set("key", "sensortemp"),
+                    )
+                    .field(field("note").set("type", "string").set("key", "Note")),
+            )
+            .device(
+                device("door", "rf")
+                    .inline("match", Section::new().set("id", 7_i64))
+                    .field(field("open").set("type", "boolean")),
+            )
+            .device(
+                device("left", "hub")
+                    .inline("match", Section::new().set("id", "L"))
+                    .field(field("power").set("unit", "W").set("json", "/p")),
+            )
+            .device(
+                device("right", "hub")
+                    .inline("match", Section::new().set("/meta/id", 2_i64))
+                    .field(field("power").set("unit", "W").set("json", "/p")),
+            )
+    };
+    let mut gateway = Gateway::spawn(&config(&prosody, &domain, rest));
     assert!(
         gateway.wait_upstream(TIMEOUT * 2).await,
         "gateway connected upstream"
@@ -466,31 +387,17 @@ match = {{ "/meta/id" = 2 }}
 async fn a_closed_pty_makes_the_devices_unavailable_until_it_is_back() {
     let (prosody, domain) = prosody().await;
     let mut pty = PtyPair::new().await;
-    let rest = format!(
-        r#"
-[[adapter]]
-id = "uart"
-type = "serial"
-port = "{port}"
-format = "kv"
-
-[[device]]
-id = "meter"
-adapter = "uart"
-  [[device.field]]
-  name = "temp"
-  unit = "°C"
-
-[[device]]
-id = "probe"
-adapter = "uart"
-match = {{ id = "p" }}
-  [[device.field]]
-  name = "temp"
-"#,
-        port = pty.port().display()
-    );
-    let mut gateway = Gateway::spawn(&config(&prosody, &domain, &rest));
+    let port = pty.port().to_owned();
+    let rest = |toml: GatewayToml| {
+        toml.adapter(serial_adapter("uart", &port, "kv"))
+            .device(device("meter", "uart").field(field("temp").set("unit", "°C")))
+            .device(
+                device("probe", "uart")
+                    .inline("match", Section::new().set("id", "p"))
+                    .field(field("temp")),
+            )
+    };
+    let mut gateway = Gateway::spawn(&config(&prosody, &domain, rest));
     assert!(
         gateway.wait_upstream(TIMEOUT * 2).await,
         "gateway connected upstream"
@@ -541,39 +448,34 @@ match = {{ id = "p" }}
 async fn a_write_sends_its_command_line_and_waits_for_the_acknowledgement() {
     let (prosody, domain) = prosody().await;
     let pty = PtyPair::new().await;
-    let rest = format!(
-        r#"
-[[adapter]]
-id = "uart"
-type = "serial"
-port = "{port}"
-format = "kv"
-
-[[device]]
-id = "relay"
-adapter = "uart"
-  [[device.field]]
-  name = "on"
-  type = "boolean"
-  writable = true
-  command_template = "SET {{field}} {{value}}\n"
-  ack_pattern = "^OK\\b"
-  ack_timeout = "1s"
-  [[device.field]]
-  name = "level"
-  type = "integer"
-  unit = "%"
-  writable = true
-  command_template = "LEVEL {{value}}\r\n"
-  [[device.field]]
-  name = "display"
-  type = "string"
-  writable = true
-  command_template = "TXT {{value}}\n"
-"#,
-        port = pty.port().display()
-    );
-    let mut gateway = Gateway::spawn(&config(&prosody, &domain, &rest));
+    let rest = |toml: GatewayToml| {
+        toml.adapter(serial_adapter("uart", pty.port(), "kv"))
+            .device(
+                device("relay", "uart")
+                    .field(
+                        field("on")
+                            .set("type", "boolean")
+                            .set("writable", true)
+                            .set("command_template", "SET {field} {value}\n")
+                            .set("ack_pattern", r"^OK\b")
+                            .set("ack_timeout", "1s"),
+                    )
+                    .field(
+                        field("level")
+                            .set("type", "integer")
+                            .set("unit", "%")
+                            .set("writable", true)
+                            .set("command_template", "LEVEL {value}\r\n"),
+                    )
+                    .field(
+                        field("display")
+                            .set("type", "string")
+                            .set("writable", true)
+                            .set("command_template", "TXT {value}\n"),
+                    ),
+            )
+    };
+    let mut gateway = Gateway::spawn(&config(&prosody, &domain, rest));
     assert!(
         gateway.wait_upstream(TIMEOUT * 2).await,
         "gateway connected upstream"
@@ -648,28 +550,15 @@ adapter = "uart"
 async fn garbage_and_over_long_lines_are_counted_and_do_not_disturb_the_rest() {
     let (prosody, domain) = prosody().await;
     let pty = PtyPair::new().await;
-    let rest = format!(
-        r#"
-[[adapter]]
-id = "uart"
-type = "serial"
-port = "{port}"
-format = "kv"
-max_line = 64
-
-[[device]]
-id = "meter"
-adapter = "uart"
-  [[device.field]]
-  name = "temp"
-  unit = "°C"
-  [[device.field]]
-  name = "label"
-  type = "string"
-"#,
-        port = pty.port().display()
-    );
-    let mut gateway = Gateway::spawn(&config(&prosody, &domain, &rest));
+    let rest = |toml: GatewayToml| {
+        toml.adapter(serial_adapter("uart", pty.port(), "kv").set("max_line", 64_i64))
+            .device(
+                device("meter", "uart")
+                    .field(field("temp").set("unit", "°C"))
+                    .field(field("label").set("type", "string")),
+            )
+    };
+    let mut gateway = Gateway::spawn(&config(&prosody, &domain, rest));
     assert!(
         gateway.wait_upstream(TIMEOUT * 2).await,
         "gateway connected upstream"
@@ -724,29 +613,18 @@ async fn rs485_on_a_port_without_it_is_warned_once_counted_and_the_line_works() 
     let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", support::free_port())
         .parse()
         .expect("metrics address");
-    let rest = format!(
-        r#"
-[metrics]
-listen = "{metrics}"
-
-[[adapter]]
-id = "uart"
-type = "serial"
-port = "{port}"
-format = "kv"
-rs485 = true
-rts_on_send = "high"
-delay_after_send = "1ms"
-
-[[device]]
-id = "meter"
-adapter = "uart"
-  [[device.field]]
-  name = "temp"
-"#,
-        port = pty.port().display()
-    );
-    let mut gateway = Gateway::spawn(&config(&prosody, &domain, &rest));
+    let port = pty.port().to_owned();
+    let rest = |toml: GatewayToml| {
+        toml.metrics(metrics)
+            .adapter(
+                serial_adapter("uart", &port, "kv")
+                    .set("rs485", true)
+                    .set("rts_on_send", "high")
+                    .set("delay_after_send", "1ms"),
+            )
+            .device(device("meter", "uart").field(field("temp")))
+    };
+    let mut gateway = Gateway::spawn(&config(&prosody, &domain, rest));
     assert!(
         gateway.wait_upstream(TIMEOUT * 2).await,
         "gateway connected upstream"
