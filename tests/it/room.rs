@@ -123,30 +123,21 @@ async fn a_command_in_a_room_of_several_devices_is_answered_and_written_once(kin
     server.register("alice", "pw").await;
     let domain = server.component_domain().to_owned();
     let room = format!("plant@{}", server.muc_domain());
-    let config = format!(
-        r#"
-{xmpp}
-[access]
-read = ["@localhost"]
-control = ["alice@localhost"]
-
-[publish]
-room = "{room}"
-
-[[adapter]]
-id = "sim"
-type = "simulated"
-{devices}"#,
-        xmpp = server.component_toml(&domain),
-        devices = ["s1", "s2", "s3"]
-            .iter()
-            .map(|id| format!(
-                "\n[[device]]\nid = \"{id}\"\nadapter = \"sim\"\n\n  [[device.field]]\n  \
-                 name = \"speed\"\n  type = \"integer\"\n  generator = \"constant\"\n  \
-                 value = 1000\n  writable = true\n"
-            ))
-            .collect::<String>()
-    );
+    let config = GatewayToml::upstream(server.component_toml(&domain))
+        .access("read", &["@localhost"])
+        .access("control", &["alice@localhost"])
+        .section("publish", Section::new().set("room", room.as_str()))
+        .adapter(sim_adapter())
+        .devices(["s1", "s2", "s3"].map(|id| {
+            device(id, "sim").field(
+                field("speed")
+                    .set("type", "integer")
+                    .set("generator", "constant")
+                    .set("value", 1000_i64)
+                    .set("writable", true),
+            )
+        }))
+        .build();
     let mut gw = Gateway::spawn(&config);
     assert!(
         gw.wait_upstream(TIMEOUT).await,

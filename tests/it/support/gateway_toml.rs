@@ -144,7 +144,12 @@ pub fn client_xmpp(server: SocketAddr, ca_file: impl AsRef<Path>) -> String {
 /// Device `thermo` of adapter `sim`, polled every `period`: its `temperature` (°C) steps
 /// through 10 to 20 once per `period`, so every poll brings a new value.
 pub fn stepping_thermo(period: &str) -> Section {
-    device("thermo", "sim").set("poll", period).field(
+    stepping_thermometer("thermo", period)
+}
+
+/// Like [`stepping_thermo`], as device `id`.
+pub fn stepping_thermometer(id: &str, period: &str) -> Section {
+    device(id, "sim").set("poll", period).field(
         field("temperature")
             .set("unit", "°C")
             .set("generator", "step")
