@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::support::client::presence_status;
 use crate::support::gateway_toml::{
-    client_xmpp, device, field, sim_adapter, stepping_thermo, xmpp, Section,
+    client_xmpp, device, field, integer_setting, sim_adapter, stepping_thermo, xmpp, Section,
 };
 use crate::support::{
     tail, Ejabberd, EjabberdOpts, Gateway, GatewayOpts, GatewayToml, Kind, Server, ServerOpts,
@@ -51,13 +51,7 @@ fn config(prosody: &Server, ca_file: &str) -> String {
         device("relay", "sim")
             .set("jid", "relay@localhost")
             .set("password_file", "relay.pass")
-            .field(
-                field("level")
-                    .set("type", "integer")
-                    .set("generator", "constant")
-                    .set("value", 1_i64)
-                    .set("writable", true),
-            ),
+            .field(integer_setting("level", 1)),
     )
     .build()
 }

@@ -7,7 +7,7 @@ use crate::support;
 use std::time::Duration;
 
 use crate::support::client::{message_body, presence_status};
-use crate::support::gateway_toml::{device, field, sim_adapter};
+use crate::support::gateway_toml::{device, field, integer_setting, sim_adapter};
 use crate::support::{Gateway, GatewayToml, Kind, Server, ServerOpts, TestClient, TIMEOUT};
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::Jid;
@@ -96,14 +96,7 @@ fn config(server: &Server, domain: &str) -> String {
                         .set("value", false)
                         .set("writable", true),
                 )
-                .field(
-                    field("level")
-                        .set("type", "integer")
-                        .set("unit", "%")
-                        .set("generator", "constant")
-                        .set("value", 3_i64)
-                        .set("writable", true),
-                ),
+                .field(integer_setting("level", 3).set("unit", "%")),
         )
         .build()
 }

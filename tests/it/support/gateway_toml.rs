@@ -112,6 +112,16 @@ pub fn field(name: &str) -> Section {
     Section::new().set("name", name)
 }
 
+/// A writable simulated integer `name` that holds `value` until it is written (a written value
+/// sticks).
+pub fn integer_setting(name: &str, value: i64) -> Section {
+    field(name)
+        .set("type", "integer")
+        .set("generator", "constant")
+        .set("value", value)
+        .set("writable", true)
+}
+
 /// A Modbus `[[device.field]]`: `name` at `address` in the `register` table (`holding`,
 /// `input`, `coil`, `discrete`).
 pub fn register_field(name: &str, register: &str, address: u16) -> Section {
