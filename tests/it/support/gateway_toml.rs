@@ -337,4 +337,48 @@ mod tests {
         assert!(text.ends_with("# tail\n"), "{text}");
         assert!(text.find("[gateway]") < text.find("[xmpp]"), "{text}");
     }
+
+    #[test]
+    fn xmpp_keys_inline_tables_and_no_gateway_section() {
+        let server: SocketAddr = "127.0.0.1:5222".parse().unwrap();
+        let text = GatewayToml::upstream(client_xmpp(server, "/tmp/ca.pem"))
+            .xmpp("max_stanza_size", 4096_i64)
+            .metrics("127.0.0.1:9100".parse().unwrap())
+            .adapter(serial_adapter("uart", Path::new("/dev/ttyUSB0"), "kv"))
+            .device(
+                device("probe", "uart")
+                    .inline("match", Section::new().set("id", 7_i64))
+                    .field(register_field("t", "holding", 14)),
+            )
+            .build();
+        let parsed: toml::Table = toml::from_str(&text).expect(&text);
+        let want: toml::Table = toml::from_str(
+            r#"
+            [xmpp]
+            mode = "client"
+            jid = "gw@localhost"
+            password_file = "gw.pass"
+            server = "127.0.0.1:5222"
+            ca_file = "/tmp/ca.pem"
+            max_stanza_size = 4096
+            [metrics]
+            listen = "127.0.0.1:9100"
+            [[adapter]]
+            id = "uart"
+            type = "serial"
+            port = "/dev/ttyUSB0"
+            format = "kv"
+            [[device]]
+            id = "probe"
+            adapter = "uart"
+            match = { id = 7 }
+              [[device.field]]
+              name = "t"
+              register = "holding"
+              address = 14
+            "#,
+        )
+        .unwrap();
+        assert_eq!(parsed, want, "{text}");
+    }
 }
