@@ -64,6 +64,18 @@ fn sysfs(root: &Path) {
 /// the devices `boiler` (two 1-Wire sensors), `room` (a BME280), `board` (the CPU's thermal
 /// zone) and `soc` (a hwmon attribute), all polled every 200 ms.
 fn config(xmpp: &str, root: &Path, metrics: SocketAddr) -> String {
+    config_with(xmpp, root, metrics, "thermal:cpu-thermal", 10.0)
+}
+
+/// [`config`] with `board`'s CPU temperature read from `board_cpu` and `room`'s pressure scaled
+/// by `pressure_scale`: what a reload changes.
+fn config_with(
+    xmpp: &str,
+    root: &Path,
+    metrics: SocketAddr,
+    board_cpu: &str,
+    pressure_scale: f64,
+) -> String {
     let polled = |id: &str| device(id, "pi").set("poll", "200ms");
     GatewayToml::new("sensors test", xmpp)
         .access("read", &["bob@localhost"])
@@ -79,9 +91,11 @@ fn config(xmpp: &str, root: &Path, metrics: SocketAddr) -> String {
             polled("room")
                 .field(sensor("temperature", "°C", "iio:bme280/temp"))
                 .field(sensor("humidity", "%", "iio:bme280/humidityrelative"))
-                .field(sensor("pressure", "hPa", "iio:bme280/pressure").set("scale", 10.0)),
+                .field(
+                    sensor("pressure", "hPa", "iio:bme280/pressure").set("scale", pressure_scale),
+                ),
         )
-        .device(polled("board").field(sensor("cpu", "°C", "thermal:cpu-thermal")))
+        .device(polled("board").field(sensor("cpu", "°C", board_cpu)))
         .device(polled("soc").field(sensor("temp", "°C", "hwmon:cpu_thermal/temp1")))
         .build()
 }
@@ -122,7 +136,7 @@ async fn wait_faults(metrics: SocketAddr, fault: &str, n: f64) {
 }
 
 struct Rig {
-    _prosody: Prosody,
+    prosody: Prosody,
     gateway: Gateway,
     bob: TestClient,
     domain: String,
@@ -151,7 +165,7 @@ async fn rig() -> Rig {
         bob.subscribe_approved(&jid(d, &domain)).await;
     }
     Rig {
-        _prosody: prosody,
+        prosody,
         gateway,
         bob,
         domain,
@@ -417,14 +431,13 @@ async fn a_reload_with_another_source_or_scale_takes_effect_without_a_restart() 
         .await;
     // The CPU's temperature from its hwmon attribute instead of the thermal zone, and the
     // pressure in kPa: the adapter's settings changed, so it restarts with them.
-    let changed = r
-        .gateway
-        .config_text()
-        .replace(
-            "source = \"thermal:cpu-thermal\"",
-            "source = \"hwmon:cpu_thermal/temp1\"",
-        )
-        .replace("scale = 10.0", "scale = 1.0");
+    let changed = config_with(
+        &r.prosody.component_toml(&r.domain),
+        &root,
+        r.metrics,
+        "hwmon:cpu_thermal/temp1",
+        1.0,
+    );
     assert_ne!(changed, r.gateway.config_text());
     let pid = r.gateway.pid();
     r.gateway.reload(&changed);
