@@ -5,14 +5,14 @@
 
 use crate::support;
 use crate::support::client::presence_status;
-use crate::support::gateway_toml::{device, field, serial_adapter, Section};
+use crate::support::gateway_toml::{self, device, serial_adapter, Section};
+use crate::support::readout::{field, momentary, readout, ReadoutField};
 use crate::support::{Gateway, GatewayToml, Prosody, ProsodyOpts, PtyPair, TestClient, TIMEOUT};
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::presence::Type as PresenceType;
 use xmpp_parsers::stanza_error::DefinedCondition;
 
-const NS_SD: &str = "urn:xmpp:iot:sensordata";
 const NS_CTL: &str = "urn:xmpp:iot:control";
 
 /// Prosody with a component and two users: alice may control, bob may read.
@@ -79,84 +79,9 @@ async fn wait_status(client: &mut TestClient, device: &Jid, needle: &str) -> Str
     presence_status(&p).unwrap_or_default()
 }
 
-/// One field of a readout: element name (the type), value, unit, and its timestamp.
-#[derive(Debug, Clone, PartialEq)]
-struct Field {
-    kind: String,
-    value: String,
-    unit: Option<String>,
-    timestamp: String,
-}
-
-/// Runs a readout (`req_attrs` e.g. `momentary='true'`) and returns every field of every
-/// `fields` message until `done`.
-async fn readout(
-    client: &mut TestClient,
-    device: &Jid,
-    seqnr: u32,
-    req_attrs: &str,
-) -> Vec<(String, Field)> {
-    client
-        .iq_get(
-            device,
-            el(&format!(
-                "<req xmlns='{NS_SD}' seqnr='{seqnr}' {req_attrs}/>"
-            )),
-        )
-        .await
-        .expect("readout accepted");
-    let seq = seqnr.to_string();
-    let mut out = Vec::new();
-    loop {
-        let m = client
-            .recv_message(TIMEOUT, |m| {
-                m.payloads
-                    .iter()
-                    .any(|p| p.is("fields", NS_SD) && p.attr("seqnr") == Some(seq.as_str()))
-            })
-            .await
-            .unwrap_or_else(|| panic!("fields of readout {seqnr} from {device}"));
-        let fields = m
-            .payloads
-            .into_iter()
-            .find(|p| p.is("fields", NS_SD))
-            .expect("fields");
-        for node in fields.children() {
-            for ts in node.children() {
-                let timestamp = ts.attr("value").unwrap_or("").to_owned();
-                for f in ts.children() {
-                    out.push((
-                        f.attr("name").unwrap_or("").to_owned(),
-                        Field {
-                            kind: f.name().to_owned(),
-                            value: f.attr("value").unwrap_or("").to_owned(),
-                            unit: f.attr("unit").map(str::to_owned),
-                            timestamp: timestamp.clone(),
-                        },
-                    ));
-                }
-            }
-        }
-        if fields.attr("done") == Some("true") {
-            return out;
-        }
-    }
-}
-
-async fn momentary(client: &mut TestClient, device: &Jid, seqnr: u32) -> Vec<(String, Field)> {
-    readout(client, device, seqnr, "momentary='true'").await
-}
-
-fn get<'a>(fields: &'a [(String, Field)], name: &str) -> &'a Field {
-    fields
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, f)| f)
-        .unwrap_or_else(|| panic!("no field {name} in {fields:#?}"))
-}
-
-fn check(f: &Field, kind: &str, value: &str, unit: Option<&str>) {
-    let have_unit = f.unit.as_deref().filter(|u| !u.is_empty());
+/// `f` is a `kind` field (`numeric`, `boolean`, `string`…) with `value` and `unit`.
+fn check(f: &ReadoutField, kind: &str, value: &str, unit: Option<&str>) {
+    let have_unit = Some(f.unit.as_str()).filter(|u| !u.is_empty());
     assert_eq!(
         (f.kind.as_str(), f.value.as_str(), have_unit),
         (kind, value, unit),
@@ -187,33 +112,57 @@ async fn every_format_reaches_its_device_with_types_and_units() {
             .adapter(serial_adapter("csv-port", csv.port(), "csv"))
             .device(
                 device("jdev", "json-port")
-                    .field(field("temperature").set("unit", "°C").set("json", "/t"))
-                    .field(field("count").set("type", "integer").set("json", "/n/0"))
-                    .field(field("on").set("type", "boolean").set("json", "/on"))
-                    .field(field("label").set("type", "string").set("json", "/label")),
+                    .field(
+                        gateway_toml::field("temperature")
+                            .set("unit", "°C")
+                            .set("json", "/t"),
+                    )
+                    .field(
+                        gateway_toml::field("count")
+                            .set("type", "integer")
+                            .set("json", "/n/0"),
+                    )
+                    .field(
+                        gateway_toml::field("on")
+                            .set("type", "boolean")
+                            .set("json", "/on"),
+                    )
+                    .field(
+                        gateway_toml::field("label")
+                            .set("type", "string")
+                            .set("json", "/label"),
+                    ),
             )
             .device(
                 device("kdev", "kv-port")
-                    .field(field("temp").set("unit", "°C"))
-                    .field(field("humidity").set("unit", "%").set("key", "hum"))
-                    .field(field("door").set("type", "boolean")),
+                    .field(gateway_toml::field("temp").set("unit", "°C"))
+                    .field(
+                        gateway_toml::field("humidity")
+                            .set("unit", "%")
+                            .set("key", "hum"),
+                    )
+                    .field(gateway_toml::field("door").set("type", "boolean")),
             )
             .device(
                 device("xdev", "xml-port").field(
-                    field("temperature")
+                    gateway_toml::field("temperature")
                         .set("unit", "°C")
                         .set("key", "SensorTemp"),
                 ),
             )
             .device(
                 device("rdev", "regex-port")
-                    .field(field("temp").set("unit", "K"))
-                    .field(field("state").set("type", "string")),
+                    .field(gateway_toml::field("temp").set("unit", "K"))
+                    .field(gateway_toml::field("state").set("type", "string")),
             )
             .device(
                 device("cdev", "csv-port")
-                    .field(field("temp").set("unit", "°F"))
-                    .field(field("hum").set("type", "integer").set("unit", "%")),
+                    .field(gateway_toml::field("temp").set("unit", "°F"))
+                    .field(
+                        gateway_toml::field("hum")
+                            .set("type", "integer")
+                            .set("unit", "%"),
+                    ),
             )
     };
     let mut gateway = Gateway::spawn(&config(&prosody, &domain, rest));
@@ -235,10 +184,10 @@ async fn every_format_reaches_its_device_with_types_and_units() {
         .await;
     wait_status(&mut bob, &jdev, "21.5").await;
     let f = momentary(&mut bob, &jdev, 1).await;
-    check(get(&f, "temperature"), "numeric", "21.5", Some("°C"));
-    check(get(&f, "count"), "numeric", "7", None);
-    check(get(&f, "on"), "boolean", "true", None);
-    check(get(&f, "label"), "string", "a<b & 'c'", None);
+    check(field(&f, "temperature"), "numeric", "21.5", Some("°C"));
+    check(field(&f, "count"), "numeric", "7", None);
+    check(field(&f, "on"), "boolean", "true", None);
+    check(field(&f, "label"), "string", "a<b & 'c'", None);
 
     let mut d = kv.open_device();
     d.send(b"\r\ntemp=19.25 hum=40 door=open extra=1\r\n").await;
@@ -246,30 +195,30 @@ async fn every_format_reaches_its_device_with_types_and_units() {
     d.send(b"temp=19.5 hum=41 door=on\r\n").await;
     wait_status(&mut bob, &kdev, "19.5").await;
     let f = momentary(&mut bob, &kdev, 2).await;
-    check(get(&f, "temp"), "numeric", "19.5", Some("°C"));
-    check(get(&f, "humidity"), "numeric", "41", Some("%"));
-    check(get(&f, "door"), "boolean", "true", None);
+    check(field(&f, "temp"), "numeric", "19.5", Some("°C"));
+    check(field(&f, "humidity"), "numeric", "41", Some("%"));
+    check(field(&f, "door"), "boolean", "true", None);
 
     let mut d = xml.open_device();
     d.send(b"\n<SensorTemp ID='250715' TimeDate='19:28:33 Jul 17 2015'> 22 </SensorTemp>\n")
         .await;
     wait_status(&mut bob, &xdev, "22").await;
     let f = momentary(&mut bob, &xdev, 3).await;
-    check(get(&f, "temperature"), "numeric", "22", Some("°C"));
+    check(field(&f, "temperature"), "numeric", "22", Some("°C"));
 
     let mut d = re.open_device();
     d.send(b"\nno match here\nprobe7 -3.5 heating\n").await;
     wait_status(&mut bob, &rdev, "-3.5").await;
     let f = momentary(&mut bob, &rdev, 4).await;
-    check(get(&f, "temp"), "numeric", "-3.5", Some("K"));
-    check(get(&f, "state"), "string", "heating", None);
+    check(field(&f, "temp"), "numeric", "-3.5", Some("K"));
+    check(field(&f, "state"), "string", "heating", None);
 
     let mut d = csv.open_device();
     d.send(b"\nid,temp,hum\nc1, 70.5 ,33\n").await;
     wait_status(&mut bob, &cdev, "70.5").await;
     let f = momentary(&mut bob, &cdev, 5).await;
-    check(get(&f, "temp"), "numeric", "70.5", Some("°F"));
-    check(get(&f, "hum"), "numeric", "33", Some("%"));
+    check(field(&f, "temp"), "numeric", "70.5", Some("°F"));
+    check(field(&f, "hum"), "numeric", "33", Some("%"));
 
     assert!(gateway.is_running());
     gateway.terminate().await;
@@ -287,7 +236,7 @@ async fn xml_records_and_json_objects_are_routed_by_match() {
                 device("boiler", "rf")
                     .inline("match", Section::new().set("id", "250715"))
                     .field(
-                        field("temperature")
+                        gateway_toml::field("temperature")
                             .set("unit", "°C")
                             .set("key", "SensorTemp"),
                     ),
@@ -296,27 +245,39 @@ async fn xml_records_and_json_objects_are_routed_by_match() {
                 device("attic", "rf")
                     .inline("match", Section::new().set("ID", "250716"))
                     .field(
-                        field("temperature")
+                        gateway_toml::field("temperature")
                             .set("type", "integer")
                             .set("unit", "°C")
                             .set("key", "sensortemp"),
                     )
-                    .field(field("note").set("type", "string").set("key", "Note")),
+                    .field(
+                        gateway_toml::field("note")
+                            .set("type", "string")
+                            .set("key", "Note"),
+                    ),
             )
             .device(
                 device("door", "rf")
                     .inline("match", Section::new().set("id", 7_i64))
-                    .field(field("open").set("type", "boolean")),
+                    .field(gateway_toml::field("open").set("type", "boolean")),
             )
             .device(
                 device("left", "hub")
                     .inline("match", Section::new().set("id", "L"))
-                    .field(field("power").set("unit", "W").set("json", "/p")),
+                    .field(
+                        gateway_toml::field("power")
+                            .set("unit", "W")
+                            .set("json", "/p"),
+                    ),
             )
             .device(
                 device("right", "hub")
                     .inline("match", Section::new().set("/meta/id", 2_i64))
-                    .field(field("power").set("unit", "W").set("json", "/p")),
+                    .field(
+                        gateway_toml::field("power")
+                            .set("unit", "W")
+                            .set("json", "/p"),
+                    ),
             )
     };
     let mut gateway = Gateway::spawn(&config(&prosody, &domain, rest));
@@ -342,7 +303,7 @@ async fn xml_records_and_json_objects_are_routed_by_match() {
     .await;
     wait_status(&mut bob, &door, "open").await;
     let f = momentary(&mut bob, &boiler, 1).await;
-    check(get(&f, "temperature"), "numeric", "22", Some("°C"));
+    check(field(&f, "temperature"), "numeric", "22", Some("°C"));
     // The record's own time, read as local time, is the reading's time.
     let when = chrono::NaiveDate::from_ymd_opt(2015, 7, 17)
         .and_then(|d| d.and_hms_opt(19, 28, 33))
@@ -352,17 +313,17 @@ async fn xml_records_and_json_objects_are_routed_by_match() {
         .expect("local time")
         .with_timezone(&chrono::Utc)
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    assert_eq!(get(&f, "temperature").timestamp, when);
+    assert_eq!(field(&f, "temperature").timestamp, when);
     let f = momentary(&mut bob, &attic, 2).await;
-    check(get(&f, "temperature"), "numeric", "18", Some("°C"));
-    check(get(&f, "note"), "string", "a < b && cé", None);
+    check(field(&f, "temperature"), "numeric", "18", Some("°C"));
+    check(field(&f, "note"), "string", "a < b && cé", None);
     assert_ne!(
-        get(&f, "temperature").timestamp,
+        field(&f, "temperature").timestamp,
         when,
         "no TimeDate: arrival time"
     );
     let f = momentary(&mut bob, &door, 3).await;
-    check(get(&f, "open"), "boolean", "true", None);
+    check(field(&f, "open"), "boolean", "true", None);
     // The record without ID went nowhere, and was counted and logged.
     assert!(
         gateway
@@ -377,9 +338,9 @@ async fn xml_records_and_json_objects_are_routed_by_match() {
         .await;
     wait_status(&mut bob, &right, "250.5").await;
     let f = momentary(&mut bob, &left, 4).await;
-    check(get(&f, "power"), "numeric", "100", Some("W"));
+    check(field(&f, "power"), "numeric", "100", Some("W"));
     let f = momentary(&mut bob, &right, 5).await;
-    check(get(&f, "power"), "numeric", "250.5", Some("W"));
+    check(field(&f, "power"), "numeric", "250.5", Some("W"));
     gateway.terminate().await;
 }
 
@@ -390,11 +351,11 @@ async fn a_closed_pty_makes_the_devices_unavailable_until_it_is_back() {
     let port = pty.port().to_owned();
     let rest = |toml: GatewayToml| {
         toml.adapter(serial_adapter("uart", &port, "kv"))
-            .device(device("meter", "uart").field(field("temp").set("unit", "°C")))
+            .device(device("meter", "uart").field(gateway_toml::field("temp").set("unit", "°C")))
             .device(
                 device("probe", "uart")
                     .inline("match", Section::new().set("id", "p"))
-                    .field(field("temp")),
+                    .field(gateway_toml::field("temp")),
             )
     };
     let mut gateway = Gateway::spawn(&config(&prosody, &domain, rest));
@@ -453,7 +414,7 @@ async fn a_write_sends_its_command_line_and_waits_for_the_acknowledgement() {
             .device(
                 device("relay", "uart")
                     .field(
-                        field("on")
+                        gateway_toml::field("on")
                             .set("type", "boolean")
                             .set("writable", true)
                             .set("command_template", "SET {field} {value}\n")
@@ -461,14 +422,14 @@ async fn a_write_sends_its_command_line_and_waits_for_the_acknowledgement() {
                             .set("ack_timeout", "1s"),
                     )
                     .field(
-                        field("level")
+                        gateway_toml::field("level")
                             .set("type", "integer")
                             .set("unit", "%")
                             .set("writable", true)
                             .set("command_template", "LEVEL {value}\r\n"),
                     )
                     .field(
-                        field("display")
+                        gateway_toml::field("display")
                             .set("type", "string")
                             .set("writable", true)
                             .set("command_template", "TXT {value}\n"),
@@ -510,8 +471,8 @@ async fn a_write_sends_its_command_line_and_waits_for_the_acknowledgement() {
     alice.iq_set(&relay, set).await.expect("setResponse");
     assert_eq!(dev.line().await, "LEVEL 42\r\n");
     let f = momentary(&mut alice, &relay, 1).await;
-    check(get(&f, "on"), "boolean", "true", None);
-    check(get(&f, "level"), "numeric", "42", Some("%"));
+    check(field(&f, "on"), "boolean", "true", None);
+    check(field(&f, "level"), "numeric", "42", Some("%"));
 
     // No acknowledgement: the write fails after `ack_timeout`, and says so.
     let set = el(&format!(
@@ -521,7 +482,7 @@ async fn a_write_sends_its_command_line_and_waits_for_the_acknowledgement() {
     assert_eq!(err.defined_condition, DefinedCondition::RemoteServerTimeout);
     assert_eq!(dev.line().await, "SET on false\n");
     let f = momentary(&mut alice, &relay, 2).await;
-    check(get(&f, "on"), "boolean", "true", None);
+    check(field(&f, "on"), "boolean", "true", None);
 
     // A control character in a text value is refused before anything is sent. (XML turns
     // line breaks in attributes into spaces and chat commands end at the first line break, so a
@@ -554,8 +515,8 @@ async fn garbage_and_over_long_lines_are_counted_and_do_not_disturb_the_rest() {
         toml.adapter(serial_adapter("uart", pty.port(), "kv").set("max_line", 64_i64))
             .device(
                 device("meter", "uart")
-                    .field(field("temp").set("unit", "°C"))
-                    .field(field("label").set("type", "string")),
+                    .field(gateway_toml::field("temp").set("unit", "°C"))
+                    .field(gateway_toml::field("label").set("type", "string")),
             )
     };
     let mut gateway = Gateway::spawn(&config(&prosody, &domain, rest));
@@ -580,12 +541,12 @@ async fn garbage_and_over_long_lines_are_counted_and_do_not_disturb_the_rest() {
     let history = readout(&mut bob, &meter, 1, "historical='true'").await;
     let temps: Vec<&str> = history
         .iter()
-        .filter(|(n, _)| n == "temp")
-        .map(|(_, f)| f.value.as_str())
+        .filter(|f| f.name == "temp")
+        .map(|f| f.value.as_str())
         .collect();
     assert_eq!(temps, ["1", "2", "3"], "{history:#?}");
     let f = momentary(&mut bob, &meter, 2).await;
-    check(get(&f, "label"), "string", "bell and [0mescape", None);
+    check(field(&f, "label"), "string", "bell and [0mescape", None);
 
     // Counted and logged: DEBUG per line with the totals, one WARN naming the port.
     let log = gateway.log_text();
@@ -622,7 +583,7 @@ async fn rs485_on_a_port_without_it_is_warned_once_counted_and_the_line_works() 
                     .set("rts_on_send", "high")
                     .set("delay_after_send", "1ms"),
             )
-            .device(device("meter", "uart").field(field("temp")))
+            .device(device("meter", "uart").field(gateway_toml::field("temp")))
     };
     let mut gateway = Gateway::spawn(&config(&prosody, &domain, rest));
     assert!(
