@@ -260,6 +260,16 @@ async fn alerts_during_an_outage_are_sent_once_when_the_server_is_back() {
     .await;
 
     rig.prosody.stop().await;
+    // The baseline is taken once the gateway's core knows the link is down: an alert fired
+    // before that went out on the dead stream (a component stream has no acknowledgements) and
+    // is lost, not held; from that log line on, every alert is held for the server's return.
+    assert!(
+        rig.gateway
+            .wait_log("upstream down; holding presence until it returns", RESTART)
+            .await,
+        "the gateway noticed the outage:\n{}",
+        support::tail(&rig.gateway.log_text(), 40)
+    );
     let (fired, cleared) = (
         pump_events(&rig.gateway, "fired"),
         pump_events(&rig.gateway, "cleared"),

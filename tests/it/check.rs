@@ -15,7 +15,8 @@
 
 use std::path::Path;
 
-use crate::support::Gateway;
+use crate::support::gateway_toml::{xmpp, Section};
+use crate::support::{Gateway, GatewayToml};
 
 /// What a case expects, from its leading comments.
 #[derive(Debug, Default)]
@@ -166,9 +167,15 @@ async fn the_energy_meter_example_of_the_devices_guide_checks_as_it_says() {
     let [.., config, plan] = &blocks[..] else {
         panic!("expected the configuration and the plan: {blocks:#?}");
     };
-    let toml = format!(
-        "[xmpp]\ndomain = \"sensors.localhost\"\nsecret_file = \"component.secret\"\n{config}"
-    );
+    // The guide's configuration goes in as raw text: the test is that the very text the guide
+    // shows checks as it says.
+    let toml = GatewayToml::upstream(xmpp(
+        Section::new()
+            .set("domain", "sensors.localhost")
+            .set("secret_file", "component.secret"),
+    ))
+    .raw(config)
+    .build();
     let out = Gateway::cli(Some(&toml), &["check"]).await;
     assert!(out.success(), "{}", out.stderr);
     // Only the two warnings of a machine without the meter and the secret.

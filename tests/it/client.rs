@@ -8,9 +8,12 @@ use crate::support;
 use std::time::Duration;
 
 use crate::support::client::presence_status;
+use crate::support::gateway_toml::{
+    client_xmpp, device, field, integer_setting, sim_adapter, stepping_thermo, xmpp, Section,
+};
 use crate::support::{
-    tail, Ejabberd, EjabberdOpts, Gateway, GatewayOpts, Kind, Server, ServerOpts, TestClient,
-    TIMEOUT,
+    tail, Ejabberd, EjabberdOpts, Gateway, GatewayOpts, GatewayToml, Kind, Server, ServerOpts,
+    TestClient, TIMEOUT,
 };
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::minidom::Element;
@@ -32,58 +35,25 @@ async fn prosody(kind: Kind) -> Server {
     prosody
 }
 
+/// alice may read and control; `thermo` steps through its temperatures every 300 ms on the
+/// gateway's account, `relay` has an account of its own.
 fn config(prosody: &Server, ca_file: &str) -> String {
-    format!(
-        r#"
-[gateway]
-name = "client-mode gateway"
-
-[xmpp]
-mode = "client"
-jid = "gw@localhost"
-password_file = "gw.pass"
-server = "{server}"
-ca_file = "{ca_file}"
-
-[access]
-read = ["alice@localhost"]
-control = ["alice@localhost"]
-
-[publish]
-min_interval = "0s"
-
-[[adapter]]
-id = "sim"
-type = "simulated"
-
-[[device]]
-id = "thermo"
-adapter = "sim"
-poll = "300ms"
-
-  [[device.field]]
-  name = "temperature"
-  unit = "°C"
-  generator = "step"
-  min = 10.0
-  max = 20.0
-  period = "300ms"
-
-[[device]]
-id = "relay"
-jid = "relay@localhost"
-password_file = "relay.pass"
-adapter = "sim"
-
-  [[device.field]]
-  name = "level"
-  type = "integer"
-  generator = "constant"
-  value = 1
-  writable = true
-"#,
-        server = prosody.c2s_addr(),
+    GatewayToml::new(
+        "client-mode gateway",
+        client_xmpp(prosody.c2s_addr(), ca_file),
     )
+    .access("read", &["alice@localhost"])
+    .access("control", &["alice@localhost"])
+    .publish_every_reading()
+    .adapter(sim_adapter())
+    .device(stepping_thermo("300ms"))
+    .device(
+        device("relay", "sim")
+            .set("jid", "relay@localhost")
+            .set("password_file", "relay.pass")
+            .field(integer_setting("level", 1)),
+    )
+    .build()
 }
 
 fn gateway(prosody: &Server, ca_file: &str) -> Gateway {
@@ -518,21 +488,17 @@ async fn sessions_beyond_the_servers_limit_back_off_and_warn_once() {
     )
     .await;
     server.register("gw", "gw-pw").await;
-    let devices: String = ["a", "b", "c"]
-        .iter()
-        .map(|id| {
-            format!(
-                "\n[[device]]\nid = \"{id}\"\nadapter = \"sim\"\n\n  [[device.field]]\n  \
-                 name = \"level\"\n  type = \"integer\"\n  generator = \"constant\"\n  value = 1\n"
+    let config = GatewayToml::upstream(client_xmpp(server.c2s_addr(), server.ca_path()))
+        .adapter(sim_adapter())
+        .devices(["a", "b", "c"].map(|id| {
+            device(id, "sim").field(
+                field("level")
+                    .set("type", "integer")
+                    .set("generator", "constant")
+                    .set("value", 1_i64),
             )
-        })
-        .collect();
-    let config = format!(
-        "[xmpp]\nmode = \"client\"\njid = \"gw@localhost\"\npassword_file = \"gw.pass\"\n\
-         server = \"{}\"\nca_file = \"{}\"\n\n[[adapter]]\nid = \"sim\"\ntype = \"simulated\"\n{devices}",
-        server.c2s_addr(),
-        server.ca_path().display()
-    );
+        }))
+        .build();
     let gw = Gateway::spawn_with(&config, GatewayOpts::new().file("gw.pass", "gw-pw\n"));
     const WARNING: &str = "the server keeps ending this XMPP session";
     assert!(
@@ -562,10 +528,15 @@ async fn a_failing_server_is_reported_once_not_at_every_attempt() {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let config = format!(
-        "[xmpp]\nmode = \"client\"\njid = \"gw@localhost\"\npassword = \"pw\"\n\
-         server = \"{addr}\"\ntls = \"none\"\n"
-    );
+    let config = GatewayToml::upstream(xmpp(
+        Section::new()
+            .set("mode", "client")
+            .set("jid", "gw@localhost")
+            .set("password", "pw")
+            .set("server", addr.to_string())
+            .set("tls", "none"),
+    ))
+    .build();
     let gw = Gateway::spawn(&config);
     for attempt in 1..=3 {
         let (sock, _) = tokio::time::timeout(Duration::from_secs(30), listener.accept())

@@ -7,44 +7,38 @@
 use std::time::Duration;
 
 use crate::support::client::is_from;
-use crate::support::{random_secret, Ejabberd, EjabberdOpts, Gateway, TestClient, TIMEOUT};
+use crate::support::gateway_toml::{device, field, sim_adapter, xmpp, Section};
+use crate::support::{
+    random_secret, Ejabberd, EjabberdOpts, Gateway, GatewayToml, TestClient, TIMEOUT,
+};
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::presence::Type as PresenceType;
 use xmpp_parsers::stanza::Stanza;
 
+/// The gateway of `domain` on both nodes, its own first; everyone on the server may read the
+/// one thermometer.
 fn config(domain: &str, secret: &str, servers: [&Ejabberd; 2]) -> String {
-    format!(
-        r#"
-[xmpp]
-mode = "component"
-domain = "{domain}"
-server = ["{}", "{}"]
-secret = "{secret}"
-
-[access]
-read = ["@localhost"]
-
-[publish]
-min_interval = "0s"
-
-[[adapter]]
-id = "sim"
-type = "simulated"
-
-[[device]]
-id = "thermo"
-adapter = "sim"
-
-  [[device.field]]
-  name = "temperature"
-  unit = "°C"
-  generator = "constant"
-  value = 21.5
-"#,
-        servers[0].component_addr(),
-        servers[1].component_addr(),
+    let servers = servers.map(|s| s.component_addr().to_string());
+    GatewayToml::upstream(xmpp(
+        Section::new()
+            .set("mode", "component")
+            .set("domain", domain)
+            .list("server", &[&servers[0], &servers[1]])
+            .set("secret", secret),
+    ))
+    .access("read", &["@localhost"])
+    .publish_every_reading()
+    .adapter(sim_adapter())
+    .device(
+        device("thermo", "sim").field(
+            field("temperature")
+                .set("unit", "°C")
+                .set("generator", "constant")
+                .set("value", 21.5),
+        ),
     )
+    .build()
 }
 
 /// Subscribes `user` to `device` and waits for its presence.

@@ -7,7 +7,8 @@ use crate::support;
 use std::time::Duration;
 
 use crate::support::client::{message_body, presence_status};
-use crate::support::{Gateway, Kind, Server, ServerOpts, TestClient, TIMEOUT};
+use crate::support::gateway_toml::{device, field, integer_setting, sim_adapter};
+use crate::support::{Gateway, GatewayToml, Kind, Server, ServerOpts, TestClient, TIMEOUT};
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::message::MessageType;
@@ -57,67 +58,47 @@ impl Rig {
     }
 }
 
+/// alice may control, bob may read; `Thermo` steps its temperature every 300 ms and carries a
+/// label with XML specials, `relay` has a writable switch and level.
 fn config(server: &Server, domain: &str) -> String {
-    format!(
-        r#"
-[gateway]
-name = "test gateway"
-history = "1h"
-
-{xmpp}
-[access]
-read = ["bob@localhost"]
-control = ["alice@localhost"]
-
-[publish]
-min_interval = "0s"
-
-[[adapter]]
-id = "sim"
-type = "simulated"
-
-[[device]]
-id = "Thermo"
-name = "Thermometer <1> & co"
-adapter = "sim"
-poll = "300ms"
-
-  [[device.field]]
-  name = "temperature"
-  unit = "°C"
-  generator = "step"
-  min = 10.0
-  max = 20.0
-  period = "300ms"
-
-  [[device.field]]
-  name = "label"
-  type = "string"
-  generator = "constant"
-  value = "a<b & 'c'"
-
-[[device]]
-id = "relay"
-adapter = "sim"
-poll = "1s"
-
-  [[device.field]]
-  name = "on"
-  type = "boolean"
-  generator = "constant"
-  value = false
-  writable = true
-
-  [[device.field]]
-  name = "level"
-  type = "integer"
-  unit = "%"
-  generator = "constant"
-  value = 3
-  writable = true
-"#,
-        xmpp = server.component_toml(domain)
-    )
+    GatewayToml::new("test gateway", server.component_toml(domain))
+        .gateway("history", "1h")
+        .access("read", &["bob@localhost"])
+        .access("control", &["alice@localhost"])
+        .publish_every_reading()
+        .adapter(sim_adapter())
+        .device(
+            device("Thermo", "sim")
+                .set("name", "Thermometer <1> & co")
+                .set("poll", "300ms")
+                .field(
+                    field("temperature")
+                        .set("unit", "°C")
+                        .set("generator", "step")
+                        .set("min", 10.0)
+                        .set("max", 20.0)
+                        .set("period", "300ms"),
+                )
+                .field(
+                    field("label")
+                        .set("type", "string")
+                        .set("generator", "constant")
+                        .set("value", "a<b & 'c'"),
+                ),
+        )
+        .device(
+            device("relay", "sim")
+                .set("poll", "1s")
+                .field(
+                    field("on")
+                        .set("type", "boolean")
+                        .set("generator", "constant")
+                        .set("value", false)
+                        .set("writable", true),
+                )
+                .field(integer_setting("level", 3).set("unit", "%")),
+        )
+        .build()
 }
 
 fn req(seqnr: &str) -> Element {
@@ -232,6 +213,11 @@ async fn subscriptions_follow_the_access_lists_and_presence_carries_values(kind:
     // user who is no longer subscribed, so the gateway's side is checked).
     bob.unsubscribe(&thermo).await;
     assert!(rig.gateway.wait_log("subscription removed", TIMEOUT).await);
+    // A presence the device sent just before that may still be on its way: the answer to a
+    // ping comes after it (the gateway answers in order, the server delivers in order).
+    bob.iq_get(&thermo, el("<ping xmlns='urn:xmpp:ping'/>"))
+        .await
+        .expect("pong from the device");
     bob.drain();
     assert!(
         bob.recv_presence_from(&thermo, PresenceType::None, Duration::from_secs(1))
@@ -782,6 +768,7 @@ async fn check_prints_the_table_or_positioned_errors() {
         out.stdout
     );
 
+    // Raw on purpose: the error must point at line 6, column 1 of this very text.
     let bad = "[gateway]\nname = \"x\"\n\n[xmpp]\ndomian = \"gw.example.org\"\n";
     let out = Gateway::cli(Some(bad), &["check"]).await;
     assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
@@ -901,10 +888,9 @@ async fn stanzas_for_a_domain_the_gateway_does_not_serve_are_not_answered() {
     server.register("alice", "pw").await;
     let domains = server.component_domains();
     let (ours, other) = (domains[0].to_owned(), domains[1].to_owned());
-    let toml = format!(
-        "{}\n[access]\nread = [\"@localhost\"]\n",
-        server.component_toml(&ours)
-    );
+    let toml = GatewayToml::upstream(server.component_toml(&ours))
+        .access("read", &["@localhost"])
+        .build();
     let mut gw = Gateway::spawn(&toml);
     assert!(
         gw.wait_upstream(TIMEOUT).await,

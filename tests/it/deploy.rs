@@ -10,10 +10,13 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::gateway::BIN;
+use crate::support::gateway_toml::{
+    client_xmpp, device, field, sim_adapter, stepping_thermometer, xmpp, Section,
+};
 use crate::support::metrics::{http_get, sample};
 use crate::support::{
     free_port, require_program, run_command, send_signal, wait_child, Gateway, GatewayOpts,
-    Prosody, ProsodyOpts, TestClient, TIMEOUT,
+    GatewayToml, Prosody, ProsodyOpts, TestClient, TIMEOUT,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use xmpp_parsers::jid::Jid;
@@ -312,7 +315,7 @@ fn the_debian_package_metadata_names_existing_files() {
 // ---------------------------------------------------------------------------------------------
 
 /// A gateway config for component `domain` of `prosody`, named `name`, with `devices` simulated
-/// devices `<prefix>0..` polled every `poll`, readable by alice, and `extra` appended.
+/// devices `<prefix>0..` polled every `poll`, readable by alice.
 fn component_config(
     prosody: &Prosody,
     domain: &str,
@@ -320,47 +323,13 @@ fn component_config(
     prefix: &str,
     devices: usize,
     poll: &str,
-    extra: &str,
-) -> String {
-    let mut cfg = format!(
-        r#"
-[gateway]
-name = "{name}"
-history = "1h"
-
-{xmpp}
-[access]
-read = ["alice@localhost"]
-
-[publish]
-min_interval = "0s"
-
-[[adapter]]
-id = "sim"
-type = "simulated"
-{extra}
-"#,
-        xmpp = prosody.component_toml(domain),
-    );
-    for i in 0..devices {
-        cfg.push_str(&format!(
-            r#"
-[[device]]
-id = "{prefix}{i}"
-adapter = "sim"
-poll = "{poll}"
-
-  [[device.field]]
-  name = "temperature"
-  unit = "°C"
-  generator = "step"
-  min = 10.0
-  max = 20.0
-  period = "{poll}"
-"#
-        ));
-    }
-    cfg
+) -> GatewayToml {
+    GatewayToml::new(name, prosody.component_toml(domain))
+        .gateway("history", "1h")
+        .access("read", &["alice@localhost"])
+        .publish_every_reading()
+        .adapter(sim_adapter())
+        .devices((0..devices).map(|i| stepping_thermometer(&format!("{prefix}{i}"), poll)))
 }
 
 #[tokio::test]
@@ -368,7 +337,7 @@ async fn the_notify_socket_gets_ready_status_watchdog_and_stopping() {
     let prosody = Prosody::start(ProsodyOpts::new().random_component()).await;
     let domain = prosody.component_domain().to_owned();
     let mut gw = Gateway::spawn_with(
-        &component_config(&prosody, &domain, "notify", "d", 2, "500ms", ""),
+        &component_config(&prosody, &domain, "notify", "d", 2, "500ms").build(),
         // Watchdog pings every half of WATCHDOG_USEC: every second here.
         GatewayOpts::new().env("WATCHDOG_USEC", "2000000"),
     );
@@ -414,15 +383,9 @@ async fn the_metrics_endpoint_counts_under_load() {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let devices = 20;
     let gw = Gateway::spawn_with(
-        &component_config(
-            &prosody,
-            &domain,
-            "metrics",
-            "load",
-            devices,
-            "50ms",
-            &format!("[metrics]\nlisten = \"{addr}\"\n"),
-        ),
+        &component_config(&prosody, &domain, "metrics", "load", devices, "50ms")
+            .metrics(addr)
+            .build(),
         GatewayOpts::new().rust_log("info"),
     );
     let mut gw = gw;
@@ -603,16 +566,15 @@ async fn the_gateway_jid_answers_a_status_readout_in_component_mode() {
     prosody.register("alice", "pw").await;
     prosody.register("eve", "pw").await;
     let domain = prosody.component_domain().to_owned();
-    let mut gw = Gateway::spawn(&component_config(
-        &prosody,
-        &domain,
-        "status gateway",
-        "s",
-        3,
-        "200ms",
-        "",
-    ));
-    assert!(gw.wait_ready(TIMEOUT).await, "no READY=1");
+    let mut gw = Gateway::spawn(
+        &component_config(&prosody, &domain, "status gateway", "s", 3, "200ms").build(),
+    );
+    // READY=1 comes once the first connection attempt is over, even a failed one (a slow
+    // handshake on a loaded machine): the domain answers only once the component is connected.
+    assert!(
+        gw.wait_upstream(TIMEOUT).await,
+        "gateway connected upstream"
+    );
     let gateway = Jid::new(&domain).expect("domain jid");
     let mut alice = TestClient::connect(&prosody, "alice", "pw").await;
 
@@ -723,38 +685,20 @@ async fn the_gateway_session_answers_a_status_readout_in_client_mode() {
     let prosody = Prosody::start(ProsodyOpts::new()).await;
     prosody.register("gw", "gw-pw").await;
     prosody.register("alice", "pw").await;
-    let config = format!(
-        r#"
-[gateway]
-name = "client status"
-
-[xmpp]
-mode = "client"
-jid = "gw@localhost"
-password_file = "gw.pass"
-server = "{server}"
-ca_file = "{ca}"
-
-[access]
-read = ["alice@localhost"]
-
-[[adapter]]
-id = "sim"
-type = "simulated"
-
-[[device]]
-id = "thermo"
-adapter = "sim"
-poll = "200ms"
-
-  [[device.field]]
-  name = "temperature"
-  generator = "constant"
-  value = 20.5
-"#,
-        server = prosody.c2s_addr(),
-        ca = prosody.ca_path().display(),
-    );
+    let config = GatewayToml::new(
+        "client status",
+        client_xmpp(prosody.c2s_addr(), prosody.ca_path()),
+    )
+    .access("read", &["alice@localhost"])
+    .adapter(sim_adapter())
+    .device(
+        device("thermo", "sim").set("poll", "200ms").field(
+            field("temperature")
+                .set("generator", "constant")
+                .set("value", 20.5),
+        ),
+    )
+    .build();
     let mut gw = Gateway::spawn_with(&config, GatewayOpts::new().file("gw.pass", "gw-pw\n"));
     assert!(gw.wait_ready(TIMEOUT).await, "no READY=1");
     let gateway = Jid::new("gw@localhost/gateway").expect("jid");
@@ -793,26 +737,15 @@ async fn two_gateways_with_their_own_domains_share_one_server() {
     let south = format!("{}.localhost", support::random_id("south-"));
     let prosody = Prosody::start(ProsodyOpts::new().component(&north).component(&south)).await;
     prosody.register("alice", "pw").await;
-    let mut gw_north = Gateway::spawn(&component_config(
-        &prosody,
-        &north,
-        "site north",
-        "boiler",
-        2,
-        "300ms",
-        "",
-    ));
-    let mut gw_south = Gateway::spawn(&component_config(
-        &prosody,
-        &south,
-        "site south",
-        "pump",
-        2,
-        "300ms",
-        "",
-    ));
-    assert!(gw_north.wait_ready(TIMEOUT).await, "north: no READY=1");
-    assert!(gw_south.wait_ready(TIMEOUT).await, "south: no READY=1");
+    let mut gw_north = Gateway::spawn(
+        &component_config(&prosody, &north, "site north", "boiler", 2, "300ms").build(),
+    );
+    let mut gw_south = Gateway::spawn(
+        &component_config(&prosody, &south, "site south", "pump", 2, "300ms").build(),
+    );
+    // Connected, not only READY=1: each domain answers only once its component is connected.
+    assert!(gw_north.wait_upstream(TIMEOUT).await, "north: upstream");
+    assert!(gw_south.wait_upstream(TIMEOUT).await, "south: upstream");
 
     let mut alice = TestClient::connect(&prosody, "alice", "pw").await;
     let mut seq = 0;
@@ -871,14 +804,16 @@ async fn run_and_log(journal: Option<bool>) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
     let secret = "s3cret-never-logged";
     let closed = free_port();
-    let config = format!(
-        "[gateway]\nstate_dir = \"{state}\"\n\n[xmpp]\ndomain = \"logs.localhost\"\n\
-         server = \"127.0.0.1:{closed}\"\nsecret = \"{secret}\"\n\n\
-         [[adapter]]\nid = \"sim\"\ntype = \"simulated\"\n\n\
-         [[device]]\nid = \"d\"\nadapter = \"sim\"\npoll = \"100ms\"\n\
-         [[device.field]]\nname = \"t\"\n",
-        state = dir.path().join("state").display(),
-    );
+    let config = GatewayToml::upstream(xmpp(
+        Section::new()
+            .set("domain", "logs.localhost")
+            .set("server", format!("127.0.0.1:{closed}"))
+            .set("secret", secret),
+    ))
+    .gateway("state_dir", dir.path().join("state").display().to_string())
+    .adapter(sim_adapter())
+    .device(device("d", "sim").set("poll", "100ms").field(field("t")))
+    .build();
     let config_path = dir.path().join("gateway.toml");
     std::fs::write(&config_path, config).expect("write config");
     let log_path = dir.path().join("stderr.log");

@@ -8,7 +8,8 @@ use crate::support;
 
 use std::path::Path;
 
-use support::{Gateway, Mosquitto};
+use support::gateway_toml::{mqtt_adapter, xmpp, Section};
+use support::{Gateway, GatewayToml, Mosquitto};
 
 /// The retained messages of the fixtures: (topic, payload).
 /// The fixtures' retained messages as (topic, payload), from `retained.txt` (also used by the
@@ -32,20 +33,21 @@ pub(crate) fn retained() -> Vec<(String, String)> {
         .collect()
 }
 
+/// The MQTT adapter `broker` on `url` with both kinds of discovery on.
 fn config(url: &str) -> String {
-    format!(
-        r#"
-[xmpp]
-domain = "sensors.localhost"
-secret = "component-secret"
+    config_with(mqtt_adapter("broker", url).list("discovery", &["homeassistant", "zigbee2mqtt"]))
+}
 
-[[adapter]]
-id = "broker"
-type = "mqtt"
-url = "{url}"
-discovery = ["homeassistant", "zigbee2mqtt"]
-"#
-    )
+/// A component `[xmpp]` (never connected: `discover` and `check` do not go upstream) and
+/// `adapter`.
+fn config_with(adapter: Section) -> String {
+    GatewayToml::upstream(xmpp(
+        Section::new()
+            .set("domain", "sensors.localhost")
+            .set("secret", "component-secret"),
+    ))
+    .adapter(adapter)
+    .build()
 }
 
 /// The ids of the `[[device]]` blocks in `text`.
@@ -135,17 +137,8 @@ async fn discover_prints_pastable_devices() {
 
 #[tokio::test]
 async fn discover_says_when_nothing_can_discover_or_the_broker_is_away() {
-    let without = r#"
-[xmpp]
-domain = "sensors.localhost"
-secret = "component-secret"
-
-[[adapter]]
-id = "broker"
-type = "mqtt"
-url = "mqtt://127.0.0.1:1883"
-"#;
-    let out = Gateway::cli(Some(without), &["discover"]).await;
+    let without = config_with(mqtt_adapter("broker", "mqtt://127.0.0.1:1883"));
+    let out = Gateway::cli(Some(&without), &["discover"]).await;
     assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
     assert!(
         out.stderr.contains("no adapter has discovery on"),
@@ -166,12 +159,13 @@ url = "mqtt://127.0.0.1:1883"
         "{}",
         out.stderr
     );
-    let out = Gateway::cli(Some(without), &["discover", "--wait", "0s"]).await;
+    let out = Gateway::cli(Some(&without), &["discover", "--wait", "0s"]).await;
     assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
 }
 
 #[tokio::test]
 async fn check_reports_bad_discovery_keys_where_they_are() {
+    // Raw on purpose: the errors are checked at their line and column in this very text.
     let bad = r#"
 [xmpp]
 domain = "sensors.localhost"

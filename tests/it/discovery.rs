@@ -10,8 +10,9 @@ use crate::support;
 
 use std::time::Duration;
 
+use support::gateway_toml::{self, device, mqtt_adapter};
 use support::readout::{field, momentary};
-use support::{Mosquitto, MqttRig as Rig, Prosody, TestClient, TIMEOUT};
+use support::{GatewayToml, Mosquitto, MqttRig as Rig, Prosody, TestClient, TIMEOUT};
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::presence::Type as PresenceType;
@@ -30,39 +31,30 @@ const DISCOVERED: [&str; 7] = [
     "desk-plug",
 ];
 
-/// The retained messages of the fixtures: (topic, payload).
+/// alice may read and control, bob may read; the broker adapter discovers devices, and has
+/// one configured device, `boiler`.
 fn config(prosody: &Prosody, domain: &str, mosquitto: &Mosquitto) -> String {
-    format!(
-        r#"
-[gateway]
-name = "discovery test"
+    base_config(prosody, domain, mosquitto).build()
+}
 
-{xmpp}
-[access]
-read = ["alice@localhost", "bob@localhost"]
-control = ["alice@localhost"]
-
-[publish]
-min_interval = "0s"
-
-[[adapter]]
-id = "broker"
-type = "mqtt"
-url = "{url}"
-discovery = ["homeassistant", "zigbee2mqtt"]
-
-[[device]]
-id = "boiler"
-adapter = "broker"
-topic = "plant/boiler/state"
-  [[device.field]]
-  name = "temperature"
-  unit = "°C"
-  json = "/temp"
-"#,
-        xmpp = prosody.component_toml(domain),
-        url = mosquitto.url(),
-    )
+fn base_config(prosody: &Prosody, domain: &str, mosquitto: &Mosquitto) -> GatewayToml {
+    GatewayToml::new("discovery test", prosody.component_toml(domain))
+        .access("read", &["alice@localhost", "bob@localhost"])
+        .access("control", &["alice@localhost"])
+        .publish_every_reading()
+        .adapter(
+            mqtt_adapter("broker", &mosquitto.url())
+                .list("discovery", &["homeassistant", "zigbee2mqtt"]),
+        )
+        .device(
+            device("boiler", "broker")
+                .set("topic", "plant/boiler/state")
+                .field(
+                    gateway_toml::field("temperature")
+                        .set("unit", "°C")
+                        .set("json", "/temp"),
+                ),
+        )
 }
 
 fn el(xml: &str) -> Element {
@@ -229,19 +221,19 @@ async fn a_reload_keeps_discovered_devices_and_a_configured_id_takes_over() {
         .await
         .expect("the discovered plug takes a write");
 
-    let text = rig.gateway.config_text();
-    rig.gateway.reload(&format!(
-        r#"{text}
-[[device]]
-id = "desk-plug"
-adapter = "broker"
-topic = "custom/plug/state"
-  [[device.field]]
-  name = "watts"
-  unit = "W"
-  json = "/power"
-"#
-    ));
+    rig.gateway.reload(
+        &base_config(&rig.prosody, &rig.domain, &rig.mosquitto)
+            .device(
+                device("desk-plug", "broker")
+                    .set("topic", "custom/plug/state")
+                    .field(
+                        gateway_toml::field("watts")
+                            .set("unit", "W")
+                            .set("json", "/power"),
+                    ),
+            )
+            .build(),
+    );
     assert!(
         rig.gateway
             .wait_log("configuration reloaded", TIMEOUT)

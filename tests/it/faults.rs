@@ -14,10 +14,13 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::support::client::presence_status;
+use crate::support::gateway_toml::{
+    device, field, modbus_tcp_adapter, mqtt_adapter, register_field, serial_adapter, Section,
+};
 use crate::support::mosquitto::{Load, LoadReport};
 use crate::support::{
-    eventually, free_port, Gateway, ModbusServer, Mosquitto, MqttRig, Prosody, PtyPair, TestClient,
-    TIMEOUT,
+    eventually, free_port, Gateway, GatewayToml, ModbusServer, Mosquitto, MqttRig, Prosody,
+    PtyPair, TestClient, TIMEOUT,
 };
 use rusqlite::{Connection, OpenFlags};
 use xmpp_parsers::jid::Jid;
@@ -40,8 +43,9 @@ fn topics() -> Vec<String> {
     LOAD_DEVICES.map(topic).to_vec()
 }
 
-/// The user bob, and a gateway with the load devices plus `extra` (more adapters and devices).
-async fn rig(extra: &str) -> MqttRig {
+/// The user bob, and a gateway with the load devices plus `extra` (one more adapter and its
+/// device).
+async fn rig(extra: Option<(Section, Section)>) -> MqttRig {
     MqttRig::start(&["bob"], |prosody, domain, mosquitto| {
         config(prosody, domain, mosquitto, extra)
     })
@@ -58,42 +62,30 @@ async fn start_load(rig: &MqttRig, bob: &mut TestClient) -> Load {
     load
 }
 
-fn config(prosody: &Prosody, domain: &str, mosquitto: &Mosquitto, extra: &str) -> String {
-    format!(
-        r#"
-[gateway]
-name = "fault test"
-history = "1h"
-commit_interval = "200ms"
-
-{xmpp}
-[access]
-read = ["bob@localhost"]
-
-[publish]
-min_interval = "500ms"
-
-[[adapter]]
-id = "broker"
-type = "mqtt"
-url = "{url}"
-keep_alive = "5s"
-
-[[device]]
-fleet = {fleet:?}
-adapter = "broker"
-topic = "load/{{id}}/state"
-  [[device.field]]
-  name = "seq"
-  type = "integer"
-  json = "/seq"
-
-{extra}
-"#,
-        xmpp = prosody.component_toml(domain),
-        url = mosquitto.url(),
-        fleet = LOAD_DEVICES,
-    )
+fn config(
+    prosody: &Prosody,
+    domain: &str,
+    mosquitto: &Mosquitto,
+    extra: Option<(Section, Section)>,
+) -> String {
+    let toml = GatewayToml::new("fault test", prosody.component_toml(domain))
+        .gateway("history", "1h")
+        .gateway("commit_interval", "200ms")
+        .access("read", &["bob@localhost"])
+        .section("publish", Section::new().set("min_interval", "500ms"))
+        .adapter(mqtt_adapter("broker", &mosquitto.url()).set("keep_alive", "5s"))
+        .device(
+            Section::new()
+                .list("fleet", &LOAD_DEVICES)
+                .set("adapter", "broker")
+                .set("topic", "load/{id}/state")
+                .field(field("seq").set("type", "integer").set("json", "/seq")),
+        );
+    match extra {
+        Some((adapter, device)) => toml.adapter(adapter).device(device),
+        None => toml,
+    }
+    .build()
 }
 
 fn from_device(p: &xmpp_parsers::presence::Presence, jid: &Jid) -> bool {
@@ -277,7 +269,7 @@ fn assert_load_stored_exactly(gw: &Gateway, report: &LoadReport) {
 
 #[tokio::test]
 async fn a_prosody_restart_under_load_loses_no_reading_and_presence_comes_back() {
-    let mut rig = rig("").await;
+    let mut rig = rig(None).await;
     let mut bob = rig.subscriber("bob", &LOAD_DEVICES).await;
     let pid = rig.gateway.pid();
     let mut load = start_load(&rig, &mut bob).await;
@@ -311,7 +303,7 @@ async fn a_prosody_restart_under_load_loses_no_reading_and_presence_comes_back()
 
 #[tokio::test]
 async fn a_broker_restart_under_load_loses_no_acknowledged_message() {
-    let mut rig = rig("").await;
+    let mut rig = rig(None).await;
     let mut bob = rig.subscriber("bob", &LOAD_DEVICES).await;
     let pid = rig.gateway.pid();
     let mut load = start_load(&rig, &mut bob).await;
@@ -373,14 +365,13 @@ async fn a_modbus_server_outage_under_load_is_recovered_and_every_answered_poll_
     let port = free_port();
     let mut server =
         ModbusServer::start(&["--tcp", &format!("127.0.0.1:{port}"), "--units", "1"]).await;
-    let extra = format!(
-        "[[adapter]]\nid = \"plc\"\ntype = \"modbus-tcp\"\naddress = \"127.0.0.1:{port}\"\n\
-         timeout = \"1s\"\n\n\
-         [[device]]\nid = \"meter\"\nadapter = \"plc\"\npoll = \"200ms\"\n\
-         [[device.field]]\nname = \"temp\"\nregister = \"holding\"\naddress = 14\n\
-         data_type = \"float32\"\n"
+    let extra = (
+        modbus_tcp_adapter("plc", &format!("127.0.0.1:{port}")).set("timeout", "1s"),
+        device("meter", "plc")
+            .set("poll", "200ms")
+            .field(register_field("temp", "holding", 14).set("data_type", "float32")),
     );
-    let mut rig = rig(&extra).await;
+    let mut rig = rig(Some(extra)).await;
     let meter = rig.jid("meter");
     let mut devices = LOAD_DEVICES.to_vec();
     devices.push("meter");
@@ -463,13 +454,11 @@ async fn a_modbus_server_outage_under_load_is_recovered_and_every_answered_poll_
 async fn a_serial_port_pulled_out_under_load_is_reopened_and_every_line_is_stored() {
     const LINES: u64 = 60;
     let mut pty = PtyPair::new().await;
-    let extra = format!(
-        "[[adapter]]\nid = \"uart\"\ntype = \"serial\"\nport = \"{}\"\nformat = \"kv\"\n\n\
-         [[device]]\nid = \"counter\"\nadapter = \"uart\"\n\
-         [[device.field]]\nname = \"n\"\ntype = \"integer\"\n",
-        pty.port().display()
+    let extra = (
+        serial_adapter("uart", pty.port(), "kv"),
+        device("counter", "uart").field(field("n").set("type", "integer")),
     );
-    let mut rig = rig(&extra).await;
+    let mut rig = rig(Some(extra)).await;
     let counter = rig.jid("counter");
     let mut devices = LOAD_DEVICES.to_vec();
     devices.push("counter");
@@ -543,7 +532,7 @@ async fn send_lines(dev: &mut support::pty::Device, range: std::ops::RangeInclus
 
 #[tokio::test]
 async fn a_gateway_killed_under_load_reopens_its_store_and_announces_presence_again() {
-    let mut rig = rig("").await;
+    let mut rig = rig(None).await;
     let mut bob = rig.subscriber("bob", &LOAD_DEVICES).await;
     let mut load = start_load(&rig, &mut bob).await;
     assert!(load.wait_acked(LOAD_STEP, TIMEOUT).await, "the load flows");

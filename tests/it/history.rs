@@ -4,7 +4,7 @@
 use crate::support;
 use std::time::Duration;
 
-use crate::support::gateway_toml::{device, field, sim_adapter};
+use crate::support::gateway_toml::{device, field, integer_setting, sim_adapter};
 use crate::support::{Gateway, GatewayToml, Prosody, ProsodyOpts, TestClient, TIMEOUT};
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::minidom::Element;
@@ -28,13 +28,9 @@ fn config(prosody: &Prosody, domain: &str) -> String {
             ),
         )
         .device(
-            device("relay", "sim").set("poll", "1s").field(
-                field("level")
-                    .set("type", "integer")
-                    .set("generator", "constant")
-                    .set("value", 5_i64)
-                    .set("writable", true),
-            ),
+            device("relay", "sim")
+                .set("poll", "1s")
+                .field(integer_setting("level", 5)),
         )
         .build()
 }

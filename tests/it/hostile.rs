@@ -13,10 +13,12 @@ use crate::support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::support::gateway_toml::{self, client_xmpp, field, sim_adapter};
 use crate::support::metrics::metric;
 use crate::support::stranger::condition;
 use crate::support::{
-    free_port, Gateway, GatewayOpts, Prosody, ProsodyOpts, Stranger, TestClient, TIMEOUT,
+    free_port, Gateway, GatewayOpts, GatewayToml, Prosody, ProsodyOpts, Stranger, TestClient,
+    TIMEOUT,
 };
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::Jid;
@@ -38,29 +40,6 @@ struct Rig {
     session_marker: &'static str,
     sessions_at_start: usize,
 }
-
-const DEVICES: &str = r#"
-[access]
-read = ["alice@localhost"]
-
-[publish]
-min_interval = "0s"
-
-[[adapter]]
-id = "sim"
-type = "simulated"
-
-[[device]]
-id = "s1"
-adapter = "sim"
-poll = "1h"
-
-  [[device.field]]
-  name = "temperature"
-  unit = "°C"
-  generator = "constant"
-  value = 21.5
-"#;
 
 impl Rig {
     async fn component() -> Rig {
@@ -85,12 +64,7 @@ impl Rig {
         for (user, pw) in [("gw", "gw-pw"), ("alice", "pw"), ("bob", "pw")] {
             prosody.register(user, pw).await;
         }
-        let xmpp = format!(
-            "[xmpp]\nmode = \"client\"\njid = \"gw@localhost\"\npassword_file = \"gw.pass\"\n\
-             server = \"{}\"\nca_file = \"{}\"\n",
-            prosody.c2s_addr(),
-            prosody.ca_path().display()
-        );
+        let xmpp = client_xmpp(prosody.c2s_addr(), prosody.ca_path());
         Rig::spawn(
             prosody,
             &xmpp,
@@ -109,9 +83,22 @@ impl Rig {
         session_marker: &'static str,
     ) -> Rig {
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let config = format!(
-            "{xmpp}max_stanza_size = {MAX_STANZA_SIZE}\n\n[metrics]\nlisten = \"{metrics}\"\n{DEVICES}"
-        );
+        // alice may read the one device, `s1`, which is never polled again after the start.
+        let config = GatewayToml::upstream(xmpp)
+            .xmpp("max_stanza_size", MAX_STANZA_SIZE as i64)
+            .metrics(metrics)
+            .access("read", &["alice@localhost"])
+            .publish_every_reading()
+            .adapter(sim_adapter())
+            .device(
+                gateway_toml::device("s1", "sim").set("poll", "1h").field(
+                    field("temperature")
+                        .set("unit", "°C")
+                        .set("generator", "constant")
+                        .set("value", 21.5),
+                ),
+            )
+            .build();
         let mut gateway = Gateway::spawn_with(&config, opts);
         assert!(gateway.wait_upstream(TIMEOUT).await, "gateway upstream");
         let mut rig = Rig {

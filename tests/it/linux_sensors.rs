@@ -10,9 +10,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use crate::support::client::show;
+use crate::support::gateway_toml::{self, adapter, device, Section};
 use crate::support::metrics::{http_get, sample};
 use crate::support::readout::{field, momentary};
-use crate::support::{free_port, Gateway, Prosody, ProsodyOpts, TestClient, TIMEOUT};
+use crate::support::{free_port, Gateway, GatewayToml, Prosody, ProsodyOpts, TestClient, TIMEOUT};
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::presence::Type as PresenceType;
 
@@ -60,79 +61,50 @@ fn sysfs(root: &Path) {
 }
 
 /// The gateway's configuration: `xmpp` (the `[xmpp]` section), the adapter reading `root`, and
-/// the devices `boiler` (two 1-Wire sensors), `room` (a BME280 and the CPU's thermal zone), `soc`
-/// (a hwmon attribute).
+/// the devices `boiler` (two 1-Wire sensors), `room` (a BME280), `board` (the CPU's thermal
+/// zone) and `soc` (a hwmon attribute), all polled every 200 ms.
 fn config(xmpp: &str, root: &Path, metrics: SocketAddr) -> String {
-    format!(
-        r#"[gateway]
-name = "sensors test"
+    config_with(xmpp, root, metrics, "thermal:cpu-thermal", 10.0)
+}
 
-{xmpp}
-[access]
-read = ["bob@localhost"]
+/// [`config`] with `board`'s CPU temperature read from `board_cpu` and `room`'s pressure scaled
+/// by `pressure_scale`: what a reload changes.
+fn config_with(
+    xmpp: &str,
+    root: &Path,
+    metrics: SocketAddr,
+    board_cpu: &str,
+    pressure_scale: f64,
+) -> String {
+    let polled = |id: &str| device(id, "pi").set("poll", "200ms");
+    GatewayToml::new("sensors test", xmpp)
+        .access("read", &["bob@localhost"])
+        .publish_every_reading()
+        .metrics(metrics)
+        .adapter(adapter("pi", "linux-sensors").set("sysfs_root", root.display().to_string()))
+        .device(
+            polled("boiler")
+                .field(sensor("flow", "°C", "w1:28-0000075a2a2b"))
+                .field(sensor("return", "°C", "w1:28-00000a1b2c3d")),
+        )
+        .device(
+            polled("room")
+                .field(sensor("temperature", "°C", "iio:bme280/temp"))
+                .field(sensor("humidity", "%", "iio:bme280/humidityrelative"))
+                .field(
+                    sensor("pressure", "hPa", "iio:bme280/pressure").set("scale", pressure_scale),
+                ),
+        )
+        .device(polled("board").field(sensor("cpu", "°C", board_cpu)))
+        .device(polled("soc").field(sensor("temp", "°C", "hwmon:cpu_thermal/temp1")))
+        .build()
+}
 
-[publish]
-min_interval = "0s"
-
-[metrics]
-listen = "{metrics}"
-
-[[adapter]]
-id = "pi"
-type = "linux-sensors"
-sysfs_root = "{root}"
-
-[[device]]
-id = "boiler"
-adapter = "pi"
-poll = "200ms"
-  [[device.field]]
-  name = "flow"
-  unit = "°C"
-  source = "w1:28-0000075a2a2b"
-  [[device.field]]
-  name = "return"
-  unit = "°C"
-  source = "w1:28-00000a1b2c3d"
-
-[[device]]
-id = "room"
-adapter = "pi"
-poll = "200ms"
-  [[device.field]]
-  name = "temperature"
-  unit = "°C"
-  source = "iio:bme280/temp"
-  [[device.field]]
-  name = "humidity"
-  unit = "%"
-  source = "iio:bme280/humidityrelative"
-  [[device.field]]
-  name = "pressure"
-  unit = "hPa"
-  source = "iio:bme280/pressure"
-  scale = 10.0
-
-[[device]]
-id = "board"
-adapter = "pi"
-poll = "200ms"
-  [[device.field]]
-  name = "cpu"
-  unit = "°C"
-  source = "thermal:cpu-thermal"
-
-[[device]]
-id = "soc"
-adapter = "pi"
-poll = "200ms"
-  [[device.field]]
-  name = "temp"
-  unit = "°C"
-  source = "hwmon:cpu_thermal/temp1"
-"#,
-        root = root.display(),
-    )
+/// A `[[device.field]]` named `name` in `unit`, read from `source`.
+fn sensor(name: &str, unit: &str, source: &str) -> Section {
+    gateway_toml::field(name)
+        .set("unit", unit)
+        .set("source", source)
 }
 
 fn jid(device: &str, domain: &str) -> Jid {
@@ -164,7 +136,7 @@ async fn wait_faults(metrics: SocketAddr, fault: &str, n: f64) {
 }
 
 struct Rig {
-    _prosody: Prosody,
+    prosody: Prosody,
     gateway: Gateway,
     bob: TestClient,
     domain: String,
@@ -193,7 +165,7 @@ async fn rig() -> Rig {
         bob.subscribe_approved(&jid(d, &domain)).await;
     }
     Rig {
-        _prosody: prosody,
+        prosody,
         gateway,
         bob,
         domain,
@@ -397,10 +369,14 @@ async fn check_lists_each_fields_file_and_warns_about_what_is_missing() {
     put(root, &format!("{BME280}/in_temp_input"), "21340\n");
     put(root, &format!("{ZONE}/type"), "cpu-thermal\n");
     put(root, &format!("{ZONE}/temp"), "48312\n");
-    let xmpp =
-        "[xmpp]\nmode = \"component\"\ndomain = \"sensors.localhost\"\nsecret = \"s3cret\"\n";
+    let xmpp = gateway_toml::xmpp(
+        Section::new()
+            .set("mode", "component")
+            .set("domain", "sensors.localhost")
+            .set("secret", "s3cret"),
+    );
     let metrics: SocketAddr = "127.0.0.1:9108".parse().expect("addr");
-    let config = config(xmpp, root, metrics);
+    let config = config(&xmpp, root, metrics);
     let out = Gateway::cli(Some(&config), &["check"]).await;
     let all = format!("{}{}", out.stdout, out.stderr);
     assert_eq!(out.status.code(), Some(0), "{all}");
@@ -455,14 +431,13 @@ async fn a_reload_with_another_source_or_scale_takes_effect_without_a_restart() 
         .await;
     // The CPU's temperature from its hwmon attribute instead of the thermal zone, and the
     // pressure in kPa: the adapter's settings changed, so it restarts with them.
-    let changed = r
-        .gateway
-        .config_text()
-        .replace(
-            "source = \"thermal:cpu-thermal\"",
-            "source = \"hwmon:cpu_thermal/temp1\"",
-        )
-        .replace("scale = 10.0", "scale = 1.0");
+    let changed = config_with(
+        &r.prosody.component_toml(&r.domain),
+        &root,
+        r.metrics,
+        "hwmon:cpu_thermal/temp1",
+        1.0,
+    );
     assert_ne!(changed, r.gateway.config_text());
     let pid = r.gateway.pid();
     r.gateway.reload(&changed);

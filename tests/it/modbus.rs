@@ -8,9 +8,12 @@
 use std::time::Duration;
 
 use crate::support::client::presence_status;
+use crate::support::gateway_toml::{
+    device, modbus_rtu_adapter, modbus_tcp_adapter, register_field, xmpp, Section,
+};
 use crate::support::{
-    eventually, free_port, Gateway, ModbusServer, Prosody, ProsodyOpts, PtyPair, TestClient,
-    TIMEOUT,
+    eventually, free_port, Gateway, GatewayToml, ModbusServer, Prosody, ProsodyOpts, PtyPair,
+    TestClient, TIMEOUT,
 };
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::minidom::Element;
@@ -21,7 +24,7 @@ const NS_SD: &str = "urn:xmpp:iot:sensordata";
 const NS_CTL: &str = "urn:xmpp:iot:control";
 
 /// Prosody with one component and the user alice (who may read and control), and a gateway
-/// running `body` (adapters and devices).
+/// running `body` (which adds the adapters and devices).
 struct Rig {
     prosody: Prosody,
     gateway: Gateway,
@@ -29,7 +32,7 @@ struct Rig {
 }
 
 impl Rig {
-    async fn start(body: &str) -> Rig {
+    async fn start(body: impl FnOnce(GatewayToml) -> GatewayToml) -> Rig {
         let prosody = Prosody::start(ProsodyOpts::new().random_component()).await;
         prosody.register("alice", "pw").await;
         let domain = prosody.component_domain().to_owned();
@@ -54,114 +57,88 @@ impl Rig {
     }
 }
 
-fn config(prosody: &Prosody, domain: &str, body: &str) -> String {
-    format!(
-        "[gateway]\nname = \"modbus test\"\nhistory = \"1h\"\n\n{}\n\
-         [access]\nread = [\"alice@localhost\"]\ncontrol = [\"alice@localhost\"]\n\n\
-         [publish]\nmin_interval = \"0s\"\n\n{body}",
-        prosody.component_toml(domain)
+fn config(
+    prosody: &Prosody,
+    domain: &str,
+    body: impl FnOnce(GatewayToml) -> GatewayToml,
+) -> String {
+    body(
+        GatewayToml::new("modbus test", prosody.component_toml(domain))
+            .gateway("history", "1h")
+            .access("read", &["alice@localhost"])
+            .access("control", &["alice@localhost"])
+            .publish_every_reading(),
     )
+    .build()
 }
 
 /// Every data type and byte order of the fixture's map, with the values Python packed there.
-fn all_types_device(id: &str, adapter: &str, unit: u8) -> String {
-    let mut s = format!(
-        "[[device]]\nid = \"{id}\"\nadapter = \"{adapter}\"\nunit_id = {unit}\npoll = \"500ms\"\n"
-    );
-    // (name, register, address, extra keys)
-    let fields: &[(&str, &str, u16, &str)] = &[
-        ("i16", "holding", 0, "data_type = \"int16\""),
-        ("u16", "holding", 1, "data_type = \"UINT16\""),
-        ("i32", "holding", 2, "data_type = \"int32\""),
-        ("u32", "holding", 4, "data_type = \"uint32\""),
-        (
-            "i64",
-            "holding",
-            6,
-            "data_type = \"int64\"\ntype = \"integer\"",
-        ),
-        ("u64", "holding", 10, "data_type = \"uint64\""),
-        ("f32", "holding", 14, "data_type = \"FLOAT32-IEEE\""),
-        ("f64", "holding", 16, "data_type = \"float64\""),
-        (
-            "f32_cdab",
-            "holding",
-            20,
-            "data_type = \"float32\"\nbyte_order = \"CDAB\"",
-        ),
-        (
-            "f32_badc",
-            "holding",
-            22,
-            "data_type = \"float32\"\nbyte_order = \"byte\"",
-        ),
-        (
-            "f32_dcba",
-            "holding",
-            24,
-            "data_type = \"float32\"\nbyte_order = \"DCBA\"",
-        ),
-        (
-            "i32_cdab",
-            "holding",
-            26,
-            "data_type = \"int32\"\nbyte_order = \"word\"",
-        ),
-        (
-            "u32_dcba",
-            "holding",
-            28,
-            "data_type = \"uint32\"\nbyte_order = \"word_byte\"",
-        ),
-        (
-            "i64_cdab",
-            "holding",
-            30,
-            "data_type = \"int64\"\nbyte_order = \"GHEFCDAB\"\ntype = \"integer\"",
-        ),
-        (
-            "f64_dcba",
-            "holding",
-            34,
-            "data_type = \"float64\"\nbyte_order = \"HGFEDCBA\"",
-        ),
-        (
-            "u64_badc",
-            "holding",
-            38,
-            "data_type = \"uint64\"\nbyte_order = \"BADCFEHG\"",
-        ),
-        (
-            "i16_badc",
-            "holding",
-            42,
-            "data_type = \"int16\"\nbyte_order = \"BADC\"",
-        ),
-        ("text", "holding", 43, "data_type = \"string\"\nlength = 4"),
-        ("bit0", "holding", 47, "bit = 0"),
-        ("bit1", "holding", 47, "bit = 1"),
-        ("bit15", "holding", 47, "bit = 15"),
-        ("tenths", "holding", 48, "scale = 0.1\nunit = \"°C\""),
-        (
-            "scaled",
-            "holding",
-            49,
-            "data_type = \"uint16\"\nscale = 0.5\noffset = -40",
-        ),
-        ("negative", "holding", 50, "scale = -2"),
-        ("coil0", "coil", 0, ""),
-        ("coil1", "coil", 1, ""),
-        ("input0", "input", 0, "data_type = \"uint16\""),
-        ("input3", "input", 3, "data_type = \"uint16\""),
-        ("discrete1", "discrete", 1, ""),
+fn all_types_device(id: &str, adapter: &str, unit: u8) -> Section {
+    let fields = [
+        register_field("i16", "holding", 0).set("data_type", "int16"),
+        register_field("u16", "holding", 1).set("data_type", "UINT16"),
+        register_field("i32", "holding", 2).set("data_type", "int32"),
+        register_field("u32", "holding", 4).set("data_type", "uint32"),
+        register_field("i64", "holding", 6)
+            .set("data_type", "int64")
+            .set("type", "integer"),
+        register_field("u64", "holding", 10).set("data_type", "uint64"),
+        register_field("f32", "holding", 14).set("data_type", "FLOAT32-IEEE"),
+        register_field("f64", "holding", 16).set("data_type", "float64"),
+        register_field("f32_cdab", "holding", 20)
+            .set("data_type", "float32")
+            .set("byte_order", "CDAB"),
+        register_field("f32_badc", "holding", 22)
+            .set("data_type", "float32")
+            .set("byte_order", "byte"),
+        register_field("f32_dcba", "holding", 24)
+            .set("data_type", "float32")
+            .set("byte_order", "DCBA"),
+        register_field("i32_cdab", "holding", 26)
+            .set("data_type", "int32")
+            .set("byte_order", "word"),
+        register_field("u32_dcba", "holding", 28)
+            .set("data_type", "uint32")
+            .set("byte_order", "word_byte"),
+        register_field("i64_cdab", "holding", 30)
+            .set("data_type", "int64")
+            .set("byte_order", "GHEFCDAB")
+            .set("type", "integer"),
+        register_field("f64_dcba", "holding", 34)
+            .set("data_type", "float64")
+            .set("byte_order", "HGFEDCBA"),
+        register_field("u64_badc", "holding", 38)
+            .set("data_type", "uint64")
+            .set("byte_order", "BADCFEHG"),
+        register_field("i16_badc", "holding", 42)
+            .set("data_type", "int16")
+            .set("byte_order", "BADC"),
+        register_field("text", "holding", 43)
+            .set("data_type", "string")
+            .set("length", 4_i64),
+        register_field("bit0", "holding", 47).set("bit", 0_i64),
+        register_field("bit1", "holding", 47).set("bit", 1_i64),
+        register_field("bit15", "holding", 47).set("bit", 15_i64),
+        register_field("tenths", "holding", 48)
+            .set("scale", 0.1)
+            .set("unit", "°C"),
+        register_field("scaled", "holding", 49)
+            .set("data_type", "uint16")
+            .set("scale", 0.5)
+            .set("offset", -40_i64),
+        register_field("negative", "holding", 50).set("scale", -2_i64),
+        register_field("coil0", "coil", 0),
+        register_field("coil1", "coil", 1),
+        register_field("input0", "input", 0).set("data_type", "uint16"),
+        register_field("input3", "input", 3).set("data_type", "uint16"),
+        register_field("discrete1", "discrete", 1),
     ];
-    for (name, register, address, extra) in fields {
-        s.push_str(&format!(
-            "  [[device.field]]\n  name = \"{name}\"\n  register = \"{register}\"\n  address = {address}\n  {}\n",
-            extra.replace('\n', "\n  ")
-        ));
-    }
-    s
+    fields.into_iter().fold(
+        device(id, adapter)
+            .set("unit_id", i64::from(unit))
+            .set("poll", "500ms"),
+        Section::field,
+    )
 }
 
 /// What the fixture's map holds, as XEP-0323 `value` attributes.
@@ -310,25 +287,28 @@ fn requests_of(server: &ModbusServer, unit: u8) -> Vec<String> {
         .collect()
 }
 
-fn tcp_adapter(id: &str, port: u16) -> String {
-    format!(
-        "[[adapter]]\nid = \"{id}\"\ntype = \"modbus-tcp\"\naddress = \"127.0.0.1:{port}\"\ntimeout = \"1s\"\n\n"
-    )
+fn tcp_adapter(id: &str, port: u16) -> Section {
+    modbus_tcp_adapter(id, &format!("127.0.0.1:{port}")).set("timeout", "1s")
+}
+
+/// `temp`, the fixture's float32 at holding register 14 (21.5).
+fn float_temp() -> Section {
+    register_field("temp", "holding", 14).set("data_type", "float32")
 }
 
 /// Points with gaps on unit 2, for the request planner.
-fn gappy_device(adapter: &str) -> String {
-    format!(
-        "[[device]]\nid = \"gappy\"\nadapter = \"{adapter}\"\nunit_id = 2\npoll = \"300ms\"\n\
-         [[device.field]]\nname = \"a\"\nregister = \"holding\"\naddress = 100\ndata_type = \"uint16\"\n\
-         [[device.field]]\nname = \"b\"\nregister = \"holding\"\naddress = 101\ndata_type = \"float32\"\n\
-         [[device.field]]\nname = \"c\"\nregister = \"holding\"\naddress = 104\n\
-         [[device.field]]\nname = \"d\"\nregister = \"holding\"\naddress = 130\ndata_type = \"int32\"\n\
-         [[device.field]]\nname = \"e\"\nregister = \"input\"\naddress = 0\n\
-         [[device.field]]\nname = \"f\"\nregister = \"input\"\naddress = 3\n\
-         [[device.field]]\nname = \"g\"\nregister = \"coil\"\naddress = 0\n\
-         [[device.field]]\nname = \"h\"\nregister = \"coil\"\naddress = 5\n"
-    )
+fn gappy_device(adapter: &str) -> Section {
+    device("gappy", adapter)
+        .set("unit_id", 2_i64)
+        .set("poll", "300ms")
+        .field(register_field("a", "holding", 100).set("data_type", "uint16"))
+        .field(register_field("b", "holding", 101).set("data_type", "float32"))
+        .field(register_field("c", "holding", 104))
+        .field(register_field("d", "holding", 130).set("data_type", "int32"))
+        .field(register_field("e", "input", 0))
+        .field(register_field("f", "input", 3))
+        .field(register_field("g", "coil", 0))
+        .field(register_field("h", "coil", 5))
 }
 
 #[tokio::test]
@@ -336,17 +316,19 @@ async fn tcp_decodes_every_type_and_byte_order_and_coalesces_requests() {
     let port = free_port();
     let server =
         ModbusServer::start(&["--tcp", &format!("127.0.0.1:{port}"), "--units", "1,2"]).await;
-    let body = format!(
-        "{}{}\n{}",
-        tcp_adapter("plc", port),
-        all_types_device("all", "plc", 1),
-        gappy_device("plc")
-    );
+    let body = |toml: GatewayToml| {
+        toml.adapter(tcp_adapter("plc", port))
+            .device(all_types_device("all", "plc", 1))
+            .device(gappy_device("plc"))
+    };
 
     // `check` prints the request plan.
-    let check_config = format!(
-        "[xmpp]\ndomain = \"sensors.example.org\"\nsecret_file = \"absent.secret\"\n\n{body}"
-    );
+    let check_config = body(GatewayToml::upstream(xmpp(
+        Section::new()
+            .set("domain", "sensors.example.org")
+            .set("secret_file", "absent.secret"),
+    )))
+    .build();
     let check = Gateway::cli(Some(&check_config), &["check"]).await;
     assert!(check.success(), "check failed: {}", check.stderr);
     let plan: Vec<&str> = check
@@ -381,7 +363,7 @@ async fn tcp_decodes_every_type_and_byte_order_and_coalesces_requests() {
         check.stdout
     );
 
-    let rig = Rig::start(&body).await;
+    let rig = Rig::start(body).await;
     let mut alice = rig.alice().await;
     let all = rig.jid("all");
     subscribe(&mut alice, &all, PresenceType::None).await;
@@ -451,14 +433,25 @@ async fn tcp_writes_change_the_server_and_answer_with_the_read_back() {
     let port = free_port();
     let address = format!("127.0.0.1:{port}");
     let server = ModbusServer::start(&["--tcp", &address, "--units", "1"]).await;
-    let body = format!(
-        "{}[[device]]\nid = \"act\"\nadapter = \"plc\"\npoll = \"1s\"\n\
-         [[device.field]]\nname = \"relay\"\nregister = \"coil\"\naddress = 1\nwritable = true\n\
-         [[device.field]]\nname = \"setpoint\"\ntype = \"integer\"\nregister = \"holding\"\naddress = 60\nwritable = true\n\
-         [[device.field]]\nname = \"level\"\nregister = \"holding\"\naddress = 62\ndata_type = \"float32\"\nbyte_order = \"CDAB\"\nwritable = true\n",
-        tcp_adapter("plc", port)
-    );
-    let rig = Rig::start(&body).await;
+    let body = |toml: GatewayToml| {
+        toml.adapter(tcp_adapter("plc", port)).device(
+            device("act", "plc")
+                .set("poll", "1s")
+                .field(register_field("relay", "coil", 1).set("writable", true))
+                .field(
+                    register_field("setpoint", "holding", 60)
+                        .set("type", "integer")
+                        .set("writable", true),
+                )
+                .field(
+                    register_field("level", "holding", 62)
+                        .set("data_type", "float32")
+                        .set("byte_order", "CDAB")
+                        .set("writable", true),
+                ),
+        )
+    };
+    let rig = Rig::start(body).await;
     let mut alice = rig.alice().await;
     let act = rig.jid("act");
     subscribe(&mut alice, &act, PresenceType::None).await;
@@ -532,13 +525,15 @@ async fn tcp_exception_is_reported_and_the_link_stays_up() {
     let port = free_port();
     let server =
         ModbusServer::start(&["--tcp", &format!("127.0.0.1:{port}"), "--units", "1"]).await;
-    let body = format!(
-        "{}[[device]]\nid = \"meter\"\nadapter = \"plc\"\npoll = \"300ms\"\n\
-         [[device.field]]\nname = \"count\"\nregister = \"input\"\naddress = 0\n\
-         [[device.field]]\nname = \"temp\"\nregister = \"holding\"\naddress = 14\ndata_type = \"float32\"\n",
-        tcp_adapter("plc", port)
-    );
-    let rig = Rig::start(&body).await;
+    let body = |toml: GatewayToml| {
+        toml.adapter(tcp_adapter("plc", port)).device(
+            device("meter", "plc")
+                .set("poll", "300ms")
+                .field(register_field("count", "input", 0))
+                .field(float_temp()),
+        )
+    };
+    let rig = Rig::start(body).await;
     let mut alice = rig.alice().await;
     let meter = rig.jid("meter");
     subscribe(&mut alice, &meter, PresenceType::None).await;
@@ -619,12 +614,14 @@ async fn tcp_server_restart_is_reconnected_without_restarting_the_gateway() {
     let port = free_port();
     let mut server =
         ModbusServer::start(&["--tcp", &format!("127.0.0.1:{port}"), "--units", "1"]).await;
-    let body = format!(
-        "{}[[device]]\nid = \"meter\"\nadapter = \"plc\"\npoll = \"300ms\"\n\
-         [[device.field]]\nname = \"temp\"\nregister = \"holding\"\naddress = 14\ndata_type = \"float32\"\n",
-        tcp_adapter("plc", port)
-    );
-    let mut rig = Rig::start(&body).await;
+    let body = |toml: GatewayToml| {
+        toml.adapter(tcp_adapter("plc", port)).device(
+            device("meter", "plc")
+                .set("poll", "300ms")
+                .field(float_temp()),
+        )
+    };
+    let mut rig = Rig::start(body).await;
     let mut alice = rig.alice().await;
     let meter = rig.jid("meter");
     subscribe(&mut alice, &meter, PresenceType::None).await;
@@ -666,14 +663,21 @@ async fn rtu_over_a_pty_decodes_every_type_and_a_dead_unit_does_not_stall_the_bu
         "1",
     ])
     .await;
-    let body = format!(
-        "[[adapter]]\nid = \"rs485\"\ntype = \"modbus-rtu\"\nport = \"{}\"\nbaud = 19200\ntimeout = \"300ms\"\n\n{}\n\
-         [[device]]\nid = \"ghost\"\nadapter = \"rs485\"\nunit_id = 3\npoll = \"500ms\"\n\
-         [[device.field]]\nname = \"temp\"\nregister = \"holding\"\naddress = 14\ndata_type = \"float32\"\n",
-        pty.port().display(),
-        all_types_device("all", "rs485", 1)
-    );
-    let rig = Rig::start(&body).await;
+    let body = |toml: GatewayToml| {
+        toml.adapter(
+            modbus_rtu_adapter("rs485", pty.port())
+                .set("baud", 19200_i64)
+                .set("timeout", "300ms"),
+        )
+        .device(all_types_device("all", "rs485", 1))
+        .device(
+            device("ghost", "rs485")
+                .set("unit_id", 3_i64)
+                .set("poll", "500ms")
+                .field(float_temp()),
+        )
+    };
+    let rig = Rig::start(body).await;
     let mut alice = rig.alice().await;
     let ghost = rig.jid("ghost");
     let all = rig.jid("all");
@@ -729,13 +733,19 @@ async fn rtu_serial_port_that_vanishes_is_reopened_with_back_off() {
     let mut pty = PtyPair::new().await;
     let b = pty.device_path().to_string_lossy().into_owned();
     let mut server = ModbusServer::start(&["--serial", &b, "--units", "1"]).await;
-    let body = format!(
-        "[[adapter]]\nid = \"rs485\"\ntype = \"modbus-rtu\"\nport = \"{}\"\ntimeout = \"300ms\"\nrs485 = true\n\n\
-         [[device]]\nid = \"meter\"\nadapter = \"rs485\"\npoll = \"300ms\"\n\
-         [[device.field]]\nname = \"temp\"\nregister = \"holding\"\naddress = 14\ndata_type = \"float32\"\n",
-        pty.port().display()
-    );
-    let rig = Rig::start(&body).await;
+    let body = |toml: GatewayToml| {
+        toml.adapter(
+            modbus_rtu_adapter("rs485", pty.port())
+                .set("timeout", "300ms")
+                .set("rs485", true),
+        )
+        .device(
+            device("meter", "rs485")
+                .set("poll", "300ms")
+                .field(float_temp()),
+        )
+    };
+    let rig = Rig::start(body).await;
     let mut alice = rig.alice().await;
     let meter = rig.jid("meter");
     subscribe(&mut alice, &meter, PresenceType::None).await;

@@ -8,8 +8,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::support::client::presence_status;
+use crate::support::gateway_toml::{device, field, mqtt_adapter, Section};
 use crate::support::{
-    Gateway, Mosquitto, MqttRig as Rig, Prosody, ProsodyOpts, TestClient, TIMEOUT,
+    Gateway, GatewayToml, Mosquitto, MqttRig as Rig, Prosody, ProsodyOpts, TestClient, TIMEOUT,
 };
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::minidom::Element;
@@ -30,126 +31,98 @@ async fn rig() -> Rig {
 /// topic, a fleet of Tasmota plugs, a zigbee2mqtt lamp, a wildcard topic, a device that goes
 /// stale, and a counter.
 fn config(prosody: &Prosody, domain: &str, mosquitto: &Mosquitto) -> String {
-    format!(
-        r#"
-[gateway]
-name = "mqtt test"
-history = "1h"
-
-{xmpp}
-[access]
-read = ["bob@localhost", "alice@localhost"]
-control = ["alice@localhost"]
-
-[publish]
-min_interval = "0s"
-
-[[adapter]]
-id = "broker"
-type = "mqtt"
-url = "{url}"
-keep_alive = "5s"
-max_payload = 1024
-
-[[device]]
-id = "boiler"
-adapter = "broker"
-topic = "plant/boiler/state"
-availability_topic = "plant/boiler/status"
-command_topic = "plant/boiler/set"
-  [[device.field]]
-  name = "temperature"
-  unit = "°C"
-  json = "/temp"
-  [[device.field]]
-  name = "setpoint"
-  unit = "°C"
-  json = "/setpoint"
-  writable = true
-  [[device.field]]
-  name = "pump"
-  type = "boolean"
-  json = "/pump"
-  writable = true
-
-[[device]]
-id = "outdoor"
-adapter = "broker"
-topic = "weather/outdoor/temperature"
-  [[device.field]]
-  name = "temperature"
-  unit = "°C"
-
-[[device]]
-fleet = ["plug-kitchen", "plug-hall"]
-name = "Tasmota {{id}}"
-adapter = "broker"
-topic = "tele/{{id}}/SENSOR"
-availability_topic = "tele/{{id}}/LWT"
-availability_online = "Online"
-availability_offline = "Offline"
-command_topic = "cmnd/{{id}}/POWER"
-  [[device.field]]
-  name = "power"
-  unit = "W"
-  json = "/ENERGY/Power"
-  [[device.field]]
-  name = "relay"
-  type = "boolean"
-  topic = "stat/{{id}}/POWER"
-  payload_on = "ON"
-  payload_off = "OFF"
-  command_template = "{{value}}"
-  writable = true
-
-[[device]]
-id = "lamp"
-adapter = "broker"
-topic = "zigbee2mqtt/lamp"
-availability_topic = "zigbee2mqtt/lamp/availability"
-command_topic = "zigbee2mqtt/lamp/set"
-  [[device.field]]
-  name = "state"
-  type = "boolean"
-  json = "/state"
-  payload_on = "ON"
-  payload_off = "OFF"
-  writable = true
-  [[device.field]]
-  name = "brightness"
-  type = "integer"
-  json = "/brightness"
-  writable = true
-
-[[device]]
-id = "anyroom"
-adapter = "broker"
-topic = "rooms/+/temperature"
-  [[device.field]]
-  name = "temperature"
-  unit = "°C"
-
-[[device]]
-id = "heartbeat"
-adapter = "broker"
-topic = "hb/value"
-stale_after = "2s"
-  [[device.field]]
-  name = "beat"
-  type = "integer"
-
-[[device]]
-id = "counter"
-adapter = "broker"
-topic = "counter/state"
-  [[device.field]]
-  name = "seq"
-  type = "integer"
-  json = "/seq"
-"#,
-        xmpp = prosody.component_toml(domain),
-        url = mosquitto.url(),
-    )
+    GatewayToml::new("mqtt test", prosody.component_toml(domain))
+        .gateway("history", "1h")
+        .access("read", &["bob@localhost", "alice@localhost"])
+        .access("control", &["alice@localhost"])
+        .publish_every_reading()
+        .adapter(
+            mqtt_adapter("broker", &mosquitto.url())
+                .set("keep_alive", "5s")
+                .set("max_payload", 1024_i64),
+        )
+        .device(
+            device("boiler", "broker")
+                .set("topic", "plant/boiler/state")
+                .set("availability_topic", "plant/boiler/status")
+                .set("command_topic", "plant/boiler/set")
+                .field(field("temperature").set("unit", "°C").set("json", "/temp"))
+                .field(
+                    field("setpoint")
+                        .set("unit", "°C")
+                        .set("json", "/setpoint")
+                        .set("writable", true),
+                )
+                .field(
+                    field("pump")
+                        .set("type", "boolean")
+                        .set("json", "/pump")
+                        .set("writable", true),
+                ),
+        )
+        .device(
+            device("outdoor", "broker")
+                .set("topic", "weather/outdoor/temperature")
+                .field(field("temperature").set("unit", "°C")),
+        )
+        .device(
+            Section::new()
+                .list("fleet", &["plug-kitchen", "plug-hall"])
+                .set("name", "Tasmota {id}")
+                .set("adapter", "broker")
+                .set("topic", "tele/{id}/SENSOR")
+                .set("availability_topic", "tele/{id}/LWT")
+                .set("availability_online", "Online")
+                .set("availability_offline", "Offline")
+                .set("command_topic", "cmnd/{id}/POWER")
+                .field(field("power").set("unit", "W").set("json", "/ENERGY/Power"))
+                .field(
+                    field("relay")
+                        .set("type", "boolean")
+                        .set("topic", "stat/{id}/POWER")
+                        .set("payload_on", "ON")
+                        .set("payload_off", "OFF")
+                        .set("command_template", "{value}")
+                        .set("writable", true),
+                ),
+        )
+        .device(
+            device("lamp", "broker")
+                .set("topic", "zigbee2mqtt/lamp")
+                .set("availability_topic", "zigbee2mqtt/lamp/availability")
+                .set("command_topic", "zigbee2mqtt/lamp/set")
+                .field(
+                    field("state")
+                        .set("type", "boolean")
+                        .set("json", "/state")
+                        .set("payload_on", "ON")
+                        .set("payload_off", "OFF")
+                        .set("writable", true),
+                )
+                .field(
+                    field("brightness")
+                        .set("type", "integer")
+                        .set("json", "/brightness")
+                        .set("writable", true),
+                ),
+        )
+        .device(
+            device("anyroom", "broker")
+                .set("topic", "rooms/+/temperature")
+                .field(field("temperature").set("unit", "°C")),
+        )
+        .device(
+            device("heartbeat", "broker")
+                .set("topic", "hb/value")
+                .set("stale_after", "2s")
+                .field(field("beat").set("type", "integer")),
+        )
+        .device(
+            device("counter", "broker")
+                .set("topic", "counter/state")
+                .field(field("seq").set("type", "integer").set("json", "/seq")),
+        )
+        .build()
 }
 
 fn el(xml: &str) -> Element {
@@ -807,47 +780,23 @@ async fn mqtts_trusts_the_configured_ca_and_only_that() {
     let mosquitto =
         Mosquitto::start_tls(&certs.join("localhost.crt"), &certs.join("localhost.key")).await;
     let domain = prosody.component_domain().to_owned();
-    let config = format!(
-        r#"
-[gateway]
-name = "tls test"
-
-{xmpp}
-[access]
-read = ["bob@localhost"]
-
-[publish]
-min_interval = "0s"
-
-[[adapter]]
-id = "secure"
-type = "mqtt"
-url = "{tls}"
-ca_file = "{ca}"
-
-[[adapter]]
-id = "untrusted"
-type = "mqtt"
-url = "{tls}"
-
-[[device]]
-id = "probe"
-adapter = "secure"
-topic = "probe/temperature"
-  [[device.field]]
-  name = "temperature"
-
-[[device]]
-id = "stranger"
-adapter = "untrusted"
-topic = "probe/temperature"
-  [[device.field]]
-  name = "temperature"
-"#,
-        xmpp = prosody.component_toml(&domain),
-        tls = mosquitto.tls_url(),
-        ca = prosody.ca_path().display(),
-    );
+    // `secure` trusts the rig's CA, `untrusted` only the system's; both read the same topic.
+    let tls = mosquitto.tls_url();
+    let probe_device = |id: &str, adapter: &str| {
+        device(id, adapter)
+            .set("topic", "probe/temperature")
+            .field(field("temperature"))
+    };
+    let config = GatewayToml::new("tls test", prosody.component_toml(&domain))
+        .access("read", &["bob@localhost"])
+        .publish_every_reading()
+        .adapter(
+            mqtt_adapter("secure", &tls).set("ca_file", prosody.ca_path().display().to_string()),
+        )
+        .adapter(mqtt_adapter("untrusted", &tls))
+        .device(probe_device("probe", "secure"))
+        .device(probe_device("stranger", "untrusted"))
+        .build();
     let mut gateway = Gateway::spawn(&config);
     // The TLS link came up.
     support::mqtt_rig::wait_linked(&mut gateway).await;
@@ -888,40 +837,21 @@ topic = "probe/temperature"
 async fn a_burst_gives_one_headline_per_message_with_all_its_fields() {
     const MESSAGES: i64 = 400;
     let rig = Rig::start(&["carol"], |prosody, domain, mosquitto| {
-        format!(
-            r#"
-[gateway]
-name = "burst test"
-
-{xmpp}
-[access]
-read = ["carol@localhost"]
-
-[publish]
-min_interval = "0s"
-notify = ["carol@localhost"]
-
-[[adapter]]
-id = "broker"
-type = "mqtt"
-url = "{url}"
-
-[[device]]
-id = "pair"
-adapter = "broker"
-topic = "burst/pair"
-  [[device.field]]
-  name = "a"
-  type = "integer"
-  json = "/a"
-  [[device.field]]
-  name = "b"
-  type = "integer"
-  json = "/b"
-"#,
-            xmpp = prosody.component_toml(domain),
-            url = mosquitto.url(),
-        )
+        GatewayToml::new("burst test", prosody.component_toml(domain))
+            .access("read", &["carol@localhost"])
+            .publish_every_reading()
+            .section(
+                "publish",
+                Section::new().list("notify", &["carol@localhost"]),
+            )
+            .adapter(mqtt_adapter("broker", &mosquitto.url()))
+            .device(
+                device("pair", "broker")
+                    .set("topic", "burst/pair")
+                    .field(field("a").set("type", "integer").set("json", "/a"))
+                    .field(field("b").set("type", "integer").set("json", "/b")),
+            )
+            .build()
     })
     .await;
     let mut carol = rig.user("carol").await;

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use crate::per_server;
 use crate::support::client::message_body;
-use crate::support::gateway_toml::{device, field, sim_adapter, stepping_thermo, Section};
+use crate::support::gateway_toml::{
+    device, integer_setting, sim_adapter, stepping_thermo, Section,
+};
 use crate::support::{Gateway, GatewayToml, Kind, Server, ServerOpts, TestClient, TIMEOUT};
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::message::{Message, MessageType};
@@ -27,15 +29,7 @@ async fn devices_join_post_changes_and_answer_their_nick(kind: Kind) {
         .section("publish", Section::new().set("room", room.as_str()))
         .adapter(sim_adapter())
         .device(stepping_thermo("300ms"))
-        .device(
-            device("relay", "sim").field(
-                field("level")
-                    .set("type", "integer")
-                    .set("generator", "constant")
-                    .set("value", 1_i64)
-                    .set("writable", true),
-            ),
-        )
+        .device(device("relay", "sim").field(integer_setting("level", 1)))
         .build();
     let mut gw = Gateway::spawn(&config);
     assert!(
@@ -123,30 +117,15 @@ async fn a_command_in_a_room_of_several_devices_is_answered_and_written_once(kin
     server.register("alice", "pw").await;
     let domain = server.component_domain().to_owned();
     let room = format!("plant@{}", server.muc_domain());
-    let config = format!(
-        r#"
-{xmpp}
-[access]
-read = ["@localhost"]
-control = ["alice@localhost"]
-
-[publish]
-room = "{room}"
-
-[[adapter]]
-id = "sim"
-type = "simulated"
-{devices}"#,
-        xmpp = server.component_toml(&domain),
-        devices = ["s1", "s2", "s3"]
-            .iter()
-            .map(|id| format!(
-                "\n[[device]]\nid = \"{id}\"\nadapter = \"sim\"\n\n  [[device.field]]\n  \
-                 name = \"speed\"\n  type = \"integer\"\n  generator = \"constant\"\n  \
-                 value = 1000\n  writable = true\n"
-            ))
-            .collect::<String>()
-    );
+    let config = GatewayToml::upstream(server.component_toml(&domain))
+        .access("read", &["@localhost"])
+        .access("control", &["alice@localhost"])
+        .section("publish", Section::new().set("room", room.as_str()))
+        .adapter(sim_adapter())
+        .devices(
+            ["s1", "s2", "s3"].map(|id| device(id, "sim").field(integer_setting("speed", 1000))),
+        )
+        .build();
     let mut gw = Gateway::spawn(&config);
     assert!(
         gw.wait_upstream(TIMEOUT).await,

@@ -5,13 +5,14 @@
 
 use crate::support;
 use crate::support::client::presence_status;
-use crate::support::{Gateway, Prosody, ProsodyOpts, PtyPair, TestClient, TIMEOUT};
+use crate::support::gateway_toml::{self, device, serial_adapter, Section};
+use crate::support::readout::{field, momentary, readout, ReadoutField};
+use crate::support::{Gateway, GatewayToml, Prosody, ProsodyOpts, PtyPair, TestClient, TIMEOUT};
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::presence::Type as PresenceType;
 use xmpp_parsers::stanza_error::DefinedCondition;
 
-const NS_SD: &str = "urn:xmpp:iot:sensordata";
 const NS_CTL: &str = "urn:xmpp:iot:control";
 
 /// Prosody with a component and two users: alice may control, bob may read.
@@ -24,14 +25,21 @@ async fn prosody() -> (Prosody, String) {
     (prosody, domain)
 }
 
-/// The gateway's config: head (XMPP, access) and then `rest` (adapters and devices).
-fn config(prosody: &Prosody, domain: &str, rest: &str) -> String {
-    format!(
-        "[gateway]\nname = \"serial test\"\nhistory = \"1h\"\n\n{}\n\
-         [access]\nread = [\"bob@localhost\"]\ncontrol = [\"alice@localhost\"]\n\n\
-         [publish]\nmin_interval = \"0s\"\n\n{rest}",
-        prosody.component_toml(domain)
+/// The gateway's config: head (XMPP, access; alice may control, bob may read) and then what
+/// `rest` adds (adapters and devices).
+fn config(
+    prosody: &Prosody,
+    domain: &str,
+    rest: impl FnOnce(GatewayToml) -> GatewayToml,
+) -> String {
+    rest(
+        GatewayToml::new("serial test", prosody.component_toml(domain))
+            .gateway("history", "1h")
+            .access("read", &["bob@localhost"])
+            .access("control", &["alice@localhost"])
+            .publish_every_reading(),
     )
+    .build()
 }
 
 fn jid(device: &str, domain: &str) -> Jid {
@@ -71,84 +79,9 @@ async fn wait_status(client: &mut TestClient, device: &Jid, needle: &str) -> Str
     presence_status(&p).unwrap_or_default()
 }
 
-/// One field of a readout: element name (the type), value, unit, and its timestamp.
-#[derive(Debug, Clone, PartialEq)]
-struct Field {
-    kind: String,
-    value: String,
-    unit: Option<String>,
-    timestamp: String,
-}
-
-/// Runs a readout (`req_attrs` e.g. `momentary='true'`) and returns every field of every
-/// `fields` message until `done`.
-async fn readout(
-    client: &mut TestClient,
-    device: &Jid,
-    seqnr: u32,
-    req_attrs: &str,
-) -> Vec<(String, Field)> {
-    client
-        .iq_get(
-            device,
-            el(&format!(
-                "<req xmlns='{NS_SD}' seqnr='{seqnr}' {req_attrs}/>"
-            )),
-        )
-        .await
-        .expect("readout accepted");
-    let seq = seqnr.to_string();
-    let mut out = Vec::new();
-    loop {
-        let m = client
-            .recv_message(TIMEOUT, |m| {
-                m.payloads
-                    .iter()
-                    .any(|p| p.is("fields", NS_SD) && p.attr("seqnr") == Some(seq.as_str()))
-            })
-            .await
-            .unwrap_or_else(|| panic!("fields of readout {seqnr} from {device}"));
-        let fields = m
-            .payloads
-            .into_iter()
-            .find(|p| p.is("fields", NS_SD))
-            .expect("fields");
-        for node in fields.children() {
-            for ts in node.children() {
-                let timestamp = ts.attr("value").unwrap_or("").to_owned();
-                for f in ts.children() {
-                    out.push((
-                        f.attr("name").unwrap_or("").to_owned(),
-                        Field {
-                            kind: f.name().to_owned(),
-                            value: f.attr("value").unwrap_or("").to_owned(),
-                            unit: f.attr("unit").map(str::to_owned),
-                            timestamp: timestamp.clone(),
-                        },
-                    ));
-                }
-            }
-        }
-        if fields.attr("done") == Some("true") {
-            return out;
-        }
-    }
-}
-
-async fn momentary(client: &mut TestClient, device: &Jid, seqnr: u32) -> Vec<(String, Field)> {
-    readout(client, device, seqnr, "momentary='true'").await
-}
-
-fn get<'a>(fields: &'a [(String, Field)], name: &str) -> &'a Field {
-    fields
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, f)| f)
-        .unwrap_or_else(|| panic!("no field {name} in {fields:#?}"))
-}
-
-fn check(f: &Field, kind: &str, value: &str, unit: Option<&str>) {
-    let have_unit = f.unit.as_deref().filter(|u| !u.is_empty());
+/// `f` is a `kind` field (`numeric`, `boolean`, `string`…) with `value` and `unit`.
+fn check(f: &ReadoutField, kind: &str, value: &str, unit: Option<&str>) {
+    let have_unit = Some(f.unit.as_str()).filter(|u| !u.is_empty());
     assert_eq!(
         (f.kind.as_str(), f.value.as_str(), have_unit),
         (kind, value, unit),
@@ -164,111 +97,75 @@ async fn every_format_reaches_its_device_with_types_and_units() {
     let xml = PtyPair::new().await;
     let re = PtyPair::new().await;
     let csv = PtyPair::new().await;
-    let rest = format!(
-        r#"
-[[adapter]]
-id = "json-port"
-type = "serial"
-port = "{json}"
-format = "json"
-
-[[adapter]]
-id = "kv-port"
-type = "serial"
-port = "{kv}"
-baud = 115200
-format = "kv"
-line_ending = "\r\n"
-
-[[adapter]]
-id = "xml-port"
-type = "serial"
-port = "{xml}"
-format = "xml"
-
-[[adapter]]
-id = "regex-port"
-type = "serial"
-port = "{re}"
-format = "regex"
-pattern = '^(?P<id>\w+) (?P<temp>[-\d.]+) (?P<state>\w+)$'
-
-[[adapter]]
-id = "csv-port"
-type = "serial"
-port = "{csv}"
-format = "csv"
-
-[[device]]
-id = "jdev"
-adapter = "json-port"
-  [[device.field]]
-  name = "temperature"
-  unit = "°C"
-  json = "/t"
-  [[device.field]]
-  name = "count"
-  type = "integer"
-  json = "/n/0"
-  [[device.field]]
-  name = "on"
-  type = "boolean"
-  json = "/on"
-  [[device.field]]
-  name = "label"
-  type = "string"
-  json = "/label"
-
-[[device]]
-id = "kdev"
-adapter = "kv-port"
-  [[device.field]]
-  name = "temp"
-  unit = "°C"
-  [[device.field]]
-  name = "humidity"
-  unit = "%"
-  key = "hum"
-  [[device.field]]
-  name = "door"
-  type = "boolean"
-
-[[device]]
-id = "xdev"
-adapter = "xml-port"
-  [[device.field]]
-  name = "temperature"
-  unit = "°C"
-  key = "SensorTemp"
-
-[[device]]
-id = "rdev"
-adapter = "regex-port"
-  [[device.field]]
-  name = "temp"
-  unit = "K"
-  [[device.field]]
-  name = "state"
-  type = "string"
-
-[[device]]
-id = "cdev"
-adapter = "csv-port"
-  [[device.field]]
-  name = "temp"
-  unit = "°F"
-  [[device.field]]
-  name = "hum"
-  type = "integer"
-  unit = "%"
-"#,
-        json = json.port().display(),
-        kv = kv.port().display(),
-        xml = xml.port().display(),
-        re = re.port().display(),
-        csv = csv.port().display(),
-    );
-    let mut gateway = Gateway::spawn(&config(&prosody, &domain, &rest));
+    let rest = |toml: GatewayToml| {
+        toml.adapter(serial_adapter("json-port", json.port(), "json"))
+            .adapter(
+                serial_adapter("kv-port", kv.port(), "kv")
+                    .set("baud", 115200_i64)
+                    .set("line_ending", "\r\n"),
+            )
+            .adapter(serial_adapter("xml-port", xml.port(), "xml"))
+            .adapter(
+                serial_adapter("regex-port", re.port(), "regex")
+                    .set("pattern", r"^(?P<id>\w+) (?P<temp>[-\d.]+) (?P<state>\w+)$"),
+            )
+            .adapter(serial_adapter("csv-port", csv.port(), "csv"))
+            .device(
+                device("jdev", "json-port")
+                    .field(
+                        gateway_toml::field("temperature")
+                            .set("unit", "°C")
+                            .set("json", "/t"),
+                    )
+                    .field(
+                        gateway_toml::field("count")
+                            .set("type", "integer")
+                            .set("json", "/n/0"),
+                    )
+                    .field(
+                        gateway_toml::field("on")
+                            .set("type", "boolean")
+                            .set("json", "/on"),
+                    )
+                    .field(
+                        gateway_toml::field("label")
+                            .set("type", "string")
+                            .set("json", "/label"),
+                    ),
+            )
+            .device(
+                device("kdev", "kv-port")
+                    .field(gateway_toml::field("temp").set("unit", "°C"))
+                    .field(
+                        gateway_toml::field("humidity")
+                            .set("unit", "%")
+                            .set("key", "hum"),
+                    )
+                    .field(gateway_toml::field("door").set("type", "boolean")),
+            )
+            .device(
+                device("xdev", "xml-port").field(
+                    gateway_toml::field("temperature")
+                        .set("unit", "°C")
+                        .set("key", "SensorTemp"),
+                ),
+            )
+            .device(
+                device("rdev", "regex-port")
+                    .field(gateway_toml::field("temp").set("unit", "K"))
+                    .field(gateway_toml::field("state").set("type", "string")),
+            )
+            .device(
+                device("cdev", "csv-port")
+                    .field(gateway_toml::field("temp").set("unit", "°F"))
+                    .field(
+                        gateway_toml::field("hum")
+                            .set("type", "integer")
+                            .set("unit", "%"),
+                    ),
+            )
+    };
+    let mut gateway = Gateway::spawn(&config(&prosody, &domain, rest));
     assert!(
         gateway.wait_upstream(TIMEOUT * 2).await,
         "gateway connected upstream"
@@ -287,10 +184,10 @@ adapter = "csv-port"
         .await;
     wait_status(&mut bob, &jdev, "21.5").await;
     let f = momentary(&mut bob, &jdev, 1).await;
-    check(get(&f, "temperature"), "numeric", "21.5", Some("°C"));
-    check(get(&f, "count"), "numeric", "7", None);
-    check(get(&f, "on"), "boolean", "true", None);
-    check(get(&f, "label"), "string", "a<b & 'c'", None);
+    check(field(&f, "temperature"), "numeric", "21.5", Some("°C"));
+    check(field(&f, "count"), "numeric", "7", None);
+    check(field(&f, "on"), "boolean", "true", None);
+    check(field(&f, "label"), "string", "a<b & 'c'", None);
 
     let mut d = kv.open_device();
     d.send(b"\r\ntemp=19.25 hum=40 door=open extra=1\r\n").await;
@@ -298,30 +195,30 @@ adapter = "csv-port"
     d.send(b"temp=19.5 hum=41 door=on\r\n").await;
     wait_status(&mut bob, &kdev, "19.5").await;
     let f = momentary(&mut bob, &kdev, 2).await;
-    check(get(&f, "temp"), "numeric", "19.5", Some("°C"));
-    check(get(&f, "humidity"), "numeric", "41", Some("%"));
-    check(get(&f, "door"), "boolean", "true", None);
+    check(field(&f, "temp"), "numeric", "19.5", Some("°C"));
+    check(field(&f, "humidity"), "numeric", "41", Some("%"));
+    check(field(&f, "door"), "boolean", "true", None);
 
     let mut d = xml.open_device();
     d.send(b"\n<SensorTemp ID='250715' TimeDate='19:28:33 Jul 17 2015'> 22 </SensorTemp>\n")
         .await;
     wait_status(&mut bob, &xdev, "22").await;
     let f = momentary(&mut bob, &xdev, 3).await;
-    check(get(&f, "temperature"), "numeric", "22", Some("°C"));
+    check(field(&f, "temperature"), "numeric", "22", Some("°C"));
 
     let mut d = re.open_device();
     d.send(b"\nno match here\nprobe7 -3.5 heating\n").await;
     wait_status(&mut bob, &rdev, "-3.5").await;
     let f = momentary(&mut bob, &rdev, 4).await;
-    check(get(&f, "temp"), "numeric", "-3.5", Some("K"));
-    check(get(&f, "state"), "string", "heating", None);
+    check(field(&f, "temp"), "numeric", "-3.5", Some("K"));
+    check(field(&f, "state"), "string", "heating", None);
 
     let mut d = csv.open_device();
     d.send(b"\nid,temp,hum\nc1, 70.5 ,33\n").await;
     wait_status(&mut bob, &cdev, "70.5").await;
     let f = momentary(&mut bob, &cdev, 5).await;
-    check(get(&f, "temp"), "numeric", "70.5", Some("°F"));
-    check(get(&f, "hum"), "numeric", "33", Some("%"));
+    check(field(&f, "temp"), "numeric", "70.5", Some("°F"));
+    check(field(&f, "hum"), "numeric", "33", Some("%"));
 
     assert!(gateway.is_running());
     gateway.terminate().await;
@@ -332,73 +229,58 @@ async fn xml_records_and_json_objects_are_routed_by_match() {
     let (prosody, domain) = prosody().await;
     let xml = PtyPair::new().await;
     let json = PtyPair::new().await;
-    let rest = format!(
-        r#"
-[[adapter]]
-id = "rf"
-type = "serial"
-port = "{xml}"
-format = "xml"
-
-[[adapter]]
-id = "hub"
-type = "serial"
-port = "{json}"
-format = "json"
-
-[[device]]
-id = "boiler"
-adapter = "rf"
-match = {{ id = "250715" }}
-  [[device.field]]
-  name = "temperature"
-  unit = "°C"
-  key = "SensorTemp"
-
-[[device]]
-id = "attic"
-adapter = "rf"
-match = {{ ID = "250716" }}
-  [[device.field]]
-  name = "temperature"
-  type = "integer"
-  unit = "°C"
-  key = "sensortemp"
-  [[device.field]]
-  name = "note"
-  type = "string"
-  key = "Note"
-
-[[device]]
-id = "door"
-adapter = "rf"
-match = {{ id = 7 }}
-  [[device.field]]
-  name = "open"
-  type = "boolean"
-
-[[device]]
-id = "left"
-adapter = "hub"
-match = {{ id = "L" }}
-  [[device.field]]
-  name = "power"
-  unit = "W"
-  json = "/p"
-
-[[device]]
-id = "right"
-adapter = "hub"
-match = {{ "/meta/id" = 2 }}
-  [[device.field]]
-  name = "power"
-  unit = "W"
-  json = "/p"
-"#,
-        xml = xml.port().display(),
-        json = json.port().display(),
-    );
-    let mut gateway = Gateway::spawn(&config(&prosody, &domain, &rest));
+    let rest = |toml: GatewayToml| {
+        toml.adapter(serial_adapter("rf", xml.port(), "xml"))
+            .adapter(serial_adapter("hub", json.port(), "json"))
+            .device(
+                device("boiler", "rf")
+                    .inline("match", Section::new().set("id", "250715"))
+                    .field(
+                        gateway_toml::field("temperature")
+                            .set("unit", "°C")
+                            .set("key", "SensorTemp"),
+                    ),
+            )
+            .device(
+                device("attic", "rf")
+                    .inline("match", Section::new().set("ID", "250716"))
+                    .field(
+                        gateway_toml::field("temperature")
+                            .set("type", "integer")
+                            .set("unit", "°C")
+                            .set("key", "sensortemp"),
+                    )
+                    .field(
+                        gateway_toml::field("note")
+                            .set("type", "string")
+                            .set("key", "Note"),
+                    ),
+            )
+            .device(
+                device("door", "rf")
+                    .inline("match", Section::new().set("id", 7_i64))
+                    .field(gateway_toml::field("open").set("type", "boolean")),
+            )
+            .device(
+                device("left", "hub")
+                    .inline("match", Section::new().set("id", "L"))
+                    .field(
+                        gateway_toml::field("power")
+                            .set("unit", "W")
+                            .set("json", "/p"),
+                    ),
+            )
+            .device(
+                device("right", "hub")
+                    .inline("match", Section::new().set("/meta/id", 2_i64))
+                    .field(
+                        gateway_toml::field("power")
+                            .set("unit", "W")
+                            .set("json", "/p"),
+                    ),
+            )
+    };
+    let mut gateway = Gateway::spawn(&config(&prosody, &domain, rest));
     assert!(
         gateway.wait_upstream(TIMEOUT * 2).await,
         "gateway connected upstream"
@@ -421,7 +303,7 @@ match = {{ "/meta/id" = 2 }}
     .await;
     wait_status(&mut bob, &door, "open").await;
     let f = momentary(&mut bob, &boiler, 1).await;
-    check(get(&f, "temperature"), "numeric", "22", Some("°C"));
+    check(field(&f, "temperature"), "numeric", "22", Some("°C"));
     // The record's own time, read as local time, is the reading's time.
     let when = chrono::NaiveDate::from_ymd_opt(2015, 7, 17)
         .and_then(|d| d.and_hms_opt(19, 28, 33))
@@ -431,17 +313,17 @@ match = {{ "/meta/id" = 2 }}
         .expect("local time")
         .with_timezone(&chrono::Utc)
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    assert_eq!(get(&f, "temperature").timestamp, when);
+    assert_eq!(field(&f, "temperature").timestamp, when);
     let f = momentary(&mut bob, &attic, 2).await;
-    check(get(&f, "temperature"), "numeric", "18", Some("°C"));
-    check(get(&f, "note"), "string", "a < b && cé", None);
+    check(field(&f, "temperature"), "numeric", "18", Some("°C"));
+    check(field(&f, "note"), "string", "a < b && cé", None);
     assert_ne!(
-        get(&f, "temperature").timestamp,
+        field(&f, "temperature").timestamp,
         when,
         "no TimeDate: arrival time"
     );
     let f = momentary(&mut bob, &door, 3).await;
-    check(get(&f, "open"), "boolean", "true", None);
+    check(field(&f, "open"), "boolean", "true", None);
     // The record without ID went nowhere, and was counted and logged.
     assert!(
         gateway
@@ -456,9 +338,9 @@ match = {{ "/meta/id" = 2 }}
         .await;
     wait_status(&mut bob, &right, "250.5").await;
     let f = momentary(&mut bob, &left, 4).await;
-    check(get(&f, "power"), "numeric", "100", Some("W"));
+    check(field(&f, "power"), "numeric", "100", Some("W"));
     let f = momentary(&mut bob, &right, 5).await;
-    check(get(&f, "power"), "numeric", "250.5", Some("W"));
+    check(field(&f, "power"), "numeric", "250.5", Some("W"));
     gateway.terminate().await;
 }
 
@@ -466,31 +348,17 @@ match = {{ "/meta/id" = 2 }}
 async fn a_closed_pty_makes_the_devices_unavailable_until_it_is_back() {
     let (prosody, domain) = prosody().await;
     let mut pty = PtyPair::new().await;
-    let rest = format!(
-        r#"
-[[adapter]]
-id = "uart"
-type = "serial"
-port = "{port}"
-format = "kv"
-
-[[device]]
-id = "meter"
-adapter = "uart"
-  [[device.field]]
-  name = "temp"
-  unit = "°C"
-
-[[device]]
-id = "probe"
-adapter = "uart"
-match = {{ id = "p" }}
-  [[device.field]]
-  name = "temp"
-"#,
-        port = pty.port().display()
-    );
-    let mut gateway = Gateway::spawn(&config(&prosody, &domain, &rest));
+    let port = pty.port().to_owned();
+    let rest = |toml: GatewayToml| {
+        toml.adapter(serial_adapter("uart", &port, "kv"))
+            .device(device("meter", "uart").field(gateway_toml::field("temp").set("unit", "°C")))
+            .device(
+                device("probe", "uart")
+                    .inline("match", Section::new().set("id", "p"))
+                    .field(gateway_toml::field("temp")),
+            )
+    };
+    let mut gateway = Gateway::spawn(&config(&prosody, &domain, rest));
     assert!(
         gateway.wait_upstream(TIMEOUT * 2).await,
         "gateway connected upstream"
@@ -541,39 +409,34 @@ match = {{ id = "p" }}
 async fn a_write_sends_its_command_line_and_waits_for_the_acknowledgement() {
     let (prosody, domain) = prosody().await;
     let pty = PtyPair::new().await;
-    let rest = format!(
-        r#"
-[[adapter]]
-id = "uart"
-type = "serial"
-port = "{port}"
-format = "kv"
-
-[[device]]
-id = "relay"
-adapter = "uart"
-  [[device.field]]
-  name = "on"
-  type = "boolean"
-  writable = true
-  command_template = "SET {{field}} {{value}}\n"
-  ack_pattern = "^OK\\b"
-  ack_timeout = "1s"
-  [[device.field]]
-  name = "level"
-  type = "integer"
-  unit = "%"
-  writable = true
-  command_template = "LEVEL {{value}}\r\n"
-  [[device.field]]
-  name = "display"
-  type = "string"
-  writable = true
-  command_template = "TXT {{value}}\n"
-"#,
-        port = pty.port().display()
-    );
-    let mut gateway = Gateway::spawn(&config(&prosody, &domain, &rest));
+    let rest = |toml: GatewayToml| {
+        toml.adapter(serial_adapter("uart", pty.port(), "kv"))
+            .device(
+                device("relay", "uart")
+                    .field(
+                        gateway_toml::field("on")
+                            .set("type", "boolean")
+                            .set("writable", true)
+                            .set("command_template", "SET {field} {value}\n")
+                            .set("ack_pattern", r"^OK\b")
+                            .set("ack_timeout", "1s"),
+                    )
+                    .field(
+                        gateway_toml::field("level")
+                            .set("type", "integer")
+                            .set("unit", "%")
+                            .set("writable", true)
+                            .set("command_template", "LEVEL {value}\r\n"),
+                    )
+                    .field(
+                        gateway_toml::field("display")
+                            .set("type", "string")
+                            .set("writable", true)
+                            .set("command_template", "TXT {value}\n"),
+                    ),
+            )
+    };
+    let mut gateway = Gateway::spawn(&config(&prosody, &domain, rest));
     assert!(
         gateway.wait_upstream(TIMEOUT * 2).await,
         "gateway connected upstream"
@@ -608,8 +471,8 @@ adapter = "uart"
     alice.iq_set(&relay, set).await.expect("setResponse");
     assert_eq!(dev.line().await, "LEVEL 42\r\n");
     let f = momentary(&mut alice, &relay, 1).await;
-    check(get(&f, "on"), "boolean", "true", None);
-    check(get(&f, "level"), "numeric", "42", Some("%"));
+    check(field(&f, "on"), "boolean", "true", None);
+    check(field(&f, "level"), "numeric", "42", Some("%"));
 
     // No acknowledgement: the write fails after `ack_timeout`, and says so.
     let set = el(&format!(
@@ -619,7 +482,7 @@ adapter = "uart"
     assert_eq!(err.defined_condition, DefinedCondition::RemoteServerTimeout);
     assert_eq!(dev.line().await, "SET on false\n");
     let f = momentary(&mut alice, &relay, 2).await;
-    check(get(&f, "on"), "boolean", "true", None);
+    check(field(&f, "on"), "boolean", "true", None);
 
     // A control character in a text value is refused before anything is sent. (XML turns
     // line breaks in attributes into spaces and chat commands end at the first line break, so a
@@ -648,28 +511,15 @@ adapter = "uart"
 async fn garbage_and_over_long_lines_are_counted_and_do_not_disturb_the_rest() {
     let (prosody, domain) = prosody().await;
     let pty = PtyPair::new().await;
-    let rest = format!(
-        r#"
-[[adapter]]
-id = "uart"
-type = "serial"
-port = "{port}"
-format = "kv"
-max_line = 64
-
-[[device]]
-id = "meter"
-adapter = "uart"
-  [[device.field]]
-  name = "temp"
-  unit = "°C"
-  [[device.field]]
-  name = "label"
-  type = "string"
-"#,
-        port = pty.port().display()
-    );
-    let mut gateway = Gateway::spawn(&config(&prosody, &domain, &rest));
+    let rest = |toml: GatewayToml| {
+        toml.adapter(serial_adapter("uart", pty.port(), "kv").set("max_line", 64_i64))
+            .device(
+                device("meter", "uart")
+                    .field(gateway_toml::field("temp").set("unit", "°C"))
+                    .field(gateway_toml::field("label").set("type", "string")),
+            )
+    };
+    let mut gateway = Gateway::spawn(&config(&prosody, &domain, rest));
     assert!(
         gateway.wait_upstream(TIMEOUT * 2).await,
         "gateway connected upstream"
@@ -691,12 +541,12 @@ adapter = "uart"
     let history = readout(&mut bob, &meter, 1, "historical='true'").await;
     let temps: Vec<&str> = history
         .iter()
-        .filter(|(n, _)| n == "temp")
-        .map(|(_, f)| f.value.as_str())
+        .filter(|f| f.name == "temp")
+        .map(|f| f.value.as_str())
         .collect();
     assert_eq!(temps, ["1", "2", "3"], "{history:#?}");
     let f = momentary(&mut bob, &meter, 2).await;
-    check(get(&f, "label"), "string", "bell and [0mescape", None);
+    check(field(&f, "label"), "string", "bell and [0mescape", None);
 
     // Counted and logged: DEBUG per line with the totals, one WARN naming the port.
     let log = gateway.log_text();
@@ -724,29 +574,18 @@ async fn rs485_on_a_port_without_it_is_warned_once_counted_and_the_line_works() 
     let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", support::free_port())
         .parse()
         .expect("metrics address");
-    let rest = format!(
-        r#"
-[metrics]
-listen = "{metrics}"
-
-[[adapter]]
-id = "uart"
-type = "serial"
-port = "{port}"
-format = "kv"
-rs485 = true
-rts_on_send = "high"
-delay_after_send = "1ms"
-
-[[device]]
-id = "meter"
-adapter = "uart"
-  [[device.field]]
-  name = "temp"
-"#,
-        port = pty.port().display()
-    );
-    let mut gateway = Gateway::spawn(&config(&prosody, &domain, &rest));
+    let port = pty.port().to_owned();
+    let rest = |toml: GatewayToml| {
+        toml.metrics(metrics)
+            .adapter(
+                serial_adapter("uart", &port, "kv")
+                    .set("rs485", true)
+                    .set("rts_on_send", "high")
+                    .set("delay_after_send", "1ms"),
+            )
+            .device(device("meter", "uart").field(gateway_toml::field("temp")))
+    };
+    let mut gateway = Gateway::spawn(&config(&prosody, &domain, rest));
     assert!(
         gateway.wait_upstream(TIMEOUT * 2).await,
         "gateway connected upstream"

@@ -23,7 +23,18 @@ pub struct ReadoutField {
 
 /// A momentary readout of `device` with sequence number `seqnr` (unique per client).
 pub async fn momentary(client: &mut TestClient, device: &Jid, seqnr: u32) -> Vec<ReadoutField> {
-    let req: Element = format!("<req xmlns='{NS_SD}' seqnr='{seqnr}' momentary='true'/>")
+    readout(client, device, seqnr, "momentary='true'").await
+}
+
+/// A readout of `device` with sequence number `seqnr` and the request attributes `req_attrs`
+/// (`momentary='true'`, `historical='true'`…).
+pub async fn readout(
+    client: &mut TestClient,
+    device: &Jid,
+    seqnr: u32,
+    req_attrs: &str,
+) -> Vec<ReadoutField> {
+    let req: Element = format!("<req xmlns='{NS_SD}' seqnr='{seqnr}' {req_attrs}/>")
         .parse()
         .expect("request XML");
     client.iq_get(device, req).await.expect("readout accepted");
