@@ -7,7 +7,7 @@ use super::client::subscribe;
 use super::discover::retained;
 use crate::support;
 
-use support::gateway_toml::{adapter, device, field};
+use support::gateway_toml::{client_xmpp, device, field, mqtt_adapter};
 use support::readout::{self, momentary};
 use support::{
     Gateway, GatewayOpts, GatewayToml, Kind, Mosquitto, Server, ServerOpts, TestClient, TIMEOUT,
@@ -22,19 +22,13 @@ const NS_CTL: &str = "urn:xmpp:iot:control";
 /// The gateway's account on `server`, an mqtt adapter with discovery on, and (`boiler`) one
 /// configured device on it.
 fn config(server: &Server, mosquitto: &Mosquitto, boiler: bool) -> String {
-    let xmpp = format!(
-        "[xmpp]\nmode = \"client\"\njid = \"gw@localhost\"\npassword_file = \"gw.pass\"\n\
-         server = \"{}\"\nca_file = \"{}\"\n",
-        server.c2s_addr(),
-        server.ca_path().display()
-    );
+    let xmpp = client_xmpp(server.c2s_addr(), server.ca_path());
     let toml = GatewayToml::new("client-mode discovery", xmpp)
         .access("read", &["alice@localhost"])
         .access("control", &["alice@localhost"])
         .publish_every_reading()
         .adapter(
-            adapter("broker", "mqtt")
-                .set("url", mosquitto.url())
+            mqtt_adapter("broker", &mosquitto.url())
                 .list("discovery", &["homeassistant", "zigbee2mqtt"]),
         );
     let toml = if boiler {
