@@ -180,17 +180,22 @@ impl TestClient {
             online,
             buffer: VecDeque::new(),
         };
-        let roster = Element::builder("query", "jabber:iq:roster").build();
-        let roster = Iq::Get {
+        let roster = || Iq::Get {
             from: None,
             to: None,
             id: String::new(),
-            payload: roster,
+            payload: Element::builder("query", "jabber:iq:roster").build(),
         };
-        if let Err(e) = client.iq_expect(roster, TIMEOUT).await {
+        if let Err(e) = client.iq_expect(roster(), TIMEOUT).await {
             panic!("roster get failed for {}: {e:?}", client.jid);
         }
         client.send(Presence::available()).await;
+        // The server handles a session's stanzas in order: once this answer is in, the
+        // presence above is in effect, and messages to the bare JID (headlines, which a server
+        // drops while no resource is available) reach this session.
+        if let Err(e) = client.iq_expect(roster(), TIMEOUT).await {
+            panic!("roster get after presence failed for {}: {e:?}", client.jid);
+        }
         Some(client)
     }
 
