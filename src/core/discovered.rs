@@ -282,7 +282,7 @@ impl Core {
         };
         let id = found.id.clone();
         let idx = self.devices.push(config, jid);
-        let mut subscribers = self.orphans.remove(id.as_str()).unwrap_or_default();
+        let mut subscribers = self.presence.take_orphaned(id.as_str());
         subscribers.retain(|jid| {
             let allowed = self.devices.allows(idx, jid, Permission::Read);
             if !allowed {
@@ -290,7 +290,7 @@ impl Core {
             }
             allowed
         });
-        self.subscribers.push(subscribers);
+        self.presence.push(subscribers);
         self.rooms.push(room::RoomState::default());
         self.pubsub_nodes.push(publish::NodeState::Unknown);
         self.device_stats
@@ -437,9 +437,9 @@ impl Core {
                 goodbyes.extend(self.goodbyes_of(idx));
             }
             // Subscribers are remembered: the device may be announced again.
-            let subs = std::mem::take(&mut self.subscribers[idx]);
+            let subs = self.presence.take(idx);
             if !subs.is_empty() {
-                self.orphans.insert(id.to_string(), subs);
+                self.presence.orphan(id.to_string(), subs);
             }
             tracing::debug!(device = %id, "discovered device gone");
             DiscoveryStats::inc(&self.discovery.stats.gone);
@@ -447,7 +447,7 @@ impl Core {
         }
         self.discovery.changed = true;
         let map = self.devices.retain(&keep);
-        retain_mapped(&mut self.subscribers, &map);
+        self.presence.renumber(&map);
         retain_mapped(&mut self.rooms, &map);
         retain_mapped(&mut self.pubsub_nodes, &map);
         retain_mapped(&mut self.device_stats, &map);
@@ -467,11 +467,12 @@ impl Core {
             },
         });
         self.alert_book.fresh = self.alert_book.fresh.and_then(|idx| map[idx]);
-        self.timers.clear();
+        self.presence.clear_held();
         let now = Instant::now();
         for (idx, dev) in self.devices.iter() {
             if dev.timer_pending {
-                self.timers.insert_at(idx, dev.quiet_until.unwrap_or(now));
+                self.presence
+                    .hold_until(idx, dev.quiet_until.unwrap_or(now));
             }
         }
         for el in goodbyes {
@@ -482,7 +483,9 @@ impl Core {
     /// Unavailable presence to device `idx`'s subscribers and its leaving of the room.
     fn goodbyes_of(&self, idx: usize) -> Vec<Element> {
         let dev = self.devices.get(idx);
-        let mut out: Vec<Element> = self.subscribers[idx]
+        let mut out: Vec<Element> = self
+            .presence
+            .subscribers(idx)
             .iter()
             .filter_map(|jid| Jid::new(jid).ok())
             .map(|to| {
@@ -863,7 +866,7 @@ mod tests {
         // Back again: its subscriber sees it.
         rig.events([lamp()]).await;
         let idx = rig.index("lamp").expect("hosted again");
-        assert!(rig.core.subscribers[idx].contains("bob@localhost"));
+        assert!(rig.core.presence.is_subscribed(idx, "bob@localhost"));
     }
 
     #[tokio::test]
@@ -917,7 +920,7 @@ mod tests {
         }))
         .await;
         assert_eq!(rig.core.devices.len(), 3 + STORM / 2);
-        assert_eq!(rig.core.subscribers.len(), rig.core.devices.len());
+        assert_eq!(rig.core.presence.devices(), rig.core.devices.len());
         assert_eq!(rig.core.device_stats.len(), rig.core.devices.len());
         assert_eq!(rig.metric("discovered_devices"), (STORM / 2) as f64);
         let items = rig.disco_items().await;

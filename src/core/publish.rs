@@ -69,7 +69,7 @@ impl Core {
             if !dev.timer_pending {
                 dev.timer_pending = true;
                 let at = dev.quiet_until.unwrap_or(now);
-                self.timers.insert_at(idx, at);
+                self.presence.hold_until(idx, at);
             }
         }
     }
