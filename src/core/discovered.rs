@@ -24,10 +24,10 @@ use xmpp_parsers::jid::Jid;
 use xmpp_parsers::presence::{Presence, Type as PresenceType};
 
 use super::shedding::LogLimit;
-use super::{publish, room, AdapterEvent, Core, HOSTILE_LOG_EVERY};
+use super::{AdapterEvent, Core, HOSTILE_LOG_EVERY};
 use crate::access::Permission;
 use crate::config::{AnySettings, Config, DeviceConfig, FieldConfig, XmppConfig};
-use crate::devices::Devices;
+use crate::devices::{retain_mapped, Devices};
 use crate::metrics::Registry;
 use crate::xmpp::client::GATEWAY_RESOURCE;
 use crate::xmpp::stanzas;
@@ -230,17 +230,6 @@ fn device_config(
     Some((dc, jid))
 }
 
-/// Keeps the entries of `v` whose `map` entry is `Some`, in order (`map` as from
-/// [`Devices::retain`]).
-fn retain_mapped<T>(v: &mut Vec<T>, map: &[Option<usize>]) {
-    let old = std::mem::take(v);
-    *v = old
-        .into_iter()
-        .zip(map)
-        .filter_map(|(x, m)| m.map(|_| x))
-        .collect();
-}
-
 impl Core {
     /// An adapter found a device, or what it knows of one changed.
     pub(super) fn on_device_found(&mut self, found: DiscoveredDevice) {
@@ -291,8 +280,8 @@ impl Core {
             allowed
         });
         self.presence.push(subscribers);
-        self.rooms.push(room::RoomState::default());
-        self.pubsub_nodes.push(publish::NodeState::Unknown);
+        self.seats.push();
+        self.pubsub.push();
         self.device_stats
             .push(self.stats.add_device(id.clone(), found.adapter.clone()));
         tracing::debug!(device = %id, adapter = %found.adapter, source = %found.source, "discovered device hosted");
@@ -448,8 +437,8 @@ impl Core {
         self.discovery.changed = true;
         let map = self.devices.retain(&keep);
         self.presence.renumber(&map);
-        retain_mapped(&mut self.rooms, &map);
-        retain_mapped(&mut self.pubsub_nodes, &map);
+        self.seats.renumber(&map);
+        self.pubsub.renumber(&map);
         retain_mapped(&mut self.device_stats, &map);
         // Everything else that names devices by index is renumbered.
         for (idx, to) in self.outbox.take_presence() {
@@ -457,15 +446,6 @@ impl Core {
                 self.outbox.push_presence(new, to);
             }
         }
-        self.own_iqs.retain(|_, what| match what {
-            publish::OwnIq::CreateNode(idx) | publish::OwnIq::Publish(idx) => match map[*idx] {
-                Some(new) => {
-                    *idx = new;
-                    true
-                }
-                None => false,
-            },
-        });
         self.alert_book.fresh = self.alert_book.fresh.and_then(|idx| map[idx]);
         self.presence.clear_held();
         let now = Instant::now();
@@ -497,7 +477,7 @@ impl Core {
                 )
             })
             .collect();
-        if let (true, Some(room)) = (self.rooms[idx].joined, self.config.publish.room.as_deref()) {
+        if let (true, Some(room)) = (self.seats.joined(idx), self.config.publish.room.as_deref()) {
             if let Ok(to) = Jid::new(&format!("{room}/{}", dev.config.id)) {
                 let from = self.occupant(idx);
                 out.push(Presence::unavailable().with_from(from).with_to(to).into());

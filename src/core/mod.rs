@@ -5,6 +5,20 @@
 //! (replies first, then presence) and leave as the upstream channel has room. Presence is state,
 //! not events: a queued presence is built from the current values when it is sent, so a slow
 //! upstream coalesces updates instead of piling them up.
+//!
+//! `Core` (this file) holds the device table and the loop, and dispatches; its state is kept in
+//! parts with one job each:
+//! - `outbox`: what is owed upstream (replies, then presence) and the channel it leaves on;
+//! - `store_batch`: readings on their way to the store;
+//! - `presence`: who subscribed to each device, presence held back for `min_interval`, and which
+//!   upstream links have been up before (plus the RFC 6121 subscription decision);
+//! - `publish`: presence, push headlines and PubSub items on a change, and `PubSubNodes`, each
+//!   device's node and the gateway's own IQs to the PubSub service;
+//! - `room`: the `[publish] room`, and `RoomSeats`, each device's seat and the other occupants;
+//! - `alerts`, `discovered`, `shedding`: alerts, discovered devices, per-sender budgets.
+//!
+//! The rest handle what arrives: `iq`, `readout`, `control`, `messages`, `receipts`, `chart`,
+//! `task_iq` (IQs sent for spawned tasks), `reload` (a new configuration).
 
 mod alerts;
 mod chart;
@@ -152,16 +166,10 @@ pub struct Core {
     deferred_tx: mpsc::Sender<Deferred>,
     /// Queued readouts by (requester full JID, seqnr), for `cancel`.
     scheduled: HashMap<(String, i32), AbortHandle>,
-    /// IQs the gateway sent itself (PubSub), by id, until their answer arrives.
-    own_iqs: HashMap<String, publish::OwnIq>,
-    /// Per device: whether its PubSub node is known to exist.
-    pubsub_nodes: Vec<publish::NodeState>,
-    /// Numbers the gateway's own IQ ids.
-    iq_counter: u64,
-    /// Per device: its place in `[publish] room`.
-    rooms: Vec<room::RoomState>,
-    /// Room occupants' nicks and, where the room shows them, their real bare JIDs.
-    occupants: HashMap<String, String>,
+    /// `[publish] pubsub`: each device's node, and the IQs the gateway sent there.
+    pubsub: publish::PubSubNodes,
+    /// `[publish] room`: each device's place in the room, and the other occupants.
+    seats: room::RoomSeats,
     /// Events for devices not (yet) in the device table, replayed after the next reload.
     early_events: Vec<AdapterEvent>,
     stats: Arc<Stats>,
@@ -208,7 +216,7 @@ impl Core {
         let n_devices = devices.len();
         let device_stats = parts.stats.set_devices(&parts.config);
         let discovery = discovered::Discovery::new(&parts.metrics);
-        let mut core = Core {
+        let core = Core {
             config: parts.config,
             devices,
             presence,
@@ -221,11 +229,8 @@ impl Core {
             requests: parts.requests,
             deferred_tx,
             scheduled: HashMap::new(),
-            own_iqs: HashMap::new(),
-            pubsub_nodes: Vec::new(),
-            iq_counter: 0,
-            rooms: Vec::new(),
-            occupants: HashMap::new(),
+            pubsub: publish::PubSubNodes::new(n_devices),
+            seats: room::RoomSeats::new(n_devices),
             early_events: Vec::new(),
             stats: parts.stats,
             device_stats,
@@ -244,8 +249,6 @@ impl Core {
             refused_log: shedding::LogLimit::new(HOSTILE_LOG_EVERY),
             discovery,
         };
-        core.pubsub_nodes = vec![publish::NodeState::Unknown; n_devices];
-        core.rooms = vec![room::RoomState::default(); n_devices];
         Ok((
             core,
             CoreInputs {
@@ -534,16 +537,9 @@ impl Core {
             }
             Inbound::Down { reason } => {
                 // Our own IQs in flight died with the link, and so did our room seats.
-                self.own_iqs.clear();
+                self.pubsub.link_down();
                 self.task_iqs.clear();
-                for r in &mut self.rooms {
-                    *r = room::RoomState::default();
-                }
-                for state in &mut self.pubsub_nodes {
-                    if *state == publish::NodeState::Creating {
-                        *state = publish::NodeState::Unknown;
-                    }
-                }
+                self.seats.link_down();
                 if let Some(tx) = self.first_link.take() {
                     let _ = tx.send(());
                 }

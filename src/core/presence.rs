@@ -15,7 +15,7 @@ use xmpp_parsers::jid::Jid;
 use xmpp_parsers::presence::Type;
 
 use crate::access::Permission;
-use crate::devices::Devices;
+use crate::devices::{retain_mapped, Devices};
 use crate::store::{Store, Subscription};
 
 /// What to do with a presence stanza addressed to a device.
@@ -145,12 +145,7 @@ impl PresenceBook {
     /// The device table was renumbered: `map[old]` is the new index, `None` for a device that
     /// left (take its subscribers first).
     pub(super) fn renumber(&mut self, map: &[Option<usize>]) {
-        let old = std::mem::take(&mut self.subscribers);
-        self.subscribers = old
-            .into_iter()
-            .zip(map)
-            .filter_map(|(subs, m)| m.map(|_| subs))
-            .collect();
+        retain_mapped(&mut self.subscribers, map);
     }
 
     /// Devices the table has subscribers for (equal to the table's length).

@@ -36,7 +36,7 @@ impl Core {
         self.keep_discovered(&config, &mut devices, restarted);
         let n = devices.len();
         let mut subscribers = vec![BTreeSet::new(); n];
-        let mut rooms = vec![room::RoomState::default(); n];
+        let mut seats = vec![room::RoomState::default(); n];
         let mut nodes = vec![publish::NodeState::Unknown; n];
         let mut added = Vec::new();
         for new_idx in 0..n {
@@ -56,11 +56,8 @@ impl Core {
                         }
                     }
                     subscribers[new_idx] = self.presence.take(old_idx);
-                    rooms[new_idx] = self.rooms[old_idx];
-                    nodes[new_idx] = match self.pubsub_nodes[old_idx] {
-                        publish::NodeState::Creating => publish::NodeState::Unknown,
-                        other => other,
-                    };
+                    seats[new_idx] = self.seats.seat(old_idx);
+                    nodes[new_idx] = self.pubsub.carried_over(old_idx);
                 }
                 None => {
                     subscribers[new_idx] = self.presence.take_orphaned(id.as_str());
@@ -119,15 +116,14 @@ impl Core {
             .map(|(idx, to)| (self.devices.get(idx).config.id.clone(), to))
             .collect();
         self.presence.clear_held();
-        self.own_iqs.clear();
 
         self.device_stats = self
             .stats
             .set_device_list(devices.iter().map(|(_, d)| &d.config));
         self.devices = devices;
         self.presence.replace(subscribers);
-        self.rooms = rooms;
-        self.pubsub_nodes = nodes;
+        self.seats.replace(seats);
+        self.pubsub.replace(nodes);
         self.requests = requests;
         self.config = config;
         for el in goodbyes {
