@@ -343,3 +343,30 @@ fn iq_set(id: &str, from: &Jid, to: &Jid, payload: Element) -> Element {
     }
     .into()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pubsub_nodes_follow_the_device_table() {
+        let mut p = PubSubNodes::new(3);
+        let create = p.next_iq_id("pubsub-create");
+        assert_ne!(create, p.next_iq_id("pubsub-create"));
+        p.sent(create.clone(), OwnIq::CreateNode(0));
+        p.set_node(0, NodeState::Creating);
+        p.sent("a".into(), OwnIq::Publish(1));
+        p.set_node(1, NodeState::Ready);
+        p.sent("b".into(), OwnIq::Publish(2));
+        // Device 1 leaves: its IQ is forgotten, device 2's follows it to index 1.
+        p.renumber(&[Some(0), None, Some(1)]);
+        assert_eq!(p.node(1), NodeState::Unknown);
+        assert_eq!(p.answered("a"), None);
+        assert_eq!(p.answered("b"), Some(OwnIq::Publish(1)));
+        // A creation in flight does not survive a reload or the link.
+        assert_eq!(p.carried_over(0), NodeState::Unknown);
+        p.link_down();
+        assert_eq!(p.node(0), NodeState::Unknown);
+        assert_eq!(p.answered(&create), None);
+    }
+}
