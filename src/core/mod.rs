@@ -18,7 +18,8 @@
 //! - `alerts`, `discovered`, `shedding`: alerts, discovered devices, per-sender budgets.
 //!
 //! The rest handle what arrives: `iq`, `readout`, `control`, `messages`, `receipts`, `chart`,
-//! `task_iq` (IQs sent for spawned tasks), `reload` (a new configuration).
+//! `task_iq` (IQs sent for spawned tasks), `reload` (a new configuration); `sessions` opens and
+//! closes device sessions in client mode.
 
 mod alerts;
 mod chart;
