@@ -213,4 +213,57 @@ mod tests {
             assert_eq!(decide(&t, true, true), SubAction::Ignore);
         }
     }
+
+    #[test]
+    fn the_book_sorts_stored_subscribers_and_follows_the_table() {
+        let s = super::super::fuzzing::setup();
+        let devices = Devices::from_config(&s.configs[0]).expect("the devices");
+        let index = |id: &str| {
+            devices
+                .index_of(&gateway_api::DeviceId::new(id).expect("an id"))
+                .expect("a configured device")
+        };
+        let (greenhouse, pump) = (index("greenhouse"), index("pump"));
+        let sub = |device: &str, jid: &str| Subscription {
+            device: device.to_owned(),
+            jid: jid.to_owned(),
+        };
+        let mut book = PresenceBook::load(
+            vec![
+                sub("greenhouse", "bob@localhost"),
+                sub("pump", "eve@elsewhere.example"),
+                sub("gone", "bob@localhost"),
+            ],
+            &devices,
+            &s.store,
+        );
+        assert!(book.is_subscribed(greenhouse, "bob@localhost"));
+        // The access lists no longer let the stranger read: forgotten.
+        assert!(book.subscribers(pump).is_empty());
+        // A device not in the table keeps its subscribers for its return, once.
+        assert_eq!(
+            book.take_orphaned("gone"),
+            BTreeSet::from(["bob@localhost".to_owned()])
+        );
+        assert!(book.take_orphaned("gone").is_empty());
+        // Everything before greenhouse leaves: its subscribers move with it to index 0.
+        let map: Vec<Option<usize>> = (0..devices.len())
+            .map(|i| (i >= greenhouse).then(|| i - greenhouse))
+            .collect();
+        book.renumber(&map);
+        assert_eq!(book.devices(), devices.len() - greenhouse);
+        assert!(book.is_subscribed(0, "bob@localhost"));
+    }
+
+    #[test]
+    fn a_link_coming_up_again_is_a_reconnect() {
+        let s = super::super::fuzzing::setup();
+        let devices = Devices::from_config(&s.configs[0]).expect("the devices");
+        let mut book = PresenceBook::load(Vec::new(), &devices, &s.store);
+        let a: Jid = "sensors.localhost".parse().expect("a JID");
+        let b: Jid = "gateway@localhost/pump".parse().expect("a JID");
+        assert!(!book.link_up(&a));
+        assert!(!book.link_up(&b));
+        assert!(book.link_up(&a));
+    }
 }
