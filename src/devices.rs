@@ -114,6 +114,17 @@ pub enum Applied {
     Changed,
 }
 
+/// Keeps the entries of `v` whose `map` entry is `Some`, in order (`map` as from
+/// [`Devices::retain`]): for what is kept per device index beside the table.
+pub fn retain_mapped<T>(v: &mut Vec<T>, map: &[Option<usize>]) {
+    let old = std::mem::take(v);
+    *v = old
+        .into_iter()
+        .zip(map)
+        .filter_map(|(x, m)| m.map(|_| x))
+        .collect();
+}
+
 impl Devices {
     pub fn from_config(config: &Config) -> Result<Devices, String> {
         let mut devices = Devices {

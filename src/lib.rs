@@ -9,7 +9,9 @@
 //! - [`adapter_registry`]: the adapter types this build knows, one line each.
 //! - [`adapter_supervisor`]: keeps the adapters running; on a reload restarts only those whose
 //!   settings changed.
-//! - [`core`]: the one task that owns device state and subscribers and answers XMPP.
+//! - [`core`]: the one task that owns device state and subscribers and answers XMPP; its
+//!   parts (outgoing queues, store batches, presence, PubSub nodes, room seats) are listed at
+//!   its top.
 //! - [`devices`]: what the gateway knows about each device.
 //! - [`access`]: who may read and who may control, from the `[access]` lists.
 //! - [`translator`]: pure functions, readings to stanzas and chat text to commands.

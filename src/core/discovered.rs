@@ -24,10 +24,10 @@ use xmpp_parsers::jid::Jid;
 use xmpp_parsers::presence::{Presence, Type as PresenceType};
 
 use super::shedding::LogLimit;
-use super::{publish, room, AdapterEvent, Core, HOSTILE_LOG_EVERY};
+use super::{AdapterEvent, Core, HOSTILE_LOG_EVERY};
 use crate::access::Permission;
 use crate::config::{AnySettings, Config, DeviceConfig, FieldConfig, XmppConfig};
-use crate::devices::Devices;
+use crate::devices::{retain_mapped, Devices};
 use crate::metrics::Registry;
 use crate::xmpp::client::GATEWAY_RESOURCE;
 use crate::xmpp::stanzas;
@@ -230,17 +230,6 @@ fn device_config(
     Some((dc, jid))
 }
 
-/// Keeps the entries of `v` whose `map` entry is `Some`, in order (`map` as from
-/// [`Devices::retain`]).
-fn retain_mapped<T>(v: &mut Vec<T>, map: &[Option<usize>]) {
-    let old = std::mem::take(v);
-    *v = old
-        .into_iter()
-        .zip(map)
-        .filter_map(|(x, m)| m.map(|_| x))
-        .collect();
-}
-
 impl Core {
     /// An adapter found a device, or what it knows of one changed.
     pub(super) fn on_device_found(&mut self, found: DiscoveredDevice) {
@@ -282,7 +271,7 @@ impl Core {
         };
         let id = found.id.clone();
         let idx = self.devices.push(config, jid);
-        let mut subscribers = self.orphans.remove(id.as_str()).unwrap_or_default();
+        let mut subscribers = self.presence.take_orphaned(id.as_str());
         subscribers.retain(|jid| {
             let allowed = self.devices.allows(idx, jid, Permission::Read);
             if !allowed {
@@ -290,9 +279,9 @@ impl Core {
             }
             allowed
         });
-        self.subscribers.push(subscribers);
-        self.rooms.push(room::RoomState::default());
-        self.pubsub_nodes.push(publish::NodeState::Unknown);
+        self.presence.push(subscribers);
+        self.seats.push();
+        self.pubsub.push();
         self.device_stats
             .push(self.stats.add_device(id.clone(), found.adapter.clone()));
         tracing::debug!(device = %id, adapter = %found.adapter, source = %found.source, "discovered device hosted");
@@ -437,9 +426,9 @@ impl Core {
                 goodbyes.extend(self.goodbyes_of(idx));
             }
             // Subscribers are remembered: the device may be announced again.
-            let subs = std::mem::take(&mut self.subscribers[idx]);
+            let subs = self.presence.take(idx);
             if !subs.is_empty() {
-                self.orphans.insert(id.to_string(), subs);
+                self.presence.orphan(id.to_string(), subs);
             }
             tracing::debug!(device = %id, "discovered device gone");
             DiscoveryStats::inc(&self.discovery.stats.gone);
@@ -447,9 +436,9 @@ impl Core {
         }
         self.discovery.changed = true;
         let map = self.devices.retain(&keep);
-        retain_mapped(&mut self.subscribers, &map);
-        retain_mapped(&mut self.rooms, &map);
-        retain_mapped(&mut self.pubsub_nodes, &map);
+        self.presence.renumber(&map);
+        self.seats.renumber(&map);
+        self.pubsub.renumber(&map);
         retain_mapped(&mut self.device_stats, &map);
         // Everything else that names devices by index is renumbered.
         for (idx, to) in self.outbox.take_presence() {
@@ -457,21 +446,13 @@ impl Core {
                 self.outbox.push_presence(new, to);
             }
         }
-        self.own_iqs.retain(|_, what| match what {
-            publish::OwnIq::CreateNode(idx) | publish::OwnIq::Publish(idx) => match map[*idx] {
-                Some(new) => {
-                    *idx = new;
-                    true
-                }
-                None => false,
-            },
-        });
         self.alert_book.fresh = self.alert_book.fresh.and_then(|idx| map[idx]);
-        self.timers.clear();
+        self.presence.clear_held();
         let now = Instant::now();
         for (idx, dev) in self.devices.iter() {
             if dev.timer_pending {
-                self.timers.insert_at(idx, dev.quiet_until.unwrap_or(now));
+                self.presence
+                    .hold_until(idx, dev.quiet_until.unwrap_or(now));
             }
         }
         for el in goodbyes {
@@ -482,7 +463,9 @@ impl Core {
     /// Unavailable presence to device `idx`'s subscribers and its leaving of the room.
     fn goodbyes_of(&self, idx: usize) -> Vec<Element> {
         let dev = self.devices.get(idx);
-        let mut out: Vec<Element> = self.subscribers[idx]
+        let mut out: Vec<Element> = self
+            .presence
+            .subscribers(idx)
             .iter()
             .filter_map(|jid| Jid::new(jid).ok())
             .map(|to| {
@@ -494,7 +477,7 @@ impl Core {
                 )
             })
             .collect();
-        if let (true, Some(room)) = (self.rooms[idx].joined, self.config.publish.room.as_deref()) {
+        if let (true, Some(room)) = (self.seats.joined(idx), self.config.publish.room.as_deref()) {
             if let Ok(to) = Jid::new(&format!("{room}/{}", dev.config.id)) {
                 let from = self.occupant(idx);
                 out.push(Presence::unavailable().with_from(from).with_to(to).into());
@@ -863,7 +846,7 @@ mod tests {
         // Back again: its subscriber sees it.
         rig.events([lamp()]).await;
         let idx = rig.index("lamp").expect("hosted again");
-        assert!(rig.core.subscribers[idx].contains("bob@localhost"));
+        assert!(rig.core.presence.is_subscribed(idx, "bob@localhost"));
     }
 
     #[tokio::test]
@@ -917,7 +900,7 @@ mod tests {
         }))
         .await;
         assert_eq!(rig.core.devices.len(), 3 + STORM / 2);
-        assert_eq!(rig.core.subscribers.len(), rig.core.devices.len());
+        assert_eq!(rig.core.presence.devices(), rig.core.devices.len());
         assert_eq!(rig.core.device_stats.len(), rig.core.devices.len());
         assert_eq!(rig.metric("discovered_devices"), (STORM / 2) as f64);
         let items = rig.disco_items().await;

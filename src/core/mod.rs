@@ -5,6 +5,21 @@
 //! (replies first, then presence) and leave as the upstream channel has room. Presence is state,
 //! not events: a queued presence is built from the current values when it is sent, so a slow
 //! upstream coalesces updates instead of piling them up.
+//!
+//! `Core` (this file) holds the device table and the loop, and dispatches; its state is kept in
+//! parts with one job each:
+//! - `outbox`: what is owed upstream (replies, then presence) and the channel it leaves on;
+//! - `store_batch`: readings on their way to the store;
+//! - `presence`: who subscribed to each device, presence held back for `min_interval`, and which
+//!   upstream links have been up before (plus the RFC 6121 subscription decision);
+//! - `publish`: presence, push headlines and PubSub items on a change, and `PubSubNodes`, each
+//!   device's node and the gateway's own IQs to the PubSub service;
+//! - `room`: the `[publish] room`, and `RoomSeats`, each device's seat and the other occupants;
+//! - `alerts`, `discovered`, `shedding`: alerts, discovered devices, per-sender budgets.
+//!
+//! The rest handle what arrives: `iq`, `readout`, `control`, `messages`, `receipts`, `chart`,
+//! `task_iq` (IQs sent for spawned tasks), `reload` (a new configuration); `sessions` opens and
+//! closes device sessions in client mode.
 
 mod alerts;
 mod chart;
@@ -27,19 +42,17 @@ mod shedding;
 mod store_batch;
 mod task_iq;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use gateway_api::{AdapterEvent, Reading, Request};
 use minidom::Element;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::time::DelayQueue;
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::presence::Type as PresenceType;
 use xmpp_parsers::stanza::Stanza;
@@ -137,8 +150,8 @@ pub struct CoreParts {
 pub struct Core {
     config: Arc<Config>,
     devices: Devices,
-    /// Per device index: bare JIDs that see its presence. Mirrors the store.
-    subscribers: Vec<BTreeSet<String>>,
+    /// Who sees each device's presence, and the presence updates held back for `min_interval`.
+    presence: presence::PresenceBook,
     store: Store,
     /// The component domain, or `<account>/gateway` in client mode: answers about the gateway itself.
     gateway_jid: Jid,
@@ -149,34 +162,21 @@ pub struct Core {
     link_up: bool,
     /// What is owed upstream (replies, then presence) and the channel it goes out on.
     outbox: outbox::Outbox,
-    /// Devices whose presence update waits for `min_interval` to pass.
-    timers: DelayQueue<usize>,
     requests: Vec<mpsc::Sender<Request>>,
     /// Cloned into spawned tasks; the core drains the receiver.
     deferred_tx: mpsc::Sender<Deferred>,
     /// Queued readouts by (requester full JID, seqnr), for `cancel`.
     scheduled: HashMap<(String, i32), AbortHandle>,
-    /// IQs the gateway sent itself (PubSub), by id, until their answer arrives.
-    own_iqs: HashMap<String, publish::OwnIq>,
-    /// Per device: whether its PubSub node is known to exist.
-    pubsub_nodes: Vec<publish::NodeState>,
-    /// Numbers the gateway's own IQ ids.
-    iq_counter: u64,
-    /// Per device: its place in `[publish] room`.
-    rooms: Vec<room::RoomState>,
-    /// Room occupants' nicks and, where the room shows them, their real bare JIDs.
-    occupants: HashMap<String, String>,
+    /// `[publish] pubsub`: each device's node, and the IQs the gateway sent there.
+    pubsub: publish::PubSubNodes,
+    /// `[publish] room`: each device's place in the room, and the other occupants.
+    seats: room::RoomSeats,
     /// Events for devices not (yet) in the device table, replayed after the next reload.
     early_events: Vec<AdapterEvent>,
-    /// Stored subscribers of device ids not in the configuration (they may come back on a reload).
-    orphans: HashMap<String, BTreeSet<String>>,
     stats: Arc<Stats>,
     /// Per device index: its counters (readings, online), shared with the metrics endpoint.
     device_stats: Vec<Arc<DeviceStats>>,
     metrics: Arc<Registry>,
-    /// Upstream links that have been up at least once (the component domain, or each client
-    /// session's JID): a link coming up again is a reconnect.
-    links_seen: HashSet<Jid>,
     first_link: Option<oneshot::Sender<()>>,
     summary: watch::Sender<Summary>,
     heartbeat: watch::Sender<Instant>,
@@ -212,57 +212,30 @@ impl Core {
         };
         let gateway_jid =
             gateway_jid.map_err(|e| format!("the gateway's own JID is not valid: {e}"))?;
-        let mut subscribers = vec![BTreeSet::new(); devices.len()];
-        let mut orphans: HashMap<String, BTreeSet<String>> = HashMap::new();
-        for s in parts.subscriptions {
-            let idx = gateway_api::DeviceId::new(&s.device)
-                .ok()
-                .and_then(|id| devices.index_of(&id));
-            match idx {
-                Some(idx) if devices.allows(idx, &s.jid, Permission::Read) => {
-                    subscribers[idx].insert(s.jid);
-                }
-                Some(idx) => {
-                    tracing::info!(device = %devices.get(idx).config.id, jid = %s.jid, "dropping a subscriber the access lists no longer allow");
-                    parts
-                        .store
-                        .remove_subscriber(&devices.get(idx).config.id, &s.jid);
-                }
-                // A device removed from the config keeps its rows: it may come back.
-                None => {
-                    orphans.entry(s.device).or_default().insert(s.jid);
-                }
-            }
-        }
+        let presence = presence::PresenceBook::load(parts.subscriptions, &devices, &parts.store);
         let (deferred_tx, deferred_rx) = mpsc::channel(1024);
         let n_devices = devices.len();
         let device_stats = parts.stats.set_devices(&parts.config);
         let discovery = discovered::Discovery::new(&parts.metrics);
-        let mut core = Core {
+        let core = Core {
             config: parts.config,
             devices,
-            subscribers,
+            presence,
             store: parts.store,
             gateway_jid,
             client_mode,
             sessions: parts.sessions,
             link_up: false,
             outbox: outbox::Outbox::new(parts.outbound),
-            timers: DelayQueue::new(),
             requests: parts.requests,
             deferred_tx,
             scheduled: HashMap::new(),
-            own_iqs: HashMap::new(),
-            pubsub_nodes: Vec::new(),
-            iq_counter: 0,
-            rooms: Vec::new(),
-            occupants: HashMap::new(),
-            orphans: HashMap::new(),
+            pubsub: publish::PubSubNodes::new(n_devices),
+            seats: room::RoomSeats::new(n_devices),
             early_events: Vec::new(),
             stats: parts.stats,
             device_stats,
             metrics: parts.metrics,
-            links_seen: HashSet::new(),
             first_link: Some(parts.first_link),
             summary: parts.summary,
             heartbeat: parts.heartbeat,
@@ -277,9 +250,6 @@ impl Core {
             refused_log: shedding::LogLimit::new(HOSTILE_LOG_EVERY),
             discovery,
         };
-        core.pubsub_nodes = vec![publish::NodeState::Unknown; n_devices];
-        core.orphans = orphans;
-        core.rooms = vec![room::RoomState::default(); n_devices];
         Ok((
             core,
             CoreInputs {
@@ -327,7 +297,7 @@ impl Core {
                         }
                     }
                 }
-                Some(exp) = self.timers.next(), if !self.timers.is_empty() => self.on_timer(exp.into_inner()),
+                Some(idx) = self.presence.next_due(), if self.presence.has_held() => self.on_timer(idx),
                 Ok(permit) = self.outbox.out.clone().reserve_owned(), if has_output => self.send_queued(permit),
                 _ = housekeeping.tick() => self.housekeeping(),
                 () = &mut store_timer, if store_timer_at.is_some() => self.flush_store(),
@@ -458,7 +428,7 @@ impl Core {
     /// Counts an upstream session that came up on `link`, and whether it is a reconnect.
     fn count_link_up(&mut self, link: &Jid) {
         Stats::inc(&self.stats.upstream_connects);
-        if !self.links_seen.insert(link.clone()) {
+        if self.presence.link_up(link) {
             Stats::inc(&self.stats.upstream_reconnects);
         }
     }
@@ -467,7 +437,7 @@ impl Core {
         if self.client_mode {
             return self.queue_presence(idx, None);
         }
-        let subs: Vec<String> = self.subscribers[idx].iter().cloned().collect();
+        let subs: Vec<String> = self.presence.subscribers(idx).iter().cloned().collect();
         for jid in subs {
             self.queue_presence(idx, Some(jid));
         }
@@ -568,16 +538,9 @@ impl Core {
             }
             Inbound::Down { reason } => {
                 // Our own IQs in flight died with the link, and so did our room seats.
-                self.own_iqs.clear();
+                self.pubsub.link_down();
                 self.task_iqs.clear();
-                for r in &mut self.rooms {
-                    *r = room::RoomState::default();
-                }
-                for state in &mut self.pubsub_nodes {
-                    if *state == publish::NodeState::Creating {
-                        *state = publish::NodeState::Unknown;
-                    }
-                }
+                self.seats.link_down();
                 if let Some(tx) = self.first_link.take() {
                     let _ = tx.send(());
                 }
@@ -770,7 +733,7 @@ impl Core {
             return;
         };
         let allowed = self.devices.allows(idx, &requester, Permission::Read);
-        let subscribed = self.subscribers[idx].contains(&requester);
+        let subscribed = self.presence.is_subscribed(idx, &requester);
         let dev_jid = self.devices.get(idx).jid.clone();
         let device_id = self.devices.get(idx).config.id.clone();
         let requester_jid: Jid = from.to_bare().into();
@@ -778,7 +741,7 @@ impl Core {
             presence::SubAction::Approve => {
                 if !subscribed {
                     tracing::info!(device = %device_id, jid = %requester, "subscription approved");
-                    self.subscribers[idx].insert(requester.clone());
+                    self.presence.subscribe(idx, requester.clone());
                     self.store.add_subscriber(&device_id, &requester);
                 }
                 self.reply(stanzas::presence(
@@ -804,7 +767,7 @@ impl Core {
             }
             presence::SubAction::Remove => {
                 tracing::info!(device = %device_id, jid = %requester, "subscription removed");
-                self.subscribers[idx].remove(&requester);
+                self.presence.unsubscribe(idx, &requester);
                 self.store.remove_subscriber(&device_id, &requester);
                 self.reply(stanzas::presence(
                     &dev_jid,
@@ -926,7 +889,7 @@ impl Core {
             let mut goodbye: Vec<Element> = self.outbox.take_replies();
             goodbye.extend(self.room_goodbyes());
             for (idx, dev) in self.devices.iter() {
-                for jid in &self.subscribers[idx] {
+                for jid in self.presence.subscribers(idx) {
                     if let Ok(to) = Jid::new(jid) {
                         goodbye.push(stanzas::presence(
                             &dev.jid,

@@ -6,6 +6,8 @@
 //! a timer brings them out later with the latest values.
 //! Availability changes are never held back.
 
+use std::collections::HashMap;
+
 use minidom::Element;
 use tokio::time::Instant;
 use xmpp_parsers::jid::Jid;
@@ -14,6 +16,7 @@ use xmpp_parsers::stanza_error::{DefinedCondition, StanzaError};
 
 use super::Core;
 use crate::config::PushFormat;
+use crate::devices::retain_mapped;
 use crate::stats::Stats;
 use crate::translator;
 use crate::translator::sensordata::{Sample, Style};
@@ -35,6 +38,100 @@ pub enum NodeState {
     Ready,
     /// The service refused to create it (logged once); nothing more is sent there.
     Refused,
+}
+
+/// The gateway's own traffic with `[publish] pubsub`: whether each device's node exists, and
+/// the IQs it sent there that wait for an answer. Indexed like the core's device table.
+pub(super) struct PubSubNodes {
+    /// IQs the gateway sent itself, by id, until their answer arrives.
+    own_iqs: HashMap<String, OwnIq>,
+    /// Per device: whether its PubSub node is known to exist.
+    nodes: Vec<NodeState>,
+    /// Numbers the gateway's own IQ ids.
+    iq_counter: u64,
+}
+
+impl PubSubNodes {
+    /// For a table of `devices` devices, none of whose nodes is known yet.
+    pub(super) fn new(devices: usize) -> Self {
+        PubSubNodes {
+            own_iqs: HashMap::new(),
+            nodes: vec![NodeState::Unknown; devices],
+            iq_counter: 0,
+        }
+    }
+
+    /// A new id for an IQ of the gateway's own, `<what>-<n>`.
+    pub(super) fn next_iq_id(&mut self, what: &str) -> String {
+        self.iq_counter += 1;
+        format!("{what}-{}", self.iq_counter)
+    }
+
+    pub(super) fn node(&self, idx: usize) -> NodeState {
+        self.nodes[idx]
+    }
+
+    pub(super) fn set_node(&mut self, idx: usize, state: NodeState) {
+        self.nodes[idx] = state;
+    }
+
+    /// Remembers the IQ `id`, sent for `what`, until its answer arrives.
+    pub(super) fn sent(&mut self, id: String, what: OwnIq) {
+        self.own_iqs.insert(id, what);
+    }
+
+    /// What the IQ `id` was sent for, now that its answer came; `None` for one the gateway did
+    /// not send (or no longer waits for).
+    pub(super) fn answered(&mut self, id: &str) -> Option<OwnIq> {
+        self.own_iqs.remove(id)
+    }
+
+    /// The upstream went down: the IQs in flight died with it, so a node being created may not
+    /// exist.
+    pub(super) fn link_down(&mut self) {
+        self.own_iqs.clear();
+        for state in &mut self.nodes {
+            if *state == NodeState::Creating {
+                *state = NodeState::Unknown;
+            }
+        }
+    }
+
+    /// Device `idx`'s node state for the same device in a reloaded table (a creation in flight
+    /// is forgotten with the IQs).
+    pub(super) fn carried_over(&self, idx: usize) -> NodeState {
+        match self.nodes[idx] {
+            NodeState::Creating => NodeState::Unknown,
+            other => other,
+        }
+    }
+
+    /// Node states for a whole new device table (a reload), indexed like it; the IQs in flight
+    /// name old indices and are forgotten.
+    pub(super) fn replace(&mut self, nodes: Vec<NodeState>) {
+        self.nodes = nodes;
+        self.own_iqs.clear();
+    }
+
+    /// A device appended to the table; its node is not known yet.
+    pub(super) fn push(&mut self) {
+        self.nodes.push(NodeState::Unknown);
+    }
+
+    /// The device table was renumbered (`map` as from `Devices::retain`): IQs in flight for a
+    /// device that left are forgotten, the others follow their device.
+    pub(super) fn renumber(&mut self, map: &[Option<usize>]) {
+        retain_mapped(&mut self.nodes, map);
+        self.own_iqs.retain(|_, what| match what {
+            OwnIq::CreateNode(idx) | OwnIq::Publish(idx) => match map[*idx] {
+                Some(new) => {
+                    *idx = new;
+                    true
+                }
+                None => false,
+            },
+        });
+    }
 }
 
 impl Core {
@@ -69,7 +166,7 @@ impl Core {
             if !dev.timer_pending {
                 dev.timer_pending = true;
                 let at = dev.quiet_until.unwrap_or(now);
-                self.timers.insert_at(idx, at);
+                self.presence.hold_until(idx, at);
             }
         }
     }
@@ -166,11 +263,6 @@ impl Core {
         }
     }
 
-    fn next_iq_id(&mut self, what: &str) -> String {
-        self.iq_counter += 1;
-        format!("{what}-{}", self.iq_counter)
-    }
-
     fn node_name(&self, idx: usize) -> String {
         translator::pubsub::node_name(self.devices.get(idx).config.id.as_str())
     }
@@ -183,45 +275,45 @@ impl Core {
         let Ok(service) = Jid::new(&service) else {
             return;
         };
-        match self.pubsub_nodes[idx] {
+        match self.pubsub.node(idx) {
             NodeState::Ready => {}
             NodeState::Creating | NodeState::Refused => return,
             NodeState::Unknown => {
-                let id = self.next_iq_id("pubsub-create");
+                let id = self.pubsub.next_iq_id("pubsub-create");
                 let create = translator::pubsub::create_node(&self.node_name(idx));
-                self.own_iqs.insert(id.clone(), OwnIq::CreateNode(idx));
-                self.pubsub_nodes[idx] = NodeState::Creating;
+                self.pubsub.sent(id.clone(), OwnIq::CreateNode(idx));
+                self.pubsub.set_node(idx, NodeState::Creating);
                 let iq = iq_set(&id, &self.gateway_jid, &service, create);
                 return self.reply(iq);
             }
         }
-        let id = self.next_iq_id("pubsub-publish");
+        let id = self.pubsub.next_iq_id("pubsub-publish");
         let publish = translator::pubsub::publish(&self.node_name(idx), self.current_fields(idx));
-        self.own_iqs.insert(id.clone(), OwnIq::Publish(idx));
+        self.pubsub.sent(id.clone(), OwnIq::Publish(idx));
         let iq = iq_set(&id, &self.gateway_jid, &service, publish);
         self.reply(iq);
     }
 
     /// The answer to an IQ the gateway sent (any other result or error is ignored).
     pub(super) fn on_own_iq_reply(&mut self, id: &str, error: Option<StanzaError>) {
-        let Some(what) = self.own_iqs.remove(id) else {
+        let Some(what) = self.pubsub.answered(id) else {
             return;
         };
         match (what, error) {
             (OwnIq::CreateNode(idx), None) => {
                 tracing::info!(node = %self.node_name(idx), "PubSub node created");
-                self.pubsub_nodes[idx] = NodeState::Ready;
+                self.pubsub.set_node(idx, NodeState::Ready);
                 self.publish_item(idx);
             }
             // It exists already (an earlier run created it): publish into it.
             (OwnIq::CreateNode(idx), Some(e))
                 if e.defined_condition == DefinedCondition::Conflict =>
             {
-                self.pubsub_nodes[idx] = NodeState::Ready;
+                self.pubsub.set_node(idx, NodeState::Ready);
                 self.publish_item(idx);
             }
             (OwnIq::CreateNode(idx), Some(e)) => {
-                self.pubsub_nodes[idx] = NodeState::Refused;
+                self.pubsub.set_node(idx, NodeState::Refused);
                 tracing::error!(
                     node = %self.node_name(idx),
                     error = ?e.defined_condition,
@@ -234,7 +326,7 @@ impl Core {
             (OwnIq::Publish(idx), Some(e)) => {
                 if e.defined_condition == DefinedCondition::ItemNotFound {
                     // Deleted behind our back: create it again with the next change.
-                    self.pubsub_nodes[idx] = NodeState::Unknown;
+                    self.pubsub.set_node(idx, NodeState::Unknown);
                 }
                 tracing::warn!(node = %self.node_name(idx), error = ?e.defined_condition, "PubSub publish failed");
             }
@@ -250,4 +342,31 @@ fn iq_set(id: &str, from: &Jid, to: &Jid, payload: Element) -> Element {
         payload,
     }
     .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pubsub_nodes_follow_the_device_table() {
+        let mut p = PubSubNodes::new(3);
+        let create = p.next_iq_id("pubsub-create");
+        assert_ne!(create, p.next_iq_id("pubsub-create"));
+        p.sent(create.clone(), OwnIq::CreateNode(0));
+        p.set_node(0, NodeState::Creating);
+        p.sent("a".into(), OwnIq::Publish(1));
+        p.set_node(1, NodeState::Ready);
+        p.sent("b".into(), OwnIq::Publish(2));
+        // Device 1 leaves: its IQ is forgotten, device 2's follows it to index 1.
+        p.renumber(&[Some(0), None, Some(1)]);
+        assert_eq!(p.node(1), NodeState::Unknown);
+        assert_eq!(p.answered("a"), None);
+        assert_eq!(p.answered("b"), Some(OwnIq::Publish(1)));
+        // A creation in flight does not survive a reload or the link.
+        assert_eq!(p.carried_over(0), NodeState::Unknown);
+        p.link_down();
+        assert_eq!(p.node(0), NodeState::Unknown);
+        assert_eq!(p.answered(&create), None);
+    }
 }

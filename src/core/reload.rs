@@ -36,7 +36,7 @@ impl Core {
         self.keep_discovered(&config, &mut devices, restarted);
         let n = devices.len();
         let mut subscribers = vec![BTreeSet::new(); n];
-        let mut rooms = vec![room::RoomState::default(); n];
+        let mut seats = vec![room::RoomState::default(); n];
         let mut nodes = vec![publish::NodeState::Unknown; n];
         let mut added = Vec::new();
         for new_idx in 0..n {
@@ -55,15 +55,12 @@ impl Core {
                             dev.published[fi] = old.published[ofi].clone();
                         }
                     }
-                    subscribers[new_idx] = std::mem::take(&mut self.subscribers[old_idx]);
-                    rooms[new_idx] = self.rooms[old_idx];
-                    nodes[new_idx] = match self.pubsub_nodes[old_idx] {
-                        publish::NodeState::Creating => publish::NodeState::Unknown,
-                        other => other,
-                    };
+                    subscribers[new_idx] = self.presence.take(old_idx);
+                    seats[new_idx] = self.seats.seat(old_idx);
+                    nodes[new_idx] = self.pubsub.carried_over(old_idx);
                 }
                 None => {
-                    subscribers[new_idx] = self.orphans.remove(id.as_str()).unwrap_or_default();
+                    subscribers[new_idx] = self.presence.take_orphaned(id.as_str());
                     added.push(new_idx);
                 }
             }
@@ -76,7 +73,7 @@ impl Core {
                 continue;
             }
             tracing::info!(device = %dev.config.id, "device removed");
-            let subs = std::mem::take(&mut self.subscribers[old_idx]);
+            let subs = self.presence.take(old_idx);
             for jid in &subs {
                 if let Ok(to) = Jid::new(jid) {
                     goodbyes.push(stanzas::presence(
@@ -87,7 +84,7 @@ impl Core {
                     ));
                 }
             }
-            self.orphans.insert(dev.config.id.to_string(), subs);
+            self.presence.orphan(dev.config.id.to_string(), subs);
         }
         // Client mode: a device that left, or logs in differently now, has its session closed
         // (the server says its goodbye); a new one, or one with a new login, gets a session.
@@ -118,16 +115,15 @@ impl Core {
             .into_iter()
             .map(|(idx, to)| (self.devices.get(idx).config.id.clone(), to))
             .collect();
-        self.timers.clear();
-        self.own_iqs.clear();
+        self.presence.clear_held();
 
         self.device_stats = self
             .stats
             .set_device_list(devices.iter().map(|(_, d)| &d.config));
         self.devices = devices;
-        self.subscribers = subscribers;
-        self.rooms = rooms;
-        self.pubsub_nodes = nodes;
+        self.presence.replace(subscribers);
+        self.seats.replace(seats);
+        self.pubsub.replace(nodes);
         self.requests = requests;
         self.config = config;
         for el in goodbyes {
@@ -141,14 +137,16 @@ impl Core {
         // Access lists may have changed: whoever may no longer read is unsubscribed.
         for idx in 0..self.devices.len() {
             let dev_jid = self.devices.get(idx).jid.clone();
-            let refused: Vec<String> = self.subscribers[idx]
+            let refused: Vec<String> = self
+                .presence
+                .subscribers(idx)
                 .iter()
                 .filter(|j| !self.devices.allows(idx, j, Permission::Read))
                 .cloned()
                 .collect();
             for jid in refused {
                 tracing::info!(device = %self.devices.get(idx).config.id, jid = %jid, "subscriber no longer allowed: unsubscribed");
-                self.subscribers[idx].remove(&jid);
+                self.presence.unsubscribe(idx, &jid);
                 self.store
                     .remove_subscriber(&self.devices.get(idx).config.id, &jid);
                 if let Ok(to) = Jid::new(&jid) {

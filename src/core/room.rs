@@ -6,6 +6,7 @@
 //! only when the room tells it the occupant's real JID. A room that Prosody keeps locked for its
 //! creator is unlocked with an instant-room configuration; joins that race the lock are retried.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use minidom::Element;
@@ -17,6 +18,7 @@ use super::control::ControlReply;
 use super::messages::ChatAnswer;
 use super::{Core, Deferred};
 use crate::access::Permission;
+use crate::devices::retain_mapped;
 use crate::translator::{self, chat};
 use crate::xmlns;
 use crate::xmpp::stanzas;
@@ -30,6 +32,72 @@ const MAX_JOIN_ATTEMPTS: u32 = 10;
 pub struct RoomState {
     pub joined: bool,
     pub attempts: u32,
+}
+
+/// Where the devices stand with `[publish] room`, and what the room told of its other
+/// occupants. Indexed like the core's device table.
+pub(super) struct RoomSeats {
+    /// Per device: its place in the room.
+    seats: Vec<RoomState>,
+    /// Room occupants' nicks and, where the room shows them, their real bare JIDs.
+    occupants: HashMap<String, String>,
+}
+
+impl RoomSeats {
+    /// For a table of `devices` devices, none seated yet.
+    pub(super) fn new(devices: usize) -> Self {
+        RoomSeats {
+            seats: vec![RoomState::default(); devices],
+            occupants: HashMap::new(),
+        }
+    }
+
+    pub(super) fn seat(&self, idx: usize) -> RoomState {
+        self.seats[idx]
+    }
+
+    pub(super) fn seat_mut(&mut self, idx: usize) -> &mut RoomState {
+        &mut self.seats[idx]
+    }
+
+    pub(super) fn joined(&self, idx: usize) -> bool {
+        self.seats[idx].joined
+    }
+
+    /// The real bare JID of the occupant `nick`, where the room showed it.
+    pub(super) fn real_jid(&self, nick: &str) -> Option<&str> {
+        self.occupants.get(nick).map(String::as_str)
+    }
+
+    pub(super) fn note_occupant(&mut self, nick: String, real: String) {
+        self.occupants.insert(nick, real);
+    }
+
+    pub(super) fn forget_occupant(&mut self, nick: &str) {
+        self.occupants.remove(nick);
+    }
+
+    /// The upstream went down: the room let go of every device's seat.
+    pub(super) fn link_down(&mut self) {
+        for seat in &mut self.seats {
+            *seat = RoomState::default();
+        }
+    }
+
+    /// Seats for a whole new device table (a reload), indexed like it.
+    pub(super) fn replace(&mut self, seats: Vec<RoomState>) {
+        self.seats = seats;
+    }
+
+    /// A device appended to the table, not seated yet.
+    pub(super) fn push(&mut self) {
+        self.seats.push(RoomState::default());
+    }
+
+    /// The device table was renumbered (`map` as from `Devices::retain`).
+    pub(super) fn renumber(&mut self, map: &[Option<usize>]) {
+        retain_mapped(&mut self.seats, map);
+    }
 }
 
 impl Core {
@@ -71,7 +139,7 @@ impl Core {
             .with_from(self.occupant(idx))
             .with_to(to);
         p.payloads.push(translator::muc::join());
-        self.rooms[idx].joined = false;
+        self.seats.seat_mut(idx).joined = false;
         self.reply(p.into());
     }
 
@@ -84,7 +152,7 @@ impl Core {
             .and_then(|f| f.resource())
             .map(|r| r.as_str().to_owned());
         if p.type_ == PresenceType::Error {
-            let state = &mut self.rooms[idx];
+            let state = self.seats.seat_mut(idx);
             state.joined = false;
             state.attempts += 1;
             let attempts = state.attempts;
@@ -113,11 +181,11 @@ impl Core {
             .filter_map(|c| c.attr("code"))
             .collect();
         if p.type_ == PresenceType::Unavailable {
-            self.rooms[idx].joined = false;
+            self.seats.seat_mut(idx).joined = false;
             return;
         }
         if codes.contains(&"110") {
-            self.rooms[idx] = RoomState {
+            *self.seats.seat_mut(idx) = RoomState {
                 joined: true,
                 attempts: 0,
             };
@@ -144,7 +212,7 @@ impl Core {
         };
         self.devices
             .iter()
-            .filter(|(i, _)| self.rooms[*i].joined)
+            .filter(|(i, _)| self.seats.joined(*i))
             .filter_map(|(i, d)| {
                 let to = Jid::new(&format!("{room}/{}", d.config.id)).ok()?;
                 Some(
@@ -160,7 +228,7 @@ impl Core {
     /// A changed device says so in the room.
     pub(super) fn post_to_room(&mut self, idx: usize) {
         let Some(room) = self.room() else { return };
-        if !self.rooms[idx].joined {
+        if !self.seats.joined(idx) {
             return;
         }
         let line = crate::translator::status::status_line(&self.devices.get(idx).current());
@@ -199,7 +267,7 @@ impl Core {
         let targets: Vec<(usize, String)> = self
             .devices
             .iter()
-            .filter(|(i, d)| self.rooms[*i].joined && d.config.id.as_str() != sender)
+            .filter(|(i, d)| self.seats.joined(*i) && d.config.id.as_str() != sender)
             .filter(|(i, _)| self.occupant(*i) == to)
             .filter_map(|(i, d)| {
                 chat::addressed_to(body, d.config.id.as_str()).map(|cmd| (i, cmd.to_owned()))
@@ -207,7 +275,7 @@ impl Core {
             .collect();
         for (idx, cmd) in targets {
             // The occupant's real JID, if the room shows it: only then may `set` be allowed.
-            let real = self.occupants.get(&sender).cloned();
+            let real = self.seats.real_jid(&sender).map(str::to_owned);
             let can_set = real
                 .as_deref()
                 .is_some_and(|j| self.devices.allows(idx, j, Permission::Control));
@@ -265,7 +333,7 @@ impl Core {
             return;
         };
         if p.type_ == PresenceType::Unavailable {
-            self.occupants.remove(&nick);
+            self.seats.forget_occupant(&nick);
             return;
         }
         let real = p
@@ -277,7 +345,7 @@ impl Core {
             .and_then(|j| Jid::new(j).ok())
             .map(|j| j.to_bare().to_string());
         if let Some(real) = real {
-            self.occupants.insert(nick, real);
+            self.seats.note_occupant(nick, real);
         }
     }
 }

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
+use gateway_toolkit::serial_port::LineSettings;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::error::Elapsed;
 use tokio_modbus::client::{Client, Context};
@@ -264,31 +265,14 @@ impl Connector for RealConnector {
 }
 
 fn open_serial(s: &SerialSettings) -> io::Result<SerialStream> {
-    let data_bits = match s.data_bits {
-        5 => tokio_serial::DataBits::Five,
-        6 => tokio_serial::DataBits::Six,
-        7 => tokio_serial::DataBits::Seven,
-        _ => tokio_serial::DataBits::Eight,
-    };
-    let parity = match s.parity {
-        Parity::None => tokio_serial::Parity::None,
-        Parity::Even => tokio_serial::Parity::Even,
-        Parity::Odd => tokio_serial::Parity::Odd,
-    };
-    let stop_bits = if s.stop_bits == 2 {
-        tokio_serial::StopBits::Two
-    } else {
-        tokio_serial::StopBits::One
-    };
-    let builder = tokio_serial::new(&s.port, s.baud)
-        .data_bits(data_bits)
-        .parity(parity)
-        .stop_bits(stop_bits)
-        .flow_control(tokio_serial::FlowControl::None);
-    let port = SerialStream::open(&builder).map_err(io::Error::from)?;
-    // Anything that arrived before we opened the port is not an answer to us.
-    let _ = port.clear(tokio_serial::ClearBuffer::Input);
-    Ok(port)
+    LineSettings {
+        port: &s.port,
+        baud: s.baud,
+        data_bits: s.data_bits,
+        parity: s.parity,
+        stop_bits: s.stop_bits,
+    }
+    .open()
 }
 
 /// Connects to `host:port` (the loader has added the default port), trying each address the

@@ -37,6 +37,7 @@ use std::time::Duration;
 
 use gateway_api::rs485::{Rs485, Rs485Error};
 use gateway_api::{Adapter, AdapterContext, AdapterEvent, Backoff, RequestError};
+use gateway_toolkit::serial_port::LineSettings;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -71,34 +72,14 @@ impl Opener for SystemPorts {
     type Port = tokio_serial::SerialStream;
 
     fn open(&mut self, c: &SerialAdapterConfig) -> std::io::Result<tokio_serial::SerialStream> {
-        use tokio_serial::{DataBits, FlowControl, SerialPort, SerialPortBuilderExt, StopBits};
-        let data_bits = match c.data_bits {
-            5 => DataBits::Five,
-            6 => DataBits::Six,
-            7 => DataBits::Seven,
-            _ => DataBits::Eight,
-        };
-        let parity = match c.parity {
-            Parity::None => tokio_serial::Parity::None,
-            Parity::Even => tokio_serial::Parity::Even,
-            Parity::Odd => tokio_serial::Parity::Odd,
-        };
-        let stop_bits = if c.stop_bits == 2 {
-            StopBits::Two
-        } else {
-            StopBits::One
-        };
-        let port = tokio_serial::new(&c.port, c.baud)
-            .data_bits(data_bits)
-            .parity(parity)
-            .stop_bits(stop_bits)
-            .flow_control(FlowControl::None)
-            .open_native_async()
-            .map_err(std::io::Error::from)?;
-        // What the driver buffered before we opened is stale; a failure here is harmless (a
-        // pseudo-terminal may not support it).
-        let _ = port.clear(tokio_serial::ClearBuffer::Input);
-        Ok(port)
+        LineSettings {
+            port: &c.port,
+            baud: c.baud,
+            data_bits: c.data_bits,
+            parity: c.parity,
+            stop_bits: c.stop_bits,
+        }
+        .open()
     }
 
     fn rs485(

@@ -12,6 +12,8 @@
 //! - [`host_port`]: domains and `host:port` addresses;
 //! - [`files`]: secrets and CA files named by `*_file` keys, looked up as everywhere else;
 //! - [`rs485`]: the RS-485 direction keys of adapters on a serial port, and their `check` line;
+//! - `serial_port` (feature `serial-port`): opening a serial port with the configured line
+//!   settings;
 //! - [`settings`]: [`AnySettings`], parsed settings compared by value on a reload;
 //! - [`adapter_type`]: the registration trait and what its methods are given;
 //! - [`counters`]: an adapter's counters as metrics.
@@ -25,6 +27,8 @@ pub mod files;
 pub mod host_port;
 pub mod rs485;
 pub mod secret;
+#[cfg(feature = "serial-port")]
+pub mod serial_port;
 pub mod settings;
 
 pub use adapter_type::{
