@@ -28,6 +28,8 @@
 //! - [`memory`]: hands freed heap memory back to the system after a burst of work.
 //! - [`device_client`]: the `read` and `set` commands, a short-lived XMPP client that asks a
 //!   device as a user's client would.
+//! - [`discover`]: the `discover` command: runs the adapters' discovery for a few seconds and
+//!   prints what it finds as `[[device]]` blocks to pin.
 //! - `fuzzing`: the bodies of the fuzz targets in `fuzz/` (built only with `--cfg fuzzing`, as
 //!   `scripts/fuzz.sh` and cargo-fuzz build them, and for the tests).
 //!
