@@ -72,7 +72,7 @@ use crate::xmpp::client::ClientSessions;
 use crate::xmpp::component::{ComponentSession, Timeouts};
 
 /// Capacity of the adapters' shared event channel: when the core is behind, adapters wait.
-const EVENT_QUEUE: usize = 4096;
+const EVENT_QUEUE: usize = 1024;
 /// Capacity of the upstream session's inbound channel (stanzas read, for the core).
 const UPSTREAM_QUEUE: usize = 1024;
 /// Capacity of the core's outgoing channel. The core keeps what does not fit in its own queue
