@@ -76,8 +76,14 @@ use crate::xmpp::client::ClientSessions;
 use crate::xmpp::component::{ComponentSession, Timeouts};
 
 /// Capacity of the adapters' shared event channel: when the core is behind, adapters wait.
-const EVENT_QUEUE: usize = 4096;
+const EVENT_QUEUE: usize = 1024;
+/// Capacity of the upstream session's inbound channel (stanzas read, for the core).
 const UPSTREAM_QUEUE: usize = 1024;
+/// Capacity of the core's outgoing channel. The core keeps what does not fit in its own queue
+/// (and stops taking adapter events past its high-water mark), so this only needs to cover one
+/// write of the session (about 64 KiB of stanzas); every stanza waiting here is an element
+/// tree of several KiB, which a flood would otherwise hold by the thousand.
+const OUTBOUND_QUEUE: usize = 128;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -117,7 +123,7 @@ pub async fn serve(
 
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
     let (inbound_tx, inbound_rx) = mpsc::channel(UPSTREAM_QUEUE);
-    let (outbound_tx, outbound_rx) = mpsc::channel(UPSTREAM_QUEUE);
+    let (outbound_tx, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
     let (summary_tx, summary_rx) = watch::channel(Summary::default());
     let metrics = Arc::new(Registry::new());
     metrics.register(Arc::new(GatewayMetrics {

@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use minidom::Element;
 use tokio::time::Instant;
 use xmpp_parsers::jid::Jid;
-use xmpp_parsers::message::MessageType;
 use xmpp_parsers::stanza_error::{DefinedCondition, StanzaError};
 
 use super::Core;
@@ -212,14 +211,17 @@ impl Core {
     /// The current values of device `idx` as a compact push carries them.
     fn compact_fields(&self, idx: usize) -> Element {
         let dev = self.devices.get(idx);
-        let readings = dev.readings();
-        let samples: Vec<Sample<'_>> = readings
+        // Straight from the latest values: no readings copied out per push.
+        let samples: Vec<Sample<'_>> = dev
+            .config
+            .fields
             .iter()
-            .filter_map(|rd| {
-                let spec = dev.specs().find(|s| *s.name == *rd.field)?;
+            .zip(&dev.values)
+            .filter_map(|(f, s)| {
+                let s = s.as_ref()?;
                 Some(Sample {
-                    timestamp: rd.timestamp,
-                    values: vec![(spec, &rd.value, rd.quality)],
+                    timestamp: s.timestamp,
+                    values: vec![(&f.spec, &s.value, s.quality)],
                     momentary: true,
                 })
             })
@@ -246,19 +248,20 @@ impl Core {
             PushFormat::Full => Some(self.current_fields(idx)),
             PushFormat::Text => None,
         };
-        let from = dev.jid.clone();
-        let targets: Vec<Jid> = self
-            .config
-            .publish
-            .notify
-            .iter()
-            .filter_map(|j| Jid::new(j).ok())
-            .collect();
-        for to in targets {
-            let mut el = stanzas::text_message(MessageType::Headline, &from, &to, &body, None);
-            if let Some(fields) = &fields {
-                el.append_child(fields.clone());
-            }
+        let from = dev.jid.as_str();
+        let notify = &self.config.publish.notify;
+        let mut headlines = Vec::with_capacity(notify.len());
+        let mut fields = fields;
+        for (i, to) in notify.iter().enumerate() {
+            // The last target takes the payload itself; the others a copy.
+            let payload = if i + 1 == notify.len() {
+                fields.take()
+            } else {
+                fields.clone()
+            };
+            headlines.push(stanzas::headline(from, to, &body, payload));
+        }
+        for el in headlines {
             self.reply(el);
         }
     }

@@ -456,6 +456,13 @@ async fn session(
                         tracing::trace!(session = %spec.jid, "subscription request left to the roster session");
                         continue;
                     }
+                    // The server copies every presence of the account's sessions to its other
+                    // sessions (RFC 6121 §4.4.2): one per device session for each presence a
+                    // device sends. The core has nothing to do with them; dropping them here
+                    // spares their conversion and the core's parse of each.
+                    if is_own_account_presence(&st, &spec.jid) {
+                        continue;
+                    }
                     tracing::trace!(session = %spec.jid, "stanza in");
                     let _ = inbound.send(Inbound::Stanza(Element::from(*st))).await;
                 }
@@ -499,6 +506,18 @@ fn is_subscription_request(st: &Stanza) -> bool {
     ))
 }
 
+/// Availability presence from a session of the same account (not a subscription request, which
+/// the roster session answers whatever its origin).
+fn is_own_account_presence(st: &Stanza, session: &FullJid) -> bool {
+    match st {
+        Stanza::Presence(p) if !is_subscription_request(st) => p
+            .from
+            .as_ref()
+            .is_some_and(|from| from.node() == session.node() && from.domain() == session.domain()),
+        _ => false,
+    }
+}
+
 /// Keeps `el` for a session whose queue is full, dropping the oldest beyond the bound.
 fn hold(backlog: &mut VecDeque<Element>, el: Element, session: &Jid) {
     if backlog.len() >= SESSION_BACKLOG {
@@ -513,5 +532,43 @@ fn clear_from(st: &mut Stanza) {
         Stanza::Iq(iq) => *iq.from_mut() = None,
         Stanza::Message(m) => m.from = None,
         Stanza::Presence(p) => p.from = None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_xmpp::parsers::presence::Type;
+
+    fn presence(from: &str, type_: Type) -> Stanza {
+        let mut p = Presence::new(type_);
+        p.from = Some(Jid::new(from).expect("test jid"));
+        p.into()
+    }
+
+    #[test]
+    fn only_availability_from_the_own_account_is_dropped() {
+        let session = FullJid::new("gw@example.org/d1").expect("test jid");
+        assert!(is_own_account_presence(
+            &presence("gw@example.org/d2", Type::None),
+            &session
+        ));
+        assert!(is_own_account_presence(
+            &presence("gw@example.org/gateway", Type::Unavailable),
+            &session
+        ));
+        // Another account, a subscription request, a presence without `from`: kept.
+        assert!(!is_own_account_presence(
+            &presence("alice@example.org/phone", Type::None),
+            &session
+        ));
+        assert!(!is_own_account_presence(
+            &presence("gw@example.org/d2", Type::Subscribe),
+            &session
+        ));
+        assert!(!is_own_account_presence(
+            &Presence::new(Type::None).into(),
+            &session
+        ));
     }
 }

@@ -64,6 +64,13 @@ pub enum ComponentError {
     Wire(#[from] WireError),
 }
 
+/// Queued stanzas are taken into one write until it holds this much (one stanza may end past it).
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+/// The write buffer's size at the start.
+const WRITE_BUFFER_START: usize = 16 * 1024;
+/// A write buffer grown beyond this (a stanza of up to a megabyte) is let go after its write.
+const WRITE_BUFFER_KEEP: usize = 2 * WRITE_BATCH_BYTES;
+
 /// The upstream link for component mode.
 pub struct ComponentSession {
     pub config: ComponentConfig,
@@ -262,7 +269,7 @@ impl ComponentSession {
         keepalive.tick().await;
         let mut last_heard = Instant::now();
         let mut ping_seq: u64 = 0;
-        let mut buf = Vec::with_capacity(16 * 1024);
+        let mut buf = Vec::with_capacity(WRITE_BUFFER_START);
         let end = loop {
             tokio::select! {
                 biased;
@@ -285,17 +292,25 @@ impl ComponentSession {
                         let _ = writer.shutdown().await;
                         break End::Finished;
                     };
+                    // Everything already queued goes out in one write, serialised straight
+                    // into the one buffer.
                     buf.clear();
-                    buf.extend_from_slice(&wire::encode(&first, xmlns::COMPONENT));
-                    // Everything else already queued goes out in the same write.
-                    while buf.len() < 64 * 1024 {
+                    wire::encode_into(&first, xmlns::COMPONENT, &mut buf);
+                    drop(first);
+                    while buf.len() < WRITE_BATCH_BYTES {
                         match outgoing.try_recv() {
-                            Ok(el) => buf.extend_from_slice(&wire::encode(&el, xmlns::COMPONENT)),
+                            Ok(el) => {
+                                wire::encode_into(&el, xmlns::COMPONENT, &mut buf);
+                            }
                             Err(_) => break,
                         }
                     }
                     if let Err(e) = writer.write_all(&buf).await {
                         break End::Lost(format!("write failed: {e}"));
+                    }
+                    if buf.capacity() > WRITE_BUFFER_KEEP {
+                        // A flood grew it: give the memory back rather than keep the peak.
+                        buf = Vec::with_capacity(WRITE_BUFFER_START);
                     }
                 }
                 _ = keepalive.tick() => {

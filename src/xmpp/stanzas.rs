@@ -2,6 +2,7 @@
 //! `jabber:client` element ready for the outgoing queue.
 
 use minidom::Element;
+use rxml::xml_ncname;
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::message::{Id as MessageId, Lang, Message, MessageType};
@@ -74,6 +75,27 @@ pub fn text_message(
     m.bodies.insert(Lang::default(), clean(body).into_owned());
     m.thread = thread;
     m.into()
+}
+
+/// A push headline: `body`, and `payload` (XEP-0323 `<fields>`) after it when given.
+///
+/// Built as an element straight away rather than through `Message`: it goes out for every
+/// change of every device, and the typed detour costs a conversion per stanza. `from` and `to`
+/// are addresses the configuration has validated.
+pub fn headline(from: &str, to: &str, body: &str, payload: Option<Element>) -> Element {
+    let body = Element::builder("body", crate::xmlns::CLIENT)
+        .append(clean(body).into_owned())
+        .build();
+    let mut el = Element::builder("message", crate::xmlns::CLIENT)
+        .attr(xml_ncname!("from").to_owned(), from)
+        .attr(xml_ncname!("to").to_owned(), to)
+        .attr(xml_ncname!("type").to_owned(), "headline")
+        .append(body)
+        .build();
+    if let Some(payload) = payload {
+        el.append_child(payload);
+    }
+    el
 }
 
 /// A data message (`type='normal'`, no body) carrying one payload, e.g. XEP-0323 `<fields/>`.

@@ -269,34 +269,47 @@ fn stream_error(el: &Element) -> WireError {
 }
 
 /// Serialises a stanza for a stream whose stanza namespace is `stream_ns`.
+pub fn encode(el: &Element, stream_ns: &'static str) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(256);
+    encode_into(el, stream_ns, &mut buf);
+    buf
+}
+
+/// Appends a stanza, serialised for a stream whose stanza namespace is `stream_ns`, to `buf`
+/// (the session's write buffer: no buffer of its own per stanza). On failure `buf` is left as
+/// it was and `false` returned.
 ///
 /// Stanzas are built in `jabber:client`; minidom declares that namespace on the root element
 /// only (children inherit it), so relabelling the root declaration is the whole translation.
-pub fn encode(el: &Element, stream_ns: &'static str) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(256);
-    if let Err(e) = el.write_to(&mut buf) {
+pub fn encode_into(el: &Element, stream_ns: &'static str, buf: &mut Vec<u8>) -> bool {
+    let start = buf.len();
+    if let Err(e) = el.write_to(buf) {
         // Only possible for names that are not XML names; every element we send is built from
         // fixed names, so this is a bug worth a loud log, not a reason to break the stream.
         tracing::error!(error = %e, element = el.name(), "could not serialise a stanza; dropped it");
-        return Vec::new();
+        buf.truncate(start);
+        return false;
     }
     if stream_ns == xmlns::CLIENT || el.ns() != xmlns::CLIENT {
-        return buf;
+        return true;
     }
-    let decl = format!(" xmlns='{}'", xmlns::CLIENT);
-    let at = 1 + el.name().len();
-    if buf.get(at..at + decl.len()) == Some(decl.as_bytes()) {
-        let mut out = Vec::with_capacity(buf.len() + 16);
-        out.extend_from_slice(&buf[..at]);
-        out.extend_from_slice(format!(" xmlns='{stream_ns}'").as_bytes());
-        out.extend_from_slice(&buf[at + decl.len()..]);
-        out
+    const ATTR: &[u8] = b" xmlns='";
+    let value = start + 1 + el.name().len() + ATTR.len();
+    let end = value + xmlns::CLIENT.len();
+    if buf.get(value - ATTR.len()..value) == Some(ATTR)
+        && buf.get(value..end) == Some(xmlns::CLIENT.as_bytes())
+        && buf.get(end) == Some(&b'\'')
+    {
+        // The declaration's value, in place: only this stanza's bytes move.
+        buf.splice(value..end, stream_ns.bytes());
+        true
     } else {
         tracing::error!(
             element = el.name(),
             "unexpected serialisation of a stanza; dropped it"
         );
-        Vec::new()
+        buf.truncate(start);
+        false
     }
 }
 
