@@ -9,6 +9,10 @@
 //!   registered in [`crate::adapter_registry`]); [`alert`] checks `[[alert]]` against the devices;
 //! - the adapter toolkit (`gateway_toolkit`) turns spans into `PATH:LINE:COL: message` lines.
 //!
+//! A large file is not parsed in one piece: [`split`] cuts it at its `[[device]]` headers so
+//! that each device is parsed, validated and dropped before the next (its module comment says
+//! why and when it falls back to the whole file).
+//!
 //! [`device_table`] renders what `check` prints. `reference` (tests only) keeps
 //! `docs/configuration.md` listing exactly the keys [`raw`] accepts. `testing` (tests and the
 //! `testing` feature) loads whole configurations for the tests of keys, the adapter crates' too.
@@ -21,6 +25,7 @@ mod raw;
 #[cfg(test)]
 mod reference;
 mod service;
+mod split;
 mod table;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -149,26 +154,75 @@ pub(crate) fn load_with(
     mode: LoadMode,
     env: &Env,
 ) -> Result<Loaded, ConfigErrors> {
-    let mut report = gateway_toolkit::Report::new(path, source);
-    let doc = match raw::parse_document(source) {
-        Ok(doc) => doc,
-        Err((span, message)) => {
-            report.error(&span, message);
-            return Err(ConfigErrors(report.finish().0));
-        }
-    };
-    let walked = raw::walk(&doc, &mut report);
     let ctx = validate::Context {
         mode,
         base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
         env,
     };
-    let config = validate::validate(walked, path, &ctx, &mut report);
+    let mut report = gateway_toolkit::Report::new(path, source);
+    let config = match load_by_device(path, source, &ctx, &mut report) {
+        Some(config) => config,
+        None => {
+            report = gateway_toolkit::Report::new(path, source);
+            load_whole(path, source, &ctx, &mut report)
+        }
+    };
     let (errors, warnings) = report.finish();
     match config {
         Some(config) if errors.is_empty() => Ok(Loaded { config, warnings }),
         _ => Err(ConfigErrors(errors)),
     }
+}
+
+/// Parses and validates the file in one piece. A syntax error is reported alone: past it,
+/// positions and structure are guesses.
+fn load_whole(
+    path: &Path,
+    source: &str,
+    ctx: &validate::Context<'_>,
+    report: &mut gateway_toolkit::Report<'_>,
+) -> Option<Config> {
+    let doc = match raw::parse_document(source) {
+        Ok(doc) => doc,
+        Err((span, message)) => {
+            report.error(&span, message);
+            return None;
+        }
+    };
+    let walked = raw::walk(&doc, report);
+    validate::validate(walked, path, ctx, report)
+}
+
+/// Parses and validates the file without its devices, then each `[[device]]` on its own,
+/// dropping its tree before the next (see `split`): what a large file costs is then the
+/// text and the validated configuration, not `toml_edit`'s tree of every device at once.
+/// `None` (whatever was reported) when the file cannot be cut or a piece does not parse: then
+/// [`load_whole`] does it, and reports a syntax error as it always has.
+fn load_by_device(
+    path: &Path,
+    source: &str,
+    ctx: &validate::Context<'_>,
+    report: &mut gateway_toolkit::Report<'_>,
+) -> Option<Option<Config>> {
+    let pieces = split::device_pieces(source)?;
+    if pieces.is_empty() {
+        return None;
+    }
+    let mut validation = {
+        let rest = split::blank_out(source, &pieces);
+        let doc = raw::parse_document(&rest).ok()?;
+        if doc.as_table().contains_key("device") {
+            return None;
+        }
+        let walked = raw::walk(&doc, report);
+        validate::Validation::start(walked, path, ctx, report)
+    };
+    for piece in pieces {
+        let doc = raw::parse_document(&source[piece.clone()]).ok()?;
+        let device = raw::walk_device(&doc, piece.start, report)?;
+        validation.device(device, report);
+    }
+    Some(validation.finish(report))
 }
 
 /// The configuration file to use: `--config`, else `$XMPP_IOT_GATEWAY_CONFIG`, else
