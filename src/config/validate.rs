@@ -111,6 +111,7 @@ pub(crate) struct Validation<'c> {
     ids: HashMap<String, DeviceSeen>,
     /// Lower-cased JIDs given so far, with how messages name their device.
     jids: HashMap<String, (String, Span)>,
+    strings: Interned,
     devices: Vec<DeviceConfig>,
     /// Devices written (rejected ones included) that alerts name: an alert naming one that was
     /// rejected is not told again that no such device exists.
@@ -169,6 +170,7 @@ impl<'c> Validation<'c> {
             named,
             ids: HashMap::new(),
             jids: HashMap::new(),
+            strings: Interned::default(),
             devices: Vec::new(),
             written: Vec::new(),
             unnamed_device: false,
@@ -201,6 +203,7 @@ impl<'c> Validation<'c> {
             let mut seen = Seen {
                 ids: &mut self.ids,
                 jids: &mut self.jids,
+                strings: &mut self.strings,
             };
             if let Some(device) = device(
                 &raw,
@@ -1158,10 +1161,27 @@ fn finish_registered(
     parser.finish_device(cx, &mut drafts, rep);
 }
 
-/// The device ids and JIDs given so far in a load, for duplicates.
+/// The device ids and JIDs given so far in a load, for duplicates, and the texts devices share.
 struct Seen<'s> {
     ids: &'s mut HashMap<String, DeviceSeen>,
     jids: &'s mut HashMap<String, (String, Span)>,
+    strings: &'s mut Interned,
+}
+
+/// One `Arc<str>` per distinct text for what devices repeat (their adapter's id, field names,
+/// units): the 100,000 fields of 10,000 devices of one kind share a handful of each.
+#[derive(Default)]
+pub(crate) struct Interned(std::collections::HashSet<Arc<str>>);
+
+impl Interned {
+    fn get(&mut self, text: &str) -> Arc<str> {
+        if let Some(shared) = self.0.get(text) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = Arc::from(text);
+        self.0.insert(shared.clone());
+        shared
+    }
 }
 
 /// Validates one device (after expansion); `None` when it was rejected (reported).
@@ -1271,6 +1291,7 @@ fn device(
         settings.as_ref(),
         &label,
         parsers,
+        seen.strings,
         rep,
     );
     if let (Some((_, i)), Some(device), Some(id)) = (registered, &settings, &raw.id) {
@@ -1299,7 +1320,7 @@ fn device(
         jid,
         password,
         name,
-        adapter: Arc::from(adapter.id.as_str()),
+        adapter: seen.strings.get(&adapter.id),
         adapter_index,
         access: device_access,
         fields,
@@ -1503,9 +1524,10 @@ fn fields(
     device: Option<&AnySettings>,
     device_label: &str,
     parsers: &mut Parsers,
+    strings: &mut Interned,
     rep: &mut Report<'_>,
 ) -> Vec<FieldConfig> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(raws.len());
     let mut names: HashMap<String, Span> = HashMap::new();
     for raw in raws {
         let name = match &raw.name {
@@ -1640,8 +1662,8 @@ fn fields(
         let Some(settings) = settings else { continue };
         out.push(FieldConfig {
             spec: FieldSpec {
-                name: Arc::from(name.as_str()),
-                unit: Arc::from(unit.as_str()),
+                name: strings.get(&name),
+                unit: strings.get(&unit),
                 kind: field_type,
                 writable: raw.writable.as_ref().is_some_and(|w| w.value),
             },
