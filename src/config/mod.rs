@@ -392,3 +392,112 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod by_device_tests {
+    //! Loading device by device must answer exactly what loading the whole file answers.
+
+    use super::*;
+    use gateway_toolkit::Report;
+
+    /// The configuration (as `Debug` text), the errors and the warnings of a load; `None` when
+    /// loading device by device declined the file.
+    fn outcome(
+        path: &Path,
+        source: &str,
+        by_device: bool,
+    ) -> Option<(String, Vec<Diagnostic>, Vec<Diagnostic>)> {
+        let env = Env::default();
+        let ctx = validate::Context {
+            mode: LoadMode::Check,
+            base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            env: &env,
+        };
+        let mut report = Report::new(path, source);
+        let config = if by_device {
+            load_by_device(path, source, &ctx, &mut report)?
+        } else {
+            load_whole(path, source, &ctx, &mut report)
+        };
+        let (errors, warnings) = report.finish();
+        Some((format!("{config:?}"), errors, warnings))
+    }
+
+    /// Whether the file was loaded device by device; panics if that answered otherwise.
+    fn same(path: &Path, source: &str) -> bool {
+        let whole = outcome(path, source, false).expect("whole");
+        match outcome(path, source, true) {
+            Some(cut) => {
+                assert_eq!(cut, whole, "{}:\n{source}", path.display());
+                true
+            }
+            None => false,
+        }
+    }
+
+    const HEAD: &str = "[xmpp]\ndomain = \"s.example.org\"\nsecret = \"x\"\n\
+                        [[adapter]]\nid = \"sim\"\ntype = \"simulated\"\n";
+
+    #[test]
+    fn the_repository_files_and_every_check_case() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = vec![
+            root.join("gateway.toml"),
+            root.join("deploy/gateway.toml"),
+            root.join("deploy/gateway.example.toml"),
+        ];
+        let mut cases: Vec<_> = std::fs::read_dir(root.join("tests/check"))
+            .expect("tests/check")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        cases.sort();
+        assert!(cases.len() > 10);
+        files.extend(cases);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cut = 0;
+        for file in &files {
+            let source = std::fs::read_to_string(file).expect("read");
+            let source = source.replace("{dir}", &dir.path().display().to_string());
+            cut += usize::from(same(file, &source));
+        }
+        // Most have devices, and all of those are cut.
+        assert!(cut * 2 > files.len(), "{cut} of {}", files.len());
+    }
+
+    #[test]
+    fn tricky_layouts_answer_the_same() {
+        let path = Path::new("g.toml");
+        let cut = [
+            // Devices between other sections, tables under a device, alerts on devices.
+            "[[device]]\nid = \"a\"\nadapter = \"sim\"\n[device.access]\nread = [\"x@y\"]\n\
+             [[device.field]]\nname = \"t\"\n[[alert]]\nid = \"hot\"\ndevice = \"b\"\nfield = \"u\"\nabove = 1\n\
+             [[device]]\nid = \"b\"\nadapter = \"sim\"\n[[device.field]]\nname = \"t\"\nwhat = 1\n",
+            // Errors in several devices, duplicate ids across pieces, a header in a string.
+            "[[device]]\nid = \"a\"\nadapter = \"sm\"\n[[device]]\nid = \"A\"\nadapter = \"sim\"\n\
+             name = \"\"\"\n[[device]]\n\"\"\"\n[[device.field]]\nname = 5\n[[device]]\nadapter = \"sim\"\n",
+            // An alert naming a rejected device and a rejected field.
+            "[[alert]]\nid = \"x\"\ndevice = \"bad id\"\noffline = true\n[[alert]]\nid = \"y\"\n\
+             device = \"ok\"\nfield = \"f\"\nabove = 1\n[[device]]\nid = \"bad id\"\nadapter = \"sim\"\n\
+             [[device]]\nid = \"ok\"\nadapter = \"sim\"\n[[device.field]]\nname = \"f\"\ntype = \"nope\"\n",
+        ];
+        for body in cut {
+            assert!(same(path, &format!("{HEAD}{body}")), "{body}");
+        }
+        let whole = [
+            // Syntax errors, in a device and outside, come alone, from the whole file.
+            "[[device]]\nid = \"a\"\nadapter = \"sim\"\nname = \n[gateway]\nnmae = 1\n",
+            "[gateway]\nnmae = \n[[device]]\nid = 1\n",
+            "[[device]]\nid = \"a\"\n[[device]]\nid = \"b\"\nid = \"c\"\n",
+            // A table of the last device after another section; devices in one array.
+            "[[device]]\nid = \"a\"\nadapter = \"sim\"\n[log]\n[device.access]\nread = []\n",
+            "device = [{ id = \"a\", adapter = \"sim\" }]\n[gateway]\n",
+            // `device` both as a key of the top level and as devices.
+            "device.x = 1\n[[device]]\nid = \"a\"\n",
+        ];
+        for body in whole {
+            // First, so that top-level keys are top-level.
+            assert!(!same(path, &format!("{body}{HEAD}")), "{body}");
+        }
+    }
+}
