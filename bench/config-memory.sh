@@ -51,7 +51,7 @@ EOF
 }
 
 peak_rss_kib() { # config file: peak RSS in KiB, then the seconds `check` took
-    /usr/bin/time -f '%M %e' -o "$RUN/time.out" "$GATEWAY" --config "$1" check >/dev/null
+    /usr/bin/time -f '%M %e' -o "$RUN/time.out" "$GATEWAY" --config "$1" check >/dev/null 2>&1
     cat "$RUN/time.out"
 }
 
