@@ -466,6 +466,22 @@ mod by_device_tests {
     }
 
     #[test]
+    fn the_example_with_any_one_line_dropped_answers_the_same() {
+        // Dropping a line makes every kind of mistake: a device without its header, a table
+        // header gone, a multi-line value cut short.
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/gateway.example.toml");
+        let source = std::fs::read_to_string(&path).expect("read");
+        let lines: Vec<&str> = source.split_inclusive('\n').collect();
+        for skip in 0..lines.len() {
+            let text: String = (lines.iter().enumerate())
+                .filter(|(i, _)| *i != skip)
+                .map(|(_, l)| *l)
+                .collect();
+            same(&path, &text);
+        }
+    }
+
+    #[test]
     fn tricky_layouts_answer_the_same() {
         let path = Path::new("g.toml");
         let cut = [
