@@ -1171,7 +1171,7 @@ struct Seen<'s> {
 /// One `Arc<str>` per distinct text for what devices repeat (their adapter's id, field names,
 /// units): the 100,000 fields of 10,000 devices of one kind share a handful of each.
 #[derive(Default)]
-pub(crate) struct Interned(std::collections::HashSet<Arc<str>>);
+struct Interned(std::collections::HashSet<Arc<str>>);
 
 impl Interned {
     fn get(&mut self, text: &str) -> Arc<str> {

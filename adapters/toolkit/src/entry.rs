@@ -5,11 +5,11 @@
 //! gateway parses a large file piece by piece (each `[[device]]` on its own, see the gateway's
 //! `src/config/split.rs`), so a piece's spans start at the piece: a [`Section`] and its
 //! [`Entry`]s carry the piece's offset in the file (`base`) and every span they hand out is
-//! already a position in the whole file. A [`Section`] is one table being walked: keys are taken one by one, and what is left at the
-//! end is unknown (reported with "did you mean"). An [`Entry`] is one `key = value`; its readers
-//! ([`Entry::string`], [`Entry::duration`], [`Entry::integer`]...) report a value of the wrong
-//! type at the value's position and return `None`, so that a caller walks on and one run lists
-//! every problem.
+//! already a position in the whole file. A [`Section`] is one table being walked: keys are
+//! taken one by one, and what is left at the end is unknown (reported with "did you mean").
+//! An [`Entry`] is one `key = value`; its readers ([`Entry::string`], [`Entry::duration`],
+//! [`Entry::integer`]...) report a value of the wrong type at the value's position and return
+//! `None`, so that a caller walks on and one run lists every problem.
 
 use std::time::Duration;
 
@@ -43,6 +43,11 @@ pub struct Entry<'a> {
     pub base: usize,
 }
 
+/// A span of a piece of the file that starts at byte `base`, as a span of the file.
+fn in_file(span: Option<Span>, base: usize) -> Option<Span> {
+    span.map(|s| s.start + base..s.end + base)
+}
+
 /// How a TOML item is called in messages.
 pub fn describe(item: &Item) -> &'static str {
     match item {
@@ -71,7 +76,7 @@ impl<'a> Entry<'a> {
     /// A span `toml_edit` gave for something inside this entry's value (a key or value of an
     /// inline table), as a position in the whole file.
     pub fn in_file(&self, span: Option<Span>) -> Option<Span> {
-        span.map(|s| s.start + self.base..s.end + self.base)
+        in_file(span, self.base)
     }
 
     pub fn spanned<T>(&self, value: T) -> Spanned<T> {
@@ -306,7 +311,7 @@ impl<'a> Section<'a> {
 
     /// A span `toml_edit` gave for something in this table, as a position in the file.
     fn in_file(&self, span: Option<Span>) -> Option<Span> {
-        span.map(|s| s.start + self.base..s.end + self.base)
+        in_file(span, self.base)
     }
 
     pub fn key_span(&self, key: &str) -> Option<Span> {
