@@ -109,26 +109,49 @@ pub(crate) fn walk(mut s: Section<'_>, rep: &mut Report<'_>) -> RawAlert {
 pub(crate) struct Devices<'d> {
     /// The devices that passed validation.
     pub valid: &'d [DeviceConfig],
-    /// Every `[[device]]` as written, rejected ones included.
-    pub written: &'d [Written<'d>],
+    /// Every `[[device]]` as written, rejected ones included, whose id an alert names (see
+    /// [`Named`]).
+    pub written: &'d [Written],
     /// Some `[[device]]` has no id that is text.
     pub unnamed: bool,
 }
 
 /// A `[[device]]`'s id and field names as written, before validation.
-pub(crate) struct Written<'d> {
-    pub id: &'d str,
-    pub fields: Vec<&'d str>,
+pub(crate) struct Written {
+    pub id: String,
+    pub fields: Vec<String>,
     /// Some of its fields has no name that is text.
     pub unnamed_field: bool,
 }
 
 impl Devices<'_> {
     /// The written device with this id (ids compare as alerts name them: ignoring case).
-    fn written(&self, id: &str) -> Option<&Written<'_>> {
+    fn written(&self, id: &str) -> Option<&Written> {
         self.written
             .iter()
             .find(|w| w.id.trim().eq_ignore_ascii_case(id.trim()))
+    }
+}
+
+/// The device ids the alerts name, as they compare (trimmed, ASCII lower case): only the
+/// [`Written`] record of such a device is ever looked at, so the loader keeps no other (with
+/// 10,000 devices and a few alerts, a few records instead of 10,000).
+pub(crate) struct Named(Vec<String>);
+
+impl Named {
+    pub(crate) fn new(raw: &[RawAlert]) -> Self {
+        Named(
+            raw.iter()
+                .filter_map(|a| a.device.as_ref())
+                .map(|d| d.value.trim().to_ascii_lowercase())
+                .collect(),
+        )
+    }
+
+    /// Whether an alert names the device written with id `id`.
+    pub(crate) fn contains(&self, id: &str) -> bool {
+        let id = id.trim();
+        self.0.iter().any(|n| n.eq_ignore_ascii_case(id))
     }
 }
 
@@ -304,7 +327,7 @@ fn condition(a: &RawAlert, rep: &mut Report<'_>) -> Option<AlertCondition> {
 
 fn field(
     device: &DeviceConfig,
-    written: Option<&Written<'_>>,
+    written: Option<&Written>,
     f: &Spanned<String>,
     condition: Option<AlertCondition>,
     rep: &mut Report<'_>,

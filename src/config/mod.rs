@@ -9,6 +9,10 @@
 //!   registered in [`crate::adapter_registry`]); [`alert`] checks `[[alert]]` against the devices;
 //! - the adapter toolkit (`gateway_toolkit`) turns spans into `PATH:LINE:COL: message` lines.
 //!
+//! A large file is not parsed in one piece: [`split`] cuts it at its `[[device]]` headers so
+//! that each device is parsed, validated and dropped before the next (its module comment says
+//! why and when it falls back to the whole file).
+//!
 //! [`device_table`] renders what `check` prints. `reference` (tests only) keeps
 //! `docs/configuration.md` listing exactly the keys [`raw`] accepts. `testing` (tests and the
 //! `testing` feature) loads whole configurations for the tests of keys, the adapter crates' too.
@@ -21,6 +25,7 @@ mod raw;
 #[cfg(test)]
 mod reference;
 mod service;
+mod split;
 mod table;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -149,26 +154,75 @@ pub(crate) fn load_with(
     mode: LoadMode,
     env: &Env,
 ) -> Result<Loaded, ConfigErrors> {
-    let mut report = gateway_toolkit::Report::new(path, source);
-    let doc = match raw::parse_document(source) {
-        Ok(doc) => doc,
-        Err((span, message)) => {
-            report.error(&span, message);
-            return Err(ConfigErrors(report.finish().0));
-        }
-    };
-    let walked = raw::walk(&doc, &mut report);
     let ctx = validate::Context {
         mode,
         base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
         env,
     };
-    let config = validate::validate(walked, path, &ctx, &mut report);
+    let mut report = gateway_toolkit::Report::new(path, source);
+    let config = match load_by_device(path, source, &ctx, &mut report) {
+        Some(config) => config,
+        None => {
+            report = gateway_toolkit::Report::new(path, source);
+            load_whole(path, source, &ctx, &mut report)
+        }
+    };
     let (errors, warnings) = report.finish();
     match config {
         Some(config) if errors.is_empty() => Ok(Loaded { config, warnings }),
         _ => Err(ConfigErrors(errors)),
     }
+}
+
+/// Parses and validates the file in one piece. A syntax error is reported alone: past it,
+/// positions and structure are guesses.
+fn load_whole(
+    path: &Path,
+    source: &str,
+    ctx: &validate::Context<'_>,
+    report: &mut gateway_toolkit::Report<'_>,
+) -> Option<Config> {
+    let doc = match raw::parse_document(source) {
+        Ok(doc) => doc,
+        Err((span, message)) => {
+            report.error(&span, message);
+            return None;
+        }
+    };
+    let walked = raw::walk(&doc, report);
+    validate::validate(walked, path, ctx, report)
+}
+
+/// Parses and validates the file without its devices, then each `[[device]]` on its own,
+/// dropping its tree before the next (see `split`): what a large file costs is then the
+/// text and the validated configuration, not `toml_edit`'s tree of every device at once.
+/// `None` (whatever was reported) when the file cannot be cut or a piece does not parse: then
+/// [`load_whole`] does it, and reports a syntax error as it always has.
+fn load_by_device(
+    path: &Path,
+    source: &str,
+    ctx: &validate::Context<'_>,
+    report: &mut gateway_toolkit::Report<'_>,
+) -> Option<Option<Config>> {
+    let pieces = split::device_pieces(source)?;
+    if pieces.is_empty() {
+        return None;
+    }
+    let mut validation = {
+        let rest = split::blank_out(source, &pieces);
+        let doc = raw::parse_document(&rest).ok()?;
+        if doc.as_table().contains_key("device") {
+            return None;
+        }
+        let walked = raw::walk(&doc, report);
+        validate::Validation::start(walked, path, ctx, report)
+    };
+    for piece in pieces {
+        let doc = raw::parse_document(&source[piece.clone()]).ok()?;
+        let device = raw::walk_device(&doc, piece.start, report)?;
+        validation.device(device, report);
+    }
+    Some(validation.finish(report))
 }
 
 /// The configuration file to use: `--config`, else `$XMPP_IOT_GATEWAY_CONFIG`, else
@@ -335,6 +389,131 @@ mod tests {
                 w.message.contains("does not exist"),
                 "unexpected warning: {w}"
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod by_device_tests {
+    //! Loading device by device must answer exactly what loading the whole file answers.
+
+    use super::*;
+    use gateway_toolkit::Report;
+
+    /// The configuration (as `Debug` text), the errors and the warnings of a load; `None` when
+    /// loading device by device declined the file.
+    fn outcome(
+        path: &Path,
+        source: &str,
+        by_device: bool,
+    ) -> Option<(String, Vec<Diagnostic>, Vec<Diagnostic>)> {
+        let env = Env::default();
+        let ctx = validate::Context {
+            mode: LoadMode::Check,
+            base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            env: &env,
+        };
+        let mut report = Report::new(path, source);
+        let config = if by_device {
+            load_by_device(path, source, &ctx, &mut report)?
+        } else {
+            load_whole(path, source, &ctx, &mut report)
+        };
+        let (errors, warnings) = report.finish();
+        Some((format!("{config:?}"), errors, warnings))
+    }
+
+    /// Whether the file was loaded device by device; panics if that answered otherwise.
+    fn same(path: &Path, source: &str) -> bool {
+        let whole = outcome(path, source, false).expect("whole");
+        match outcome(path, source, true) {
+            Some(cut) => {
+                assert_eq!(cut, whole, "{}:\n{source}", path.display());
+                true
+            }
+            None => false,
+        }
+    }
+
+    const HEAD: &str = "[xmpp]\ndomain = \"s.example.org\"\nsecret = \"x\"\n\
+                        [[adapter]]\nid = \"sim\"\ntype = \"simulated\"\n";
+
+    #[test]
+    fn the_repository_files_and_every_check_case() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = vec![
+            root.join("gateway.toml"),
+            root.join("deploy/gateway.toml"),
+            root.join("deploy/gateway.example.toml"),
+        ];
+        let mut cases: Vec<_> = std::fs::read_dir(root.join("tests/check"))
+            .expect("tests/check")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        cases.sort();
+        assert!(cases.len() > 10);
+        files.extend(cases);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cut = 0;
+        for file in &files {
+            let source = std::fs::read_to_string(file).expect("read");
+            let source = source.replace("{dir}", &dir.path().display().to_string());
+            cut += usize::from(same(file, &source));
+        }
+        // Most have devices, and all of those are cut.
+        assert!(cut * 2 > files.len(), "{cut} of {}", files.len());
+    }
+
+    #[test]
+    fn the_example_with_any_one_line_dropped_answers_the_same() {
+        // Dropping a line makes every kind of mistake: a device without its header, a table
+        // header gone, a multi-line value cut short.
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/gateway.example.toml");
+        let source = std::fs::read_to_string(&path).expect("read");
+        let lines: Vec<&str> = source.split_inclusive('\n').collect();
+        for skip in 0..lines.len() {
+            let text: String = (lines.iter().enumerate())
+                .filter(|(i, _)| *i != skip)
+                .map(|(_, l)| *l)
+                .collect();
+            same(&path, &text);
+        }
+    }
+
+    #[test]
+    fn tricky_layouts_answer_the_same() {
+        let path = Path::new("g.toml");
+        let cut = [
+            // Devices between other sections, tables under a device, alerts on devices.
+            "[[device]]\nid = \"a\"\nadapter = \"sim\"\n[device.access]\nread = [\"x@y\"]\n\
+             [[device.field]]\nname = \"t\"\n[[alert]]\nid = \"hot\"\ndevice = \"b\"\nfield = \"u\"\nabove = 1\n\
+             [[device]]\nid = \"b\"\nadapter = \"sim\"\n[[device.field]]\nname = \"t\"\nwhat = 1\n",
+            // Errors in several devices, duplicate ids across pieces, a header in a string.
+            "[[device]]\nid = \"a\"\nadapter = \"sm\"\n[[device]]\nid = \"A\"\nadapter = \"sim\"\n\
+             name = \"\"\"\n[[device]]\n\"\"\"\n[[device.field]]\nname = 5\n[[device]]\nadapter = \"sim\"\n",
+            // An alert naming a rejected device and a rejected field.
+            "[[alert]]\nid = \"x\"\ndevice = \"bad id\"\noffline = true\n[[alert]]\nid = \"y\"\n\
+             device = \"ok\"\nfield = \"f\"\nabove = 1\n[[device]]\nid = \"bad id\"\nadapter = \"sim\"\n\
+             [[device]]\nid = \"ok\"\nadapter = \"sim\"\n[[device.field]]\nname = \"f\"\ntype = \"nope\"\n",
+        ];
+        for body in cut {
+            assert!(same(path, &format!("{HEAD}{body}")), "{body}");
+        }
+        let whole = [
+            // Syntax errors, in a device and outside, come alone, from the whole file.
+            "[[device]]\nid = \"a\"\nadapter = \"sim\"\nname = \n[gateway]\nnmae = 1\n",
+            "[gateway]\nnmae = \n[[device]]\nid = 1\n",
+            "[[device]]\nid = \"a\"\n[[device]]\nid = \"b\"\nid = \"c\"\n",
+            // A table of the last device after another section; devices in one array.
+            "[[device]]\nid = \"a\"\nadapter = \"sim\"\n[log]\n[device.access]\nread = []\n",
+            "device = [{ id = \"a\", adapter = \"sim\" }]\n[gateway]\n",
+            // `device` both as a key of the top level and as devices.
+            "device.x = 1\n[[device]]\nid = \"a\"\n",
+        ];
+        for body in whole {
+            // First, so that top-level keys are top-level.
+            assert!(!same(path, &format!("{body}{HEAD}")), "{body}");
         }
     }
 }

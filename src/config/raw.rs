@@ -370,6 +370,28 @@ pub(crate) fn walk<'a>(doc: &'a ImDocument<&'a str>, rep: &mut Report<'_>) -> Ra
     raw
 }
 
+/// Walks a piece of the file that holds one `[[device]]` (with its tables) and starts at byte
+/// `base` (see `split`). `None` when the piece is not that: the file is then parsed whole.
+pub(crate) fn walk_device<'a>(
+    doc: &'a ImDocument<&'a str>,
+    base: usize,
+    rep: &mut Report<'_>,
+) -> Option<RawDevice<'a>> {
+    let table = doc.as_table();
+    let one = table.len() == 1
+        && table
+            .get("device")
+            .and_then(|d| d.as_array_of_tables())
+            .is_some_and(|a| a.len() == 1);
+    if !one {
+        return None;
+    }
+    let mut root = Section::in_piece("the top level", base..base, table, base);
+    root.sections(rep, "device", "[[device]]")
+        .pop()
+        .map(|s| device(s, rep))
+}
+
 fn access(mut s: Section<'_>, rep: &mut Report<'_>) -> RawAccess {
     let access = RawAccess {
         read: s.strings(rep, "read"),

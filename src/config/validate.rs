@@ -69,99 +69,193 @@ impl Context<'_> {
     }
 }
 
-/// Validates `raw`; `None` when any error was reported to `rep`.
+/// Validates `raw` (the whole file, its devices included); `None` when any error was reported
+/// to `rep`.
 pub(crate) fn validate(
-    raw: RawConfig<'_>,
+    mut raw: RawConfig<'_>,
     path: &Path,
     ctx: &Context<'_>,
     rep: &mut Report<'_>,
 ) -> Option<Config> {
-    let gateway = gateway(&raw, ctx, rep);
-    let xmpp = xmpp(raw.xmpp.as_ref(), ctx, rep);
-    let access = AccessConfig {
-        read: access_list(rep, "read", raw.access.read.as_ref()),
-        control: access_list(rep, "control", raw.access.control.as_ref()),
-    };
-    let publish = publish(&raw, rep);
-    let metrics = raw
-        .metrics
-        .as_ref()
-        .map(|m| metrics(m.listen.as_ref(), rep));
-    let log = LogConfig {
-        level: raw.log.level.as_ref().and_then(|l| log_level(l, rep)),
-    };
-    let mut parsers = Parsers::new();
-    let (adapters, infos) = adapters(&raw.adapters, ctx, &mut parsers, rep);
-    // An adapter whose `id` was missing or rejected may be the one a device names: its own
-    // error is the cause, and "not defined" at the device would only bury it.
-    let unnamed_adapter = raw.adapters.iter().any(|a| {
-        a.id.as_ref()
-            .is_none_or(|id| !infos.iter().any(|i| i.id == id.value))
-    });
-    // A `[[device]]` may stand for several (its adapter type says): from here on they are
-    // devices like any.
-    let raw_devices = expand(raw.devices, &infos, &mut parsers, rep);
-    let known = Known {
-        adapters: &infos,
-        unnamed_adapter,
-    };
-    let devices = devices(
-        &raw_devices,
-        &known,
-        xmpp.as_ref(),
-        &access,
-        ctx,
-        &mut parsers,
-        rep,
-    );
-    // Devices written but rejected (their own errors say why): an alert naming one is not
-    // told again that no such device exists.
-    let written: Vec<_> = raw_devices
-        .iter()
-        .filter_map(|d| {
-            Some(super::alert::Written {
-                id: d.id.as_ref()?.value.as_str(),
-                fields: (d.fields.iter())
-                    .filter_map(|f| f.name.as_ref().map(|n| n.value.as_str()))
-                    .collect(),
-                unnamed_field: d.fields.iter().any(|f| f.name.is_none()),
-            })
-        })
-        .collect();
-    let unnamed_device = raw_devices.iter().any(|d| d.id.is_none());
-    let alerts = super::alert::validate(
-        &raw.alerts,
-        &super::alert::Devices {
-            valid: &devices,
-            written: &written,
-            unnamed: unnamed_device,
-        },
-        &publish.notify,
-        rep,
-    );
-    if raw_devices.is_empty() {
-        rep.warn(
-            &(0..0),
-            "no [[device]] is configured: the gateway will have nothing to show",
-        );
+    let devices = std::mem::take(&mut raw.devices);
+    let mut validation = Validation::start(raw, path, ctx, rep);
+    for device in devices {
+        validation.device(device, rep);
+    }
+    validation.finish(rep)
+}
+
+/// One load being validated: the sections other than `[[device]]` first
+/// ([`Validation::start`]), then the devices one at a time in file order
+/// ([`Validation::device`]), so that a caller may parse each `[[device]]` only when it is its
+/// turn and drop it after; the alerts last ([`Validation::finish`]), as they name devices.
+pub(crate) struct Validation<'c> {
+    path: PathBuf,
+    ctx: &'c Context<'c>,
+    gateway: GatewayConfig,
+    xmpp: Option<XmppConfig>,
+    access: AccessConfig,
+    publish: PublishConfig,
+    metrics: Option<Option<MetricsConfig>>,
+    log: LogConfig,
+    parsers: Parsers,
+    adapters: Vec<AdapterConfig>,
+    infos: Vec<AdapterInfo>,
+    /// An adapter whose `id` was missing or rejected may be the one a device names: its own
+    /// error is the cause, and "not defined" at the device would only bury it.
+    unnamed_adapter: bool,
+    alerts: Vec<super::alert::RawAlert>,
+    /// The device ids the alerts name: the devices whose `written` record is kept.
+    named: super::alert::Named,
+    /// Lower-cased device ids seen so far, for duplicates.
+    ids: HashMap<String, DeviceSeen>,
+    /// Lower-cased JIDs given so far, with how messages name their device.
+    jids: HashMap<String, (String, Span)>,
+    strings: Interned,
+    devices: Vec<DeviceConfig>,
+    /// Devices written (rejected ones included) that alerts name: an alert naming one that was
+    /// rejected is not told again that no such device exists.
+    written: Vec<super::alert::Written>,
+    /// Some `[[device]]` has no id that is text.
+    unnamed_device: bool,
+    /// Devices written, after expansion.
+    device_count: usize,
+}
+
+impl<'c> Validation<'c> {
+    /// Validates every section of `raw` but its devices (which it must not have: they come
+    /// through [`Validation::device`]).
+    pub(crate) fn start(
+        raw: RawConfig<'_>,
+        path: &Path,
+        ctx: &'c Context<'c>,
+        rep: &mut Report<'_>,
+    ) -> Self {
+        debug_assert!(raw.devices.is_empty());
+        let gateway = gateway(&raw, ctx, rep);
+        let xmpp = xmpp(raw.xmpp.as_ref(), ctx, rep);
+        let access = AccessConfig {
+            read: access_list(rep, "read", raw.access.read.as_ref()),
+            control: access_list(rep, "control", raw.access.control.as_ref()),
+        };
+        let publish = publish(&raw, rep);
+        let metrics = raw
+            .metrics
+            .as_ref()
+            .map(|m| metrics(m.listen.as_ref(), rep));
+        let log = LogConfig {
+            level: raw.log.level.as_ref().and_then(|l| log_level(l, rep)),
+        };
+        let mut parsers = Parsers::new();
+        let (adapters, infos) = adapters(&raw.adapters, ctx, &mut parsers, rep);
+        let unnamed_adapter = raw.adapters.iter().any(|a| {
+            a.id.as_ref()
+                .is_none_or(|id| !infos.iter().any(|i| i.id == id.value))
+        });
+        let named = super::alert::Named::new(&raw.alerts);
+        Validation {
+            path: path.to_owned(),
+            ctx,
+            gateway,
+            xmpp,
+            access,
+            publish,
+            metrics,
+            log,
+            parsers,
+            adapters,
+            infos,
+            unnamed_adapter,
+            alerts: raw.alerts,
+            named,
+            ids: HashMap::new(),
+            jids: HashMap::new(),
+            strings: Interned::default(),
+            devices: Vec::new(),
+            written: Vec::new(),
+            unnamed_device: false,
+            device_count: 0,
+        }
     }
 
-    if rep.has_errors() {
-        return None;
+    /// Validates the next `[[device]]` of the file. A `[[device]]` may stand for several (its
+    /// adapter type says): each is then a device like any.
+    pub(crate) fn device(&mut self, raw: RawDevice<'_>, rep: &mut Report<'_>) {
+        for raw in expand(raw, &self.infos, &mut self.parsers, rep) {
+            self.device_count += 1;
+            match &raw.id {
+                None => self.unnamed_device = true,
+                Some(id) if self.named.contains(&id.value) => {
+                    self.written.push(super::alert::Written {
+                        id: id.value.clone(),
+                        fields: (raw.fields.iter())
+                            .filter_map(|f| f.name.as_ref().map(|n| n.value.clone()))
+                            .collect(),
+                        unnamed_field: raw.fields.iter().any(|f| f.name.is_none()),
+                    })
+                }
+                Some(_) => {}
+            }
+            let known = Known {
+                adapters: &self.infos,
+                unnamed_adapter: self.unnamed_adapter,
+            };
+            let mut seen = Seen {
+                ids: &mut self.ids,
+                jids: &mut self.jids,
+                strings: &mut self.strings,
+            };
+            if let Some(device) = device(
+                &raw,
+                &known,
+                self.xmpp.as_ref(),
+                &self.access,
+                self.ctx,
+                &mut self.parsers,
+                &mut seen,
+                rep,
+            ) {
+                self.devices.push(device);
+            }
+        }
     }
-    Some(Config {
-        path: path.to_owned(),
-        gateway,
-        // `xmpp` is only `None` after an error was reported, and we return early on errors.
-        xmpp: xmpp?,
-        access,
-        publish,
-        metrics: metrics.flatten(),
-        log,
-        adapters,
-        devices,
-        alerts,
-    })
+
+    /// Checks the alerts against the devices; the configuration, when no error was reported.
+    pub(crate) fn finish(self, rep: &mut Report<'_>) -> Option<Config> {
+        let alerts = super::alert::validate(
+            &self.alerts,
+            &super::alert::Devices {
+                valid: &self.devices,
+                written: &self.written,
+                unnamed: self.unnamed_device,
+            },
+            &self.publish.notify,
+            rep,
+        );
+        if self.device_count == 0 {
+            rep.warn(
+                &(0..0),
+                "no [[device]] is configured: the gateway will have nothing to show",
+            );
+        }
+
+        if rep.has_errors() {
+            return None;
+        }
+        Some(Config {
+            path: self.path,
+            gateway: self.gateway,
+            // `xmpp` is only `None` after an error was reported, and we return early on errors.
+            xmpp: self.xmpp?,
+            access: self.access,
+            publish: self.publish,
+            metrics: self.metrics.flatten(),
+            log: self.log,
+            adapters: self.adapters,
+            devices: self.devices,
+            alerts,
+        })
+    }
 }
 
 /// Whether `key` was present but unreadable (so already reported, not to be called missing).
@@ -995,46 +1089,42 @@ struct DeviceSeen {
     original: String,
 }
 
-/// Asks each device's adapter type what the device stands for, and makes the copies: each
+/// Asks a device's adapter type what the device stands for, and makes the copies: each
 /// member becomes the device's `id`, and `{id}` in its `name` the member.
 fn expand<'a>(
-    raws: Vec<RawDevice<'a>>,
+    raw: RawDevice<'a>,
     infos: &[AdapterInfo],
     parsers: &mut Parsers,
     rep: &mut Report<'_>,
 ) -> Vec<RawDevice<'a>> {
-    let mut out = Vec::with_capacity(raws.len());
-    for raw in raws {
-        let parser = raw
-            .adapter
-            .as_ref()
-            .and_then(|a| infos.iter().find(|i| i.id == a.value))
-            .and_then(|i| i.registered);
-        let Some(parser) = parser else {
-            out.push(raw);
-            continue;
-        };
-        let draft = DeviceDraft {
-            id: raw.id.as_ref(),
-            extra: &raw.extra,
-            field_extras: raw.fields.iter().map(|f| f.extra.as_slice()).collect(),
-        };
-        match parsers.0[parser].expand(draft, rep) {
-            Expansion::One => out.push(raw),
-            Expansion::Nothing => {}
-            Expansion::Members(members) => {
-                for m in members {
-                    let mut copy = raw.clone();
-                    if let Some(name) = &mut copy.name {
-                        name.value = name.value.replace("{id}", &m.value);
-                    }
-                    copy.id = Some(m);
-                    out.push(copy);
+    let parser = raw
+        .adapter
+        .as_ref()
+        .and_then(|a| infos.iter().find(|i| i.id == a.value))
+        .and_then(|i| i.registered);
+    let Some(parser) = parser else {
+        return vec![raw];
+    };
+    let draft = DeviceDraft {
+        id: raw.id.as_ref(),
+        extra: &raw.extra,
+        field_extras: raw.fields.iter().map(|f| f.extra.as_slice()).collect(),
+    };
+    match parsers.0[parser].expand(draft, rep) {
+        Expansion::One => vec![raw],
+        Expansion::Nothing => Vec::new(),
+        Expansion::Members(members) => members
+            .into_iter()
+            .map(|m| {
+                let mut copy = raw.clone();
+                if let Some(name) = &mut copy.name {
+                    name.value = name.value.replace("{id}", &m.value);
                 }
-            }
-        }
+                copy.id = Some(m);
+                copy
+            })
+            .collect(),
     }
-    out
 }
 
 /// Hands a registered type's device and its parsed fields to its parser's `finish_device`.
@@ -1071,151 +1161,171 @@ fn finish_registered(
     parser.finish_device(cx, &mut drafts, rep);
 }
 
+/// The device ids and JIDs given so far in a load, for duplicates, and the texts devices share.
+struct Seen<'s> {
+    ids: &'s mut HashMap<String, DeviceSeen>,
+    jids: &'s mut HashMap<String, (String, Span)>,
+    strings: &'s mut Interned,
+}
+
+/// One `Arc<str>` per distinct text for what devices repeat (their adapter's id, field names,
+/// units): the 100,000 fields of 10,000 devices of one kind share a handful of each.
+#[derive(Default)]
+struct Interned(std::collections::HashSet<Arc<str>>);
+
+impl Interned {
+    fn get(&mut self, text: &str) -> Arc<str> {
+        if let Some(shared) = self.0.get(text) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = Arc::from(text);
+        self.0.insert(shared.clone());
+        shared
+    }
+}
+
+/// Validates one device (after expansion); `None` when it was rejected (reported).
 #[allow(clippy::too_many_arguments)]
-fn devices(
-    raws: &[RawDevice<'_>],
+fn device(
+    raw: &RawDevice<'_>,
     adapters: &Known<'_>,
     xmpp: Option<&XmppConfig>,
     access: &AccessConfig,
     ctx: &Context<'_>,
     parsers: &mut Parsers,
+    seen: &mut Seen<'_>,
     rep: &mut Report<'_>,
-) -> Vec<DeviceConfig> {
-    let mut out = Vec::new();
-    let mut ids: HashMap<String, DeviceSeen> = HashMap::new();
-    let mut jids: HashMap<String, (String, Span)> = HashMap::new();
-    for raw in raws {
-        let id = device_id(raw, &mut ids, rep);
-        // Messages name the device as written, even when its id is invalid or a duplicate.
-        let label = raw.id.as_ref().map_or_else(
-            || "this device".to_owned(),
-            |id| format!("device `{}`", id.value),
-        );
-        let adapter = device_adapter(raw, adapters, &label, rep);
-        let kind = adapter.and_then(|a| a.kind);
-        let context = match (adapter, kind) {
-            (Some(a), Some(k)) => {
-                format!("but {label} uses adapter `{}` of type `{}`", a.id, k.name)
-            }
-            _ => String::new(),
-        };
-        let own = type_entries(rep, &raw.extra, kind.as_ref(), Level::Device, &context);
-        let registered = adapter.and_then(|a| Some((a, a.registered?)));
-        let settings = match kind {
-            Some(k) => registered.and_then(|(a, i)| {
-                let cx = DeviceCx {
-                    type_name: k.name,
-                    adapter_id: &a.id,
-                    adapter: a.settings.as_ref(),
-                    written_id: raw.id.as_ref().map(|i| i.value.as_str()),
-                    own: &own,
-                    header: &raw.span,
-                    label: &label,
-                };
-                parsers.0[i].device(cx, rep)
-            }),
-            None => None,
-        };
+) -> Option<DeviceConfig> {
+    let id = device_id(raw, seen.ids, rep);
+    // Messages name the device as written, even when its id is invalid or a duplicate.
+    let label = raw.id.as_ref().map_or_else(
+        || "this device".to_owned(),
+        |id| format!("device `{}`", id.value),
+    );
+    let adapter = device_adapter(raw, adapters, &label, rep);
+    let kind = adapter.and_then(|a| a.kind);
+    let context = match (adapter, kind) {
+        (Some(a), Some(k)) => {
+            format!("but {label} uses adapter `{}` of type `{}`", a.id, k.name)
+        }
+        _ => String::new(),
+    };
+    let own = type_entries(rep, &raw.extra, kind.as_ref(), Level::Device, &context);
+    let registered = adapter.and_then(|a| Some((a, a.registered?)));
+    let settings = match kind {
+        Some(k) => registered.and_then(|(a, i)| {
+            let cx = DeviceCx {
+                type_name: k.name,
+                adapter_id: &a.id,
+                adapter: a.settings.as_ref(),
+                written_id: raw.id.as_ref().map(|i| i.value.as_str()),
+                own: &own,
+                header: &raw.span,
+                label: &label,
+            };
+            parsers.0[i].device(cx, rep)
+        }),
+        None => None,
+    };
 
-        let name = match &raw.name {
-            Some(n) => check_text(rep, n, "name").then(|| n.value.trim().to_owned()),
-            None => id.as_ref().map(|id| id.as_str().to_owned()),
-        };
-        let own_account = raw.password_file.is_some() || raw.password.is_some();
-        let password = match xmpp {
-            Some(XmppConfig::Client(_)) => ctx.files().secret(
-                rep,
-                Pair {
-                    file: raw.password_file.as_ref(),
-                    file_key: "password_file",
-                    inline: raw.password.as_ref(),
-                    inline_key: "password",
-                },
-            ),
-            Some(XmppConfig::Component(_)) => {
-                for s in [&raw.password_file, &raw.password].into_iter().flatten() {
-                    rep.error(
-                        &s.key,
-                        "a device's own password is only used in client mode (`[xmpp] mode = \"client\"`); \
-                         in component mode the gateway owns every JID of its domain",
-                    );
-                }
-                None
+    let name = match &raw.name {
+        Some(n) => check_text(rep, n, "name").then(|| n.value.trim().to_owned()),
+        None => id.as_ref().map(|id| id.as_str().to_owned()),
+    };
+    let own_account = raw.password_file.is_some() || raw.password.is_some();
+    let password = match xmpp {
+        Some(XmppConfig::Client(_)) => ctx.files().secret(
+            rep,
+            Pair {
+                file: raw.password_file.as_ref(),
+                file_key: "password_file",
+                inline: raw.password.as_ref(),
+                inline_key: "password",
+            },
+        ),
+        Some(XmppConfig::Component(_)) => {
+            for s in [&raw.password_file, &raw.password].into_iter().flatten() {
+                rep.error(
+                    &s.key,
+                    "a device's own password is only used in client mode (`[xmpp] mode = \"client\"`); \
+                     in component mode the gateway owns every JID of its domain",
+                );
             }
-            None => None,
-        };
-        let jid = match (xmpp, &id) {
-            (Some(x), Some(id)) => device_jid(raw, id, x, own_account, &label, rep),
-            _ => None,
-        };
-        if let Some(jid) = &jid {
-            let span = raw.jid.as_ref().map_or_else(
-                || raw.id.as_ref().map_or(raw.span.clone(), |i| i.span.clone()),
-                |j| j.span.clone(),
-            );
-            let folded = jid.to_lowercase();
-            match jids.get(&folded) {
-                Some((other, first)) => {
-                    let line = rep.line(first);
-                    rep.error(
-                        &span,
-                        format!("{label} would have the JID `{jid}`, already used by {other} (line {line})"),
-                    );
-                }
-                None => {
-                    jids.insert(folded, (label.clone(), span));
-                }
+            None
+        }
+        None => None,
+    };
+    let jid = match (xmpp, &id) {
+        (Some(x), Some(id)) => device_jid(raw, id, x, own_account, &label, rep),
+        _ => None,
+    };
+    if let Some(jid) = &jid {
+        let span = raw.jid.as_ref().map_or_else(
+            || raw.id.as_ref().map_or(raw.span.clone(), |i| i.span.clone()),
+            |j| j.span.clone(),
+        );
+        let folded = jid.to_lowercase();
+        match seen.jids.get(&folded) {
+            Some((other, first)) => {
+                let line = rep.line(first);
+                rep.error(
+                    &span,
+                    format!(
+                        "{label} would have the JID `{jid}`, already used by {other} (line {line})"
+                    ),
+                );
+            }
+            None => {
+                seen.jids.insert(folded, (label.clone(), span));
             }
         }
-        let device_access = raw
-            .access
-            .as_ref()
-            .map(|a| device_access(&a.value, access, rep));
-        let mut fields = fields(
-            &raw.fields,
-            kind.as_ref(),
-            adapter,
-            settings.as_ref(),
+    }
+    let device_access = raw
+        .access
+        .as_ref()
+        .map(|a| device_access(&a.value, access, rep));
+    let mut fields = fields(
+        &raw.fields,
+        kind.as_ref(),
+        adapter,
+        settings.as_ref(),
+        &label,
+        parsers,
+        seen.strings,
+        rep,
+    );
+    if let (Some((_, i)), Some(device), Some(id)) = (registered, &settings, &raw.id) {
+        finish_registered(
+            parsers.0[i].as_mut(),
+            device,
+            id,
+            raw,
+            &mut fields,
             &label,
-            parsers,
             rep,
         );
-        if let (Some((_, i)), Some(device), Some(id)) = (registered, &settings, &raw.id) {
-            finish_registered(
-                parsers.0[i].as_mut(),
-                device,
-                id,
-                raw,
-                &mut fields,
-                &label,
-                rep,
-            );
-        }
-        if raw.fields.is_empty() {
-            rep.warn(&raw.span, format!("{label} has no [[device.field]]"));
-        }
-
-        let (Some(id), Some(adapter), Some(settings), Some(name), Some(jid)) =
-            (id, adapter, settings, name, jid)
-        else {
-            continue;
-        };
-        let Some(adapter_index) = adapter.index else {
-            continue;
-        };
-        out.push(DeviceConfig {
-            id,
-            jid,
-            password,
-            name,
-            adapter: Arc::from(adapter.id.as_str()),
-            adapter_index,
-            access: device_access,
-            fields,
-            settings,
-        });
     }
-    out
+    if raw.fields.is_empty() {
+        rep.warn(&raw.span, format!("{label} has no [[device.field]]"));
+    }
+
+    let (Some(id), Some(adapter), Some(settings), Some(name), Some(jid)) =
+        (id, adapter, settings, name, jid)
+    else {
+        return None;
+    };
+    let adapter_index = adapter.index?;
+    Some(DeviceConfig {
+        id,
+        jid,
+        password,
+        name,
+        adapter: seen.strings.get(&adapter.id),
+        adapter_index,
+        access: device_access,
+        fields,
+        settings,
+    })
 }
 
 fn device_id(
@@ -1414,9 +1524,10 @@ fn fields(
     device: Option<&AnySettings>,
     device_label: &str,
     parsers: &mut Parsers,
+    strings: &mut Interned,
     rep: &mut Report<'_>,
 ) -> Vec<FieldConfig> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(raws.len());
     let mut names: HashMap<String, Span> = HashMap::new();
     for raw in raws {
         let name = match &raw.name {
@@ -1551,8 +1662,8 @@ fn fields(
         let Some(settings) = settings else { continue };
         out.push(FieldConfig {
             spec: FieldSpec {
-                name: Arc::from(name.as_str()),
-                unit: Arc::from(unit.as_str()),
+                name: strings.get(&name),
+                unit: strings.get(&unit),
                 kind: field_type,
                 writable: raw.writable.as_ref().is_some_and(|w| w.value),
             },

@@ -101,7 +101,10 @@ impl<'s> LineIndex<'s> {
 /// Collects the errors and warnings of one load.
 pub struct Report<'s> {
     file: PathBuf,
-    index: LineIndex<'s>,
+    source: &'s str,
+    /// Made at the first position asked for: a valid file never needs it, and for a large
+    /// one it is 8 bytes per line.
+    index: std::cell::OnceCell<LineIndex<'s>>,
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
 }
@@ -110,14 +113,19 @@ impl<'s> Report<'s> {
     pub fn new(file: &Path, source: &'s str) -> Self {
         Report {
             file: file.to_owned(),
-            index: LineIndex::new(source),
+            source,
+            index: std::cell::OnceCell::new(),
             errors: Vec::new(),
             warnings: Vec::new(),
         }
     }
 
+    fn index(&self) -> &LineIndex<'s> {
+        self.index.get_or_init(|| LineIndex::new(self.source))
+    }
+
     fn diagnostic(&self, span: &Span, message: String) -> Diagnostic {
-        let (line, col) = self.index.position(span.start);
+        let (line, col) = self.index().position(span.start);
         Diagnostic {
             file: self.file.clone(),
             line,
@@ -140,7 +148,7 @@ impl<'s> Report<'s> {
 
     /// The 1-based line of a span, for messages such as "already used (line 12)".
     pub fn line(&self, span: &Span) -> usize {
-        self.index.line(span.start)
+        self.index().line(span.start)
     }
 
     pub fn has_errors(&self) -> bool {

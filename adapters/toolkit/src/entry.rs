@@ -1,12 +1,15 @@
 //! A table of `gateway.toml` as an adapter reads it: keys with their positions, and typed
 //! readers that report a wrong type where the value stands.
 //!
-//! The file is parsed with `toml_edit`, which keeps the byte span of every key and value. A
-//! [`Section`] is one table being walked: keys are taken one by one, and what is left at the
-//! end is unknown (reported with "did you mean"). An [`Entry`] is one `key = value`; its readers
-//! ([`Entry::string`], [`Entry::duration`], [`Entry::integer`]...) report a value of the wrong
-//! type at the value's position and return `None`, so that a caller walks on and one run lists
-//! every problem.
+//! The file is parsed with `toml_edit`, which keeps the byte span of every key and value. The
+//! gateway parses a large file piece by piece (each `[[device]]` on its own, see the gateway's
+//! `src/config/split.rs`), so a piece's spans start at the piece: a [`Section`] and its
+//! [`Entry`]s carry the piece's offset in the file (`base`) and every span they hand out is
+//! already a position in the whole file. A [`Section`] is one table being walked: keys are
+//! taken one by one, and what is left at the end is unknown (reported with "did you mean").
+//! An [`Entry`] is one `key = value`; its readers ([`Entry::string`], [`Entry::duration`],
+//! [`Entry::integer`]...) report a value of the wrong type at the value's position and return
+//! `None`, so that a caller walks on and one run lists every problem.
 
 use std::time::Duration;
 
@@ -32,8 +35,17 @@ pub type StringList = Spanned<Vec<Spanned<String>>>;
 #[derive(Debug, Clone)]
 pub struct Entry<'a> {
     pub key: &'a str,
+    /// Where the key is in the file.
     pub key_span: Span,
     pub item: &'a Item,
+    /// Where the parsed piece of the file that holds `item` starts: the spans `toml_edit`
+    /// gives for `item` and what is inside it count from there (see [`Entry::in_file`]).
+    pub base: usize,
+}
+
+/// A span of a piece of the file that starts at byte `base`, as a span of the file.
+fn in_file(span: Option<Span>, base: usize) -> Option<Span> {
+    span.map(|s| s.start + base..s.end + base)
 }
 
 /// How a TOML item is called in messages.
@@ -57,7 +69,14 @@ pub fn describe(item: &Item) -> &'static str {
 impl<'a> Entry<'a> {
     /// The value's span (the key's when the value has none).
     pub fn span(&self) -> Span {
-        self.item.span().unwrap_or_else(|| self.key_span.clone())
+        self.in_file(self.item.span())
+            .unwrap_or_else(|| self.key_span.clone())
+    }
+
+    /// A span `toml_edit` gave for something inside this entry's value (a key or value of an
+    /// inline table), as a position in the whole file.
+    pub fn in_file(&self, span: Option<Span>) -> Option<Span> {
+        in_file(span, self.base)
     }
 
     pub fn spanned<T>(&self, value: T) -> Spanned<T> {
@@ -203,7 +222,7 @@ impl<'a> Entry<'a> {
         let mut out = Vec::new();
         let mut ok = true;
         for v in array.iter() {
-            let span = v.span().unwrap_or_else(|| self.span());
+            let span = self.in_file(v.span()).unwrap_or_else(|| self.span());
             match v.as_str() {
                 Some(s) => out.push(Spanned {
                     value: s.to_owned(),
@@ -259,25 +278,45 @@ pub struct Section<'a> {
     /// The header's span (start of the table).
     pub span: Span,
     table: &'a dyn TableLike,
+    /// Where the parsed piece of the file that holds `table` starts (see [`Entry::base`]).
+    base: usize,
     taken: Vec<&'a str>,
     /// Keys present but of the wrong type (already reported): not "missing" as well.
     bad: Vec<String>,
 }
 
 impl<'a> Section<'a> {
+    /// A table parsed from the whole file (its spans are positions in the file).
     pub fn new(label: &'static str, span: Span, table: &'a dyn TableLike) -> Self {
+        Section::in_piece(label, span, table, 0)
+    }
+
+    /// A table parsed from a piece of the file that starts at byte `base`; `span` is already
+    /// a position in the file.
+    pub fn in_piece(
+        label: &'static str,
+        span: Span,
+        table: &'a dyn TableLike,
+        base: usize,
+    ) -> Self {
         Section {
             label,
             span,
             table,
+            base,
             taken: Vec::new(),
             bad: Vec::new(),
         }
     }
 
+    /// A span `toml_edit` gave for something in this table, as a position in the file.
+    fn in_file(&self, span: Option<Span>) -> Option<Span> {
+        in_file(span, self.base)
+    }
+
     pub fn key_span(&self, key: &str) -> Option<Span> {
         let (k, item) = self.table.get_key_value(key)?;
-        k.span().or_else(|| item.span())
+        self.in_file(k.span().or_else(|| item.span()))
     }
 
     /// Takes `key` (so that it is not reported as unknown) and returns its entry if present.
@@ -288,14 +327,14 @@ impl<'a> Section<'a> {
             return None;
         }
         self.taken.push(k.get());
-        let key_span = k
-            .span()
-            .or_else(|| item.span())
+        let key_span = self
+            .in_file(k.span().or_else(|| item.span()))
             .unwrap_or_else(|| self.span.clone());
         Some(Entry {
             key: k.get(),
             key_span,
             item,
+            base: self.base,
         })
     }
 
@@ -355,7 +394,7 @@ impl<'a> Section<'a> {
     ) -> Option<Section<'a>> {
         let entry = self.take(key)?;
         match entry.item.as_table_like() {
-            Some(table) => Some(Section::new(label, entry.span(), table)),
+            Some(table) => Some(Section::in_piece(label, entry.span(), table, self.base)),
             None => {
                 let hint = if entry.item.is_array_of_tables() {
                     format!("a single table (write `[{key}]`, not `[[{key}]]`)")
@@ -382,16 +421,23 @@ impl<'a> Section<'a> {
             Item::ArrayOfTables(array) => array
                 .iter()
                 .map(|t| {
-                    let span = t.span().unwrap_or_else(|| entry.key_span.clone());
-                    Section::new(label, span, t as &dyn TableLike)
+                    let span = self
+                        .in_file(t.span())
+                        .unwrap_or_else(|| entry.key_span.clone());
+                    Section::in_piece(label, span, t as &dyn TableLike, self.base)
                 })
                 .collect(),
             Item::Value(TomlValue::Array(array)) => {
                 let mut out = Vec::new();
                 for v in array.iter() {
-                    let span = v.span().unwrap_or_else(|| entry.span());
+                    let span = self.in_file(v.span()).unwrap_or_else(|| entry.span());
                     match v.as_inline_table() {
-                        Some(t) => out.push(Section::new(label, span, t as &dyn TableLike)),
+                        Some(t) => out.push(Section::in_piece(
+                            label,
+                            span,
+                            t as &dyn TableLike,
+                            self.base,
+                        )),
                         None => rep.error(
                             &span,
                             format!(
@@ -417,15 +463,19 @@ impl<'a> Section<'a> {
             .iter()
             .filter(|(k, item)| !item.is_none() && !self.taken.contains(k))
             .map(|(k, item)| {
-                let key_span = table
-                    .key(k)
-                    .and_then(|key| key.span())
-                    .or_else(|| item.span())
+                let key_span = self
+                    .in_file(
+                        table
+                            .key(k)
+                            .and_then(|key| key.span())
+                            .or_else(|| item.span()),
+                    )
                     .unwrap_or_else(|| self.span.clone());
                 Entry {
                     key: k,
                     key_span,
                     item,
+                    base: self.base,
                 }
             })
             .collect()

@@ -409,12 +409,15 @@ fn device(
             ok = false;
         }
         for (key, item) in table.iter() {
-            let span = table
-                .get_key_value(key)
-                .and_then(|(k, _)| k.span())
-                .or_else(|| item.span())
+            let span = e
+                .in_file(
+                    table
+                        .get_key_value(key)
+                        .and_then(|(k, _)| k.span())
+                        .or_else(|| item.span()),
+                )
                 .unwrap_or_else(|| e.span());
-            let value_span = item.span().unwrap_or_else(|| span.clone());
+            let value_span = e.in_file(item.span()).unwrap_or_else(|| span.clone());
             let value = match item {
                 Item::Value(TomlValue::String(s)) => s.value().clone(),
                 Item::Value(TomlValue::Integer(i)) => i.value().to_string(),
