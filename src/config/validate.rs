@@ -1466,6 +1466,18 @@ fn device_jid(
                 );
                 None
             }
+            None if id.as_str() == crate::xmpp::client::GATEWAY_RESOURCE => {
+                let span = raw.id.as_ref().map_or(raw.span.clone(), |s| s.span.clone());
+                rep.error(
+                    &span,
+                    format!(
+                        "{label}: `{}/{id}` is the gateway's own session in client mode; give the \
+                         device another id, or a `jid` with another resource",
+                        c.jid
+                    ),
+                );
+                None
+            }
             None => Some(format!("{}/{id}", c.jid)),
             Some((jid, j)) if own_account => {
                 if jid.local.is_none() {
@@ -1493,6 +1505,16 @@ fn device_jid(
                     rep.error(
                         &j.span,
                         format!("{label}: `jid` on the gateway's account needs a resource, like `{}/{id}`", c.jid),
+                    );
+                    return None;
+                }
+                if jid.resource.as_deref() == Some(crate::xmpp::client::GATEWAY_RESOURCE) {
+                    rep.error(
+                        &j.span,
+                        format!(
+                            "{label}: `{}` is the gateway's own session in client mode; choose another resource",
+                            j.value
+                        ),
                     );
                     return None;
                 }
@@ -2514,6 +2536,15 @@ name = "t"
             "{head}[[device]]\nid = \"a\"\nadapter = \"sim\"\n[[device]]\nid = \"b\"\njid = \"gw@example.org/a\"\nadapter = \"sim\"\n"
         ));
         assert_eq!(e, ["13:7: device `b` would have the JID `gw@example.org/a`, already used by device `a` (line 9)"]);
+        // `<account>/gateway` is the gateway's own session.
+        let e = errors(&format!(
+            "{head}[[device]]\nid = \"gateway\"\nadapter = \"sim\"\n"
+        ));
+        assert_eq!(e, ["9:6: device `gateway`: `gw@example.org/gateway` is the gateway's own session in client mode; give the device another id, or a `jid` with another resource"]);
+        let e = errors(&format!(
+            "{head}[[device]]\nid = \"a\"\njid = \"gw@example.org/gateway\"\nadapter = \"sim\"\n"
+        ));
+        assert_eq!(e, ["10:7: device `a`: `gw@example.org/gateway` is the gateway's own session in client mode; choose another resource"]);
     }
 
     #[test]
