@@ -1,5 +1,5 @@
-//! `xmpp-iot-gateway discover`: asks every adapter whose type can discover devices (an mqtt
-//! adapter with `discovery` on) what announces itself on its bus, for a few seconds, and
+//! `xmpp-iot-gateway discover`: asks every adapter whose type can discover devices (and has
+//! discovery on in its settings) what announces itself on its bus, for a few seconds, and
 //! returns what each found as configuration to paste.
 
 use std::sync::Arc;

@@ -141,7 +141,7 @@ fn run() -> anyhow::Result<ExitCode> {
             ));
             if found.is_empty() {
                 eprintln!(
-                    "error: no adapter has discovery on (e.g. `discovery = [\"homeassistant\", \"zigbee2mqtt\"]` on an mqtt adapter)"
+                    "error: no adapter has discovery on (an adapter type that discovers devices says how in its README, e.g. a `discovery` key)"
                 );
                 return Ok(ExitCode::from(EXIT_CONFIG));
             }

@@ -1,4 +1,4 @@
-//! Devices that adapters discover on their buses (Home Assistant MQTT discovery, zigbee2mqtt):
+//! Devices that adapters discover on their buses (devices that announce themselves):
 //! the core hosts them next to the configured ones.
 //!
 //! A discovered device becomes a row of the device table like a configured one: the JID its id
