@@ -39,6 +39,9 @@ pub struct Device {
     pub values_dirty: bool,
     /// No presence update before this instant (`min_interval` after the last one).
     pub quiet_until: Option<Instant>,
+    /// Client mode: no presence update for a value change before this instant (the core's
+    /// `CLIENT_PRESENCE_INTERVAL` after the last one).
+    pub presence_quiet_until: Option<Instant>,
     /// A timer is pending for this device in the core's delay queue.
     pub timer_pending: bool,
 }
@@ -154,6 +157,7 @@ impl Devices {
             presence_dirty: false,
             values_dirty: false,
             quiet_until: None,
+            presence_quiet_until: None,
             timer_pending: false,
         });
         idx
@@ -347,6 +351,7 @@ mod tests {
             presence_dirty: false,
             values_dirty: false,
             quiet_until: None,
+            presence_quiet_until: None,
             timer_pending: false,
         });
         devices

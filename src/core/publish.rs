@@ -7,6 +7,7 @@
 //! Availability changes are never held back.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use minidom::Element;
 use tokio::time::Instant;
@@ -133,6 +134,12 @@ impl PubSubNodes {
     }
 }
 
+/// Client mode: a device's presence carries the status line with its values, and the server
+/// copies each one to every session of the gateway's account and to every contact of it. So
+/// value changes update it at most this often there, whatever `min_interval` allows; pushes,
+/// PubSub and the room still get every change, and availability is never held back.
+pub(super) const CLIENT_PRESENCE_INTERVAL: Duration = Duration::from_secs(1);
+
 impl Core {
     /// Publishes device `idx` now, or once its `min_interval` has passed.
     /// `availability`: it came online or went offline, which is never held back.
@@ -150,7 +157,24 @@ impl Core {
             dev.mark_published();
             let values = std::mem::take(&mut dev.values_dirty);
             if availability || self.config.publish.presence {
-                self.queue_presence_to_all(idx);
+                let held = self.client_mode
+                    && !availability
+                    && dev.presence_quiet_until.is_some_and(|t| now < t);
+                if held {
+                    // The status line follows once the second is over; the values go out
+                    // below as they are.
+                    dev.presence_dirty = true;
+                    if !dev.timer_pending {
+                        dev.timer_pending = true;
+                        let at = dev.presence_quiet_until.unwrap_or(now);
+                        self.presence.hold_until(idx, at);
+                    }
+                } else {
+                    if self.client_mode {
+                        dev.presence_quiet_until = Some(now + CLIENT_PRESENCE_INTERVAL);
+                    }
+                    self.queue_presence_to_all(idx);
+                }
             }
             if values && self.devices.get(idx).is_online() {
                 self.push(idx);
@@ -187,6 +211,9 @@ impl Core {
         dev.presence_dirty = false;
         dev.values_dirty = false;
         dev.quiet_until = Some(now + self.config.publish.min_interval);
+        if self.client_mode {
+            dev.presence_quiet_until = Some(now + CLIENT_PRESENCE_INTERVAL);
+        }
         self.queue_presence_to_all(idx);
         if self.devices.get(idx).values.iter().any(Option::is_some) {
             self.publish_item(idx);

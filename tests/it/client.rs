@@ -556,3 +556,60 @@ async fn a_failing_server_is_reported_once_not_at_every_attempt() {
     );
     assert!(!log.contains("ERROR"), "{log}");
 }
+
+/// In client mode the server copies a device's presence to every session of the gateway's
+/// account and to every contact: a device whose values change every 50 ms pushes every change,
+/// but its presence (the status line) follows at most once a second.
+#[tokio::test]
+async fn fast_values_are_pushed_each_and_presence_follows_at_most_once_a_second() {
+    let prosody = prosody(Kind::Prosody).await;
+    let ca = prosody.ca_path().display().to_string();
+    let toml = GatewayToml::new(
+        "fast client-mode device",
+        client_xmpp(prosody.c2s_addr(), &ca),
+    )
+    .access("read", &["alice@localhost"])
+    .publish_every_reading()
+    .section(
+        "publish",
+        Section::new().list("notify", &["alice@localhost"]),
+    )
+    .adapter(sim_adapter())
+    .device(stepping_thermo("50ms"))
+    .build();
+    let _gw = Gateway::spawn_with(&toml, GatewayOpts::new().file("gw.pass", "gw-pw\n"));
+    let mut alice = TestClient::connect(&prosody, "alice", "pw").await;
+    assert!(wait_online(&mut alice, "gw@localhost/thermo").await);
+    subscribe(&mut alice, "gw@localhost", "gw@localhost/thermo").await;
+    while alice.recv_until(Duration::ZERO, |_| true).await.is_some() {}
+
+    let window = Duration::from_secs(3);
+    let start = tokio::time::Instant::now();
+    let (mut pushes, mut presences) = (0u32, 0u32);
+    let _ = alice
+        .recv_until(window, |st| {
+            match st {
+                xmpp_parsers::stanza::Stanza::Message(m)
+                    if m.type_ == xmpp_parsers::message::MessageType::Headline =>
+                {
+                    pushes += 1
+                }
+                xmpp_parsers::stanza::Stanza::Presence(p)
+                    if from_is(p, "gw@localhost/thermo") && p.type_ == PresenceType::None =>
+                {
+                    presences += 1
+                }
+                _ => {}
+            }
+            false
+        })
+        .await;
+    // Counted over at least `window`: at most one presence per started second, plus one that
+    // was on its way when counting began. A slow machine only lowers both counts.
+    let seconds = start.elapsed().as_secs_f64().ceil() as u32;
+    assert!(
+        presences <= seconds + 1,
+        "{presences} presences in {seconds} s ({pushes} pushes)"
+    );
+    assert!(pushes > presences, "{pushes} pushes, {presences} presences");
+}
