@@ -553,6 +553,8 @@ impl<C: Connector> Bus<C> {
 
     /// Turns the data of `req` into readings of its points.
     fn decode_into(&mut self, i: usize, req: &ReadRequest, data: &Data, out: &mut Vec<Reading>) {
+        // The points of one response were read at one time.
+        let read_at = chrono::Utc::now();
         let d = &mut self.devices[i];
         for &p in &req.points {
             let point = &d.points[p];
@@ -576,7 +578,10 @@ impl<C: Connector> Bus<C> {
                         info!(adapter = %self.name, device = %d.config.id, field = %spec.name, "Field has a good value again");
                     }
                     d.last_good[p] = Some(v.clone());
-                    out.push(Reading::now(d.config.id.clone(), spec.name.clone(), v));
+                    out.push(Reading {
+                        timestamp: read_at,
+                        ..Reading::now(d.config.id.clone(), spec.name.clone(), v)
+                    });
                 }
                 Err(error) => {
                     self.stats.count(Some(i), Count::BadValue);

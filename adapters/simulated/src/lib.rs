@@ -11,7 +11,7 @@ use std::f64::consts::TAU;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use gateway_api::{
     Adapter, AdapterContext, AdapterEvent, DeviceId, FieldSpec, FieldType, Quality, Reading,
     RequestError, RequestKind, Value, ValueError,
@@ -304,8 +304,9 @@ impl Sim {
                     return Err(RequestError::Unreachable(OUTAGE_REASON.into()));
                 }
                 let mut readings = Vec::with_capacity(wanted.len());
+                let now = Utc::now();
                 for i in wanted {
-                    if let Some(r) = dev.reading(&self.adapter, i, elapsed) {
+                    if let Some(r) = dev.reading(&self.adapter, i, elapsed, now) {
                         readings.push(r);
                     }
                 }
@@ -340,9 +341,10 @@ impl Sim {
                         changed.push(i);
                     }
                 }
+                let now = Utc::now();
                 let readings: Vec<Reading> = changed
                     .into_iter()
-                    .filter_map(|i| dev.reading(&self.adapter, i, elapsed))
+                    .filter_map(|i| dev.reading(&self.adapter, i, elapsed, now))
                     .collect();
                 if !readings.is_empty() {
                     out.push_back(AdapterEvent::Readings(readings.clone()));
@@ -361,21 +363,30 @@ impl DeviceState {
             .ok_or_else(|| RequestError::UnknownField(name.to_owned()))
     }
 
-    fn reading(&mut self, adapter: &str, i: usize, elapsed: Duration) -> Option<Reading> {
+    /// Field `i` read at `timestamp`: the fields of one poll or request share one time, as
+    /// a real device's one answer does.
+    fn reading(
+        &mut self,
+        adapter: &str,
+        i: usize,
+        elapsed: Duration,
+        timestamp: DateTime<Utc>,
+    ) -> Option<Reading> {
         let value = self.fields[i].value(adapter, &self.id, elapsed)?;
         Some(Reading {
             device: self.id.clone(),
             field: self.fields[i].spec.name.clone(),
             value,
-            timestamp: Utc::now(),
+            timestamp,
             quality: Quality::Good,
         })
     }
 
     fn readings(&mut self, adapter: &str, elapsed: Duration, out: &mut VecDeque<AdapterEvent>) {
         let mut readings = Vec::with_capacity(self.fields.len());
+        let now = Utc::now();
         for i in 0..self.fields.len() {
-            if let Some(r) = self.reading(adapter, i, elapsed) {
+            if let Some(r) = self.reading(adapter, i, elapsed, now) {
                 trace!(adapter, device = %r.device, field = %r.field, value = %r.value, "Reading");
                 readings.push(r);
             }
