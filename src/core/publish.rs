@@ -163,12 +163,8 @@ impl Core {
                 if held {
                     // The status line follows once the second is over; the values go out
                     // below as they are.
-                    dev.presence_dirty = true;
-                    if !dev.timer_pending {
-                        dev.timer_pending = true;
-                        let at = dev.presence_quiet_until.unwrap_or(now);
-                        self.presence.hold_until(idx, at);
-                    }
+                    let until = dev.presence_quiet_until;
+                    self.hold_presence(idx, until, now);
                 } else {
                     if self.client_mode {
                         dev.presence_quiet_until = Some(now + CLIENT_PRESENCE_INTERVAL);
@@ -182,15 +178,22 @@ impl Core {
                 self.post_to_room(idx);
             }
         } else {
-            if dev.presence_dirty {
-                Stats::inc(&self.stats.presence_coalesced);
-            }
-            dev.presence_dirty = true;
-            if !dev.timer_pending {
-                dev.timer_pending = true;
-                let at = dev.quiet_until.unwrap_or(now);
-                self.presence.hold_until(idx, at);
-            }
+            let until = dev.quiet_until;
+            self.hold_presence(idx, until, now);
+        }
+    }
+
+    /// Device `idx`'s presence update waits until `until` (or the next turn); a timer brings
+    /// it out then with the latest values.
+    fn hold_presence(&mut self, idx: usize, until: Option<Instant>, now: Instant) {
+        let dev = self.devices.get_mut(idx);
+        if dev.presence_dirty {
+            Stats::inc(&self.stats.presence_coalesced);
+        }
+        dev.presence_dirty = true;
+        if !dev.timer_pending {
+            dev.timer_pending = true;
+            self.presence.hold_until(idx, until.unwrap_or(now));
         }
     }
 
