@@ -74,13 +74,36 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// Interval between two checks where a condition can only be polled.
 const POLL_INTERVAL: Duration = Duration::from_millis(25);
 
-/// A loopback TCP port that was free a moment ago (bind port 0, read it, drop the socket).
+/// A loopback TCP port that is free and that nothing else in this process was given.
+///
+/// Taken below the kernel's ephemeral range, not with a bind to port 0: a port from that range
+/// can be handed, between this call and the server's bind, to the source side of any outgoing
+/// connection (tests open many), and the server then fails with "address in use". Below the
+/// range only an explicit bind takes a port; a counter keeps the tests of this process apart
+/// and a random start keeps concurrent test processes apart.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener
-        .local_addr()
-        .expect("local_addr of a bound socket")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::OnceLock;
+    const LOW: u32 = 10_000;
+    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
+    let high = ephemeral_low().clamp(LOW + 1_000, 65_535);
+    let span = high - LOW;
+    let next = NEXT.get_or_init(|| AtomicU32::new(rand::random::<u32>() % span));
+    for _ in 0..span {
+        let port = (LOW + next.fetch_add(1, Ordering::Relaxed) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {LOW} and {high}")
+}
+
+/// The first port of the kernel's ephemeral range (Linux's default when it cannot be read).
+fn ephemeral_low() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// `prefix` followed by 12 random hex digits: unique names for domains, users and resources.
