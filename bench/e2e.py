@@ -28,9 +28,11 @@ import time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
-# The reading's sequence number and send time, taken from the body only: the gateway's headline
-# carries the tag a second time in its XEP-0323 fields.
-BODY_RE = re.compile(rb"<body[^>]*>[^<]*?seq=(-?\d+);ts=(\d+)[^<]*</body>")
+# The readings' sequence numbers and send times, taken from the body only: the gateway's headline
+# carries each tag a second time in its XEP-0323 fields. A body has one reading per line (a
+# push that waited for a busy server carries the device's next readings too).
+BODY_RE = re.compile(rb"<body[^>]*>([^<]*)</body>")
+TAG_RE = re.compile(rb"seq=(-?\d+);ts=(\d+)")
 STANZA_END = b"</message>"
 
 
@@ -184,6 +186,8 @@ class Receiver(Xmpp):
         # when the first headline with its send time arrives; the rest are counted as extra.
         self.seen = set()
         self.extra = 0
+        # Stanzas that carried counted readings.
+        self.stanzas = 0
         self.latencies = []
         self.first = self.last = None
         # The first stanza counted, as the receiver got it.
@@ -200,22 +204,27 @@ class Receiver(Xmpp):
             if cut < 0:
                 continue
             done, self.buf = self.buf[: cut + len(STANZA_END)], self.buf[cut + len(STANZA_END):]
-            for m in BODY_RE.finditer(done):
-                seq, sent = int(m.group(1)), int(m.group(2))
-                if seq < 0:
-                    self.warm = True  # warm-up traffic, not counted
-                    continue
-                if sent in self.seen:
-                    self.extra += 1
-                    continue
-                self.seen.add(sent)
-                if self.sample is None:
-                    start = done.rfind(b"<message", 0, m.start())
-                    self.sample = done[start : done.find(STANZA_END, m.end()) + len(STANZA_END)]
-                self.count += 1
-                self.latencies.append(t - sent)
-                self.first = self.first or t
-                self.last = t
+            for body in BODY_RE.finditer(done):
+                counted = False
+                for m in TAG_RE.finditer(body.group(1)):
+                    seq, sent = int(m.group(1)), int(m.group(2))
+                    if seq < 0:
+                        self.warm = True  # warm-up traffic, not counted
+                        continue
+                    if sent in self.seen:
+                        self.extra += 1
+                        continue
+                    self.seen.add(sent)
+                    counted = True
+                    self.count += 1
+                    self.latencies.append(t - sent)
+                    self.first = self.first or t
+                    self.last = t
+                if counted:
+                    self.stanzas += 1
+                    if self.sample is None:
+                        start = done.rfind(b"<message", 0, body.start())
+                        self.sample = done[start : done.find(STANZA_END, body.end()) + len(STANZA_END)]
 
     def start(self):
         self.task = asyncio.ensure_future(self._run())
@@ -388,6 +397,7 @@ async def run_phase(name, path, rate, total, send_one, writer, receiver, gw, ser
         "received": got,
         "loss": total - got,
         "extra": receiver.extra,
+        "stanzas": receiver.stanzas,
         "msg_s": got / span_s if span_s > 0 else 0.0,
         "p50_ms": pct(lat, 50) / 1000,
         "p99_ms": pct(lat, 99) / 1000,
@@ -404,7 +414,7 @@ async def run_phase(name, path, rate, total, send_one, writer, receiver, gw, ser
 
 def print_header():
     print(
-        f"{'phase':<12}{'path':<9}{'rate/s':>7}{'sent':>7}{'recv':>7}{'loss':>6}{'extra':>6}"
+        f"{'phase':<12}{'path':<9}{'rate/s':>7}{'sent':>7}{'recv':>7}{'loss':>6}{'extra':>6}{'stanzas':>8}"
         f"{'msg/s':>7}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'srv ms/1k':>10}{'gw ms/1k':>9}"
         f"{'RSS MiB':>8}{'load':>6}",
         flush=True,
@@ -418,7 +428,7 @@ def print_row(r):
     rss = f"{r['rss_peak_mib']:.1f}" if r["rss_peak_mib"] is not None else "-"
     print(
         f"{r['phase']:<12}{r['path']:<9}{str(r['rate']):>7}{r['sent']:>7}{r['received']:>7}{r['loss']:>6}"
-        f"{r['extra']:>6}{r['msg_s']:>7.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['max_ms']:>9.2f}"
+        f"{r['extra']:>6}{r['stanzas']:>8}{r['msg_s']:>7.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['max_ms']:>9.2f}"
         f"{ms(r['server_ms_per_1k']):>10}{ms(r['cpu_ms_per_1k']):>9}{rss:>8}{r['load']:>6.1f}",
         flush=True,
     )
@@ -532,6 +542,7 @@ async def main():
         print(
             f"  flood {i}: gateway {g['msg_s']:.0f} msg/s, raw {d['msg_s']:.0f} msg/s = "
             f"{100 * g['msg_s'] / d['msg_s']:.0f} % of the ceiling; loss {g['loss']} of {g['sent']} (raw {d['loss']}); "
+            f"{g['received'] / max(g['stanzas'], 1):.1f} readings per stanza; "
             f"server {g['server_ms_per_1k']:.0f} ms per 1k (raw {d['server_ms_per_1k']:.0f}, "
             f"{g['server_ms_per_1k'] / d['server_ms_per_1k']:.2f}x); gateway {g['cpu_ms_per_1k']:.0f} ms CPU per 1k"
         )

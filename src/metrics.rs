@@ -246,6 +246,11 @@ impl MetricsSource for GatewayMetrics {
                 &s.presence_coalesced,
             ),
             (
+                "pushes_joined_total",
+                "Push readings that joined a push still waiting for a busy upstream.",
+                &s.pushes_joined,
+            ),
+            (
                 "replies_dropped_total",
                 "Replies dropped because the upstream queue stayed full.",
                 &s.replies_dropped,

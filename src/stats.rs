@@ -32,6 +32,8 @@ pub struct Stats {
     pub stanzas_misrouted: AtomicU64,
     /// Presence updates folded into a later one (`min_interval`, or a busy upstream).
     pub presence_coalesced: AtomicU64,
+    /// Push readings that joined a push still waiting for the upstream (a busy server).
+    pub pushes_joined: AtomicU64,
     /// Replies dropped because the upstream queue was full for too long.
     pub replies_dropped: AtomicU64,
     /// Upstream sessions established: the first connection and every reconnect, every link.

@@ -441,6 +441,7 @@ impl Core {
         self.pubsub.renumber(&map);
         retain_mapped(&mut self.device_stats, &map);
         // Everything else that names devices by index is renumbered.
+        self.outbox.seal_pushes();
         for (idx, to) in self.outbox.take_presence() {
             if let Some(new) = map[idx] {
                 self.outbox.push_presence(new, to);

@@ -1,17 +1,31 @@
 //! What the core owes the upstream: replies in order, then presence, each (device, recipient)
 //! pair of presence at most once however often it changed before going out.
 //!
+//! A push headline that is still waiting takes the next readings of its device for the same
+//! recipient (up to [`MAX_READINGS_PER_PUSH`]): when the server is the bottleneck, it then
+//! routes one stanza for several readings instead of one each, and nothing is dropped. When the
+//! server keeps up, a push leaves before the next reading comes and goes out on its own.
+//!
 //! The core loop takes from here only when the upstream channel has room, so nothing in the
 //! core ever waits on the XMPP side; the presence stanza itself is built when it is taken, from
 //! the device's state at that moment.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use minidom::Element;
 use tokio::sync::mpsc;
 
-/// Replies waiting for room upstream; beyond this the oldest are dropped (and counted).
+use crate::xmpp::stanzas;
+
+/// Readings waiting for room upstream; beyond this the oldest reply is dropped (and counted).
 const MAX_URGENT: usize = 10_000;
+/// Readings one waiting push takes at most. A push of this many stays a few kilobytes, far
+/// below any server's stanza size limit, and a chat client shows it as one short list.
+pub(super) const MAX_READINGS_PER_PUSH: usize = 32;
+
+/// Which pushes may be folded together: a device index and the index of its recipient in
+/// `[publish] notify`.
+pub(super) type PushKey = (usize, usize);
 
 /// Presence owed: a device index and its recipient, or `None` for a broadcast.
 pub(super) type PresenceOwed = (usize, Option<String>);
@@ -21,10 +35,33 @@ pub(super) struct Outbox {
     /// and drops it at shutdown, which lets the session close the stream.
     pub(super) out: mpsc::Sender<Element>,
     /// Replies, in order; sent before presence.
-    urgent: VecDeque<Element>,
+    urgent: VecDeque<Queued>,
+    /// The sequence number of `urgent[0]`: entry `n` of `urgent` was queued as `front + n`.
+    front: u64,
+    /// Readings in `urgent` (a reply counts one, a push as many readings as it carries).
+    readings: usize,
+    /// Per push key, the sequence number of its push that is still waiting, if any.
+    waiting_push: HashMap<PushKey, u64>,
     /// Presence owed, in the order first owed; `presence_queued` holds the same pairs.
     presence_queue: VecDeque<PresenceOwed>,
     presence_queued: HashSet<PresenceOwed>,
+}
+
+/// A reply waiting in order.
+struct Queued {
+    el: Element,
+    /// Set for a push headline that later readings may still join.
+    push: Option<PushKey>,
+    readings: usize,
+}
+
+/// What became of a queued push.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Pushed {
+    /// Queued on its own; `false` when the oldest reply was dropped to make room.
+    Queued(bool),
+    /// Folded into the push of the same key that is still waiting.
+    Joined,
 }
 
 /// The next thing to send.
@@ -38,6 +75,9 @@ impl Outbox {
         Outbox {
             out,
             urgent: VecDeque::new(),
+            front: 0,
+            readings: 0,
+            waiting_push: HashMap::new(),
             presence_queue: VecDeque::new(),
             presence_queued: HashSet::new(),
         }
@@ -47,19 +87,77 @@ impl Outbox {
         self.urgent.is_empty() && self.presence_queue.is_empty()
     }
 
-    /// Replies waiting.
+    /// Readings waiting in replies (each reply counts one, a push each reading it carries).
     pub(super) fn replies(&self) -> usize {
-        self.urgent.len()
+        self.readings
     }
 
     /// Queues a reply; past `MAX_URGENT` the oldest is dropped, and `false` says so.
     pub(super) fn push_reply(&mut self, el: Element) -> bool {
-        let room = self.urgent.len() < MAX_URGENT;
-        if !room {
-            self.urgent.pop_front();
+        self.enqueue(Queued {
+            el,
+            push: None,
+            readings: 1,
+        })
+    }
+
+    /// Queues push headline `el` for `key`, or folds it into that key's push if one is still
+    /// waiting and has room.
+    pub(super) fn push_push(&mut self, key: PushKey, el: Element) -> Pushed {
+        if let Some(&seq) = self.waiting_push.get(&key) {
+            if let Some(q) = seq
+                .checked_sub(self.front)
+                .and_then(|at| self.urgent.get_mut(at as usize))
+            {
+                if q.push == Some(key) && q.readings < MAX_READINGS_PER_PUSH {
+                    stanzas::extend_headline(&mut q.el, el);
+                    q.readings += 1;
+                    self.readings += 1;
+                    return Pushed::Joined;
+                }
+            }
         }
-        self.urgent.push_back(el);
+        let room = self.enqueue(Queued {
+            el,
+            push: Some(key),
+            readings: 1,
+        });
+        // It is the last entry now.
+        let seq = self.front + self.urgent.len() as u64 - 1;
+        self.waiting_push.insert(key, seq);
+        Pushed::Queued(room)
+    }
+
+    fn enqueue(&mut self, q: Queued) -> bool {
+        let room = self.readings < MAX_URGENT;
+        if !room {
+            self.pop_reply();
+        }
+        self.readings += q.readings;
+        self.urgent.push_back(q);
         room
+    }
+
+    fn pop_reply(&mut self) -> Option<Element> {
+        let q = self.urgent.pop_front()?;
+        let seq = self.front;
+        self.front += 1;
+        self.readings -= q.readings;
+        if let Some(key) = q.push {
+            if self.waiting_push.get(&key) == Some(&seq) {
+                self.waiting_push.remove(&key);
+            }
+        }
+        Some(q.el)
+    }
+
+    /// Waiting pushes take no further readings: their keys are about to mean other devices or
+    /// recipients (the device table was renumbered, or the configuration reloaded).
+    pub(super) fn seal_pushes(&mut self) {
+        self.waiting_push.clear();
+        for q in &mut self.urgent {
+            q.push = None;
+        }
     }
 
     /// Owes presence of `idx` to `to`; `false` when it was owed already (coalesced).
@@ -74,7 +172,7 @@ impl Outbox {
 
     /// The next reply, else the next presence owed.
     pub(super) fn pop(&mut self) -> Option<Next> {
-        if let Some(el) = self.urgent.pop_front() {
+        if let Some(el) = self.pop_reply() {
             return Some(Next::Reply(el));
         }
         let owed = self.presence_queue.pop_front()?;
@@ -84,14 +182,17 @@ impl Outbox {
 
     /// Forgets everything owed (the upstream went down: it is all said again when it returns).
     pub(super) fn clear(&mut self) {
+        self.front += self.urgent.len() as u64;
         self.urgent.clear();
+        self.readings = 0;
+        self.waiting_push.clear();
         self.presence_queue.clear();
         self.presence_queued.clear();
     }
 
     /// Takes the replies waiting, in order.
     pub(super) fn take_replies(&mut self) -> Vec<Element> {
-        self.urgent.drain(..).collect()
+        std::iter::from_fn(|| self.pop_reply()).collect()
     }
 
     /// Takes the presence owed, in order (a reload re-queues it under the new device indices).
@@ -152,5 +253,78 @@ mod tests {
         assert!(o.push_presence(2, None));
         o.clear();
         assert!(o.is_empty());
+    }
+
+    fn headline(body: &str) -> Element {
+        stanzas::headline("d@gw.example.org", "u@example.org", body, None)
+    }
+
+    fn body(next: Option<Next>) -> String {
+        match next {
+            Some(Next::Reply(el)) => el
+                .get_child("body", crate::xmlns::CLIENT)
+                .map(Element::text)
+                .unwrap_or_default(),
+            _ => panic!("a reply"),
+        }
+    }
+
+    #[test]
+    fn a_waiting_push_takes_later_readings_of_its_key_only() {
+        let mut o = outbox();
+        assert_eq!(o.push_push((0, 0), headline("a1")), Pushed::Queued(true));
+        assert_eq!(o.push_push((1, 0), headline("b1")), Pushed::Queued(true));
+        assert_eq!(o.push_push((0, 0), headline("a2")), Pushed::Joined);
+        assert_eq!(
+            o.push_push((0, 1), headline("a1 to the other")),
+            Pushed::Queued(true)
+        );
+        assert_eq!(o.replies(), 4);
+        assert_eq!(body(o.pop()), "a1\na2");
+        assert_eq!(o.replies(), 2);
+        // Gone out: the next reading starts a push of its own, behind the others.
+        assert_eq!(o.push_push((0, 0), headline("a3")), Pushed::Queued(true));
+        assert_eq!(o.push_push((1, 0), headline("b2")), Pushed::Joined);
+        assert_eq!(body(o.pop()), "b1\nb2");
+        assert_eq!(body(o.pop()), "a1 to the other");
+        assert_eq!(body(o.pop()), "a3");
+        assert!(o.pop().is_none());
+        assert_eq!(o.replies(), 0);
+    }
+
+    #[test]
+    fn a_full_push_and_a_sealed_one_take_no_more() {
+        let mut o = outbox();
+        for i in 0..=MAX_READINGS_PER_PUSH {
+            o.push_push((0, 0), headline(&i.to_string()));
+        }
+        assert_eq!(o.replies(), MAX_READINGS_PER_PUSH + 1);
+        let first = body(o.pop());
+        assert_eq!(first.lines().count(), MAX_READINGS_PER_PUSH);
+        assert!(first.starts_with("0\n1\n"), "{first}");
+        assert_eq!(body(o.pop()), MAX_READINGS_PER_PUSH.to_string());
+
+        o.push_push((0, 0), headline("x"));
+        o.seal_pushes();
+        assert_eq!(o.push_push((0, 0), headline("y")), Pushed::Queued(true));
+        assert_eq!(body(o.pop()), "x");
+        assert_eq!(body(o.pop()), "y");
+    }
+
+    #[test]
+    fn cleared_and_dropped_pushes_are_not_joined() {
+        let mut o = outbox();
+        o.push_push((0, 0), headline("lost"));
+        o.clear();
+        assert_eq!(o.push_push((0, 0), headline("after")), Pushed::Queued(true));
+        assert_eq!(body(o.pop()), "after");
+        // The push at the front is dropped for room: the key's next reading starts anew.
+        o.push_push((0, 0), headline("oldest"));
+        for _ in 1..MAX_URGENT {
+            o.push_reply(Element::builder("iq", "jabber:component:accept").build());
+        }
+        assert!(!o.push_reply(Element::builder("iq", "jabber:component:accept").build()));
+        assert_eq!(o.push_push((0, 0), headline("new")), Pushed::Queued(false));
+        assert_eq!(o.replies(), MAX_URGENT);
     }
 }

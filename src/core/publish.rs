@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::stanza_error::{DefinedCondition, StanzaError};
 
+use super::outbox::Pushed;
 use super::Core;
 use crate::config::PushFormat;
 use crate::devices::retain_mapped;
@@ -291,8 +292,15 @@ impl Core {
             };
             headlines.push(stanzas::headline(from, to, &body, payload));
         }
-        for el in headlines {
-            self.reply(el);
+        if !self.link_up {
+            return;
+        }
+        for (i, el) in headlines.into_iter().enumerate() {
+            match self.outbox.push_push((idx, i), el) {
+                Pushed::Joined => Stats::inc(&self.stats.pushes_joined),
+                Pushed::Queued(true) => {}
+                Pushed::Queued(false) => Stats::inc(&self.stats.replies_dropped),
+            }
         }
     }
 

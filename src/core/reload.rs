@@ -108,6 +108,8 @@ impl Core {
                 }
             }
         }
+        // Waiting pushes name old indices and old `notify` positions: they go out as they are.
+        self.outbox.seal_pushes();
         // Queued presence refers to old indices: carry it over by id.
         let queued: Vec<(gateway_api::DeviceId, Option<String>)> = self
             .outbox

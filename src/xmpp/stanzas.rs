@@ -98,6 +98,41 @@ pub fn headline(from: &str, to: &str, body: &str, payload: Option<Element>) -> E
     el
 }
 
+/// Folds push headline `next` (of the same device to the same recipient, built by [`headline`])
+/// into `into`, which is still waiting to be sent: its body becomes a further line of the body,
+/// and its XEP-0323 `<timestamp>` groups join those of `into`'s `<node>` (a group that is
+/// already there, e.g. an unchanged field's value with its old time, is not repeated). One
+/// stanza then carries several readings in the order they were taken.
+pub fn extend_headline(into: &mut Element, next: Element) {
+    let body_ns = crate::xmlns::CLIENT;
+    let sensor_ns = crate::xmlns::SENSOR_DATA;
+    let mut next = next;
+    if let Some(text) = next.get_child("body", body_ns).map(Element::text) {
+        if let Some(body) = into.get_child_mut("body", body_ns) {
+            body.append_text("\n");
+            body.append_text(text);
+        }
+    }
+    let Some(mut fields) = next.remove_child("fields", sensor_ns) else {
+        return;
+    };
+    let Some(node) = fields.get_child_mut("node", sensor_ns) else {
+        return;
+    };
+    let groups: Vec<Element> = node.take_contents_as_children().collect();
+    let Some(target) = into
+        .get_child_mut("fields", sensor_ns)
+        .and_then(|f| f.get_child_mut("node", sensor_ns))
+    else {
+        return;
+    };
+    for group in groups {
+        if !target.children().any(|g| *g == group) {
+            target.append_child(group);
+        }
+    }
+}
+
 /// A data message (`type='normal'`, no body) carrying one payload, e.g. XEP-0323 `<fields/>`.
 pub fn data_message(from: &Jid, to: &Jid, payload: Element) -> Element {
     let mut m = Message::new_with_type(MessageType::Normal, Some(to.clone()));
@@ -166,5 +201,70 @@ mod tests {
                 .map(|b| b.text()),
             Some("a<b & c".into())
         );
+    }
+
+    fn push(body: &str, groups: &str) -> Element {
+        let fields: Element = format!(
+            "<fields xmlns='urn:xmpp:iot:sensordata' seqnr='0' done='true'><node nodeId='d'>{groups}</node></fields>"
+        )
+        .parse()
+        .expect("fields");
+        headline("d@gw.example.org", "u@example.org", body, Some(fields))
+    }
+
+    #[test]
+    fn extended_headline_carries_every_reading_once_in_order() {
+        let old = "<timestamp value='2026-01-01T00:00:00.000Z'><numeric name='rh' value='40'/></timestamp>";
+        let mut first = push(
+            "t 1, rh 40",
+            &format!("<timestamp value='2026-01-01T00:00:01.000Z'><numeric name='t' value='1'/></timestamp>{old}"),
+        );
+        extend_headline(
+            &mut first,
+            push(
+                "t 2, rh 40",
+                &format!("<timestamp value='2026-01-01T00:00:02.000Z'><numeric name='t' value='2'/></timestamp>{old}"),
+            ),
+        );
+        assert_eq!(
+            first
+                .get_child("body", crate::xmlns::CLIENT)
+                .map(Element::text),
+            Some("t 1, rh 40\nt 2, rh 40".into())
+        );
+        let node = first
+            .get_child("fields", crate::xmlns::SENSOR_DATA)
+            .and_then(|f| f.get_child("node", crate::xmlns::SENSOR_DATA))
+            .expect("node");
+        let times: Vec<&str> = node.children().filter_map(|t| t.attr("value")).collect();
+        assert_eq!(
+            times,
+            [
+                "2026-01-01T00:00:01.000Z",
+                "2026-01-01T00:00:00.000Z",
+                "2026-01-01T00:00:02.000Z"
+            ]
+        );
+        // Still one well-formed stanza with one body.
+        let back: Element = String::from(&first).parse().expect("well-formed");
+        assert_eq!(back.children().filter(|c| c.name() == "body").count(), 1);
+    }
+
+    #[test]
+    fn text_pushes_extend_their_body_only() {
+        let mut first = headline("d@gw.example.org", "u@example.org", "t 1", None);
+        extend_headline(
+            &mut first,
+            headline("d@gw.example.org", "u@example.org", "t 2", None),
+        );
+        assert_eq!(
+            first
+                .get_child("body", crate::xmlns::CLIENT)
+                .map(Element::text),
+            Some("t 1\nt 2".into())
+        );
+        assert!(first
+            .get_child("fields", crate::xmlns::SENSOR_DATA)
+            .is_none());
     }
 }

@@ -830,11 +830,13 @@ async fn mqtts_trusts_the_configured_ca_and_only_that() {
     assert!(reason.contains("unreachable"), "{reason}");
 }
 
-/// With `min_interval = "0s"` every message is news: a burst of two-field messages gives one
-/// headline per message, each with both fields of that very message: none merged, none split,
-/// none lost, in order.
+/// With `min_interval = "0s"` every message is news: a burst of two-field messages reaches the
+/// recipient whole, every message once and in order with both its fields, as a line of a push's
+/// body and as a `<timestamp>` of its XEP-0323 fields. Messages that reach the gateway together
+/// leave together: one push then carries several, which a chat client shows line by line and
+/// slixmpp's XEP-0323 client reads reading by reading.
 #[tokio::test]
-async fn a_burst_gives_one_headline_per_message_with_all_its_fields() {
+async fn a_burst_reaches_chat_and_xep0323_clients_whole_and_in_order() {
     const MESSAGES: i64 = 400;
     let rig = Rig::start(&["carol"], |prosody, domain, mosquitto| {
         GatewayToml::new("burst test", prosody.component_toml(domain))
@@ -856,27 +858,87 @@ async fn a_burst_gives_one_headline_per_message_with_all_its_fields() {
     .await;
     let mut carol = rig.user("carol").await;
     let pair = rig.jid("pair");
+    let expected: Vec<String> = (0..MESSAGES).map(|i| format!("a {i}, b {}", -i)).collect();
     let lines: Vec<String> = (0..MESSAGES)
         .map(|i| format!(r#"{{"a":{i},"b":{}}}"#, -i))
         .collect();
-    rig.mosquitto.publish_lines("burst/pair", &lines).await;
-    let mut bodies = Vec::new();
-    while bodies.len() < MESSAGES as usize {
-        let m = carol
-            .recv_message(TIMEOUT, |m| {
-                m.type_ == xmpp_parsers::message::MessageType::Headline
-                    && m.from.as_ref().is_some_and(|f| f.to_bare() == pair)
-            })
-            .await
-            .unwrap_or_else(|| panic!("headline {} of {MESSAGES}", bodies.len() + 1));
-        let body = m
-            .bodies
-            .values()
-            .next()
-            .map(|b| b.as_str().to_owned())
-            .unwrap_or_default();
-        bodies.push(body);
+    // A headline to carol's bare JID reaches each of her online sessions: this client and
+    // slixmpp's, which logs in as carol/slixmpp.
+    let mut reader = std::process::Command::new(support::modbus::python());
+    reader
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/push_reader.py"
+        ))
+        .args(["--jid", "carol@localhost/slixmpp", "--password", "pw"])
+        .args(["--server", &rig.prosody.c2s_addr().to_string()])
+        .arg("--ca")
+        .arg(rig.prosody.ca_path())
+        .args(["--from", &pair.to_string()])
+        .args(["--readings", &MESSAGES.to_string(), "--timeout", "60"]);
+    let read_by_slixmpp =
+        support::run_command(&mut reader, rig.prosody.dir(), Duration::from_secs(90));
+    let read_by_carol = async {
+        let slixmpp = Jid::new("carol@localhost/slixmpp").expect("jid");
+        assert!(
+            carol
+                .recv_presence_from(&slixmpp, PresenceType::None, Duration::from_secs(30))
+                .await
+                .is_some(),
+            "slixmpp's session came online"
+        );
+        rig.mosquitto.publish_lines("burst/pair", &lines).await;
+        let (mut got, mut stanzas) = (Vec::new(), 0);
+        while got.len() < MESSAGES as usize {
+            let m = carol
+                .recv_message(TIMEOUT, |m| {
+                    m.type_ == xmpp_parsers::message::MessageType::Headline
+                        && m.from.as_ref().is_some_and(|f| f.to_bare() == pair)
+                })
+                .await
+                .unwrap_or_else(|| panic!("reading {} of {MESSAGES}", got.len() + 1));
+            let body = m.bodies.values().next().map(|b| b.as_str()).unwrap_or("");
+            got.extend(body.lines().map(str::to_owned));
+            stanzas += 1;
+        }
+        (got, stanzas)
+    };
+    let (out, (got, stanzas)) = tokio::join!(read_by_slixmpp, read_by_carol);
+    assert_eq!(got, expected);
+    // The burst reached the gateway faster than one push per message could leave.
+    assert!(
+        stanzas < MESSAGES,
+        "{stanzas} pushes for {MESSAGES} messages"
+    );
+    assert!(
+        out.status.success(),
+        "the slixmpp reader failed:\n{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    let (mut bodies, mut readings) = (Vec::new(), Vec::new());
+    for line in out.stdout.lines() {
+        let push: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        bodies.extend(
+            push["body"]
+                .as_str()
+                .expect("a body")
+                .lines()
+                .map(str::to_owned),
+        );
+        for t in push["timestamps"].as_array().expect("timestamps") {
+            assert_eq!(t["nodeId"], "pair", "{line}");
+            let value = |name: &str| {
+                t["fields"]
+                    .as_array()
+                    .and_then(|fs| fs.iter().find(|f| f["name"] == name))
+                    .and_then(|f| f["value"].as_str())
+                    .unwrap_or_else(|| panic!("{name} in {line}"))
+                    .to_owned()
+            };
+            readings.push(format!("a {}, b {}", value("a"), value("b")));
+        }
     }
-    let expected: Vec<String> = (0..MESSAGES).map(|i| format!("a {i}, b {}", -i)).collect();
     assert_eq!(bodies, expected);
+    assert_eq!(readings, expected);
 }
