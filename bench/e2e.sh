@@ -12,8 +12,10 @@
 # (`{"temp": 21.5, "tag": "seq=N;ts=T"}`), `[publish] notify = ["sink@localhost"]`,
 # `min_interval = "0s"`, then runs bench/e2e.py. For each rate it sends rate x seconds readings
 # paced, then --floods times --flood readings flat out, each on the raw path and then through the
-# gateway, and prints delivered msg/s, loss, latency p50/p99/max, the CPU Prosody spent per 1,000
-# messages on each path, the gateway's CPU per 1,000 and its RSS peak, and the load average.
+# gateway, and prints delivered msg/s, loss, the stanzas that carried them (a push that waited
+# for the gateway's turn carries its device's next readings too, a body line each), latency
+# p50/p99/max, the CPU Prosody spent per 1,000 readings on each path, the gateway's CPU per 1,000
+# and its RSS peak, and the load average.
 # --format sets the gateway's `[publish] format` (default: the gateway's default). --shapes N
 # then sends N readings flat out for each of a few stanza shapes (a chat body, a headline body,
 # plus XEP-0323 fields without flags, compact, full) through the raw client: what each part of a
