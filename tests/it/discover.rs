@@ -106,7 +106,7 @@ async fn discover_prints_pastable_devices() {
         r#"json = "/temperature""#,
         r#"command_topic = "zigbee2mqtt/Hallway Bulb/set""#,
         r#"command_template = "{\"state\":\"ON\",\"brightness\":{json}}""#,
-        "# takes 0 to 254",
+        "min = 0\nmax = 254",
     ] {
         assert!(text.contains(want), "{want:?} missing from:\n{text}");
     }

@@ -103,7 +103,9 @@ fn config(prosody: &Prosody, domain: &str, mosquitto: &Mosquitto) -> String {
                     field("brightness")
                         .set("type", "integer")
                         .set("json", "/brightness")
-                        .set("writable", true),
+                        .set("writable", true)
+                        .set("min", 0_i64)
+                        .set("max", 254_i64),
                 ),
         )
         .device(
@@ -461,6 +463,23 @@ async fn writes_publish_commands_acknowledged_by_the_broker() {
             "zigbee2mqtt/lamp/set".into(),
             r#"{"brightness":100,"state":"ON"}"#.into()
         ))
+    );
+    // Outside the field's `min`/`max`: refused with the reason, by XEP-0325 and by chat, and
+    // nothing is published.
+    let set = el(&format!(
+        "<set xmlns='{NS_CTL}'><int name='brightness' value='300'/></set>"
+    ));
+    let err = alice.iq_set(&lamp, set).await.expect_err("out of range");
+    let text = err.texts.values().next().cloned().unwrap_or_default();
+    assert!(text.contains("300 is outside 0 to 254"), "{err:?}");
+    let answer = alice
+        .chat_and_wait(&lamp, "set brightness -1", TIMEOUT)
+        .await
+        .expect("chat answer");
+    assert!(answer.contains("-1 is outside 0 to 254"), "{answer}");
+    assert!(
+        z2m.next(Duration::from_millis(500)).await.is_none(),
+        "nothing was published"
     );
 
     // An unavailable device refuses commands with its reason.

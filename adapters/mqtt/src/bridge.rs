@@ -830,12 +830,17 @@ impl Bridge {
                 let _ = reply.send(Err(RequestError::NotWritable(name.to_string())));
                 return;
             }
-            let value = match value.coerce(spec.kind) {
+            let limits = &self.devices[d].fields[i].config.limits;
+            let checked_value = value
+                .coerce(spec.kind)
+                .map_err(|e| e.to_string())
+                .and_then(|v| limits.check(v));
+            let value = match checked_value {
                 Ok(v) => v,
-                Err(e) => {
+                Err(reason) => {
                     let _ = reply.send(Err(RequestError::OutOfRange {
                         field: name.to_string(),
-                        reason: e.to_string(),
+                        reason,
                     }));
                     return;
                 }

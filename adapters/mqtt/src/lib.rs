@@ -27,6 +27,7 @@ pub mod config;
 pub mod discovery;
 #[cfg(any(fuzzing, test))]
 pub mod fuzzing;
+pub mod limits;
 mod link;
 pub mod payload;
 mod rate_limit;

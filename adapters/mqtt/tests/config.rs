@@ -286,3 +286,99 @@ command_topic = "cmnd/{id}/POWER"
         "{e:?}"
     );
 }
+
+#[test]
+fn limits_of_writes() {
+    let loaded = ok(&mqtt(
+        r#"[[device]]
+id = "t"
+adapter = "bus"
+topic = "t/state"
+command_topic = "t/set"
+  [[device.field]]
+  name = "setpoint"
+  json = "/sp"
+  writable = true
+  min = 5
+  max = 30.5
+  step = 0.5
+  [[device.field]]
+  name = "mode"
+  type = "string"
+  json = "/mode"
+  writable = true
+  options = ["eco", "comfort"]
+  [[device.field]]
+  name = "floor"
+  json = "/floor"
+  writable = true
+  min = 0
+"#,
+    ));
+    use xmpp_iot_gateway_mqtt::limits::Limits;
+    assert_eq!(
+        fld(&loaded, 0, 0).limits,
+        Limits::Range {
+            min: 5.0,
+            max: 30.5,
+            step: 0.5
+        }
+    );
+    assert_eq!(
+        fld(&loaded, 0, 1).limits,
+        Limits::Options(vec!["eco".into(), "comfort".into()])
+    );
+    assert_eq!(
+        fld(&loaded, 0, 2).limits,
+        Limits::Range {
+            min: 0.0,
+            max: f64::INFINITY,
+            step: 0.0
+        }
+    );
+
+    let e = errors(&mqtt(
+        r#"[[device]]
+id = "t"
+adapter = "bus"
+topic = "t/state"
+command_topic = "t/set"
+  [[device.field]]
+  name = "a"
+  writable = true
+  min = 10
+  max = 5
+  step = 0
+  [[device.field]]
+  name = "b"
+  type = "string"
+  writable = true
+  min = 1
+  options = []
+  [[device.field]]
+  name = "c"
+  writable = true
+  options = ["x"]
+"#,
+    ));
+    assert_eq!(
+        e,
+        [
+            "17:9: `max` 5 is below `min` 10",
+            "18:10: `step` must be more than zero",
+            "23:3: `min` limits numbers, but field `b` of device `t` is string (a text's choices are `options`)",
+            "24:13: `options` must list at least one choice",
+            "28:3: `options` are the choices of a text, but field `c` of device `t` is numeric (a number's range is `min`/`max`)",
+        ]
+    );
+
+    let loaded = ok(&mqtt(
+        "[[device]]\nid = \"t\"\nadapter = \"bus\"\ntopic = \"t/state\"\n[[device.field]]\nname = \"a\"\nmax = 3\n",
+    ));
+    assert!(
+        warnings(&loaded)
+            .contains(&"14:1: `max` has no effect: field `a` is not writable".to_owned()),
+        "{:?}",
+        warnings(&loaded)
+    );
+}

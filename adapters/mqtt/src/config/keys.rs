@@ -10,7 +10,8 @@
 //! Device keys: `topic`, `availability_topic` with `availability_online`/`availability_offline`,
 //! `command_topic`, `command_template`, `stale_after`, `fleet`. Field keys: `json`,
 //! `value_template` (Jinja), `topic`, `scale`, `offset`, `payload_on`, `payload_off`,
-//! `command_topic`, `command_template`.
+//! `command_topic`, `command_template`, and the limits of writes: `min`, `max`, `step` (numbers)
+//! and `options` (texts).
 //!
 //! A fleet is one `[[device]]` with `fleet = ["kitchen", "hall", ...]` instead of `id`: it stands
 //! for one device per member, whose id is the member, and `{id}` in its topics (and `name`)
@@ -30,6 +31,7 @@ use gateway_toolkit::{
     check_text, suggestion, AdapterCx, AdapterSlice, AdapterTask, AdapterType, AnySettings,
     ConfigParser, Counters, DeviceCx, DeviceDraft, DiscoverEnv, DiscoverTask, Entry, Expansion,
     FieldCx, FieldDraft, Files, FinishCx, Keys, Pair, ParsedField, Report, Span, Spanned, StartEnv,
+    StringList,
 };
 
 use super::{
@@ -39,6 +41,7 @@ use super::{
 };
 use crate::discovery::template::Jinja;
 use crate::discovery::{DiscoveryConfig, DEFAULT_MAX_DEVICES};
+use crate::limits::Limits;
 use crate::{topic, MqttAdapter, MqttDevice, MqttField, MqttStats};
 
 /// The largest `max_payload` accepted: what MQTT can carry at all.
@@ -507,10 +510,15 @@ fn field(
     let mut ok = true;
     let mut strings: Vec<(&str, Spanned<String>)> = Vec::new();
     let mut numbers: Vec<(&str, Spanned<f64>)> = Vec::new();
+    let mut options = None;
     for e in own {
         match e.key {
-            "scale" | "offset" => match e.number(rep) {
+            "scale" | "offset" | "min" | "max" | "step" => match e.number(rep) {
                 Some(n) => numbers.push((e.key, n)),
+                None => ok = false,
+            },
+            "options" => match e.strings(rep) {
+                Some(list) => options = Some(list),
                 None => ok = false,
             },
             key => match e.string(rep) {
@@ -619,7 +627,15 @@ fn field(
             ok = false;
         }
     }
+    let limits = match limits(&num, options.as_ref(), kind, label, rep) {
+        Some(l) => l,
+        None => {
+            ok = false;
+            Limits::None
+        }
+    };
     ok.then(|| FieldConfig {
+        limits,
         topic,
         json,
         value_template,
@@ -629,6 +645,74 @@ fn field(
         payload_off: off.map(|s| s.value.trim().to_owned()),
         command_topic: command,
         command_template,
+    })
+}
+
+/// The limits of writes a field's `min`, `max`, `step` and `options` give; `None` after an
+/// error. A range is for numbers and a list of choices for texts, as Home Assistant's `number`
+/// and `select` have them.
+fn limits<'a>(
+    num: &dyn Fn(&str) -> Option<&'a Spanned<f64>>,
+    options: Option<&StringList>,
+    kind: FieldType,
+    label: &str,
+    rep: &mut Report<'_>,
+) -> Option<Limits> {
+    let (min, max, step) = (num("min"), num("max"), num("step"));
+    let numeric = matches!(kind, FieldType::Numeric | FieldType::Integer);
+    let mut ok = true;
+    for (key, s) in [("min", min), ("max", max), ("step", step)] {
+        let Some(s) = s else { continue };
+        if !numeric {
+            rep.error(
+                &s.key,
+                format!("`{key}` limits numbers, but {label} is {kind} (a text's choices are `options`)"),
+            );
+            ok = false;
+        }
+    }
+    if let Some(s) = step {
+        if s.value <= 0.0 {
+            rep.error(&s.span, "`step` must be more than zero");
+            ok = false;
+        }
+    }
+    if let (Some(lo), Some(hi)) = (min, max) {
+        if lo.value > hi.value {
+            rep.error(
+                &hi.span,
+                format!("`max` {} is below `min` {}", hi.value, lo.value),
+            );
+            ok = false;
+        }
+    }
+    if let Some(list) = options {
+        if kind != FieldType::String {
+            rep.error(
+                &list.key,
+                format!("`options` are the choices of a text, but {label} is {kind} (a number's range is `min`/`max`)"),
+            );
+            ok = false;
+        } else if list.value.is_empty() {
+            rep.error(&list.span, "`options` must list at least one choice");
+            ok = false;
+        }
+    }
+    if !ok {
+        return None;
+    }
+    if let Some(list) = options {
+        return Some(Limits::Options(
+            list.value.iter().map(|o| o.value.clone()).collect(),
+        ));
+    }
+    if min.is_none() && max.is_none() && step.is_none() {
+        return Some(Limits::None);
+    }
+    Some(Limits::Range {
+        min: min.map_or(f64::NEG_INFINITY, |s| s.value),
+        max: max.map_or(f64::INFINITY, |s| s.value),
+        step: step.map_or(0.0, |s| s.value),
     })
 }
 
@@ -674,7 +758,14 @@ fn finish_device(cx: &FinishCx<'_>, fields: &mut [FieldDraft<'_>], rep: &mut Rep
             );
         }
         if !f.spec.writable {
-            let keys = ["command_topic", "command_template"];
+            let keys = [
+                "command_topic",
+                "command_template",
+                "min",
+                "max",
+                "step",
+                "options",
+            ];
             for e in f.extra.iter().filter(|e| keys.contains(&e.key)) {
                 rep.warn(
                     &e.key_span,
@@ -732,6 +823,10 @@ impl AdapterType for Mqtt {
                 "payload_off",
                 "command_topic",
                 "command_template",
+                "min",
+                "max",
+                "step",
+                "options",
             ],
         }
     }

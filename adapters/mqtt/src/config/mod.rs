@@ -15,6 +15,7 @@ use gateway_api::{DeviceId, FieldSpec};
 
 use crate::discovery::template::{self, Jinja};
 use crate::discovery::DiscoveryConfig;
+use crate::limits::Limits;
 use crate::topic::{self, TopicError};
 
 pub mod keys;
@@ -373,6 +374,8 @@ pub struct FieldConfig {
     pub payload_off: Option<String>,
     pub command_topic: Option<String>,
     pub command_template: Option<Template>,
+    /// What writes may set (`min`/`max`/`step`, `options`); others are refused unsent.
+    pub limits: Limits,
 }
 
 impl Default for FieldConfig {
@@ -387,6 +390,7 @@ impl Default for FieldConfig {
             payload_off: None,
             command_topic: None,
             command_template: None,
+            limits: Limits::None,
         }
     }
 }

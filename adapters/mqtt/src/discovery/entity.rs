@@ -60,19 +60,7 @@ pub enum Write {
     },
 }
 
-/// What values a writable field takes.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Limits {
-    None,
-    /// A number from `min` to `max` in steps of `step` from `min` (`step` 0: any).
-    Range {
-        min: f64,
-        max: f64,
-        step: f64,
-    },
-    /// One of these texts.
-    Options(Vec<String>),
-}
+pub use crate::limits::Limits;
 
 /// One field an entity adds to its device.
 #[derive(Debug, Clone, PartialEq)]
@@ -156,34 +144,7 @@ impl EntityField {
     /// Checks a value about to be written against the field's limits; the value as written.
     pub fn check_write(&self, value: Value) -> Result<Value, String> {
         let value = value.coerce(self.kind).map_err(|e| e.to_string())?;
-        match &self.limits {
-            Limits::None => Ok(value),
-            Limits::Range { min, max, step } => {
-                let Some(v) = value.as_f64() else {
-                    return Ok(value);
-                };
-                if v < *min || v > *max {
-                    return Err(format!("{v} is outside {min} to {max}"));
-                }
-                if *step > 0.0 {
-                    let n = (v - min) / step;
-                    if (n - n.round()).abs() > 1e-6 {
-                        return Err(format!(
-                            "{v} is not a multiple of the step {step} from {min}"
-                        ));
-                    }
-                }
-                Ok(value)
-            }
-            Limits::Options(options) => {
-                let text = value.to_string();
-                if options.contains(&text) {
-                    Ok(value)
-                } else {
-                    Err(format!("{text:?} is not one of {}", options.join(", ")))
-                }
-            }
-        }
+        self.limits.check(value)
     }
 
     /// The text a written value is sent as (before a template): a boolean's on/off payload,

@@ -5,9 +5,9 @@
 //!
 //! Every field gets its own `topic`; what discovery reads through a template becomes a
 //! `value_template`, a key of a JSON payload a `json` pointer, and the command a
-//! `command_template` (`{value}`, `{json}`, or the announcement's Jinja template). What the
-//! configuration cannot say (a second availability topic, limits on writes) is written as a
-//! comment.
+//! `command_template` (`{value}`, `{json}`, or the announcement's Jinja template), and the limits
+//! of writes `min`/`max`/`step` or `options`. What the configuration cannot say (a second
+//! availability topic, an availability template) is written as a comment.
 
 use std::fmt::Write as _;
 
@@ -34,6 +34,16 @@ fn quote(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// A TOML number: a whole number as an integer, any other as a float (Rust's `Debug` form,
+/// `0.5`, `1e20`, is also TOML's).
+fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v:?}")
+    }
 }
 
 /// An RFC 6901 pointer to key `k`.
@@ -161,14 +171,19 @@ fn device_block(out: &mut String, adapter: &str, device: &DiscoveredDevice, enti
         }
         match &f.limits {
             Limits::None => {}
-            Limits::Range { min, max, step } if *step > 0.0 => {
-                let _ = writeln!(out, "# takes {min} to {max} in steps of {step}");
-            }
-            Limits::Range { min, max, .. } => {
-                let _ = writeln!(out, "# takes {min} to {max}");
+            Limits::Range { min, max, step } => {
+                for (key, v) in [("min", min), ("max", max)] {
+                    if v.is_finite() {
+                        let _ = writeln!(out, "{key} = {}", number(*v));
+                    }
+                }
+                if *step > 0.0 {
+                    let _ = writeln!(out, "step = {}", number(*step));
+                }
             }
             Limits::Options(o) => {
-                let _ = writeln!(out, "# takes one of: {}", o.join(", "));
+                let list: Vec<String> = o.iter().map(|c| quote(c)).collect();
+                let _ = writeln!(out, "options = [{}]", list.join(", "));
             }
         }
     }
@@ -186,5 +201,12 @@ mod tests {
         );
         assert_eq!(quote("a\\b\nc"), r#""a\\b\nc""#);
         assert_eq!(pointer("a/b~c"), "/a~1b~0c");
+    }
+
+    #[test]
+    fn numbers_in_toml_form() {
+        for (v, text) in [(254.0, "254"), (-12.0, "-12"), (0.5, "0.5"), (1e20, "1e20")] {
+            assert_eq!(number(v), text);
+        }
     }
 }
