@@ -19,9 +19,12 @@ use crate::xmpp::stanzas;
 
 /// Readings waiting for room upstream; beyond this the oldest reply is dropped (and counted).
 const MAX_URGENT: usize = 10_000;
-/// Readings one waiting push takes at most. A push of this many stays a few kilobytes, far
-/// below any server's stanza size limit, and a chat client shows it as one short list.
+/// Readings one waiting push takes at most: a chat client shows it as one short list.
 pub(super) const MAX_READINGS_PER_PUSH: usize = 32;
+/// Bytes a waiting push grows to at most by taking readings. Servers close a stream that sends
+/// a stanza above their limit (64 KiB is common); a reading bigger than this still goes out
+/// alone, as it would have anyway.
+const MAX_JOINED_PUSH_BYTES: usize = 16 * 1024;
 
 /// Which pushes may be folded together: a device index and the index of its recipient in
 /// `[publish] notify`.
@@ -53,6 +56,8 @@ struct Queued {
     /// Set for a push headline that later readings may still join.
     push: Option<PushKey>,
     readings: usize,
+    /// About how many bytes `el` is written, once a reading wanted to join it.
+    bytes: Option<usize>,
 }
 
 /// What became of a queued push.
@@ -98,6 +103,7 @@ impl Outbox {
             el,
             push: None,
             readings: 1,
+            bytes: None,
         })
     }
 
@@ -110,10 +116,15 @@ impl Outbox {
                 .and_then(|at| self.urgent.get_mut(at as usize))
             {
                 if q.push == Some(key) && q.readings < MAX_READINGS_PER_PUSH {
-                    stanzas::extend_headline(&mut q.el, el);
-                    q.readings += 1;
-                    self.readings += 1;
-                    return Pushed::Joined;
+                    let had = *q.bytes.get_or_insert_with(|| stanzas::approx_len(&q.el));
+                    let adds = stanzas::approx_len(&el);
+                    if had + adds <= MAX_JOINED_PUSH_BYTES {
+                        stanzas::extend_headline(&mut q.el, el);
+                        q.bytes = Some(had + adds);
+                        q.readings += 1;
+                        self.readings += 1;
+                        return Pushed::Joined;
+                    }
                 }
             }
         }
@@ -121,6 +132,7 @@ impl Outbox {
             el,
             push: Some(key),
             readings: 1,
+            bytes: None,
         });
         // It is the last entry now.
         let seq = self.front + self.urgent.len() as u64 - 1;
@@ -326,5 +338,18 @@ mod tests {
         assert!(!o.push_reply(Element::builder("iq", "jabber:component:accept").build()));
         assert_eq!(o.push_push((0, 0), headline("new")), Pushed::Queued(false));
         assert_eq!(o.replies(), MAX_URGENT);
+    }
+
+    #[test]
+    fn a_push_stops_taking_readings_before_it_gets_large() {
+        let mut o = outbox();
+        let big = "x".repeat(6 * 1024);
+        assert_eq!(o.push_push((0, 0), headline(&big)), Pushed::Queued(true));
+        assert_eq!(o.push_push((0, 0), headline(&big)), Pushed::Joined);
+        // A third would pass 16 KiB: it waits in a push of its own, which the next one joins.
+        assert_eq!(o.push_push((0, 0), headline(&big)), Pushed::Queued(true));
+        assert_eq!(o.push_push((0, 0), headline("small")), Pushed::Joined);
+        assert_eq!(body(o.pop()).len(), 2 * big.len() + 1);
+        assert_eq!(body(o.pop()), format!("{big}\nsmall"));
     }
 }
