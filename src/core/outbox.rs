@@ -2,9 +2,10 @@
 //! pair of presence at most once however often it changed before going out.
 //!
 //! A push headline that is still waiting takes the next readings of its device for the same
-//! recipient (up to [`MAX_READINGS_PER_PUSH`]): when the server is the bottleneck, it then
-//! routes one stanza for several readings instead of one each, and nothing is dropped. When the
-//! server keeps up, a push leaves before the next reading comes and goes out on its own.
+//! recipient (up to [`MAX_READINGS_PER_PUSH`] and [`MAX_JOINED_PUSH_BYTES`]): when the core or
+//! the server is behind, the server then routes one stanza for several readings instead of one
+//! each, and nothing is dropped. When both keep up, a push leaves before the next reading comes
+//! and goes out on its own.
 //!
 //! The core loop takes from here only when the upstream channel has room, so nothing in the
 //! core ever waits on the XMPP side; the presence stanza itself is built when it is taken, from
