@@ -269,20 +269,21 @@ impl Core {
     /// A headline per change to every `[publish] notify` JID: the values as text, and as fields
     /// unless `[publish] format = "text"`.
     fn push(&mut self, idx: usize) {
-        if self.config.publish.notify.is_empty() {
+        // Nothing is queued while the upstream is down: build nothing either.
+        if self.config.publish.notify.is_empty() || !self.link_up {
             return;
         }
         let dev = self.devices.get(idx);
         let body = translator::status::status_line(&dev.current());
-        let fields = match self.config.publish.format {
+        let mut fields = match self.config.publish.format {
             PushFormat::Compact => Some(self.compact_fields(idx)),
             PushFormat::Full => Some(self.current_fields(idx)),
             PushFormat::Text => None,
         };
         let from = dev.jid.as_str();
         let notify = &self.config.publish.notify;
+        // Built first: `dev` borrows the device table, and queueing needs the core.
         let mut headlines = Vec::with_capacity(notify.len());
-        let mut fields = fields;
         for (i, to) in notify.iter().enumerate() {
             // The last target takes the payload itself; the others a copy.
             let payload = if i + 1 == notify.len() {
@@ -291,9 +292,6 @@ impl Core {
                 fields.clone()
             };
             headlines.push(stanzas::headline(from, to, &body, payload));
-        }
-        if !self.link_up {
-            return;
         }
         for (i, el) in headlines.into_iter().enumerate() {
             match self.outbox.push_push((idx, i), el) {

@@ -103,10 +103,9 @@ pub fn headline(from: &str, to: &str, body: &str, payload: Option<Element>) -> E
 /// and its XEP-0323 `<timestamp>` groups join those of `into`'s `<node>` (a group that is
 /// already there, e.g. an unchanged field's value with its old time, is not repeated). One
 /// stanza then carries several readings in the order they were taken.
-pub fn extend_headline(into: &mut Element, next: Element) {
+pub fn extend_headline(into: &mut Element, mut next: Element) {
     let body_ns = crate::xmlns::CLIENT;
     let sensor_ns = crate::xmlns::SENSOR_DATA;
-    let mut next = next;
     if let Some(text) = next.get_child("body", body_ns).map(Element::text) {
         if let Some(body) = into.get_child_mut("body", body_ns) {
             body.append_text("\n");
